@@ -1,0 +1,25 @@
+"""butterfly_jax: how sensitive is neural-network training to tiny perturbations?
+
+Public API (stable; notebooks and other tools rely on it)::
+
+  interpolate(params_a, params_b, alpha)    -> (1 - alpha) * a + alpha * b
+  l2_distance(params_a, params_b)           -> float
+  barrier_from_curve(alphas, values)        -> float (Eq. 1 on a grid)
+  create_model(name, key, input_shape, num_classes, **kwargs) -> (apply_fn, params, spec)
+  run_experiment(config, workdir)           -> results dict (also written to workdir/results.json)
+"""
+
+__version__ = "0.1.0"
+
+from butterfly_jax.tree_math import interpolate, l2_distance
+from butterfly_jax.evaluate import barrier_from_curve
+from butterfly_jax.models import create_model
+
+
+def run_experiment(config, workdir):
+  """Runs one butterfly experiment (trunk, perturbation, children, evaluation); see README.md."""
+  from butterfly_jax.experiment import run  # heavy imports (tfds, orbax) only when running
+  return run(config, workdir)
+
+
+__all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "run_experiment", "__version__"]

@@ -1,0 +1,189 @@
+"""The default experiment config, config validation, and step arithmetic ("5ep" -> steps).
+
+Every field is documented in README.md ("Configs"). ``configs/*.py`` start from :func:`default_config`
+and edit a few fields; ``--config.a.b=value`` overrides any of them on the command line.
+"""
+
+import re
+from typing import Any
+
+import ml_collections
+
+from butterfly_jax.data import DATASETS
+from butterfly_jax.models.registry import MODELS
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("triangular", "constant", "cosine")
+PERTURB_KINDS = ("batch", "gaussian")
+MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
+
+
+class ConfigError(ValueError):
+  """A config field holds a value that is not allowed; the message names the field."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "mlp"
+  c.model.kwargs = ml_collections.ConfigDict()  # passed to the model: width, norm, hidden, channels, ...
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.dir = ""          # local files (CIFAR python tarball/folder, MNIST idx folder); "" = tfds
+  c.data.tfds_dir = ""     # tfds data_dir; "" = tfds default
+  c.data.synthetic = ml_collections.ConfigDict(
+      dict(num_train=1024, num_test=256, shape=(32, 32, 3), num_classes=10, seed=0))
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.flip = False      # random horizontal flip
+  c.data.augment.translate = 0     # random translation by up to this many pixels (zero padding)
+  c.data.augment.cutout = 0        # side of a zeroed square at a random centre; 0 = off
+
+  c.train = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
+  c.train.steps = "10ep"    # T: int steps or "<n>ep"
+  c.train.batch_size = 128
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1           # peak learning rate
+  c.optim.momentum = 0.9     # sgd
+  c.optim.nesterov = False   # sgd
+  c.optim.b1 = 0.9           # adam/adamw
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0  # sgd/adam: L2 added to the gradient (torch semantics); adamw: decoupled
+
+  c.schedule = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
+  c.schedule.name = "triangular"
+  c.schedule.warmup = "1ep"   # triangular/cosine: linear warm-up from 0 to optim.lr; int steps or "<n>ep"
+  c.schedule.final_lr = 0.0   # triangular/cosine: learning rate reached at step T
+
+  c.perturb = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
+  c.perturb.time = "1ep"      # t: int steps or "<n>ep"
+  c.perturb.kind = "batch"
+  c.perturb.scales = (1e-3,)  # sigma for children 1..K-1; child 0 is unperturbed
+  c.perturb.seed = -1         # -1: derived from seed; else perturbation directions from this seed alone
+  c.perturb.batch_size = 0    # batch perturbation: examples in the fresh batch; 0 = train.batch_size
+  c.perturb.init_draws = 8    # initialisations averaged to estimate per-layer init statistics
+  c.perturb.rewind_lr = False  # perturbed children restart the LR schedule at t
+  c.perturb.extra_steps = False  # perturbed children train T steps after t (end at t+T); child 0 ends at T
+  c.perturb.mask = ml_collections.ConfigDict()
+  c.perturb.mask.include = ".*"  # regex on parameter paths such as "stage1_block0/conv1/kernel"
+  c.perturb.mask.exclude = ""    # regex; e.g. ".*norm.*|.*bias.*"
+  c.perturb.mask.fraction = 1.0  # random fraction of the included weights
+  c.perturb.mask.single = ""     # "" | "random" | "path[i,j,...]": perturb exactly one weight
+
+  c.members = ml_collections.ConfigDict()
+  c.members.strategy = "auto"  # auto: sequential on CPU, vmap on GPU/TPU (see BUILD_NOTES.md)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_alphas = 11      # interpolation grid, 0 and 1 included
+  c.eval.num_examples = 0     # per split; 0 = the full split
+  c.eval.batch_size = 1000
+  c.eval.alpha_chunk = 1      # networks evaluated at once (vmap) inside lax.map; 1 = one by one
+  c.eval.every_steps = 0      # also barriers during training, every N steps (0 = off)
+  c.eval.during_num_examples = 1000  # examples per split for the barriers during training
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 50
+  c.log.progress = True
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.trunk = True
+  c.checkpoint.children = True
+  return c
+
+
+_EPOCHS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*ep\s*$")
+
+
+def to_steps(value: Any, steps_per_epoch: int, field: str) -> int:
+  """An int number of steps, or a string "<n>ep" (n may be fractional), as steps."""
+  if isinstance(value, bool):
+    raise ConfigError(f"{field}: expected steps (int) or '<n>ep', got {value!r}")
+  if isinstance(value, int):
+    steps = value
+  elif isinstance(value, float) and value.is_integer():
+    steps = int(value)
+  elif isinstance(value, str) and value.strip().isdigit():
+    steps = int(value)
+  elif isinstance(value, str) and _EPOCHS.match(value):
+    steps = int(round(float(_EPOCHS.match(value).group(1)) * steps_per_epoch))
+  else:
+    raise ConfigError(f"{field}: expected steps (int) or '<n>ep' such as '5ep', got {value!r}")
+  if steps < 0:
+    raise ConfigError(f"{field}: must be >= 0, got {value!r}")
+  return steps
+
+
+def _choice(value, allowed, field):
+  if value not in allowed:
+    raise ConfigError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks every field that can be checked without data; raises ConfigError naming the field."""
+  _choice(c.model.name, tuple(MODELS), "model.name")
+  _choice(c.data.name, DATASETS, "data.name")
+  _choice(c.optim.name, OPTIMIZERS, "optim.name")
+  _choice(c.schedule.name, SCHEDULES, "schedule.name")
+  _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
+  _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
+  scales = c.perturb.scales
+  if isinstance(scales, (int, float)):
+    raise ConfigError(f"perturb.scales: expected a tuple of sigmas, one per perturbed child, got {scales!r}")
+  scales = tuple(scales)
+  if not scales:
+    raise ConfigError("perturb.scales: no children to perturb; give at least one sigma, e.g. (1e-3,)")
+  for s in scales:
+    if not isinstance(s, (int, float)) or isinstance(s, bool) or not s >= 0 or s == float("inf"):
+      raise ConfigError(f"perturb.scales: every sigma must be a finite number >= 0, got {s!r}")
+  positive = {
+      "train.batch_size": c.train.batch_size, "eval.batch_size": c.eval.batch_size,
+      "eval.alpha_chunk": c.eval.alpha_chunk, "log.every_steps": c.log.every_steps,
+      "perturb.init_draws": c.perturb.init_draws,
+  }
+  for field, v in positive.items():
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+      raise ConfigError(f"{field}: expected an integer >= 1, got {v!r}")
+  for field, v in {"eval.num_examples": c.eval.num_examples, "eval.every_steps": c.eval.every_steps,
+                   "perturb.batch_size": c.perturb.batch_size,
+                   "eval.during_num_examples": c.eval.during_num_examples}.items():
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+      raise ConfigError(f"{field}: expected an integer >= 0, got {v!r}")
+  if not isinstance(c.eval.num_alphas, int) or c.eval.num_alphas < 2:
+    raise ConfigError(f"eval.num_alphas: expected an integer >= 2 (the grid includes 0 and 1), got {c.eval.num_alphas!r}")
+  if not c.optim.lr >= 0:
+    raise ConfigError(f"optim.lr: must be >= 0, got {c.optim.lr!r}")
+  if not c.optim.weight_decay >= 0:
+    raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
+  if not 0 < c.perturb.mask.fraction <= 1:
+    raise ConfigError(f"perturb.mask.fraction: must be in (0, 1], got {c.perturb.mask.fraction!r}")
+  for field in ("include", "exclude"):
+    try:
+      re.compile(c.perturb.mask[field])
+    except re.error as e:
+      raise ConfigError(f"perturb.mask.{field}: not a valid regular expression ({e})") from None
+
+
+def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
+  """Steps per epoch, T, t and the warm-up, in steps; checks t <= T and batch size <= data size."""
+  if c.train.batch_size > num_train:
+    raise ConfigError(f"train.batch_size: {c.train.batch_size} exceeds the {num_train} training examples")
+  spe = num_train // c.train.batch_size
+  total = to_steps(c.train.steps, spe, "train.steps")
+  if total < 1:
+    raise ConfigError(f"train.steps: must be at least 1 step, got {c.train.steps!r}")
+  t = to_steps(c.perturb.time, spe, "perturb.time")
+  if t > total:
+    raise ConfigError(f"perturb.time: t = {t} steps ({c.perturb.time!r}) is after the end of training "
+                      f"T = {total} steps ({c.train.steps!r}); need t <= T")
+  warmup = to_steps(c.schedule.warmup, spe, "schedule.warmup")
+  if warmup > total:
+    raise ConfigError(f"schedule.warmup: {warmup} steps is longer than training ({total} steps)")
+  pbs = c.perturb.batch_size or c.train.batch_size
+  if pbs > num_train:
+    raise ConfigError(f"perturb.batch_size: {pbs} exceeds the {num_train} training examples")
+  return dict(steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs)

@@ -1,0 +1,106 @@
+"""Evaluation: loss and error sums over a split, and loss/error barriers along linear paths (Eq. 1).
+
+Every number is a sum over examples divided once by the number of examples (not a mean of batch means).
+The networks of a family's barrier curves are evaluated together: the K children themselves (the curves'
+end points) and, for each child k >= 1, the interior points ``interpolate(child_0, child_k, alpha)``. They run
+through ``lax.map`` over networks, ``eval.alpha_chunk`` at a time under ``vmap``, one data batch at a time.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from butterfly_jax import tree_math
+from butterfly_jax.batches import normalize
+
+
+def barrier_from_curve(alphas, values) -> float:
+  """Eq. 1 on a grid: ``max_i values[i] - ((1 - alphas[i]) * values[0] + alphas[i] * values[-1])``.
+
+  ``values[i]`` is measured at ``(1 - alphas[i]) * theta_A + alphas[i] * theta_B``; ``alphas`` run from 0 to 1.
+  Includes the end points, where the difference is 0, so the barrier is >= 0. NaN if any value is NaN.
+  """
+  a = np.asarray(alphas, np.float64)
+  v = np.asarray(values, np.float64)
+  if a.ndim != 1 or a.shape != v.shape or len(a) < 2:
+    raise ValueError(f"barrier_from_curve: alphas and values must be 1-D of the same length >= 2, "
+                     f"got shapes {a.shape} and {v.shape}")
+  if a[0] != 0 or a[-1] != 1:
+    raise ValueError(f"barrier_from_curve: alphas must run from 0 to 1, got {a[0]} .. {a[-1]}")
+  if not np.all(np.isfinite(v)):
+    return float("nan")
+  linear = v[0] + a * (v[-1] - v[0])
+  return float(np.max(v - linear))
+
+
+def alpha_grid(num_alphas: int) -> np.ndarray:
+  return np.linspace(0.0, 1.0, num_alphas)
+
+
+def network_table(num_children: int, alphas):
+  """(a, b, alpha) per network to evaluate: the children, then each pair's interior points."""
+  a, b, al = [], [], []
+  for k in range(num_children):
+    a.append(k), b.append(k), al.append(0.0)
+  for k in range(1, num_children):
+    for alpha in alphas[1:-1]:
+      a.append(0), b.append(k), al.append(float(alpha))
+  return np.asarray(a, np.int32), np.asarray(b, np.int32), np.asarray(al, np.float32)
+
+
+def make_eval_batch(apply_fn, alpha_chunk: int):
+  """Jitted ``(children, a, b, alpha, images_u8, labels, weights, mean, std) -> (loss_sums, error_sums)``."""
+
+  def one_network(children, x, y, w):
+    def fn(row):
+      ia, ib, alpha = row
+      params = tree_math.interpolate(tree_math.unstack(children, ia), tree_math.unstack(children, ib), alpha)
+      logits, _ = apply_fn(params, x)
+      logits = logits.astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      wrong = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
+      return jnp.sum(loss * w), jnp.sum(wrong * w)
+    return fn
+
+  @jax.jit
+  def eval_batch(children, a, b, alpha, images, labels, weights, mean, std):
+    x = normalize(images, mean, std)
+    fn = one_network(children, x, labels, weights)
+    return jax.lax.map(fn, (a, b, alpha), batch_size=alpha_chunk if alpha_chunk > 1 else None)
+
+  return eval_batch
+
+
+def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None):
+  """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in)."""
+  a, b, alpha = (jnp.asarray(t) for t in table)
+  n = len(indices)
+  loss_sum = np.zeros(len(table[0]), np.float64)
+  err_sum = np.zeros(len(table[0]), np.float64)
+  for start in range(0, n, batch_size):
+    idx = np.asarray(indices[start:start + batch_size])
+    w = np.ones(batch_size, np.float32)
+    if len(idx) < batch_size:  # pad to one shape (one compilation); padded examples weigh 0
+      w[len(idx):] = 0
+      idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
+    idx = jnp.asarray(idx)
+    ls, es = eval_batch(children, a, b, alpha, images[idx], labels[idx], jnp.asarray(w), mean, std)
+    loss_sum += np.asarray(ls, np.float64)
+    err_sum += np.asarray(es, np.float64)
+    if progress is not None:
+      progress(min(start + batch_size, n) - start)
+  return loss_sum / n, err_sum / n
+
+
+def family_curves(loss, err, num_children: int, alphas):
+  """Splits ``evaluate_networks`` output into per-child means and per-pair curves (child 0 -> child k)."""
+  inner = len(alphas) - 2
+  out = {"child_loss": loss[:num_children], "child_error": err[:num_children], "curves": []}
+  for k in range(1, num_children):
+    sl = slice(num_children + (k - 1) * inner, num_children + k * inner)
+    out["curves"].append({
+        "loss": np.concatenate([[loss[0]], loss[sl], [loss[k]]]),
+        "error": np.concatenate([[err[0]], err[sl], [err[k]]]),
+    })
+  return out

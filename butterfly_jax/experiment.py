@@ -1,0 +1,242 @@
+"""One butterfly experiment: trunk to step t, perturb K-1 copies once, train the family with identical
+SGD noise to T, then compare every child with child 0 (L2 distance, loss/error barriers on train and test).
+
+:func:`run` is the whole experiment; the pieces it calls are pure functions in the other modules.
+"""
+
+import json
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from butterfly_jax import batches, config as config_lib, evaluate, members, optim, perturb, rng, tree_math
+from butterfly_jax.data import load_dataset
+from butterfly_jax.models import make_model
+from butterfly_jax.rundir import RunDir, provenance
+
+
+class _Setup:
+  """Everything a run derives from its config before training: data on device, model, optimizer, keys."""
+
+  def __init__(self, c):
+    self.c = c
+    data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
+                        synthetic=c.data.synthetic.to_dict())
+    self.data = data
+    self.steps = config_lib.resolve_steps(c, data.num_train)
+    self.keys = rng.role_keys(c.seed, c.perturb.seed)
+    self.apply_fn, self.init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
+                                             **c.model.kwargs.to_dict())
+    self.transform = optim.make_transform(c)
+    self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
+    self.strategy = members.resolve_strategy(c.members.strategy)
+    mean, std = data.channel_stats()
+    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+    aug = c.data.augment
+    self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
+                                   std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout)
+    self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
+    self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
+    self.chunk = members.make_train_chunk(self.apply_fn, self.transform, self.schedule, self.batcher,
+                                          self.strategy)
+    self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
+
+
+def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
+  """All examples in order, or ``n`` of them drawn once with the eval key."""
+  if not n or n >= n_total:
+    return np.arange(n_total)
+  return np.sort(np.asarray(jax.random.permutation(key, n_total))[:n])
+
+
+def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_eval=None):
+  """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk."""
+  c = setup.c
+  every = c.log.every_steps
+  diverged = np.zeros(family.lr_offset.shape[0], bool)
+  step = start
+  t0 = time.time()
+  while step < stop:
+    nxt = min((step // every + 1) * every, stop)
+    if c.eval.every_steps and phase == "children":
+      nxt = min(nxt, (step // c.eval.every_steps + 1) * c.eval.every_steps)
+    family, stats = setup.chunk(family, setup.train_data, setup.keys["data"], setup.keys["augment"],
+                                jnp.int32(step), jnp.int32(nxt))
+    dist = members.distances(family.params, init_params)
+    stats, dist = jax.device_get((stats, dist))
+    diverged |= ~(stats["finite"] & dist["finite"])
+    lr = np.asarray(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - family.lr_offset))
+    steps = np.maximum(stats["steps"], 1)
+    record = {"phase": phase, "step": nxt, "lr": lr, "train_loss": stats["loss_sum"] / steps,
+              "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],
+              "l2_to_child0": dist["l2_to_child0"], "diverged": diverged, "time_s": time.time() - t0}
+    if during_eval is not None and c.eval.every_steps and nxt % c.eval.every_steps == 0:
+      record["barrier"] = during_eval(family.params)
+    rundir.log(record)
+    bar.update(nxt - step)
+    bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
+    step = nxt
+  return family, diverged
+
+
+def _perturbations(setup, trunk_params, scales):
+  """The normalised direction eps (one per family; children differ in sigma) and its description."""
+  c = setup.c
+  key = setup.keys["perturb"]
+  stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], c.perturb.init_draws)
+  mask = perturb.build_mask(trunk_params, c.perturb.mask, jax.random.fold_in(key, 1))
+  e_init = perturb.expected_init_l2(stats, mask)
+  if c.perturb.kind == "batch":
+    n = setup.data.num_train
+    idx = jax.random.permutation(jax.random.fold_in(key, 2), n)[:setup.steps["perturb_batch"]]
+    x, y = setup.batcher.gather(*setup.train_data, idx, jax.random.fold_in(key, 3))
+    direction = jax.jit(perturb.batch_direction, static_argnums=0)(
+        members.cross_entropy(setup.apply_fn), trunk_params, (x, y))
+  else:
+    direction = perturb.gaussian_direction(jax.random.fold_in(key, 4), trunk_params, stats)
+  eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
+  if float(raw_norm) == 0 and any(s > 0 for s in scales):
+    raise perturb.PerturbationError(
+        f"perturb: the {c.perturb.kind} direction is zero on the mask (e.g. a gaussian perturbation of "
+        "parameters initialised to constants, such as norm scales and biases); change perturb.mask or perturb.kind")
+  info = {"kind": c.perturb.kind, "expected_init_l2": e_init,
+          "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
+          "mask": c.perturb.mask.to_dict()}
+  return eps, info
+
+
+def _family_eval(setup, params, indices, alphas, bar=None):
+  """Per split: child means and pair curves, on the given example indices."""
+  k = tree_math.num_members(params)
+  table = evaluate.network_table(k, alphas)
+  out = {}
+  for split, data in (("train", setup.train_data), ("test", setup.test_data)):
+    progress = (lambda n: bar.update(n)) if bar is not None else None
+    loss, err = evaluate.evaluate_networks(setup.eval_batch, params, table, *data, indices[split],
+                                           setup.c.eval.batch_size, setup.mean, setup.std, progress)
+    out[split] = evaluate.family_curves(loss, err, k, alphas)
+  return out
+
+
+def _barriers(curves_by_split, alphas, k):
+  return [{split: {m: evaluate.barrier_from_curve(alphas, curves_by_split[split]["curves"][j - 1][m])
+                   for m in ("loss", "error")} for split in ("train", "test")} for j in range(1, k)]
+
+
+def run(c: ml_collections.ConfigDict, workdir) -> dict:
+  """Runs the experiment of config ``c`` in ``workdir`` and returns the results (also in results.json).
+
+  A workdir that already holds this config's results is left alone and its results returned.
+  """
+  config_lib.validate(c)
+  rundir = RunDir(workdir)
+  done = rundir.finished_results(c.to_dict())
+  if done is not None:
+    logging.info("%s already holds this run's results; nothing to do", rundir.root)
+    return done
+  t_start = time.time()
+  setup = _Setup(c)
+  steps, scales = setup.steps, tuple(float(s) for s in c.perturb.scales)
+  k, t, total = len(scales) + 1, steps["t"], steps["total"]
+  end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
+  lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
+  rundir.start(c.to_dict())
+
+  alphas = evaluate.alpha_grid(c.eval.num_alphas)
+  eval_key = setup.keys["eval"]
+  indices = {"train": _eval_indices(jax.random.fold_in(eval_key, 0), setup.data.num_train, c.eval.num_examples),
+             "test": _eval_indices(jax.random.fold_in(eval_key, 1), setup.data.num_test, c.eval.num_examples)}
+  during = {"train": _eval_indices(jax.random.fold_in(eval_key, 2), setup.data.num_train, c.eval.during_num_examples),
+            "test": _eval_indices(jax.random.fold_in(eval_key, 3), setup.data.num_test, c.eval.during_num_examples)}
+
+  def during_eval(params):
+    cur = _family_eval(setup, params, during, alphas)
+    return {"barrier": _barriers(cur, alphas, k),
+            "test_error": cur["test"]["child_error"], "train_loss": cur["train"]["child_loss"]}
+
+  params0 = setup.init_fn(setup.keys["init"])
+  bar = tqdm(total=t + max(end_steps) - t, desc="train", unit="step", disable=not c.log.progress,
+             dynamic_ncols=True)
+  timing = {}
+
+  # Trunk: one network from init to t.
+  tic = time.time()
+  trunk = members.new_family([params0], [setup.transform.init(params0)], [0], [t])
+  trunk, trunk_diverged = _train(setup, trunk, 0, t, "trunk", rundir, params0, bar)
+  if trunk_diverged.any():
+    raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step {t}; "
+                             "lower optim.lr or check the data")
+  trunk_params = tree_math.unstack(trunk.params, 0)
+  trunk_opt = tree_math.unstack(trunk.opt_state, 0)
+  del trunk
+  if c.checkpoint.trunk:
+    rundir.save_checkpoint("trunk", {"params": trunk_params, "opt_state": trunk_opt, "step": t})
+  timing["trunk_s"] = time.time() - tic
+
+  # Perturb once, then train the family with identical SGD noise.
+  tic = time.time()
+  eps, pinfo = _perturbations(setup, trunk_params, scales)
+  children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in scales]
+  noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
+  family = members.new_family(children, [trunk_opt] * k, lr_offsets, end_steps)
+  del children
+  family, diverged = _train(setup, family, t, max(end_steps), "children", rundir, params0, bar, during_eval)
+  bar.close()
+  timing["children_s"] = time.time() - tic
+  if c.checkpoint.children:
+    rundir.save_checkpoint("children", {"params": family.params, "opt_state": family.opt_state})
+
+  # Evaluate: every child, every pair's loss/error curve, on train and test.
+  tic = time.time()
+  n_eval = sum(len(v) for v in indices.values())
+  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not c.log.progress, dynamic_ncols=True) as ebar:
+    final = _family_eval(setup, family.params, indices, alphas, ebar)
+  timing["eval_s"] = time.time() - tic
+  barriers = _barriers(final, alphas, k)
+  dist = jax.device_get(members.distances(family.params, params0))
+  diverged |= ~dist["finite"]
+  for split in ("train", "test"):
+    diverged |= ~np.isfinite(final[split]["child_loss"])
+
+  results_children = []
+  for j in range(k):
+    child = {
+        "index": j,
+        "perturb": dict(pinfo, scale=0.0 if j == 0 else scales[j - 1], noise_l2=noise_l2[j],
+                        num_perturbed=0 if j == 0 else pinfo["num_perturbed"]),
+        "train": {"loss": final["train"]["child_loss"][j], "accuracy": 1.0 - final["train"]["child_error"][j]},
+        "test": {"loss": final["test"]["child_loss"][j], "accuracy": 1.0 - final["test"]["child_error"][j]},
+        "diverged": bool(diverged[j]),
+        "end_step": end_steps[j],
+        "l2_from_init": dist["l2_from_init"][j],
+    }
+    if j >= 1:
+      child["vs_child0"] = {
+          "l2": dist["l2_to_child0"][j],
+          "barrier": barriers[j - 1],
+          "curves": {split: {m: final[split]["curves"][j - 1][m] for m in ("loss", "error")}
+                     for split in ("train", "test")},
+      }
+    results_children.append(child)
+  timing["total_s"] = time.time() - t_start
+  results = {
+      "children": results_children,
+      "steps": {"t": t, "T": total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
+      "alphas": alphas,
+      "eval": {"num_examples": {s: len(v) for s, v in indices.items()}},
+      "data": {"name": setup.data.name, "source": setup.data.source, "num_train": setup.data.num_train,
+               "num_test": setup.data.num_test, "input_shape": list(setup.data.input_shape),
+               "num_classes": setup.data.num_classes},
+      "model": {"name": c.model.name,
+                "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
+      "members_strategy": setup.strategy,
+      "timing": timing,
+      "provenance": provenance(),
+  }
+  rundir.finish(results)
+  return json.loads(rundir.results.read_text())  # what a reader of results.json sees

@@ -1,0 +1,57 @@
+"""Command line: ``python -m butterfly_jax.main --config=configs/NAME.py --workdir=DIR [--config.a.b=value]``.
+
+Without ``--config`` the embedded default (the quickstart: scikit-learn digits, no download) runs.
+"""
+
+import json
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from butterfly_jax import config as config_lib
+from butterfly_jax import configs_embedded
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
+
+
+def summary(results: dict) -> str:
+  lines = []
+  for ch in results["children"]:
+    head = (f"child {ch['index']}  sigma={ch['perturb']['scale']:<8g} test acc={_fmt(ch['test']['accuracy'])} "
+            f"train loss={_fmt(ch['train']['loss'])}")
+    if "vs_child0" in ch:
+      v = ch["vs_child0"]
+      b = v["barrier"]
+      head += (f"  L2={_fmt(v['l2'])}  barrier loss train/test={_fmt(b['train']['loss'])}/{_fmt(b['test']['loss'])}"
+               f"  error train/test={_fmt(b['train']['error'])}/{_fmt(b['test']['error'])}")
+    if ch["diverged"]:
+      head += "  DIVERGED"
+    lines.append(head)
+  return "\n".join(lines)
+
+
+def _fmt(x):
+  return "nan" if x is None else f"{x:.4f}"
+
+
+def main(argv):
+  del argv
+  logging.getLogger().setLevel(logging.INFO)
+  config = FLAGS.config if FLAGS.config is not None else configs_embedded.quickstart()
+  workdir = FLAGS.workdir or "runs/quickstart"
+  from butterfly_jax.experiment import run
+  try:
+    results = run(config, workdir)
+  except (config_lib.ConfigError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(summary(results))
+  print(f"results: {workdir}/results.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

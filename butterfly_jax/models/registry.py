@@ -1,0 +1,64 @@
+"""``create_model(name, key, input_shape, num_classes, **kwargs) -> (apply_fn, params, spec)``."""
+
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from butterfly_jax.models.resnet import ResNet
+from butterfly_jax.models.simple import MLP, SmallCNN
+
+MODELS = {
+    "resnet20": lambda num_classes, **kw: ResNet(num_classes=num_classes, depth=20, **kw),
+    "resnet": lambda num_classes, **kw: ResNet(num_classes=num_classes, **kw),
+    "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
+    "cnn": lambda num_classes, **kw: SmallCNN(num_classes=num_classes, **kw),
+}
+
+ModelFn = Callable[[Any, jax.Array], tuple[jax.Array, dict]]
+
+
+def build_module(name: str, num_classes: int, **model_kwargs):
+  """The flax module for ``name``; unknown names and arguments raise a ValueError naming the field."""
+  if name not in MODELS:
+    raise ValueError(f"model.name: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+  try:
+    return MODELS[name](num_classes, **model_kwargs)
+  except TypeError as e:
+    raise ValueError(f"model: bad arguments {sorted(model_kwargs)} for model {name!r}: {e}") from None
+
+
+def make_model(name: str, input_shape, num_classes: int, **model_kwargs):
+  """``(apply_fn, init_fn)``: ``apply_fn(params, x) -> (logits, features)``, ``init_fn(key) -> params``.
+
+  ``params`` are plain nested dicts; ``init_fn`` is jitted and pure in its key.
+  """
+  module = build_module(name, num_classes, **model_kwargs)
+  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+
+  @jax.jit
+  def init_fn(key):
+    return _plain(module.init(key, dummy)["params"])
+
+  def apply_fn(params, x):
+    return module.apply({"params": params}, x)
+
+  return apply_fn, init_fn
+
+
+def _plain(tree):
+  if isinstance(tree, Mapping):
+    return {k: _plain(v) for k, v in tree.items()}
+  return tree
+
+
+def create_model(name: str, key: jax.Array, input_shape, num_classes: int, **model_kwargs):
+  """Initialises a model.
+
+  Returns ``(apply_fn, params, spec)``: ``apply_fn(params, x) -> (logits, features)`` for a batch
+  ``x`` of shape ``[B, *input_shape]``; ``params`` a plain nested dict; ``spec`` the model's
+  permutation spec (``None`` until permutation specs exist for it).
+  """
+  apply_fn, init_fn = make_model(name, input_shape, num_classes, **model_kwargs)
+  return apply_fn, init_fn(key), None

@@ -1,0 +1,45 @@
+"""Small models for CPU-sized experiments: an MLP and a small CNN.
+
+MLP: flatten, ``hidden`` Dense+ReLU layers named ``dense{i}`` (optional per-layer norm ``norm{i}``), ``head``.
+CNN: ``conv{i}`` (3x3) + ReLU (+ ``norm{i}``) + 2x2 max-pool per entry of ``channels``, flatten, ``dense`` + ReLU, ``head``.
+Both return ``features["penultimate"]``, the input of the head.
+"""
+
+from typing import Sequence
+
+import flax.linen as nn
+
+from butterfly_jax.models.layers import he_normal, norm_layer
+
+
+class MLP(nn.Module):
+  num_classes: int
+  hidden: Sequence[int] = (512, 512)
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], -1))
+    for i, h in enumerate(self.hidden):
+      x = nn.Dense(h, kernel_init=he_normal, name=f"dense{i}")(x)
+      x = nn.relu(norm_layer(self.norm, f"norm{i}")(x))
+    logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(x)
+    return logits, {"penultimate": x}
+
+
+class SmallCNN(nn.Module):
+  num_classes: int
+  channels: Sequence[int] = (32, 64)
+  dense: int = 128
+  norm: str = "none"
+
+  @nn.compact
+  def __call__(self, x):
+    for i, c in enumerate(self.channels):
+      x = nn.Conv(c, (3, 3), padding="SAME", kernel_init=he_normal, name=f"conv{i}")(x)
+      x = nn.relu(norm_layer(self.norm, f"norm{i}")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(self.dense, kernel_init=he_normal, name="dense")(x))
+    logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(x)
+    return logits, {"penultimate": x}

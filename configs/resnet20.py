@@ -1,0 +1,42 @@
+"""The paper's main setting: ResNet-20 (width 32 = 16*2 base channels), LayerNorm, CIFAR-10.
+
+    python -m butterfly_jax.main --config=configs/resnet20.py --workdir=runs/resnet20 \
+        --config.perturb.time=5ep --config.perturb.scales='(0.0,1e-4,1e-3,1e-2)'
+
+He-normal init, SGD momentum 0.9, no weight decay, triangular learning rate (1 epoch linear warm-up to
+0.1, then linear decay to 0), batch 128, 50 epochs (19,500 steps), random flips, translation by up to 4
+pixels and 16x16 cutout. Data: tensorflow-datasets ``cifar10``, or ``--config.data.dir=`` a folder with the
+official ``cifar-10-python.tar.gz`` (or its extracted ``cifar-10-batches-py``) on machines without internet.
+
+Cost: a GPU job. One batch-128 step of a single width-2 ResNet-20 takes about 4.4 s on 2 CPU cores, so a
+50-epoch family would take days there; on one H100 it is minutes (see BUILD_NOTES.md for measured figures).
+"""
+
+from butterfly_jax.config import default_config
+
+
+def get_config():
+  c = default_config()
+  c.data.name = "cifar10"
+  c.data.augment.flip = True
+  c.data.augment.translate = 4
+  c.data.augment.cutout = 16
+  c.model.name = "resnet20"
+  c.model.kwargs.width = 2
+  c.model.kwargs.norm = "layernorm"
+  c.train.batch_size = 128
+  c.train.steps = "50ep"          # 50 * 390 = 19,500 steps
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 0.0
+  c.schedule.name = "triangular"
+  c.schedule.warmup = "1ep"
+  c.perturb.time = "5ep"          # t = 1950
+  c.perturb.kind = "batch"
+  c.perturb.scales = (0.0, 1e-4, 1e-3, 1e-2)
+  c.eval.num_alphas = 11
+  c.eval.num_examples = 0         # full splits
+  c.eval.batch_size = 1000
+  c.log.every_steps = 390
+  return c

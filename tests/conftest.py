@@ -1,0 +1,20 @@
+"""Shared fixtures: the smoke config and one finished smoke run reused by several tests."""
+
+import pytest
+
+from butterfly_jax.configs_embedded import smoke
+
+
+@pytest.fixture
+def smoke_config():
+  return smoke()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """(config, workdir, results) of one smoke run with a sigma = 0 twin and two perturbed children."""
+  from butterfly_jax.experiment import run
+  c = smoke()
+  c.perturb.scales = (0.0, 1e-2, 1.0)
+  workdir = tmp_path_factory.mktemp("smoke")
+  return c, workdir, run(c, workdir)

@@ -1,0 +1,54 @@
+"""Bad input fails before any compute, with an error naming the field and what is allowed."""
+
+import pytest
+
+from butterfly_jax import config as config_lib
+from butterfly_jax.config import ConfigError
+from butterfly_jax.data import DataError
+from butterfly_jax.experiment import run
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("model.name", "vgg", "model.name: unknown value 'vgg'; allowed: resnet20"),
+    ("data.name", "imagenet", "data.name: unknown value 'imagenet'; allowed: cifar10"),
+    ("optim.name", "lion", "optim.name: unknown value 'lion'; allowed: sgd, adam, adamw"),
+    ("perturb.kind", "dropout", "perturb.kind: unknown value 'dropout'; allowed: batch, gaussian"),
+    ("perturb.scales", (1e-3, -1.0), "perturb.scales: every sigma must be a finite number >= 0"),
+    ("perturb.scales", (), "perturb.scales: no children"),
+    ("members.strategy", "pmap", "members.strategy: unknown value"),
+    ("eval.num_alphas", 1, "eval.num_alphas"),
+    ("perturb.mask.include", "(", "perturb.mask.include: not a valid regular expression"),
+])
+def test_bad_fields_are_named(smoke_config, tmp_path, field, value, match):
+  section, key = field.rsplit(".", 1)
+  node = smoke_config
+  for part in section.split("."):
+    node = node[part]
+  node[key] = value
+  with pytest.raises(ConfigError, match=match.replace("(", r"\(")):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()  # nothing was started
+
+
+def test_perturbation_after_training_end_is_rejected(smoke_config, tmp_path):
+  smoke_config.perturb.time = "50ep"
+  with pytest.raises(ConfigError, match="perturb.time: .* after the end of training"):
+    run(smoke_config, tmp_path)
+
+
+def test_missing_data_dir_is_a_clear_error(smoke_config, tmp_path):
+  smoke_config.data.name = "fashion_mnist"
+  smoke_config.data.dir = str(tmp_path / "nowhere")
+  with pytest.raises(DataError, match="nowhere"):
+    run(smoke_config, tmp_path / "run")
+
+
+@pytest.mark.parametrize("value,steps", [(7, 7), ("7", 7), ("2ep", 20), ("0.5ep", 5), ("0ep", 0)])
+def test_steps_and_epochs(value, steps):
+  assert config_lib.to_steps(value, 10, "perturb.time") == steps
+
+
+@pytest.mark.parametrize("value", ["5 epochs", -3, "ep", True, 1.5])
+def test_bad_step_values(value):
+  with pytest.raises(ConfigError, match="perturb.time"):
+    config_lib.to_steps(value, 10, "perturb.time")

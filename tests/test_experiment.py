@@ -1,0 +1,141 @@
+"""End to end on the smoke config: the run directory, sigma = 0 twins, determinism, members strategies."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from butterfly_jax import rundir as rundir_lib
+from butterfly_jax.experiment import run
+
+
+def test_smoke_run_writes_every_documented_field(smoke_run):
+  c, workdir, res = smoke_run
+  for name in ("config.json", "metrics.jsonl", "results.json"):
+    assert (workdir / name).exists(), name
+  assert (workdir / "checkpoints" / "trunk").is_dir() and (workdir / "checkpoints" / "children").is_dir()
+  assert json.loads((workdir / "config.json").read_text())["perturb"]["scales"] == [0.0, 0.01, 1.0]
+  assert len(res["children"]) == 4
+  for j, ch in enumerate(res["children"]):
+    assert ch["index"] == j
+    assert set(ch["perturb"]) >= {"kind", "scale", "noise_l2", "expected_init_l2", "num_perturbed", "mask"}
+    for split in ("train", "test"):
+      assert 0.0 <= ch[split]["accuracy"] <= 1.0 and ch[split]["loss"] > 0
+    assert ch["diverged"] is False
+    assert ch["l2_from_init"] > 0
+    if j == 0:
+      assert "vs_child0" not in ch
+      continue
+    v = ch["vs_child0"]
+    assert v["l2"] >= 0
+    for split in ("train", "test"):
+      for metric in ("loss", "error"):
+        assert v["barrier"][split][metric] >= 0
+        curve = v["curves"][split][metric]
+        assert len(curve) == c.eval.num_alphas
+    # end points of each curve are the two children's own evaluations
+    assert v["curves"]["train"]["loss"][0] == pytest.approx(res["children"][0]["train"]["loss"])
+    assert v["curves"]["test"]["error"][-1] == pytest.approx(1 - ch["test"]["accuracy"])
+  assert res["alphas"][0] == 0.0 and res["alphas"][-1] == 1.0
+  prov = res["provenance"]
+  assert prov["package_version"] and prov["backend"] == jax.default_backend()
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert {l["phase"] for l in lines} == {"trunk", "children"}
+  assert lines[-1]["step"] == res["steps"]["T"]
+  assert len(lines[-1]["l2_from_init"]) == 4
+
+
+def test_sigma_zero_child_is_bitwise_child0(smoke_run):
+  _, workdir, res = smoke_run
+  twin = res["children"][1]
+  assert twin["perturb"]["scale"] == 0.0 and twin["perturb"]["noise_l2"] == 0.0
+  assert twin["vs_child0"]["l2"] == 0.0
+  for split in ("train", "test"):
+    for metric in ("loss", "error"):
+      assert twin["vs_child0"]["barrier"][split][metric] == 0.0
+  params = rundir_lib.restore_checkpoint(workdir / "checkpoints" / "children")["params"]
+  for leaf in jax.tree_util.tree_leaves(params):
+    np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[1]))
+  # and every logged step along the way
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    rec = json.loads(line)
+    if rec["phase"] == "children":
+      assert rec["l2_to_child0"][1] == 0.0
+
+
+def test_perturbed_child_moves_by_sigma_times_init_norm(smoke_run):
+  _, _, res = smoke_run
+  for ch in res["children"][2:]:
+    p = ch["perturb"]
+    assert p["noise_l2"] == pytest.approx(p["scale"] * p["expected_init_l2"], rel=1e-3)
+    assert ch["vs_child0"]["l2"] > 0
+
+
+def test_same_config_and_seed_give_identical_results(smoke_config, tmp_path):
+  a = run(smoke_config, tmp_path / "a")
+  b = run(smoke_config, tmp_path / "b")
+  strip = lambda r: {k: v for k, v in r.items() if k not in ("timing", "provenance")}
+  assert strip(a) == strip(b)
+
+
+def test_finished_run_is_not_redone_or_overwritten(smoke_config, tmp_path):
+  first = run(smoke_config, tmp_path)
+  stamp = (tmp_path / "results.json").stat().st_mtime_ns
+  assert run(smoke_config, tmp_path) == first
+  assert (tmp_path / "results.json").stat().st_mtime_ns == stamp
+  other = smoke_config.copy_and_resolve_references()
+  other.seed = 1
+  with pytest.raises(rundir_lib.RunDirError, match="different config"):
+    run(other, tmp_path)
+
+
+def test_child_trajectory_does_not_depend_on_siblings_under_sequential(smoke_config, tmp_path):
+  c2 = smoke_config.copy_and_resolve_references()
+  c2.members.strategy = "sequential"
+  c2.perturb.scales = (1e-2,)
+  c3 = c2.copy_and_resolve_references()
+  c3.perturb.scales = (0.5, 1e-2)
+  r2, r3 = run(c2, tmp_path / "two"), run(c3, tmp_path / "three")
+  assert r2["children"][0]["train"] == r3["children"][0]["train"]
+  assert r2["children"][1]["vs_child0"] == r3["children"][2]["vs_child0"]
+
+
+def test_vmap_strategy_keeps_sigma_zero_twins_equal_and_matches_sequential(smoke_config, tmp_path):
+  c = smoke_config.copy_and_resolve_references()
+  c.perturb.scales = (0.0, 1e-2)
+  c.members.strategy = "vmap"
+  rv = run(c, tmp_path / "vmap")
+  assert rv["members_strategy"] == "vmap"
+  assert rv["children"][1]["vs_child0"]["l2"] == 0.0
+  assert rv["children"][1]["vs_child0"]["barrier"]["train"]["loss"] == 0.0
+  c.members.strategy = "sequential"
+  rs = run(c, tmp_path / "seq")
+  np.testing.assert_allclose(rv["children"][2]["vs_child0"]["l2"], rs["children"][2]["vs_child0"]["l2"], rtol=1e-3)
+
+
+def test_rewind_and_extra_steps(smoke_config, tmp_path):
+  c = smoke_config.copy_and_resolve_references()
+  c.perturb.extra_steps = True
+  c.perturb.rewind_lr = True
+  res = run(c, tmp_path)
+  t, total = res["steps"]["t"], res["steps"]["T"]
+  assert res["children"][0]["end_step"] == total
+  assert res["children"][1]["end_step"] == t + total
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert lines[-1]["step"] == t + total
+  assert lines[-1]["active"] == [False, True]
+  first_child = next(l for l in lines if l["phase"] == "children")
+  # the rewound child's learning rate is at the start of the warm-up, child 0's is not
+  assert first_child["lr"][1] < first_child["lr"][0]
+
+
+def test_diverging_child_is_recorded_and_others_finish(smoke_config, tmp_path):
+  c = smoke_config.copy_and_resolve_references()
+  c.perturb.scales = (1e-2, 1e30)
+  c.perturb.kind = "gaussian"
+  res = run(c, tmp_path)
+  assert res["children"][2]["diverged"] is True
+  assert res["children"][1]["diverged"] is False and res["children"][0]["diverged"] is False
+  assert res["children"][1]["vs_child0"]["barrier"]["train"]["loss"] is not None
+  assert res["children"][2]["vs_child0"]["barrier"]["train"]["loss"] is None

@@ -1,0 +1,72 @@
+"""Models: shapes, named features, explicit layer names, pinned parameter counts."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import butterfly_jax as bj
+from butterfly_jax import tree_math
+
+
+def _resnet20_count(w, classes=10):
+  """ResNet-20 with LayerNorm (scale+bias), bias-free convs, 1x1 conv + norm shortcuts, dense head."""
+  c = 16 * w
+  n = 9 * 3 * c + 2 * c                                   # conv_in + norm_in
+  n += 3 * (2 * 9 * c * c + 2 * 2 * c)                    # stage 1
+  for cin, cout in ((c, 2 * c), (2 * c, 4 * c)):          # stages 2 and 3
+    n += 9 * cin * cout + 9 * cout * cout + 2 * 2 * cout  # block 0 convs + norms
+    n += cin * cout + 2 * cout                            # shortcut conv + norm
+    n += 2 * (2 * 9 * cout * cout + 2 * 2 * cout)         # blocks 1, 2
+  return n + 4 * c * classes + classes
+
+
+def _count(params):
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+def test_resnet20_width1_parameter_count_is_pinned():
+  _, params, _ = bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, width=1)
+  assert _count(params) == 272_474 == _resnet20_count(1)
+
+
+def test_resnet20_width2_matches_formula_and_paths_are_named():
+  _, params, _ = bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, width=2)
+  assert _count(params) == _resnet20_count(2)
+  paths = tree_math.flat_paths(params)
+  assert "stage2_block0/shortcut_conv/kernel" in paths
+  assert "stage1_block0/norm1/scale" in paths
+  assert "head/kernel" in paths and "conv_in/kernel" in paths
+  assert not any("bias" in p and "conv" in p for p in paths)  # convolutions carry no bias
+
+
+@pytest.mark.parametrize("name,kwargs,shape,feat", [
+    ("resnet20", {"width": 1}, (32, 32, 3), 64),
+    ("mlp", {"hidden": (32, 16)}, (8, 8, 1), 16),
+    ("cnn", {"channels": (8, 16), "dense": 24}, (28, 28, 1), 24),
+    ("cnn", {"channels": (8,), "dense": 12, "norm": "layernorm"}, (8, 8, 1), 12),
+])
+def test_models_return_logits_and_penultimate_features(name, kwargs, shape, feat):
+  apply_fn, params, _ = bj.create_model(name, jax.random.key(1), shape, 7, **kwargs)
+  logits, features = apply_fn(params, jnp.ones((3, *shape)))
+  assert logits.shape == (3, 7)
+  assert features["penultimate"].shape == (3, feat)
+  # the head is a linear map of the penultimate features
+  head = params["head"]
+  manual = features["penultimate"] @ head["kernel"] + head["bias"]
+  assert jnp.allclose(manual, logits, atol=1e-5)
+
+
+def test_he_normal_init_scale():
+  _, params, _ = bj.create_model("mlp", jax.random.key(0), (32, 32, 1), 10, hidden=(2048,))
+  k = params["dense0"]["kernel"]   # fan_in 1024 -> std sqrt(2/1024)
+  assert float(jnp.std(k)) == pytest.approx((2 / 1024) ** 0.5, rel=0.02)
+  assert float(jnp.max(jnp.abs(k))) > 3 * (2 / 1024) ** 0.5  # plain normal, not truncated at 2 std
+
+
+def test_unknown_model_and_bad_kwargs_name_the_field():
+  with pytest.raises(ValueError, match="model.name.*allowed: resnet20"):
+    bj.create_model("vgg", jax.random.key(0), (8, 8, 1), 10)
+  with pytest.raises(ValueError, match="model: bad arguments"):
+    bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, depth=3)
+  with pytest.raises(ValueError, match="model.norm"):
+    bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, norm="batchnorm")

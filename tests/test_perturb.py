@@ -1,0 +1,97 @@
+"""Perturbations: masks, normalisation to sigma * E_init, one-weight masks, the init statistics."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from butterfly_jax import perturb, tree_math
+from butterfly_jax.config import ConfigError
+from butterfly_jax.models import make_model
+
+
+@pytest.fixture(scope="module")
+def model():
+  apply_fn, init_fn = make_model("cnn", (8, 8, 1), 10, channels=(4,), dense=8, norm="layernorm")
+  return apply_fn, init_fn, init_fn(jax.random.key(0))
+
+
+def _mask_cfg(**kw):
+  return ml_collections.ConfigDict(dict(dict(include=".*", exclude="", fraction=1.0, single=""), **kw))
+
+
+def test_init_stats_match_he_normal_and_constants(model):
+  _, init_fn, _ = model
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 16)
+  # dense kernel: fan_in = 4*4*4 = 64 -> E[theta^2] = Var = 2/64
+  assert stats.mean_square["dense"]["kernel"] == pytest.approx(2 / 64, rel=0.05)
+  assert stats.variance["dense"]["kernel"] == pytest.approx(2 / 64, rel=0.05)
+  assert stats.mean_square["norm0"]["scale"] == pytest.approx(1.0)   # LayerNorm scale starts at 1
+  assert stats.variance["norm0"]["scale"] == 0.0                     # ... deterministically
+  assert stats.variance["dense"]["bias"] == 0.0
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "batch"])
+def test_realised_noise_norm_is_sigma_times_expected_init_norm(model, kind):
+  apply_fn, init_fn, params = model
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 4)
+  mask = perturb.build_mask(params, _mask_cfg(), jax.random.key(2))
+  e_init = perturb.expected_init_l2(stats, mask)
+  if kind == "gaussian":
+    direction = perturb.gaussian_direction(jax.random.key(3), params, stats)
+  else:
+    from butterfly_jax.members import cross_entropy
+    x = jax.random.normal(jax.random.key(4), (16, 8, 8, 1))
+    y = jnp.arange(16) % 10
+    direction = perturb.batch_direction(cross_entropy(apply_fn), params, (x, y))
+  eps, _ = perturb.normalised(direction, mask, jnp.float32(e_init))
+  assert float(tree_math.tree_norm(eps)) == pytest.approx(e_init, rel=1e-5)
+  for sigma in (1e-1, 1e-2):
+    child = perturb.apply(params, eps, jnp.float32(sigma))
+    assert tree_math.l2_distance(child, params) == pytest.approx(sigma * e_init, rel=1e-3)
+  same = perturb.apply(params, eps, jnp.float32(0.0))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(params)))
+
+
+def test_regex_mask_excludes_norms_and_biases(model):
+  _, _, params = model
+  mask = perturb.build_mask(params, _mask_cfg(exclude=".*norm.*|.*bias.*"), jax.random.key(0))
+  for path, m in zip(tree_math.flat_paths(mask), jax.tree_util.tree_leaves(mask)):
+    expected = 0.0 if ("norm" in path or "bias" in path) else 1.0
+    assert np.all(np.asarray(m) == expected), path
+
+
+def test_fraction_mask_selects_that_fraction(model):
+  _, _, params = model
+  n = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  mask = perturb.build_mask(params, _mask_cfg(fraction=0.25), jax.random.key(0))
+  assert sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask)) == round(0.25 * n)
+
+
+@pytest.mark.parametrize("single", ["random", "conv0/kernel[1,2,0,3]"])
+def test_one_weight_mask_changes_exactly_one_weight(model, single):
+  _, init_fn, params = model
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 4)
+  mask = perturb.build_mask(params, _mask_cfg(single=single), jax.random.key(5))
+  direction = perturb.gaussian_direction(jax.random.key(3), params, stats)
+  e_init = perturb.expected_init_l2(stats, mask)
+  eps, _ = perturb.normalised(direction, mask, jnp.float32(e_init))
+  child = perturb.apply(params, eps, jnp.float32(0.5))
+  changed = sum(int(np.sum(np.asarray(a) != np.asarray(b)))
+                for a, b in zip(jax.tree_util.tree_leaves(child), jax.tree_util.tree_leaves(params)))
+  assert changed == 1
+  if single != "random":
+    assert float(child["conv0"]["kernel"][1, 2, 0, 3]) != float(params["conv0"]["kernel"][1, 2, 0, 3])
+    # E_init of one weight is its init RMS: sqrt(2 / fan_in) with fan_in = 3*3*1
+    assert e_init == pytest.approx((2 / 9) ** 0.5, rel=0.3)
+
+
+def test_bad_masks_raise_config_errors(model):
+  _, _, params = model
+  with pytest.raises(ConfigError, match="perturb.mask.*selects no parameter"):
+    perturb.build_mask(params, _mask_cfg(include="nothing.*"), jax.random.key(0))
+  with pytest.raises(ConfigError, match="perturb.mask.single: no parameter"):
+    perturb.build_mask(params, _mask_cfg(single="conv9/kernel[0,0,0,0]"), jax.random.key(0))
+  with pytest.raises(ConfigError, match="not inside conv0/kernel"):
+    perturb.build_mask(params, _mask_cfg(single="conv0/kernel[5,0,0,0]"), jax.random.key(0))
