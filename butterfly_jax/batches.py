@@ -19,6 +19,12 @@ def batch_indices(data_key, step, num_examples: int, batch_size: int):
   """Indices of the batch at ``step`` (a pure function of the key and the step)."""
   steps_per_epoch = num_examples // batch_size
   perm = epoch_permutation(data_key, step // steps_per_epoch, num_examples)
+  return slice_batch(perm, step, num_examples, batch_size)
+
+
+def slice_batch(perm, step, num_examples: int, batch_size: int):
+  """The batch of ``step`` from its epoch's permutation ``perm``."""
+  steps_per_epoch = num_examples // batch_size
   return jax.lax.dynamic_slice_in_dim(perm, (step % steps_per_epoch) * batch_size, batch_size)
 
 
@@ -58,9 +64,12 @@ def augment(key, x, *, flip: bool, translate: int, cutout: int):
 
 
 class Batcher:
-  """Training batches for one dataset and config: ``batcher(step) -> (x, y)``, traceable inside jit.
+  """Training batches for one dataset and config: ``batcher(data, perm, augment_key, step) -> (x, y)``.
 
-  The device arrays are passed explicitly (``data``) so that jit sees them as arguments, not constants.
+  Traceable inside jit. ``perm`` is the permutation of the epoch of ``step``
+  (:meth:`epoch_permutation`), computed once per epoch outside the step: sorting the whole training set
+  at every step cost as much as a small network's step. The device arrays are passed explicitly
+  (``data``) so that jit sees them as arguments, not constants.
   """
 
   def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout):
@@ -70,11 +79,21 @@ class Batcher:
     self.std = np.asarray(std, np.float32)
     self.aug = dict(flip=bool(flip), translate=int(translate), cutout=int(cutout))
 
-  def __call__(self, data, data_key, augment_key, step):
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.num_examples // self.batch_size
+
+  def epoch_permutation(self, data_key, epoch):
+    return _epoch_permutation_jit(data_key, epoch, self.num_examples)
+
+  def __call__(self, data, perm, augment_key, step):
     images, labels = data
-    idx = batch_indices(data_key, step, self.num_examples, self.batch_size)
+    idx = slice_batch(perm, step, self.num_examples, self.batch_size)
     return self.gather(images, labels, idx, jax.random.fold_in(augment_key, step))
 
   def gather(self, images, labels, idx, aug_key):
     x = normalize(images[idx], self.mean, self.std)
     return augment(aug_key, x, **self.aug), labels[idx]
+
+
+_epoch_permutation_jit = jax.jit(epoch_permutation, static_argnums=2)

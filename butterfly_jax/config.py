@@ -9,7 +9,6 @@ from typing import Any
 
 import ml_collections
 
-from butterfly_jax.data import DATASETS
 from butterfly_jax.models.registry import MODELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -125,6 +124,7 @@ def _choice(value, allowed, field):
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
+  from butterfly_jax.data import DATASETS  # the data module imports tfds: only when validating
   _choice(c.model.name, tuple(MODELS), "model.name")
   _choice(c.data.name, DATASETS, "data.name")
   _choice(c.optim.name, OPTIMIZERS, "optim.name")

@@ -42,9 +42,17 @@ class _Setup:
                                    std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout)
     self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
     self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
-    self.chunk = members.make_train_chunk(self.apply_fn, self.transform, self.schedule, self.batcher,
+    self.train_step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher,
                                           self.strategy)
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
+    self._perm = (None, None)
+
+  def permutation(self, step: int):
+    """The training-set permutation of the epoch of ``step`` (cached for the current epoch)."""
+    epoch = step // self.batcher.steps_per_epoch
+    if self._perm[0] != epoch:
+      self._perm = (epoch, self.batcher.epoch_permutation(self.keys["data"], epoch))
+    return self._perm[1]
 
 
 def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
@@ -58,17 +66,23 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk."""
   c = setup.c
   every = c.log.every_steps
-  diverged = np.zeros(family.lr_offset.shape[0], bool)
+  k = family.lr_offset.shape[0]
+  diverged = np.zeros(k, bool)
   step = start
   t0 = time.time()
   while step < stop:
     nxt = min((step // every + 1) * every, stop)
     if c.eval.every_steps and phase == "children":
       nxt = min(nxt, (step // c.eval.every_steps + 1) * c.eval.every_steps)
-    family, stats = setup.chunk(family, setup.train_data, setup.keys["data"], setup.keys["augment"],
-                                jnp.int32(step), jnp.int32(nxt))
+    loss_sum = jnp.zeros(k, jnp.float32)
+    trained = jnp.zeros(k, jnp.int32)
+    finite = jnp.ones(k, bool)
+    for s in range(step, nxt):
+      family, loss, active = setup.train_step(family, setup.train_data, setup.permutation(s),
+                                              setup.keys["augment"], jnp.int32(s))
+      loss_sum, trained, finite = loss_sum + loss, trained + active, finite & jnp.isfinite(loss)
     dist = members.distances(family.params, init_params)
-    stats, dist = jax.device_get((stats, dist))
+    stats, dist = jax.device_get(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
     diverged |= ~(stats["finite"] & dist["finite"])
     lr = np.asarray(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - family.lr_offset))
     steps = np.maximum(stats["steps"], 1)

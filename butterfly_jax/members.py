@@ -1,8 +1,7 @@
 """A family of K networks advanced together by one jitted step that shares each batch.
 
 The members axis is the leading axis of every leaf of :class:`Family`. It runs either as ``vmap`` (one
-batched computation) or ``sequential`` (``lax.map`` inside the same jit: the members one after another,
-each through the same compiled body). Each member has its own learning-rate offset (learning-rate
+batched computation) or ``sequential`` (the members one after another inside the same jit). Each member has its own learning-rate offset (learning-rate
 rewinding) and end step (members past their end step stay frozen).
 
 What a member's trajectory may depend on: its own initial state, the shared data/augmentation keys, the
@@ -50,20 +49,31 @@ def resolve_strategy(strategy: str, backend: str | None = None) -> str:
 
 
 def over_members(fn, strategy: str):
-  """Maps ``fn(member_args, shared_args)`` over the leading axis of ``member_args``."""
+  """Maps ``fn(member_args, shared_args)`` over the leading axis of ``member_args``.
+
+  ``sequential`` unrolls the members inside the jit (K copies of the step in one program) rather than
+  using ``lax.map``: XLA:CPU runs convolution gradients inside loops (while/scan) an order of magnitude
+  slower than outside them (BUILD_NOTES.md).
+  """
   if strategy == "vmap":
     return lambda members, shared: jax.vmap(fn, in_axes=(0, None))(members, shared)
   if strategy == "sequential":
-    return lambda members, shared: jax.lax.map(lambda m: fn(m, shared), members)
+    def unrolled(members, shared):
+      k = jax.tree_util.tree_leaves(members)[0].shape[0]
+      outs = [fn(tree_math.unstack(members, i), shared) for i in range(k)]
+      return tree_math.stack(outs)
+    return unrolled
   raise ValueError(f"members.strategy: unknown strategy {strategy!r}; allowed: vmap, sequential")
 
 
-def make_train_chunk(apply_fn, transform, schedule, batcher, strategy: str):
-  """A jitted ``chunk(family, data, data_key, augment_key, start, stop) -> (family, stats)``.
+def make_train_step(apply_fn, transform, schedule, batcher, strategy: str):
+  """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
 
-  Runs the steps ``start .. stop-1`` (traced bounds: one compilation serves every chunk). ``stats`` holds,
-  per member, the summed training loss and number of steps trained in the chunk, and whether every loss
-  was finite.
+  ``perm`` is the permutation of the training set for the epoch of ``step`` (``batcher.epoch_permutation``).
+
+  One training step of every member on the batch of ``step`` (computed once, shared). ``loss`` and
+  ``active`` are per member; members at or past their end step are left unchanged (loss 0). The family
+  is donated. One step per call: XLA:CPU is far slower with the step inside a device loop.
   """
   loss_fn = cross_entropy(apply_fn)
 
@@ -81,22 +91,13 @@ def make_train_chunk(apply_fn, transform, schedule, batcher, strategy: str):
 
   step_members = over_members(member_step, strategy)
 
-  def chunk(family: Family, data, data_key, augment_key, start, stop):
-    k = family.lr_offset.shape[0]
+  def step_fn(family: Family, data, perm, augment_key, step):
+    x, y = batcher(data, perm, augment_key, step)
+    params, opt_state, loss, active = step_members(
+        (family.params, family.opt_state, family.lr_offset, family.end_step), (x, y, step))
+    return family._replace(params=params, opt_state=opt_state), loss, active
 
-    def body(step, carry):
-      fam, loss_sum, count, finite = carry
-      x, y = batcher(data, data_key, augment_key, step)
-      params, opt_state, loss, active = step_members(
-          (fam.params, fam.opt_state, fam.lr_offset, fam.end_step), (x, y, step))
-      fam = fam._replace(params=params, opt_state=opt_state)
-      return fam, loss_sum + loss, count + active.astype(jnp.int32), finite & jnp.isfinite(loss)
-
-    init = (family, jnp.zeros((k,), jnp.float32), jnp.zeros((k,), jnp.int32), jnp.ones((k,), bool))
-    family, loss_sum, count, finite = jax.lax.fori_loop(start, stop, body, init)
-    return family, {"loss_sum": loss_sum, "steps": count, "finite": finite}
-
-  return jax.jit(chunk, donate_argnums=(0,))
+  return jax.jit(step_fn, donate_argnums=(0,))
 
 
 @jax.jit

@@ -44,3 +44,15 @@ def test_augmentation_is_pure_and_does_what_it_says():
   # a translated image is the original moved: every non-zero value keeps its row/column neighbours
   assert set(np.unique(np.asarray(shifted))) <= set(np.unique(np.asarray(x))) | {0.0}
   np.testing.assert_array_equal(batches.augment(key, x, flip=False, translate=0, cutout=0), x)
+
+
+def test_batcher_with_cached_epoch_permutation_equals_pure_batch_indices():
+  n, b = 40, 8
+  images = jnp.arange(n, dtype=jnp.uint8).reshape(n, 1, 1, 1)
+  labels = jnp.arange(n, dtype=jnp.int32)
+  batcher = batches.Batcher(batch_size=b, num_examples=n, mean=[0.0], std=[1.0], flip=False, translate=0, cutout=0)
+  key = jax.random.key(7)
+  for step in (0, 4, 5, 13):
+    perm = batcher.epoch_permutation(key, step // batcher.steps_per_epoch)
+    _, y = batcher((images, labels), perm, jax.random.key(0), step)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(batches.batch_indices(key, step, n, b)))

@@ -118,6 +118,7 @@ def test_rewind_and_extra_steps(smoke_config, tmp_path):
   c = smoke_config.copy_and_resolve_references()
   c.perturb.extra_steps = True
   c.perturb.rewind_lr = True
+  c.perturb.scales = (1e-2,)
   res = run(c, tmp_path)
   t, total = res["steps"]["t"], res["steps"]["T"]
   assert res["children"][0]["end_step"] == total
@@ -126,8 +127,10 @@ def test_rewind_and_extra_steps(smoke_config, tmp_path):
   assert lines[-1]["step"] == t + total
   assert lines[-1]["active"] == [False, True]
   first_child = next(l for l in lines if l["phase"] == "children")
-  # the rewound child's learning rate is at the start of the warm-up, child 0's is not
-  assert first_child["lr"][1] < first_child["lr"][0]
+  trunk_line = next(l for l in lines if l["phase"] == "trunk" and l["step"] == first_child["step"] - t)
+  # the rewound child's schedule restarted at t: its lr is the trunk's lr t steps earlier
+  assert first_child["lr"][1] == pytest.approx(trunk_line["lr"][0])
+  assert first_child["lr"][0] != pytest.approx(first_child["lr"][1])
 
 
 def test_diverging_child_is_recorded_and_others_finish(smoke_config, tmp_path):
