@@ -25,10 +25,10 @@ def smoke():
   """A few steps of a tiny MLP on digits: the end-to-end test config (seconds)."""
   c = quickstart()
   c.model.kwargs.hidden = (32,)
-  c.train.steps = 40
+  c.train.steps = "40"   # step fields are strings: "<n>" steps or "<n>ep" (command-line overrides parse as str)
   c.train.batch_size = 16
-  c.perturb.time = 10
-  c.schedule.warmup = 5
+  c.perturb.time = "10"
+  c.schedule.warmup = "5"
   c.perturb.scales = (0.0, 1e-2)
   c.eval.num_alphas = 5
   c.eval.num_examples = 200

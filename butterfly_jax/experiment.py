@@ -90,7 +90,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],
               "l2_to_child0": dist["l2_to_child0"], "diverged": diverged, "time_s": time.time() - t0}
     if during_eval is not None and c.eval.every_steps and nxt % c.eval.every_steps == 0:
-      record["barrier"] = during_eval(family.params)
+      record.update(during_eval(family.params))
     rundir.log(record)
     bar.update(nxt - step)
     bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
@@ -142,6 +142,16 @@ def _barriers(curves_by_split, alphas, k):
                    for m in ("loss", "error")} for split in ("train", "test")} for j in range(1, k)]
 
 
+def _nulled(tree, keep=()):
+  """Every number in ``tree`` (but the top-level keys in ``keep``) replaced by None: a diverged child's
+  metrics are meaningless (the error of NaN logits, say), so they are not reported."""
+  if isinstance(tree, dict):
+    return {k: (v if k in keep else _nulled(v)) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple, np.ndarray)):
+    return [_nulled(v) for v in tree]
+  return None
+
+
 def run(c: ml_collections.ConfigDict, workdir) -> dict:
   """Runs the experiment of config ``c`` in ``workdir`` and returns the results (also in results.json).
 
@@ -151,7 +161,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   rundir = RunDir(workdir)
   done = rundir.finished_results(c.to_dict())
   if done is not None:
-    logging.info("%s already holds this run's results; nothing to do", rundir.root)
+    logging.warning("%s already holds this run's results; nothing to do", rundir.root)
     return done
   t_start = time.time()
   setup = _Setup(c)
@@ -171,7 +181,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   def during_eval(params):
     cur = _family_eval(setup, params, during, alphas)
     return {"barrier": _barriers(cur, alphas, k),
-            "test_error": cur["test"]["child_error"], "train_loss": cur["train"]["child_loss"]}
+            "eval_train_loss": cur["train"]["child_loss"], "eval_test_error": cur["test"]["child_error"]}
 
   params0 = setup.init_fn(setup.keys["init"])
   bar = tqdm(total=t + max(end_steps) - t, desc="train", unit="step", disable=not c.log.progress,
@@ -236,6 +246,8 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
           "curves": {split: {m: final[split]["curves"][j - 1][m] for m in ("loss", "error")}
                      for split in ("train", "test")},
       }
+    if diverged[j] or (j >= 1 and diverged[0]):
+      child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
     results_children.append(child)
   timing["total_s"] = time.time() - t_start
   results = {

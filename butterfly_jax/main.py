@@ -3,15 +3,17 @@
 Without ``--config`` the embedded default (the quickstart: scikit-learn digits, no download) runs.
 """
 
-import json
-import logging
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from butterfly_jax import config as config_lib
 from butterfly_jax import configs_embedded
+from butterfly_jax.config import ConfigError
+from butterfly_jax.data import DataError
+from butterfly_jax.perturb import PerturbationError
+from butterfly_jax.rundir import RunDirError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
@@ -40,13 +42,13 @@ def _fmt(x):
 
 def main(argv):
   del argv
-  logging.getLogger().setLevel(logging.INFO)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
   config = FLAGS.config if FLAGS.config is not None else configs_embedded.quickstart()
   workdir = FLAGS.workdir or "runs/quickstart"
   from butterfly_jax.experiment import run
   try:
     results = run(config, workdir)
-  except (config_lib.ConfigError, ValueError) as e:
+  except (ConfigError, DataError, PerturbationError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(summary(results))

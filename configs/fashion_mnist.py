@@ -19,16 +19,16 @@ def get_config():
   c.model.name = "mlp"
   c.model.kwargs.hidden = (512, 512)
   c.train.batch_size = 128
-  c.train.steps = "10ep"          # 10 * 468 = 4,680 steps
+  c.train.steps = "20ep"          # 20 * 468 = 9,360 steps
   c.optim.name = "sgd"
   c.optim.lr = 0.1
   c.optim.momentum = 0.9
   c.schedule.name = "triangular"
   c.schedule.warmup = "1ep"
-  c.perturb.time = 0
+  c.perturb.time = "0"           # steps ("0", "2000") or epochs ("5ep"): keep it a string
   c.perturb.kind = "batch"
-  c.perturb.scales = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+  c.perturb.scales = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
   c.eval.num_alphas = 11
-  c.eval.num_examples = 10000     # per split: all of test, a fixed 10k of train
+  c.eval.num_examples = 0         # full splits: 60k train, 10k test
   c.log.every_steps = 468
   return c

@@ -141,4 +141,24 @@ def test_diverging_child_is_recorded_and_others_finish(smoke_config, tmp_path):
   assert res["children"][2]["diverged"] is True
   assert res["children"][1]["diverged"] is False and res["children"][0]["diverged"] is False
   assert res["children"][1]["vs_child0"]["barrier"]["train"]["loss"] is not None
-  assert res["children"][2]["vs_child0"]["barrier"]["train"]["loss"] is None
+  bad = res["children"][2]
+  assert bad["vs_child0"]["barrier"]["train"]["loss"] is None
+  assert bad["vs_child0"]["barrier"]["test"]["error"] is None  # not the error of NaN logits
+  assert bad["test"]["accuracy"] is None and bad["vs_child0"]["l2"] is None
+  assert bad["perturb"]["scale"] == 1e30
+
+
+def test_barriers_during_training_are_logged(smoke_config, tmp_path):
+  c = smoke_config.copy_and_resolve_references()
+  c.eval.every_steps = 10
+  c.eval.during_num_examples = 100
+  c.checkpoint.trunk = c.checkpoint.children = False
+  run(c, tmp_path)
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  during = [l for l in lines if "barrier" in l]
+  assert [l["step"] for l in during] == [20, 30, 40]
+  for l in during:
+    assert len(l["barrier"]) == 2                 # pairs (0,1) and (0,2)
+    assert l["barrier"][0]["train"]["loss"] == 0.0  # the sigma = 0 twin
+    assert len(l["eval_test_error"]) == 3
+  assert not (tmp_path / "checkpoints").exists()

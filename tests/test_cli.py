@@ -1,0 +1,65 @@
+"""The command line and the shipped configs."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from butterfly_jax import config as config_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+
+
+def _load(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_validates_and_documents_its_command(path):
+  module = _load(path)
+  c = module.get_config()
+  config_lib.validate(c)
+  for field in (c.train.steps, c.perturb.time, c.schedule.warmup):  # so "--config.perturb.time=5ep" parses
+    assert isinstance(field, str)
+  assert "python -m butterfly_jax.main --config=configs/" + path.name in module.__doc__
+
+
+def test_paper_config_matches_the_paper():
+  c = _load(ROOT / "configs" / "resnet20.py").get_config()
+  assert (c.model.name, c.model.kwargs.width, c.model.kwargs.norm) == ("resnet20", 2, "layernorm")
+  assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 0.0)
+  assert (c.schedule.name, c.schedule.warmup, c.train.batch_size) == ("triangular", "1ep", 128)
+  assert config_lib.to_steps(c.train.steps, 50_000 // 128, "train.steps") == 19_500
+
+
+def _cli(*args, cwd):
+  return subprocess.run([sys.executable, "-m", "butterfly_jax.main", *args], cwd=cwd, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_cli_runs_a_config_with_overrides(tmp_path):
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
+             "--config.perturb.scales=(0.0,0.05)", "--config.perturb.kind=gaussian", "--config.seed=3",
+             "--config.perturb.time=20",
+             cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  res = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 0.05]
+  assert res["children"][2]["perturb"]["kind"] == "gaussian"
+  assert res["steps"]["t"] == 20
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 3
+  assert "child 2  sigma=0.05" in out.stdout
+
+
+def test_cli_bad_config_exits_with_the_field_named(tmp_path):
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
+             "--config.optim.name=lion", cwd=tmp_path)
+  assert out.returncode == 2
+  assert "optim.name: unknown value 'lion'" in out.stderr
