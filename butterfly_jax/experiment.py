@@ -169,6 +169,9 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
   lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
+  if c.perturb.extra_steps and not c.perturb.rewind_lr and c.schedule.name != "constant" and not c.schedule.final_lr:
+    logging.warning("perturb.extra_steps without perturb.rewind_lr: the perturbed children's steps after T "
+                    "run at the schedule's final learning rate, 0")
   rundir.start(c.to_dict())
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)

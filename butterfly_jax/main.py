@@ -16,7 +16,9 @@ from butterfly_jax.perturb import PerturbationError
 from butterfly_jax.rundir import RunDirError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", f"{configs_embedded.__file__}:quickstart",
+    "Path to a config file with get_config() (default: the embedded quickstart).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
 
 
@@ -43,7 +45,7 @@ def _fmt(x):
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
-  config = FLAGS.config if FLAGS.config is not None else configs_embedded.quickstart()
+  config = FLAGS.config
   workdir = FLAGS.workdir or "runs/quickstart"
   from butterfly_jax.experiment import run
   try:

@@ -63,3 +63,13 @@ def test_cli_bad_config_exits_with_the_field_named(tmp_path):
              "--config.optim.name=lion", cwd=tmp_path)
   assert out.returncode == 2
   assert "optim.name: unknown value 'lion'" in out.stderr
+
+
+def test_cli_default_is_the_embedded_quickstart_and_takes_overrides(tmp_path):
+  out = _cli(f"--workdir={tmp_path / 'run'}", "--config.train.steps=30", "--config.log.every_steps=10",
+             "--config.eval.num_examples=100", "--config.log.progress=False", "--config.schedule.warmup=5",
+             cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  res = json.loads((tmp_path / "run" / "results.json").read_text())
+  assert res["data"]["name"] == "digits" and res["steps"]["T"] == 30
+  assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 1e-4, 1e-2, 1e-1]
