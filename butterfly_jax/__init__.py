@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 from butterfly_jax.tree_math import interpolate, l2_distance
 from butterfly_jax.evaluate import barrier_from_curve
 from butterfly_jax.models import create_model
+from butterfly_jax.similarity import angular_cka
 
 
 def run_experiment(config, workdir):
@@ -22,4 +23,5 @@ def run_experiment(config, workdir):
   return run(config, workdir)
 
 
-__all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "run_experiment", "__version__"]
+__all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "run_experiment",
+           "__version__"]

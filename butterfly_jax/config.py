@@ -84,6 +84,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.alpha_chunk = 1      # networks evaluated at once (vmap) inside lax.map; 1 = one by one
   c.eval.every_steps = 0      # also barriers during training, every N steps (0 = off)
   c.eval.during_num_examples = 1000  # examples per split for the barriers during training
+  c.eval.align = False        # also compare each child with child 0 after weight matching
+  c.eval.align_max_iter = 100  # weight-matching rounds at most
+  c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
+  c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50
@@ -143,13 +147,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
   positive = {
       "train.batch_size": c.train.batch_size, "eval.batch_size": c.eval.batch_size,
       "eval.alpha_chunk": c.eval.alpha_chunk, "log.every_steps": c.log.every_steps,
-      "perturb.init_draws": c.perturb.init_draws,
+      "perturb.init_draws": c.perturb.init_draws, "eval.align_max_iter": c.eval.align_max_iter,
   }
   for field, v in positive.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise ConfigError(f"{field}: expected an integer >= 1, got {v!r}")
   for field, v in {"eval.num_examples": c.eval.num_examples, "eval.every_steps": c.eval.every_steps,
-                   "perturb.batch_size": c.perturb.batch_size,
+                   "perturb.batch_size": c.perturb.batch_size, "eval.cka_examples": c.eval.cka_examples,
                    "eval.during_num_examples": c.eval.during_num_examples}.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
       raise ConfigError(f"{field}: expected an integer >= 0, got {v!r}")

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from butterfly_jax import batches, config as config_lib, evaluate, members, optim, perturb, rng, tree_math
+from butterfly_jax import batches, config as config_lib, evaluate, members, optim, perturb, rng, similarity, tree_math
 from butterfly_jax.data import load_dataset
 from butterfly_jax.models import make_model
 from butterfly_jax.rundir import RunDir, provenance
@@ -45,6 +45,7 @@ class _Setup:
     self.train_step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher,
                                           self.strategy)
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
+    self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
     self._perm = (None, None)
 
   def permutation(self, step: int):
@@ -137,6 +138,24 @@ def _family_eval(setup, params, indices, alphas, bar=None):
   return out
 
 
+def _align(setup, params, diverged):
+  """Each child k >= 1 weight-matched to child 0: (aligned stacked params, permutations)."""
+  from butterfly_jax import permutations
+  c = setup.c
+  children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
+  spec = permutations.spec_for(c.model.name, children[0], **c.model.kwargs.to_dict())
+  perms, aligned = [], [children[0]]
+  for j in range(1, len(children)):
+    if diverged[j] or diverged[0]:
+      perm = permutations.identity_permutation(spec)  # nothing to match in non-finite weights
+    else:
+      perm = permutations.weight_matching(jax.random.fold_in(setup.keys["eval"], 100 + j), spec, children[0],
+                                          children[j], max_iter=c.eval.align_max_iter)
+    perms.append(perm)
+    aligned.append(permutations.apply_permutation(spec, perm, children[j]))
+  return tree_math.stack(aligned), perms
+
+
 def _barriers(curves_by_split, alphas, k):
   return [{split: {m: evaluate.barrier_from_curve(alphas, curves_by_split[split]["curves"][j - 1][m])
                    for m in ("loss", "error")} for split in ("train", "test")} for j in range(1, k)]
@@ -220,15 +239,26 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
 
   # Evaluate: every child, every pair's loss/error curve, on train and test.
   tic = time.time()
-  n_eval = sum(len(v) for v in indices.values())
+  align = c.eval.align and k > 1
+  n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
   with tqdm(total=n_eval, desc="eval", unit="ex", disable=not c.log.progress, dynamic_ncols=True) as ebar:
     final = _family_eval(setup, family.params, indices, alphas, ebar)
+    dist = jax.device_get(members.distances(family.params, params0))
+    diverged |= ~dist["finite"]
+    for split in ("train", "test"):
+      diverged |= ~np.isfinite(final[split]["child_loss"])
+    pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
+                                     c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std)
+    ebar.update(len(indices["test"]))
+    if align:
+      tac = time.time()
+      aligned_params, perms = _align(setup, family.params, diverged)
+      timing["align_s"] = time.time() - tac
+      aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
+      aligned_barriers = _barriers(aligned_final, alphas, k)
+      aligned_dist = jax.device_get(members.distances(aligned_params, params0))
   timing["eval_s"] = time.time() - tic
   barriers = _barriers(final, alphas, k)
-  dist = jax.device_get(members.distances(family.params, params0))
-  diverged |= ~dist["finite"]
-  for split in ("train", "test"):
-    diverged |= ~np.isfinite(final[split]["child_loss"])
 
   results_children = []
   for j in range(k):
@@ -248,7 +278,18 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
           "barrier": barriers[j - 1],
           "curves": {split: {m: final[split]["curves"][j - 1][m] for m in ("loss", "error")}
                      for split in ("train", "test")},
+          **pairs[j - 1],
       }
+      if align:
+        from butterfly_jax.permutations import fixed_point_fraction, fixed_point_fractions
+        child["vs_child0"]["aligned"] = {
+            "l2": aligned_dist["l2_to_child0"][j],
+            "barrier": aligned_barriers[j - 1],
+            "curves": {split: {m: aligned_final[split]["curves"][j - 1][m] for m in ("loss", "error")}
+                       for split in ("train", "test")},
+            "fixed_point_fraction": fixed_point_fraction(perms[j - 1]),
+            "fixed_point_fractions": fixed_point_fractions(perms[j - 1]),
+        }
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
     results_children.append(child)

@@ -162,3 +162,20 @@ def test_barriers_during_training_are_logged(smoke_config, tmp_path):
     assert l["barrier"][0]["train"]["loss"] == 0.0  # the sigma = 0 twin
     assert len(l["eval_test_error"]) == 3
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cka_and_ensembles_are_reported(smoke_run):
+  _, _, res = smoke_run
+  child0 = res["children"][0]
+  twin, small, big = res["children"][1:]
+  tv = twin["vs_child0"]
+  assert tv["cka"] == pytest.approx(0.0, abs=1e-3)
+  assert tv["disagreement"] == 0.0
+  assert tv["ensemble"]["accuracy"] == pytest.approx(child0["test"]["accuracy"])
+  assert tv["ensemble"]["loss"] == pytest.approx(child0["test"]["loss"], rel=1e-5)
+  for ch in (small, big):
+    v = ch["vs_child0"]
+    assert 0.0 <= v["cka"] <= np.pi / 2 and 0.0 <= v["disagreement"] <= 1.0
+    assert 0.0 <= v["ensemble"]["accuracy"] <= 1.0
+  assert big["vs_child0"]["l2"] > small["vs_child0"]["l2"]
+  assert big["vs_child0"]["cka"] > tv["cka"]
