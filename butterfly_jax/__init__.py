@@ -6,6 +6,11 @@ Public API (stable; notebooks and other tools rely on it)::
   l2_distance(params_a, params_b)           -> float
   barrier_from_curve(alphas, values)        -> float (Eq. 1 on a grid)
   create_model(name, key, input_shape, num_classes, **kwargs) -> (apply_fn, params, spec)
+  angular_cka(x, y)                         -> float radians (0 = same up to rotation and scale)
+  weight_matching(key, spec, params_a, params_b, max_iter=100) -> permutation {name: index array}
+  apply_permutation(spec, perm, params)     -> permuted params (same function)
+  random_permutation(key, spec, fixed_fraction) -> permutation
+  fixed_point_fraction(perm)                -> float
   run_experiment(config, workdir)           -> results dict (also written to workdir/results.json)
 """
 
@@ -15,6 +20,8 @@ from butterfly_jax.tree_math import interpolate, l2_distance
 from butterfly_jax.evaluate import barrier_from_curve
 from butterfly_jax.models import create_model
 from butterfly_jax.similarity import angular_cka
+from butterfly_jax.permutations import (PermutationSpec, apply_permutation, fixed_point_fraction, random_permutation,
+                                        spec_for, weight_matching)
 
 
 def run_experiment(config, workdir):
@@ -23,5 +30,7 @@ def run_experiment(config, workdir):
   return run(config, workdir)
 
 
-__all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "run_experiment",
+__all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "PermutationSpec",
+           "apply_permutation", "fixed_point_fraction", "random_permutation", "spec_for", "weight_matching",
+           "run_experiment",
            "__version__"]

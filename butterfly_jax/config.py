@@ -84,7 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.alpha_chunk = 1      # networks evaluated at once (vmap) inside lax.map; 1 = one by one
   c.eval.every_steps = 0      # also barriers during training, every N steps (0 = off)
   c.eval.during_num_examples = 1000  # examples per split for the barriers during training
-  c.eval.align = False        # also compare each child with child 0 after weight matching
+  c.eval.align = True         # also compare each child with child 0 after weight matching
   c.eval.align_max_iter = 100  # weight-matching rounds at most
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA

@@ -179,3 +179,34 @@ def test_cka_and_ensembles_are_reported(smoke_run):
     assert 0.0 <= v["ensemble"]["accuracy"] <= 1.0
   assert big["vs_child0"]["l2"] > small["vs_child0"]["l2"]
   assert big["vs_child0"]["cka"] > tv["cka"]
+
+
+def test_alignment_results_sigma_zero_twin_and_no_worse_distance(smoke_run):
+  c, _, res = smoke_run
+  assert c.eval.align
+  twin = res["children"][1]["vs_child0"]["aligned"]
+  assert twin["fixed_point_fraction"] == 1.0 and twin["l2"] == 0.0
+  assert set(twin["fixed_point_fractions"].values()) == {1.0}
+  for split in ("train", "test"):
+    for metric in ("loss", "error"):
+      assert twin["barrier"][split][metric] == 0.0
+  for ch in res["children"][1:]:
+    v = ch["vs_child0"]
+    a = v["aligned"]
+    assert 0.0 <= a["fixed_point_fraction"] <= 1.0
+    assert a["l2"] <= v["l2"] * (1 + 1e-6)  # weight matching starts from the identity and only improves
+    for split in ("train", "test"):
+      for metric in ("loss", "error"):
+        assert a["barrier"][split][metric] >= 0.0
+        assert len(a["curves"][split][metric]) == c.eval.num_alphas
+        # a permuted network computes the same function: the aligned curve ends where the plain one does
+        assert a["curves"][split][metric][-1] == pytest.approx(v["curves"][split][metric][-1], abs=1e-5)
+        assert a["curves"][split][metric][0] == v["curves"][split][metric][0]
+
+
+def test_align_off_leaves_no_aligned_results(tmp_path, smoke_config):
+  smoke_config.eval.align = False
+  smoke_config.eval.cka_examples = 0
+  smoke_config.checkpoint.trunk = smoke_config.checkpoint.children = False
+  res = run(smoke_config, tmp_path)
+  assert "aligned" not in res["children"][1]["vs_child0"]

@@ -58,7 +58,9 @@ def create_model(name: str, key: jax.Array, input_shape, num_classes: int, **mod
 
   Returns ``(apply_fn, params, spec)``: ``apply_fn(params, x) -> (logits, features)`` for a batch
   ``x`` of shape ``[B, *input_shape]``; ``params`` a plain nested dict; ``spec`` the model's
-  permutation spec (``None`` until permutation specs exist for it).
+  :class:`~butterfly_jax.permutations.PermutationSpec` (which parameter axes each hidden-unit permutation acts on).
   """
+  from butterfly_jax.permutations import spec_for
   apply_fn, init_fn = make_model(name, input_shape, num_classes, **model_kwargs)
-  return apply_fn, init_fn(key), None
+  params = init_fn(key)
+  return apply_fn, params, spec_for(name, params)

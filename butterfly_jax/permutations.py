@@ -1,0 +1,303 @@
+"""Hidden-unit permutations: specs beside each model, applying them, weight matching, fixed points.
+
+A network's function is unchanged when the hidden units of a layer are reordered and every weight that
+reads or writes those units is reordered with them. A :class:`PermutationSpec` says which parameter axes
+each such permutation acts on (the git-re-basin ``PermutationSpec``, Ainsworth et al. 2023):
+
+* ``perm_to_axes[name]``: the ``(path, axis, inner)`` entries permutation ``name`` reorders. ``inner`` is
+  ``None`` when the axis holds the units themselves, or ``C`` when the axis is a flattened ``(..., C)``
+  layout whose last factor holds them (a dense layer reading a flattened ``H x W x C`` feature map).
+* ``axes_to_perm[path]``: per axis of that parameter, the permutation acting on it (or ``None``), with its
+  ``inner``: a tuple of ``(name, inner)`` or ``None`` per axis.
+* ``sizes[name]``: the number of units.
+
+A permutation is a dict ``{name: int array}``; applying it takes index ``perm[name][i]`` of the original to
+position ``i``: ``aligned[..., i, ...] = params[..., perm[name][i], ...]``.
+
+ResNets: one permutation per stage for the residual stream (``P_stage{s}``: the stage's block outputs,
+its shortcut convolution and norm outputs, and the input of the next stage and of the head) and one inner
+permutation per block (``P_stage{s}_block{b}_inner``: ``conv1``'s outputs, ``norm1``, ``conv2``'s inputs).
+A LayerNorm over channels commutes with a channel permutation once its scale and bias are permuted.
+The MLP has ``P_dense{i}`` per hidden layer; the CNN ``P_conv{i}`` per convolution (max-pooling commutes) and
+``P_dense`` for the dense layer, whose input is the last feature map flattened as ``H x W x C``.
+"""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from butterfly_jax import tree_math
+
+
+class PermutationError(ValueError):
+  """A spec does not fit the parameters it is used with."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PermutationSpec:
+  perm_to_axes: dict   # name -> tuple of (path, axis, inner)
+  axes_to_perm: dict   # path -> tuple over axes of (name, inner) or None
+  sizes: dict          # name -> number of units
+
+  @property
+  def names(self) -> list[str]:
+    return list(self.perm_to_axes)
+
+
+def _flat(params) -> dict:
+  return {tree_math.path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def _unflatten_like(params, flat: dict):
+  paths = [tree_math.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [flat[p] for p in paths])
+
+
+class _Builder:
+  """Collects which permutation acts on which axis, parameter by parameter (only paths that exist)."""
+
+  def __init__(self, params):
+    self.flat = _flat(params)
+    self.axes = {}
+
+  def set(self, path: str, *per_axis):
+    """``per_axis``: a permutation name, ``(name, inner)`` or ``None`` for each axis of ``path``."""
+    if path not in self.flat:
+      return
+    ndim = np.ndim(self.flat[path])
+    if len(per_axis) != ndim:
+      raise PermutationError(f"permutation spec: {path} has {ndim} axes, the spec names {len(per_axis)}")
+    self.axes[path] = tuple((p, None) if isinstance(p, str) else p for p in per_axis)
+
+  def dense(self, layer: str, p_in, p_out):
+    self.set(f"{layer}/kernel", p_in, p_out)
+    self.set(f"{layer}/bias", p_out)
+
+  def conv(self, layer: str, p_in, p_out):
+    self.set(f"{layer}/kernel", None, None, p_in, p_out)
+    self.set(f"{layer}/bias", p_out)
+
+  def norm(self, layer: str, p):
+    self.set(f"{layer}/scale", p)
+    self.set(f"{layer}/bias", p)
+
+  def build(self) -> PermutationSpec:
+    perm_to_axes, sizes = {}, {}
+    for path, per_axis in self.axes.items():
+      shape = np.shape(self.flat[path])
+      for axis, entry in enumerate(per_axis):
+        if entry is None:
+          continue
+        name, inner = entry
+        n = inner if inner is not None else shape[axis]
+        if inner is not None and shape[axis] % inner:
+          raise PermutationError(f"permutation spec: axis {axis} of {path} ({shape[axis]}) is not a multiple "
+                                 f"of {name}'s {inner} units")
+        if sizes.setdefault(name, n) != n:
+          raise PermutationError(f"permutation spec: {name} acts on {sizes[name]} units but axis {axis} of "
+                                 f"{path} has {n}")
+        perm_to_axes.setdefault(name, []).append((path, axis, inner))
+    missing = sorted(set(self.flat) - set(self.axes))
+    if missing:
+      raise PermutationError(f"permutation spec: no entry for parameters {missing}")
+    return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes)
+
+
+def _indexed(flat: dict, pattern: str) -> list[int]:
+  rx = re.compile(pattern)
+  return sorted({int(m.group(1)) for p in flat if (m := rx.match(p))})
+
+
+def resnet_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.resnet.ResNet` (any depth; with or without norms)."""
+  b = _Builder(params)
+  stages = _indexed(b.flat, r"stage(\d+)_block")
+  b.conv("conv_in", None, "P_stage1")
+  b.norm("norm_in", "P_stage1")
+  prev = "P_stage1"
+  for s in stages:
+    stream = f"P_stage{s}"
+    for blk in _indexed(b.flat, rf"stage{s}_block(\d+)/"):
+      layer, inner = f"stage{s}_block{blk}", f"P_stage{s}_block{blk}_inner"
+      b.conv(f"{layer}/conv1", prev, inner)
+      b.norm(f"{layer}/norm1", inner)
+      b.conv(f"{layer}/conv2", inner, stream)
+      b.norm(f"{layer}/norm2", stream)
+      b.conv(f"{layer}/shortcut_conv", prev, stream)
+      b.norm(f"{layer}/shortcut_norm", stream)
+      prev = stream
+  b.dense("head", prev, None)
+  return b.build()
+
+
+def mlp_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.simple.MLP`."""
+  b = _Builder(params)
+  prev = None
+  for i in _indexed(b.flat, r"dense(\d+)/"):
+    b.dense(f"dense{i}", prev, f"P_dense{i}")
+    b.norm(f"norm{i}", f"P_dense{i}")
+    prev = f"P_dense{i}"
+  b.dense("head", prev, None)
+  return b.build()
+
+
+def cnn_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.simple.SmallCNN`."""
+  b = _Builder(params)
+  prev = None
+  convs = _indexed(b.flat, r"conv(\d+)/")
+  for i in convs:
+    b.conv(f"conv{i}", prev, f"P_conv{i}")
+    b.norm(f"norm{i}", f"P_conv{i}")
+    prev = f"P_conv{i}"
+  channels = np.shape(b.flat[f"conv{convs[-1]}/kernel"])[-1]
+  b.dense("dense", (prev, channels), "P_dense")
+  b.dense("head", "P_dense", None)
+  return b.build()
+
+
+SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec}
+
+
+def spec_for(model_name: str, params, **model_kwargs) -> PermutationSpec:
+  """The permutation spec of model ``model_name`` for ``params`` (one network, not a stacked family)."""
+  del model_kwargs  # the spec follows from the parameters' names and shapes
+  if model_name not in SPECS:
+    raise PermutationError(f"model.name: no permutation spec for {model_name!r}; specs exist for "
+                           f"{', '.join(SPECS)}")
+  return SPECS[model_name](params)
+
+
+def _index(size: int, perm, inner):
+  """Indices along an axis of ``size`` for ``perm`` (acting on the last factor ``inner`` if given)."""
+  perm = np.asarray(perm)
+  if inner is None:
+    return perm
+  return (np.arange(size // inner)[:, None] * inner + perm[None, :]).reshape(-1)
+
+
+def _permute_array(x, per_axis, perm, skip_axis=None):
+  take = np.take if isinstance(x, np.ndarray) else jnp.take
+  for axis, entry in enumerate(per_axis):
+    if entry is None or axis == skip_axis:
+      continue
+    name, inner = entry
+    x = take(x, _index(x.shape[axis], perm[name], inner), axis=axis)
+  return x
+
+
+def apply_permutation(spec: PermutationSpec, perm: dict, params):
+  """``params`` with every axis of ``spec`` reordered by ``perm`` (a pure function; same tree structure)."""
+  flat = _flat(params)
+  missing = set(spec.axes_to_perm) ^ set(flat)
+  if missing:
+    raise PermutationError(f"apply_permutation: the spec and the parameters differ in {sorted(missing)}")
+  out = {path: _permute_array(x, spec.axes_to_perm[path], perm) for path, x in flat.items()}
+  return _unflatten_like(params, out)
+
+
+def identity_permutation(spec: PermutationSpec) -> dict:
+  return {name: np.arange(n) for name, n in spec.sizes.items()}
+
+
+def invert_permutation(perm: dict) -> dict:
+  return {name: np.argsort(np.asarray(p)) for name, p in perm.items()}
+
+
+def _derangement(rng: np.random.Generator, n: int) -> np.ndarray:
+  """A uniformly random permutation of ``range(n)`` with no fixed point (n >= 2), by rejection."""
+  while True:
+    p = rng.permutation(n)
+    if not np.any(p == np.arange(n)):
+      return p
+
+
+def _numpy_rng(key) -> np.random.Generator:
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
+
+
+def random_permutation(key, spec: PermutationSpec, fixed_fraction: float = 0.0) -> dict:
+  """A random permutation leaving ``round(fixed_fraction * n)`` of each permutation's ``n`` units in place
+  (the others moved, none to itself). With one unit left to move, one more is moved instead."""
+  if not 0.0 <= fixed_fraction <= 1.0:
+    raise PermutationError(f"fixed_fraction: must lie in [0, 1], got {fixed_fraction}")
+  out = {}
+  for i, (name, n) in enumerate(spec.sizes.items()):
+    rng = _numpy_rng(jax.random.fold_in(key, i))
+    moved = n - int(round(fixed_fraction * n))
+    if moved == 1:
+      moved = 2 if n >= 2 else 0
+    p = np.arange(n)
+    chosen = np.sort(rng.choice(n, size=moved, replace=False))
+    if moved:
+      p[chosen] = chosen[_derangement(rng, moved)]
+    out[name] = p
+  return out
+
+
+def fixed_point_fractions(perm: dict) -> dict:
+  """Per permutation: the fraction of its units mapped to themselves."""
+  return {name: float(np.mean(np.asarray(p) == np.arange(len(p)))) for name, p in perm.items()}
+
+
+def fixed_point_fraction(perm: dict) -> float:
+  """The fraction of all hidden units (over every permutation) that ``perm`` leaves in place."""
+  fixed = sum(int(np.sum(np.asarray(p) == np.arange(len(p)))) for p in perm.values())
+  total = sum(len(p) for p in perm.values())
+  return fixed / total if total else 1.0
+
+
+def _unit_rows(x: np.ndarray, axis: int, inner):
+  """``x`` as a matrix with one row per unit of ``axis`` (every other entry in the columns)."""
+  x = np.moveaxis(x, axis, 0)
+  if inner is None:
+    return x.reshape(x.shape[0], -1)
+  x = x.reshape(x.shape[0] // inner, inner, -1)
+  return np.swapaxes(x, 0, 1).reshape(inner, -1)
+
+
+def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
+  """The permutation of ``params_b``'s units that best matches ``params_a`` (Git Re-Basin weight matching).
+
+  Maximises sum over parameters of <a, permuted b> (equivalently minimises the L2 distance) by coordinate
+  descent: each round visits the permutations in an order drawn from ``fold_in(key, round)`` and solves each
+  as a linear assignment with the others held fixed, accepting it only if it strictly improves; it stops after
+  a round without improvement or ``max_iter`` rounds. Starting from the identity (or ``init_perm``), the
+  aligned distance therefore never exceeds the starting one. Apply the result with :func:`apply_permutation`.
+  Runs on the host in float64.
+  """
+  return weight_matching_rounds(key, spec, params_a, params_b, max_iter, init_perm)[0]
+
+
+def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
+  """:func:`weight_matching`, also returning the number of rounds it ran."""
+  a = {p: np.asarray(x, np.float64) for p, x in _flat(params_a).items()}
+  b = {p: np.asarray(x, np.float64) for p, x in _flat(params_b).items()}
+  if set(a) != set(spec.axes_to_perm) or set(b) != set(a):
+    raise PermutationError("weight_matching: params_a, params_b and the spec must have the same parameters")
+  perm = {n: np.asarray(p).copy() for n, p in (init_perm or identity_permutation(spec)).items()}
+  names = spec.names
+  for it in range(max_iter):
+    improved = False
+    order = np.asarray(jax.random.permutation(jax.random.fold_in(key, it), len(names)))
+    for i in order:
+      name = names[i]
+      n = spec.sizes[name]
+      score = np.zeros((n, n))
+      for path, axis, inner in spec.perm_to_axes[name]:
+        wb = _permute_array(b[path], spec.axes_to_perm[path], perm, skip_axis=axis)
+        score += _unit_rows(a[path], axis, inner) @ _unit_rows(wb, axis, inner).T
+      _, cols = linear_sum_assignment(score, maximize=True)
+      old = score[np.arange(n), perm[name]].sum()
+      new = score[np.arange(n), cols].sum()
+      if new > old + 1e-12 * max(abs(old), 1.0):
+        perm[name] = cols
+        improved = True
+    if not improved:
+      break
+  return perm, it + 1 if max_iter else 0

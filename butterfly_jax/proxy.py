@@ -1,0 +1,123 @@
+"""The random-permutation proxy (the paper's Figure 4, left), on any saved run.
+
+How much of a barrier can a permutation alone explain? Take a trained network θ, permute its hidden units
+with a random permutation that leaves a chosen fraction of units in place, and measure the L2 distance
+and the Eq. 1 barriers between θ and its permuted copy: the copy computes exactly the same function, so
+every bit of barrier comes from the units that moved. Plotted against the fixed-point fraction, this is the
+reference curve for the fixed points of weight matching between diverged twins.
+
+    python -m butterfly_jax.proxy --run=DIR [--child=0] [--fractions=0,0.25,0.5,0.75,0.9,1] [--seeds=3]
+
+reads ``DIR/config.json`` and the children's checkpoint ``DIR/checkpoints/children``, evaluates on the same
+examples as the run (``eval.num_examples``, or ``--num_examples``) and writes ``DIR/proxy.json``.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from butterfly_jax import evaluate, permutations, tree_math
+from butterfly_jax.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
+
+DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+def load_run_config(run_dir) -> ml_collections.ConfigDict:
+  path = Path(run_dir) / "config.json"
+  if not path.exists():
+    raise RunDirError(f"--run: {path} does not exist; give a run directory written by butterfly_jax.main")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def load_child(run_dir, child: int):
+  """Child ``child``'s parameters from the run's final children checkpoint."""
+  path = Path(run_dir).resolve() / "checkpoints" / "children"
+  if not path.exists():
+    raise RunDirError(f"--run: {path} does not exist; the run must finish with checkpoint.children=True")
+  params = restore_checkpoint(path)["params"]
+  k = tree_math.num_members(params)
+  if not 0 <= child < k:
+    raise RunDirError(f"--child: the run has children 0..{k - 1}, got {child}")
+  return jax.tree_util.tree_map(np.asarray, tree_math.unstack(params, child))
+
+
+def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_examples: int | None = None):
+  """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
+  random permutations of itself. ``setup`` is an experiment ``_Setup`` (data, model, evaluation)."""
+  from butterfly_jax.experiment import _barriers, _eval_indices, _family_eval
+  c = setup.c
+  spec = permutations.spec_for(c.model.name, params)
+  n = c.eval.num_examples if num_examples is None else num_examples
+  eval_key = setup.keys["eval"]
+  indices = {"train": _eval_indices(jax.random.fold_in(eval_key, 0), setup.data.num_train, n),
+             "test": _eval_indices(jax.random.fold_in(eval_key, 1), setup.data.num_test, n)}
+  alphas = evaluate.alpha_grid(c.eval.num_alphas)
+  rows, family = [], [params]
+  for i, f in enumerate(fractions):
+    for s in range(seeds):
+      perm = permutations.random_permutation(jax.random.fold_in(key, i * 1000 + s), spec, f)
+      family.append(permutations.apply_permutation(spec, perm, params))
+      rows.append({"target_fraction": float(f), "seed": s,
+                   "fixed_point_fraction": permutations.fixed_point_fraction(perm),
+                   "l2": tree_math.l2_distance(params, family[-1])})
+  curves = _family_eval(setup, tree_math.stack(family), indices, alphas)
+  for row, barrier in zip(rows, _barriers(curves, alphas, len(family))):
+    row["barrier"] = barrier
+  return rows, {s: len(v) for s, v in indices.items()}
+
+
+def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_examples=None, seed=0) -> dict:
+  """Runs the proxy on a saved run and writes ``run_dir/proxy.json``; returns what it wrote."""
+  from butterfly_jax.experiment import _Setup
+  for f in fractions:
+    if not 0.0 <= f <= 1.0:
+      raise ValueError(f"--fractions: every fraction must lie in [0, 1], got {f}")
+  if seeds < 1:
+    raise ValueError(f"--seeds: expected an integer >= 1, got {seeds}")
+  c = load_run_config(run_dir)
+  params = load_child(run_dir, child)
+  setup = _Setup(c)
+  rows, n = random_permutation_proxy(setup, params, fractions, seeds, jax.random.key(seed), num_examples)
+  out = {"child": child, "seed": seed, "num_examples": n, "rows": rows, "provenance": provenance()}
+  write_json_atomic(Path(run_dir) / "proxy.json", out)
+  return json.loads((Path(run_dir) / "proxy.json").read_text())
+
+
+def main(argv=None):
+  from absl import app, flags
+  flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children).", required=True)
+  flags.DEFINE_integer("child", 0, "Which child of the run to permute.")
+  flags.DEFINE_list("fractions", [str(f) for f in DEFAULT_FRACTIONS], "Fractions of units left in place.")
+  flags.DEFINE_integer("seeds", 3, "Random permutations per fraction.")
+  flags.DEFINE_integer("num_examples", None, "Examples per split (default: the run's eval.num_examples; 0 = all).")
+  flags.DEFINE_integer("seed", 0, "Seed of the random permutations.")
+
+  def _main(_):
+    F = flags.FLAGS
+    try:
+      fractions = [float(f) for f in F.fractions]
+    except ValueError:
+      print(f"error: --fractions: expected numbers in [0, 1], got {F.fractions}", file=sys.stderr)
+      sys.exit(2)
+    try:
+      out = run_proxy(F.run, F.child, fractions, F.seeds, F.num_examples, F.seed)
+    except (ValueError, RunDirError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"{'fixed':>8} {'seed':>4} {'L2':>10} {'train loss':>11} {'test loss':>10} {'train err':>10} {'test err':>9}")
+    fmt = lambda x, w: f"{'nan':>{w}}" if x is None else f"{x:{w}.4f}"
+    for r in out["rows"]:
+      b = r["barrier"]
+      print(f"{r['fixed_point_fraction']:8.3f} {r['seed']:4d} {fmt(r['l2'], 10)} {fmt(b['train']['loss'], 11)} "
+            f"{fmt(b['test']['loss'], 10)} {fmt(b['train']['error'], 10)} {fmt(b['test']['error'], 9)}")
+    print(f"proxy: {Path(F.run) / 'proxy.json'}")
+
+  app.run(_main, argv)
+
+
+if __name__ == "__main__":
+  main()

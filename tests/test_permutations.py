@@ -1,0 +1,155 @@
+"""Permutation specs, weight matching and fixed points: the properties alignment results rest on."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import butterfly_jax as bj
+from butterfly_jax import permutations, tree_math
+
+MODELS = [
+    ("resnet20", (32, 32, 3), {"width": 1}),
+    ("resnet", (16, 16, 3), {"depth": 8, "width": 1, "norm": "none"}),
+    ("mlp", (8, 8, 1), {"hidden": (24, 16)}),
+    ("mlp", (8, 8, 1), {"hidden": (24, 16), "norm": "layernorm"}),
+    ("cnn", (12, 12, 1), {"channels": (8, 12), "dense": 20}),
+    ("cnn", (12, 12, 1), {"channels": (8,), "dense": 20, "norm": "layernorm"}),
+]
+
+
+def _ids(m):
+  return f"{m[0]}-{'-'.join(f'{k}{v}' for k, v in m[2].items())}"
+
+
+def _perturb_norms(params, key):
+  """Norm scales and biases are constants at init; randomise them so a wrong norm permutation shows."""
+  flat, tree = jax.tree_util.tree_flatten_with_path(params)
+  keys = jax.random.split(key, len(flat))
+  out = [x + 0.3 * jax.random.normal(k, x.shape) if x.ndim == 1 else x for (_, x), k in zip(flat, keys)]
+  return jax.tree_util.tree_unflatten(tree, out)
+
+
+@pytest.mark.parametrize("name,shape,kwargs", MODELS, ids=[_ids(m) for m in MODELS])
+def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function(name, shape, kwargs):
+  apply_fn, params, spec = bj.create_model(name, jax.random.key(0), shape, 10, **kwargs)
+  params = _perturb_norms(params, jax.random.key(1))
+  assert set(spec.axes_to_perm) == set(tree_math.flat_paths(params))
+  flat = permutations._flat(params)
+  for path, per_axis in spec.axes_to_perm.items():  # each permutation's size fits every axis it acts on
+    for axis, entry in enumerate(per_axis):
+      if entry is not None:
+        size = entry[1] or flat[path].shape[axis]
+        assert spec.sizes[entry[0]] == size
+  perm = bj.random_permutation(jax.random.key(2), spec, 0.0)
+  assert bj.fixed_point_fraction(perm) == 0.0
+  permuted = bj.apply_permutation(spec, perm, params)
+  assert bj.l2_distance(params, permuted) > 0.1
+  x = jax.random.normal(jax.random.key(3), (4, *shape))
+  logits, feats = apply_fn(params, x)
+  logits_p, feats_p = apply_fn(permuted, x)
+  np.testing.assert_allclose(logits_p, logits, rtol=1e-4, atol=1e-4)
+  # the penultimate units are permuted, not changed: same values, another order
+  np.testing.assert_allclose(np.sort(feats_p["penultimate"], -1), np.sort(feats["penultimate"], -1), atol=1e-4)
+
+
+def test_resnet20_spec_names_stream_and_inner_permutations():
+  _, params, spec = bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, width=2)
+  stream = {n for n in spec.names if n.startswith("P_stage") and "block" not in n}
+  inner = {n for n in spec.names if n.endswith("_inner")}
+  assert stream == {"P_stage1", "P_stage2", "P_stage3"}
+  assert len(inner) == 9 and len(spec.names) == 12
+  assert spec.sizes["P_stage3"] == 128 and spec.sizes["P_stage1_block0_inner"] == 32
+  assert spec.axes_to_perm["stage2_block0/shortcut_conv/kernel"] == (None, None, ("P_stage1", None),
+                                                                     ("P_stage2", None))
+  assert spec.axes_to_perm["head/kernel"] == (("P_stage3", None), None)
+
+
+def test_cnn_dense_reads_the_flattened_feature_map_by_channel():
+  _, params, spec = bj.create_model("cnn", jax.random.key(0), (12, 12, 1), 10, channels=(8, 12), dense=20)
+  assert spec.axes_to_perm["dense/kernel"] == (("P_conv1", 12), ("P_dense", None))
+
+
+def test_apply_permutation_then_its_inverse_is_the_identity():
+  _, params, spec = bj.create_model("cnn", jax.random.key(0), (12, 12, 1), 10, channels=(8, 12), dense=20)
+  perm = bj.random_permutation(jax.random.key(5), spec, 0.25)
+  back = bj.apply_permutation(spec, permutations.invert_permutation(perm), bj.apply_permutation(spec, perm, params))
+  for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_random_permutation_keeps_the_requested_fraction_fixed(fraction):
+  _, params, spec = bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, hidden=(40, 80))
+  perm = bj.random_permutation(jax.random.key(1), spec, fraction)
+  for name, p in perm.items():
+    assert sorted(p.tolist()) == list(range(spec.sizes[name]))  # a permutation
+    assert np.sum(p == np.arange(len(p))) == round(fraction * len(p))
+  assert bj.fixed_point_fraction(perm) == pytest.approx(fraction)
+  again = bj.random_permutation(jax.random.key(1), spec, fraction)
+  assert all(np.array_equal(perm[n], again[n]) for n in perm)  # keyed: same key, same permutation
+
+
+def test_fixed_point_fractions_per_permutation_and_overall():
+  perm = {"a": np.array([0, 1, 2, 3]), "b": np.array([1, 0, 2, 3, 4, 5])}
+  assert permutations.fixed_point_fractions(perm) == {"a": 1.0, "b": 4 / 6}
+  assert bj.fixed_point_fraction(perm) == 8 / 10
+  with pytest.raises(ValueError, match="fixed_fraction"):
+    bj.random_permutation(jax.random.key(0), permutations.PermutationSpec({}, {}, {"a": 3}), 1.5)
+
+
+@pytest.mark.parametrize("name,shape,kwargs", MODELS[1:], ids=[_ids(m) for m in MODELS[1:]])
+def test_weight_matching_recovers_a_known_permutation_exactly(name, shape, kwargs):
+  _, params, spec = bj.create_model(name, jax.random.key(0), shape, 10, **kwargs)
+  params = _perturb_norms(params, jax.random.key(1))
+  hidden = bj.apply_permutation(spec, bj.random_permutation(jax.random.key(2), spec, 0.0), params)
+  perm = bj.weight_matching(jax.random.key(3), spec, params, hidden)
+  aligned = bj.apply_permutation(spec, perm, hidden)
+  assert bj.l2_distance(params, aligned) == 0.0
+
+
+def test_weight_matching_of_identical_networks_is_the_identity():
+  _, params, spec = bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, width=1)
+  perm = bj.weight_matching(jax.random.key(0), spec, params, params)
+  assert bj.fixed_point_fraction(perm) == 1.0
+
+
+def _train_mlp(seed, steps=150):
+  """A small MLP trained on a fixed synthetic task from its own init."""
+  apply_fn, params, spec = bj.create_model("mlp", jax.random.key(seed), (8, 8, 1), 4, hidden=(32, 32))
+  x = jax.random.normal(jax.random.key(100), (256, 8, 8, 1))
+  y = jnp.argmax(x.reshape(256, -1)[:, :4], -1)
+  opt = optax.sgd(0.1, momentum=0.9)
+
+  @jax.jit
+  def step(params, state):
+    def loss(p):
+      return optax.softmax_cross_entropy_with_integer_labels(apply_fn(p, x)[0], y).mean()
+    g = jax.grad(loss)(params)
+    upd, state = opt.update(g, state, params)
+    return optax.apply_updates(params, upd), state
+
+  state = opt.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params, spec
+
+
+def test_weight_matching_lowers_the_distance_of_independently_trained_networks():
+  a, spec = _train_mlp(0)
+  b, _ = _train_mlp(1)
+  before = bj.l2_distance(a, b)
+  for seed in range(3):  # any visiting order: never above the unaligned distance
+    perm = bj.weight_matching(jax.random.key(seed), spec, a, b)
+    after = bj.l2_distance(a, bj.apply_permutation(spec, perm, b))
+    assert after < 0.95 * before
+    assert bj.fixed_point_fraction(perm) < 0.5
+  # one round only is still no worse than the start (each accepted move strictly improves)
+  perm1 = bj.weight_matching(jax.random.key(0), spec, a, b, max_iter=1)
+  assert bj.l2_distance(a, bj.apply_permutation(spec, perm1, b)) <= before
+
+
+def test_spec_for_unknown_model_names_the_field():
+  with pytest.raises(ValueError, match="model.name"):
+    permutations.spec_for("transformer", {})

@@ -1,0 +1,42 @@
+"""The random-permutation proxy on a saved run: same function, distance and barrier from moved units only."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from butterfly_jax.proxy import run_proxy
+
+
+def test_proxy_on_a_saved_run(smoke_run):
+  _, workdir, res = smoke_run
+  out = run_proxy(workdir, child=2, fractions=(0.0, 0.5, 1.0), seeds=2, num_examples=100)
+  assert json.loads((workdir / "proxy.json").read_text()) == out
+  assert out["num_examples"] == {"train": 100, "test": 100}
+  rows = out["rows"]
+  assert [(r["target_fraction"], r["seed"]) for r in rows] == [(f, s) for f in (0.0, 0.5, 1.0) for s in (0, 1)]
+  for r in rows:
+    assert r["fixed_point_fraction"] == pytest.approx(r["target_fraction"], abs=0.05)
+    for split in ("train", "test"):
+      for metric in ("loss", "error"):
+        assert r["barrier"][split][metric] >= 0.0
+  full = [r for r in rows if r["target_fraction"] == 1.0]
+  assert all(r["l2"] == 0.0 and r["barrier"]["train"]["loss"] == 0.0 for r in full)
+  moved = [r for r in rows if r["target_fraction"] == 0.0]
+  assert all(r["l2"] > 0.5 * res["children"][2]["l2_from_init"] for r in moved)
+  # moving every unit costs more than moving half of them
+  mean = lambda f: sum(r["l2"] for r in rows if r["target_fraction"] == f) / 2
+  assert mean(0.0) > mean(0.5) > 0.0
+
+
+def test_proxy_command_line(smoke_run, tmp_path):
+  _, workdir, _ = smoke_run
+  cmd = [sys.executable, "-m", "butterfly_jax.proxy", f"--run={workdir}", "--fractions=0,1", "--seeds=1",
+         "--num_examples=50"]
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "proxy.json" in done.stdout and "fixed" in done.stdout
+  bad = subprocess.run([sys.executable, "-m", "butterfly_jax.proxy", f"--run={tmp_path}"], capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and "config.json" in bad.stderr
