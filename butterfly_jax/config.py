@@ -93,9 +93,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.log.every_steps = 50
   c.log.progress = True
 
-  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint = ml_collections.ConfigDict(type_safe=False)  # every_steps: int or '<n>ep'
   c.checkpoint.trunk = True
   c.checkpoint.children = True
+  c.checkpoint.every_steps = "1000"  # training state for exact resume every N steps (or "<n>ep"); "0" = off
   return c
 
 
@@ -190,4 +191,5 @@ def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
   pbs = c.perturb.batch_size or c.train.batch_size
   if pbs > num_train:
     raise ConfigError(f"perturb.batch_size: {pbs} exceeds the {num_train} training examples")
-  return dict(steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs)
+  every = to_steps(c.checkpoint.every_steps, spe, "checkpoint.every_steps")
+  return dict(steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs, checkpoint_every=every)

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from butterfly_jax import batches, config as config_lib, evaluate, members, optim, perturb, rng, similarity, tree_math
 from butterfly_jax.data import load_dataset
 from butterfly_jax.models import make_model
+from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
 
 
@@ -63,18 +64,30 @@ def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
   return np.sort(np.asarray(jax.random.permutation(key, n_total))[:n])
 
 
-def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_eval=None):
-  """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk."""
+def _next_multiple(step: int, every: int) -> int:
+  return (step // every + 1) * every
+
+
+def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_eval=None, diverged=None,
+           checkpoint=None):
+  """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk.
+
+  ``checkpoint(family, step, diverged)``, if given, is called at every multiple of the checkpoint cadence
+  (a chunk boundary) and at ``stop``, after that chunk's log line.
+  """
   c = setup.c
   every = c.log.every_steps
+  ckpt_every = setup.steps["checkpoint_every"]
   k = family.lr_offset.shape[0]
-  diverged = np.zeros(k, bool)
+  diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
   step = start
   t0 = time.time()
   while step < stop:
-    nxt = min((step // every + 1) * every, stop)
+    nxt = min(_next_multiple(step, every), stop)
     if c.eval.every_steps and phase == "children":
-      nxt = min(nxt, (step // c.eval.every_steps + 1) * c.eval.every_steps)
+      nxt = min(nxt, _next_multiple(step, c.eval.every_steps))
+    if checkpoint is not None and ckpt_every:
+      nxt = min(nxt, _next_multiple(step, ckpt_every))
     loss_sum = jnp.zeros(k, jnp.float32)
     trained = jnp.zeros(k, jnp.int32)
     finite = jnp.ones(k, bool)
@@ -96,6 +109,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     bar.update(nxt - step)
     bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
     step = nxt
+    if checkpoint is not None and ckpt_every and (step % ckpt_every == 0 or step == stop):
+      checkpoint(family, step, diverged)
   return family, diverged
 
 
@@ -191,7 +206,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   if c.perturb.extra_steps and not c.perturb.rewind_lr and c.schedule.name != "constant" and not c.schedule.final_lr:
     logging.warning("perturb.extra_steps without perturb.rewind_lr: the perturbed children's steps after T "
                     "run at the schedule's final learning rate, 0")
-  rundir.start(c.to_dict())
+  resume = rundir.start(c.to_dict())
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   eval_key = setup.keys["eval"]
@@ -206,32 +221,57 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
             "eval_train_loss": cur["train"]["child_loss"], "eval_test_error": cur["test"]["child_error"]}
 
   params0 = setup.init_fn(setup.keys["init"])
-  bar = tqdm(total=t + max(end_steps) - t, desc="train", unit="step", disable=not c.log.progress,
-             dynamic_ncols=True)
+  opt0 = setup.transform.init(params0)
   timing = {}
+  resume_meta, resume_path = resume if resume is not None else ({"phase": None, "step": 0}, None)
+  if resume is not None:
+    timing["resumed_from"] = {"phase": resume_meta["phase"], "step": resume_meta["step"]}
+  bar = tqdm(total=t + max(end_steps) - t, initial=resume_meta["step"], desc="train", unit="step",
+             disable=not c.log.progress, dynamic_ncols=True)
+
+  def restore(target):
+    tree = rundir_lib.restore_checkpoint(resume_path, {"family": target._asdict()})
+    return members.Family(**tree["family"])
 
   # Trunk: one network from init to t.
   tic = time.time()
-  trunk = members.new_family([params0], [setup.transform.init(params0)], [0], [t])
-  trunk, trunk_diverged = _train(setup, trunk, 0, t, "trunk", rundir, params0, bar)
-  if trunk_diverged.any():
-    raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step {t}; "
-                             "lower optim.lr or check the data")
-  trunk_params = tree_math.unstack(trunk.params, 0)
-  trunk_opt = tree_math.unstack(trunk.opt_state, 0)
-  del trunk
-  if c.checkpoint.trunk:
-    rundir.save_checkpoint("trunk", {"params": trunk_params, "opt_state": trunk_opt, "step": t})
+  if resume_meta["phase"] != "children":
+    trunk = members.new_family([params0], [opt0], [0], [t])
+    if resume_meta["phase"] == "trunk":
+      trunk = restore(trunk)
+    save_trunk = lambda fam, step, div: rundir.save_state({"phase": "trunk", "step": step}, {"family": fam._asdict()})
+    trunk, trunk_diverged = _train(setup, trunk, resume_meta["step"], t, "trunk", rundir, params0, bar,
+                                   checkpoint=save_trunk)
+    if trunk_diverged.any():
+      raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step "
+                               f"{t}; lower optim.lr or check the data")
+    trunk_params = tree_math.unstack(trunk.params, 0)
+    trunk_opt = tree_math.unstack(trunk.opt_state, 0)
+    del trunk
+    if c.checkpoint.trunk:
+      rundir.save_checkpoint("trunk", {"params": trunk_params, "opt_state": trunk_opt, "step": t})
   timing["trunk_s"] = time.time() - tic
 
   # Perturb once, then train the family with identical SGD noise.
   tic = time.time()
-  eps, pinfo = _perturbations(setup, trunk_params, scales)
-  children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in scales]
-  noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
-  family = members.new_family(children, [trunk_opt] * k, lr_offsets, end_steps)
-  del children
-  family, diverged = _train(setup, family, t, max(end_steps), "children", rundir, params0, bar, during_eval)
+  if resume_meta["phase"] == "children":
+    pinfo, noise_l2, start, diverged0 = (resume_meta["perturb"], resume_meta["noise_l2"], resume_meta["step"],
+                                         resume_meta["diverged"])
+    family = restore(members.new_family([params0] * k, [opt0] * k, lr_offsets, end_steps))
+  else:
+    eps, pinfo = _perturbations(setup, trunk_params, scales)
+    children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in scales]
+    noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
+    family = members.new_family(children, [trunk_opt] * k, lr_offsets, end_steps)
+    start, diverged0 = t, None
+    del children, eps, trunk_params, trunk_opt
+
+  def save_children(fam, step, div):
+    rundir.save_state({"phase": "children", "step": step, "diverged": [bool(d) for d in div],
+                       "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise_l2}, {"family": fam._asdict()})
+
+  family, diverged = _train(setup, family, start, max(end_steps), "children", rundir, params0, bar, during_eval,
+                            diverged=diverged0, checkpoint=save_children)
   bar.close()
   timing["children_s"] = time.time() - tic
   if c.checkpoint.children:

@@ -4,6 +4,7 @@ Files are written atomically (a temporary file, then ``os.replace``), so a kille
 ``results.json``; a finished run (``results.json`` present) is never overwritten.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -93,14 +94,80 @@ class RunDir:
                         f"(see {self.config}); choose another --workdir")
     return json.loads(self.results.read_text())
 
-  def start(self, config_dict: dict) -> None:
-    """Creates the directory; an unfinished earlier attempt's metrics and checkpoints are cleared."""
+  def start(self, config_dict: dict, resume: bool = True):
+    """Creates the directory and returns the resume point: ``(meta, path)`` of the newest intact training
+    state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
+    which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0."""
     self.root.mkdir(parents=True, exist_ok=True)
+    same = self.config.exists() and json.loads(self.config.read_text()) == to_jsonable(config_dict)
+    state = self.latest_state() if (resume and same) else None
+    if state is not None:
+      meta, _ = state
+      logging.warning("%s holds an unfinished run; resuming it from its %s checkpoint at step %d", self.root,
+                      meta["phase"], meta["step"])
+      self._truncate_metrics(meta)
+      return state
     if self.metrics.exists() or self.checkpoints.exists():
-      logging.warning("%s holds an unfinished run; starting it again from step 0", self.root)
+      logging.warning("%s holds an unfinished run without a usable checkpoint; starting it again from step 0",
+                      self.root)
       self.metrics.unlink(missing_ok=True)
       shutil.rmtree(self.checkpoints, ignore_errors=True)
     write_json_atomic(self.config, config_dict)
+    return None
+
+  def _truncate_metrics(self, meta: dict) -> None:
+    """Drops the log lines written after the checkpoint ``meta`` (they will be written again)."""
+    if not self.metrics.exists():
+      return
+    order = {"trunk": 0, "children": 1}
+    here = (order[meta["phase"]], meta["step"])
+    keep = []
+    for line in self.metrics.read_text().splitlines():
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:  # a line torn by the kill
+        continue
+      if (order.get(rec.get("phase"), 2), rec.get("step", 0)) <= here:
+        keep.append(line)
+    tmp = self.metrics.with_name(".metrics.jsonl.tmp")
+    tmp.write_text("".join(l + "\n" for l in keep))
+    os.replace(tmp, self.metrics)
+
+  # Training state checkpoints (exact resume): checkpoints/state/<step>/{tree/, manifest.json}. The
+  # manifest, written last and atomically, holds the metadata and a SHA-256 of every file of the tree: a
+  # checkpoint without it, or whose files do not match it, is torn and skipped.
+
+  @property
+  def states(self) -> Path:
+    return self.checkpoints / "state"
+
+  def save_state(self, meta: dict, tree, keep: int = 2) -> Path:
+    """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...); keeps the newest ``keep``."""
+    order = {"trunk": 0, "children": 1}
+    path = self.states / f"{order[meta['phase']]}_{meta['step']:010d}"
+    if path.exists():
+      shutil.rmtree(path)
+    self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
+    write_json_atomic(path / "manifest.json", {"meta": meta, "sha256": _hash_files(path / "tree")})
+    for old in sorted(p for p in self.states.iterdir() if p.is_dir())[:-keep]:
+      shutil.rmtree(old, ignore_errors=True)
+    return path
+
+  def latest_state(self):
+    """``(meta, tree_path)`` of the newest intact training state, or ``None``; torn ones are logged and skipped."""
+    if not self.states.is_dir():
+      return None
+    for path in sorted((p for p in self.states.iterdir() if p.is_dir()), reverse=True):
+      manifest = path / "manifest.json"
+      try:
+        info = json.loads(manifest.read_text())
+        intact = info["sha256"] == _hash_files(path / "tree")
+      except (OSError, ValueError, KeyError):
+        intact = False
+      if intact:
+        return info["meta"], path / "tree"
+      logging.warning("checkpoint %s is incomplete or corrupt; trying the previous one", path)
+    return None
 
   def log(self, record: dict) -> None:
     with open(self.metrics, "a") as f:
@@ -116,6 +183,20 @@ class RunDir:
 
   def finish(self, results: dict) -> None:
     write_json_atomic(self.results, results)
+
+
+def _hash_files(root: Path) -> dict:
+  """SHA-256 of every file under ``root`` (relative paths)."""
+  out = {}
+  for f in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+      for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+    out[str(f.relative_to(root))] = h.hexdigest()
+  if not out:
+    raise ValueError(f"{root}: no files")
+  return out
 
 
 def restore_checkpoint(path, target=None):

@@ -153,6 +153,7 @@ def test_barriers_during_training_are_logged(smoke_config, tmp_path):
   c.eval.every_steps = 10
   c.eval.during_num_examples = 100
   c.checkpoint.trunk = c.checkpoint.children = False
+  c.checkpoint.every_steps = "0"
   run(c, tmp_path)
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   during = [l for l in lines if "barrier" in l]
