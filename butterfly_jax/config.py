@@ -76,6 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.members = ml_collections.ConfigDict()
   c.members.strategy = "auto"  # auto: sequential on CPU, vmap on GPU/TPU (see BUILD_NOTES.md)
+  c.members.devices = 0        # split the children over at most this many local devices (0 = all)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_alphas = 11      # interpolation grid, 0 and 1 included
@@ -153,7 +154,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field, v in positive.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
       raise ConfigError(f"{field}: expected an integer >= 1, got {v!r}")
-  for field, v in {"eval.num_examples": c.eval.num_examples, "eval.every_steps": c.eval.every_steps,
+  for field, v in {"members.devices": c.members.devices, "eval.num_examples": c.eval.num_examples, "eval.every_steps": c.eval.every_steps,
                    "perturb.batch_size": c.perturb.batch_size, "eval.cka_examples": c.eval.cka_examples,
                    "eval.during_num_examples": c.eval.during_num_examples}.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:

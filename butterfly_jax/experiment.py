@@ -43,18 +43,31 @@ class _Setup:
                                    std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout)
     self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
     self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
-    self.train_step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher,
-                                          self.strategy)
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
-    self._perm = (None, None)
+    self._steps = {}
+    self._perm = (None, None, None)
 
-  def permutation(self, step: int):
-    """The training-set permutation of the epoch of ``step`` (cached for the current epoch)."""
+  def trainer(self, num_members: int):
+    """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
+    devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
+    mesh = members.member_mesh(num_members, self.c.members.devices)
+    key = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
+    if key not in self._steps:
+      step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
+                                     mesh)
+      self._steps[key] = (step, members.replicate(self.train_data, mesh), mesh)
+      if mesh is not None:
+        logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
+    return self._steps[key]
+
+  def permutation(self, step: int, mesh=None):
+    """The training-set permutation of the epoch of ``step`` (cached for the current epoch, on ``mesh``)."""
     epoch = step // self.batcher.steps_per_epoch
-    if self._perm[0] != epoch:
-      self._perm = (epoch, self.batcher.epoch_permutation(self.keys["data"], epoch))
-    return self._perm[1]
+    if self._perm[:2] != (epoch, id(mesh)):
+      self._perm = (epoch, id(mesh), members.replicate(self.batcher.epoch_permutation(self.keys["data"], epoch),
+                                                       mesh))
+    return self._perm[2]
 
 
 def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
@@ -79,6 +92,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   every = c.log.every_steps
   ckpt_every = setup.steps["checkpoint_every"]
   k = family.lr_offset.shape[0]
+  train_step, train_data, mesh = setup.trainer(k)
+  family = members.shard_members(family, mesh)
   diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
   step = start
   t0 = time.time()
@@ -92,8 +107,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     trained = jnp.zeros(k, jnp.int32)
     finite = jnp.ones(k, bool)
     for s in range(step, nxt):
-      family, loss, active = setup.train_step(family, setup.train_data, setup.permutation(s),
-                                              setup.keys["augment"], jnp.int32(s))
+      family, loss, active = train_step(family, train_data, setup.permutation(s, mesh), setup.keys["augment"],
+                                        jnp.int32(s))
       loss_sum, trained, finite = loss_sum + loss, trained + active, finite & jnp.isfinite(loss)
     dist = members.distances(family.params, init_params)
     stats, dist = jax.device_get(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
@@ -345,6 +360,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
       "members_strategy": setup.strategy,
+      "members_devices": 1 if setup.trainer(k)[2] is None else int(setup.trainer(k)[2].devices.size),
       "timing": timing,
       "provenance": provenance(),
   }

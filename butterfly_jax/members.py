@@ -11,11 +11,14 @@ to each other, but XLA may compile the batched step differently for different K,
 may depend on the family's size.
 """
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from butterfly_jax import tree_math
 
@@ -66,7 +69,35 @@ def over_members(fn, strategy: str):
   raise ValueError(f"members.strategy: unknown strategy {strategy!r}; allowed: vmap, sequential")
 
 
-def make_train_step(apply_fn, transform, schedule, batcher, strategy: str):
+def member_mesh(num_members: int, max_devices: int = 0, devices=None) -> Mesh | None:
+  """A one-axis ``("members",)`` mesh over the most local devices (at most ``max_devices``; 0 = all) that
+  divide ``num_members`` evenly, or ``None`` when that is one device."""
+  devices = list(devices if devices is not None else jax.local_devices())
+  n = mesh_size(num_members, len(devices), max_devices)
+  return Mesh(np.asarray(devices[:n]), ("members",)) if n > 1 else None
+
+
+def mesh_size(num_members: int, num_devices: int, max_devices: int = 0) -> int:
+  """The most devices (at most ``max_devices``, 0 = no limit) that split ``num_members`` evenly."""
+  limit = num_devices if not max_devices else min(max_devices, num_devices)
+  return max(d for d in range(1, limit + 1) if num_members % d == 0)
+
+
+def shard_members(tree, mesh: Mesh | None):
+  """Places every leaf's leading (members) axis across ``mesh``; unchanged without a mesh."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P("members")))
+
+
+def replicate(tree, mesh: Mesh | None):
+  """A copy of ``tree`` on every device of ``mesh``; unchanged without a mesh."""
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None):
   """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
 
   ``perm`` is the permutation of the training set for the epoch of ``step`` (``batcher.epoch_permutation``).
@@ -74,6 +105,10 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str):
   One training step of every member on the batch of ``step`` (computed once, shared). ``loss`` and
   ``active`` are per member; members at or past their end step are left unchanged (loss 0). The family
   is donated. One step per call: XLA:CPU is far slower with the step inside a device loop.
+
+  With a ``mesh`` (:func:`member_mesh`), the family's members are split across its devices with
+  ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
+  ``sequential`` a member's computation is the same program as on one device.
   """
   loss_fn = cross_entropy(apply_fn)
 
@@ -90,6 +125,8 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str):
             jnp.where(active, loss, 0.0), active)
 
   step_members = over_members(member_step, strategy)
+  if mesh is not None:
+    step_members = jax.shard_map(step_members, mesh=mesh, in_specs=(P("members"), P()), out_specs=P("members"))
 
   def step_fn(family: Family, data, perm, augment_key, step):
     x, y = batcher(data, perm, augment_key, step)
@@ -100,12 +137,34 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str):
   return jax.jit(step_fn, donate_argnums=(0,))
 
 
-@jax.jit
+def _member_distances(local_params, init_params, ref0):
+  """Unrolled over the (local) members, like the ``sequential`` step: each member's sums are its own program."""
+  out = {"l2_from_init": [], "l2_to_child0": [], "finite": []}
+  for i in range(jax.tree_util.tree_leaves(local_params)[0].shape[0]):
+    p = tree_math.unstack(local_params, i)
+    out["l2_from_init"].append(jnp.sqrt(tree_math.sq_l2_distance(p, init_params)))
+    out["l2_to_child0"].append(jnp.sqrt(tree_math.sq_l2_distance(p, ref0)))
+    out["finite"].append(jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in jax.tree_util.tree_leaves(p)])))
+  return {k: jnp.stack(v) for k, v in out.items()}
+
+
 def distances(stacked_params, init_params):
-  """Per member: L2 distance from ``init_params`` and from member 0, and whether all weights are finite."""
-  ref0 = tree_math.unstack(stacked_params, 0)
-  from_init = jax.vmap(lambda p: jnp.sqrt(tree_math.sq_l2_distance(p, init_params)))(stacked_params)
-  from_0 = jax.vmap(lambda p: jnp.sqrt(tree_math.sq_l2_distance(p, ref0)))(stacked_params)
-  finite = jax.vmap(lambda p: jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(l)) for l in jax.tree_util.tree_leaves(p)])))(stacked_params)
-  return {"l2_from_init": from_init, "l2_to_child0": from_0, "finite": finite}
+  """Per member: L2 distance from ``init_params`` and from member 0, and whether all weights are finite.
+
+  With the members sharded over a mesh, each device measures its own members (``shard_map``), so the sums
+  are the same programs, and the same bits, as on one device.
+  """
+  sharding = getattr(jax.tree_util.tree_leaves(stacked_params)[0], "sharding", None)
+  sharded = isinstance(sharding, NamedSharding) and len(sharding.spec) > 0 and sharding.spec[0] == "members"
+  return _distances_fn(sharding.mesh if sharded else None)(stacked_params, init_params)
+
+
+@functools.lru_cache(maxsize=None)
+def _distances_fn(mesh):
+  def fn(stacked_params, init_params):
+    ref0 = tree_math.unstack(stacked_params, 0)
+    if mesh is None:
+      return _member_distances(stacked_params, init_params, ref0)
+    return jax.shard_map(_member_distances, mesh=mesh, in_specs=(P("members"), P(), P()),
+                         out_specs=P("members"))(stacked_params, init_params, ref0)
+  return jax.jit(fn)

@@ -176,6 +176,7 @@ class RunDir:
   def save_checkpoint(self, name: str, tree) -> Path:
     import orbax.checkpoint as ocp  # imported lazily: slow import
     path = self.checkpoints / name
+    tree = jax.device_get(tree)  # host arrays: the checkpoint restores on any device count (no sharding saved)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(path, tree, force=True)
     checkpointer.wait_until_finished()

@@ -1,0 +1,68 @@
+"""Many devices: the children split over 4 (virtual CPU) devices give the 1-device run's results, bitwise."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from butterfly_jax import members, rundir as rundir_lib
+from butterfly_jax.experiment import run
+
+SCRIPT = textwrap.dedent("""
+    import sys, jax
+    from butterfly_jax.configs_embedded import smoke
+    from butterfly_jax.experiment import run
+    assert jax.device_count() == 4, jax.devices()
+    c = smoke()
+    c.perturb.scales = (0.0, 1e-2, 1e-1)
+    c.members.strategy = sys.argv[2]
+    c.eval.every_steps = 20
+    run(c, sys.argv[1])
+""")
+
+
+def test_mesh_size_divides_the_family():
+  assert members.mesh_size(4, 4) == 4
+  assert members.mesh_size(8, 4) == 4
+  assert members.mesh_size(6, 4) == 3
+  assert members.mesh_size(5, 4) == 1       # 5 children on 4 devices: one device
+  assert members.mesh_size(8, 4, max_devices=2) == 2
+  assert members.mesh_size(1, 8) == 1       # the trunk
+  assert members.member_mesh(4, devices=jax.local_devices()[:1]) is None
+
+
+def _strip(res):
+  return {k: v for k, v in res.items() if k not in ("timing", "provenance", "members_devices")}
+
+
+def _metrics(workdir):
+  return [{k: v for k, v in json.loads(l).items() if k != "time_s"}
+          for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "vmap"])
+def test_four_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  four = json.loads((tmp_path / "four" / "results.json").read_text())
+  assert four["members_devices"] == 4 and len(four["provenance"]["devices"]) == 4
+
+  c = smoke_config
+  c.perturb.scales = (0.0, 1e-2, 1e-1)
+  c.members.strategy = strategy
+  c.eval.every_steps = 20
+  one = run(c, tmp_path / "one")
+  assert one["members_devices"] == 1
+  assert _strip(four) == _strip(one)
+  assert _metrics(tmp_path / "four") == _metrics(tmp_path / "one")
+  pa = rundir_lib.restore_checkpoint(tmp_path / "four" / "checkpoints" / "children")["params"]
+  pb = rundir_lib.restore_checkpoint(tmp_path / "one" / "checkpoints" / "children")["params"]
+  for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
