@@ -15,6 +15,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("triangular", "constant", "cosine")
 PERTURB_KINDS = ("batch", "gaussian")
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.train.steps = "10ep"    # T: int steps or "<n>ep"
   c.train.batch_size = 128
+  c.train.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 forward/backward, float32 parameters)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -137,6 +139,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.schedule.name, SCHEDULES, "schedule.name")
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
   _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
+  _choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
   scales = c.perturb.scales
   if isinstance(scales, (int, float)):
     raise ConfigError(f"perturb.scales: expected a tuple of sigmas, one per perturbed child, got {scales!r}")

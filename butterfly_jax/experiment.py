@@ -55,7 +55,7 @@ class _Setup:
     key = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
     if key not in self._steps:
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
-                                     mesh)
+                                     mesh, self.c.train.compute_dtype)
       self._steps[key] = (step, members.replicate(self.train_data, mesh), mesh)
       if mesh is not None:
         logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
@@ -141,7 +141,7 @@ def _perturbations(setup, trunk_params, scales):
     idx = jax.random.permutation(jax.random.fold_in(key, 2), n)[:setup.steps["perturb_batch"]]
     x, y = setup.batcher.gather(*setup.train_data, idx, jax.random.fold_in(key, 3))
     direction = jax.jit(perturb.batch_direction, static_argnums=0)(
-        members.cross_entropy(setup.apply_fn), trunk_params, (x, y))
+        members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y))
   else:
     direction = perturb.gaussian_direction(jax.random.fold_in(key, 4), trunk_params, stats)
   eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))

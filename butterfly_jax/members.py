@@ -35,9 +35,22 @@ def new_family(params_list, opt_states, lr_offsets, end_steps) -> Family:
                 jnp.asarray(lr_offsets, jnp.int32), jnp.asarray(end_steps, jnp.int32))
 
 
-def cross_entropy(apply_fn):
-  """Mean softmax cross-entropy of integer labels: ``loss_fn(params, x, y)``."""
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def cross_entropy(apply_fn, compute_dtype: str = "float32"):
+  """Mean softmax cross-entropy of integer labels: ``loss_fn(params, x, y)``.
+
+  ``compute_dtype="bfloat16"``: mixed precision. The float32 parameters and the inputs are cast to
+  bfloat16 for the forward (and so the backward) pass; the loss and the gradients with respect to the
+  float32 parameters are float32.
+  """
+  dtype = COMPUTE_DTYPES[compute_dtype]
+
   def loss_fn(params, x, y):
+    if dtype != jnp.float32:
+      params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
+      x = x.astype(dtype)
     logits, _ = apply_fn(params, x)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y))
   return loss_fn
@@ -97,7 +110,8 @@ def replicate(tree, mesh: Mesh | None):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None):
+def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,
+                    compute_dtype: str = "float32"):
   """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
 
   ``perm`` is the permutation of the training set for the epoch of ``step`` (``batcher.epoch_permutation``).
@@ -109,8 +123,10 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   With a ``mesh`` (:func:`member_mesh`), the family's members are split across its devices with
   ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
   ``sequential`` a member's computation is the same program as on one device.
+ 
+  ``compute_dtype``: see :func:`cross_entropy`; parameters and optimizer state stay float32.
   """
-  loss_fn = cross_entropy(apply_fn)
+  loss_fn = cross_entropy(apply_fn, compute_dtype)
 
   def member_step(member, shared):
     params, opt_state, lr_offset, end_step = member

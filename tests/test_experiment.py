@@ -211,3 +211,22 @@ def test_align_off_leaves_no_aligned_results(tmp_path, smoke_config):
   smoke_config.checkpoint.trunk = smoke_config.checkpoint.children = False
   res = run(smoke_config, tmp_path)
   assert "aligned" not in res["children"][1]["vs_child0"]
+
+
+def test_bfloat16_mixed_precision_trains_float32_parameters(smoke_config, tmp_path):
+  c = smoke_config
+  c.train.compute_dtype = "bfloat16"
+  c.eval.cka_examples = 0
+  res = run(c, tmp_path / "bf16")
+  params = rundir_lib.restore_checkpoint(tmp_path / "bf16" / "checkpoints" / "children")["params"]
+  assert {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(params)} == {np.dtype("float32")}
+  twin = res["children"][1]
+  assert twin["vs_child0"]["l2"] == 0.0 and twin["vs_child0"]["barrier"]["train"]["loss"] == 0.0
+  assert res["children"][0]["train"]["loss"] < 1.5  # it learns (chance is ln 10 = 2.3)
+  c.train.compute_dtype = "float32"
+  ref = run(c, tmp_path / "f32")
+  assert ref["children"][0]["train"]["loss"] != res["children"][0]["train"]["loss"]  # bf16 was used
+  assert abs(ref["children"][0]["train"]["loss"] - res["children"][0]["train"]["loss"]) < 0.1
+  c.train.compute_dtype = "float16"
+  with pytest.raises(ValueError, match="train.compute_dtype"):
+    run(c, tmp_path / "bad")

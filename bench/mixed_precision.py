@@ -1,0 +1,79 @@
+"""Mixed precision: the same experiment in float32 and in bfloat16 compute, its speed and its barriers.
+
+    python bench/mixed_precision.py [--config=configs/quickstart.py] [--out=bench/mixed_precision.json] [--set a.b=v ...]
+
+Runs the config twice in fresh temporary run directories (``train.compute_dtype`` float32, then bfloat16),
+and prints the children's training time per step and each child's L2 distance and train/test loss
+barriers against child 0 side by side.
+"""
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+
+import jax
+from ml_collections import config_flags  # noqa: F401  (config files import it)
+
+from butterfly_jax.experiment import run
+
+
+def load_config(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--config", default="configs/quickstart.py")
+  ap.add_argument("--out", default="bench/mixed_precision.json")
+  ap.add_argument("--set", action="append", default=[], help="a.b=value overrides (Python literals)")
+  args = ap.parse_args()
+  import ast
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    c = load_config(args.config)
+    for item in args.set:
+      key, value = item.split("=", 1)
+      node = c
+      *parents, leaf = key.split(".")
+      for p in parents:
+        node = node[p]
+      try:
+        node[leaf] = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        node[leaf] = value
+    c.train.compute_dtype = dtype
+    c.log.progress = False
+    with tempfile.TemporaryDirectory() as d:
+      tic = time.time()
+      res = run(c, d)
+      wall = time.time() - tic
+    steps = max(ch["end_step"] for ch in res["children"]) - res["steps"]["t"]
+    out[dtype] = {"wall_s": wall, "children_s": res["timing"]["children_s"],
+                  "children_s_per_step": res["timing"]["children_s"] / max(steps, 1),
+                  "children": [{"sigma": ch["perturb"]["scale"], "test_accuracy": ch["test"]["accuracy"],
+                                **({"l2": ch["vs_child0"]["l2"], "barrier": ch["vs_child0"]["barrier"]}
+                                   if "vs_child0" in ch else {})} for ch in res["children"]]}
+  print(f"{'':10} {'s/step':>8} | per child: sigma, L2, train-loss barrier, test-loss barrier, test acc")
+  for dtype, r in out.items():
+    print(f"{dtype:10} {r['children_s_per_step']:8.4f} |")
+    for ch in r["children"][1:]:
+      b = ch["barrier"]
+      print(f"{'':21} sigma={ch['sigma']:<8g} L2={ch['l2']:.4f} train={b['train']['loss']:.4f} "
+            f"test={b['test']['loss']:.4f} acc={ch['test_accuracy']:.4f}")
+  meta = {"command": "python bench/mixed_precision.py " + " ".join(
+      [f"--config={args.config}"] + [f"--set {s}" for s in args.set]),
+          "machine": platform.platform(), "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__}
+  with open(args.out, "w") as f:
+    json.dump({"meta": meta, "results": out}, f, indent=1)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
