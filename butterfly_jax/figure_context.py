@@ -1,0 +1,113 @@
+"""What the report's figure functions share: column names, one setting's rows and colours (:class:`Context`),
+the collector of written figures and captions (:class:`Out`), titles, legends and row filters."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from butterfly_jax import plotting as P
+
+SPLITS = ("train", "test")
+METRICS = ("loss", "error")
+MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "h", "<", ">")  # one per perturbation label in scatter plots
+
+
+def barrier_col(split: str, metric: str, aligned: bool = False) -> str:
+  return f"vs_child0.{'aligned.' if aligned else ''}barrier.{split}.{metric}"
+
+
+def slug(label: str) -> str:
+  """A setting label as part of a file name: ``optim.name=adam`` -> ``optim.name-adam``."""
+  return re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("=", "-")).strip("_")
+
+
+def finite(df, *cols):
+  """The rows where every one of ``cols`` is a finite number."""
+  mask = np.ones(len(df), bool)
+  for c in cols:
+    mask &= np.isfinite(df[c].astype(float).to_numpy())
+  return df[mask]
+
+
+def has(df, *cols) -> bool:
+  """Every column present with at least one finite value."""
+  return all(c in df.columns and np.isfinite(df[c].astype(float)).any() for c in cols)
+
+
+def diverged_pairs(df) -> int:
+  return int(df["pair_diverged"].fillna(False).astype(bool).sum()) if "pair_diverged" in df else 0
+
+
+def title(fig, text, df, extra=""):
+  n = diverged_pairs(df)
+  note = f"\n({n} diverged pair{'s' if n != 1 else ''} not shown)" if n else ""
+  fig.suptitle(text + extra + note)
+
+
+def runs_with(df, col):
+  """The rows of the runs in which ``col`` has a value (e.g. the runs that ran alignment), diverged pairs included."""
+  runs = df.loc[np.isfinite(df[col].astype(float)), "run"].unique()
+  return df[df["run"].isin(runs)]
+
+
+def div_phrase(df) -> str:
+  n = diverged_pairs(df)
+  return f" {n} diverged pair{'s' if n != 1 else ''} (null metrics) left out." if n else ""
+
+
+def legend(fig, entries):
+  """One legend for the figure, below the panels (to the right it would collide with the title)."""
+  fig.legend(handles=P.legend_handles(entries), loc="outside lower center", ncols=min(len(entries), 4), fontsize=8)
+
+
+class Out:
+  """Collects written figures and their captions, and skipped figures with the reason."""
+
+  def __init__(self, out_dir):
+    self.out_dir = Path(out_dir)
+    self.made, self.skipped, self.paths = [], [], []
+
+  def emit(self, name, fig, caption):
+    self.paths += P.save(fig, self.out_dir, name)
+    self.made.append((name, caption))
+
+  def skip(self, name, reason):
+    print(f"note: skipped figure {name}: {reason}")
+    self.skipped.append((name, reason))
+
+
+class Context:
+  """One setting's rows and trajectories, with the file-name suffix and title addition for that setting."""
+
+  def __init__(self, df, traj, label, out):
+    self.df, self.traj, self.out = df, traj, out
+    self.suffix = f"__{slug(label)}" if label else ""
+    self.extra = f" [{label}]" if label else ""
+    self.setting = f" Setting: {label}." if label else ""
+    self.tpal = P.Palette(df["t"])
+    ok = ~df["pair_diverged"].fillna(False).astype(bool) if "pair_diverged" in df else np.ones(len(df), bool)
+    self.spal = P.Palette(df.loc[ok, "sigma"], cmap="plasma", log=True)  # diverged σ would squash the range
+    self.markers = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(sorted(df["perturbation"].unique()))}
+
+  def name(self, base):
+    return base + self.suffix
+
+  def time_legend(self, df, line=True):
+    ts = df.drop_duplicates("t").sort_values("t")
+    return [(P.time_text(r.t, r.t_epochs), self.tpal(r.t), "o", "-" if line else "none") for r in ts.itertuples()]
+
+  def sigma_legend(self, sigmas):
+    return [(P.sigma_text(s), self.spal(s), "o", "-") for s in sorted(set(float(x) for x in sigmas))]
+
+  def variant_legend(self, labels, with_line=True):
+    return [(p, "k", P.variant_style(p)[0], P.variant_style(p)[1] if with_line else "none")
+            for p in sorted(set(labels))]
+
+  def marker_legend(self, labels):
+    return [(p, "k", self.markers[p], "none") for p in sorted(set(labels))]
+
+
+def zero_last(groups):
+  """Groups keyed (perturbation, σ) with σ = 0 last, so that its line (at 0) is drawn over the others."""
+  return sorted(groups, key=lambda kv: (kv[0][1] == 0, kv[0]))

@@ -1,0 +1,193 @@
+"""The report's figures, from the pair table (:func:`butterfly_jax.report.load_table`) and, for the curves over
+training, the trajectories (:func:`butterfly_jax.report.load_trajectories`).
+
+:func:`make_figures` writes every figure the table supports as PNG and PDF, and ``figures.md`` with a one-line
+caption per figure; a figure whose columns are missing (no aligned metrics, one perturbation time, ...) is
+skipped with a printed note, listed in ``figures.md``. Only finished runs are plotted; diverged pairs
+(null metrics) are left out and counted in the titles. Lines are means over seeds with a min–max band.
+
+When the table holds several settings (config fields other than seed, t, σ and the perturbation that
+differ between runs, e.g. ``optim.name``), every figure is made once per setting, named ``NAME__field-value``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from butterfly_jax import figure_context as C
+from butterfly_jax import plotting as P
+from butterfly_jax.figures_pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
+                                         fixed_points)
+from butterfly_jax.figures_training import barrier_over_training, l2_from_init
+
+_CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
+# Config fields that are the figures' axes, averaged over, or not part of the experiment.
+_NOT_SETTINGS = ("perturb.seed", "perturb.time", "perturb.kind", "perturb.scales", "perturb.scale",
+                 "perturb.mask.single", "perturb.mask.fraction", "perturb.init_draws", "data.dir", "data.tfds_dir",
+                 "train.loss", "train.accuracy")
+
+
+def settings(df) -> list:
+  """(label, rows) per setting: the combinations of config fields that vary between runs, other than seed,
+  t, σ, the perturbation (kind and mask variant) and paths. One ("", df) when nothing else varies."""
+  cols = [c for c in df.columns if c.startswith(_CONFIG_SECTIONS) and not c.startswith(_NOT_SETTINGS)
+          and df[c].astype(str).nunique() > 1]
+  if not cols:
+    return [("", df)]
+  keys = df[cols].astype(str)
+  out = []
+  for key, rows in df.groupby([keys[c] for c in cols], sort=True):
+    key = key if isinstance(key, tuple) else (key,)
+    out.append((", ".join(f"{c}={v}" for c, v in zip(cols, key)), rows))
+  return out
+
+
+def _finished(table):
+  df = table[table["status"] == "finished"].copy()
+  if df.empty:
+    return df
+  df["sigma"] = df["perturb.scale"].astype(float)
+  df["kind"] = df["perturbation"].map(P.base_kind)
+  df["t"] = df["t"].astype(int)
+  df["t_epochs"] = df["t_epochs"].astype(float)
+  return df
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Barriers against σ and t (the paper's Figs. 1, 2, 5, 9-12).
+
+
+def barrier_vs_sigma(ctx):
+  for kind in sorted(ctx.df["kind"].unique()):
+    name = ctx.name(f"barrier_vs_sigma_{kind}")
+    df = ctx.df[ctx.df["kind"] == kind]
+    if not C.has(df, C.barrier_col("train", "loss")):
+      ctx.out.skip(name, "no barrier values")
+      continue
+    finite = df[np.isfinite(df[C.barrier_col("train", "loss")].astype(float))]
+    if not (finite["sigma"] > 0).any():
+      ctx.out.skip(name, "no pair with σ > 0 and finite barriers")
+      continue
+    axis = P.SigmaAxis(finite["sigma"])
+    fig, axes = P.new_figure(2, 2)
+    counts = []
+    for r, metric in enumerate(C.METRICS):
+      for c, split in enumerate(C.SPLITS):
+        ax = axes[r][c]
+        agg = P.aggregate(df, ["perturbation", "t", "sigma"], C.barrier_col(split, metric))
+        counts += list(agg["n"])
+        series = list(agg.groupby(["perturbation", "t"]))
+        for i, ((pert, t), g) in enumerate(series):
+          marker, ls = P.variant_style(pert)
+          pos, zero = g[g["sigma"] > 0], g[g["sigma"] == 0]
+          if len(pos):
+            P.band(ax, pos["sigma"], pos["mean"], pos["min"], pos["max"], ctx.tpal(t), marker=marker, linestyle=ls)
+          if len(zero):
+            P.points(ax, [axis.zero_slot(i, len(series))] * len(zero), zero["mean"], zero["min"], zero["max"],
+                     ctx.tpal(t), marker)
+        axis.style(ax)
+        if r == len(C.METRICS) - 1:
+          ax.set_xlabel(P.SIGMA_LABEL)
+        ax.set_ylabel(P.METRIC_LABELS[metric])
+        ax.set_title(f"{split} {metric} barrier")
+        ax.grid(alpha=0.3)
+    entries = ctx.time_legend(df)
+    if df["perturbation"].nunique() > 1:
+      entries += ctx.variant_legend(df["perturbation"])
+    C.legend(fig, entries)
+    C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra)
+    single = any(P.variant(p) == "single-weight" for p in df["perturbation"].unique())
+    caption = (f"Barrier between child 0 and child k after training (rows: loss, error; columns: train, test) vs σ "
+               f"(log axis) for {kind} perturbations, one line per perturbation time t; mean over seeds, shaded band "
+               f"(error bars for lone points): {P.SPREAD} ({P.seeds_phrase(counts)}). σ = 0, the unperturbed twin, "
+               "is drawn as hollow markers in the slot left of the dotted line (spread sideways so that none hides "
+               "another), which is a label, not a position on the log axis.")
+    if single:
+      caption += (" Single-weight runs: stars on dotted lines; their σ is relative to that one weight's expected "
+                  "magnitude at init, not the whole network's.")
+    ctx.out.emit(name, fig, caption + C.div_phrase(df) + ctx.setting)
+
+
+def barrier_vs_time(ctx):
+  for kind in sorted(ctx.df["kind"].unique()):
+    name = ctx.name(f"barrier_vs_time_{kind}")
+    df = ctx.df[ctx.df["kind"] == kind]
+    if not C.has(df, C.barrier_col("train", "loss")):
+      ctx.out.skip(name, "no barrier values")
+      continue
+    if df["t"].nunique() < 2:
+      ctx.out.skip(name, f"one perturbation time only (t = {df['t'].iloc[0]} steps)")
+      continue
+    x_max = df["t_epochs"].max()
+    x_min_pos = df.loc[df["t_epochs"] > 0, "t_epochs"].min()
+    symlog = bool(x_min_pos) and x_max / x_min_pos > 100
+    fig, axes = P.new_figure(2, 2)
+    counts = []
+    for r, metric in enumerate(C.METRICS):
+      for c, split in enumerate(C.SPLITS):
+        ax = axes[r][c]
+        agg = P.aggregate(df, ["perturbation", "sigma", "t_epochs"], C.barrier_col(split, metric))
+        counts += list(agg["n"])
+        for (pert, sigma), g in C.zero_last(agg.groupby(["perturbation", "sigma"])):
+          marker, ls = P.variant_style(pert)
+          P.band(ax, g["t_epochs"], g["mean"], g["min"], g["max"], ctx.spal(sigma), marker=marker, linestyle=ls)
+        if symlog:
+          ax.set_xscale("symlog", linthresh=x_min_pos)
+        ax.set_xlabel("perturbation time t (epochs)" + (", symlog axis" if symlog else ""))
+        ax.set_ylabel(P.METRIC_LABELS[metric])
+        ax.set_title(f"{split} {metric} barrier")
+        ax.grid(alpha=0.3)
+    entries = ctx.sigma_legend(df["sigma"][np.isfinite(df[C.barrier_col("train", "loss")].astype(float))])
+    if df["perturbation"].nunique() > 1:
+      entries += ctx.variant_legend(df["perturbation"])
+    C.legend(fig, entries)
+    C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra)
+    caption = (f"Barrier after training (rows: loss, error; columns: train, test) vs perturbation time t in epochs "
+               f"for {kind} perturbations, one line per σ (σ = 0 in grey); mean over seeds, shaded band: {P.SPREAD} "
+               f"({P.seeds_phrase(counts)}).")
+    ctx.out.emit(name, fig, caption + C.div_phrase(df) + ctx.setting)
+
+
+
+FIGURES = (barrier_vs_sigma, barrier_vs_time, barrier_vs_l2, l2_from_init, barrier_over_training, fixed_points,
+           cka_vs_barrier, ensemble_vs_barrier, aligned_barrier)
+
+
+def make_figures(table, out_dir, trajectories=None, only=None) -> list[Path]:
+  """Writes every figure the table supports (PNG and PDF) and ``figures.md`` into ``out_dir``; returns the paths.
+
+  ``table``: :func:`butterfly_jax.report.load_table`; ``trajectories``: :func:`butterfly_jax.report.load_trajectories`
+  (without it the curves over training are skipped); ``only``: names of figure functions in ``FIGURES`` to make
+  (default all), e.g. ``("barrier_vs_sigma", "fixed_points")``.
+  """
+  known = {f.__name__: f for f in FIGURES}
+  unknown = set(only or ()) - set(known)
+  if unknown:
+    raise ValueError(f"make_figures: unknown figures {sorted(unknown)}; known: {', '.join(known)}")
+  chosen = [known[n] for n in only] if only else FIGURES
+  out = C.Out(out_dir)
+  df = _finished(table)
+  if df.empty:
+    out.skip("all figures", "no finished runs")
+  else:
+    for label, rows in settings(df):
+      traj = None if trajectories is None else trajectories[trajectories["run"].isin(rows["run"])]
+      ctx = C.Context(rows, traj, label, out)
+      for figure in chosen:
+        figure(ctx)
+  return out.paths + [_write_captions(out, df)]
+
+
+def _write_captions(out, df) -> Path:
+  runs = df["run"].nunique() if not df.empty else 0
+  lines = ["# Figures", "",
+           f"From {runs} finished run{'s' if runs != 1 else ''} ({len(df)} child pairs). Each figure is a PNG and a "
+           "PDF; lines are means over seeds, shaded bands and error bars the min–max over seeds.", ""]
+  for name, caption in out.made:
+    lines.append(f"- **{name}** ([png]({name}.png), [pdf]({name}.pdf)): {caption}")
+  if out.skipped:
+    lines += ["", "Skipped:", ""] + [f"- {name}: {reason}" for name, reason in out.skipped]
+  path = out.out_dir / "figures.md"
+  out.out_dir.mkdir(parents=True, exist_ok=True)
+  path.write_text("\n".join(lines) + "\n")
+  return path

@@ -1,0 +1,291 @@
+"""The report: the pair table from real smoke runs, its files, the figures and the command line."""
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd  # the test extra installs pandas, pyarrow and matplotlib
+import pytest
+
+from butterfly_jax import figures, report
+
+SCALES = (0.0, 1e-3, 1e-1)
+DIVERGING_SCALE = 1e30   # the perturbed weights overflow float32 within a few steps: a genuinely diverged child
+
+
+def _config(**fields):
+  """The smoke config without checkpoints (not needed here), with ``fields`` set (dotted names)."""
+  from butterfly_jax.configs_embedded import smoke
+  c = smoke()
+  c.checkpoint.trunk = c.checkpoint.children = False
+  if "every_steps" in c.checkpoint:
+    c.checkpoint.every_steps = "0"
+  for name, value in fields.items():
+    *parents, leaf = name.split(".")
+    node = c
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return c
+
+
+def make_runs(root: Path) -> Path:
+  """Real smoke runs under ``root`` (about a minute on 2 CPU cores): seed x perturbation time x kind (8 runs
+  under ``sweep/``, sigma in SCALES, no alignment; ``sweep/seed0_t10_batch`` has an extra child with
+  sigma = 1e30, which diverges), one single-weight run with alignment, and ``incomplete/run``: a copy of a run
+  without results.json and with a torn last metrics line."""
+  from butterfly_jax.experiment import run
+  for seed in (0, 1):
+    for time in ("0", "10"):
+      for kind in ("batch", "gaussian"):
+        diverging = (DIVERGING_SCALE,) if (seed, time, kind) == (0, "10", "batch") else ()
+        run(_config(**{"seed": seed, "perturb.time": time, "perturb.kind": kind, "perturb.scales": SCALES + diverging,
+                       "eval.every_steps": 10, "eval.align": False}),
+            root / "sweep" / f"seed{seed}_t{time}_{kind}")
+  run(_config(**{"perturb.time": "0", "perturb.mask.single": "random", "perturb.scales": (0.0, 1e-1),
+                 "eval.align": True}), root / "single" / "seed0_t0_batch_single")
+  incomplete = root / "incomplete" / "run"
+  incomplete.mkdir(parents=True)
+  for name in ("config.json", "metrics.jsonl"):
+    shutil.copy(root / "sweep" / "seed1_t0_gaussian" / name, incomplete / name)
+  with open(incomplete / "metrics.jsonl", "a") as f:
+    f.write('{"phase": "chil')  # killed mid-write
+  return root
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+  return make_runs(tmp_path_factory.mktemp("report_runs"))
+
+
+@pytest.fixture(scope="session")
+def table(runs):
+  return report.load_table(runs)
+
+
+@pytest.fixture(scope="session")
+def trajectories(runs):
+  return report.load_trajectories(runs)
+
+
+@pytest.fixture(scope="session")
+def cli_report(runs, tmp_path_factory):
+  """The command line run once on the runs: (output folder, completed process)."""
+  out = tmp_path_factory.mktemp("cli") / "report"
+  done = subprocess.run([sys.executable, "-m", "butterfly_jax.report", "--runs", str(runs), "--out", str(out)],
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return out, done
+
+
+def _results(runs, run):
+  return json.loads((runs / run / "results.json").read_text())
+
+
+def _row(table, run, child):
+  rows = table[(table["run"] == run) & (table["child"] == child)]
+  assert len(rows) == 1
+  return rows.iloc[0]
+
+
+def test_one_row_per_child_pair_and_one_per_incomplete_run(runs, table):
+  finished = table[table["status"] == "finished"]
+  expected = {}
+  for path in sorted(runs.rglob("results.json")):
+    run = path.parent.relative_to(runs).as_posix()
+    expected[run] = len(json.loads(path.read_text())["children"]) - 1
+  assert finished.groupby("run").size().to_dict() == expected
+  assert len(expected) == 9
+  assert sorted(finished["child"].unique()) == [1, 2, 3, 4]
+  assert (table["status"] == "incomplete").sum() == 1
+
+
+def test_expected_columns(table):
+  for col in ("run", "status", "perturbation", "seed", "perturb.time", "perturb.kind", "perturb.mask.single",
+              "model.name", "train.batch_size", "optim.name", "optim.weight_decay", "perturb.rewind_lr", "t", "T",
+              "steps_per_epoch", "t_epochs", "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged",
+              "pair_diverged", "child0.diverged", "train.loss", "train.accuracy", "test.loss", "test.accuracy",
+              "vs_child0.l2", "vs_child0.cka", "vs_child0.ensemble.accuracy", "vs_child0.disagreement",
+              "child0.test.accuracy", "last_step"):
+    assert col in table.columns, col
+  for split in ("train", "test"):
+    for metric in ("loss", "error"):
+      assert f"vs_child0.barrier.{split}.{metric}" in table.columns
+  assert not any("curves" in c for c in table.columns)
+  assert list(table.columns[:3]) == ["run", "status", "perturbation"]
+
+
+def test_a_row_matches_results_json(runs, table):
+  run = "sweep/seed1_t10_gaussian"
+  res = _results(runs, run)
+  child = res["children"][3]
+  row = _row(table, run, 3)
+  assert row["status"] == "finished"
+  assert (row["seed"], row["perturb.kind"], row["perturb.time"], row["model.name"]) == (1, "gaussian", "10", "mlp")
+  assert row["perturbation"] == "gaussian"
+  assert row["model.kwargs.hidden"] == "(32,)" and row["perturb.scales"] == str(SCALES)
+  steps = res["steps"]
+  assert (row["t"], row["T"], row["steps_per_epoch"]) == (steps["t"], steps["T"], steps["steps_per_epoch"])
+  assert (row["t"], row["T"], row["steps_per_epoch"]) == (10, 40, 93)
+  assert row["t_epochs"] == pytest.approx(10 / 93)
+  assert row["perturb.scale"] == child["perturb"]["scale"] == 0.1
+  assert row["noise_l2"] == child["perturb"]["noise_l2"]
+  assert row["num_perturbed"] == child["perturb"]["num_perturbed"]
+  assert not row["diverged"] and not row["pair_diverged"]
+  v = child["vs_child0"]
+  assert row["vs_child0.l2"] == v["l2"]
+  for split in ("train", "test"):
+    assert row[f"{split}.loss"] == child[split]["loss"]
+    assert row[f"{split}.accuracy"] == child[split]["accuracy"]
+    assert row[f"child0.{split}.accuracy"] == res["children"][0][split]["accuracy"]
+    for metric in ("loss", "error"):
+      assert row[f"vs_child0.barrier.{split}.{metric}"] == v["barrier"][split][metric]
+  assert row["vs_child0.cka"] == v["cka"]
+  assert row["vs_child0.ensemble.accuracy"] == v["ensemble"]["accuracy"]
+  assert row["vs_child0.disagreement"] == v["disagreement"]
+
+
+def test_incomplete_run_is_flagged_with_its_progress(runs, table):
+  row = table[table["status"] == "incomplete"].iloc[0]
+  assert row["run"] == "incomplete/run"
+  last = json.loads((runs / "incomplete" / "run" / "metrics.jsonl").read_text().splitlines()[-2])
+  assert (row["last_step"], row["last_phase"]) == (last["step"], "children") == (40, "children")
+  assert (row["t"], row["T"], row["seed"]) == (0, 40, 1)
+  assert pd.isna(row["child"]) and pd.isna(row["vs_child0.l2"])
+
+
+def test_diverged_child_is_flagged_with_null_metrics(runs, table):
+  res = _results(runs, "sweep/seed0_t10_batch")
+  assert res["children"][4]["diverged"] and res["children"][4]["perturb"]["scale"] == DIVERGING_SCALE
+  row = _row(table, "sweep/seed0_t10_batch", 4)
+  assert row["diverged"] and row["pair_diverged"] and not row["child0.diverged"]
+  assert pd.isna(row["vs_child0.barrier.train.loss"]) and pd.isna(row["vs_child0.l2"])
+  assert table["pair_diverged"].fillna(False).sum() == 1
+
+
+def test_sigma_zero_twins_have_zero_barrier_and_distance(table):
+  zero = table[(table["status"] == "finished") & (table["perturb.scale"] == 0.0)]
+  assert len(zero) == 9
+  for col in [c for c in table.columns if c.startswith("vs_child0.barrier.")] + ["vs_child0.l2", "noise_l2",
+                                                                                  "vs_child0.disagreement"]:
+    assert (zero[col] == 0.0).all(), col
+  assert (table.loc[table["perturb.scale"] > 0, "vs_child0.l2"].dropna() > 0).all()
+
+
+def test_single_weight_perturbation_is_labelled(table):
+  single = table[table["run"] == "single/seed0_t0_batch_single"]
+  assert set(single["perturbation"]) == {"batch/single-weight"}
+  assert set(single["num_perturbed"]) == {1}
+  assert set(table.loc[table["run"].str.startswith("sweep/"), "perturbation"]) == {"batch", "gaussian"}
+
+
+def test_csv_and_parquet_round_trip(table, tmp_path):
+  paths = report.write_table(table, tmp_path)
+  assert [p.name for p in paths] == ["table.csv", "table.parquet"]
+  pd.testing.assert_frame_equal(pd.read_parquet(paths[1]), table)
+  csv = pd.read_csv(paths[0])
+  assert list(csv.columns) == list(table.columns)
+  numeric = [c for c in table.columns if pd.api.types.is_float_dtype(table[c])]
+  np.testing.assert_array_equal(csv[numeric].to_numpy(float), table[numeric].to_numpy(float))  # exact floats
+  assert list(csv["run"]) == list(table["run"]) and list(csv["status"]) == list(table["status"])
+
+
+def test_trajectories_one_row_per_logged_member(runs, trajectories):
+  tr = trajectories[trajectories["run"] == "sweep/seed0_t10_batch"]
+  records = report.read_metrics(runs / "sweep" / "seed0_t10_batch" / "metrics.jsonl")
+  assert len(tr) == sum(len(r["l2_from_init"]) for r in records)
+  last = tr[(tr["step"] == 40) & (tr["phase"] == "children")].set_index("member")
+  assert last.loc[2, "l2_to_child0"] == records[-1]["l2_to_child0"][2]
+  assert last.loc[2, "barrier.train.loss"] == records[-1]["barrier"][1]["train"]["loss"]
+  assert last.loc[4, "diverged"] and math.isnan(last.loc[4, "barrier.train.error"])  # not the logged 0.58 of NaN nets
+  assert last.loc[4, "perturb.scale"] == DIVERGING_SCALE
+
+
+EXPECTED_FIGURES = ("barrier_vs_sigma_batch", "barrier_vs_sigma_gaussian", "barrier_vs_time_batch",
+                    "barrier_vs_time_gaussian", "barrier_vs_l2", "l2_from_init_batch", "l2_from_init_gaussian",
+                    "barrier_over_training_batch", "barrier_over_training_gaussian", "cka_vs_barrier",
+                    "ensemble_vs_barrier", "fixed_points", "aligned_barrier")
+
+
+def test_every_figure_is_written_as_png_and_pdf_with_a_caption(cli_report):
+  out, done = cli_report
+  names = {Path(line).stem for line in done.stdout.splitlines() if line.endswith((".png", ".pdf"))}
+  assert names == set(EXPECTED_FIGURES)
+  for name in EXPECTED_FIGURES:
+    for ext in ("png", "pdf"):
+      assert (out / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+  captions = (out / "figures.md").read_text()
+  for name in EXPECTED_FIGURES:
+    assert f"**{name}**" in captions
+  assert "min–max over seeds" in captions and "σ = 0" in captions and "Single-weight" in captions
+  assert "Skipped:" not in captions
+
+
+def test_real_aligned_metrics_are_columns_where_alignment_ran(table):
+  aligned = table["run"] == "single/seed0_t0_batch_single"
+  for col in ("vs_child0.aligned.l2", "vs_child0.aligned.fixed_point_fraction", "vs_child0.aligned.barrier.test.error"):
+    assert table.loc[aligned, col].notna().all() and table.loc[~aligned, col].isna().all(), col
+  assert any(c.startswith("vs_child0.aligned.fixed_point_fractions.") for c in table.columns)
+  zero = aligned & (table["perturb.scale"] == 0)
+  assert (table.loc[zero, "vs_child0.aligned.fixed_point_fraction"] == 1.0).all()
+
+
+def test_aligned_figures_from_synthetic_aligned_columns(table, tmp_path):
+  """SYNTHETIC: the runs above have no alignment, so vs_child0.aligned.* columns are made up here (fixed-point
+  fraction falling with L2, aligned barriers half the unaligned ones) only to exercise the aligned figures."""
+  synthetic = table.copy()
+  l2 = synthetic["vs_child0.l2"].astype(float)
+  synthetic["vs_child0.aligned.fixed_point_fraction"] = 1.0 - l2 / np.nanmax(l2)
+  synthetic["vs_child0.aligned.l2"] = 0.8 * l2
+  for split in ("train", "test"):
+    for metric in ("loss", "error"):
+      synthetic[f"vs_child0.aligned.barrier.{split}.{metric}"] = 0.5 * synthetic[f"vs_child0.barrier.{split}.{metric}"]
+  names = ("fixed_points", "aligned_barrier")
+  paths = figures.make_figures(synthetic, tmp_path, only=names)
+  assert sorted(p.name for p in paths) == ["aligned_barrier.pdf", "aligned_barrier.png", "figures.md",
+                                           "fixed_points.pdf", "fixed_points.png"]
+  for path in paths:
+    assert path.stat().st_size > 1000 or path.suffix == ".md"
+  captions = (tmp_path / "figures.md").read_text()
+  assert "**fixed_points**" in captions and "**aligned_barrier**" in captions
+
+
+def test_figures_without_trajectories_or_finished_runs_are_skipped_with_a_note(table, tmp_path, capsys):
+  paths = figures.make_figures(table, tmp_path / "a", only=("l2_from_init", "barrier_over_training"))
+  assert [p.name for p in paths] == ["figures.md"]
+  assert "skipped figure l2_from_init_batch: no metrics.jsonl trajectories" in capsys.readouterr().out
+  paths = figures.make_figures(table[table["status"] == "incomplete"], tmp_path / "b")
+  assert [p.name for p in paths] == ["figures.md"] and "no finished runs" in paths[0].read_text()
+  with pytest.raises(ValueError, match="unknown figures"):
+    figures.make_figures(table, tmp_path / "c", only=("barrier_vs_nothing",))
+
+
+def test_settings_split_figures_by_config_fields_that_vary(table):
+  df = table[table["status"] == "finished"].copy()
+  assert [label for label, _ in figures.settings(df)] == [""]
+  df["optim.name"] = np.where(df["seed"] == 0, "sgd", "adam")
+  df["seed"] = 0  # seed is averaged over, never a setting
+  groups = figures.settings(df)
+  assert [label for label, _ in groups] == ["optim.name=adam", "optim.name=sgd"]
+  assert sum(len(rows) for _, rows in groups) == len(df)
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+  with pytest.raises(report.ReportError, match="no run directories"):
+    report.load_table(tmp_path)
+
+
+def test_command_line(cli_report, tmp_path):
+  out, done = cli_report
+  assert "runs found: 10  finished: 9  incomplete: 1" in done.stdout
+  assert "diverged pairs: 1" in done.stdout and "incomplete: incomplete/run (last logged step 40)" in done.stdout
+  for name in ("table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet", "figures.md"):
+    assert (out / name).is_file(), name
+    assert str(out / name) in done.stdout
+  bad = subprocess.run([sys.executable, "-m", "butterfly_jax.report", "--runs", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode == 2 and "not a directory" in bad.stderr
