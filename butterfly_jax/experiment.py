@@ -119,7 +119,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],
               "l2_to_child0": dist["l2_to_child0"], "diverged": diverged, "time_s": time.time() - t0}
     if during_eval is not None and c.eval.every_steps and nxt % c.eval.every_steps == 0:
-      record.update(during_eval(family.params))
+      record.update(during_eval(family.params, diverged))
     rundir.log(record)
     bar.update(nxt - step)
     bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
@@ -230,10 +230,13 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   during = {"train": _eval_indices(jax.random.fold_in(eval_key, 2), setup.data.num_train, c.eval.during_num_examples),
             "test": _eval_indices(jax.random.fold_in(eval_key, 3), setup.data.num_test, c.eval.during_num_examples)}
 
-  def during_eval(params):
+  def during_eval(params, diverged):
     cur = _family_eval(setup, params, during, alphas)
-    return {"barrier": _barriers(cur, alphas, k),
-            "eval_train_loss": cur["train"]["child_loss"], "eval_test_error": cur["test"]["child_error"]}
+    barriers = [_nulled(b) if (diverged[j] or diverged[0]) else b
+                for j, b in enumerate(_barriers(cur, alphas, k), start=1)]
+    nan = lambda v: np.where(diverged, np.nan, v)  # written as null
+    return {"barrier": barriers, "eval_train_loss": nan(cur["train"]["child_loss"]),
+            "eval_test_error": nan(cur["test"]["child_error"])}
 
   params0 = setup.init_fn(setup.keys["init"])
   opt0 = setup.transform.init(params0)

@@ -137,7 +137,13 @@ def test_diverging_child_is_recorded_and_others_finish(smoke_config, tmp_path):
   c = smoke_config.copy_and_resolve_references()
   c.perturb.scales = (1e-2, 1e30)
   c.perturb.kind = "gaussian"
+  c.eval.every_steps = 20
+  c.eval.during_num_examples = 50
   res = run(c, tmp_path)
+  during = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  during = [l for l in during if "barrier" in l]
+  assert during and all(l["barrier"][1]["train"]["error"] is None and l["eval_test_error"][2] is None
+                        and l["barrier"][0]["train"]["error"] is not None for l in during)
   assert res["children"][2]["diverged"] is True
   assert res["children"][1]["diverged"] is False and res["children"][0]["diverged"] is False
   assert res["children"][1]["vs_child0"]["barrier"]["train"]["loss"] is not None
