@@ -7,9 +7,27 @@
 
 Chosen by measurement (BUILD_NOTES.md, "Finding a CPU setting"): see there for what was tried, the wall
 times and whether the butterfly effect appears.
+
+Its sweep: 45 runs, perturbation time 0, 1, 2, 5 or 10 epochs x seeds 0, 1, 2 x (batch or gaussian
+direction with sigma 0 (twin), 1e-5 ... 1e-1; or one random kernel weight moved by 0.1, 1 or 10 times its
+init RMS, as in BUILD_NOTES.md):
+
+    python -m launch --config=configs/fashion_mnist.py --runs=runs/fashion_mnist_sweep
+
+Cost: one run is one family, 5.5 minutes alone on 2 CPU cores and up to 8.5 sharing them (BUILD_NOTES.md),
+so the sweep is about 5 hours there with one worker; on a GPU cluster write a SLURM array instead
+(--slurm=job.sh, one run per task).
 """
 
 from butterfly_jax.config import default_config
+
+TIMES = ["0", "1ep", "2ep", "5ep", "10ep"]
+SEEDS = [0, 1, 2]
+SINGLE_WEIGHT_SCALES = (0.0, 0.1, 1.0, 10.0)  # relative to that weight's init RMS
+# One random kernel weight, moved by +-sigma times its init RMS (a gaussian direction: a batch gradient can be
+# exactly zero on one weight, e.g. one fed by a pixel that is 0 in every image; biases start at 0, RMS 0).
+SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
+                 "perturb.scales": SINGLE_WEIGHT_SCALES}
 
 
 def get_config():
@@ -32,3 +50,10 @@ def get_config():
   c.eval.num_examples = 0         # full splits: 60k train, 10k test
   c.log.every_steps = 468
   return c
+
+
+def sweep(add):
+  """get_config()'s sigmas (0, 1e-5 ... 1e-1) for both directions, then the single-weight runs."""
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  product(add, {"perturb.time": TIMES, "seed": SEEDS, "perturb.kind": ["batch", "gaussian"]})
+  product(add, {"perturb.time": TIMES, "seed": SEEDS}, fixed=SINGLE_WEIGHT)

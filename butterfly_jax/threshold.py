@@ -1,0 +1,153 @@
+"""Threshold search: for each perturbation time, the σ at which a barrier first exceeds a threshold.
+
+    python -m butterfly_jax.threshold --config=configs/NAME.py --runs=DIR --times=0,1ep,5ep [--seeds=0,1,2]
+        [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--config.a.b=v]
+
+A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
+family whose children have ``--points`` σ values log-spaced over [lo, hi] (a child's result depends on
+its σ, not on its siblings, so one family measures several σ at once). The barrier of each σ is averaged
+over seeds (a diverged child counts as above the threshold); the bracket shrinks to the two neighbouring σ
+between which the mean crosses the threshold, and the next round puts ``--points`` new σ inside it. The
+estimate is the log-linear interpolation of the mean barrier to the threshold inside the final bracket.
+
+Each run is an ordinary run directory under ``DIR`` named by time, seed and σ values, so a second
+invocation finds them finished and runs nothing; an interrupted one resumes. ``DIR/threshold.json``
+holds every measured point, the brackets and the estimates.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from butterfly_jax.rundir import write_json_atomic
+
+METRICS = ("train.loss", "train.error", "test.loss", "test.error")
+
+
+class ThresholdError(ValueError):
+  """A bad argument to the threshold search; the message names it."""
+
+
+def _name(t: str, seed: int, sigmas) -> str:
+  digest = hashlib.sha1(json.dumps([float(s) for s in sigmas]).encode()).hexdigest()[:8]
+  return f"t={t},seed={seed},sigmas={sigmas[0]:.3g}-{sigmas[-1]:.3g}-{digest}"
+
+
+def _grid(lo: float, hi: float, points: int, inclusive: bool):
+  """``points`` σ log-spaced over [lo, hi] (inclusive) or strictly inside it."""
+  if inclusive:
+    return [float(s) for s in np.geomspace(lo, hi, points)]
+  return [float(s) for s in np.geomspace(lo, hi, points + 2)[1:-1]]
+
+
+def _barrier(child: dict, metric: str) -> float:
+  """The child's barrier (``inf`` if it diverged: it is above any threshold)."""
+  if child["diverged"]:
+    return math.inf
+  split, name = metric.split(".")
+  value = child["vs_child0"]["barrier"][split][name]
+  return math.inf if value is None else float(value)
+
+
+def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.loss", lo=1e-6, hi=1.0, rounds=3,
+           points=4, run_fn=None) -> dict:
+  """Runs the search (see the module docstring) and returns what it writes to ``runs_dir/threshold.json``."""
+  if metric not in METRICS:
+    raise ThresholdError(f"--metric: unknown barrier {metric!r}; allowed: {', '.join(METRICS)}")
+  if not 0 < lo < hi:
+    raise ThresholdError(f"--lo, --hi: need 0 < lo < hi, got {lo} and {hi}")
+  if points < 2 or rounds < 1:
+    raise ThresholdError(f"--points must be >= 2 and --rounds >= 1, got {points} and {rounds}")
+  if not seeds or not times:
+    raise ThresholdError("--times and --seeds: give at least one of each")
+  if run_fn is None:
+    from butterfly_jax.experiment import run as run_fn
+  runs_dir = Path(runs_dir)
+  runs_dir.mkdir(parents=True, exist_ok=True)
+  out = {"threshold": threshold, "metric": metric, "lo": lo, "hi": hi, "rounds": rounds, "points": points,
+         "seeds": list(seeds), "times": {}}
+  for t in times:
+    bracket, measured, status = [lo, hi], {}, "searching"
+    for r in range(rounds):
+      sigmas = _grid(*bracket, points, inclusive=(r == 0))
+      for seed in seeds:
+        c = base_config.copy_and_resolve_references()
+        c.perturb.time, c.seed, c.perturb.scales = str(t), int(seed), tuple(sigmas)
+        res = run_fn(c, runs_dir / _name(str(t), seed, sigmas))
+        for child in res["children"][1:]:
+          measured.setdefault(child["perturb"]["scale"], {})[int(seed)] = _barrier(child, metric)
+      grid = sorted(measured)
+      means = [float(np.mean(list(measured[s].values()))) for s in grid]
+      above = [i for i, m in enumerate(means) if m >= threshold]
+      if not above:
+        status = "below: no sigma up to hi reaches the threshold"
+        break
+      if above[0] == 0:
+        status = "above: the smallest sigma already reaches the threshold"
+        break
+      i = above[0]
+      bracket, status = [grid[i - 1], grid[i]], "bracketed"
+    grid = sorted(measured)
+    means = {s: float(np.mean(list(measured[s].values()))) for s in grid}
+    estimate = None
+    if status == "bracketed":
+      (s0, s1), (m0, m1) = bracket, (means[bracket[0]], means[bracket[1]])
+      frac = 1.0 if not math.isfinite(m1) else (threshold - m0) / (m1 - m0)
+      estimate = float(10 ** (math.log10(s0) + frac * (math.log10(s1) - math.log10(s0))))
+    out["times"][str(t)] = {
+        "status": status, "bracket": bracket if status == "bracketed" else None, "sigma_estimate": estimate,
+        "points": [{"sigma": s, "mean": means[s], "per_seed": {str(k): v for k, v in measured[s].items()}}
+                   for s in grid]}
+    write_json_atomic(runs_dir / "threshold.json", out)  # after every time: nothing finished is lost
+  return json.loads((runs_dir / "threshold.json").read_text())
+
+
+def main(argv=None):
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  from butterfly_jax.config import ConfigError
+  config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
+  flags.DEFINE_string("runs", None, "Folder of the search's runs and threshold.json.", required=True)
+  flags.DEFINE_list("times", None, "Perturbation times (steps or '<n>ep').", required=True)
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds averaged at each sigma.")
+  flags.DEFINE_float("threshold", 0.1, "Barrier threshold.")
+  flags.DEFINE_string("metric", "train.loss", f"Barrier compared: one of {', '.join(METRICS)}.")
+  flags.DEFINE_float("lo", 1e-6, "Smallest sigma searched.")
+  flags.DEFINE_float("hi", 1.0, "Largest sigma searched.")
+  flags.DEFINE_integer("rounds", 3, "Bracketing rounds.")
+  flags.DEFINE_integer("points", 4, "Sigma values per round (children per family).")
+
+  def _main(_):
+    F = flags.FLAGS
+    if F.config is None:
+      print("error: --config: give a config file, e.g. --config=configs/fashion_mnist.py", file=sys.stderr)
+      sys.exit(2)
+    try:
+      seeds = [int(s) for s in F.seeds]
+    except ValueError:
+      print(f"error: --seeds: expected integers, got {F.seeds}", file=sys.stderr)
+      sys.exit(2)
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+      out = search(F.config, F.runs, F.times, seeds, F.threshold, F.metric, F.lo, F.hi, F.rounds, F.points)
+    except (ThresholdError, ConfigError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"sigma at which the {out['metric']} barrier reaches {out['threshold']} (mean over seeds {out['seeds']})")
+    for t, r in out["times"].items():
+      est = "-" if r["sigma_estimate"] is None else f"{r['sigma_estimate']:.3g}"
+      br = "" if r["bracket"] is None else f" in [{r['bracket'][0]:.3g}, {r['bracket'][1]:.3g}]"
+      print(f"  t={t:<8} sigma*={est}{br}  ({r['status']})")
+    print(f"details: {Path(F.runs) / 'threshold.json'}")
+
+  app.run(_main, argv)
+
+
+if __name__ == "__main__":
+  main()

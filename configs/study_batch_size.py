@@ -1,0 +1,44 @@
+"""Study: Does the batch size change how sensitive training is to a tiny perturbation?
+
+Batch size (train.batch_size) 32, 128 or 512 at the same learning rate 0.1 x perturbation time 0, 1 or
+5 epochs: 9 runs. Steps are counted in epochs, so every run sees 20 epochs of data; the batch
+perturbation's batch follows the training batch size (perturb.batch_size = 0).
+Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
+of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
+
+    python -m launch --config=configs/study_batch_size.py --runs=runs/study_batch_size
+    python -m butterfly_jax.main --config=configs/study_batch_size.py --workdir=runs/study_batch_size_one \
+        --config.train.batch_size=32
+
+Cost: 9 runs of a 4-child family. Batch 128 is about 3 to 4 minutes a run on 2 CPU cores (BUILD_NOTES.md);
+batch 32 takes 4 times the steps and so roughly twice as long, batch 512 somewhat less (estimates, not
+measured): about 40 minutes with one worker.
+On a GPU cluster: add --slurm=job.sh (one run per array task).
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def _fashion_mnist():
+  """configs/fashion_mnist.py, loaded by path: configs/ is not a package (ml_collections execs config files)."""
+  path = Path(__file__).with_name("fashion_mnist.py")
+  spec = importlib.util.spec_from_file_location("butterfly_configs_fashion_mnist", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TIMES = ["0", "1ep", "5ep"]
+SCALES = (0.0, 1e-4, 1e-2)   # a sigma = 0 twin (control), a tiny and a moderate batch perturbation
+
+
+def get_config():
+  c = _fashion_mnist().get_config()
+  c.perturb.scales = SCALES
+  return c
+
+
+def sweep(add):
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  product(add, {"train.batch_size": [32, 128, 512], "perturb.time": TIMES})

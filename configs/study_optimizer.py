@@ -1,0 +1,43 @@
+"""Study: SGD or Adam: which is more sensitive to a tiny perturbation?
+
+SGD (momentum 0.9, peak learning rate 0.1, the base) or Adam (peak learning rate 1e-3) x perturbation
+time 0, 1 or 5 epochs: 6 runs, both with the triangular schedule.
+Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
+of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
+
+    python -m launch --config=configs/study_optimizer.py --runs=runs/study_optimizer
+    python -m butterfly_jax.main --config=configs/study_optimizer.py --workdir=runs/study_optimizer_one \
+        --config.optim.name=adam --config.optim.lr=1e-3
+
+Cost: 6 runs of a 4-child family, about 3 to 4 minutes each on 2 CPU cores (BUILD_NOTES.md): about 25
+minutes with one worker.
+On a GPU cluster: add --slurm=job.sh (one run per array task).
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def _fashion_mnist():
+  """configs/fashion_mnist.py, loaded by path: configs/ is not a package (ml_collections execs config files)."""
+  path = Path(__file__).with_name("fashion_mnist.py")
+  spec = importlib.util.spec_from_file_location("butterfly_configs_fashion_mnist", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TIMES = ["0", "1ep", "5ep"]
+SCALES = (0.0, 1e-4, 1e-2)   # a sigma = 0 twin (control), a tiny and a moderate batch perturbation
+
+
+def get_config():
+  c = _fashion_mnist().get_config()
+  c.perturb.scales = SCALES
+  return c
+
+
+def sweep(add):
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  for optimizer in ({"optim.name": "sgd"}, {"optim.name": "adam", "optim.lr": 1e-3}):
+    product(add, {"perturb.time": TIMES}, fixed=optimizer)

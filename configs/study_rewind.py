@@ -1,0 +1,45 @@
+"""Study: Does restarting the learning-rate schedule after the perturbation change its effect?
+
+perturb.rewind_lr off, or on (with perturb.extra_steps, so that the perturbed children run the whole
+schedule, warm-up included, in the T steps after t; rewinding alone would stop them mid-schedule at T)
+x perturbation time 1, 5 or 10 epochs: 6 runs (at t = 0 rewinding changes nothing). The sigma = 0
+child is rewound too: it measures the effect of rewinding itself, against which sigma > 0 compares.
+Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
+of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
+
+    python -m launch --config=configs/study_rewind.py --runs=runs/study_rewind
+    python -m butterfly_jax.main --config=configs/study_rewind.py --workdir=runs/study_rewind_one \
+        --config.perturb.time=5ep --config.perturb.rewind_lr=True --config.perturb.extra_steps=True
+
+Cost: 6 runs of a 4-child family; rewound runs train the perturbed children t steps longer. About 3 to 5
+minutes a run on 2 CPU cores (BUILD_NOTES.md): about 30 minutes with one worker.
+On a GPU cluster: add --slurm=job.sh (one run per array task).
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def _fashion_mnist():
+  """configs/fashion_mnist.py, loaded by path: configs/ is not a package (ml_collections execs config files)."""
+  path = Path(__file__).with_name("fashion_mnist.py")
+  spec = importlib.util.spec_from_file_location("butterfly_configs_fashion_mnist", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TIMES = ["1ep", "5ep", "10ep"]
+SCALES = (0.0, 1e-4, 1e-2)   # a sigma = 0 twin (control), a tiny and a moderate batch perturbation
+
+
+def get_config():
+  c = _fashion_mnist().get_config()
+  c.perturb.scales = SCALES
+  return c
+
+
+def sweep(add):
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  product(add, {"perturb.time": TIMES})
+  product(add, {"perturb.time": TIMES}, fixed={"perturb.rewind_lr": True, "perturb.extra_steps": True})

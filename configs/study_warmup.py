@@ -1,0 +1,41 @@
+"""Study: Does a longer learning-rate warm-up make training less sensitive to a tiny perturbation?
+
+Warm-up (schedule.warmup) of 0, 1 or 5 epochs x perturbation time 0, 1 or 5 epochs: 9 runs.
+Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
+of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
+
+    python -m launch --config=configs/study_warmup.py --runs=runs/study_warmup
+    python -m butterfly_jax.main --config=configs/study_warmup.py --workdir=runs/study_warmup_one \
+        --config.schedule.warmup=5ep
+
+Cost: 9 runs of a 4-child family; one such run is about 3 to 4 minutes on 2 CPU cores (4/7 of the
+7-child family measured in BUILD_NOTES.md), so about 35 minutes with one worker.
+On a GPU cluster: add --slurm=job.sh (one run per array task).
+"""
+
+import importlib.util
+from pathlib import Path
+
+
+def _fashion_mnist():
+  """configs/fashion_mnist.py, loaded by path: configs/ is not a package (ml_collections execs config files)."""
+  path = Path(__file__).with_name("fashion_mnist.py")
+  spec = importlib.util.spec_from_file_location("butterfly_configs_fashion_mnist", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TIMES = ["0", "1ep", "5ep"]
+SCALES = (0.0, 1e-4, 1e-2)   # a sigma = 0 twin (control), a tiny and a moderate batch perturbation
+
+
+def get_config():
+  c = _fashion_mnist().get_config()
+  c.perturb.scales = SCALES
+  return c
+
+
+def sweep(add):
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  product(add, {"schedule.warmup": ["0", "1ep", "5ep"], "perturb.time": TIMES})

@@ -1,0 +1,318 @@
+"""Expanding a config file's declared sweep into runs: one config and one directory name per run.
+
+A config file (``configs/NAME.py``) has ``get_config()``; it may also define ``sweep(add)``, where every
+``add(**overrides)`` call declares one run. Overrides are keyed by dotted field names::
+
+  def sweep(add):
+    for seed in range(3):
+      add(seed=seed, **{"perturb.time": "5ep", "perturb.scales": (0.0, 1e-4)})
+
+Each run is a fresh ``get_config()`` with its overrides applied, then the sweep-wide ``--set`` overrides,
+then :func:`butterfly_jax.config.validate`. ConfigDict semantics: a value must have the field's type (an
+int may go into a float field, a list into a tuple field; a step field such as ``perturb.time`` takes int
+steps or ``"<n>ep"``, whichever type the config gave it). A key that does not exist is an error listing
+the fields that do. Runs with identical configs are kept once. A file without ``sweep`` is one run,
+named ``base``.
+"""
+
+import ast
+import dataclasses
+import hashlib
+import importlib.util
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import ml_collections
+from ml_collections.config_flags import tuple_parser
+
+from butterfly_jax import config as config_lib
+
+MAX_NAME = 120                          # longer readable names are cut and given a hash suffix
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._+-]+$")
+_STEPS_TEXT = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:ep)?\s*$")  # "2000" or "5ep": a step field's text
+_BOOL_WORDS = {"true": True, "t": True, "1": True, "yes": True,
+               "false": False, "f": False, "0": False, "no": False}
+
+
+class SweepError(ValueError):
+  """The sweep cannot be expanded: a bad config file, override key or value; the message names it."""
+
+
+@dataclasses.dataclass
+class Run:
+  """One declared run: its index in the sweep, directory name, overrides (as declared) and full config."""
+  index: int
+  name: str
+  overrides: dict
+  config: ml_collections.ConfigDict
+
+
+# --- grids ---------------------------------------------------------------------------------------------
+
+def grid(axes: dict) -> list:
+  """Every combination of ``axes`` ({dotted key: values}) as override dicts; the last key varies fastest."""
+  keys = list(axes)
+  for key, values in axes.items():
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+      raise SweepError(f"grid: {key}: expected a list of values, got {values!r}")
+  return [dict(zip(keys, combo)) for combo in itertools.product(*(list(v) for v in axes.values()))]
+
+
+def product(add: Callable, axes: dict, fixed: dict | None = None) -> None:
+  """Declares one run per combination of ``axes`` values, each also with the ``fixed`` overrides.
+
+  ``product(add, {"seed": [0, 1, 2], "perturb.time": ["0", "1ep"]})`` declares 6 runs.
+  """
+  for overrides in grid(axes):
+    add(**(fixed or {}), **overrides)
+
+
+# --- loading a config file -----------------------------------------------------------------------------
+
+def split_config_arg(spec: str) -> tuple:
+  """``"configs/x.py:arg"`` -> (Path, ("arg",)); the argument, like ml_collections', is after the first colon."""
+  path, *arg = str(spec).split(":", 1)
+  return Path(path), tuple(arg)
+
+
+def load_config_module(spec: str):
+  """Executes a config file (``path`` or ``path:arg``) as a module; returns (module, get_config args)."""
+  path, args = split_config_arg(spec)
+  if not path.is_file():
+    raise SweepError(f"--config: no config file at {path}")
+  name = "launch_config_" + re.sub(r"\W", "_", path.stem)
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not callable(getattr(module, "get_config", None)):
+    raise SweepError(f"--config: {path} defines no get_config()")
+  return module, args
+
+
+# --- overrides -----------------------------------------------------------------------------------------
+
+def _strip_prefix(key: str) -> str:
+  """Dotted key without the big_vision-style ``config.`` prefix."""
+  return key[len("config."):] if key.startswith("config.") else key
+
+
+def _holder(config: ml_collections.ConfigDict, key: str):
+  """(the ConfigDict holding ``key``'s last part, that part); SweepError if a part does not exist."""
+  parts = key.split(".")
+  node, path = config, []
+  for part in parts:
+    if not isinstance(node, ml_collections.ConfigDict):
+      raise SweepError(f"{key}: {'.'.join(path)} is a value ({node!r}), not a group of fields")
+    if part not in node:
+      where = ".".join(path) or "the config"
+      raise SweepError(f"{key}: no such field; {where} has: {', '.join(sorted(node.keys()))}")
+    path.append(part)
+    parent, node = node, node[part]
+  return parent, parts[-1]
+
+
+def _coerce(key: str, old: Any, value: Any, loose: bool) -> Any:
+  """``value`` converted to the type of the field's current value ``old`` (ConfigDict's casting rules)."""
+  if isinstance(old, ml_collections.ConfigDict):
+    example = f"{key}.{next(iter(old.keys()), 'x')}"
+    raise SweepError(f"{key}: is a group of fields; set its fields one by one, e.g. {example}")
+  if old is None:
+    return tuple(value) if isinstance(value, list) else value
+  if isinstance(old, tuple):
+    if isinstance(value, (list, tuple)):
+      return tuple(value)
+  elif isinstance(old, bool):
+    if isinstance(value, bool):
+      return value
+  elif isinstance(old, int):
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+    if loose and isinstance(value, str) and _STEPS_TEXT.match(value):  # a step field set to int steps
+      return value
+  elif isinstance(old, float):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif isinstance(old, str):
+    if isinstance(value, str):
+      return value
+    if loose and isinstance(value, int) and not isinstance(value, bool) and _STEPS_TEXT.match(old):
+      return value   # a step field ("1ep") set to int steps
+  elif type(value) is type(old):
+    return value
+  allowed = "int or '<n>ep'" if loose and isinstance(old, int) else type(old).__name__
+  raise SweepError(f"{key}: expected {allowed} (the type of its value {old!r}), got {value!r} "
+                   f"({type(value).__name__})")
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> Any:
+  """Sets dotted ``key`` of ``config`` to ``value`` (type-checked); returns the value as stored."""
+  key = _strip_prefix(key)
+  parent, leaf = _holder(config, key)
+  value = _coerce(key, parent[leaf], value, loose=not parent.is_type_safe)
+  try:
+    parent[leaf] = value
+  except (TypeError, ValueError, AttributeError) as e:
+    raise SweepError(f"{key}: cannot set {value!r}: {e}") from None
+  return value
+
+
+def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
+  """A command-line string for field ``key`` parsed as ml_collections would: by the field's type."""
+  key = _strip_prefix(key)
+  parent, leaf = _holder(config, key)
+  old = parent[leaf]
+  if not parent.is_type_safe and type(old) is int and _STEPS_TEXT.match(text) and "ep" in text:
+    return text   # a step field set to int steps in the config file, overridden in epochs
+  try:
+    if isinstance(old, bool):
+      if text.strip().lower() not in _BOOL_WORDS:
+        raise ValueError("expected true or false")
+      return _BOOL_WORDS[text.strip().lower()]
+    if isinstance(old, int):
+      return int(text)
+    if isinstance(old, float):
+      return float(text)
+    if isinstance(old, str):
+      return text
+    if isinstance(old, tuple):
+      return tuple_parser.TupleParser().parse(text)
+  except ValueError as e:
+    raise SweepError(f"{key}: cannot parse {text!r} as {type(old).__name__}: {e}") from None
+  try:
+    return ast.literal_eval(text)
+  except (SyntaxError, ValueError):
+    return text
+
+
+def parse_assignments(config: ml_collections.ConfigDict, items: Iterable[str]) -> dict:
+  """``["a.b=value", ...]`` (``--set``/``--config.a.b=value``) -> {key: parsed value}."""
+  out = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+      raise SweepError(f"--set: expected FIELD=VALUE such as perturb.time=5ep, got {item!r}")
+    key = _strip_prefix(key.strip())
+    out[key] = parse_value(config, key, text)
+  return out
+
+
+# --- names ---------------------------------------------------------------------------------------------
+
+def _token(value: Any) -> tuple:
+  """(readable, filesystem-safe text of one value; whether it is exact, i.e. the text names the value)."""
+  if isinstance(value, bool) or value is None:
+    return str(value), True
+  if isinstance(value, int):
+    return str(value), True
+  if isinstance(value, float):
+    return repr(value), True   # the shortest text that round-trips: 1e-05, 0.1
+  if isinstance(value, str):
+    if value == "" or _SAFE_TOKEN.match(value):
+      return value, True
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", value).strip("_") or "_", False
+  if isinstance(value, (tuple, list)):
+    parts = [_token(v) for v in value]
+    exact = bool(parts) and all(ok and "_" not in text and text for text, ok in parts)
+    return "_".join(text for text, _ in parts) or "empty", exact
+  return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value)), False
+
+
+def canonical(obj) -> str:
+  """Stable JSON text of ``obj`` (sorted keys; tuples as lists): the identity of overrides or a config."""
+  from butterfly_jax.rundir import to_jsonable
+  return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+
+
+def short_hash(obj) -> str:
+  return hashlib.sha256(canonical(obj).encode()).hexdigest()[:8]
+
+
+def run_name(overrides: dict) -> str:
+  """A directory name from the overrides: ``perturb.time=5ep,seed=1`` (keys sorted).
+
+  A value that cannot be written exactly in a file name (a path, a regex, a nested tuple) is written
+  approximately and the name gets ``~`` and 8 hex digits of a hash of all overrides; so does a name longer
+  than MAX_NAME, which then names fields by their last part (``time=5ep``) and is cut to fit if need be.
+  No overrides: ``base``.
+  """
+  if not overrides:
+    return "base"
+  tokens = {key: _token(overrides[key]) for key in sorted(overrides)}
+  name = ",".join(f"{key}={text}" for key, (text, _) in tokens.items())
+  exact = all(ok for _, ok in tokens.values())
+  if exact and len(name) <= MAX_NAME:
+    return name
+  suffix = "~" + short_hash(overrides)
+  if len(name) + len(suffix) > MAX_NAME:
+    name = ",".join(f"{key.rsplit('.', 1)[-1]}={text}" for key, (text, _) in tokens.items())
+    name = name[:MAX_NAME - len(suffix)].rstrip(",")
+  return name + suffix
+
+
+# --- expansion -----------------------------------------------------------------------------------------
+
+def declared_overrides(module) -> list:
+  """The override dicts of ``module.sweep(add)``, in call order (``[{}]`` without a sweep)."""
+  sweep_fn = getattr(module, "sweep", None)
+  if sweep_fn is None:
+    return [{}]
+  declared = []
+
+  def add(**overrides):
+    declared.append({_strip_prefix(k): v for k, v in overrides.items()})
+
+  sweep_fn(add)
+  if not declared:
+    raise SweepError(f"{module.__name__}: sweep(add) declared no runs (call add(**overrides) once per run)")
+  return declared
+
+
+def expand(config_spec: str, set_overrides: dict | None = None, set_items: Iterable[str] = ()) -> list:
+  """The runs of a config file's sweep: a list of :class:`Run`, duplicates dropped, names unique.
+
+  ``set_overrides`` ({key: value}) and ``set_items`` (``"key=text"`` strings, parsed by field type) apply
+  to every run; a key that the sweep also sets is an error (one of them would silently win).
+  """
+  module, args = load_config_module(config_spec)
+  template = module.get_config(*args)
+  common = dict(parse_assignments(template, set_items))
+  common.update({_strip_prefix(k): v for k, v in (set_overrides or {}).items()})
+  runs, seen = [], {}
+  for i, overrides in enumerate(declared_overrides(module)):
+    clash = sorted(set(overrides) & set(common))
+    if clash:
+      raise SweepError(f"--set {clash[0]}: the sweep also sets it (run {i}: {overrides}); "
+                       "remove it from one of them")
+    c = module.get_config(*args)
+    stored = {}
+    try:
+      for key, value in overrides.items():
+        stored[key] = set_field(c, key, value)
+      for key, value in common.items():
+        set_field(c, key, value)
+      config_lib.validate(c)
+    except (SweepError, config_lib.ConfigError) as e:
+      raise type(e)(f"sweep run {i} {overrides}: {e}") from None
+    identity = canonical(c.to_dict())
+    if identity in seen:
+      continue
+    seen[identity] = True
+    runs.append(Run(index=len(runs), name=run_name(stored), overrides=stored, config=c))
+  _disambiguate(runs)
+  return runs
+
+
+def _disambiguate(runs: list) -> None:
+  """Runs whose different overrides still share a name (5 vs "5" in a loose field) get a hash suffix."""
+  by_name = {}
+  for run in runs:
+    by_name.setdefault(run.name, []).append(run)
+  for same in by_name.values():
+    if len(same) > 1:
+      for run in same:
+        run.name = run.name[:MAX_NAME - 9] + "~" + short_hash({"overrides": run.overrides,
+                                                               "types": {k: type(v).__name__
+                                                                         for k, v in run.overrides.items()}})

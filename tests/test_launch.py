@@ -1,0 +1,291 @@
+"""Declared sweeps and the launcher (launch/): expansion, names, running, skipping, killing, failing, SLURM."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `launch` lives in the repository, not in the installed package
+  sys.path.insert(0, str(ROOT))
+
+from butterfly_jax.config import ConfigError  # noqa: E402
+from launch import sweep as sweep_lib  # noqa: E402
+from launch.__main__ import parse_args  # noqa: E402
+
+SMOKE = ROOT / "configs" / "smoke.py"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=,~-]+$")
+
+
+def _config_file(tmp_path, body, name="sweep_cfg.py"):
+  path = tmp_path / name
+  path.write_text("from butterfly_jax.configs_embedded import smoke\n\n\ndef get_config():\n  return smoke()\n\n\n"
+                  + textwrap.dedent(body))
+  return path
+
+
+def _launch(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "launch", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _results(runs_dir):
+  return sorted(Path(runs_dir).glob("*/results.json"))
+
+
+def _workers_alive(runs_dir) -> list:
+  """Processes whose command line names ``runs_dir`` (Linux /proc)."""
+  alive = []
+  for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    try:
+      text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+      continue
+    if "launch.run_one" in text and f"--runs={runs_dir}" in text:
+      alive.append(text)
+  return alive
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+  """One persistent compilation cache for every launcher call here (as a sweep's runs share one)."""
+  return tmp_path_factory.mktemp("jax_cache")
+
+
+# --- (a) expansion -------------------------------------------------------------------------------------
+
+def test_smoke_sweep_expands_to_stable_unique_safe_names():
+  runs = sweep_lib.expand(str(SMOKE))
+  assert len(runs) == 20
+  names = [r.name for r in runs]
+  assert len(set(names)) == 20 and all(SAFE_NAME.match(n) for n in names)
+  assert names == [r.name for r in sweep_lib.expand(str(SMOKE))]  # stable
+  first = runs[0]
+  assert first.name == "perturb.kind=batch,perturb.time=0,seed=0"
+  for r in runs:
+    assert (r.config.seed, r.config.perturb.time, r.config.perturb.kind) == (
+        r.overrides["seed"], r.overrides["perturb.time"], r.overrides["perturb.kind"])
+  assert {(r.config.seed, r.config.perturb.time, r.config.perturb.kind) for r in runs} == {
+      (s, t, k) for s in range(5) for t in ("0", "10") for k in ("batch", "gaussian")}
+
+
+def test_overrides_follow_config_dict_types_and_set_applies_to_every_run(tmp_path):
+  path = _config_file(tmp_path, """
+      def sweep(add):
+        add(**{"config.seed": 1, "optim.lr": 1, "perturb.scales": [0.0, 0.5]})
+        add(**{"model.kwargs.hidden": [16, 16], "perturb.time": 5})
+      """)
+  runs = sweep_lib.expand(str(path), set_items=["eval.num_examples=50", "train.steps=30", "log.progress=false"])
+  a, b = runs
+  assert (a.config.seed, a.config.optim.lr, a.config.perturb.scales) == (1, 1.0, (0.0, 0.5))
+  assert isinstance(a.config.optim.lr, float)
+  assert a.name == "optim.lr=1.0,perturb.scales=0.0_0.5,seed=1"
+  assert b.config.model.kwargs.hidden == (16, 16) and b.config.perturb.time == 5
+  for r in runs:
+    assert (r.config.eval.num_examples, r.config.train.steps, r.config.log.progress) == (50, "30", False)
+  with pytest.raises(sweep_lib.SweepError, match=r"--set seed: the sweep also sets it"):
+    sweep_lib.expand(str(path), set_items=["seed=3"])
+
+
+@pytest.mark.parametrize("body, message", [
+    ('add(**{"perturb.tme": "5ep"})', r"perturb\.tme: no such field; perturb has: .*\btime\b"),
+    ('add(**{"optim.adam.b1": 0.5})', r"optim\.adam\.b1: no such field; optim has: "),
+    ('add(**{"optim.lr": "fast"})', r"optim\.lr: expected float .*got 'fast'"),
+    ('add(**{"perturb.scales": 1e-3})', r"perturb\.scales: expected tuple"),
+    ('add(**{"perturb.mask": {"single": "random"}})', r"perturb\.mask: is a group of fields"),
+    ('add(**{"optim.name": "lion"})', r"optim\.name: unknown value 'lion'"),
+])
+def test_bad_override_is_an_error_naming_the_field(tmp_path, body, message):
+  path = _config_file(tmp_path, f"def sweep(add):\n  add(seed=1)\n  {body}\n")
+  with pytest.raises((sweep_lib.SweepError, ConfigError), match=message) as e:
+    sweep_lib.expand(str(path))
+  assert "sweep run 1" in str(e.value)
+
+
+def test_bad_set_value_names_the_field():
+  with pytest.raises(sweep_lib.SweepError, match=r"train\.batch_size: cannot parse 'big' as int"):
+    sweep_lib.expand(str(SMOKE), set_items=["train.batch_size=big"])
+  with pytest.raises(sweep_lib.SweepError, match=r"--set: expected FIELD=VALUE"):
+    sweep_lib.expand(str(SMOKE), set_items=["seed"])
+
+
+def test_identical_runs_are_kept_once(tmp_path):
+  path = _config_file(tmp_path, """
+      def sweep(add):
+        add(seed=0)
+        add(seed=1)
+        add(seed=0)
+        add()  # the default seed is 0: the same config as seed=0
+      """)
+  assert [r.name for r in sweep_lib.expand(str(path))] == ["seed=0", "seed=1"]
+
+
+def test_inexact_or_long_names_get_a_hash_suffix():
+  a = sweep_lib.run_name({"perturb.mask.single": "dense0/kernel[1,2]"})
+  b = sweep_lib.run_name({"perturb.mask.single": "dense0/kernel[1_2]"})
+  assert SAFE_NAME.match(a) and re.search(r"~[0-9a-f]{8}$", a) and a != b
+  assert a == sweep_lib.run_name({"perturb.mask.single": "dense0/kernel[1,2]"})
+  long = {f"model.kwargs.field{i}": "x" * 10 for i in range(12)}
+  name = sweep_lib.run_name(long)
+  assert len(name) <= sweep_lib.MAX_NAME and re.search(r"~[0-9a-f]{8}$", name)
+  assert sweep_lib.run_name({}) == "base"
+  assert sweep_lib.run_name({"perturb.scales": (0.0, 1e-05)}) == "perturb.scales=0.0_1e-05"
+
+
+def test_product_declares_every_combination_last_key_fastest():
+  calls = []
+  sweep_lib.product(lambda **kw: calls.append(kw), {"seed": [0, 1], "perturb.kind": ["batch", "gaussian"]},
+                    fixed={"perturb.time": "1ep"})
+  assert [(c["seed"], c["perturb.kind"]) for c in calls] == [(0, "batch"), (0, "gaussian"), (1, "batch"),
+                                                             (1, "gaussian")]
+  assert all(c["perturb.time"] == "1ep" for c in calls)
+  with pytest.raises(sweep_lib.SweepError, match="seed: expected a list"):
+    sweep_lib.grid({"seed": 3})
+
+
+@pytest.mark.parametrize("name, count", [("smoke", 20), ("quickstart", 36), ("fashion_mnist", 45),
+                                         ("study_warmup", 9), ("study_batch_size", 9), ("study_width", 9),
+                                         ("study_optimizer", 6), ("study_weight_decay", 9), ("study_rewind", 6)])
+def test_shipped_sweeps_expand_and_document_their_command(name, count):
+  path = ROOT / "configs" / f"{name}.py"
+  runs = sweep_lib.expand(str(path))
+  assert len(runs) == count and len({r.name for r in runs}) == count
+  module, _ = sweep_lib.load_config_module(str(path))
+  assert f"python -m launch --config=configs/{name}.py" in module.__doc__
+
+
+def test_config_dot_flags_are_set_items():
+  args = parse_args(["--config=c.py", "--runs=d", "--config.seed=3", "--config.perturb.time", "5ep",
+                     "--set", "eval.num_examples=10"])
+  assert (args.config, args.runs) == ("c.py", "d")
+  assert args.set == ["eval.num_examples=10", "seed=3", "perturb.time=5ep"]
+
+
+# --- (b) a whole sweep, then nothing to do -------------------------------------------------------------
+
+def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, jax_cache):
+  runs_dir = tmp_path / "runs"
+  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}")
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  state = json.loads((runs_dir / "sweep.json").read_text())
+  assert len(state["runs"]) == 20 and {r["status"] for r in state["runs"]} == {"finished"}
+  assert len(_results(runs_dir)) == 20
+  for item in state["runs"]:
+    stored = json.loads((runs_dir / item["name"] / "config.json").read_text())
+    assert stored["seed"] == item["overrides"]["seed"]
+    assert stored["perturb"]["kind"] == item["overrides"]["perturb.kind"]
+    assert "launch: finished" in (runs_dir / item["name"] / "log.txt").read_text()
+  assert re.search(r"ran\s+20\n\s+skipped\s+0\s+\(already finished\)\n\s+failed\s+0", out.stdout)
+  mtimes = {p: p.stat().st_mtime_ns for p in _results(runs_dir)}
+
+  again = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert re.search(r"ran\s+0\n\s+skipped\s+20\s+\(already finished\)\n\s+failed\s+0", again.stdout)
+  assert {p: p.stat().st_mtime_ns for p in _results(runs_dir)} == mtimes
+
+
+# --- (c) killed half-way, finished by the next call ----------------------------------------------------
+
+def _start_and_wait(args, runs_dir, at_least):
+  proc = subprocess.Popen([sys.executable, "-m", "launch", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  deadline = time.time() + 240
+  while len(_results(runs_dir)) < at_least:
+    assert proc.poll() is None, proc.stdout.read()
+    assert time.time() < deadline, "the launcher made no progress"
+    time.sleep(0.05)
+  return proc
+
+
+def test_sweep_killed_half_way_is_finished_by_the_next_call(tmp_path, jax_cache):
+  runs_dir = tmp_path / "runs"
+  args = [f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}"]
+  proc = _start_and_wait(args, runs_dir, at_least=2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  proc.stdout.close()
+  before = {p: p.read_bytes() for p in _results(runs_dir)}
+  assert 2 <= len(before) < 20
+  for _ in range(50):  # the worker dies with its launcher (parent-death signal)
+    if not _workers_alive(runs_dir):
+      break
+    time.sleep(0.1)
+  assert not _workers_alive(runs_dir)
+
+  out = _launch(*args)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert re.search(rf"ran\s+{20 - len(before)}\n\s+skipped\s+{len(before)}\s", out.stdout)
+  assert len(_results(runs_dir)) == 20
+  assert {p: p.read_bytes() for p in before} == before  # finished runs are not rewritten
+  restarted = [p for p in runs_dir.glob("*/log.txt") if p.read_text().count("launch: run ") == 2]
+  assert len(restarted) <= 1  # the run in progress at the kill: its first attempt's log is kept
+
+
+def test_sigterm_stops_the_workers_and_reports_interrupted_runs(tmp_path, jax_cache):
+  runs_dir = tmp_path / "runs"
+  proc = _start_and_wait([f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}"], runs_dir,
+                         at_least=1)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signal.SIGTERM, out
+  assert "SIGTERM: stopping the workers" in out and re.search(r"pending\s+\d+", out)
+  assert not _workers_alive(runs_dir)
+  statuses = [r["status"] for r in json.loads((runs_dir / "sweep.json").read_text())["runs"]]
+  assert "running" not in statuses and statuses.count("finished") == len(_results(runs_dir))
+
+
+# --- (d) a failing run ---------------------------------------------------------------------------------
+
+def test_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, jax_cache):
+  path = _config_file(tmp_path, """
+      def sweep(add):
+        add(seed=0)
+        add(**{"perturb.time": "100"})  # valid alone, but after T = 40: fails when the run starts
+        add(seed=1)
+      """)
+  runs_dir = tmp_path / "runs"
+  out = _launch(f"--config={path}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--workers=2")
+  assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+  assert re.search(r"ran\s+2\n\s+skipped\s+0\s+\(already finished\)\n\s+failed\s+1", out.stdout)
+  log = runs_dir / "perturb.time=100" / "log.txt"
+  assert f"log: {log}" in out.stdout
+  assert "| butterfly_jax.config.ConfigError: perturb.time: t = 100 steps" in out.stdout  # the log's last lines
+  assert "Traceback" in log.read_text()
+  assert {p.parent.name for p in _results(runs_dir)} == {"seed=0", "seed=1"}
+  state = json.loads((runs_dir / "sweep.json").read_text())
+  assert [r["status"] for r in state["runs"]] == ["finished", "failed", "finished"]
+
+
+# --- (3) SLURM -----------------------------------------------------------------------------------------
+
+def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
+  runs_dir, script = tmp_path / "runs", tmp_path / "job.sh"
+  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}", "--slurm-args=--partition=debug",
+                "--slurm-args=time=00:10:00", "--workers=4", f"--jax-cache={jax_cache}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  text = script.read_text()
+  for line in ("#SBATCH --array=0-19%4", "#SBATCH --partition=debug", "#SBATCH --time=00:10:00",
+               f"#SBATCH --output={runs_dir}/slurm/%A_%a.out"):
+    assert line + "\n" in text
+  assert "launch.run_one" in text and not _results(runs_dir)  # written, nothing run
+
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  task = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=300)
+  assert task.returncode == 0, task.stdout + task.stderr
+  name = json.loads((runs_dir / "sweep.json").read_text())["runs"][3]["name"]
+  assert [p.parent.name for p in _results(runs_dir)] == [name]
+  assert f"run 3 {name}: finished" in task.stdout
+  again = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0 and f"run 3 {name}: skipped" in again.stdout
+
+  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}")
+  assert "#SBATCH --array=0-2,4-19\n" in script.read_text()  # only unfinished runs

@@ -1,0 +1,77 @@
+"""Threshold search: bracketing in log sigma, only the runs it needs, nothing rerun."""
+
+import json
+import math
+
+import pytest
+
+from butterfly_jax import threshold
+from butterfly_jax.configs_embedded import smoke
+
+
+def _fake_run(truth, calls, diverge_above=math.inf):
+  """A stand-in for experiment.run: barrier = a smooth step in log sigma centred on truth[t] (plus a seed offset)."""
+  def run(c, workdir):
+    calls.append((c.perturb.time, c.seed, tuple(c.perturb.scales), str(workdir)))
+    children = [{"diverged": False, "perturb": {"scale": 0.0}}]
+    for s in c.perturb.scales:
+      b = 0.2 / (1 + math.exp(-4 * (math.log10(s) - math.log10(truth[c.perturb.time])))) + 0.001 * c.seed
+      children.append({"diverged": s > diverge_above, "perturb": {"scale": s},
+                       "vs_child0": {"barrier": {"train": {"loss": b, "error": b}, "test": {"loss": b, "error": b}}}})
+    return {"children": children}
+  return run
+
+
+def test_bracketing_finds_the_crossing_with_only_the_runs_it_needs(tmp_path):
+  calls = []
+  truth = {"0": 1e-4, "5": 1e-2}
+  out = threshold.search(smoke(), tmp_path, ["0", "5"], [0, 1], threshold=0.1, lo=1e-6, hi=1.0, rounds=3, points=4,
+                         run_fn=_fake_run(truth, calls))
+  assert len(calls) == 2 * 3 * 2  # times x rounds x seeds, one family each
+  assert len({c[3] for c in calls}) == len(calls)  # every run its own directory
+  for t, r in out["times"].items():
+    assert r["status"] == "bracketed"
+    lo, hi = r["bracket"]
+    assert lo < r["sigma_estimate"] < hi
+    assert hi / lo < 10 ** (6 / 3 / 5 / 5) * 1.01  # three rounds of 4 points shrink 6 decades to ~0.16 decade
+    # the mean crosses 0.1 at truth (plus the seed offset's 0.0005 shift: a few percent in sigma)
+    assert r["sigma_estimate"] == pytest.approx(truth[t], rel=0.1)
+  assert json.loads((tmp_path / "threshold.json").read_text()) == out
+
+
+def test_out_of_range_and_diverged_children(tmp_path):
+  calls = []
+  out = threshold.search(smoke(), tmp_path / "a", ["0"], [0], lo=1e-3, hi=1e-2, rounds=3, points=3,
+                         run_fn=_fake_run({"0": 1.0}, calls))
+  assert out["times"]["0"]["status"].startswith("below") and out["times"]["0"]["sigma_estimate"] is None
+  assert len(calls) == 1  # nothing to bracket: no further rounds
+  out = threshold.search(smoke(), tmp_path / "b", ["0"], [0], lo=1e-3, hi=1e-2, rounds=3, points=3,
+                         run_fn=_fake_run({"0": 1e-6}, calls))
+  assert out["times"]["0"]["status"].startswith("above")
+  # a diverged child counts as above the threshold
+  out = threshold.search(smoke(), tmp_path / "c", ["0"], [0], lo=1e-6, hi=1.0, rounds=1, points=4,
+                         run_fn=_fake_run({"0": 1e3}, calls, diverge_above=1e-3))
+  r = out["times"]["0"]
+  assert r["status"] == "bracketed" and r["bracket"] == [1e-4, pytest.approx(1e-2)]
+  assert r["sigma_estimate"] == pytest.approx(1e-2)  # the upper end carries an infinite barrier
+
+
+def test_bad_arguments_name_the_flag(tmp_path):
+  with pytest.raises(threshold.ThresholdError, match="--metric"):
+    threshold.search(smoke(), tmp_path, ["0"], [0], metric="train.accuracy")
+  with pytest.raises(threshold.ThresholdError, match="--lo"):
+    threshold.search(smoke(), tmp_path, ["0"], [0], lo=1.0, hi=0.1)
+
+
+def test_real_runs_are_not_rerun(tmp_path):
+  c = smoke()
+  c.eval.cka_examples = 0
+  c.checkpoint.trunk = c.checkpoint.children = False
+  first = threshold.search(c, tmp_path, ["0"], [0, 1], threshold=1e-3, lo=1e-3, hi=10.0, rounds=2, points=3)
+  dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+  assert 2 <= len(dirs) <= 4 and all((d / "results.json").exists() for d in dirs)
+  stamps = {d: (d / "results.json").stat().st_mtime_ns for d in dirs}
+  second = threshold.search(c, tmp_path, ["0"], [0, 1], threshold=1e-3, lo=1e-3, hi=10.0, rounds=2, points=3)
+  assert second == first
+  assert sorted(p for p in tmp_path.iterdir() if p.is_dir()) == dirs
+  assert all((d / "results.json").stat().st_mtime_ns == stamps[d] for d in dirs)
