@@ -92,6 +92,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
 
+  c.runtime = ml_collections.ConfigDict()
+  c.runtime.deterministic = True  # GPU: deterministic reductions, no autotuning (butterfly_jax/runtime.py)
+
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50
   c.log.progress = True

@@ -14,7 +14,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from butterfly_jax import batches, config as config_lib, evaluate, members, optim, perturb, rng, similarity, tree_math
+from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, perturb, rng, runtime, similarity,
+                           tree_math)
 from butterfly_jax.data import load_dataset
 from butterfly_jax.models import make_model
 from butterfly_jax import rundir as rundir_lib
@@ -207,6 +208,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   A workdir that already holds this config's results is left alone and its results returned.
   """
   config_lib.validate(c)
+  runtime.configure(c.runtime.deterministic)  # before JAX starts its backends, where it has not yet
   rundir = RunDir(workdir)
   done = rundir.finished_results(c.to_dict())
   if done is not None:
