@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from butterfly_jax.models.registry import MODELS
 
@@ -36,6 +37,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.tfds_dir = ""     # tfds data_dir; "" = tfds default
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_train=1024, num_test=256, shape=(32, 32, 3), num_classes=10, seed=0))
+  c.data.classes = ()      # a subset of classes, relabelled 0..n-1 in this order; () = all
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.flip = False      # random horizontal flip
   c.data.augment.translate = 0     # random translation by up to this many pixels (zero padding)
@@ -64,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.perturb = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.perturb.time = "1ep"      # t: int steps or "<n>ep"
   c.perturb.kind = "batch"
-  c.perturb.scales = (1e-3,)  # sigma for children 1..K-1; child 0 is unperturbed
+  c.perturb.scales = (1e-3,)  # sigma for children 1..K-1; child 0 is unperturbed; () = train one network
   c.perturb.seed = -1         # -1: derived from seed; else perturbation directions from this seed alone
   c.perturb.batch_size = 0    # batch perturbation: examples in the fresh batch; 0 = train.batch_size
   c.perturb.init_draws = 8    # initialisations averaged to estimate per-layer init statistics
@@ -92,6 +94,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
 
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""  # "RUN_DIR:STEP": start from child 0 of a saved run at a kept step (fine-tuning)
+  c.init.keep_head = False  # False: the head is freshly initialised (from the init key) for the new labels
+
   c.runtime = ml_collections.ConfigDict()
   c.runtime.deterministic = True  # GPU: deterministic reductions, no autotuning (butterfly_jax/runtime.py)
 
@@ -102,6 +108,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(type_safe=False)  # every_steps: int or '<n>ep'
   c.checkpoint.trunk = True
   c.checkpoint.children = True
+  c.checkpoint.keep = ()  # steps (or "<n>ep") at which child 0's weights are kept, e.g. for fine-tuning from
+  c.checkpoint.keep_log = 0  # also keep this many log-spaced steps in [1, T] (a dense early schedule)
   c.checkpoint.every_steps = "1000"  # training state for exact resume every N steps (or "<n>ep"); "0" = off
   return c
 
@@ -147,8 +155,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if isinstance(scales, (int, float)):
     raise ConfigError(f"perturb.scales: expected a tuple of sigmas, one per perturbed child, got {scales!r}")
   scales = tuple(scales)
-  if not scales:
-    raise ConfigError("perturb.scales: no children to perturb; give at least one sigma, e.g. (1e-3,)")
   for s in scales:
     if not isinstance(s, (int, float)) or isinstance(s, bool) or not s >= 0 or s == float("inf"):
       raise ConfigError(f"perturb.scales: every sigma must be a finite number >= 0, got {s!r}")
@@ -199,4 +205,12 @@ def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
   if pbs > num_train:
     raise ConfigError(f"perturb.batch_size: {pbs} exceeds the {num_train} training examples")
   every = to_steps(c.checkpoint.every_steps, spe, "checkpoint.every_steps")
-  return dict(steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs, checkpoint_every=every)
+  keep = {to_steps(k, spe, "checkpoint.keep") for k in c.checkpoint.keep}
+  if not isinstance(c.checkpoint.keep_log, int) or c.checkpoint.keep_log < 0:
+    raise ConfigError(f"checkpoint.keep_log: expected an integer >= 0, got {c.checkpoint.keep_log!r}")
+  if c.checkpoint.keep_log:
+    keep |= {int(round(s)) for s in np.geomspace(1, total, c.checkpoint.keep_log)}
+  late = sorted(k for k in keep if k > total)
+  if late:
+    raise ConfigError(f"checkpoint.keep: steps {late} are after the end of training (T = {total} steps)")
+  return dict(keep=sorted(keep), steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs, checkpoint_every=every)

@@ -126,6 +126,26 @@ def load_dataset(name: str, data_dir: str | None = None, *, tfds_data_dir: str |
   return load_tfds(name, tfds_data_dir)
 
 
+def select_classes(data: Dataset, classes) -> Dataset:
+  """The examples of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in the given order
+  (``data.classes``; e.g. pre-train on Fashion-MNIST classes 0-4, fine-tune on 5-9)."""
+  classes = [int(c) for c in classes]
+  if len(set(classes)) != len(classes) or not classes:
+    raise DataError(f"data.classes: expected distinct class indices, got {classes}")
+  bad = [c for c in classes if not 0 <= c < data.num_classes]
+  if bad:
+    raise DataError(f"data.classes: {bad} outside the {data.num_classes} classes of {data.name} "
+                    f"(allowed: 0 .. {data.num_classes - 1})")
+  relabel = np.full(data.num_classes, -1, np.int32)
+  relabel[classes] = np.arange(len(classes), dtype=np.int32)
+  out = []
+  for split in ("train", "test"):
+    images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+    keep = relabel[labels] >= 0
+    out.append((images[keep], relabel[labels[keep]]))
+  return _make(data.name, out[0], out[1], len(classes), f"{data.source} (classes {classes})")
+
+
 def _check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None:
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise DataError(f"{where}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, perturb, rng, runtime, similarity,
                            tree_math)
-from butterfly_jax.data import load_dataset
+from butterfly_jax.data import load_dataset, select_classes
 from butterfly_jax.models import make_model
 from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
@@ -29,6 +29,8 @@ class _Setup:
     self.c = c
     data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
                         synthetic=c.data.synthetic.to_dict())
+    if c.data.classes:
+      data = select_classes(data, c.data.classes)
     self.data = data
     self.steps = config_lib.resolve_steps(c, data.num_train)
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
@@ -104,6 +106,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
       nxt = min(nxt, _next_multiple(step, c.eval.every_steps))
     if checkpoint is not None and ckpt_every:
       nxt = min(nxt, _next_multiple(step, ckpt_every))
+    nxt = min([nxt] + [s for s in setup.steps["keep"] if s > step])
     loss_sum = jnp.zeros(k, jnp.float32)
     trained = jnp.zeros(k, jnp.int32)
     finite = jnp.ones(k, bool)
@@ -125,9 +128,57 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     bar.update(nxt - step)
     bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
     step = nxt
+    if step in setup.steps["keep"]:
+      _keep(rundir, tree_math.unstack(family.params, 0), step)
     if checkpoint is not None and ckpt_every and (step % ckpt_every == 0 or step == stop):
       checkpoint(family, step, diverged)
   return family, diverged
+
+
+def _keep(rundir, params, step: int) -> None:
+  """Child 0's weights at ``step`` (``checkpoint.keep``), for runs that start from them (``init.checkpoint``)."""
+  rundir.save_checkpoint(f"keep/{step}", {"params": params, "step": step})
+
+
+def kept_steps(run_dir) -> list[int]:
+  folder = RunDir(run_dir).checkpoints / "keep"
+  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def _initial_params(setup):
+  """The fresh initialisation, or (``init.checkpoint``) a saved run's child 0 at a kept step with a fresh
+  head: every parameter but the head must match the new model's in name and shape."""
+  c = setup.c
+  params0 = setup.init_fn(setup.keys["init"])
+  if not c.init.checkpoint:
+    return params0, None
+  run_dir, sep, step = c.init.checkpoint.rpartition(":")
+  if not sep or not step.isdigit():
+    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), got "
+                                 f"{c.init.checkpoint!r}")
+  path = RunDir(run_dir).checkpoints / "keep" / step
+  if not path.is_dir():
+    raise config_lib.ConfigError(f"init.checkpoint: {path} does not exist; kept steps of {run_dir}: "
+                                 f"{kept_steps(run_dir) or 'none (set checkpoint.keep in that run)'}")
+  loaded = rundir_lib.restore_checkpoint(path)["params"]
+  fresh, out, problems = tree_math.flat_dict(params0), {}, []
+  old = tree_math.flat_dict(loaded)
+  for name, x in fresh.items():
+    if name.split("/")[0] == "head" and not c.init.keep_head:
+      out[name] = x
+    elif name not in old:
+      problems.append(f"{name}: missing from the checkpoint")
+    elif tuple(old[name].shape) != tuple(x.shape):
+      problems.append(f"{name}: checkpoint shape {tuple(old[name].shape)}, model shape {tuple(x.shape)}")
+    else:
+      out[name] = jnp.asarray(old[name], x.dtype)
+  extra = sorted(n for n in old if n not in fresh)
+  if extra:
+    problems.append(f"not in the model: {extra}")
+  if problems:
+    raise config_lib.ConfigError(f"init.checkpoint: {path} does not fit model {c.model.name}: " + "; ".join(problems))
+  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), "head": "kept" if c.init.keep_head
+                                                  else "fresh"}
 
 
 def _perturbations(setup, trunk_params, scales):
@@ -240,8 +291,10 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     return {"barrier": barriers, "eval_train_loss": nan(cur["train"]["child_loss"]),
             "eval_test_error": nan(cur["test"]["child_error"])}
 
-  params0 = setup.init_fn(setup.keys["init"])
+  params0, init_info = _initial_params(setup)
   opt0 = setup.transform.init(params0)
+  if 0 in steps["keep"] and resume is None:
+    _keep(rundir, params0, 0)
   timing = {}
   resume_meta, resume_path = resume if resume is not None else ({"phase": None, "step": 0}, None)
   if resume is not None:
@@ -364,6 +417,8 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
                "num_classes": setup.data.num_classes},
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
+      "init": init_info,
+      "kept_steps": steps["keep"],
       "members_strategy": setup.strategy,
       "members_devices": 1 if setup.trainer(k)[2] is None else int(setup.trainer(k)[2].devices.size),
       "timing": timing,

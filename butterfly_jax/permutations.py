@@ -48,13 +48,8 @@ class PermutationSpec:
     return list(self.perm_to_axes)
 
 
-def _flat(params) -> dict:
-  return {tree_math.path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-
-
-def _unflatten_like(params, flat: dict):
-  paths = [tree_math.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [flat[p] for p in paths])
+_flat = tree_math.flat_dict
+_unflatten_like = tree_math.unflatten_like
 
 
 class _Builder:

@@ -69,3 +69,13 @@ def flat_paths(tree) -> list[str]:
 
 def to_numpy(tree):
   return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def flat_dict(tree) -> dict:
+  """``{'layer/param': leaf}`` for a nested parameter dict."""
+  return {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten_like(tree, flat: dict):
+  """``tree``'s structure with the leaves of ``flat`` (keyed as :func:`flat_dict`)."""
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), [flat[p] for p in flat_paths(tree)])

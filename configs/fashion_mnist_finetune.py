@@ -1,0 +1,51 @@
+"""Fine-tuning stability on CPU (the paper's pre-training experiment, scaled down): families on Fashion-MNIST
+classes 5-9 (sandal, shirt, sneaker, bag, ankle boot) starting from the classes-0-4 network of
+``configs/fashion_mnist_pretrain.py`` at different amounts of pre-training, with a fresh head.
+
+    python -m butterfly_jax.main --config=configs/fashion_mnist_pretrain.py --workdir=runs/fm_pretrain
+    python -m butterfly_jax.main --config=configs/fashion_mnist_finetune.py --workdir=runs/fm_finetune
+
+The sweep (pre-training step x perturbation time x seed; sigma 0, 1e-4, 1e-3, 1e-2, 1e-1 as one family;
+norm and bias parameters excluded from the mask, as in the paper's fine-tuning runs):
+
+    python -m launch --config=configs/fashion_mnist_finetune.py --runs=runs/fm_finetune_sweep
+
+Each run fine-tunes for 5 epochs (1,170 steps) with a 6-child family: about 1.5 minutes on 2 CPU cores;
+the sweep (5 x 2 x 3 = 30 runs) under an hour. ``init.checkpoint`` names the pre-training run directory
+(``--set init.checkpoint=DIR:STEP`` style overrides change it).
+"""
+
+from butterfly_jax.config import default_config
+
+PRETRAIN_DIR = "runs/fm_pretrain"
+# Kept by the pre-training run (234 steps per epoch on its 30,000 images): none, 28 steps, 1, 5 and 10 epochs.
+PRETRAIN_STEPS = (0, 28, 234, 1170, 2340)
+TIMES = ("0", "1ep")
+SEEDS = (0, 1, 2)
+
+
+def get_config():
+  c = default_config()
+  c.data.name = "fashion_mnist"
+  c.data.dir = "/usr/share/datasets/fashion-mnist"
+  c.data.classes = (5, 6, 7, 8, 9)
+  c.model.name = "mlp"
+  c.model.kwargs.hidden = (512, 512)
+  c.init.checkpoint = f"{PRETRAIN_DIR}:2340"
+  c.train.steps = "5ep"
+  c.optim.lr = 0.05
+  c.schedule.warmup = "0.5ep"
+  c.perturb.time = "0"
+  c.perturb.kind = "batch"
+  c.perturb.scales = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+  c.perturb.mask.exclude = ".*norm.*|.*bias.*"
+  c.eval.num_examples = 5000
+  c.log.every_steps = 117
+  return c
+
+
+def sweep(add):
+  for step in PRETRAIN_STEPS:
+    for t in TIMES:
+      for seed in SEEDS:
+        add(**{"init.checkpoint": f"{PRETRAIN_DIR}:{step}", "perturb.time": t, "seed": seed})
