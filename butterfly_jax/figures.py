@@ -18,6 +18,7 @@ from butterfly_jax import figure_context as C
 from butterfly_jax import plotting as P
 from butterfly_jax.figures_pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
                                          fixed_points)
+from butterfly_jax.figures_finetune import barrier_vs_pretraining
 from butterfly_jax.figures_training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
@@ -150,7 +151,7 @@ def barrier_vs_time(ctx):
 
 
 FIGURES = (barrier_vs_sigma, barrier_vs_time, barrier_vs_l2, l2_from_init, barrier_over_training, fixed_points,
-           cka_vs_barrier, ensemble_vs_barrier, aligned_barrier)
+           cka_vs_barrier, ensemble_vs_barrier, aligned_barrier, barrier_vs_pretraining)
 
 
 def make_figures(table, out_dir, trajectories=None, only=None) -> list[Path]:

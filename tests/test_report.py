@@ -222,7 +222,7 @@ def test_every_figure_is_written_as_png_and_pdf_with_a_caption(cli_report):
   for name in EXPECTED_FIGURES:
     assert f"**{name}**" in captions
   assert "min–max over seeds" in captions and "σ = 0" in captions and "Single-weight" in captions
-  assert "Skipped:" not in captions
+  assert captions.endswith("Skipped:\n\n- barrier_vs_pretraining: fewer than two amounts of pre-training\n")  # no such runs
 
 
 def test_real_aligned_metrics_are_columns_where_alignment_ran(table):
@@ -252,6 +252,18 @@ def test_aligned_figures_from_synthetic_aligned_columns(table, tmp_path):
     assert path.stat().st_size > 1000 or path.suffix == ".md"
   captions = (tmp_path / "figures.md").read_text()
   assert "**fixed_points**" in captions and "**aligned_barrier**" in captions
+
+
+def test_pretraining_figure_from_synthetic_checkpoint_steps(table, tmp_path):
+  """SYNTHETIC: the runs above start from fresh inits; an init.checkpoint column is made up here (the seed
+  standing in for the amount of pre-training) only to exercise the figure. tests/test_finetune.py runs real
+  pre-training and fine-tuning."""
+  from butterfly_jax.figures_finetune import pretraining_steps
+  assert pretraining_steps("runs/pre:1170") == 1170 and np.isnan(pretraining_steps(""))
+  synthetic = table.assign(**{"init.checkpoint": [f"runs/pre:{100 * int(s)}" for s in table["seed"].fillna(0)]})
+  paths = figures.make_figures(synthetic, tmp_path, only=("barrier_vs_pretraining",))
+  assert sorted(p.name for p in paths) == ["barrier_vs_pretraining.pdf", "barrier_vs_pretraining.png", "figures.md"]
+  assert paths[0].stat().st_size > 1000
 
 
 def test_figures_without_trajectories_or_finished_runs_are_skipped_with_a_note(table, tmp_path, capsys):

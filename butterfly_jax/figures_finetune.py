@@ -1,0 +1,49 @@
+"""The pre-training figure (the paper's Figure 5): fine-tuning barriers against the amount of pre-training."""
+
+import numpy as np
+
+from butterfly_jax import figure_context as C
+from butterfly_jax import plotting as P
+
+
+def pretraining_steps(init_checkpoint) -> float:
+  """The step of ``init.checkpoint`` ("RUN_DIR:STEP"), NaN for runs that start from a fresh init."""
+  text = "" if init_checkpoint is None else str(init_checkpoint)
+  _, sep, step = text.rpartition(":")
+  return float(step) if sep and step.isdigit() else float("nan")
+
+
+def barrier_vs_pretraining(ctx):
+  """Train-loss barrier vs pre-training steps, one panel per σ > 0, one line per perturbation time."""
+  name = ctx.name("barrier_vs_pretraining")
+  if "init.checkpoint" not in ctx.df:
+    ctx.out.skip(name, "no fine-tuning runs (init.checkpoint)")
+    return
+  df = ctx.df.assign(pretrain=ctx.df["init.checkpoint"].map(pretraining_steps))
+  df = df[np.isfinite(df["pretrain"]) & (df["sigma"] > 0)]
+  if df["pretrain"].nunique() < 2:
+    ctx.out.skip(name, "fewer than two amounts of pre-training")
+    return
+  col = C.barrier_col("train", "loss")
+  sigmas = sorted(df.loc[np.isfinite(df[col].astype(float)), "sigma"].unique())  # a σ whose pairs all diverged: none
+  fig, axes = P.new_figure(1, len(sigmas))
+  counts = []
+  positive = df.loc[df["pretrain"] > 0, "pretrain"]
+  for ax, sigma in zip(axes[0], sigmas):
+    agg = P.aggregate(df[df["sigma"] == sigma], ["t", "pretrain"], col)
+    counts += list(agg["n"])
+    for t, g in agg.groupby("t"):
+      P.band(ax, g["pretrain"], g["mean"], g["min"], g["max"], ctx.tpal(t))
+    if len(positive):
+      ax.set_xscale("symlog", linthresh=float(positive.min()))
+    ax.set_xlabel("pre-training (steps, symlog axis)")
+    ax.set_ylabel(P.METRIC_LABELS["loss"])
+    ax.set_title(f"train loss barrier, {P.sigma_text(sigma)}")
+    ax.grid(alpha=0.3)
+  C.legend(fig, ctx.time_legend(df))
+  C.title(fig, "Fine-tuning barrier vs amount of pre-training", df, ctx.extra)
+  caption = ("Train-loss barrier between fine-tuned twins vs the pre-training step their common start was taken "
+             "from (init.checkpoint; symlog axis, 0 = no pre-training), one panel per σ, one line per "
+             f"perturbation time t of the fine-tuning run; mean over seeds, shaded band: {P.SPREAD} "
+             f"({P.seeds_phrase(counts)}).")
+  ctx.out.emit(name, fig, caption + C.div_phrase(df) + ctx.setting)
