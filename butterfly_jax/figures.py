@@ -23,9 +23,9 @@ from butterfly_jax.figures_training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
 # Config fields that are the figures' axes, averaged over, or not part of the experiment.
+# The mask's fields are part of the `perturbation` label (e.g. batch/single-weight, gaussian/masked).
 _NOT_SETTINGS = ("perturb.seed", "perturb.time", "perturb.kind", "perturb.scales", "perturb.scale",
-                 "perturb.mask.single", "perturb.mask.fraction", "perturb.init_draws", "data.dir", "data.tfds_dir",
-                 "train.loss", "train.accuracy")
+                 "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "train.loss", "train.accuracy")
 
 
 def settings(df) -> list:
