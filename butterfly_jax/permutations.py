@@ -156,7 +156,35 @@ def cnn_spec(params) -> PermutationSpec:
   return b.build()
 
 
-SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec}
+def vit_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.vit.ViT`: the residual stream (``P_stream``: embedding, class token,
+  position embeddings, every norm, the attention output and second MLP layer, the head's input) and, per block,
+  the MLP's hidden units (``P_block{i}_mlp``), the attention heads (``P_block{i}_heads``), and the units within
+  a head shared by query and key (``P_block{i}_qk``: their dot product is unchanged) and by value and output
+  (``P_block{i}_v``)."""
+  b = _Builder(params)
+  s = "P_stream"
+  b.conv("embed", None, s)
+  b.set("cls", None, None, s)
+  b.set("pos_embedding", None, None, s)
+  for i in _indexed(b.flat, r"block(\d+)/"):
+    blk, heads, qk, v = f"block{i}", f"P_block{i}_heads", f"P_block{i}_qk", f"P_block{i}_v"
+    b.norm(f"{blk}/norm1", s)
+    for name, inner in (("query", qk), ("key", qk), ("value", v)):
+      b.set(f"{blk}/attn/{name}/kernel", s, heads, inner)
+      b.set(f"{blk}/attn/{name}/bias", heads, inner)
+    b.set(f"{blk}/attn/out/kernel", heads, v, s)
+    b.set(f"{blk}/attn/out/bias", s)
+    b.norm(f"{blk}/norm2", s)
+    b.dense(f"{blk}/fc1", s, f"P_block{i}_mlp")
+    b.dense(f"{blk}/fc2", f"P_block{i}_mlp", s)
+  b.norm("norm", s)
+  b.dense("head", s, None)
+  return b.build()
+
+
+SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
+         "vit_b16": vit_spec}
 
 
 def spec_for(model_name: str, params, **model_kwargs) -> PermutationSpec:

@@ -70,3 +70,22 @@ def test_unknown_model_and_bad_kwargs_name_the_field():
     bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, depth=3)
   with pytest.raises(ValueError, match="model.norm"):
     bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, norm="batchnorm")
+
+
+def test_vit_b16_has_the_published_parameter_count():
+  """ViT-B/16 at 224x224 with 1000 classes: 86,567,656 parameters (Dosovitskiy et al.), from shapes only."""
+  from butterfly_jax.models.registry import build_module
+  module = build_module("vit_b16", 1000)
+  shapes = jax.eval_shape(lambda k: module.init(k, jnp.zeros((1, 224, 224, 3)))["params"], jax.random.key(0))
+  assert _count(shapes) == 86_567_656
+  assert {"embed", "cls", "pos_embedding", "block11", "norm", "head"} <= set(shapes)
+
+
+def test_vit_returns_logits_and_penultimate_features():
+  apply_fn, params, spec = bj.create_model("vit", jax.random.key(0), (32, 32, 3), 10, patch=8, depth=1, width=32,
+                                           heads=4, mlp_dim=64)
+  logits, feats = apply_fn(params, jnp.zeros((2, 32, 32, 3)))
+  assert logits.shape == (2, 10) and feats["penultimate"].shape == (2, 32)
+  assert spec.sizes["P_stream"] == 32 and spec.sizes["P_block0_heads"] == 4
+  with pytest.raises(ValueError, match="model.patch"):
+    bj.create_model("vit", jax.random.key(0), (30, 30, 3), 10, patch=8, depth=1, width=32, heads=4, mlp_dim=64)

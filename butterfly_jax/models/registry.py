@@ -8,13 +8,17 @@ import jax.numpy as jnp
 
 from butterfly_jax.models.resnet import ResNet
 from butterfly_jax.models.simple import MLP, SmallCNN
+from butterfly_jax.models.vit import ViT
 
 MODELS = {
     "resnet20": lambda num_classes, **kw: ResNet(num_classes=num_classes, depth=20, **kw),
     "resnet": lambda num_classes, **kw: ResNet(num_classes=num_classes, **kw),
     "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
     "cnn": lambda num_classes, **kw: SmallCNN(num_classes=num_classes, **kw),
+    "vit": lambda num_classes, **kw: ViT(num_classes=num_classes, **kw),
+    "vit_b16": lambda num_classes, **kw: ViT(num_classes=num_classes, **{**VIT_B16, **kw}),
 }
+VIT_B16 = dict(patch=16, depth=12, width=768, heads=12, mlp_dim=3072)
 
 ModelFn = Callable[[Any, jax.Array], tuple[jax.Array, dict]]
 
