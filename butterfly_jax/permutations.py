@@ -108,20 +108,27 @@ def _indexed(flat: dict, pattern: str) -> list[int]:
 
 
 def resnet_spec(params) -> PermutationSpec:
-  """Spec of :class:`butterfly_jax.models.resnet.ResNet` (any depth; with or without norms)."""
+  """Spec of the ResNets: :class:`~butterfly_jax.models.resnet.ResNet` (basic blocks, any depth) and
+  :class:`~butterfly_jax.models.resnet50.ResNet50` (bottlenecks: ``conv3``), with or without norms. The stem has
+  its own permutation (``P_stem``) where the first block projects its shortcut, else it is stage 1's stream."""
   b = _Builder(params)
   stages = _indexed(b.flat, r"stage(\d+)_block")
-  b.conv("conv_in", None, "P_stage1")
-  b.norm("norm_in", "P_stage1")
-  prev = "P_stage1"
+  stem = "P_stem" if "stage1_block0/shortcut_conv/kernel" in b.flat else "P_stage1"
+  b.conv("conv_in", None, stem)
+  b.norm("norm_in", stem)
+  prev = stem
   for s in stages:
     stream = f"P_stage{s}"
     for blk in _indexed(b.flat, rf"stage{s}_block(\d+)/"):
       layer, inner = f"stage{s}_block{blk}", f"P_stage{s}_block{blk}_inner"
+      bottleneck = f"{layer}/conv3/kernel" in b.flat
+      inner2 = f"{inner}2" if bottleneck else stream
       b.conv(f"{layer}/conv1", prev, inner)
       b.norm(f"{layer}/norm1", inner)
-      b.conv(f"{layer}/conv2", inner, stream)
-      b.norm(f"{layer}/norm2", stream)
+      b.conv(f"{layer}/conv2", inner, inner2)
+      b.norm(f"{layer}/norm2", inner2)
+      b.conv(f"{layer}/conv3", inner2, stream)
+      b.norm(f"{layer}/norm3", stream)
       b.conv(f"{layer}/shortcut_conv", prev, stream)
       b.norm(f"{layer}/shortcut_norm", stream)
       prev = stream
@@ -183,7 +190,7 @@ def vit_spec(params) -> PermutationSpec:
   return b.build()
 
 
-SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
+SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "resnet50": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
          "vit_b16": vit_spec}
 
 

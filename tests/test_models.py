@@ -89,3 +89,14 @@ def test_vit_returns_logits_and_penultimate_features():
   assert spec.sizes["P_stream"] == 32 and spec.sizes["P_block0_heads"] == 4
   with pytest.raises(ValueError, match="model.patch"):
     bj.create_model("vit", jax.random.key(0), (30, 30, 3), 10, patch=8, depth=1, width=32, heads=4, mlp_dim=64)
+
+
+def test_resnet50_has_the_cifar_parameter_count_and_bottleneck_names():
+  """ResNet-50 for 32x32 inputs with 100 classes: 23,705,252 parameters (norms with scale and bias)."""
+  from butterfly_jax.models.registry import build_module
+  module = build_module("resnet50", 100)
+  shapes = jax.eval_shape(lambda k: module.init(k, jnp.zeros((1, 32, 32, 3)))["params"], jax.random.key(0))
+  assert _count(shapes) == 23_705_252
+  assert shapes["stage1_block0"]["shortcut_conv"]["kernel"].shape == (1, 1, 64, 256)
+  assert shapes["stage4_block2"]["conv3"]["kernel"].shape == (1, 1, 512, 2048)
+  assert shapes["head"]["kernel"].shape == (2048, 100)

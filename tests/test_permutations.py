@@ -16,6 +16,7 @@ MODELS = [
     ("mlp", (8, 8, 1), {"hidden": (24, 16), "norm": "layernorm"}),
     ("cnn", (12, 12, 1), {"channels": (8, 12), "dense": 20}),
     ("cnn", (12, 12, 1), {"channels": (8,), "dense": 20, "norm": "layernorm"}),
+    ("resnet50", (8, 8, 3), {"width": 0.125}),
     ("vit", (16, 16, 3), {"patch": 4, "depth": 2, "width": 24, "heads": 3, "mlp_dim": 40}),
 ]
 # Weight matching from the identity can stall on a ViT's coupled head and within-head permutations

@@ -7,12 +7,14 @@ import jax
 import jax.numpy as jnp
 
 from butterfly_jax.models.resnet import ResNet
+from butterfly_jax.models.resnet50 import ResNet50
 from butterfly_jax.models.simple import MLP, SmallCNN
 from butterfly_jax.models.vit import ViT
 
 MODELS = {
     "resnet20": lambda num_classes, **kw: ResNet(num_classes=num_classes, depth=20, **kw),
     "resnet": lambda num_classes, **kw: ResNet(num_classes=num_classes, **kw),
+    "resnet50": lambda num_classes, **kw: ResNet50(num_classes=num_classes, **kw),
     "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
     "cnn": lambda num_classes, **kw: SmallCNN(num_classes=num_classes, **kw),
     "vit": lambda num_classes, **kw: ViT(num_classes=num_classes, **kw),
