@@ -1,5 +1,7 @@
 """Permutation specs, weight matching and fixed points: the properties alignment results rest on."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +30,16 @@ def _ids(m):
   return f"{m[0]}-{'-'.join(f'{k}{v}' for k, v in m[2].items())}"
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_model(name, shape, items):
+  return bj.create_model(name, jax.random.key(0), shape, 10, **dict(items))
+
+
+def _model(name, shape, kwargs):
+  """create_model once per model and module (initialising ResNet-50 compiles for ~20 s on 2 cores)."""
+  return _cached_model(name, shape, tuple(sorted(kwargs.items())))
+
+
 def _perturb_norms(params, key):
   """Norm scales, biases (and a ViT's head and class token) are constants at init; randomise them so that a
   wrong permutation of them shows."""
@@ -40,7 +52,7 @@ def _perturb_norms(params, key):
 
 @pytest.mark.parametrize("name,shape,kwargs", MODELS, ids=[_ids(m) for m in MODELS])
 def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function(name, shape, kwargs):
-  apply_fn, params, spec = bj.create_model(name, jax.random.key(0), shape, 10, **kwargs)
+  apply_fn, params, spec = _model(name, shape, kwargs)
   params = _perturb_norms(params, jax.random.key(1))
   assert set(spec.axes_to_perm) == set(tree_math.flat_paths(params))
   flat = permutations._flat(params)
@@ -54,6 +66,7 @@ def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function
   permuted = bj.apply_permutation(spec, perm, params)
   assert bj.l2_distance(params, permuted) > 0.1
   x = jax.random.normal(jax.random.key(3), (4, *shape))
+  apply_fn = jax.jit(apply_fn)  # one compilation for both calls
   logits, feats = apply_fn(params, x)
   logits_p, feats_p = apply_fn(permuted, x)
   np.testing.assert_allclose(logits_p, logits, rtol=1e-4, atol=1e-4)
@@ -108,7 +121,7 @@ def test_fixed_point_fractions_per_permutation_and_overall():
 
 @pytest.mark.parametrize("name,shape,kwargs", RECOVER, ids=[_ids(m) for m in RECOVER])
 def test_weight_matching_recovers_a_known_permutation_exactly(name, shape, kwargs):
-  _, params, spec = bj.create_model(name, jax.random.key(0), shape, 10, **kwargs)
+  _, params, spec = _model(name, shape, kwargs)
   params = _perturb_norms(params, jax.random.key(1))
   hidden = bj.apply_permutation(spec, bj.random_permutation(jax.random.key(2), spec, 0.0), params)
   perm = bj.weight_matching(jax.random.key(3), spec, params, hidden)
