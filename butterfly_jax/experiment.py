@@ -7,6 +7,7 @@ SGD noise to T, then compare every child with child 0 (L2 distance, loss/error b
 import json
 import logging
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -153,9 +154,17 @@ def _initial_params(setup):
   if not c.init.checkpoint:
     return params0, None
   run_dir, sep, step = c.init.checkpoint.rpartition(":")
+  if not (sep and step.isdigit()) and Path(c.init.checkpoint).exists():
+    if c.model.name not in ("vit", "vit_b16"):
+      raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for ViT models only; for model "
+                                   f"{c.model.name} give 'RUN_DIR:STEP' of a saved run")
+    from butterfly_jax.pretrained import load_vit_weights
+    params = load_vit_weights(c.init.checkpoint, params0, c.init.keep_head)
+    return jax.tree_util.tree_map(jnp.asarray, params), {
+        "checkpoint": str(Path(c.init.checkpoint).resolve()), "head": "kept" if c.init.keep_head else "fresh"}
   if not sep or not step.isdigit():
-    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), got "
-                                 f"{c.init.checkpoint!r}")
+    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run) or a ViT "
+                                 f"weights file that exists, got {c.init.checkpoint!r}")
   path = RunDir(run_dir).checkpoints / "keep" / step
   if not path.is_dir():
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not exist; kept steps of {run_dir}: "

@@ -13,6 +13,7 @@ from butterfly_jax import configs_embedded
 from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
 from butterfly_jax.perturb import PerturbationError
+from butterfly_jax.pretrained import PretrainedError
 from butterfly_jax.rundir import RunDirError
 
 FLAGS = flags.FLAGS
@@ -50,7 +51,7 @@ def main(argv):
   from butterfly_jax.experiment import run
   try:
     results = run(config, workdir)
-  except (ConfigError, DataError, PerturbationError, RunDirError, FloatingPointError) as e:
+  except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   print(summary(results))
