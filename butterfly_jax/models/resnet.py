@@ -5,12 +5,14 @@ stages 2 and 3 halves the resolution and projects the shortcut with a 1x1 convol
 Convolutions carry no bias (a norm follows each one). Layer names are explicit so parameter paths
 are stable: ``conv_in``, ``norm_in``, ``stage{s}_block{b}/{conv1,norm1,conv2,norm2,shortcut_conv,
 shortcut_norm}``, ``head``. The penultimate representation (global-average-pooled, ``64w`` wide) is
-``features["penultimate"]``.
+``features["penultimate"]``. ``conv`` picks how convolutions are computed (``butterfly_jax.models.conv``:
+``auto``, ``xla``, ``saved``, ``im2col``); it changes no parameter.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from butterfly_jax.models.conv import conv_layer
 from butterfly_jax.models.layers import he_normal, norm_layer
 
 
@@ -18,11 +20,13 @@ class BasicBlock(nn.Module):
   channels: int
   stride: int
   norm: str
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: nn.Conv(c, (k, k), strides=(s, s), padding="SAME" if k > 1 else "VALID",
-                                          use_bias=False, kernel_init=he_normal, name=name)
+    conv = lambda c, k, s, name: conv_layer(self.conv, c, (k, k), strides=(s, s),
+                                             padding="SAME" if k > 1 else "VALID", use_bias=False,
+                                             kernel_init=he_normal, name=name)
     y = conv(self.channels, 3, self.stride, "conv1")(x)
     y = nn.relu(norm_layer(self.norm, "norm1")(y))
     y = conv(self.channels, 3, 1, "conv2")(y)
@@ -39,6 +43,7 @@ class ResNet(nn.Module):
   depth: int = 20
   width: int = 1
   norm: str = "layernorm"
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
@@ -46,12 +51,12 @@ class ResNet(nn.Module):
       raise ValueError(f"model.depth: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {self.depth}")
     blocks = (self.depth - 2) // 6
     c = 16 * self.width
-    x = nn.Conv(c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
+    x = conv_layer(self.conv, c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, mult in enumerate((1, 2, 4), start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
-        x = BasicBlock(c * mult, stride, self.norm, name=f"stage{s}_block{b}")(x)
+        x = BasicBlock(c * mult, stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}

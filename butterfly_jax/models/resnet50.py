@@ -10,6 +10,7 @@ stages 2-4), ``conv3`` (1x1, 4x expansion), each followed by ``norm{1,2,3}``, an
 import flax.linen as nn
 import jax.numpy as jnp
 
+from butterfly_jax.models.conv import conv_layer
 from butterfly_jax.models.layers import he_normal, norm_layer
 
 STAGES = (3, 4, 6, 3)
@@ -19,11 +20,13 @@ class Bottleneck(nn.Module):
   channels: int
   stride: int
   norm: str
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: nn.Conv(c, (k, k), strides=(s, s), padding="SAME" if k > 1 else "VALID",
-                                          use_bias=False, kernel_init=he_normal, name=name)
+    conv = lambda c, k, s, name: conv_layer(self.conv, c, (k, k), strides=(s, s),
+                                             padding="SAME" if k > 1 else "VALID", use_bias=False,
+                                             kernel_init=he_normal, name=name)
     out = 4 * self.channels
     y = nn.relu(norm_layer(self.norm, "norm1")(conv(self.channels, 1, 1, "conv1")(x)))
     y = nn.relu(norm_layer(self.norm, "norm2")(conv(self.channels, 3, self.stride, "conv2")(y)))
@@ -37,18 +40,19 @@ class ResNet50(nn.Module):
   num_classes: int
   width: float = 1  # channel multiplier; fractions give small test models (0.125: 8 stem channels)
   norm: str = "layernorm"
+  conv: str = "auto"  # how convolutions are computed (butterfly_jax.models.conv); same parameters
 
   @nn.compact
   def __call__(self, x):
     c = int(round(64 * self.width))
     if c < 1:
       raise ValueError(f"model.width: {self.width} leaves no channels (64 x width must be >= 1)")
-    x = nn.Conv(c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
+    x = conv_layer(self.conv, c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, blocks in enumerate(STAGES, start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
-        x = Bottleneck(c * 2 ** (s - 1), stride, self.norm, name=f"stage{s}_block{b}")(x)
+        x = Bottleneck(c * 2 ** (s - 1), stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}

@@ -2,14 +2,18 @@
 
 MLP: flatten, ``hidden`` Dense+ReLU layers named ``dense{i}`` (optional per-layer norm ``norm{i}``), ``head``.
 CNN: ``conv{i}`` (3x3) + ReLU (+ ``norm{i}``) + 2x2 max-pool per entry of ``channels``, flatten, ``dense`` + ReLU, ``head``.
-Both return ``features["penultimate"]``, the input of the head.
+Both return ``features["penultimate"]``, the input of the head. The CNN's ``conv`` picks how
+convolutions are computed (``butterfly_jax.models.conv``: ``auto``, ``xla``, ``saved``, ``im2col``) and
+``pool`` how it max-pools (``reshape``, the default, or ``xla`` = ``nn.max_pool``; ``layers.max_pool_2x2``);
+neither changes a parameter.
 """
 
 from typing import Sequence
 
 import flax.linen as nn
 
-from butterfly_jax.models.layers import he_normal, norm_layer
+from butterfly_jax.models.conv import conv_layer
+from butterfly_jax.models.layers import he_normal, max_pool_2x2, norm_layer
 
 
 class MLP(nn.Module):
@@ -32,13 +36,15 @@ class SmallCNN(nn.Module):
   channels: Sequence[int] = (32, 64)
   dense: int = 128
   norm: str = "none"
+  conv: str = "auto"
+  pool: str = "reshape"
 
   @nn.compact
   def __call__(self, x):
     for i, c in enumerate(self.channels):
-      x = nn.Conv(c, (3, 3), padding="SAME", kernel_init=he_normal, name=f"conv{i}")(x)
+      x = conv_layer(self.conv, c, (3, 3), padding="SAME", kernel_init=he_normal, name=f"conv{i}")(x)
       x = nn.relu(norm_layer(self.norm, f"norm{i}")(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool_2x2(x, self.pool)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(nn.Dense(self.dense, kernel_init=he_normal, name="dense")(x))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(x)

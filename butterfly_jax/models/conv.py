@@ -1,0 +1,147 @@
+"""2-D convolutions for the models, selected by ``model.kwargs.conv``; all have ``nn.Conv``'s parameters.
+
+Every implementation declares ``kernel`` of shape ``(kh, kw, cin, cout)`` and optional ``bias`` ``(cout,)``
+under the layer's name, drawn from the same initialiser and key as ``nn.Conv``, so checkpoints,
+permutation specs and perturbation masks do not depend on the choice. NHWC inputs, ``"SAME"`` or
+``"VALID"`` padding exactly as ``lax.padtype_to_pads`` (``"SAME"`` with stride 2 on an even size pads
+(0, 1)), no dilation or groups.
+
+* ``xla``: ``flax.linen.Conv``, XLA's convolution and its automatic gradient.
+* ``saved``: the same forward convolution (bitwise the same output), with a custom VJP whose backward
+  reads a saved, materialised copy of the input. XLA:CPU computes a kernel gradient from a transposed copy
+  of the input (batch axis innermost); with plain autodiff it fuses the elementwise chain that produced the
+  input (LayerNorm, ReLU, the residual adds of every earlier block of the stage) into that transpose and
+  recomputes it there with strided reads: in ResNet-20 these transposes took about 40% of a training step.
+  A ``lax.cond`` on a runtime predicate (whether the first input value is NaN; both branches return the
+  input) is a fusion boundary that XLA keeps, so the transpose reads a stored tensor. Under ``vmap`` the
+  cond becomes a ``select`` and the trick is inert (still correct).
+* ``im2col``: the ``kh*kw`` shifted (strided) windows of the padded input concatenated into one
+  ``[..., kh*kw*cin]`` tensor and multiplied with the kernel reshaped to ``[kh*kw*cin, cout]`` by one
+  ``dot_general``; autodiff gives matmul gradients. Slower than ``xla`` on XLA:CPU (building the patches
+  and the transposed-operand kernel gradient dominate; BUILD_NOTES.md), kept as a reference and for
+  backends where matmuls are the fast path.
+* ``auto`` (the default): ``saved`` on CPU, ``xla`` on GPU/TPU (where a ``cond`` would cost a host sync).
+"""
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "saved", "im2col")
+_DIMS = ("NHWC", "HWIO", "NHWC")
+
+
+def resolve_conv(impl: str, backend: str | None = None) -> str:
+  """``auto`` is ``saved`` on CPU and ``xla`` elsewhere; other names are checked and returned."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"model.conv: unknown convolution {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
+  if impl != "auto":
+    return impl
+  return "saved" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def _check_padding(padding):
+  if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+    raise ValueError(f"model.conv: padding must be 'SAME' or 'VALID', got {padding!r}")
+  return padding.upper()
+
+
+def _xla_conv(x, kernel, strides, padding):
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=_DIMS)
+
+
+def _materialize(x):
+  """``x``, through a ``lax.cond`` that XLA cannot fuse across (the branches differ only syntactically)."""
+  return lax.cond(jnp.isnan(x[(0,) * x.ndim]), lambda v: -(-v), lambda v: v, x)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def saved_input_conv(x, kernel, strides, padding):
+  """XLA's convolution (NHWC, HWIO); its VJP reads a materialised copy of ``x`` (module docstring)."""
+  return _xla_conv(x, kernel, strides, padding)
+
+
+def _saved_fwd(x, kernel, strides, padding):
+  return _xla_conv(x, kernel, strides, padding), (_materialize(x), kernel)
+
+
+def _saved_bwd(strides, padding, residuals, dy):
+  x, kernel = residuals
+  _, vjp = jax.vjp(lambda x, k: _xla_conv(x, k, strides, padding), x, kernel)
+  return vjp(dy)
+
+
+saved_input_conv.defvjp(_saved_fwd, _saved_bwd)
+
+
+def same_or_valid_pads(size: int, k: int, stride: int, padding: str) -> tuple[int, int]:
+  """(low, high) padding of one spatial axis, exactly as ``lax.padtype_to_pads`` (and so ``nn.Conv``)."""
+  ((lo, hi),) = lax.padtype_to_pads((size,), (k,), (stride,), padding)
+  return int(lo), int(hi)
+
+
+def im2col_conv(x, kernel, strides: Sequence[int] = (1, 1), padding: str = "SAME"):
+  """``lax.conv_general_dilated(x, kernel, strides, padding, NHWC/HWIO/NHWC)`` as slices and one matmul.
+
+  ``x``: ``[..., H, W, cin]`` (any leading batch axes); ``kernel``: ``[kh, kw, cin, cout]``.
+  """
+  padding = _check_padding(padding)
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = strides
+  h, w = x.shape[-3], x.shape[-2]
+  (ph_lo, ph_hi), (pw_lo, pw_hi) = (same_or_valid_pads(h, kh, sh, padding),
+                                    same_or_valid_pads(w, kw, sw, padding))
+  lead = x.ndim - 3
+  if ph_lo or ph_hi or pw_lo or pw_hi:
+    x = jnp.pad(x, [(0, 0)] * lead + [(ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)])
+  oh, ow = (h + ph_lo + ph_hi - kh) // sh + 1, (w + pw_lo + pw_hi - kw) // sw + 1
+  windows = []
+  for i in range(kh):
+    for j in range(kw):
+      start = (0,) * lead + (i, j, 0)
+      limit = x.shape[:lead] + (i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin)
+      windows.append(lax.slice(x, start, limit, (1,) * lead + (sh, sw, 1)))
+  patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
+  return lax.dot_general(patches, kernel.reshape(kh * kw * cin, cout), (((patches.ndim - 1,), (0,)), ((), ())))
+
+
+class Conv(nn.Module):
+  """``nn.Conv`` (2-D, NHWC, no dilation or groups) computed by ``impl`` (``saved`` or ``im2col``)."""
+  features: int
+  kernel_size: Sequence[int]
+  strides: Sequence[int] = (1, 1)
+  padding: str = "SAME"
+  use_bias: bool = True
+  impl: str = "saved"
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+    strides, padding = tuple(self.strides), _check_padding(self.padding)
+    if self.impl == "saved":
+      y = saved_input_conv(x, kernel, strides, padding)
+    elif self.impl == "im2col":
+      y = im2col_conv(x, kernel, strides, padding)
+    else:
+      raise ValueError(f"model.conv: Conv computes 'saved' or 'im2col', got {self.impl!r}")
+    return y + bias if bias is not None else y
+
+
+def conv_layer(impl: str, features: int, kernel_size: Sequence[int], *, name: str, strides=(1, 1),
+               padding="SAME", use_bias=True, kernel_init=nn.linear.default_kernel_init):
+  """A 2-D convolution module named ``name``, computed by ``impl`` (one of :data:`CONV_IMPLS`)."""
+  impl = resolve_conv(impl)
+  kw = dict(strides=tuple(strides), padding=padding, use_bias=use_bias, kernel_init=kernel_init, name=name)
+  if impl == "xla":
+    return nn.Conv(features, tuple(kernel_size), **kw)
+  return Conv(features, tuple(kernel_size), impl=impl, **kw)
