@@ -114,6 +114,20 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def upgrade(stored: dict, defaults: dict | None = None) -> dict:
+  """A stored config (``config.json`` of an earlier run) with every field added since then filled in with its
+  default. New fields default to the behaviour before they existed, so a finished run stays recognised as
+  the same config, and can be loaded, after the tool gains fields."""
+  defaults = default_config().to_dict() if defaults is None else defaults
+  out = dict(stored)
+  for key, value in defaults.items():
+    if key not in out:
+      out[key] = value
+    elif isinstance(value, dict) and isinstance(out[key], dict) and value:
+      out[key] = upgrade(out[key], value)
+  return out
+
+
 _EPOCHS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*ep\s*$")
 
 

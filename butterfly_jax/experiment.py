@@ -267,6 +267,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
 
   A workdir that already holds this config's results is left alone and its results returned.
   """
+  rundir_lib.loaded_revision()  # the code this process runs, before the checkout can change under a long worker
   config_lib.validate(c)
   runtime.configure(c.runtime.deterministic)  # before JAX starts its backends, where it has not yet
   rundir = RunDir(workdir)

@@ -30,7 +30,8 @@ def load_run_config(run_dir) -> ml_collections.ConfigDict:
   path = Path(run_dir) / "config.json"
   if not path.exists():
     raise RunDirError(f"--run: {path} does not exist; give a run directory written by butterfly_jax.main")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  from butterfly_jax.config import upgrade
+  return ml_collections.ConfigDict(upgrade(json.loads(path.read_text())))
 
 
 def load_child(run_dir, child: int):

@@ -64,10 +64,21 @@ def git_revision() -> str | None:
     return None
 
 
+_LOADED_REVISION = []
+
+
+def loaded_revision() -> str | None:
+  """The git revision when this process first asked, i.e. of the code it runs: a long-lived worker (the
+  launcher's) must not report a checkout that changed under it."""
+  if not _LOADED_REVISION:
+    _LOADED_REVISION.append(git_revision())
+  return _LOADED_REVISION[0]
+
+
 def provenance() -> dict:
   return {
       "package_version": butterfly_jax.__version__,
-      "git_revision": git_revision(),
+      "git_revision": loaded_revision(),
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
@@ -88,18 +99,25 @@ class RunDir:
     """The stored results if this config already finished here; RunDirError if another config did."""
     if not self.results.exists():
       return None
-    stored = json.loads(self.config.read_text()) if self.config.exists() else None
+    stored = self._stored_config()
     if stored != to_jsonable(config_dict):
       raise RunDirError(f"--workdir {self.root} holds the finished results of a different config "
                         f"(see {self.config}); choose another --workdir")
     return json.loads(self.results.read_text())
+
+  def _stored_config(self):
+    """``config.json`` with the fields added to the tool since it was written filled in with their defaults."""
+    if not self.config.exists():
+      return None
+    from butterfly_jax.config import upgrade
+    return to_jsonable(upgrade(json.loads(self.config.read_text())))
 
   def start(self, config_dict: dict, resume: bool = True):
     """Creates the directory and returns the resume point: ``(meta, path)`` of the newest intact training
     state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
     which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0."""
     self.root.mkdir(parents=True, exist_ok=True)
-    same = self.config.exists() and json.loads(self.config.read_text()) == to_jsonable(config_dict)
+    same = self._stored_config() == to_jsonable(config_dict)
     state = self.latest_state() if (resume and same) else None
     if state is not None:
       meta, _ = state

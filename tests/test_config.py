@@ -53,3 +53,22 @@ def test_steps_and_epochs(value, steps):
 def test_bad_step_values(value):
   with pytest.raises(ConfigError, match="perturb.time"):
     config_lib.to_steps(value, 10, "perturb.time")
+
+
+def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):
+  """Fields added to the tool later default to the old behaviour: an old finished run stays recognised."""
+  import json
+  from butterfly_jax import rundir as rundir_lib
+  from butterfly_jax.configs_embedded import smoke
+  c = smoke()
+  old = c.to_dict()
+  del old["runtime"], old["init"], old["data"]["classes"], old["checkpoint"]["keep"]
+  upgraded = config_lib.upgrade(json.loads(json.dumps(rundir_lib.to_jsonable(old))))
+  assert rundir_lib.to_jsonable(upgraded) == rundir_lib.to_jsonable(c.to_dict())
+  rd = rundir_lib.RunDir(tmp_path)
+  rundir_lib.write_json_atomic(rd.config, old)
+  rundir_lib.write_json_atomic(rd.results, {"children": []})
+  assert rd.finished_results(c.to_dict()) == {"children": []}
+  c.data.classes = (1, 2)  # a new field set to a non-default value is a different config
+  with pytest.raises(rundir_lib.RunDirError, match="different config"):
+    rd.finished_results(c.to_dict())
