@@ -98,6 +98,8 @@ def main(argv=None):
   flags.DEFINE_integer("seed", 0, "Seed of the random permutations.")
 
   def _main(_):
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax is chatty at INFO
     F = flags.FLAGS
     try:
       fractions = [float(f) for f in F.fractions]
