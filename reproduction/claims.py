@@ -59,8 +59,25 @@ def spearman(t, x, y):
   return float(spearmanr(d[x], d[y]).statistic), len(d)
 
 
+def pretraining(t):
+  """Fine-tuning families: the train-loss barrier by pre-training step (rows) and perturbation time, per σ."""
+  from butterfly_jax.figures_finetune import pretraining_steps
+  t = t.assign(pretrain=t["init.checkpoint"].map(pretraining_steps))
+  print(f"From {t['run'].nunique()} finished fine-tuning runs, {len(t)} child pairs "
+        f"(seeds {sorted(t['seed'].dropna().astype(int).unique().tolist())}).")
+  for sigma in sorted(s for s in t["sigma"].unique() if s > 0):
+    print(f"\n## Train-loss barrier, σ = {_sigma(sigma)}: pre-training steps (rows) x perturbation time (epochs)\n")
+    print(table_by(t[t["sigma"] == sigma], "pretrain", "t_epochs", "barrier"))
+  print("\n## L2 distance between the twins, σ = 1e-4\n")
+  print(table_by(t[t["sigma"] == 1e-4].assign(v=t["vs_child0.l2"].astype(float)), "pretrain", "t_epochs", "v"))
+  print("\n## Child 0's test accuracy on the fine-tuning classes\n")
+  print(table_by(t[t["sigma"] == 1e-4].assign(v=t["child0.test.accuracy"].astype(float)), "pretrain", "t_epochs", "v"))
+
+
 def main(path):
   t = load(path)
+  if "init.checkpoint" in t and t["init.checkpoint"].astype(str).str.contains(":").any():
+    return pretraining(t)
   full = t[t["perturbation"].isin(["batch", "gaussian"])]
   single = t[t["perturbation"].str.contains("single")]
   print(f"From {t['run'].nunique()} finished runs, {len(t)} child pairs "
