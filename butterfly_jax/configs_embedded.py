@@ -38,9 +38,44 @@ def smoke():
   return c
 
 
+def fashion_mnist():
+  """The CPU real-data setting (``configs/fashion_mnist.py``): Fashion-MNIST from Debian's package, MLP 512-512,
+  SGD momentum 0.9, triangular schedule to 0.1, batch 128, 20 epochs, 7 children perturbed at init."""
+  c = default_config()
+  c.data.name = "fashion_mnist"
+  c.data.dir = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; "" = tensorflow-datasets
+  c.model.name = "mlp"
+  c.model.kwargs.hidden = (512, 512)
+  c.train.batch_size = 128
+  c.train.steps = "20ep"          # 20 * 468 = 9,360 steps
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1
+  c.optim.momentum = 0.9
+  c.schedule.name = "triangular"
+  c.schedule.warmup = "1ep"
+  c.perturb.time = "0"           # steps ("0", "2000") or epochs ("5ep"): keep it a string
+  c.perturb.kind = "batch"
+  c.perturb.scales = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+  c.eval.num_alphas = 11
+  c.eval.num_examples = 0         # full splits: 60k train, 10k test
+  c.log.every_steps = 468
+  return c
+
+
+STUDY_TIMES = ("0", "1ep", "5ep")
+
+
+def study():
+  """The base of the hyperparameter studies (``configs/study_*.py``): :func:`fashion_mnist` with a sigma = 0
+  twin (the control), a tiny and a moderate batch perturbation."""
+  c = fashion_mnist()
+  c.perturb.scales = (0.0, 1e-4, 1e-2)
+  return c
+
+
 def get_config(name: str = "quickstart"):
   """So that this file is itself a config file: ``--config=.../configs_embedded.py:smoke``."""
-  configs = {"quickstart": quickstart, "smoke": smoke}
+  configs = {"quickstart": quickstart, "smoke": smoke, "fashion_mnist": fashion_mnist}
   if name not in configs:
     raise ValueError(f"--config: unknown embedded config {name!r}; allowed: {', '.join(configs)}")
   return configs[name]()

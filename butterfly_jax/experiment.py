@@ -360,6 +360,8 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   if c.checkpoint.children:
     rundir.save_checkpoint("children", {"params": family.params, "opt_state": family.opt_state})
 
+  mesh = setup.trainer(k)[2]
+
   # Evaluate: every child, every pair's loss/error curve, on train and test.
   tic = time.time()
   align = c.eval.align and k > 1
@@ -430,7 +432,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
       "init": init_info,
       "kept_steps": steps["keep"],
       "members_strategy": setup.strategy,
-      "members_devices": 1 if setup.trainer(k)[2] is None else int(setup.trainer(k)[2].devices.size),
+      "members_devices": 1 if mesh is None else int(mesh.devices.size),
       "timing": timing,
       "provenance": provenance(),
   }

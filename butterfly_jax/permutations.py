@@ -48,15 +48,11 @@ class PermutationSpec:
     return list(self.perm_to_axes)
 
 
-_flat = tree_math.flat_dict
-_unflatten_like = tree_math.unflatten_like
-
-
 class _Builder:
   """Collects which permutation acts on which axis, parameter by parameter (only paths that exist)."""
 
   def __init__(self, params):
-    self.flat = _flat(params)
+    self.flat = tree_math.flat_dict(params)
     self.axes = {}
 
   def set(self, path: str, *per_axis):
@@ -223,12 +219,12 @@ def _permute_array(x, per_axis, perm, skip_axis=None):
 
 def apply_permutation(spec: PermutationSpec, perm: dict, params):
   """``params`` with every axis of ``spec`` reordered by ``perm`` (a pure function; same tree structure)."""
-  flat = _flat(params)
+  flat = tree_math.flat_dict(params)
   missing = set(spec.axes_to_perm) ^ set(flat)
   if missing:
     raise PermutationError(f"apply_permutation: the spec and the parameters differ in {sorted(missing)}")
   out = {path: _permute_array(x, spec.axes_to_perm[path], perm) for path, x in flat.items()}
-  return _unflatten_like(params, out)
+  return tree_math.unflatten_like(params, out)
 
 
 def identity_permutation(spec: PermutationSpec) -> dict:
@@ -306,8 +302,8 @@ def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: in
 
 def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
   """:func:`weight_matching`, also returning the number of rounds it ran."""
-  a = {p: np.asarray(x, np.float64) for p, x in _flat(params_a).items()}
-  b = {p: np.asarray(x, np.float64) for p, x in _flat(params_b).items()}
+  a = {p: np.asarray(x, np.float64) for p, x in tree_math.flat_dict(params_a).items()}
+  b = {p: np.asarray(x, np.float64) for p, x in tree_math.flat_dict(params_b).items()}
   if set(a) != set(spec.axes_to_perm) or set(b) != set(a):
     raise PermutationError("weight_matching: params_a, params_b and the spec must have the same parameters")
   perm = {n: np.asarray(p).copy() for n, p in (init_perm or identity_permutation(spec)).items()}

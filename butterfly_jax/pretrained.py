@@ -48,17 +48,6 @@ def read_safetensors(path) -> dict:
   return out
 
 
-def _flatten(tree, prefix="") -> dict:
-  out = {}
-  for k, v in tree.items():
-    key = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, dict):
-      out.update(_flatten(v, key))
-    else:
-      out[key] = np.asarray(v)
-  return out
-
-
 def read_flax(path) -> dict:
   """Flat ``{'a/b/c': array}`` of a Flax msgpack file or an orbax checkpoint directory."""
   path = Path(path)
@@ -73,7 +62,7 @@ def read_flax(path) -> dict:
       raise PretrainedError(f"init.checkpoint: {path} is not a Flax msgpack file ({e})") from None
   if isinstance(tree, dict) and set(tree) == {"params"}:
     tree = tree["params"]
-  return _flatten(tree)
+  return {name: np.asarray(x) for name, x in tree_math.flat_dict(tree).items()}
 
 
 # Hugging Face transformers ViT names -> ours. Linear weights are (out, in): transposed; attention projections

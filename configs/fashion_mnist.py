@@ -19,7 +19,7 @@ so the sweep is about 5 hours there with one worker; on a GPU cluster write a SL
 (--slurm=job.sh, one run per task).
 """
 
-from butterfly_jax.config import default_config
+from butterfly_jax.configs_embedded import fashion_mnist
 
 TIMES = ["0", "1ep", "2ep", "5ep", "10ep"]
 SEEDS = [0, 1, 2]
@@ -31,25 +31,7 @@ SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "p
 
 
 def get_config():
-  c = default_config()
-  c.data.name = "fashion_mnist"
-  c.data.dir = "/usr/share/datasets/fashion-mnist"
-  c.model.name = "mlp"
-  c.model.kwargs.hidden = (512, 512)
-  c.train.batch_size = 128
-  c.train.steps = "20ep"          # 20 * 468 = 9,360 steps
-  c.optim.name = "sgd"
-  c.optim.lr = 0.1
-  c.optim.momentum = 0.9
-  c.schedule.name = "triangular"
-  c.schedule.warmup = "1ep"
-  c.perturb.time = "0"           # steps ("0", "2000") or epochs ("5ep"): keep it a string
-  c.perturb.kind = "batch"
-  c.perturb.scales = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-  c.eval.num_alphas = 11
-  c.eval.num_examples = 0         # full splits: 60k train, 10k test
-  c.log.every_steps = 468
-  return c
+  return fashion_mnist()
 
 
 def sweep(add):

@@ -10,12 +10,12 @@ norm and bias parameters excluded from the mask, as in the paper's fine-tuning r
 
     python -m launch --config=configs/fashion_mnist_finetune.py --runs=runs/fm_finetune_sweep
 
-Each run fine-tunes for 5 epochs (1,170 steps) with a 6-child family: about 1.5 minutes on 2 CPU cores;
-the sweep (5 x 2 x 3 = 30 runs) under an hour. ``init.checkpoint`` names the pre-training run directory
+Each run fine-tunes for 5 epochs (1,170 steps) with a 6-child family: 30-40 s on 2 idle CPU cores; the
+sweep (5 x 2 x 3 = 30 runs) took 17 minutes (REPRODUCTION.md). ``init.checkpoint`` names the pre-training run directory
 (``--set init.checkpoint=DIR:STEP`` style overrides change it).
 """
 
-from butterfly_jax.config import default_config
+from butterfly_jax.configs_embedded import fashion_mnist
 
 PRETRAIN_DIR = "runs/fm_pretrain"
 # Kept by the pre-training run (234 steps per epoch on its 30,000 images): none, 28 steps, 1, 5 and 10 epochs.
@@ -25,18 +25,12 @@ SEEDS = (0, 1, 2)
 
 
 def get_config():
-  c = default_config()
-  c.data.name = "fashion_mnist"
-  c.data.dir = "/usr/share/datasets/fashion-mnist"
+  c = fashion_mnist()
   c.data.classes = (5, 6, 7, 8, 9)
-  c.model.name = "mlp"
-  c.model.kwargs.hidden = (512, 512)
   c.init.checkpoint = f"{PRETRAIN_DIR}:2340"
   c.train.steps = "5ep"
   c.optim.lr = 0.05
   c.schedule.warmup = "0.5ep"
-  c.perturb.time = "0"
-  c.perturb.kind = "batch"
   c.perturb.scales = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
   c.perturb.mask.exclude = ".*norm.*|.*bias.*"
   c.eval.num_examples = 5000

@@ -16,7 +16,7 @@ times its init RMS). 36 runs, seed by seed (a partial sweep covers every time an
 seeds); a 7-child run perturbed at 0 takes about 2.5 minutes on 2 idle cores, 4.4 under load.
 """
 
-from butterfly_jax.config import default_config
+from butterfly_jax.configs_embedded import fashion_mnist
 
 TIMES = ["0", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
@@ -26,17 +26,8 @@ SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "p
 
 
 def get_config():
-  c = default_config()
-  c.data.name = "fashion_mnist"
-  c.data.dir = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist; "" = tensorflow-datasets
-  c.model.name = "mlp"
-  c.model.kwargs.hidden = (512, 512)
-  c.train.batch_size = 128
+  c = fashion_mnist()
   c.train.steps = "6ep"
-  c.optim.lr = 0.1
-  c.schedule.warmup = "1ep"
-  c.perturb.time = "0"
-  c.perturb.kind = "batch"
   c.perturb.scales = SCALES
   c.eval.num_examples = 5000
   c.eval.cka_examples = 2000

@@ -15,27 +15,9 @@ cost grows with the parameter count (0.12 M, 0.67 M, 1.9 M), so 1024-1024 takes 
 On a GPU cluster: add --slurm=job.sh (one run per array task).
 """
 
-import importlib.util
-from pathlib import Path
+from butterfly_jax.configs_embedded import study as get_config  # noqa: F401  (the config file's entry point)
 
-
-def _fashion_mnist():
-  """configs/fashion_mnist.py, loaded by path: configs/ is not a package (ml_collections execs config files)."""
-  path = Path(__file__).with_name("fashion_mnist.py")
-  spec = importlib.util.spec_from_file_location("butterfly_configs_fashion_mnist", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-TIMES = ["0", "1ep", "5ep"]
-SCALES = (0.0, 1e-4, 1e-2)   # a sigma = 0 twin (control), a tiny and a moderate batch perturbation
-
-
-def get_config():
-  c = _fashion_mnist().get_config()
-  c.perturb.scales = SCALES
-  return c
+from butterfly_jax.configs_embedded import STUDY_TIMES as TIMES
 
 
 def sweep(add):

@@ -55,7 +55,7 @@ def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function
   apply_fn, params, spec = _model(name, shape, kwargs)
   params = _perturb_norms(params, jax.random.key(1))
   assert set(spec.axes_to_perm) == set(tree_math.flat_paths(params))
-  flat = permutations._flat(params)
+  flat = tree_math.flat_dict(params)
   for path, per_axis in spec.axes_to_perm.items():  # each permutation's size fits every axis it acts on
     for axis, entry in enumerate(per_axis):
       if entry is not None:

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from butterfly_jax.models.layers import he_normal
+
 CONV_IMPLS = ("auto", "xla", "saved", "im2col")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
@@ -145,3 +147,10 @@ def conv_layer(impl: str, features: int, kernel_size: Sequence[int], *, name: st
   if impl == "xla":
     return nn.Conv(features, tuple(kernel_size), **kw)
   return Conv(features, tuple(kernel_size), impl=impl, **kw)
+
+
+def resnet_conv(impl: str, features: int, size: int, stride: int, name: str):
+  """A ResNet convolution: square ``size`` kernel, bias-free (a norm follows), He-normal, ``SAME`` padding
+  for 3x3 and ``VALID`` for 1x1 projections."""
+  return conv_layer(impl, features, (size, size), strides=(stride, stride), padding="SAME" if size > 1 else "VALID",
+                    use_bias=False, kernel_init=he_normal, name=name)

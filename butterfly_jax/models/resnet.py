@@ -12,7 +12,7 @@ shortcut_norm}``, ``head``. The penultimate representation (global-average-poole
 import flax.linen as nn
 import jax.numpy as jnp
 
-from butterfly_jax.models.conv import conv_layer
+from butterfly_jax.models.conv import resnet_conv
 from butterfly_jax.models.layers import he_normal, norm_layer
 
 
@@ -24,9 +24,7 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: conv_layer(self.conv, c, (k, k), strides=(s, s),
-                                             padding="SAME" if k > 1 else "VALID", use_bias=False,
-                                             kernel_init=he_normal, name=name)
+    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name)
     y = conv(self.channels, 3, self.stride, "conv1")(x)
     y = nn.relu(norm_layer(self.norm, "norm1")(y))
     y = conv(self.channels, 3, 1, "conv2")(y)
@@ -51,7 +49,7 @@ class ResNet(nn.Module):
       raise ValueError(f"model.depth: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {self.depth}")
     blocks = (self.depth - 2) // 6
     c = 16 * self.width
-    x = conv_layer(self.conv, c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
+    x = resnet_conv(self.conv, c, 3, 1, "conv_in")(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, mult in enumerate((1, 2, 4), start=1):
       for b in range(blocks):

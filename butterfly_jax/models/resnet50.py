@@ -10,7 +10,7 @@ stages 2-4), ``conv3`` (1x1, 4x expansion), each followed by ``norm{1,2,3}``, an
 import flax.linen as nn
 import jax.numpy as jnp
 
-from butterfly_jax.models.conv import conv_layer
+from butterfly_jax.models.conv import resnet_conv
 from butterfly_jax.models.layers import he_normal, norm_layer
 
 STAGES = (3, 4, 6, 3)
@@ -24,9 +24,7 @@ class Bottleneck(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: conv_layer(self.conv, c, (k, k), strides=(s, s),
-                                             padding="SAME" if k > 1 else "VALID", use_bias=False,
-                                             kernel_init=he_normal, name=name)
+    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name)
     out = 4 * self.channels
     y = nn.relu(norm_layer(self.norm, "norm1")(conv(self.channels, 1, 1, "conv1")(x)))
     y = nn.relu(norm_layer(self.norm, "norm2")(conv(self.channels, 3, self.stride, "conv2")(y)))
@@ -47,7 +45,7 @@ class ResNet50(nn.Module):
     c = int(round(64 * self.width))
     if c < 1:
       raise ValueError(f"model.width: {self.width} leaves no channels (64 x width must be >= 1)")
-    x = conv_layer(self.conv, c, (3, 3), padding="SAME", use_bias=False, kernel_init=he_normal, name="conv_in")(x)
+    x = resnet_conv(self.conv, c, 3, 1, "conv_in")(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, blocks in enumerate(STAGES, start=1):
       for b in range(blocks):
