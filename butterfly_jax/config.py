@@ -75,6 +75,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.perturb.mask = ml_collections.ConfigDict()
   c.perturb.mask.include = ".*"  # regex on parameter paths such as "stage1_block0/conv1/kernel"
   c.perturb.mask.exclude = ""    # regex; e.g. ".*norm.*|.*bias.*"
+  # regex also excluded when fine-tuning (init.checkpoint set): norms and biases, as in the paper's fine-tuning
+  # runs ("" = perturb them too)
+  c.perturb.mask.exclude_finetune = ".*norm.*|.*bias.*"
   c.perturb.mask.fraction = 1.0  # random fraction of the included weights
   c.perturb.mask.single = ""     # "" | "random" | "path[i,j,...]": perturb exactly one weight
 
@@ -93,6 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.align_max_iter = 100  # weight-matching rounds at most
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
+  # BatchNorm models only: unaugmented training examples on which every evaluated network's statistics are
+  # re-estimated, rounded down to whole training batches (at least one)
+  c.eval.norm_stats_examples = 4096
 
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # "RUN_DIR:STEP": start from child 0 of a saved run at a kept step (fine-tuning)
@@ -175,6 +181,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   positive = {
       "train.batch_size": c.train.batch_size, "eval.batch_size": c.eval.batch_size,
       "eval.alpha_chunk": c.eval.alpha_chunk, "log.every_steps": c.log.every_steps,
+      "eval.norm_stats_examples": c.eval.norm_stats_examples,
       "perturb.init_draws": c.perturb.init_draws, "eval.align_max_iter": c.eval.align_max_iter,
   }
   for field, v in positive.items():
@@ -193,7 +200,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
   if not 0 < c.perturb.mask.fraction <= 1:
     raise ConfigError(f"perturb.mask.fraction: must be in (0, 1], got {c.perturb.mask.fraction!r}")
-  for field in ("include", "exclude"):
+  for field in ("include", "exclude", "exclude_finetune"):
     try:
       re.compile(c.perturb.mask[field])
     except re.error as e:

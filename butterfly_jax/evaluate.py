@@ -4,6 +4,11 @@ Every number is a sum over examples divided once by the number of examples (not 
 The networks of a family's barrier curves are evaluated together: the K children themselves (the curves'
 end points) and, for each child k >= 1, the interior points ``interpolate(child_0, child_k, alpha)``. They run
 through ``lax.map`` over networks, ``eval.alpha_chunk`` at a time under ``vmap``, one data batch at a time.
+
+Models with BatchNorm are evaluated with statistics re-estimated for each network of the table (children
+included) on the same ``eval.norm_stats_examples`` unaugmented training examples, in batches of the training
+batch size, before any evaluation (:func:`estimate_norm_stats`): an interpolated, perturbed or permuted
+network's own statistics, as in Git Re-Basin's and the paper's evaluation of BatchNorm networks.
 """
 
 import jax
@@ -49,14 +54,53 @@ def network_table(num_children: int, alphas):
   return np.asarray(a, np.int32), np.asarray(b, np.int32), np.asarray(al, np.float32)
 
 
+def _pooled(moments):
+  """Per-batch moments ``{"mean": [nb, C], "var": [nb, C]}`` (nested per layer) -> the moments of all the
+  batches' examples together: the mean of the means, and the mean of the variances plus the variance of
+  the means (equal batch sizes)."""
+  if set(moments) == {"mean", "var"} and not isinstance(moments["mean"], dict):
+    mean = jnp.mean(moments["mean"], 0)
+    return {"mean": mean, "var": jnp.mean(moments["var"], 0) + jnp.mean(jnp.square(moments["mean"] - mean), 0)}
+  return {k: _pooled(v) for k, v in moments.items()}
+
+
+def make_stats_estimator(moments_fn, alpha_chunk: int):
+  """Jitted ``(children, a, b, alpha, images_u8 [nb, B, ...], mean, std) -> statistics`` of every network of
+  the table (leaves stacked over its rows); ``moments_fn`` from :func:`butterfly_jax.models.make_moments`."""
+
+  @jax.jit
+  def estimate(children, a, b, alpha, images, mean, std):
+    def fn(row):
+      ia, ib, al = row
+      params = tree_math.interpolate(tree_math.unstack(children, ia), tree_math.unstack(children, ib), al)
+      _, moments = jax.lax.scan(lambda carry, imgs: (carry, moments_fn(params, normalize(imgs, mean, std))),
+                                None, images)
+      return _pooled(moments)
+    return jax.lax.map(fn, (a, b, alpha), batch_size=alpha_chunk if alpha_chunk > 1 else None)
+
+  return estimate
+
+
+def estimate_norm_stats(estimator, children, table, images, indices, batch_size, mean, std):
+  """BatchNorm statistics of every network of ``table`` on the training examples ``indices`` (a multiple
+  of ``batch_size`` of them, unaugmented), leaves stacked over the table's rows."""
+  if len(indices) % batch_size or not len(indices):
+    raise ValueError(f"estimate_norm_stats: {len(indices)} examples are not a positive multiple of the batch "
+                     f"size {batch_size}")
+  idx = jnp.asarray(np.asarray(indices).reshape(-1, batch_size))
+  a, b, alpha = (jnp.asarray(t) for t in table)
+  return estimator(children, a, b, alpha, images[idx], mean, std)
+
+
 def make_eval_batch(apply_fn, alpha_chunk: int):
-  """Jitted ``(children, a, b, alpha, images_u8, labels, weights, mean, std) -> (loss_sums, error_sums)``."""
+  """Jitted ``(children, a, b, alpha, stats, images_u8, labels, weights, mean, std) -> (loss_sums,
+  error_sums)``; ``stats``: None, or BatchNorm statistics stacked over the networks (:func:`estimate_norm_stats`)."""
 
   def one_network(children, x, y, w):
     def fn(row):
-      ia, ib, alpha = row
+      ia, ib, alpha, stats = row
       params = tree_math.interpolate(tree_math.unstack(children, ia), tree_math.unstack(children, ib), alpha)
-      logits, _ = apply_fn(params, x)
+      logits, _ = apply_fn(params, x, stats)
       logits = logits.astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       wrong = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
@@ -64,16 +108,18 @@ def make_eval_batch(apply_fn, alpha_chunk: int):
     return fn
 
   @jax.jit
-  def eval_batch(children, a, b, alpha, images, labels, weights, mean, std):
+  def eval_batch(children, a, b, alpha, stats, images, labels, weights, mean, std):
     x = normalize(images, mean, std)
     fn = one_network(children, x, labels, weights)
-    return jax.lax.map(fn, (a, b, alpha), batch_size=alpha_chunk if alpha_chunk > 1 else None)
+    return jax.lax.map(fn, (a, b, alpha, stats), batch_size=alpha_chunk if alpha_chunk > 1 else None)
 
   return eval_batch
 
 
-def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None):
-  """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in)."""
+def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None,
+                      stats=None):
+  """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in);
+  ``stats``: the networks' BatchNorm statistics, for models with BatchNorm."""
   a, b, alpha = (jnp.asarray(t) for t in table)
   n = len(indices)
   loss_sum = np.zeros(len(table[0]), np.float64)
@@ -85,7 +131,7 @@ def evaluate_networks(eval_batch, children, table, images, labels, indices, batc
       w[len(idx):] = 0
       idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
     idx = jnp.asarray(idx)
-    ls, es = eval_batch(children, a, b, alpha, images[idx], labels[idx], jnp.asarray(w), mean, std)
+    ls, es = eval_batch(children, a, b, alpha, stats, images[idx], labels[idx], jnp.asarray(w), mean, std)
     loss_sum += np.asarray(ls, np.float64)
     err_sum += np.asarray(es, np.float64)
     if progress is not None:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, perturb, rng, runtime, similarity,
                            tree_math)
 from butterfly_jax.data import load_dataset, select_classes
-from butterfly_jax.models import make_model
+from butterfly_jax.models import make_model, make_moments
 from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
 
@@ -49,6 +49,15 @@ class _Setup:
     self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
+    moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
+    self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
+    if moments_fn is not None:
+      self.stats_estimator = evaluate.make_stats_estimator(moments_fn, c.eval.alpha_chunk)
+      batch = min(c.train.batch_size, data.num_train)
+      n = max(1, min(c.eval.norm_stats_examples, data.num_train) // batch) * batch
+      self.norm_indices = _eval_indices(jax.random.fold_in(self.keys["eval"], 4), data.num_train, n)
+      self.norm_info = {"re_estimated": True, "examples": n, "batch_size": batch, "augmented": False,
+                         "networks": "every evaluated network (children, interpolated, aligned)"}
     self._steps = {}
     self._perm = (None, None, None)
 
@@ -195,7 +204,8 @@ def _perturbations(setup, trunk_params, scales):
   c = setup.c
   key = setup.keys["perturb"]
   stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], c.perturb.init_draws)
-  mask = perturb.build_mask(trunk_params, c.perturb.mask, jax.random.fold_in(key, 1))
+  finetune = bool(c.init.checkpoint)
+  mask = perturb.build_mask(trunk_params, c.perturb.mask, jax.random.fold_in(key, 1), finetune)
   e_init = perturb.expected_init_l2(stats, mask)
   if c.perturb.kind == "batch":
     n = setup.data.num_train
@@ -212,19 +222,24 @@ def _perturbations(setup, trunk_params, scales):
         "parameters initialised to constants, such as norm scales and biases); change perturb.mask or perturb.kind")
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init,
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
-          "mask": c.perturb.mask.to_dict()}
+          "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
   return eps, info
 
 
 def _family_eval(setup, params, indices, alphas, bar=None):
-  """Per split: child means and pair curves, on the given example indices."""
+  """Per split: child means and pair curves, on the given example indices; with BatchNorm, also the
+  children's re-estimated statistics (``"children_stats"``, for :func:`similarity.compare_pairs`)."""
   k = tree_math.num_members(params)
   table = evaluate.network_table(k, alphas)
-  out = {}
+  stats, out = None, {}
+  if setup.norm_info is not None:
+    stats = evaluate.estimate_norm_stats(setup.stats_estimator, params, table, setup.train_data[0],
+                                         setup.norm_indices, setup.norm_info["batch_size"], setup.mean, setup.std)
+    out["children_stats"] = jax.tree_util.tree_map(lambda x: x[:k], stats)  # the table's first k rows
   for split, data in (("train", setup.train_data), ("test", setup.test_data)):
     progress = (lambda n: bar.update(n)) if bar is not None else None
     loss, err = evaluate.evaluate_networks(setup.eval_batch, params, table, *data, indices[split],
-                                           setup.c.eval.batch_size, setup.mean, setup.std, progress)
+                                           setup.c.eval.batch_size, setup.mean, setup.std, progress, stats)
     out[split] = evaluate.family_curves(loss, err, k, alphas)
   return out
 
@@ -373,7 +388,8 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     for split in ("train", "test"):
       diverged |= ~np.isfinite(final[split]["child_loss"])
     pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
-                                     c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std)
+                                     c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std,
+                                     final.get("children_stats"))
     ebar.update(len(indices["test"]))
     if align:
       tac = time.time()
@@ -430,6 +446,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
       "init": init_info,
+      "norm_statistics": setup.norm_info,
       "kept_steps": steps["keep"],
       "members_strategy": setup.strategy,
       "members_devices": 1 if mesh is None else int(mesh.devices.size),

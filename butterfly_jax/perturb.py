@@ -56,15 +56,24 @@ def init_stats(init_fn, key, draws: int) -> InitStats:
 _SINGLE = re.compile(r"^(?P<path>[^\[\]]+)\[(?P<index>[\d,\s]*)\]$")
 
 
-def build_mask(params, mask_cfg, key):
-  """A pytree of float32 0/1 arrays shaped like ``params``; raises ConfigError for a mask that selects nothing."""
+def effective_exclude(mask_cfg, finetune: bool) -> str:
+  """The exclusion regex applied: ``exclude``, joined when fine-tuning by ``exclude_finetune``."""
+  parts = [mask_cfg.exclude] + ([mask_cfg.get("exclude_finetune", "")] if finetune else [])
+  parts = [p for p in parts if p]
+  return parts[0] if len(parts) == 1 else "|".join(f"(?:{p})" for p in parts)
+
+
+def build_mask(params, mask_cfg, key, finetune: bool = False):
+  """A pytree of float32 0/1 arrays shaped like ``params``; raises ConfigError for a mask that selects nothing.
+  ``finetune``: also exclude ``mask_cfg.exclude_finetune`` (:func:`effective_exclude`)."""
   paths = tree_math.flat_paths(params)
   leaves, treedef = jax.tree_util.tree_flatten(params)
   include = re.compile(mask_cfg.include)
-  exclude = re.compile(mask_cfg.exclude) if mask_cfg.exclude else None
+  excluded = effective_exclude(mask_cfg, finetune)
+  exclude = re.compile(excluded) if excluded else None
   selected = [bool(include.fullmatch(p)) and not (exclude and exclude.fullmatch(p)) for p in paths]
   if not any(selected):
-    raise ConfigError(f"perturb.mask: include={mask_cfg.include!r} exclude={mask_cfg.exclude!r} selects no "
+    raise ConfigError(f"perturb.mask: include={mask_cfg.include!r} exclude={excluded!r} selects no "
                       f"parameter; parameter paths are: {', '.join(paths)}")
   sizes = [int(np.prod(l.shape)) for l in leaves]
   flat = np.concatenate([np.full(n, s, bool) for n, s in zip(sizes, selected)])

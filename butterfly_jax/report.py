@@ -73,7 +73,8 @@ def perturbation_label(config: dict) -> str:
     return f"{kind}/single-weight"
   if mask.get("fraction", 1.0) < 1.0:
     return f"{kind}/fraction={mask['fraction']:g}"
-  if mask.get("include", ".*") not in (".*", "") or mask.get("exclude", ""):
+  finetune_exclude = mask.get("exclude_finetune", "") if config.get("init", {}).get("checkpoint") else ""
+  if mask.get("include", ".*") not in (".*", "") or mask.get("exclude", "") or finetune_exclude:
     return f"{kind}/masked"
   return kind
 

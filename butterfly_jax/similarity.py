@@ -60,7 +60,8 @@ def angular_cka(x, y, batch_size: int = 4096) -> float:
 
 
 def make_pair_batch(apply_fn, feature: str = "penultimate"):
-  """Jitted ``(children, images_u8, mean, std) -> (logits [K, B, C], features [K, B, D])``.
+  """Jitted ``(children, stats, images_u8, mean, std) -> (logits [K, B, C], features [K, B, D])``; ``stats``:
+  None, or the children's BatchNorm statistics stacked over K.
 
   The children run one after another (``lax.map``), so each child's outputs do not depend on K; the
   comparisons are then made per pair on the host in float64 (:func:`compare_pairs`), so they do not
@@ -72,17 +73,18 @@ def make_pair_batch(apply_fn, feature: str = "penultimate"):
   from butterfly_jax.batches import normalize
 
   @jax.jit
-  def pair_batch(children, images, mean, std):
+  def pair_batch(children, stats, images, mean, std):
     x = normalize(images, mean, std)
 
-    def outputs(params):
-      logits, features = apply_fn(params, x)
+    def outputs(member):
+      params, st = member
+      logits, features = apply_fn(params, x, st)
       if feature not in features:
         raise ValueError(f"eval.cka_feature: the model has no feature {feature!r}; it has {sorted(features)}")
       f = features[feature]
       return logits.astype(jnp.float32), f.reshape(f.shape[0], -1).astype(jnp.float32)
 
-    return jax.lax.map(outputs, children)
+    return jax.lax.map(outputs, (children, stats))
 
   return pair_batch
 
@@ -92,9 +94,10 @@ def _log_softmax(z):
   return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka_examples, mean, std):
+def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka_examples, mean, std, stats=None):
   """Per pair (0, k), k >= 1: the logit-averaged ensemble's test accuracy and loss and the disagreement
-  over ``indices``; angular CKA over the first ``cka_examples`` of them (0 = none). A list, one per k."""
+  over ``indices``; angular CKA over the first ``cka_examples`` of them (0 = none). A list, one per k.
+  ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm."""
   import jax.numpy as jnp
   n = len(indices)
   labels_host = np.asarray(labels)
@@ -104,7 +107,7 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
     idx = np.asarray(indices[start:start + batch_size])
     m = len(idx)
     padded = np.concatenate([idx, np.zeros(batch_size - m, idx.dtype)]) if m < batch_size else idx
-    logits, feats = pair_batch(children, images[jnp.asarray(padded)], mean, std)
+    logits, feats = pair_batch(children, stats, images[jnp.asarray(padded)], mean, std)
     logits = np.asarray(logits, np.float64)[:, :m]
     y = labels_host[idx]
     ens = (logits[:1] + logits[1:]) / 2                              # [K-1, m, C]

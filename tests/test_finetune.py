@@ -41,8 +41,7 @@ def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path)
   f.data.classes = (5, 6, 7, 8, 9)
   f.init.checkpoint = f"{tmp_path / 'pre'}:20"
   f.checkpoint.keep = ("0",)
-  f.perturb.mask.exclude = ".*norm.*|.*bias.*"
-  res = run(f, tmp_path / "fine")
+  res = run(f, tmp_path / "fine")  # norms and biases are left out of the mask by default when fine-tuning
   assert res["init"]["head"] == "fresh" and res["init"]["checkpoint"].endswith("keep/20")
   start = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "fine" / "checkpoints" / "keep" / "0")["params"])
   source = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "pre" / "checkpoints" / "keep" / "20")["params"])
@@ -56,6 +55,7 @@ def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path)
   assert twin["vs_child0"]["l2"] == 0.0
   assert res["children"][2]["perturb"]["num_perturbed"] == sum(
       v.size for k, v in source.items() if "bias" not in k)  # the MLP has no norms: kernels only
+  assert res["children"][2]["perturb"]["mask"]["applied_exclude"] == ".*norm.*|.*bias.*"
 
 
 def test_finetuning_from_a_misfit_or_missing_checkpoint_names_the_problem(tmp_path):

@@ -69,7 +69,7 @@ def test_unknown_model_and_bad_kwargs_name_the_field():
   with pytest.raises(ValueError, match="model: bad arguments"):
     bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, depth=3)
   with pytest.raises(ValueError, match="model.norm"):
-    bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, norm="batchnorm")
+    bj.create_model("mlp", jax.random.key(0), (8, 8, 1), 10, norm="groupnorm")
 
 
 def test_vit_b16_has_the_published_parameter_count():

@@ -19,6 +19,7 @@ MODELS = [
     ("cnn", (12, 12, 1), {"channels": (8, 12), "dense": 20}),
     ("cnn", (12, 12, 1), {"channels": (8,), "dense": 20, "norm": "layernorm"}),
     ("resnet50", (8, 8, 3), {"width": 0.125}),
+    ("resnet50", (8, 8, 3), {"width": 0.125, "norm": "batchnorm"}),
     ("vit", (16, 16, 3), {"patch": 4, "depth": 2, "width": 24, "heads": 3, "mlp_dim": 40}),
 ]
 # Weight matching from the identity can stall on a ViT's coupled head and within-head permutations
@@ -65,13 +66,17 @@ def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function
   assert bj.fixed_point_fraction(perm) == 0.0
   permuted = bj.apply_permutation(spec, perm, params)
   assert bj.l2_distance(params, permuted) > 0.1
-  x = jax.random.normal(jax.random.key(3), (4, *shape))
+  # BatchNorm normalises with the batch's moments here: over 4 examples at the last stage's 1x1 resolution
+  # these are near-degenerate and amplify rounding (1e-3), so it gets 32 examples
+  bn = kwargs.get("norm") == "batchnorm"
+  x = jax.random.normal(jax.random.key(3), (32 if bn else 4, *shape))
   apply_fn = jax.jit(apply_fn)  # one compilation for both calls
   logits, feats = apply_fn(params, x)
   logits_p, feats_p = apply_fn(permuted, x)
   np.testing.assert_allclose(logits_p, logits, rtol=1e-4, atol=1e-4)
   # the penultimate units are permuted, not changed: same values, another order
-  np.testing.assert_allclose(np.sort(feats_p["penultimate"], -1), np.sort(feats["penultimate"], -1), atol=1e-4)
+  np.testing.assert_allclose(np.sort(feats_p["penultimate"], -1), np.sort(feats["penultimate"], -1),
+                             atol=3e-4 if bn else 1e-4)
 
 
 def test_resnet20_spec_names_stream_and_inner_permutations():

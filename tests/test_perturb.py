@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from butterfly_jax import perturb, tree_math
-from butterfly_jax.config import ConfigError
+from butterfly_jax.config import ConfigError, default_config
 from butterfly_jax.models import make_model
 
 
@@ -60,6 +60,21 @@ def test_regex_mask_excludes_norms_and_biases(model):
   for path, m in zip(tree_math.flat_paths(mask), jax.tree_util.tree_leaves(mask)):
     expected = 0.0 if ("norm" in path or "bias" in path) else 1.0
     assert np.all(np.asarray(m) == expected), path
+
+
+def test_finetuning_mask_also_excludes_norms_and_biases_by_default(model):
+  _, _, params = model
+  cfg = default_config().perturb.mask
+  cfg.exclude = ".*conv0.*"
+  paths = tree_math.flat_paths(params)
+  scratch = dict(zip(paths, jax.tree_util.tree_leaves(perturb.build_mask(params, cfg, jax.random.key(0)))))
+  fine = dict(zip(paths, jax.tree_util.tree_leaves(perturb.build_mask(params, cfg, jax.random.key(0), True))))
+  assert any("norm" in p for p in paths) and any("bias" in p for p in paths)
+  for path in paths:
+    assert float(np.max(scratch[path])) == (0.0 if "conv0" in path else 1.0), path
+    assert float(np.max(fine[path])) == (0.0 if ("conv0" in path or "norm" in path or "bias" in path) else 1.0), path
+  cfg.exclude_finetune = ""
+  assert perturb.effective_exclude(cfg, True) == ".*conv0.*"
 
 
 def test_fraction_mask_selects_that_fraction(model):

@@ -1,17 +1,52 @@
-"""Shared layer choices: He-normal init (as in the paper), a per-pixel LayerNorm, the norm switch, max-pooling."""
+"""Shared layer choices: He-normal init (as in the paper), a per-pixel LayerNorm, BatchNorm, the norm switch,
+max-pooling."""
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 # Kaiming/He normal with fan-in, plain (not truncated) normal, as torch.nn.init.kaiming_normal_.
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
-NORMS = ("layernorm", "none")
+NORMS = ("layernorm", "batchnorm", "none")
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all but the channel axis, with ``scale`` and ``bias`` parameters like ``nn.LayerNorm``'s.
+
+  Statistics are not training state here. Called with a ``batch_stats`` collection (``mean``, ``var``), it
+  normalises with those (evaluation); without one, with the batch's own moments (training, and the
+  re-estimation passes). Under ``mutable=["batch_stats"]`` it also writes the batch's moments there, which is
+  how :func:`butterfly_jax.models.registry.make_model`'s ``moments_fn`` reads them. So every network that is
+  evaluated (a child, an interpolated or a permuted one) gets statistics estimated for its own weights
+  (``evaluate.estimate_norm_stats``) and nothing stale is ever carried along. Moments are float32.
+  """
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
+    if self.has_variable("batch_stats", "mean"):
+      mean, var = self.get_variable("batch_stats", "mean"), self.get_variable("batch_stats", "var")
+    else:
+      axes = tuple(range(x.ndim - 1))
+      x32 = x.astype(jnp.float32)
+      mean = jnp.mean(x32, axes)
+      var = jnp.mean(jnp.square(x32 - mean), axes)
+      if self.is_mutable_collection("batch_stats"):
+        self.put_variable("batch_stats", "mean", mean)
+        self.put_variable("batch_stats", "var", var)
+    mul = (scale * jnp.reciprocal(jnp.sqrt(var + self.epsilon))).astype(x.dtype)
+    return (x - mean.astype(x.dtype)) * mul + bias.astype(x.dtype)
 
 
 def norm_layer(kind: str, name: str):
-  """LayerNorm over the last (channel) axis at each position, or the identity."""
+  """LayerNorm over the last (channel) axis at each position, BatchNorm (:class:`BatchNorm`), or the identity."""
   if kind == "layernorm":
     return nn.LayerNorm(reduction_axes=-1, epsilon=1e-5, name=name)
+  if kind == "batchnorm":
+    return BatchNorm(name=name)
   if kind == "none":
     return lambda x: x
   raise ValueError(f"model.norm: unknown norm {kind!r}; allowed: {', '.join(NORMS)}")

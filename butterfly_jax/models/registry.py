@@ -36,9 +36,11 @@ def build_module(name: str, num_classes: int, **model_kwargs):
 
 
 def make_model(name: str, input_shape, num_classes: int, **model_kwargs):
-  """``(apply_fn, init_fn)``: ``apply_fn(params, x) -> (logits, features)``, ``init_fn(key) -> params``.
+  """``(apply_fn, init_fn)``: ``apply_fn(params, x, stats=None) -> (logits, features)``, ``init_fn(key) -> params``.
 
-  ``params`` are plain nested dicts; ``init_fn`` is jitted and pure in its key.
+  ``params`` are plain nested dicts; ``init_fn`` is jitted and pure in its key. ``stats`` is only for
+  models with BatchNorm (``model.norm="batchnorm"``): their normalisation statistics (from
+  :func:`make_moments`); without it such a model normalises with each batch's own moments (training).
   """
   module = build_module(name, num_classes, **model_kwargs)
   dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
@@ -47,10 +49,27 @@ def make_model(name: str, input_shape, num_classes: int, **model_kwargs):
   def init_fn(key):
     return _plain(module.init(key, dummy)["params"])
 
-  def apply_fn(params, x):
-    return module.apply({"params": params}, x)
+  def apply_fn(params, x, stats=None):
+    variables = {"params": params} if stats is None else {"params": params, "batch_stats": stats}
+    return module.apply(variables, x)
 
   return apply_fn, init_fn
+
+
+def make_moments(name: str, input_shape, num_classes: int, **model_kwargs):
+  """``moments_fn(params, x) -> {"mean", "var"} per BatchNorm layer`` (the batch's own moments of each
+  layer's input, as in training), or None for a model without BatchNorm."""
+  module = build_module(name, num_classes, **model_kwargs)
+  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), dummy)
+  if "batch_stats" not in shapes:
+    return None
+
+  def moments_fn(params, x):
+    _, state = module.apply({"params": params}, x, mutable=["batch_stats"])
+    return _plain(state["batch_stats"])
+
+  return moments_fn
 
 
 def _plain(tree):
