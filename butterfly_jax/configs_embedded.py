@@ -73,6 +73,59 @@ def study():
   return c
 
 
+FINETUNE_SCALES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)  # one family per run: the twin and four perturbed children
+
+
+def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretrain_dir: str):
+  """ResNet-50 (BatchNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
+  kept) or fine-tuned on ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``),
+  for ``configs/resnet50_c100_to_c10.py`` and ``configs/resnet50_c10_to_c100.py``."""
+  if phase not in ("pretrain", "finetune"):
+    raise ValueError(f"config argument: expected 'pretrain' or 'finetune', got {phase!r}")
+  c = default_config()
+  c.data.name = pretrain_data if phase == "pretrain" else finetune_data
+  c.data.augment.flip = True
+  c.data.augment.translate = 4
+  c.model.name = "resnet50"
+  c.model.kwargs.width = 1
+  c.model.kwargs.norm = "batchnorm"
+  c.train.batch_size = 128
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
+  c.schedule.name = "triangular"
+  c.schedule.warmup = "1ep"
+  c.perturb.kind = "batch"
+  c.eval.num_examples = 10000
+  c.log.every_steps = 390
+  if phase == "pretrain":
+    c.train.steps = "60ep"
+    c.perturb.scales = ()  # one network
+    c.checkpoint.keep = ("0", "1ep", "2ep", "5ep", "10ep", "20ep", "40ep", "60ep")
+    c.checkpoint.keep_log = 8  # and a dense early schedule
+  else:
+    c.init.checkpoint = f"{pretrain_dir}:23400"
+    c.train.steps = "30ep"
+    c.optim.lr = 0.05
+    c.perturb.time = "0"
+    c.perturb.scales = FINETUNE_SCALES
+  return c
+
+
+# Steps kept by resnet50_transfer's pre-training (390 steps per epoch on 50,000 images at batch 128): none,
+# 1, 2, 5, 10, 20, 40 and 60 epochs.
+RESNET50_PRETRAIN_STEPS = (0, 390, 780, 1950, 3900, 7800, 15600, 23400)
+
+
+def finetune_sweep(add, checkpoints, times=("0", "2ep"), seeds=(0, 1, 2)):
+  """A fine-tuning sweep: every starting checkpoint (``init.checkpoint`` values) x perturbation time x seed."""
+  for checkpoint in checkpoints:
+    for t in times:
+      for seed in seeds:
+        add(**{"init.checkpoint": checkpoint, "perturb.time": t, "seed": seed})
+
+
 def get_config(name: str = "quickstart"):
   """So that this file is itself a config file: ``--config=.../configs_embedded.py:smoke``."""
   configs = {"quickstart": quickstart, "smoke": smoke, "fashion_mnist": fashion_mnist}

@@ -1,5 +1,7 @@
 """Pre-trained ViT weights from outside: safetensors (Hugging Face names), Flax msgpack and orbax checkpoints
-(this project's names or the original Google ViT / big_vision names), mapped onto :class:`~butterfly_jax.models.vit.ViT`.
+(this project's names or the original Google ViT / big_vision names) and the original Google ``.npz`` files,
+mapped onto :class:`~butterfly_jax.models.vit.ViT`. Layers the ViT does not have and fine-tuning never uses
+(the ImageNet-21k checkpoints' ``pooler`` / ``pre_logits``) are skipped.
 
 ``load_vit_weights(path, template)`` returns parameters shaped like ``template`` (a ViT's parameters), or raises
 :class:`PretrainedError` listing every parameter that is missing, unknown or misshapen. The safetensors reader
@@ -65,6 +67,15 @@ def read_flax(path) -> dict:
   return {name: np.asarray(x) for name, x in tree_math.flat_dict(tree).items()}
 
 
+def read_npz(path) -> dict:
+  """``{name: array}`` of a NumPy ``.npz`` file (the original Google ViT checkpoints, ``Transformer/...`` names)."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {name: np.asarray(f[name]) for name in f.files}
+  except (OSError, ValueError) as e:
+    raise PretrainedError(f"init.checkpoint: {path} is not a NumPy .npz file ({e})") from None
+
+
 # Hugging Face transformers ViT names -> ours. Linear weights are (out, in): transposed; attention projections
 # are reshaped to (width, heads, head_dim) and the output projection to (heads, head_dim, width).
 _HF = [
@@ -90,6 +101,7 @@ _HF = [
     (r"(?:vit\.)?layernorm\.bias", "norm/bias", None),
     (r"classifier\.weight", "head/kernel", "linear"),
     (r"classifier\.bias", "head/bias", None),
+    (r"(?:vit\.)?pooler\.dense\.(weight|bias)", None, None),  # the in21k checkpoints' pooler: unused, skipped
 ]
 
 # The original Google ViT / big_vision Flax names -> ours (shapes already as ours).
@@ -105,6 +117,7 @@ _GOOGLE = [
     (r"Transformer/encoderblock_(\d+)/MlpBlock_3/Dense_1/(kernel|bias)", "block{}/fc2/{}"),
     (r"Transformer/encoder_norm/(scale|bias)", "norm/{}"),
     (r"head/(kernel|bias)", "head/{}"),
+    (r"pre_logits/(kernel|bias)", None),  # the in21k checkpoints' representation layer: unused, skipped
 ]
 
 
@@ -115,6 +128,8 @@ def _hf_to_ours(flat: dict, heads: int) -> dict:
       m = re.fullmatch(pattern, name)
       if m is None:
         continue
+      if target is None:
+        break
       key = target.format(*m.groups())
       if how == "conv":       # (out, in, kh, kw) -> (kh, kw, in, out)
         x = np.transpose(x, (2, 3, 1, 0))
@@ -139,7 +154,8 @@ def _google_to_ours(flat: dict) -> dict:
     for pattern, target in _GOOGLE:
       m = re.fullmatch(pattern, name)
       if m is not None:
-        out[target.format(*m.groups())] = x
+        if target is not None:
+          out[target.format(*m.groups())] = x
         break
     else:
       unknown.append(name)
@@ -156,6 +172,8 @@ def load_vit_weights(path, template, keep_head: bool = False) -> dict:
   heads = int(np.shape(ours["block0/attn/query/kernel"])[1]) if "block0/attn/query/kernel" in ours else 1
   if path.suffix == ".safetensors":
     loaded, unknown = _hf_to_ours(read_safetensors(path), heads)
+  elif path.suffix == ".npz":
+    loaded, unknown = _google_to_ours(read_npz(path))
   else:
     flat = read_flax(path)
     loaded, unknown = (flat, []) if "block0/attn/query/kernel" in flat or "embed/kernel" in flat else \

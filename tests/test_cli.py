@@ -39,6 +39,24 @@ def test_paper_config_matches_the_paper():
   assert config_lib.to_steps(c.train.steps, 50_000 // 128, "train.steps") == 19_500
 
 
+@pytest.mark.parametrize("name", ["resnet50_c100_to_c10", "resnet50_c10_to_c100"])
+def test_resnet50_transfer_sweeps_start_from_steps_their_pretraining_keeps(name):
+  module = _load(ROOT / "configs" / f"{name}.py")
+  pre, fine = module.get_config("pretrain"), module.get_config()
+  config_lib.validate(pre)
+  assert pre.perturb.scales == () and pre.data.name != fine.data.name
+  assert (pre.model.name, pre.model.kwargs.norm) == (fine.model.name, fine.model.kwargs.norm) == ("resnet50",
+                                                                                                   "batchnorm")
+  kept = set(config_lib.resolve_steps(pre, 50_000)["keep"])
+  declared = []
+  module.sweep(lambda **kw: declared.append(kw["init.checkpoint"]))
+  starts = {int(ck.rpartition(":")[2]) for ck in declared}
+  assert len(starts) == 8 and starts <= kept
+  assert {ck.rpartition(":")[0] for ck in declared} == {module.PRETRAIN_DIR}
+  with pytest.raises(ValueError, match="pretrain"):
+    module.get_config("pre-train")
+
+
 def _cli(*args, cwd):
   return subprocess.run([sys.executable, "-m", "butterfly_jax.main", *args], cwd=cwd, capture_output=True,
                         text=True, timeout=600)

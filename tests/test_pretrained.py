@@ -13,6 +13,7 @@ import butterfly_jax as bj
 from butterfly_jax import tree_math
 from butterfly_jax.configs_embedded import smoke
 from butterfly_jax.experiment import run
+from butterfly_jax.models import make_model
 from butterfly_jax.pretrained import PretrainedError, load_vit_weights, read_safetensors
 
 KW = dict(patch=4, depth=2, width=24, heads=3, mlp_dim=40)
@@ -79,13 +80,20 @@ def vit():
   return jax.jit(apply_fn), params, fresh
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "msgpack"])
+@pytest.mark.parametrize("fmt", ["safetensors", "msgpack", "npz"])
 def test_published_formats_load_to_the_same_network(vit, tmp_path, fmt):
   apply_fn, params, fresh = vit
   if fmt == "safetensors":
     path = tmp_path / "model.safetensors"
-    _write_safetensors(path, _as_hf(params, KW["heads"]))
+    hf = _as_hf(params, KW["heads"])
+    hf["vit.pooler.dense.weight"] = np.zeros((24, 24), np.float32)  # the in21k checkpoints' unused pooler
+    _write_safetensors(path, hf)
     assert read_safetensors(path)["vit.embeddings.cls_token"].shape == (1, 1, 24)
+  elif fmt == "npz":  # the original Google checkpoints: flat "Transformer/..." names
+    path = tmp_path / "model.npz"
+    flat = tree_math.flat_dict(_as_google(params))
+    flat["pre_logits/kernel"] = np.zeros((24, 24), np.float32)  # in21k's unused representation layer
+    np.savez(path, **flat)
   else:
     path = tmp_path / "model.msgpack"
     path.write_bytes(serialization.msgpack_serialize(_as_google(params)))
@@ -104,7 +112,7 @@ def test_a_wrong_shape_or_a_missing_parameter_is_named(vit, tmp_path):
   hf = _as_hf(params, KW["heads"])
   hf["vit.encoder.layer.1.intermediate.dense.weight"] = np.zeros((41, 24), np.float32)
   del hf["vit.layernorm.bias"]
-  hf["vit.pooler.dense.weight"] = np.zeros((24, 24), np.float32)
+  hf["vit.encoder.layer.0.attention.attention.rotary.weight"] = np.zeros((24, 24), np.float32)
   path = tmp_path / "bad.safetensors"
   _write_safetensors(path, hf)
   with pytest.raises(PretrainedError) as e:
@@ -112,7 +120,15 @@ def test_a_wrong_shape_or_a_missing_parameter_is_named(vit, tmp_path):
   msg = str(e.value)
   assert "block1/fc1/kernel: file shape (24, 41), model shape (24, 40)" in msg
   assert "norm/bias: missing from bad.safetensors" in msg
-  assert "vit.pooler.dense.weight: not a ViT parameter this loader knows" in msg
+  assert "vit.encoder.layer.0.attention.attention.rotary.weight: not a ViT parameter this loader knows" in msg
+
+
+def test_vit_image_size_resizes_the_input_inside_the_model(vit):
+  apply_fn, params, _ = vit
+  resizing, _ = make_model("vit", (8, 8, 3), 10, image_size=16, **KW)
+  x = jax.random.normal(jax.random.key(6), (2, 8, 8, 3))
+  up = jax.image.resize(x, (2, 16, 16, 3), "bilinear")
+  np.testing.assert_allclose(resizing(params, x)[0], apply_fn(params, up)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_a_vit_family_fine_tunes_from_a_weights_file(vit, tmp_path):

@@ -5,10 +5,14 @@ token (``cls``) is prepended and learned position embeddings (``pos_embedding``)
 blocks ``block{i}`` follow, each ``norm1`` -> multi-head self-attention (``attn/{query,key,value,out}``) ->
 residual, ``norm2`` -> MLP (``fc1``, GELU, ``fc2``) -> residual; a final ``norm`` and the ``head`` on
 the class token. ``features["penultimate"]`` is the normed class token (``width`` wide). ViT-B/16:
-``patch=16, depth=12, width=768, heads=12, mlp_dim=3072``.
+``patch=16, depth=12, width=768, heads=12, mlp_dim=3072``. ``image_size`` (0: off) resizes the input
+bilinearly to ``image_size`` x ``image_size`` first, inside the model, so that weights pre-trained at that
+resolution (224 for the published ViT-B/16 checkpoints) fine-tune on 32x32 CIFAR images with the position
+embeddings they were trained with; the data pipeline, its augmentation and its on-device batches stay as they are.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -49,9 +53,12 @@ class ViT(nn.Module):
   width: int = 192
   heads: int = 3
   mlp_dim: int = 768
+  image_size: int = 0
 
   @nn.compact
   def __call__(self, x):
+    if self.image_size and x.shape[1:3] != (self.image_size, self.image_size):
+      x = jax.image.resize(x, (x.shape[0], self.image_size, self.image_size, x.shape[3]), "bilinear")
     if x.shape[1] % self.patch or x.shape[2] % self.patch:
       raise ValueError(f"model.patch: the {x.shape[1]}x{x.shape[2]} input is not divisible into "
                        f"{self.patch}x{self.patch} patches")
