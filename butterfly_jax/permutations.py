@@ -42,6 +42,9 @@ class PermutationSpec:
   perm_to_axes: dict   # name -> tuple of (path, axis, inner)
   axes_to_perm: dict   # path -> tuple over axes of (name, inner) or None
   sizes: dict          # name -> number of units
+  # groups whose units are blocks of other units: name -> the permutations of the units inside each block, on
+  # the axis right after this one's wherever it appears (a ViT's attention heads -> query/key and value units)
+  blocks: dict = dataclasses.field(default_factory=dict)
 
   @property
   def names(self) -> list[str]:
@@ -54,6 +57,7 @@ class _Builder:
   def __init__(self, params):
     self.flat = tree_math.flat_dict(params)
     self.axes = {}
+    self.blocks = {}
 
   def set(self, path: str, *per_axis):
     """``per_axis``: a permutation name, ``(name, inner)`` or ``None`` for each axis of ``path``."""
@@ -95,7 +99,8 @@ class _Builder:
     missing = sorted(set(self.flat) - set(self.axes))
     if missing:
       raise PermutationError(f"permutation spec: no entry for parameters {missing}")
-    return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes)
+    return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes,
+                           {k: tuple(v) for k, v in self.blocks.items() if k in sizes})
 
 
 def _indexed(flat: dict, pattern: str) -> list[int]:
@@ -173,6 +178,7 @@ def vit_spec(params) -> PermutationSpec:
   for i in _indexed(b.flat, r"block(\d+)/"):
     blk, heads, qk, v = f"block{i}", f"P_block{i}_heads", f"P_block{i}_qk", f"P_block{i}_v"
     b.norm(f"{blk}/norm1", s)
+    b.blocks[heads] = (qk, v)
     for name, inner in (("query", qk), ("key", qk), ("value", v)):
       b.set(f"{blk}/attn/{name}/kernel", s, heads, inner)
       b.set(f"{blk}/attn/{name}/bias", heads, inner)
@@ -287,6 +293,66 @@ def _unit_rows(x: np.ndarray, axis: int, inner):
   return np.swapaxes(x, 0, 1).reshape(inner, -1)
 
 
+def _assignment(spec, name, a, b, perm):
+  """The best ``perm[name]`` with the others held fixed: (its units' order, the score now, the score with it)."""
+  n = spec.sizes[name]
+  score = np.zeros((n, n))
+  for path, axis, inner in spec.perm_to_axes[name]:
+    wb = _permute_array(b[path], spec.axes_to_perm[path], perm, skip_axis=axis)
+    score += _unit_rows(a[path], axis, inner) @ _unit_rows(wb, axis, inner).T
+  _, cols = linear_sum_assignment(score, maximize=True)
+  return cols, score[np.arange(n), perm[name]].sum(), score[np.arange(n), cols].sum()
+
+
+def _block_move(spec, name, a, b, perm) -> bool:
+  """A joint move of the blocks ``name`` (a ViT's heads) and the permutations inside them; True if taken.
+
+  Matching heads with the units inside them held in their current order stalls when those are wrong (the
+  head scores are then scrambled), and matching the units inside with the heads wrong stalls too. So block
+  ``j`` of ``b`` is scored against block ``i`` of ``a`` with its inner units in their *best* order for that
+  pair (one small assignment per pair and inner permutation); the blocks are assigned on those scores, then
+  each inner permutation given them. The move is taken only if it strictly raises the objective over the
+  parameters it touches.
+  """
+  inner_names = spec.blocks[name]
+  n = spec.sizes[name]
+  pair = {g: 0.0 for g in inner_names}
+  for path, axis, _ in spec.perm_to_axes[name]:
+    per_axis = spec.axes_to_perm[path]
+    g = per_axis[axis + 1][0]
+    wb = _permute_except(b[path], per_axis, perm, (axis, axis + 1))
+    wa = np.moveaxis(a[path], (axis, axis + 1), (0, 1))
+    d = wa.shape[1]
+    wb = np.moveaxis(wb, (axis, axis + 1), (0, 1)).reshape(n * d, -1)
+    m = (wa.reshape(n * d, -1) @ wb.T).reshape(n, d, n, d)  # [i, u, j, v]: unit u of a's block i . unit v of b's j
+    pair[g] = pair[g] + m.transpose(0, 2, 1, 3)
+  score = np.zeros((n, n))
+  for g in inner_names:
+    for i in range(n):
+      for j in range(n):
+        rows, cols = linear_sum_assignment(pair[g][i, j], maximize=True)
+        score[i, j] += pair[g][i, j][rows, cols].sum()
+  _, heads = linear_sum_assignment(score, maximize=True)
+  trial = dict(perm, **{name: heads})
+  for g in inner_names:
+    trial[g] = _assignment(spec, g, a, b, trial)[0]
+  touched = {path for nm in (name, *inner_names) for path, _, _ in spec.perm_to_axes[nm]}
+  old, new = _objective(spec, a, b, perm, touched), _objective(spec, a, b, trial, touched)
+  if new > old + 1e-12 * max(abs(old), 1.0):
+    perm.update({nm: trial[nm] for nm in (name, *inner_names)})
+    return True
+  return False
+
+
+def _permute_except(x, per_axis, perm, skip):
+  return _permute_array(x, tuple(None if k in skip else e for k, e in enumerate(per_axis)), perm)
+
+
+def _objective(spec, a, b, perm, paths) -> float:
+  """Sum over ``paths`` of <a, b permuted by ``perm``>."""
+  return float(sum(np.vdot(a[p], _permute_array(b[p], spec.axes_to_perm[p], perm)) for p in paths))
+
+
 def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
   """The permutation of ``params_b``'s units that best matches ``params_a`` (Git Re-Basin weight matching).
 
@@ -313,14 +379,10 @@ def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_i
     order = np.asarray(jax.random.permutation(jax.random.fold_in(key, it), len(names)))
     for i in order:
       name = names[i]
-      n = spec.sizes[name]
-      score = np.zeros((n, n))
-      for path, axis, inner in spec.perm_to_axes[name]:
-        wb = _permute_array(b[path], spec.axes_to_perm[path], perm, skip_axis=axis)
-        score += _unit_rows(a[path], axis, inner) @ _unit_rows(wb, axis, inner).T
-      _, cols = linear_sum_assignment(score, maximize=True)
-      old = score[np.arange(n), perm[name]].sum()
-      new = score[np.arange(n), cols].sum()
+      if name in spec.blocks and _block_move(spec, name, a, b, perm):
+        improved = True
+        continue
+      cols, old, new = _assignment(spec, name, a, b, perm)
       if new > old + 1e-12 * max(abs(old), 1.0):
         perm[name] = cols
         improved = True
