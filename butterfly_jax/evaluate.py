@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from butterfly_jax import tree_math
+from butterfly_jax import hosts, tree_math
 from butterfly_jax.batches import normalize
 
 
@@ -131,7 +131,8 @@ def evaluate_networks(eval_batch, children, table, images, labels, indices, batc
       w[len(idx):] = 0
       idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
     idx = jnp.asarray(idx)
-    ls, es = eval_batch(children, a, b, alpha, stats, images[idx], labels[idx], jnp.asarray(w), mean, std)
+    ls, es = hosts.fetch(eval_batch(children, a, b, alpha, stats, images[idx], labels[idx], jnp.asarray(w), mean,
+                                    std))
     loss_sum += np.asarray(ls, np.float64)
     err_sum += np.asarray(es, np.float64)
     if progress is not None:

@@ -15,8 +15,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, perturb, rng, runtime, similarity,
-                           tree_math)
+from butterfly_jax import (batches, config as config_lib, evaluate, hosts, members, optim, perturb, rng, runtime,
+                           similarity, tree_math)
 from butterfly_jax.data import load_dataset, select_classes
 from butterfly_jax.models import make_model, make_moments
 from butterfly_jax import rundir as rundir_lib
@@ -107,6 +107,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   k = family.lr_offset.shape[0]
   train_step, train_data, mesh = setup.trainer(k)
   family = members.shard_members(family, mesh)
+  if jax.process_count() > 1:  # a process-local array cannot meet the family's global ones in one program
+    init_params = members.replicate(init_params, mesh)
   diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
   step = start
   t0 = time.time()
@@ -125,9 +127,9 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
                                         jnp.int32(s))
       loss_sum, trained, finite = loss_sum + loss, trained + active, finite & jnp.isfinite(loss)
     dist = members.distances(family.params, init_params)
-    stats, dist = jax.device_get(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
+    stats, dist = hosts.fetch(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
     diverged |= ~(stats["finite"] & dist["finite"])
-    lr = np.asarray(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - family.lr_offset))
+    lr = hosts.fetch(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - family.lr_offset))
     steps = np.maximum(stats["steps"], 1)
     record = {"phase": phase, "step": nxt, "lr": lr, "train_loss": stats["loss_sum"] / steps,
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],
@@ -248,6 +250,7 @@ def _align(setup, params, diverged):
   """Each child k >= 1 weight-matched to child 0: (aligned stacked params, permutations)."""
   from butterfly_jax import permutations
   c = setup.c
+  params = hosts.fetch(params)
   children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
   spec = permutations.spec_for(c.model.name, children[0], **c.model.kwargs.to_dict())
   perms, aligned = [], [children[0]]
@@ -325,7 +328,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   if resume is not None:
     timing["resumed_from"] = {"phase": resume_meta["phase"], "step": resume_meta["step"]}
   bar = tqdm(total=t + max(end_steps) - t, initial=resume_meta["step"], desc="train", unit="step",
-             disable=not c.log.progress, dynamic_ncols=True)
+             disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True)
 
   def restore(target):
     tree = rundir_lib.restore_checkpoint(resume_path, {"family": target._asdict()})
@@ -381,9 +384,11 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   tic = time.time()
   align = c.eval.align and k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
-  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not c.log.progress, dynamic_ncols=True) as ebar:
+  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True) as ebar:
     final = _family_eval(setup, family.params, indices, alphas, ebar)
-    dist = jax.device_get(members.distances(family.params, params0))
+    if jax.process_count() > 1:
+      params0 = members.replicate(params0, mesh)
+    dist = hosts.fetch(members.distances(family.params, params0))
     diverged |= ~dist["finite"]
     for split in ("train", "test"):
       diverged |= ~np.isfinite(final[split]["child_loss"])
@@ -394,10 +399,12 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     if align:
       tac = time.time()
       aligned_params, perms = _align(setup, family.params, diverged)
+      if jax.process_count() > 1:
+        aligned_params = members.shard_members(aligned_params, mesh)
       timing["align_s"] = time.time() - tac
       aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
       aligned_barriers = _barriers(aligned_final, alphas, k)
-      aligned_dist = jax.device_get(members.distances(aligned_params, params0))
+      aligned_dist = hosts.fetch(members.distances(aligned_params, params0))
   timing["eval_s"] = time.time() - tic
   barriers = _barriers(final, alphas, k)
 

@@ -21,6 +21,12 @@ config_flags.DEFINE_config_file(
     "config", f"{configs_embedded.__file__}:quickstart",
     "Path to a config file with get_config() (default: the embedded quickstart).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
+flags.DEFINE_bool("distributed", False,
+                  "Call jax.distributed.initialize() first and run one experiment over every process's devices "
+                  "(a TPU pod slice, several GPU nodes under SLURM): start the same command on every host.")
+flags.DEFINE_string("coordinator", None, "With --distributed outside TPU/SLURM/Open MPI: process 0's HOST:PORT.")
+flags.DEFINE_integer("num_processes", None, "With --distributed outside TPU/SLURM/Open MPI: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed outside TPU/SLURM/Open MPI: this process's index.")
 
 
 def summary(results: dict) -> str:
@@ -49,13 +55,22 @@ def main(argv):
   config = FLAGS.config
   workdir = FLAGS.workdir or "runs/quickstart"
   from butterfly_jax.experiment import run
+  if FLAGS.distributed:
+    import jax
+    from butterfly_jax import runtime
+    runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
+    # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
+    jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   try:
     results = run(config, workdir)
   except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(summary(results))
-  print(f"results: {workdir}/results.json")
+  import jax
+  if jax.process_index() == 0:
+    print(summary(results))
+    print(f"results: {workdir}/results.json")
 
 
 if __name__ == "__main__":

@@ -83,9 +83,9 @@ def over_members(fn, strategy: str):
 
 
 def member_mesh(num_members: int, max_devices: int = 0, devices=None) -> Mesh | None:
-  """A one-axis ``("members",)`` mesh over the most local devices (at most ``max_devices``; 0 = all) that
-  divide ``num_members`` evenly, or ``None`` when that is one device."""
-  devices = list(devices if devices is not None else jax.local_devices())
+  """A one-axis ``("members",)`` mesh over the most devices (at most ``max_devices``; 0 = all; under
+  ``jax.distributed``, every process's) that divide ``num_members`` evenly, or ``None`` when that is one."""
+  devices = list(devices if devices is not None else jax.devices())
   n = mesh_size(num_members, len(devices), max_devices)
   return Mesh(np.asarray(devices[:n]), ("members",)) if n > 1 else None
 

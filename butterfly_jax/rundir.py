@@ -115,7 +115,16 @@ class RunDir:
   def start(self, config_dict: dict, resume: bool = True):
     """Creates the directory and returns the resume point: ``(meta, path)`` of the newest intact training
     state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
-    which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0."""
+    which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0.
+    Under ``jax.distributed`` the primary process decides and writes; the others then read its decision."""
+    from butterfly_jax import hosts
+    state = self._start(config_dict, resume) if hosts.is_primary() else None
+    hosts.sync("butterfly_jax:rundir_start")
+    if not hosts.is_primary():
+      state = self.latest_state() if (resume and self._stored_config() == to_jsonable(config_dict)) else None
+    return state
+
+  def _start(self, config_dict: dict, resume: bool):
     self.root.mkdir(parents=True, exist_ok=True)
     same = self._stored_config() == to_jsonable(config_dict)
     state = self.latest_state() if (resume and same) else None
@@ -160,9 +169,14 @@ class RunDir:
     return self.checkpoints / "state"
 
   def save_state(self, meta: dict, tree, keep: int = 2) -> Path:
-    """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...); keeps the newest ``keep``."""
+    """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...); keeps the newest ``keep``.
+    Every process calls it (the arrays are gathered); the primary writes."""
+    from butterfly_jax import hosts
     order = {"trunk": 0, "children": 1}
     path = self.states / f"{order[meta['phase']]}_{meta['step']:010d}"
+    if not hosts.is_primary():
+      self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
+      return path
     if path.exists():
       shutil.rmtree(path)
     self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
@@ -188,20 +202,33 @@ class RunDir:
     return None
 
   def log(self, record: dict) -> None:
+    from butterfly_jax import hosts
+    if not hosts.is_primary():
+      return
     with open(self.metrics, "a") as f:
       f.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
 
   def save_checkpoint(self, name: str, tree) -> Path:
+    """Saves ``tree`` as host arrays (it restores on any device count); every process calls it, the primary
+    writes."""
     import orbax.checkpoint as ocp  # imported lazily: slow import
+    from butterfly_jax import hosts
     path = self.checkpoints / name
-    tree = jax.device_get(tree)  # host arrays: the checkpoint restores on any device count (no sharding saved)
-    checkpointer = ocp.StandardCheckpointer()
+    tree = hosts.fetch(tree)
+    if not hosts.is_primary():
+      return path
+    # the primary alone: orbax would otherwise wait at barriers for processes that write nothing
+    checkpointer = ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
     checkpointer.save(path, tree, force=True)
     checkpointer.wait_until_finished()
     return path
 
   def finish(self, results: dict) -> None:
-    write_json_atomic(self.results, results)
+    from butterfly_jax import hosts
+    if hosts.is_primary():
+      write_json_atomic(self.results, results)
+    hosts.sync("butterfly_jax:rundir_finish")
 
 
 def _hash_files(root: Path) -> dict:

@@ -99,6 +99,8 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
   over ``indices``; angular CKA over the first ``cka_examples`` of them (0 = none). A list, one per k.
   ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm."""
   import jax.numpy as jnp
+
+  from butterfly_jax import hosts
   n = len(indices)
   labels_host = np.asarray(labels)
   ens_loss = ens_correct = disagree = None
@@ -107,7 +109,7 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
     idx = np.asarray(indices[start:start + batch_size])
     m = len(idx)
     padded = np.concatenate([idx, np.zeros(batch_size - m, idx.dtype)]) if m < batch_size else idx
-    logits, feats = pair_batch(children, stats, images[jnp.asarray(padded)], mean, std)
+    logits, feats = hosts.fetch(pair_batch(children, stats, images[jnp.asarray(padded)], mean, std))
     logits = np.asarray(logits, np.float64)[:, :m]
     y = labels_host[idx]
     ens = (logits[:1] + logits[1:]) / 2                              # [K-1, m, C]
