@@ -134,23 +134,24 @@ class FamilyTrainer:
 
   Each step normalises a uint8 batch (``shape`` is H, W, C), then for each member: forward,
   cross-entropy, backward, ``SGD(lr=0.01, momentum=0.9).step()``. The first call also warms up.
+  ``device``: ``"cpu"`` or ``"cuda"`` (data and networks live there; each step ends with a synchronisation).
   """
 
   def __init__(self, model: str, kwargs: dict, shape, k: int, batch: int = 128, n: int = 2048,
-               memory_format: str = "channels_last", threads: int = 0, seed: int = 0):
-    self.threads = threads
+               memory_format: str = "channels_last", threads: int = 0, seed: int = 0, device: str = "cpu"):
+    self.threads, self.device = threads, torch.device(device)
     if memory_format not in MEMORY_FORMATS:
       raise ValueError(f"memory_format: unknown {memory_format!r}; allowed: {', '.join(MEMORY_FORMATS)}")
     self.fmt, self.batch, self.n, self.step = MEMORY_FORMATS[memory_format], batch, n, 0
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     h, w, c = shape
-    self.images = torch.from_numpy(rng.integers(0, 256, (n, c, h, w), dtype=np.uint8))
-    self.labels = torch.from_numpy(rng.integers(0, 10, n).astype(np.int64))
+    self.images = torch.from_numpy(rng.integers(0, 256, (n, c, h, w), dtype=np.uint8)).to(self.device)
+    self.labels = torch.from_numpy(rng.integers(0, 10, n).astype(np.int64)).to(self.device)
     in_kw = {"in_features": h * w * c} if model == "mlp" else {}
     if model == "cnn":
       in_kw = {"in_channels": c, "size": h}
-    self.nets = [build(model, **kwargs, **in_kw).to(memory_format=self.fmt) for _ in range(k)]
+    self.nets = [build(model, **kwargs, **in_kw).to(self.device, memory_format=self.fmt) for _ in range(k)]
     self.opts = [torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9) for net in self.nets]
 
   def run(self, steps: int) -> list[float]:
@@ -167,6 +168,8 @@ class FamilyTrainer:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
+      if self.device.type == "cuda":
+        torch.cuda.synchronize()
       self.step += 1
       times.append(time.perf_counter() - tic)
     return times
