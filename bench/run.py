@@ -13,6 +13,14 @@ falls on all of them alike; the table gives the median over all timed steps. Fam
 networks under ``vmap`` are only run where they finish in reasonable time (they lower to grouped
 convolutions on XLA:CPU, BUILD_NOTES.md).
 
+XLA flags: the process calls ``runtime.configure`` first, so it runs with the flags a training run gets
+(on CPU ``runtime.CPU_FLAGS``); flags already in ``XLA_FLAGS`` win, e.g.
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default
+(convolutions, dots, reductions and elementwise chains to YNNPACK). With more than one local device
+(``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on a 2-core CPU) families of K > 1 are also timed
+with the members split over the devices (strategy ``split``, ``members.member_mesh``), as an experiment does
+with ``members.devices = 0``.
+
 Barriers: ``evaluate.make_eval_batch`` / ``evaluate_networks`` on a twin pair: 11 alphas (the two networks and
 9 interpolated ones) on ``--eval_examples`` examples, batch 1000. Weight matching: ``bench/weight_matching.py``.
 """
@@ -32,12 +40,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import batches, evaluate, members, optim
+from butterfly_jax import batches, evaluate, members, optim, runtime
 from butterfly_jax.config import default_config
 from butterfly_jax.models import make_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import weight_matching  # noqa: E402  (bench/weight_matching.py)
+
+RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: runtime.CPU_FLAGS), before backends start
 
 MODELS = {  # name: (registry name, kwargs, input shape, torch kwargs)
     "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3), {"width": 1}),
@@ -57,6 +67,8 @@ def variants(model: str, quick: bool):
     out += [("jax", "xla", "sequential", k) for k in ((1,) if model == "resnet20_w2" else (1, 2))]
   vmap_ks = {"resnet20_w1": (2,), "resnet20_w2": ()}.get(model, ks)
   out += [("jax", "auto", "vmap", k) for k in (vmap_ks if not quick else (2,))]
+  if jax.local_device_count() > 1:  # e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 (docstring)
+    out += [("jax", "auto", "split", k) for k in ks if k > 1]
   out += [("torch", f"{t}t", "sequential", k) for k in ((1, 2) if quick else (1, 2, 8)) for t in (1, 2)]
   return out
 
@@ -77,11 +89,17 @@ class JaxFamily:
                  jnp.asarray(rng.integers(0, 10, n, dtype=np.int32)))
     batcher = batches.Batcher(batch_size=batch, num_examples=n, mean=[0.5] * shape[-1], std=[0.25] * shape[-1],
                               flip=False, translate=0, cutout=0)
-    self.step_fn = members.make_train_step(apply_fn, transform, schedule, batcher, strategy)
+    # "split": the members divided over the local devices and run "sequential" on each (as experiment.py
+    # does with members.devices = 0)
+    mesh = members.member_mesh(k) if strategy == "split" else None
+    self.step_fn = members.make_train_step(apply_fn, transform, schedule, batcher,
+                                           "sequential" if strategy == "split" else strategy, mesh)
     params = [init_fn(jax.random.key(i)) for i in range(k)]
-    self.family = members.new_family(params, [transform.init(p) for p in params], [0] * k, [10**9] * k)
+    self.family = members.shard_members(
+        members.new_family(params, [transform.init(p) for p in params], [0] * k, [10**9] * k), mesh)
+    self.data = members.replicate(self.data, mesh)
     self.key = jax.random.key(0)
-    self.perm = batcher.epoch_permutation(self.key, 0)
+    self.perm = members.replicate(batcher.epoch_permutation(self.key, 0), mesh)
     self.steps_per_epoch, self.step = batcher.steps_per_epoch, 0
     tic = time.perf_counter()
     self.run(1)

@@ -2,7 +2,12 @@
 
 import pytest
 
+from butterfly_jax import runtime
 from butterfly_jax.configs_embedded import smoke
+
+# The XLA flags a run sets (butterfly_jax/runtime.py), before any test starts JAX's backends: in-process runs
+# then compute with the same flags, and the same bits, as runs from the command line in a subprocess.
+runtime.configure(True)
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ def _strip(results: dict) -> dict:
 def test_two_processes_share_one_family_and_match_one_device_bitwise(smoke_run, tmp_path):
   _, one_dir, one = smoke_run
   workdir = tmp_path / "two_hosts"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  # this process's XLA flags (tests/conftest.py: the run's flags), plus 2 CPU devices
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
   address = f"localhost:{_free_port()}"
   cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
          "--config.perturb.scales=(0.0,0.01,1.0)", f"--workdir={workdir}", "--distributed",

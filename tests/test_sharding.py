@@ -47,7 +47,9 @@ def _metrics(workdir):
 
 @pytest.mark.parametrize("strategy", ["sequential", "vmap"])
 def test_four_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  # this process's XLA flags (tests/conftest.py: the run's flags), plus 4 CPU devices
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy], env=env,
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -6,7 +6,7 @@ Convolutions carry no bias (a norm follows each one). Layer names are explicit s
 are stable: ``conv_in``, ``norm_in``, ``stage{s}_block{b}/{conv1,norm1,conv2,norm2,shortcut_conv,
 shortcut_norm}``, ``head``. The penultimate representation (global-average-pooled, ``64w`` wide) is
 ``features["penultimate"]``. ``conv`` picks how convolutions are computed (``butterfly_jax.models.conv``:
-``auto``, ``xla``, ``saved``, ``im2col``); it changes no parameter.
+``auto``, ``xla``, ``saved``, ``fastgrad``, ``im2col``); it changes no parameter.
 """
 
 import flax.linen as nn

@@ -3,7 +3,8 @@
 MLP: flatten, ``hidden`` Dense+ReLU layers named ``dense{i}`` (optional per-layer norm ``norm{i}``), ``head``.
 CNN: ``conv{i}`` (3x3) + ReLU (+ ``norm{i}``) + 2x2 max-pool per entry of ``channels``, flatten, ``dense`` + ReLU, ``head``.
 Both return ``features["penultimate"]``, the input of the head. The CNN's ``conv`` picks how
-convolutions are computed (``butterfly_jax.models.conv``: ``auto``, ``xla``, ``saved``, ``im2col``) and
+convolutions are computed (``butterfly_jax.models.conv``: ``auto``, ``xla``, ``saved``, ``fastgrad``,
+``im2col``) and
 ``pool`` how it max-pools (``reshape``, the default, or ``xla`` = ``nn.max_pool``; ``layers.max_pool_2x2``);
 neither changes a parameter.
 """
