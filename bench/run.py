@@ -230,7 +230,7 @@ def markdown(result) -> str:
            f"optax {v['optax']}, numpy {v['numpy']}, torch {v['torch']} ({v.get('torch_threads')} threads). "
            f"XLA_FLAGS={m['XLA_FLAGS']!r}.", "",
            "## Training steps (batch 128, SGD momentum 0.9; median seconds per step of the whole family)", "",
-           "`conv`: `auto` is `saved` on CPU; for torch, its intra-op threads (1t, 2t). `vs torch`: the faster "
+           "`conv`: `auto` is `fastgrad` on CPU; for torch, its intra-op threads (1t, 2t). `vs torch`: the faster "
            "PyTorch time (1 or 2 threads) for the same K over this one (> 1: faster than PyTorch). "
            "`vs K=1`: this family's step over one network's step of the same variant (for vmap: of the "
            "sequential K=1).", "",
