@@ -99,8 +99,14 @@ class _Builder:
     missing = sorted(set(self.flat) - set(self.axes))
     if missing:
       raise PermutationError(f"permutation spec: no entry for parameters {missing}")
-    return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes,
-                           {k: tuple(v) for k, v in self.blocks.items() if k in sizes})
+    blocks = {k: tuple(v) for k, v in self.blocks.items() if k in sizes}
+    for name, inner in blocks.items():  # every axis of a block permutation is followed by one of its inner ones
+      for path, axis, _ in perm_to_axes[name]:
+        nxt = self.axes[path][axis + 1] if axis + 1 < len(self.axes[path]) else None
+        if nxt is None or nxt[0] not in inner:
+          raise PermutationError(f"permutation spec: {name} blocks {inner}, but axis {axis + 1} of {path} holds "
+                                 f"{nxt[0] if nxt else 'no permutation'}")
+    return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes, blocks)
 
 
 def _indexed(flat: dict, pattern: str) -> list[int]:

@@ -190,3 +190,15 @@ def test_weight_matching_lowers_the_distance_of_independently_trained_networks()
 def test_spec_for_unknown_model_names_the_field():
   with pytest.raises(ValueError, match="model.name"):
     permutations.spec_for("transformer", {})
+
+
+def test_a_block_permutation_must_be_followed_by_its_inner_one():
+  params = {"attn": {"kernel": np.zeros((4, 2, 3)), "bias": np.zeros((2, 3))}}
+  b = permutations._Builder(params)
+  b.set("attn/kernel", None, "P_heads", "P_inner")
+  b.set("attn/bias", "P_heads", None)
+  b.blocks["P_heads"] = ("P_inner",)
+  with pytest.raises(permutations.PermutationError, match="axis 1 of attn/bias holds no permutation"):
+    b.build()
+  b.set("attn/bias", "P_heads", "P_inner")
+  assert b.build().blocks == {"P_heads": ("P_inner",)}
