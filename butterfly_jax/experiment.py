@@ -129,7 +129,9 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     dist = members.distances(family.params, init_params)
     stats, dist = hosts.fetch(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
     diverged |= ~(stats["finite"] & dist["finite"])
-    lr = hosts.fetch(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - family.lr_offset))
+    # on this process's default device, from host offsets: the same program (and bits) whatever the mesh
+    offsets = jnp.asarray(hosts.fetch(family.lr_offset))
+    lr = np.asarray(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - offsets))
     steps = np.maximum(stats["steps"], 1)
     record = {"phase": phase, "step": nxt, "lr": lr, "train_loss": stats["loss_sum"] / steps,
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],

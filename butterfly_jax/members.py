@@ -100,14 +100,30 @@ def shard_members(tree, mesh: Mesh | None):
   """Places every leaf's leading (members) axis across ``mesh``; unchanged without a mesh."""
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P("members")))
+  return _put(tree, NamedSharding(mesh, P("members")))
 
 
 def replicate(tree, mesh: Mesh | None):
   """A copy of ``tree`` on every device of ``mesh``; unchanged without a mesh."""
   if mesh is None:
     return tree
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return _put(tree, NamedSharding(mesh, P()))
+
+
+def _put(tree, sharding):
+  """``jax.device_put``; under ``jax.distributed``, a host or process-local value (the same on every process,
+  such as a restored checkpoint) becomes a global array through a callback, since ``device_put`` only
+  reaches this process's devices."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree_util.tree_map(one, tree)
 
 
 def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,

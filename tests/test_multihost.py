@@ -51,3 +51,58 @@ def test_two_processes_share_one_family_and_match_one_device_bitwise(smoke_run, 
   b = rundir_lib.restore_checkpoint(workdir / "checkpoints" / "children")["params"]
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+KILLED = """
+import os, signal, sys
+import jax
+from butterfly_jax import rundir, runtime
+runtime.configure(True)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from butterfly_jax.configs_embedded import smoke
+from butterfly_jax.experiment import run
+log = rundir.RunDir.log
+def log_then_die(self, record):  # both processes reach this line at the same step, after the same gather
+  log(self, record)
+  if record["phase"] == "children" and record["step"] == 60:
+    os.kill(os.getpid(), signal.SIGKILL)   # as a pre-empted job: no cleanup
+rundir.RunDir.log = log_then_die
+c = smoke()
+c.train.steps, c.perturb.time, c.checkpoint.every_steps, c.eval.cka_examples = "80", "30", "20", 100
+run(c, sys.argv[3])
+"""
+
+
+def test_two_processes_killed_and_restarted_resume_exactly(tmp_path):
+  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.experiment import run
+  c = smoke()
+  c.train.steps, c.perturb.time, c.checkpoint.every_steps, c.eval.cka_examples = "80", "30", "20", 100
+  one = run(c, tmp_path / "one")
+  workdir = tmp_path / "two_hosts"
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  address = f"localhost:{_free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", KILLED, address, str(i), str(workdir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  # each kills itself at the same step; whichever goes second may instead be ended by JAX's distributed
+  # runtime when it sees its peer die: either way both stop there, as when a pre-empted job loses its hosts
+  assert all(p.returncode != 0 for p in procs) and -9 in [p.returncode for p in procs], \
+      outs[0][-2000:] + outs[1][-2000:]
+  assert not (workdir / "results.json").exists()
+  cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
+         "--config.train.steps=80", "--config.perturb.time=30", "--config.checkpoint.every_steps=20",
+         "--config.eval.cka_examples=100", f"--workdir={workdir}", "--distributed",
+         f"--coordinator=localhost:{_free_port()}", "--num_processes=2"]
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:]
+  two = json.loads((workdir / "results.json").read_text())
+  assert two["timing"]["resumed_from"] == {"phase": "children", "step": 40}
+  assert _strip(two) == _strip(one)
+  strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "time_s"}
+  assert [strip(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()] == \
+      [strip(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
