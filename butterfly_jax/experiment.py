@@ -107,8 +107,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   k = family.lr_offset.shape[0]
   train_step, train_data, mesh = setup.trainer(k)
   family = members.shard_members(family, mesh)
-  if jax.process_count() > 1:  # a process-local array cannot meet the family's global ones in one program
-    init_params = members.replicate(init_params, mesh)
+  init_params = members.replicate(init_params, mesh)  # beside the family (several processes: must be global)
   diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
   step = start
   t0 = time.time()
@@ -388,8 +387,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
   with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True) as ebar:
     final = _family_eval(setup, family.params, indices, alphas, ebar)
-    if jax.process_count() > 1:
-      params0 = members.replicate(params0, mesh)
+    params0 = members.replicate(params0, mesh)
     dist = hosts.fetch(members.distances(family.params, params0))
     diverged |= ~dist["finite"]
     for split in ("train", "test"):
@@ -401,8 +399,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     if align:
       tac = time.time()
       aligned_params, perms = _align(setup, family.params, diverged)
-      if jax.process_count() > 1:
-        aligned_params = members.shard_members(aligned_params, mesh)
+      aligned_params = members.shard_members(aligned_params, mesh)  # placed like the family it came from
       timing["align_s"] = time.time() - tac
       aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
       aligned_barriers = _barriers(aligned_final, alphas, k)

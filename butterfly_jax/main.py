@@ -5,6 +5,7 @@ Without ``--config`` the embedded default (the quickstart: scikit-learn digits, 
 
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -56,7 +57,6 @@ def main(argv):
   workdir = FLAGS.workdir or "runs/quickstart"
   from butterfly_jax.experiment import run
   if FLAGS.distributed:
-    import jax
     from butterfly_jax import runtime
     runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
@@ -67,7 +67,6 @@ def main(argv):
   except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  import jax
   if jax.process_index() == 0:
     print(summary(results))
     print(f"results: {workdir}/results.json")

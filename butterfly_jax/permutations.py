@@ -219,10 +219,11 @@ def _index(size: int, perm, inner):
   return (np.arange(size // inner)[:, None] * inner + perm[None, :]).reshape(-1)
 
 
-def _permute_array(x, per_axis, perm, skip_axis=None):
+def _permute_array(x, per_axis, perm, skip=()):
+  """``x`` reordered by ``perm`` on every axis of ``per_axis`` that has a permutation, except those in ``skip``."""
   take = np.take if isinstance(x, np.ndarray) else jnp.take
   for axis, entry in enumerate(per_axis):
-    if entry is None or axis == skip_axis:
+    if entry is None or axis in skip:
       continue
     name, inner = entry
     x = take(x, _index(x.shape[axis], perm[name], inner), axis=axis)
@@ -304,7 +305,7 @@ def _assignment(spec, name, a, b, perm):
   n = spec.sizes[name]
   score = np.zeros((n, n))
   for path, axis, inner in spec.perm_to_axes[name]:
-    wb = _permute_array(b[path], spec.axes_to_perm[path], perm, skip_axis=axis)
+    wb = _permute_array(b[path], spec.axes_to_perm[path], perm, skip=(axis,))
     score += _unit_rows(a[path], axis, inner) @ _unit_rows(wb, axis, inner).T
   _, cols = linear_sum_assignment(score, maximize=True)
   return cols, score[np.arange(n), perm[name]].sum(), score[np.arange(n), cols].sum()
@@ -326,7 +327,7 @@ def _block_move(spec, name, a, b, perm) -> bool:
   for path, axis, _ in spec.perm_to_axes[name]:
     per_axis = spec.axes_to_perm[path]
     g = per_axis[axis + 1][0]
-    wb = _permute_except(b[path], per_axis, perm, (axis, axis + 1))
+    wb = _permute_array(b[path], per_axis, perm, skip=(axis, axis + 1))
     wa = np.moveaxis(a[path], (axis, axis + 1), (0, 1))
     d = wa.shape[1]
     wb = np.moveaxis(wb, (axis, axis + 1), (0, 1)).reshape(n * d, -1)
@@ -348,10 +349,6 @@ def _block_move(spec, name, a, b, perm) -> bool:
     perm.update({nm: trial[nm] for nm in (name, *inner_names)})
     return True
   return False
-
-
-def _permute_except(x, per_axis, perm, skip):
-  return _permute_array(x, tuple(None if k in skip else e for k, e in enumerate(per_axis)), perm)
 
 
 def _objective(spec, a, b, perm, paths) -> float:

@@ -106,57 +106,42 @@ _HF = [
 
 # The original Google ViT / big_vision Flax names -> ours (shapes already as ours).
 _GOOGLE = [
-    (r"embedding/(kernel|bias)", "embed/{}"),
-    (r"cls", "cls"),
-    (r"Transformer/posembed_input/pos_embedding", "pos_embedding"),
-    (r"Transformer/encoderblock_(\d+)/LayerNorm_0/(scale|bias)", "block{}/norm1/{}"),
+    (r"embedding/(kernel|bias)", "embed/{}", None),
+    (r"cls", "cls", None),
+    (r"Transformer/posembed_input/pos_embedding", "pos_embedding", None),
+    (r"Transformer/encoderblock_(\d+)/LayerNorm_0/(scale|bias)", "block{}/norm1/{}", None),
     (r"Transformer/encoderblock_(\d+)/MultiHeadDotProductAttention_1/(query|key|value|out)/(kernel|bias)",
-     "block{}/attn/{}/{}"),
-    (r"Transformer/encoderblock_(\d+)/LayerNorm_2/(scale|bias)", "block{}/norm2/{}"),
-    (r"Transformer/encoderblock_(\d+)/MlpBlock_3/Dense_0/(kernel|bias)", "block{}/fc1/{}"),
-    (r"Transformer/encoderblock_(\d+)/MlpBlock_3/Dense_1/(kernel|bias)", "block{}/fc2/{}"),
-    (r"Transformer/encoder_norm/(scale|bias)", "norm/{}"),
-    (r"head/(kernel|bias)", "head/{}"),
-    (r"pre_logits/(kernel|bias)", None),  # the in21k checkpoints' representation layer: unused, skipped
+     "block{}/attn/{}/{}", None),
+    (r"Transformer/encoderblock_(\d+)/LayerNorm_2/(scale|bias)", "block{}/norm2/{}", None),
+    (r"Transformer/encoderblock_(\d+)/MlpBlock_3/Dense_0/(kernel|bias)", "block{}/fc1/{}", None),
+    (r"Transformer/encoderblock_(\d+)/MlpBlock_3/Dense_1/(kernel|bias)", "block{}/fc2/{}", None),
+    (r"Transformer/encoder_norm/(scale|bias)", "norm/{}", None),
+    (r"head/(kernel|bias)", "head/{}", None),
+    (r"pre_logits/(kernel|bias)", None, None),  # the in21k checkpoints' representation layer: unused, skipped
 ]
 
 
-def _hf_to_ours(flat: dict, heads: int) -> dict:
+_RESHAPES = {
+    "conv": lambda x, heads: np.transpose(x, (2, 3, 1, 0)),        # (out, in, kh, kw) -> (kh, kw, in, out)
+    "linear": lambda x, heads: x.T,                                  # (out, in) -> (in, out)
+    "qkv": lambda x, heads: x.T.reshape(x.shape[1], heads, -1),      # (out, in) -> (in, heads, head_dim)
+    "qkv_bias": lambda x, heads: x.reshape(heads, -1),
+    "out": lambda x, heads: x.T.reshape(heads, -1, x.shape[0]),      # (out, in) -> (heads, head_dim, out)
+}
+
+
+def _rename(flat: dict, table, heads: int):
+  """``flat`` under our names by ``table``'s first matching ``(pattern, target, reshape)`` (target None:
+  skipped), and the names no pattern matches."""
   out, unknown = {}, []
   for name, x in flat.items():
-    for pattern, target, how in _HF:
+    for pattern, target, how in table:
       m = re.fullmatch(pattern, name)
       if m is None:
         continue
-      if target is None:
-        break
-      key = target.format(*m.groups())
-      if how == "conv":       # (out, in, kh, kw) -> (kh, kw, in, out)
-        x = np.transpose(x, (2, 3, 1, 0))
-      elif how == "linear":   # (out, in) -> (in, out)
-        x = x.T
-      elif how == "qkv":      # (out, in) -> (in, heads, head_dim)
-        x = x.T.reshape(x.shape[1], heads, -1)
-      elif how == "qkv_bias":
-        x = x.reshape(heads, -1)
-      elif how == "out":      # (out, in) -> (heads, head_dim, out)
-        x = x.T.reshape(heads, -1, x.shape[0])
-      out[key] = x
+      if target is not None:
+        out[target.format(*m.groups())] = _RESHAPES[how](x, heads) if how else x
       break
-    else:
-      unknown.append(name)
-  return out, unknown
-
-
-def _google_to_ours(flat: dict) -> dict:
-  out, unknown = {}, []
-  for name, x in flat.items():
-    for pattern, target in _GOOGLE:
-      m = re.fullmatch(pattern, name)
-      if m is not None:
-        if target is not None:
-          out[target.format(*m.groups())] = x
-        break
     else:
       unknown.append(name)
   return out, unknown
@@ -171,13 +156,13 @@ def load_vit_weights(path, template, keep_head: bool = False) -> dict:
   ours = tree_math.flat_dict(template)
   heads = int(np.shape(ours["block0/attn/query/kernel"])[1]) if "block0/attn/query/kernel" in ours else 1
   if path.suffix == ".safetensors":
-    loaded, unknown = _hf_to_ours(read_safetensors(path), heads)
+    loaded, unknown = _rename(read_safetensors(path), _HF, heads)
   elif path.suffix == ".npz":
-    loaded, unknown = _google_to_ours(read_npz(path))
+    loaded, unknown = _rename(read_npz(path), _GOOGLE, heads)
   else:
     flat = read_flax(path)
     loaded, unknown = (flat, []) if "block0/attn/query/kernel" in flat or "embed/kernel" in flat else \
-        _google_to_ours(flat)
+        _rename(flat, _GOOGLE, heads)
   problems = [f"{n}: not a ViT parameter this loader knows" for n in unknown]
   out = {}
   for name, x in ours.items():

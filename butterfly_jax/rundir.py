@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 import butterfly_jax
+from butterfly_jax import hosts
 
 
 class RunDirError(ValueError):
@@ -117,7 +118,6 @@ class RunDir:
     state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
     which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0.
     Under ``jax.distributed`` the primary process decides and writes; the others then read its decision."""
-    from butterfly_jax import hosts
     state = self._start(config_dict, resume) if hosts.is_primary() else None
     hosts.sync("butterfly_jax:rundir_start")
     if not hosts.is_primary():
@@ -171,7 +171,6 @@ class RunDir:
   def save_state(self, meta: dict, tree, keep: int = 2) -> Path:
     """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...); keeps the newest ``keep``.
     Every process calls it (the arrays are gathered); the primary writes."""
-    from butterfly_jax import hosts
     order = {"trunk": 0, "children": 1}
     path = self.states / f"{order[meta['phase']]}_{meta['step']:010d}"
     if not hosts.is_primary():
@@ -202,7 +201,6 @@ class RunDir:
     return None
 
   def log(self, record: dict) -> None:
-    from butterfly_jax import hosts
     if not hosts.is_primary():
       return
     with open(self.metrics, "a") as f:
@@ -212,7 +210,6 @@ class RunDir:
     """Saves ``tree`` as host arrays (it restores on any device count); every process calls it, the primary
     writes."""
     import orbax.checkpoint as ocp  # imported lazily: slow import
-    from butterfly_jax import hosts
     path = self.checkpoints / name
     tree = hosts.fetch(tree)
     if not hosts.is_primary():
@@ -225,7 +222,6 @@ class RunDir:
     return path
 
   def finish(self, results: dict) -> None:
-    from butterfly_jax import hosts
     if hosts.is_primary():
       write_json_atomic(self.results, results)
     hosts.sync("butterfly_jax:rundir_finish")
