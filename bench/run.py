@@ -8,8 +8,10 @@ SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the C
 2 and 8 networks under each members strategy, with the default convolution (``conv="auto"``) and XLA's own
 (``conv="xla"``) for comparison; PyTorch (``bench/torch_reference.py``, optional, bench-only) trains the same
 architectures one after another. All variants of a model are compiled first, then timed in interleaved
-rounds (each round runs ``--steps`` steps of every variant in turn), so that load from other processes
-falls on all of them alike; the table gives the median over all timed steps. Families of convolutional
+rounds (each round runs every variant in turn for about ``--seconds``, or ``--steps`` steps), so that load
+from other processes falls on all of them alike; the table gives the median over all timed steps. Each row
+also gives its FLOP rate (XLA's count of the compiled step; torch rows: the same count for the same work)
+and that rate as a fraction of the machine's float32 matmul rate, measured at the start of the run. Families of convolutional
 networks under ``vmap`` are only run where they finish in reasonable time (they lower to grouped
 convolutions on XLA:CPU, BUILD_NOTES.md).
 
@@ -92,8 +94,8 @@ class JaxFamily:
     # "split": the members divided over the local devices and run "sequential" on each (as experiment.py
     # does with members.devices = 0)
     mesh = members.member_mesh(k) if strategy == "split" else None
-    self.step_fn = members.make_train_step(apply_fn, transform, schedule, batcher,
-                                           "sequential" if strategy == "split" else strategy, mesh)
+    step_fn = members.make_train_step(apply_fn, transform, schedule, batcher,
+                                      "sequential" if strategy == "split" else strategy, mesh)
     params = [init_fn(jax.random.key(i)) for i in range(k)]
     self.family = members.shard_members(
         members.new_family(params, [transform.init(p) for p in params], [0] * k, [10**9] * k), mesh)
@@ -102,8 +104,10 @@ class JaxFamily:
     self.perm = members.replicate(batcher.epoch_permutation(self.key, 0), mesh)
     self.steps_per_epoch, self.step = batcher.steps_per_epoch, 0
     tic = time.perf_counter()
+    self.step_fn = step_fn.lower(self.family, self.data, self.perm, self.key, jnp.int32(0)).compile()
     self.run(1)
     self.compile_s = time.perf_counter() - tic
+    self.flops = step_flops(self.step_fn)
 
   def run(self, steps):
     times = []
@@ -115,6 +119,30 @@ class JaxFamily:
       self.step += 1
       times.append(time.perf_counter() - tic)
     return times
+
+
+def step_flops(compiled) -> float | None:
+  """XLA's count of the floating-point operations of one call of ``compiled`` (all devices), or None."""
+  try:
+    analyses = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001  (not every backend implements it)
+    return None
+  analyses = analyses if isinstance(analyses, (list, tuple)) else [analyses]
+  flops = [a.get("flops") for a in analyses if a]
+  return float(sum(flops)) if flops and all(f is not None for f in flops) else None
+
+
+def sgemm_gflops(n=4096, repeats=5) -> float:
+  """The machine's float32 matmul rate with every core (numpy's BLAS, ``n x n``): the practical FLOP ceiling
+  the training rates are compared with."""
+  a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+  a @ a
+  ts = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    a @ a
+    ts.append(time.perf_counter() - tic)
+  return 2 * n ** 3 / float(np.median(ts)) / 1e9
 
 
 def make_runner(model, framework, conv, strategy, k):
@@ -129,8 +157,10 @@ def make_runner(model, framework, conv, strategy, k):
   return runner
 
 
-def bench_training(model, quick, rounds, steps):
-  """Rows of one model: every variant compiled first, then timed in interleaved rounds."""
+def bench_training(model, quick, rounds, steps, seconds):
+  """Rows of one model: every variant compiled first, then timed in interleaved rounds of ``steps`` steps each
+  (0: as many as fill ``seconds``, at least one; a step that is short next to a switch between variants would
+  otherwise be timed with cold caches)."""
   todo = variants(model, quick)
   runners, times = {}, {}
   for v in todo:
@@ -139,16 +169,22 @@ def bench_training(model, quick, rounds, steps):
     runners[v] = make_runner(model, *v)
     times[v] = []
     print(f"  compiled {model} {v}: {runners[v].compile_s:.1f} s", flush=True)
+  per_round = {v: steps or max(1, round(seconds / min(r.run(2)))) for v, r in runners.items()}
   for _ in range(rounds):
     for v, r in runners.items():
-      times[v] += r.run(steps)
+      times[v] += r.run(per_round[v])
   rows = []
   for (framework, conv, strategy, k), ts in times.items():
     s = float(np.median(ts))
     rows.append({"model": model, "framework": framework, "conv": conv, "strategy": strategy, "k": k,
                  "s_per_step": s, "images_per_s": 128 * k / s, "steps_timed": len(ts),
-                 "compile_s": runners[(framework, conv, strategy, k)].compile_s})
+                 "compile_s": runners[(framework, conv, strategy, k)].compile_s,
+                 "flops": getattr(runners[(framework, conv, strategy, k)], "flops", None)})
   for r in rows:
+    if r["framework"] == "torch" or r["strategy"] == "split":
+      # the same work as the one-device JAX step of the same K (a split step's own count is one device's share)
+      r["flops"] = (_find(rows, "jax", "auto", "sequential", r["k"]) or {}).get("flops")
+    r["gflops_per_s"] = r["flops"] / r["s_per_step"] / 1e9 if r["flops"] else None
     base = _find(rows, r["framework"], r["conv"], "sequential", 1)  # one network
     r["relative_to_single"] = r["s_per_step"] / base["s_per_step"] if base else None
     ref = [t["s_per_step"] for t in rows if t["framework"] == "torch" and t["k"] == r["k"]]
@@ -220,6 +256,10 @@ def _fmt(x, spec):
   return "" if x is None else format(x, spec)
 
 
+def _pct(rate, peak):
+  return f"{100 * rate / peak:.0f}%" if rate and peak else ""
+
+
 def markdown(result) -> str:
   m = result["meta"]
   v = m["versions"]
@@ -233,13 +273,17 @@ def markdown(result) -> str:
            "`conv`: `auto` is `fastgrad` on CPU; for torch, its intra-op threads (1t, 2t). `vs torch`: the faster "
            "PyTorch time (1 or 2 threads) for the same K over this one (> 1: faster than PyTorch). "
            "`vs K=1`: this family's step over one network's step of the same variant (for vmap: of the "
-           "sequential K=1).", "",
-           "| model | framework | conv | strategy | K | s/step | images/s | vs K=1 | vs torch |",
-           "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+           "sequential K=1). `GFLOP/s`: XLA's FLOP count of the compiled JAX step (for torch and split rows: of "
+           "the one-device JAX `sequential` step of the same K, the same work) over the step time; `of matmul`: that rate over "
+           f"this machine's float32 matmul rate measured in the same run ({_fmt(m.get('sgemm_gflops'), '.0f')} "
+           "GFLOP/s, numpy's BLAS, 4096 x 4096, every core).", "",
+           "| model | framework | conv | strategy | K | s/step | images/s | vs K=1 | vs torch | GFLOP/s | of matmul |",
+           "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for r in result["training"]:
     lines.append(f"| {r['model']} | {r['framework']} | {r['conv'] or '-'} | {r['strategy']} | {r['k']} | "
                  f"{r['s_per_step']:.4f} | {r['images_per_s']:.0f} | {_fmt(r['relative_to_single'], '.2f')} | "
-                 f"{_fmt(r['torch_over_this'], '.2f') if r['framework'] == 'jax' else ''} |")
+                 f"{_fmt(r['torch_over_this'], '.2f') if r['framework'] == 'jax' else ''} | "
+                 f"{_fmt(r.get('gflops_per_s'), '.0f')} | {_pct(r.get('gflops_per_s'), m.get('sgemm_gflops'))} |")
   lines += ["", "## Barrier evaluation (a twin pair, 11 alphas = 11 networks, batch 1000)", "",
             "| model | networks | examples | seconds | network-examples/s |", "| --- | ---: | ---: | ---: | ---: |"]
   for r in result["barriers"]:
@@ -260,7 +304,8 @@ def main():
   ap.add_argument("--no_torch", action="store_true", help="skip the PyTorch reference")
   ap.add_argument("--models", default="", help="comma-separated subset of " + ",".join(MODELS))
   ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 3, quick 1)")
-  ap.add_argument("--steps", type=int, default=0, help="steps per variant and round (default 1 for ResNets, 3 otherwise)")
+  ap.add_argument("--steps", type=int, default=0, help="steps per variant and round (default: as many as fill --seconds)")
+  ap.add_argument("--seconds", type=float, default=1.0, help="time per variant and round when --steps is 0")
   ap.add_argument("--eval_examples", type=int, default=0, help="barrier examples (default 2000, quick 1000)")
   ap.add_argument("--out", default="bench/results_cpu", help="writes OUT.json and OUT.md")
   args = ap.parse_args()
@@ -277,16 +322,17 @@ def main():
   meta = {"command": "python bench/run.py " + " ".join(sys.argv[1:]),
           "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
           "load_before": [round(x, 2) for x in os.getloadavg()], **machine()}
-  print(f"{meta['cpu']}, load {meta['load_before']}", flush=True)
+  meta["sgemm_gflops"] = sgemm_gflops()
+  print(f"{meta['cpu']}, load {meta['load_before']}, float32 matmul {meta['sgemm_gflops']:.0f} GFLOP/s", flush=True)
   training, barriers, matching = [], [], []
   for m in models:
-    steps = args.steps or (1 if m.startswith("resnet") else 3)
-    rows = bench_training(m, args.quick, rounds, steps)
+    rows = bench_training(m, args.quick, rounds, args.steps, args.seconds)
     training += rows
     for r in rows:
       print(f"{r['model']:12s} {r['framework']:5s} {r['conv'] or '-':6s} {r['strategy']:10s} K={r['k']}: "
             f"{r['s_per_step']:8.4f} s/step  {r['images_per_s']:7.0f} img/s  vs K=1 "
-            f"{_fmt(r['relative_to_single'], '.2f'):>5s}  torch/this {_fmt(r['torch_over_this'], '.2f')}", flush=True)
+            f"{_fmt(r['relative_to_single'], '.2f'):>5s}  torch/this {_fmt(r['torch_over_this'], '.2f')}  "
+            f"{_fmt(r['gflops_per_s'], '.0f')} GFLOP/s", flush=True)
   for m in models:
     barriers.append(bench_barriers(m, eval_examples, 1 if args.quick else 3))
     print(f"barriers {m}: {barriers[-1]['seconds']:.2f} s for 11 networks x {eval_examples} examples", flush=True)

@@ -219,6 +219,11 @@ def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
   if t > total:
     raise ConfigError(f"perturb.time: t = {t} steps ({c.perturb.time!r}) is after the end of training "
                       f"T = {total} steps ({c.train.steps!r}); need t <= T")
+  if (c.perturb.extra_steps and t and not c.perturb.rewind_lr and c.schedule.name != "constant"
+      and not c.schedule.final_lr):
+    raise ConfigError("perturb.extra_steps: the perturbed children's steps after T would run at the schedule's final "
+                      "learning rate, 0, and change nothing; set perturb.rewind_lr=True as well (or a schedule "
+                      "that does not end at 0: schedule.final_lr > 0 or schedule.name='constant')")
   warmup = to_steps(c.schedule.warmup, spe, "schedule.warmup")
   if warmup > total:
     raise ConfigError(f"schedule.warmup: {warmup} steps is longer than training ({total} steps)")

@@ -118,6 +118,15 @@ def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretra
 RESNET50_PRETRAIN_STEPS = (0, 390, 780, 1950, 3900, 7800, 15600, 23400)
 
 
+def resnet50_transfer_sweep(add, phase: str, pretrain_dir: str):
+  """The runs of a ResNet-50 transfer config's ``phase``: the pre-training (one run) or the fine-tuning sweep from
+  each of its kept steps (:data:`RESNET50_PRETRAIN_STEPS`)."""
+  if phase == "pretrain":
+    add()
+  else:
+    finetune_sweep(add, [f"{pretrain_dir}:{step}" for step in RESNET50_PRETRAIN_STEPS])
+
+
 def finetune_sweep(add, checkpoints, times=("0", "2ep"), seeds=(0, 1, 2)):
   """A fine-tuning sweep: every starting checkpoint (``init.checkpoint`` values) x perturbation time x seed."""
   for checkpoint in checkpoints:

@@ -222,7 +222,9 @@ def _perturbations(setup, trunk_params, scales):
   if float(raw_norm) == 0 and any(s > 0 for s in scales):
     raise perturb.PerturbationError(
         f"perturb: the {c.perturb.kind} direction is zero on the mask (e.g. a gaussian perturbation of "
-        "parameters initialised to constants, such as norm scales and biases); change perturb.mask or perturb.kind")
+        "parameters initialised to constants, such as norm scales and biases, or a batch gradient that is exactly 0 "
+        "there, such as a single first-layer weight fed by a pixel that is 0 in every image); change perturb.mask "
+        "(another perturb.mask.single) or perturb.kind")
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init,
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
@@ -300,9 +302,6 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
   lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
-  if c.perturb.extra_steps and not c.perturb.rewind_lr and c.schedule.name != "constant" and not c.schedule.final_lr:
-    logging.warning("perturb.extra_steps without perturb.rewind_lr: the perturbed children's steps after T "
-                    "run at the schedule's final learning rate, 0")
   resume = rundir.start(c.to_dict())
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)

@@ -14,8 +14,8 @@ ResNet-50 for 32x32 inputs with BatchNorm (every evaluated network, interpolated
 gets statistics re-estimated on 4,096 training images), SGD momentum 0.9, weight decay 5e-4, batch 128,
 triangular learning rate (1 epoch warm-up; 0.1 pre-training, 0.05 fine-tuning), flips and translation by 4
 pixels, a fresh 10-class head; fine-tuning runs 30 epochs. Data: tensorflow-datasets ``cifar100`` /
-``cifar10``, or ``--config.data.dir=`` a folder holding the official python tarballs. Do not give the ``:pretrain`` argument
-to ``launch``: the sweep declares fine-tuning runs.
+``cifar10``, or ``--config.data.dir=`` a folder holding the official python tarballs. ``launch`` takes the ``:pretrain``
+argument too (one run; e.g. to submit it with ``--slurm=FILE``).
 
 GPU cost (estimated, not measured): XLA counts 2.47 GFLOP per image forward and 7.39 GFLOP per training image
 (ResNet-50, 32x32). Pre-training is 3.0M training images, 2.2e16 FLOP; one fine-tuning run (6 networks x 30
@@ -26,7 +26,7 @@ for speed (BUILD_NOTES.md). The same study sized for 2 CPU cores: ``configs/fash
 ``configs/fashion_mnist_finetune.py`` (REPRODUCTION.md).
 """
 
-from butterfly_jax.configs_embedded import RESNET50_PRETRAIN_STEPS, finetune_sweep, resnet50_transfer
+from butterfly_jax.configs_embedded import resnet50_transfer, resnet50_transfer_sweep
 
 PRETRAIN_DIR = "runs/r50_c100_pretrain"
 
@@ -35,5 +35,5 @@ def get_config(phase: str = "finetune"):
   return resnet50_transfer(phase, "cifar100", "cifar10", PRETRAIN_DIR)
 
 
-def sweep(add):
-  finetune_sweep(add, [f"{PRETRAIN_DIR}:{step}" for step in RESNET50_PRETRAIN_STEPS])
+def sweep(add, phase: str = "finetune"):
+  resnet50_transfer_sweep(add, phase, PRETRAIN_DIR)

@@ -7,11 +7,11 @@ keeping checkpoints, then butterfly families fine-tuned on CIFAR-100 (a fresh 10
 
 Everything else (model, BatchNorm statistics, optimizer, schedules, kept checkpoints, the sweep, the estimated
 GPU cost of about 10 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
-details; both build on ``butterfly_jax.configs_embedded.resnet50_transfer``. Do not give the ``:pretrain``
-argument to ``launch``: the sweep declares fine-tuning runs.
+details; both build on ``butterfly_jax.configs_embedded.resnet50_transfer``. ``launch`` takes the ``:pretrain``
+argument too (one run).
 """
 
-from butterfly_jax.configs_embedded import RESNET50_PRETRAIN_STEPS, finetune_sweep, resnet50_transfer
+from butterfly_jax.configs_embedded import resnet50_transfer, resnet50_transfer_sweep
 
 PRETRAIN_DIR = "runs/r50_c10_pretrain"
 
@@ -20,5 +20,5 @@ def get_config(phase: str = "finetune"):
   return resnet50_transfer(phase, "cifar10", "cifar100", PRETRAIN_DIR)
 
 
-def sweep(add):
-  finetune_sweep(add, [f"{PRETRAIN_DIR}:{step}" for step in RESNET50_PRETRAIN_STEPS])
+def sweep(add, phase: str = "finetune"):
+  resnet50_transfer_sweep(add, phase, PRETRAIN_DIR)

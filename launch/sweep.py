@@ -12,13 +12,17 @@ then :func:`butterfly_jax.config.validate`. ConfigDict semantics: a value must h
 int may go into a float field, a list into a tuple field; a step field such as ``perturb.time`` takes int
 steps or ``"<n>ep"``, whichever type the config gave it). A key that does not exist is an error listing
 the fields that do. Runs with identical configs are kept once. A file without ``sweep`` is one run,
-named ``base``.
+named ``base``. The config argument (``--config=configs/NAME.py:ARG``) goes to ``get_config(ARG)`` and, if
+``sweep`` takes a second parameter, to ``sweep(add, ARG)`` as well, so that a phase of a config file can
+declare its own runs (``configs/resnet50_c100_to_c10.py:pretrain`` is one run, the file's default phase a
+fine-tuning sweep).
 """
 
 import ast
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import itertools
 import json
 import re
@@ -254,8 +258,9 @@ def run_name(overrides: dict) -> str:
 
 # --- expansion -----------------------------------------------------------------------------------------
 
-def declared_overrides(module) -> list:
-  """The override dicts of ``module.sweep(add)``, in call order (``[{}]`` without a sweep)."""
+def declared_overrides(module, args: tuple = ()) -> list:
+  """The override dicts of ``module.sweep(add)`` (``sweep(add, *args)`` if it takes the config argument), in
+  call order (``[{}]`` without a sweep)."""
   sweep_fn = getattr(module, "sweep", None)
   if sweep_fn is None:
     return [{}]
@@ -264,7 +269,8 @@ def declared_overrides(module) -> list:
   def add(**overrides):
     declared.append({_strip_prefix(k): v for k, v in overrides.items()})
 
-  sweep_fn(add)
+  takes_args = len(inspect.signature(sweep_fn).parameters) > 1
+  sweep_fn(add, *args) if takes_args else sweep_fn(add)
   if not declared:
     raise SweepError(f"{module.__name__}: sweep(add) declared no runs (call add(**overrides) once per run)")
   return declared
@@ -281,7 +287,7 @@ def expand(config_spec: str, set_overrides: dict | None = None, set_items: Itera
   common = dict(parse_assignments(template, set_items))
   common.update({_strip_prefix(k): v for k, v in (set_overrides or {}).items()})
   runs, seen = [], {}
-  for i, overrides in enumerate(declared_overrides(module)):
+  for i, overrides in enumerate(declared_overrides(module, args)):
     clash = sorted(set(overrides) & set(common))
     if clash:
       raise SweepError(f"--set {clash[0]}: the sweep also sets it (run {i}: {overrides}); "

@@ -37,6 +37,26 @@ def test_perturbation_after_training_end_is_rejected(smoke_config, tmp_path):
     run(smoke_config, tmp_path)
 
 
+def test_extra_steps_that_would_train_at_learning_rate_zero_are_rejected(smoke_config, tmp_path):
+  smoke_config.perturb.time, smoke_config.perturb.extra_steps = 5, True
+  with pytest.raises(ConfigError, match="perturb.extra_steps: .*perturb.rewind_lr=True"):
+    run(smoke_config, tmp_path)
+  for field, value in (("perturb.rewind_lr", True), ("schedule.final_lr", 0.01), ("schedule.name", "constant")):
+    c = smoke_config.copy_and_resolve_references()
+    section, key = field.split(".")
+    c[section][key] = value
+    assert config_lib.resolve_steps(c, 1000)["t"] == 5
+
+
+def test_a_perturbation_direction_that_is_zero_on_its_mask_is_a_clear_error(smoke_config, tmp_path):
+  from butterfly_jax.perturb import PerturbationError
+  smoke_config.perturb.kind = "gaussian"
+  smoke_config.perturb.mask.include = ".*bias.*"  # biases start at 0: a gaussian direction at init scale is 0
+  with pytest.raises(PerturbationError, match="direction is zero on the mask"):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "results.json").exists()
+
+
 def test_missing_data_dir_is_a_clear_error(smoke_config, tmp_path):
   smoke_config.data.name = "fashion_mnist"
   smoke_config.data.dir = str(tmp_path / "nowhere")

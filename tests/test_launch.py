@@ -164,6 +164,16 @@ def test_shipped_sweeps_expand_and_document_their_command(name, count):
   assert f"python -m launch --config=configs/{name}.py" in module.__doc__
 
 
+@pytest.mark.parametrize("name", ["resnet50_c100_to_c10", "resnet50_c10_to_c100"])
+def test_a_config_argument_reaches_the_sweep_so_a_phase_declares_its_own_runs(name):
+  path = ROOT / "configs" / f"{name}.py"
+  (pretrain,) = sweep_lib.expand(f"{path}:pretrain")
+  module, _ = sweep_lib.load_config_module(str(path))
+  assert pretrain.config == module.get_config("pretrain") and pretrain.config.perturb.scales == ()
+  assert {r.config.init.checkpoint.rpartition(":")[0] for r in sweep_lib.expand(f"{path}:finetune")} == {
+      module.PRETRAIN_DIR}
+
+
 def test_config_dot_flags_are_set_items():
   args = parse_args(["--config=c.py", "--runs=d", "--config.seed=3", "--config.perturb.time", "5ep",
                      "--set", "eval.num_examples=10"])

@@ -104,13 +104,16 @@ def fastgrad_conv(x, kernel, strides, padding):
 
 def _fastgrad_bwd(strides, padding, residuals, dy):
   x, kernel = residuals
-  dx, dkernel = _saved_bwd(strides, padding, residuals, dy)  # what is not replaced below is dead code
   kh, kw, cin, _ = kernel.shape
   strided = tuple(strides) != (1, 1)
   if strided and (kh, kw) != (1, 1):
     dx = transposed_conv_by_phases(dy, kernel, x.shape, strides, padding)
+  else:
+    dx = jax.vjp(lambda x: _xla_conv(x, kernel, strides, padding), x)[1](dy)[0]
   if (strided and (kh, kw) == (1, 1)) or cin == 1:
     dkernel = kernel_grad_by_matmul(x, dy, kernel.shape, strides, padding)
+  else:
+    dkernel = jax.vjp(lambda k: _xla_conv(x, k, strides, padding), kernel)[1](dy)[0]
   return dx, dkernel
 
 
