@@ -9,44 +9,41 @@ barriers against child 0 side by side.
 
 import argparse
 import json
+import os
 import platform
+import sys
 import tempfile
 import time
 
 import jax
-from ml_collections import config_flags  # noqa: F401  (config files import it)
 
 from butterfly_jax.experiment import run
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from launch import sweep as sweep_lib  # noqa: E402  (config files and --set parsed as launch does)
 
-def load_config(path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+
+def load_config(spec: str, items):
+  """``get_config`` of a config file (``path`` or ``path:arg``) with ``a.b=value`` overrides parsed by field type."""
+  module, config_args = sweep_lib.load_config_module(spec)
+  c = module.get_config(*config_args)
+  for key, value in sweep_lib.parse_assignments(c, items).items():
+    sweep_lib.set_field(c, key, value)
+  return c
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default="configs/quickstart.py")
   ap.add_argument("--out", default="bench/mixed_precision.json")
-  ap.add_argument("--set", action="append", default=[], help="a.b=value overrides (Python literals)")
+  ap.add_argument("--set", action="append", default=[], help="a.b=value overrides, parsed by the field's type")
   args = ap.parse_args()
-  import ast
   out = {}
   for dtype in ("float32", "bfloat16"):
-    c = load_config(args.config)
-    for item in args.set:
-      key, value = item.split("=", 1)
-      node = c
-      *parents, leaf = key.split(".")
-      for p in parents:
-        node = node[p]
-      try:
-        node[leaf] = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        node[leaf] = value
+    try:
+      c = load_config(args.config, args.set)
+    except sweep_lib.SweepError as e:
+      raise SystemExit(str(e)) from None
     c.train.compute_dtype = dtype
     c.log.progress = False
     with tempfile.TemporaryDirectory() as d:
