@@ -57,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.0  # sgd/adam: L2 added to the gradient (torch semantics); adamw: decoupled
+  c.optim.clip_norm = 0.0     # > 0: the gradient is rescaled to at most this global L2 norm first; 0 = off
 
   c.schedule = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.schedule.name = "triangular"
@@ -198,6 +199,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"optim.lr: must be >= 0, got {c.optim.lr!r}")
   if not c.optim.weight_decay >= 0:
     raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
+  if isinstance(c.optim.clip_norm, bool) or not c.optim.clip_norm >= 0 or c.optim.clip_norm == float("inf"):
+    raise ConfigError(f"optim.clip_norm: must be a finite number >= 0 (0 = no clipping), got {c.optim.clip_norm!r}")
   if not 0 < c.perturb.mask.fraction <= 1:
     raise ConfigError(f"perturb.mask.fraction: must be in (0, 1], got {c.perturb.mask.fraction!r}")
   for field in ("include", "exclude", "exclude_finetune"):

@@ -10,9 +10,12 @@ import optax
 
 
 def make_transform(c) -> optax.GradientTransformation:
-  """The update direction of ``c.optim``, learning rate excluded (SGD: torch semantics, ``buf = mu*buf + g``)."""
+  """The update direction of ``c.optim``, learning rate excluded (SGD: torch semantics, ``buf = mu*buf + g``).
+
+  ``optim.clip_norm > 0`` rescales the gradient to at most that global L2 norm before anything else (as
+  ``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``: weight decay is added after clipping)."""
   o = c.optim
-  parts = []
+  parts = [optax.clip_by_global_norm(float(o.clip_norm))] if o.clip_norm else []
   if o.name in ("sgd", "adam") and o.weight_decay:
     parts.append(optax.add_decayed_weights(o.weight_decay))  # coupled L2, like torch's weight_decay
   if o.name == "sgd":

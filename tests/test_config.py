@@ -18,6 +18,7 @@ from butterfly_jax.experiment import run
     ("members.devices", -1, "members.devices: expected an integer >= 0"),
     ("members.strategy", "pmap", "members.strategy: unknown value"),
     ("eval.num_alphas", 1, "eval.num_alphas"),
+    ("optim.clip_norm", -1.0, "optim.clip_norm: must be a finite number >= 0"),
     ("perturb.mask.include", "(", "perturb.mask.include: not a valid regular expression"),
 ])
 def test_bad_fields_are_named(smoke_config, tmp_path, field, value, match):

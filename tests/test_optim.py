@@ -72,3 +72,19 @@ def test_adam_and_adamw_match_optax(name, reference):
     u, st = ref.update(g, st, q)
     q = optax.apply_updates(q, u)
   np.testing.assert_allclose(p["w"], q["w"], rtol=1e-6)
+
+
+def test_gradient_clipping_rescales_before_weight_decay_and_momentum_like_torch():
+  c = default_config()
+  c.optim.weight_decay, c.optim.clip_norm = 0.01, 0.4
+  p, grads = _run(c, lr=0.1)
+  w, buf = np.array([1.0, -2.0, 3.0]), np.zeros(3)
+  for g in grads:  # torch: clip_grad_norm_(params, 0.4), then SGD(momentum=0.9, weight_decay=0.01).step()
+    g = np.asarray(g["w"], np.float64)
+    g = g * min(1.0, 0.4 / np.linalg.norm(g))
+    buf = 0.9 * buf + g + 0.01 * w
+    w = w - 0.1 * buf
+  np.testing.assert_allclose(p["w"], w, rtol=1e-6)
+  c.optim.clip_norm = 0.0
+  unclipped, _ = _run(c, lr=0.1)
+  assert not np.allclose(unclipped["w"], p["w"])  # the gradients here are larger than 0.4: clipping acts
