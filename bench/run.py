@@ -10,10 +10,10 @@ SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the C
 architectures one after another. All variants of a model are compiled first, then timed in interleaved
 rounds (each round runs every variant in turn for about ``--seconds``, or ``--steps`` steps), so that load
 from other processes falls on all of them alike; the table gives the median over all timed steps. Each row
-also gives its FLOP rate (XLA's count of the compiled step; torch rows: the same count for the same work)
-and that rate as a fraction of the machine's float32 matmul rate, measured at the start of the run. Families of convolutional
-networks under ``vmap`` are only run where they finish in reasonable time (they lower to grouped
-convolutions on XLA:CPU, BUILD_NOTES.md).
+also gives its FLOP rate (XLA's count of the compiled step; torch and split rows: the count of the
+one-device JAX step, the same work) and that rate as a fraction of the machine's float32 matmul rate,
+measured at the start of the run. Families of convolutional networks under ``vmap`` are only run where they
+finish in reasonable time (they lower to grouped convolutions on XLA:CPU, BUILD_NOTES.md).
 
 XLA flags: the process calls ``runtime.configure`` first, so it runs with the flags a training run gets
 (on CPU ``runtime.CPU_FLAGS``); flags already in ``XLA_FLAGS`` win, e.g.
