@@ -14,8 +14,8 @@ ResNet-50 for 32x32 inputs with BatchNorm (every evaluated network, interpolated
 gets statistics re-estimated on 4,096 training images), SGD momentum 0.9, weight decay 5e-4, batch 128,
 triangular learning rate (1 epoch warm-up; 0.1 pre-training, 0.05 fine-tuning), flips and translation by 4
 pixels, a fresh 10-class head; fine-tuning runs 30 epochs. Data: tensorflow-datasets ``cifar100`` /
-``cifar10``, or ``--config.data.dir=`` a folder holding the official python tarballs. ``launch`` takes the ``:pretrain``
-argument too (one run; e.g. to submit it with ``--slurm=FILE``).
+``cifar10``, or ``--config.data.dir=`` a folder holding the official python tarballs. ``launch`` takes
+the ``:pretrain`` argument too (one run; e.g. to submit it with ``--slurm=FILE``).
 
 GPU cost (estimated, not measured): XLA counts 2.47 GFLOP per image forward and 7.39 GFLOP per training image
 (ResNet-50, 32x32). Pre-training is 3.0M training images, 2.2e16 FLOP; one fine-tuning run (6 networks x 30

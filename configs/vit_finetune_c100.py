@@ -14,8 +14,9 @@ CIFAR-100 from ImageNet-21k weights and from the same weights after extra ImageN
 ViT-B/16 (86M parameters) with a fresh 100-class head; 32x32 CIFAR images are resized to 224x224 inside the
 model (``model.kwargs.image_size``), the resolution of the checkpoints' position embeddings. SGD momentum
 0.9 with gradients clipped to global norm 1 (the ViT paper's fine-tuning recipe), batch 128, cosine learning
-rate to 0.01 after a 0.5-epoch warm-up, 10 epochs, flips and translation by 4 pixels. The family's members run one after another (``members.strategy=sequential``): six ViT-B/16 under
-``vmap`` would need six times the activation memory. Barriers on 5,000 train and 5,000 test images.
+rate to 0.01 after a 0.5-epoch warm-up, 10 epochs, flips and translation by 4 pixels. The family's members
+run one after another (``members.strategy=sequential``): six ViT-B/16 under ``vmap`` would need six times
+the activation memory. Barriers on 5,000 train and 5,000 test images.
 
 GPU cost (estimated, not measured): XLA counts 35.3 GFLOP per image forward and 105.5 GFLOP per training
 image at 224x224. One run (6 networks x 10 epochs, then 102 evaluated networks on 10k images) is about

@@ -269,8 +269,10 @@ def declared_overrides(module, args: tuple = ()) -> list:
   def add(**overrides):
     declared.append({_strip_prefix(k): v for k, v in overrides.items()})
 
-  takes_args = len(inspect.signature(sweep_fn).parameters) > 1
-  sweep_fn(add, *args) if takes_args else sweep_fn(add)
+  if len(inspect.signature(sweep_fn).parameters) > 1:  # sweep(add, ARG): the config argument too
+    sweep_fn(add, *args)
+  else:
+    sweep_fn(add)
   if not declared:
     raise SweepError(f"{module.__name__}: sweep(add) declared no runs (call add(**overrides) once per run)")
   return declared
