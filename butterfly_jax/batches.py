@@ -34,18 +34,75 @@ def normalize(images_u8, mean, std):
   return (x - mean) / std
 
 
-def augment(key, x, *, flip: bool, translate: int, cutout: int):
-  """Random horizontal flip, translation by up to ``translate`` pixels (zero fill), cutout of side ``cutout``.
+def rotate(images, angles_deg, fill):
+  """Each image ``[B, H, W, C]`` rotated by its angle (degrees, counter-clockwise as torchvision's
+  ``rotate``) about its centre, nearest pixel, points from outside the image filled with ``fill [C]``."""
+  _, h, w, _ = images.shape
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx,
+                        indexing="ij")
 
-  ``x`` is a normalised float batch [B, H, W, C], so the zero fill is the data mean.
+  def one(img, angle):
+    a = jnp.deg2rad(angle)
+    cos, sin = jnp.cos(a), jnp.sin(a)
+    # the output pixel (y, x) shows the input at the inverse rotation of (y, x) (image rows point down)
+    src_x = jnp.round(cos * xx - sin * yy + cx).astype(jnp.int32)
+    src_y = jnp.round(sin * xx + cos * yy + cy).astype(jnp.int32)
+    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
+    out = img[jnp.clip(src_y, 0, h - 1), jnp.clip(src_x, 0, w - 1)]
+    return jnp.where(inside[..., None], out, fill)
+
+  return jax.vmap(one)(images, angles_deg)
+
+
+def erase_boxes(key, b: int, h: int, w: int, max_area: float, p: float = 0.5, min_area: float = 0.02,
+                ratio=(0.3, 3.3), attempts: int = 10):
+  """torchvision ``RandomErasing(p, scale=(min_area, max_area), ratio)`` boxes for ``b`` images: a boolean mask
+  ``[B, H, W]``. Each image is erased with probability ``p``; then up to ``attempts`` boxes of area fraction
+  ``U(min_area, max_area)`` and aspect ratio ``exp(U(log ratio))`` are drawn and the first that fits
+  (height < H and width < W) is placed uniformly; an image whose attempts all fail is left alone."""
+  k_p, k_area, k_ratio, k_pos = jax.random.split(key, 4)
+  erase = jax.random.uniform(k_p, (b,)) < p
+  area = jax.random.uniform(k_area, (b, attempts), minval=min_area, maxval=max_area) * (h * w)
+  log_r = jax.random.uniform(k_ratio, (b, attempts), minval=np.log(ratio[0]), maxval=np.log(ratio[1]))
+  bh = jnp.round(jnp.sqrt(area * jnp.exp(log_r))).astype(jnp.int32)
+  bw = jnp.round(jnp.sqrt(area / jnp.exp(log_r))).astype(jnp.int32)
+  fits = (bh < h) & (bw < w)
+  first = jnp.argmax(fits, axis=1)
+  found = jnp.any(fits, axis=1) & erase
+  bh = jnp.take_along_axis(bh, first[:, None], 1)[:, 0]
+  bw = jnp.take_along_axis(bw, first[:, None], 1)[:, 0]
+  u = jax.random.uniform(k_pos, (b, 2))
+  top = jnp.floor(u[:, 0] * (h - bh + 1)).astype(jnp.int32)
+  left = jnp.floor(u[:, 1] * (w - bw + 1)).astype(jnp.int32)
+  rows = jnp.arange(h)[None, :, None]
+  cols = jnp.arange(w)[None, None, :]
+  inside = ((rows >= top[:, None, None]) & (rows < (top + bh)[:, None, None])
+            & (cols >= left[:, None, None]) & (cols < (left + bw)[:, None, None]))
+  return inside & found[:, None, None]
+
+
+def augment(key, x, *, flip: bool, translate: int, cutout: int, rotate_deg: float = 0.0, erase: float = 0.0,
+            black=None):
+  """Random horizontal flip, rotation by up to ``rotate_deg`` degrees (nearest pixel, ``black`` fill),
+  translation by up to ``translate`` pixels (zero fill), cutout of side ``cutout``, random erasing of a box
+  of area fraction up to ``erase`` (:func:`erase_boxes`; zero fill), in this order (the authors' order).
+
+  ``x`` is a normalised float batch [B, H, W, C], so the zero fill is the data mean (torchvision's
+  ``RandomErasing(value=mean)`` before ``Normalize``); ``black [C]`` is a black pixel normalised (0 where not
+  given), torchvision's fill for rotation.
   """
-  if not (flip or translate or cutout):
+  if not (flip or translate or cutout or rotate_deg or erase):
     return x
   b, h, w, _ = x.shape
   k_flip, k_shift, k_cut = jax.random.split(key, 3)
   if flip:
     do_flip = jax.random.bernoulli(k_flip, 0.5, (b,))
     x = jnp.where(do_flip[:, None, None, None], x[:, :, ::-1, :], x)
+  if rotate_deg:
+    angles = jax.random.uniform(jax.random.fold_in(key, 10), (b,), minval=-rotate_deg, maxval=rotate_deg)
+    fill = jnp.zeros(x.shape[-1], x.dtype) if black is None else jnp.asarray(black, x.dtype)
+    x = rotate(x, angles, fill)
   if translate:
     p = translate
     padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -60,6 +117,8 @@ def augment(key, x, *, flip: bool, translate: int, cutout: int):
     inside = ((rows >= centres[:, 0, None, None] - lo) & (rows < centres[:, 0, None, None] - lo + cutout)
               & (cols >= centres[:, 1, None, None] - lo) & (cols < centres[:, 1, None, None] - lo + cutout))
     x = jnp.where(inside[..., None], 0.0, x)
+  if erase:
+    x = jnp.where(erase_boxes(jax.random.fold_in(key, 11), b, h, w, erase)[..., None], 0.0, x)
   return x
 
 
@@ -72,12 +131,13 @@ class Batcher:
   (``data``) so that jit sees them as arguments, not constants.
   """
 
-  def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout):
+  def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout, rotate=0.0, erase=0.0):
     self.batch_size = batch_size
     self.num_examples = num_examples
     self.mean = np.asarray(mean, np.float32)
     self.std = np.asarray(std, np.float32)
-    self.aug = dict(flip=bool(flip), translate=int(translate), cutout=int(cutout))
+    self.aug = dict(flip=bool(flip), translate=int(translate), cutout=int(cutout), rotate_deg=float(rotate),
+                    erase=float(erase), black=(0.0 - self.mean) / self.std)
 
   @property
   def steps_per_epoch(self) -> int:

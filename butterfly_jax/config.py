@@ -13,8 +13,20 @@ import numpy as np
 from butterfly_jax.models.registry import MODELS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("triangular", "constant", "cosine")
+SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
 PERTURB_KINDS = ("batch", "gaussian")
+INIT_SCALES = ("variance", "mean_square")
+EXTRA_LRS = ("decay", "hold")
+HEAD_INITS = ("torch_linear", "model")
+CKA_ESTIMATORS = ("unbiased", "biased")
+# Fields whose default changed when the definitions were aligned with the paper and the authors' code
+# (version 2 of the definitions): a stored config written before they existed gets the value that
+# reproduces what that run did, so old runs are never mistaken for runs under the new definitions.
+LEGACY_VALUES = {
+    ("perturb", "batch_sign"): -1, ("perturb", "init_scale"): "mean_square", ("perturb", "extra_lr"): "hold",
+    ("eval", "cka_estimator"): "biased", ("init", "head"): "model",
+}
+DEFINITIONS_VERSION = 2
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -42,6 +54,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.augment.flip = False      # random horizontal flip
   c.data.augment.translate = 0     # random translation by up to this many pixels (zero padding)
   c.data.augment.cutout = 0        # side of a zeroed square at a random centre; 0 = off
+  c.data.augment.rotate = 0.0      # random rotation by up to this many degrees (nearest pixel, black fill)
+  c.data.augment.erase = 0.0       # random erasing (torchvision RandomErasing) with probability 0.5 of a box of
+  #                                  area fraction in [0.02, erase] and aspect ratio in [0.3, 3.3]; 0 = off
 
   c.train = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.train.steps = "10ep"    # T: int steps or "<n>ep"
@@ -61,7 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.schedule = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.schedule.name = "triangular"
-  c.schedule.warmup = "1ep"   # triangular/cosine: linear warm-up from 0 to optim.lr; int steps or "<n>ep"
+  c.schedule.warmup = "1ep"   # triangular/cosine: linear warm-up from 0 to optim.lr; onecycle: its rising phase
   c.schedule.final_lr = 0.0   # triangular/cosine: learning rate reached at step T
 
   c.perturb = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
@@ -71,8 +86,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.perturb.seed = -1         # -1: derived from seed; else perturbation directions from this seed alone
   c.perturb.batch_size = 0    # batch perturbation: examples in the fresh batch; 0 = train.batch_size
   c.perturb.init_draws = 8    # initialisations averaged to estimate per-layer init statistics
-  c.perturb.rewind_lr = False  # perturbed children restart the LR schedule at t
+  c.perturb.batch_sign = 1    # batch direction: +1 theta + sigma*grad (the paper's), -1 a descent step
+  c.perturb.normalize = True  # eps scaled to norm E_init (the paper's); False: theta + sigma * direction * mask
+  c.perturb.init_scale = "variance"  # E_init from init variances (the paper's); "mean_square": E[theta_0^2]
+  c.perturb.constant_params = False  # True: constant-initialised parameters get the next layer's init std
+  c.perturb.init_std = 0.0    # > 0: every randomly initialised layer's init std taken as this (authors' ViT: 0.02)
+  c.perturb.rewind_lr = False  # perturbed children restart the LR schedule at t (needs extra_steps)
   c.perturb.extra_steps = False  # perturbed children train T steps after t (end at t+T); child 0 ends at T
+  c.perturb.extra_lr = "decay"  # extra steps: "decay" linearly from the LR at t to 0 at t+T; "hold" (old)
   c.perturb.mask = ml_collections.ConfigDict()
   c.perturb.mask.include = ".*"  # regex on parameter paths such as "stage1_block0/conv1/kernel"
   c.perturb.mask.exclude = ""    # regex; e.g. ".*norm.*|.*bias.*"
@@ -97,6 +118,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.align_max_iter = 100  # weight-matching rounds at most
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
+  c.eval.cka_estimator = "unbiased"   # "unbiased" (the authors', Gram diagonals zeroed) or "biased"
   # BatchNorm models only: unaugmented training examples on which every evaluated network's statistics are
   # re-estimated, rounded down to whole training batches (at least one)
   c.eval.norm_stats_examples = 4096
@@ -104,6 +126,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""  # "RUN_DIR:STEP": start from child 0 of a saved run at a kept step (fine-tuning)
   c.init.keep_head = False  # False: the head is freshly initialised (from the init key) for the new labels
+  c.init.head = "torch_linear"  # a fresh head when fine-tuning: torch nn.Linear's default init, or "model"
 
   c.runtime = ml_collections.ConfigDict()
   c.runtime.deterministic = True  # GPU: deterministic reductions, no autotuning (butterfly_jax/runtime.py)
@@ -124,7 +147,9 @@ def default_config() -> ml_collections.ConfigDict:
 def upgrade(stored: dict, defaults: dict | None = None) -> dict:
   """A stored config (``config.json`` of an earlier run) with every field added since then filled in with its
   default. New fields default to the behaviour before they existed, so a finished run stays recognised as
-  the same config, and can be loaded, after the tool gains fields."""
+  the same config, and can be loaded, after the tool gains fields; fields whose default changed with the
+  definitions (:data:`LEGACY_VALUES`) get their old value."""
+  top = defaults is None
   defaults = default_config().to_dict() if defaults is None else defaults
   out = dict(stored)
   for key, value in defaults.items():
@@ -132,7 +157,19 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
       out[key] = value
     elif isinstance(value, dict) and isinstance(out[key], dict) and value:
       out[key] = upgrade(out[key], value)
+  if top:
+    for (section, field), old in LEGACY_VALUES.items():
+      if isinstance(stored.get(section), dict) and field not in stored[section]:
+        out[section] = dict(out[section], **{field: old})
   return out
+
+
+def definitions(c) -> dict:
+  """What sigma, the batch direction and CKA mean in a run of config ``c`` (written to results.json)."""
+  p = c.perturb
+  return {"version": DEFINITIONS_VERSION, "e_init": p.init_scale, "constant_params": bool(p.constant_params),
+          "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
+          "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head}
 
 
 _EPOCHS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*ep\s*$")
@@ -172,6 +209,33 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
   _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
   _choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
+  _choice(c.perturb.init_scale, INIT_SCALES, "perturb.init_scale")
+  _choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
+  _choice(c.init.head, HEAD_INITS, "init.head")
+  _choice(c.eval.cka_estimator, CKA_ESTIMATORS, "eval.cka_estimator")
+  if c.perturb.batch_sign not in (1, -1) or isinstance(c.perturb.batch_sign, bool):
+    raise ConfigError(f"perturb.batch_sign: expected 1 (theta + sigma * grad, the paper's) or -1 (a descent step), "
+                      f"got {c.perturb.batch_sign!r}")
+  for field in ("normalize", "constant_params", "rewind_lr", "extra_steps"):
+    if not isinstance(c.perturb[field], bool):
+      raise ConfigError(f"perturb.{field}: expected True or False, got {c.perturb[field]!r}")
+  std = c.perturb.init_std
+  if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 <= std < float("inf"):
+    raise ConfigError(f"perturb.init_std: expected a finite number >= 0 (0 = the model's own init), got {std!r}")
+  if c.perturb.init_scale == "mean_square" and (c.perturb.constant_params or std):
+    raise ConfigError("perturb.init_scale: 'mean_square' (the old rule) takes no perturb.constant_params or "
+                      "perturb.init_std; use init_scale='variance'")
+  if c.perturb.rewind_lr and not c.perturb.extra_steps:
+    raise ConfigError("perturb.rewind_lr: a rewound child restarts the schedule at t and needs T more steps to "
+                      "finish it; set perturb.extra_steps=True as well (without it, it would stop at step T "
+                      "mid-schedule, at a learning rate above 0)")
+  aug = c.data.augment
+  for field, v in (("rotate", aug.rotate), ("erase", aug.erase)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+      raise ConfigError(f"data.augment.{field}: expected a number >= 0 (0 = off), got {v!r}")
+  if not aug.erase <= 1 or (aug.erase and aug.erase < 0.02):
+    raise ConfigError(f"data.augment.erase: the largest erased area fraction must be in [0.02, 1] (0 = off), "
+                      f"got {aug.erase!r}")
   scales = c.perturb.scales
   if isinstance(scales, (int, float)):
     raise ConfigError(f"perturb.scales: expected a tuple of sigmas, one per perturbed child, got {scales!r}")
@@ -222,11 +286,11 @@ def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
   if t > total:
     raise ConfigError(f"perturb.time: t = {t} steps ({c.perturb.time!r}) is after the end of training "
                       f"T = {total} steps ({c.train.steps!r}); need t <= T")
-  if (c.perturb.extra_steps and t and not c.perturb.rewind_lr and c.schedule.name != "constant"
-      and not c.schedule.final_lr):
-    raise ConfigError("perturb.extra_steps: the perturbed children's steps after T would run at the schedule's final "
-                      "learning rate, 0, and change nothing; set perturb.rewind_lr=True as well (or a schedule "
-                      "that does not end at 0: schedule.final_lr > 0 or schedule.name='constant')")
+  if (c.perturb.extra_steps and t and not c.perturb.rewind_lr and c.perturb.extra_lr == "hold"
+      and c.schedule.name != "constant" and not c.schedule.final_lr):
+    raise ConfigError("perturb.extra_lr: 'hold' keeps the schedule's final learning rate, 0, for the perturbed "
+                      "children's steps after T, which then change nothing; use perturb.extra_lr='decay' (or "
+                      "perturb.rewind_lr=True)")
   warmup = to_steps(c.schedule.warmup, spe, "schedule.warmup")
   if warmup > total:
     raise ConfigError(f"schedule.warmup: {warmup} steps is longer than training ({total} steps)")

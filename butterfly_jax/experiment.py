@@ -19,6 +19,8 @@ from butterfly_jax import (batches, config as config_lib, evaluate, hosts, membe
                            similarity, tree_math)
 from butterfly_jax.data import load_dataset, select_classes
 from butterfly_jax.models import make_model, make_moments
+from butterfly_jax.models.layers import torch_linear_init
+from butterfly_jax.models.registry import param_order
 from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
 
@@ -35,16 +37,19 @@ class _Setup:
     self.data = data
     self.steps = config_lib.resolve_steps(c, data.num_train)
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
-    self.apply_fn, self.init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
-                                             **c.model.kwargs.to_dict())
+    self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
+                                                   **c.model.kwargs.to_dict())
+    self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
     self.transform = optim.make_transform(c)
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
+    self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
     self.strategy = members.resolve_strategy(c.members.strategy)
     mean, std = data.channel_stats()
     self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
     aug = c.data.augment
     self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
-                                   std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout)
+                                   std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout,
+                                   rotate=aug.rotate, erase=aug.erase)
     self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
     self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
@@ -61,6 +66,24 @@ class _Setup:
     self._steps = {}
     self._perm = (None, None, None)
 
+  @property
+  def fresh_head(self) -> bool:
+    """Fine-tuning with a new head initialised as torch's ``nn.Linear`` (``init.head``), as the authors do."""
+    c = self.c
+    return bool(c.init.checkpoint) and not c.init.keep_head and c.init.head == "torch_linear"
+
+  def init_fn(self, key):
+    """The run's initial distribution of parameters: the model's init, with a torch-default head when
+    :attr:`fresh_head` (so the head's init variance counts in ``E_init`` as it does in the authors' code)."""
+    params = self.model_init_fn(key)
+    if self.fresh_head and "head" in params:
+      head = dict(params["head"])
+      head["kernel"], bias = torch_linear_init(jax.random.fold_in(key, 7), head["kernel"], head.get("bias"))
+      if bias is not None:
+        head["bias"] = bias
+      params = dict(params, head=head)
+    return params
+
   def trainer(self, num_members: int):
     """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
     devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
@@ -68,7 +91,7 @@ class _Setup:
     key = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
     if key not in self._steps:
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
-                                     mesh, self.c.train.compute_dtype)
+                                     mesh, self.c.train.compute_dtype, self.member_schedule)
       self._steps[key] = (step, members.replicate(self.train_data, mesh), mesh)
       if mesh is not None:
         logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
@@ -129,8 +152,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     stats, dist = hosts.fetch(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
     diverged |= ~(stats["finite"] & dist["finite"])
     # on this process's default device, from host offsets: the same program (and bits) whatever the mesh
-    offsets = jnp.asarray(hosts.fetch(family.lr_offset))
-    lr = np.asarray(jax.vmap(setup.schedule)(jnp.int32(nxt - 1) - offsets))
+    offsets, ends = (jnp.asarray(x) for x in hosts.fetch((family.lr_offset, family.end_step)))
+    lr = np.asarray(jax.vmap(setup.member_schedule, in_axes=(None, 0, 0))(jnp.int32(nxt - 1), offsets, ends))
     steps = np.maximum(stats["steps"], 1)
     record = {"phase": phase, "step": nxt, "lr": lr, "train_loss": stats["loss_sum"] / steps,
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],
@@ -165,6 +188,7 @@ def _initial_params(setup):
   params0 = setup.init_fn(setup.keys["init"])
   if not c.init.checkpoint:
     return params0, None
+  head = {"head": "kept"} if c.init.keep_head else {"head": "fresh", "head_init": c.init.head}
   run_dir, sep, step = c.init.checkpoint.rpartition(":")
   if not (sep and step.isdigit()) and Path(c.init.checkpoint).exists():
     if c.model.name not in ("vit", "vit_b16"):
@@ -173,7 +197,7 @@ def _initial_params(setup):
     from butterfly_jax.pretrained import load_vit_weights
     params = load_vit_weights(c.init.checkpoint, params0, c.init.keep_head)
     return jax.tree_util.tree_map(jnp.asarray, params), {
-        "checkpoint": str(Path(c.init.checkpoint).resolve()), "head": "kept" if c.init.keep_head else "fresh"}
+        "checkpoint": str(Path(c.init.checkpoint).resolve()), **head}
   if not sep or not step.isdigit():
     raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run) or a ViT "
                                  f"weights file that exists, got {c.init.checkpoint!r}")
@@ -198,34 +222,44 @@ def _initial_params(setup):
     problems.append(f"not in the model: {extra}")
   if problems:
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not fit model {c.model.name}: " + "; ".join(problems))
-  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), "head": "kept" if c.init.keep_head
-                                                  else "fresh"}
+  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), **head}
+
+
+def perturbation_batch(setup):
+  """The fresh batch of the batch perturbation: ``perturb.batch_size`` training examples drawn with the
+  perturbation key, augmented as in training (the authors draw it from their augmented training loader)."""
+  key = setup.keys["perturb"]
+  idx = jax.random.permutation(jax.random.fold_in(key, 2), setup.data.num_train)[:setup.steps["perturb_batch"]]
+  return setup.batcher.gather(*setup.train_data, idx, jax.random.fold_in(key, 3))
 
 
 def _perturbations(setup, trunk_params, scales):
   """The normalised direction eps (one per family; children differ in sigma) and its description."""
   c = setup.c
+  p = c.perturb
   key = setup.keys["perturb"]
-  stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], c.perturb.init_draws)
+  stats = perturb.init_stats(jax.jit(setup.init_fn), setup.keys["init_stats"], p.init_draws)
+  stds = perturb.init_stds(stats, setup.param_order, p.constant_params, fixed=p.init_std)
   finetune = bool(c.init.checkpoint)
-  mask = perturb.build_mask(trunk_params, c.perturb.mask, jax.random.fold_in(key, 1), finetune)
-  e_init = perturb.expected_init_l2(stats, mask)
-  if c.perturb.kind == "batch":
-    n = setup.data.num_train
-    idx = jax.random.permutation(jax.random.fold_in(key, 2), n)[:setup.steps["perturb_batch"]]
-    x, y = setup.batcher.gather(*setup.train_data, idx, jax.random.fold_in(key, 3))
-    direction = jax.jit(perturb.batch_direction, static_argnums=0)(
-        members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y))
+  mask = perturb.build_mask(trunk_params, p.mask, jax.random.fold_in(key, 1), finetune)
+  e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
+  if p.kind == "batch":
+    x, y = perturbation_batch(setup)
+    direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
+        members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y), int(p.batch_sign))
   else:
-    direction = perturb.gaussian_direction(jax.random.fold_in(key, 4), trunk_params, stats)
-  eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
+    direction = perturb.gaussian_direction(jax.random.fold_in(key, 4), trunk_params, stds)
+  if p.normalize:
+    eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
+  else:
+    eps, raw_norm = perturb.masked(direction, mask)
   if float(raw_norm) == 0 and any(s > 0 for s in scales):
     raise perturb.PerturbationError(
         f"perturb: the {c.perturb.kind} direction is zero on the mask (e.g. a gaussian perturbation of "
         "parameters initialised to constants, such as norm scales and biases, or a batch gradient that is exactly 0 "
         "there, such as a single first-layer weight fed by a pixel that is 0 in every image); change perturb.mask "
         "(another perturb.mask.single) or perturb.kind")
-  info = {"kind": c.perturb.kind, "expected_init_l2": e_init,
+  info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
   return eps, info
@@ -393,7 +427,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
       diverged |= ~np.isfinite(final[split]["child_loss"])
     pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
                                      c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std,
-                                     final.get("children_stats"))
+                                     final.get("children_stats"), c.eval.cka_estimator)
     ebar.update(len(indices["test"]))
     if align:
       tac = time.time()
@@ -441,6 +475,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     results_children.append(child)
   timing["total_s"] = time.time() - t_start
   results = {
+      "definitions": config_lib.definitions(c),
       "children": results_children,
       "steps": {"t": t, "T": total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
       "alphas": alphas,

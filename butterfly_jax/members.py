@@ -127,7 +127,7 @@ def _put(tree, sharding):
 
 
 def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,
-                    compute_dtype: str = "float32"):
+                    compute_dtype: str = "float32", member_schedule=None):
   """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
 
   ``perm`` is the permutation of the training set for the epoch of ``step`` (``batcher.epoch_permutation``).
@@ -141,6 +141,9 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   ``sequential`` a member's computation is the same program as on one device.
  
   ``compute_dtype``: see :func:`cross_entropy`; parameters and optimizer state stay float32.
+
+  The learning rate is ``schedule(step - lr_offset)``, or ``member_schedule(step, lr_offset, end_step)`` when
+  given (:func:`butterfly_jax.optim.make_member_schedule`: the extra-steps decay).
   """
   loss_fn = cross_entropy(apply_fn, compute_dtype)
 
@@ -149,7 +152,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
     x, y, step = shared
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     direction, new_opt = transform.update(grads, opt_state, params)
-    lr = schedule(step - lr_offset)
+    lr = schedule(step - lr_offset) if member_schedule is None else member_schedule(step, lr_offset, end_step)
     new_params = jax.tree_util.tree_map(lambda p, d: p - lr.astype(p.dtype) * d, params, direction)
     active = step < end_step
     keep = lambda new, old: jnp.where(active, new, old)

@@ -28,11 +28,35 @@ def make_transform(c) -> optax.GradientTransformation:
   return optax.chain(*parts) if parts else optax.identity()
 
 
+def onecycle(peak: float, total_steps: int, warmup_steps: int, div_factor: float = 25.0,
+             final_div_factor: float = 1e4):
+  """torch's ``OneCycleLR(max_lr=peak, total_steps=T, pct_start=warmup/T, anneal_strategy="cos")`` with its
+  defaults (two phases): cosine from ``peak/25`` up to ``peak`` at step ``warmup - 1``, then cosine down to
+  ``peak/25/1e4`` at step ``T - 1``."""
+  initial = peak / div_factor
+  minimum = initial / final_div_factor
+  end1 = float(warmup_steps) - 1.0
+  end2 = float(total_steps) - 1.0
+
+  def anneal(start, end, pct):
+    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+
+  def sched(step):
+    s = jnp.asarray(step, jnp.float32)
+    up = anneal(initial, peak, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
+    down = anneal(peak, minimum, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
+    return jnp.where(s <= end1, up, down)
+  return sched
+
+
 def make_schedule(c, total_steps: int, warmup_steps: int):
   """``step -> learning rate``; steps past the end keep the last value, negative steps the first."""
   peak, final, name = float(c.optim.lr), float(c.schedule.final_lr), c.schedule.name
   if name == "constant":
     return lambda step: jnp.full((), peak, jnp.float32)
+  if name == "onecycle":
+    sched = onecycle(peak, total_steps, warmup_steps)
+    return lambda step: jnp.asarray(sched(jnp.clip(step, 0, total_steps - 1)), jnp.float32)
   decay_steps = max(total_steps - warmup_steps, 1)
   if name == "triangular":
     decay = optax.linear_schedule(peak, final, decay_steps)
@@ -43,3 +67,37 @@ def make_schedule(c, total_steps: int, warmup_steps: int):
   else:
     sched = decay
   return lambda step: jnp.asarray(sched(jnp.clip(step, 0, total_steps)), jnp.float32)
+
+
+def make_member_schedule(c, total_steps: int, warmup_steps: int, t: int):
+  """``(step, lr_offset, end_step) -> learning rate`` of one member of a family.
+
+  A member evaluates the run's schedule at ``step - lr_offset`` (learning-rate rewinding: ``lr_offset = t``).
+  A perturbed child that trains past ``T`` (``perturb.extra_steps``, ``end_step = t + T > T``) without
+  rewinding follows ``perturb.extra_lr``: ``"decay"`` (the authors' ``same_steps_pperturb``, their
+  ``reset_lr_schedule``) continues the schedule to ``a = max(t, warm-up)`` (an unfinished warm-up is
+  finished) and from there decays linearly from the learning rate at ``a`` to ``schedule.final_lr`` at
+  ``t + T``::
+
+      lr(s) = base(s)                                              s < a
+      lr(s) = final + (base(a) - final) * (t + T - s) / (t + T - a)  a <= s < t + T
+
+  so on the triangular schedule perturbed after the warm-up, ``lr(t + j) = lr(t) * (1 - j / T)``.
+  ``"hold"`` (before the definitions' version 2) keeps the schedule's value at ``T`` after ``T``.
+  """
+  base = make_schedule(c, total_steps, warmup_steps)
+  final = 0.0 if c.schedule.name == "constant" else float(c.schedule.final_lr)
+  decay = c.perturb.extra_lr == "decay" and t > 0
+  a = max(t, warmup_steps)
+  end = t + total_steps
+  base_a = base(a)
+
+  def member_lr(step, lr_offset, end_step):
+    plain = base(step - lr_offset)
+    if not decay:
+      return plain
+    frac = jnp.clip((end - step).astype(jnp.float32) / float(max(end - a, 1)), 0.0, 1.0)
+    decayed = jnp.asarray(final + (base_a - final) * frac, jnp.float32)
+    extended = (end_step > total_steps) & (lr_offset == 0)
+    return jnp.where(extended & (step >= a), decayed, plain)
+  return member_lr

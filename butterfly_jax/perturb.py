@@ -1,15 +1,31 @@
 """Perturbations: theta' = theta + sigma * eps, with eps = (eps_hat * M) / ||eps_hat * M|| * E_init.
 
-* ``eps_hat`` is the *batch* direction (minus the mean loss gradient on a fresh batch drawn with the
-  perturbation key: one extra SGD step) or the *gaussian* direction (a draw from each layer's init
-  distribution: a standard normal times the layer's init standard deviation, zero for layers initialised
-  to constants such as norm scales and biases).
+The definitions are the ICML paper's (its poster's formula); where it is silent, the authors' code
+(``gsaltintas/lmc``) decides. BUILD_NOTES.md ("Definitions and recipes") compares every choice with both.
+
+* ``eps_hat`` is the *batch* direction, ``perturb.batch_sign`` times the mean loss gradient on a fresh batch
+  drawn with the perturbation key (``+1``, the default: ``theta + sigma * grad``, as the workshop appendix,
+  the poster and the authors' ``get_batch_noise`` write it; ``-1``: one extra SGD step), or the *gaussian*
+  direction (a draw from each layer's init distribution: a standard normal times the layer's init standard
+  deviation).
 * ``M`` is a 0/1 mask over the weights: a regex on parameter paths (include, exclude), then optionally a
   random fraction of those, or one single weight.
-* ``E_init`` is the expected L2 norm of the masked parameters at initialisation, taken as the root of the
-  expected squared norm, ``sqrt(sum over masked weights of E[theta_0^2])``, with ``E[theta_0^2]`` estimated per
-  layer from ``perturb.init_draws`` initialisations. So the perturbation has L2 norm ``sigma * E_init`` and
-  ``sigma = 0.01`` is 1% of the network's size at init (of the masked part's size).
+* ``E_init`` is ``sqrt(Var[theta_0 * M])``: the root of the sum over the masked weights of their init
+  variances, the authors' ``get_all_init_l2s`` (``perturb.init_scale="variance"``). Per-layer variances are
+  estimated from ``perturb.init_draws`` initialisations of the model (the authors compute them from each
+  layer's init formula; the estimates agree to sampling error, which the tests bound). Parameters that
+  start as constants (norm scales, biases, a ViT's class token) have variance 0: they add nothing to
+  ``E_init`` and get no gaussian noise, the authors' ``get_init_stds(include_constant_params=False)``.
+  ``perturb.constant_params=True`` gives them the authors' ``include_constant_params=True`` rule instead:
+  the standard deviation of the next randomly initialised layer in the order the model uses its layers
+  (projection shortcuts skipped), or ``1/sqrt(units)`` after the last one; it counts in ``E_init`` too.
+  ``perturb.init_scale="mean_square"`` is the rule of butterfly_jax before 0.2 (``E[theta_0^2]``, so norm
+  scales initialised to 1 counted), kept to reproduce old runs.
+
+So the perturbation has L2 norm ``sigma * E_init`` and ``sigma = 0.01`` is 1% of the network's size at init
+(of the masked part's size). ``perturb.normalize=False`` skips the normalisation, ``theta + sigma * eps_hat * M``
+(the authors' ``normalize_perturb=false``, which their ResNet-20 scripts use: there ``sigma`` scales the raw
+gradient like a learning rate, the workshop paper's definition).
 """
 
 import dataclasses
@@ -51,6 +67,36 @@ def init_stats(init_fn, key, draws: int) -> InitStats:
   else:
     variance = jax.tree_util.tree_map(lambda s, s2: float(jnp.mean(s2) - jnp.mean(s) ** 2), total, total_sq)
   return InitStats(mean_square, variance)
+
+
+def init_stds(stats: InitStats, order: dict, constant_params: bool = False, fixed: float = 0.0,
+              skip_next=("shortcut",)) -> dict:
+  """Per-layer init standard deviations (a tree like ``stats.variance``), by the authors' ``get_init_stds``.
+
+  Randomly initialised layers (variance > 0): the root of their variance, or ``fixed`` when it is > 0 (the
+  authors' ViT and BERT take 0.02 for every layer). Layers initialised to constants: 0, or with
+  ``constant_params`` the standard deviation of the next randomly initialised layer in ``order``
+  (``{path: shape}`` in the order the model first uses its parameters,
+  :func:`butterfly_jax.models.registry.param_order`) whose path names none of ``skip_next``, and
+  ``1/sqrt(n)`` (``n`` the size of its last axis) when no random layer follows.
+  """
+  flat_var = tree_math.flat_dict(stats.variance)
+  missing = set(flat_var) - set(order)
+  if missing:
+    raise ValueError(f"init_stds: parameters {sorted(missing)} are not in the parameter order")
+  std, shapes, nxt = {}, dict(order) if isinstance(order, dict) else None, None
+  for path in reversed([p for p in order if p in flat_var]):
+    var = float(flat_var[path])
+    if var > 0:
+      std[path] = float(fixed) if fixed > 0 else float(np.sqrt(var))
+      if not any(word in path for word in skip_next):
+        nxt = std[path]
+    elif constant_params:
+      units = shapes[path][-1] if shapes and shapes[path] else 1
+      std[path] = nxt if nxt is not None else 1.0 / float(np.sqrt(units))
+    else:
+      std[path] = 0.0
+  return tree_math.unflatten_like(stats.variance, std)
 
 
 _SINGLE = re.compile(r"^(?P<path>[^\[\]]+)\[(?P<index>[\d,\s]*)\]$")
@@ -116,25 +162,40 @@ def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
   return int(sum(sizes[:i]) + np.ravel_multi_index(index, shape))
 
 
-def expected_init_l2(stats: InitStats, mask) -> float:
-  """sqrt(sum over masked weights of E[theta_0^2])."""
-  per_leaf = jax.tree_util.tree_map(lambda ms, m: ms * float(jnp.sum(m)), stats.mean_square, mask)
+INIT_SCALES = ("variance", "mean_square")
+
+
+def expected_init_l2(stats: InitStats, mask, stds=None, rule: str = "variance") -> float:
+  """``E_init`` of the masked weights: ``sqrt(sum of std^2)`` over them (``rule="variance"``; ``stds`` from
+  :func:`init_stds`, by default the plain init standard deviations) or the legacy
+  ``sqrt(sum of E[theta_0^2])`` (``rule="mean_square"``)."""
+  if rule == "mean_square":
+    per_weight = stats.mean_square
+  elif rule == "variance":
+    per_weight = stats.variance if stds is None else jax.tree_util.tree_map(lambda s: s * s, stds)
+  else:
+    raise ValueError(f"perturb.init_scale: unknown rule {rule!r}; allowed: {', '.join(INIT_SCALES)}")
+  per_leaf = jax.tree_util.tree_map(lambda v, m: float(v) * float(jnp.sum(m)), per_weight, mask)
   return float(np.sqrt(sum(jax.tree_util.tree_leaves(per_leaf))))
 
 
-def gaussian_direction(key, params, stats: InitStats):
-  """A draw from each layer's init distribution, centred: N(0, Var_init) per weight."""
+def gaussian_direction(key, params, stds):
+  """A draw from each layer's init distribution, centred: ``N(0, std^2)`` per weight (``stds``: a tree of
+  per-layer standard deviations, :func:`init_stds`; an :class:`InitStats` means the plain ones)."""
+  if isinstance(stds, InitStats):
+    stds = jax.tree_util.tree_map(np.sqrt, stds.variance)
   leaves, treedef = jax.tree_util.tree_flatten(params)
-  stds = jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.sqrt, stats.variance))
+  std_leaves = jax.tree_util.tree_leaves(stds)
   keys = jax.random.split(key, len(leaves))
-  out = [jax.random.normal(k, l.shape, l.dtype) * s for k, l, s in zip(keys, leaves, stds)]
+  out = [jax.random.normal(k, l.shape, l.dtype) * s for k, l, s in zip(keys, leaves, std_leaves)]
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def batch_direction(loss_fn, params, batch):
-  """Minus the mean gradient of the loss on ``batch``: the direction of one extra SGD step."""
+def batch_direction(loss_fn, params, batch, sign: int = 1):
+  """``sign`` times the mean gradient of the loss on ``batch``: ``+1`` the paper's (and the authors')
+  ``theta + sigma * grad``, ``-1`` the direction of one extra SGD step."""
   grads = jax.grad(loss_fn)(params, *batch)
-  return jax.tree_util.tree_map(jnp.negative, grads)
+  return grads if sign == 1 else jax.tree_util.tree_map(lambda g: -g, grads)
 
 
 @jax.jit
@@ -144,6 +205,13 @@ def normalised(direction, mask, target_norm):
   norm = tree_math.tree_norm(masked)
   scale = jnp.where(norm > 0, target_norm / jnp.where(norm > 0, norm, 1.0), 0.0)
   return jax.tree_util.tree_map(lambda d: d * scale, masked), norm
+
+
+@jax.jit
+def masked(direction, mask):
+  """``direction * mask`` without normalisation (``perturb.normalize=False``), and its norm."""
+  out = jax.tree_util.tree_map(jnp.multiply, direction, mask)
+  return out, tree_math.tree_norm(out)
 
 
 @jax.jit

@@ -23,11 +23,11 @@ import sys
 from pathlib import Path
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
-LEAD_COLUMNS = ("run", "status", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch", "child",
+LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch", "child",
                 "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged")
 # results.json child["perturb"] fields: renamed here; kind and mask repeat the config and are left out.
 _CHILD_PERTURB = {"scale": "perturb.scale", "noise_l2": "noise_l2", "num_perturbed": "num_perturbed",
-                  "expected_init_l2": "expected_init_l2", "kind": None, "mask": None}
+                  "expected_init_l2": "expected_init_l2", "direction_l2": "direction_l2", "kind": None, "mask": None}
 _SKIP_KEYS = ("curves",)   # lists along the interpolation path: not exploded into columns
 # metrics.jsonl numbers that are meaningless for a diverged member (NaN in the trajectories).
 _TRAJECTORY_METRICS = ("train_loss", "l2_from_init", "l2_to_child0", "eval_train_loss", "eval_test_error")
@@ -77,6 +77,21 @@ def perturbation_label(config: dict) -> str:
   if mask.get("include", ".*") not in (".*", "") or mask.get("exclude", "") or finetune_exclude:
     return f"{kind}/masked"
   return kind
+
+
+def definitions_label(config: dict) -> str:
+  """``"v2"`` for a run under the current definitions (README "Definitions"), ``"v1"`` for one from before
+  (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when fine-tuning), or
+  ``"v2-custom"`` for a run that set any definition field away from the paper's."""
+  from butterfly_jax.config import LEGACY_VALUES, default_config
+  defaults = default_config().to_dict()
+  values = {key: config.get(key[0], {}).get(key[1]) for key in LEGACY_VALUES}
+  if all(values[k] == old for k, old in LEGACY_VALUES.items()):
+    return "v1"
+  p = config.get("perturb", {})
+  custom = any(values[k] != defaults[k[0]][k[1]] for k in LEGACY_VALUES) or any(
+      p.get(f, defaults["perturb"][f]) != defaults["perturb"][f] for f in ("normalize", "constant_params", "init_std"))
+  return "v2-custom" if custom else "v2"
 
 
 def find_runs(runs_dir) -> list[Path]:
@@ -139,9 +154,13 @@ def _steps_from_config(value):
 def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
   """The rows of one run directory (one per child pair when finished, one status row otherwise) and the names
   of its config columns."""
-  config = json.loads((folder / "config.json").read_text())
+  from butterfly_jax.config import upgrade
+  # upgraded: fields added since the run was written show the values that run used (the old definitions'
+  # for a run from before the definitions' version 2), so every row says what its sigma and CKA meant
+  config = upgrade(json.loads((folder / "config.json").read_text()))
   cfg_cols = flatten(config, skip_lists=False)
-  base = {"run": folder.relative_to(runs_dir).as_posix() or ".", "perturbation": perturbation_label(config)}
+  base = {"run": folder.relative_to(runs_dir).as_posix() or ".", "perturbation": perturbation_label(config),
+          "definitions": definitions_label(config)}
   results_path = folder / "results.json"
   results = None
   if results_path.is_file():
@@ -244,6 +263,11 @@ def load_table(runs_dir):
     run_rows, keys = _run_rows(folder, runs_dir)
     rows += run_rows
     config_columns |= keys
+  labels = sorted({row["definitions"] for row in rows})
+  if len(labels) > 1:
+    logging.warning("%s mixes runs under different definitions of sigma, the batch direction and CKA (%s; see the "
+                    "'definitions' column and README 'Definitions'): compare them only within one label",
+                    runs_dir, ", ".join(labels))
   df = pd.DataFrame(rows, columns=_order(rows, config_columns))
   for col in df.columns:  # integers and flags stay so where an unfinished run leaves holes (nullable dtypes)
     values = [row[col] for row in rows if row.get(col) is not None]

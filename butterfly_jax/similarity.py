@@ -1,56 +1,92 @@
 """Function-space comparisons of two networks: angular CKA of representations, logit ensembles, disagreement.
 
-Angular CKA (Williams et al. 2021) is ``arccos`` of linear CKA,
-``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` with column-centred features, in
-radians: 0 means identical up to rotation and isotropic scaling, pi/2 means unrelated. It is computed from
-running sums (``sum x``, ``X^T X``, ``X^T Y``, ...), so any number of examples can be streamed through in
-batches; the sums are kept in float64 on the host.
+Angular CKA (Williams et al. 2021) is ``arccos`` of linear CKA, in radians: 0 means identical up to rotation
+and isotropic scaling, pi/2 means unrelated. Two estimators (``eval.cka_estimator``):
+
+* ``unbiased`` (the default; the authors' code, repsim's ``AngularCKA(use_unbiased_hsic=True)``): the
+  centred Gram matrices ``K = X_c X_c^T`` and ``L = Y_c Y_c^T`` with their diagonals zeroed, ``K'`` and
+  ``L'``; CKA is ``<K', L'>_F / (||K'||_F ||L'||_F)``. Dropping the ``k(x_i, x_i)`` terms removes the
+  finite-sample bias towards 1 of high-dimensional features.
+* ``biased``: the same without zeroing the diagonals, ``||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)``.
+
+Both are computed from running sums (``sum x``, ``X^T X``, ``X^T Y``, and for the diagonal terms the sums of
+``|x|^2 |y|^2``, ``|x|^2 y`` and ``|y|^2 x``), so any number of examples can be streamed through in batches
+without an ``n x n`` matrix; the sums are kept in float64 on the host. The diagonal of a centred Gram matrix
+is ``|x_i - mean|^2``, expanded around the raw sums (an exact identity; the tests check it against the
+Gram matrices themselves).
 """
 
 import numpy as np
+
+CKA_ESTIMATORS = ("unbiased", "biased")
 
 
 class CKAAccumulator:
   """Streams batches of paired features ``(x [b, d_x], y [b, d_y])``; :meth:`angle` gives angular CKA."""
 
-  def __init__(self):
-    self.n = 0
-    self.sx = self.sy = self.xtx = self.yty = self.xty = None
+  _SUMS = ("sx", "sy", "xtx", "yty", "xty", "nx", "ny", "nxx", "nyy", "nxy", "x_ny", "y_nx", "x_nx", "y_ny")
 
-  def update_sums(self, n, sx, sy, xtx, yty, xty):
-    """Adds precomputed batch sums (e.g. from the device): count, column sums, X^T X, Y^T Y, X^T Y."""
-    parts = [np.asarray(v, np.float64) for v in (sx, sy, xtx, yty, xty)]
-    if self.sx is None:
-      self.sx, self.sy, self.xtx, self.yty, self.xty = parts
-    else:
-      for name, v in zip(("sx", "sy", "xtx", "yty", "xty"), parts):
-        setattr(self, name, getattr(self, name) + v)
-    self.n += int(n)
+  def __init__(self, estimator: str = "unbiased"):
+    if estimator not in CKA_ESTIMATORS:
+      raise ValueError(f"eval.cka_estimator: unknown estimator {estimator!r}; allowed: {', '.join(CKA_ESTIMATORS)}")
+    self.estimator = estimator
+    self.n = 0
+    for name in self._SUMS:
+      setattr(self, name, None)
 
   def update(self, x, y):
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     y = np.asarray(y, np.float64).reshape(len(y), -1)
     if len(x) != len(y):
       raise ValueError(f"angular_cka: x and y need the same number of examples, got {len(x)} and {len(y)}")
-    self.update_sums(len(x), x.sum(0), y.sum(0), x.T @ x, y.T @ y, x.T @ y)
+    nx, ny = np.sum(x * x, 1), np.sum(y * y, 1)   # squared norms of the raw examples
+    parts = dict(sx=x.sum(0), sy=y.sum(0), xtx=x.T @ x, yty=y.T @ y, xty=x.T @ y, nx=nx.sum(), ny=ny.sum(),
+                 nxx=nx @ nx, nyy=ny @ ny, nxy=nx @ ny, x_ny=ny @ x, y_nx=nx @ y, x_nx=nx @ x, y_ny=ny @ y)
+    for name, v in parts.items():
+      old = getattr(self, name)
+      setattr(self, name, v if old is None else old + v)
+    self.n += len(x)
 
-  def angle(self) -> float:
+  def _diagonal_products(self):
+    """``sum_i |x_i - mx|^2 |y_i - my|^2`` and the same for (x, x) and (y, y), from the raw sums."""
+    n, mx, my = self.n, self.sx / self.n, self.sy / self.n
+    mxx, myy = mx @ mx, my @ my
+
+    def dd(nab, a_nb, b_na, atb, ma, mb, na, nb, sa, sb, maa, mbb):
+      # sum_i (|a_i|^2 - 2 a_i.ma + |ma|^2) (|b_i|^2 - 2 b_i.mb + |mb|^2)
+      return (nab - 2 * mb @ b_na + mbb * na - 2 * ma @ a_nb + 4 * ma @ atb @ mb - 2 * mbb * (ma @ sa)
+              + maa * nb - 2 * maa * (mb @ sb) + n * maa * mbb)
+
+    xy = dd(self.nxy, self.x_ny, self.y_nx, self.xty, mx, my, self.nx, self.ny, self.sx, self.sy, mxx, myy)
+    xx = dd(self.nxx, self.x_nx, self.x_nx, self.xtx, mx, mx, self.nx, self.nx, self.sx, self.sx, mxx, mxx)
+    yy = dd(self.nyy, self.y_ny, self.y_ny, self.yty, my, my, self.ny, self.ny, self.sy, self.sy, myy, myy)
+    return xy, xx, yy
+
+  def cka(self) -> float:
+    """Linear CKA (the cosine of :meth:`angle`); NaN for a constant representation."""
     if not self.n:
       raise ValueError("angular_cka: no examples")
     mx, my = self.sx / self.n, self.sy / self.n
     cxx = self.xtx - self.n * np.outer(mx, mx)
     cyy = self.yty - self.n * np.outer(my, my)
     cxy = self.xty - self.n * np.outer(mx, my)
-    denom = np.linalg.norm(cxx) * np.linalg.norm(cyy)
-    if denom == 0:
+    num, sxx, syy = np.sum(cxy * cxy), np.sum(cxx * cxx), np.sum(cyy * cyy)  # <K, L>, |K|^2, |L|^2
+    if self.estimator == "unbiased":
+      dxy, dxx, dyy = self._diagonal_products()
+      num, sxx, syy = num - dxy, sxx - dxx, syy - dyy
+    if not (sxx > 0 and syy > 0):
       return float("nan")  # a constant representation has no angle
-    return float(np.arccos(np.clip(np.sum(cxy * cxy) / denom, -1.0, 1.0)))
+    return float(num / np.sqrt(sxx * syy))
+
+  def angle(self) -> float:
+    c = self.cka()
+    return c if np.isnan(c) else float(np.arccos(np.clip(c, -1.0, 1.0)))
 
 
-def angular_cka(x, y, batch_size: int = 4096) -> float:
+def angular_cka(x, y, batch_size: int = 4096, estimator: str = "unbiased") -> float:
   """Angular linear CKA between ``x [n, d_x]`` and ``y [n, d_y]`` (radians; 0 = identical up to rotation
-  and scale)."""
-  acc = CKAAccumulator()
+  and scale); ``estimator``: ``unbiased`` (the authors', repsim's default) or ``biased``."""
+  acc = CKAAccumulator(estimator)
   x, y = np.asarray(x), np.asarray(y)
   if x.shape[0] != y.shape[0]:
     raise ValueError(f"angular_cka: x and y need the same number of examples, got {x.shape[0]} and {y.shape[0]}")
@@ -94,9 +130,11 @@ def _log_softmax(z):
   return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
-def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka_examples, mean, std, stats=None):
+def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka_examples, mean, std, stats=None,
+                  cka_estimator: str = "unbiased"):
   """Per pair (0, k), k >= 1: the logit-averaged ensemble's test accuracy and loss and the disagreement
-  over ``indices``; angular CKA over the first ``cka_examples`` of them (0 = none). A list, one per k.
+  over ``indices``; angular CKA (``cka_estimator``) over the first ``cka_examples`` of them (0 = none). A list,
+  one per k.
   ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm."""
   import jax.numpy as jnp
 
@@ -119,7 +157,7 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
     batch_disagree = (logits[1:].argmax(-1) != pred0[None]).sum(-1)
     if ens_loss is None:
       ens_loss, ens_correct, disagree = (np.zeros(len(ens)) for _ in range(3))
-      accs = [CKAAccumulator() for _ in range(len(ens))]
+      accs = [CKAAccumulator(cka_estimator) for _ in range(len(ens))]
     ens_loss += batch_loss
     ens_correct += batch_correct
     disagree += batch_disagree

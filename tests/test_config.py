@@ -40,13 +40,55 @@ def test_perturbation_after_training_end_is_rejected(smoke_config, tmp_path):
 
 def test_extra_steps_that_would_train_at_learning_rate_zero_are_rejected(smoke_config, tmp_path):
   smoke_config.perturb.time, smoke_config.perturb.extra_steps = 5, True
-  with pytest.raises(ConfigError, match="perturb.extra_steps: .*perturb.rewind_lr=True"):
+  smoke_config.perturb.extra_lr = "hold"  # the old rule: the schedule's last value, 0, after T
+  with pytest.raises(ConfigError, match="perturb.extra_lr: 'hold' .* perturb.extra_lr='decay'"):
     run(smoke_config, tmp_path)
-  for field, value in (("perturb.rewind_lr", True), ("schedule.final_lr", 0.01), ("schedule.name", "constant")):
+  for field, value in (("perturb.rewind_lr", True), ("schedule.final_lr", 0.01), ("schedule.name", "constant"),
+                       ("perturb.extra_lr", "decay")):
     c = smoke_config.copy_and_resolve_references()
     section, key = field.split(".")
     c[section][key] = value
     assert config_lib.resolve_steps(c, 1000)["t"] == 5
+
+
+def test_rewinding_without_extra_steps_is_rejected(smoke_config, tmp_path):
+  smoke_config.perturb.time, smoke_config.perturb.rewind_lr = 5, True
+  with pytest.raises(ConfigError, match="perturb.rewind_lr: .*perturb.extra_steps=True"):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("perturb.batch_sign", 0, "perturb.batch_sign: expected 1 .* or -1"),
+    ("perturb.batch_sign", True, "perturb.batch_sign"),
+    ("perturb.normalize", "yes", "perturb.normalize: expected True or False"),
+    ("perturb.constant_params", 1, "perturb.constant_params: expected True or False"),
+    ("perturb.init_scale", "rms", "perturb.init_scale: unknown value 'rms'; allowed: variance, mean_square"),
+    ("perturb.init_std", -0.02, "perturb.init_std: expected a finite number >= 0"),
+    ("perturb.extra_lr", "rewind", "perturb.extra_lr: unknown value 'rewind'; allowed: decay, hold"),
+    ("eval.cka_estimator", "debiased", "eval.cka_estimator: unknown value 'debiased'; allowed: unbiased, biased"),
+    ("init.head", "zeros", "init.head: unknown value 'zeros'; allowed: torch_linear, model"),
+    ("schedule.name", "one-cycle", "schedule.name: unknown value 'one-cycle'; allowed: .*onecycle"),
+    ("data.augment.rotate", -10.0, "data.augment.rotate: expected a number >= 0"),
+    ("data.augment.erase", 1.5, "data.augment.erase: the largest erased area fraction must be in"),
+    ("data.augment.erase", 0.01, "data.augment.erase: the largest erased area fraction must be in"),
+])
+def test_bad_values_of_the_definition_fields_fail_before_compute(smoke_config, tmp_path, field, value, match):
+  section, _, key = field.rpartition(".")
+  node = smoke_config
+  for part in section.split("."):
+    node = node[part]
+  with node.ignore_type():
+    node[key] = value
+  with pytest.raises(ConfigError, match=match):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_mean_square_rule_takes_no_constant_params(smoke_config, tmp_path):
+  smoke_config.perturb.init_scale, smoke_config.perturb.constant_params = "mean_square", True
+  with pytest.raises(ConfigError, match="perturb.init_scale: 'mean_square' .* takes no perturb.constant_params"):
+    run(smoke_config, tmp_path)
 
 
 def test_a_perturbation_direction_that_is_zero_on_its_mask_is_a_clear_error(smoke_config, tmp_path):

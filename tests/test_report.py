@@ -116,7 +116,8 @@ def test_expected_columns(table):
     for metric in ("loss", "error"):
       assert f"vs_child0.barrier.{split}.{metric}" in table.columns
   assert not any("curves" in c for c in table.columns)
-  assert list(table.columns[:3]) == ["run", "status", "perturbation"]
+  assert list(table.columns[:4]) == ["run", "status", "definitions", "perturbation"]
+  assert set(table["definitions"]) == {"v2"}
 
 
 def test_a_row_matches_results_json(runs, table):

@@ -53,3 +53,36 @@ def test_bad_inputs():
     bj.angular_cka(_x(n=10), _x(n=11))
   with pytest.raises(ValueError, match="no examples"):
     CKAAccumulator().angle()
+
+
+def _repsim_angle(x, y, unbiased=True):
+  """repsim's AngularCKA (linear kernel) written out: centred Gram matrices H X X^T H, their diagonals zeroed
+  when unbiased, each scaled to unit Frobenius norm, and arccos of their inner product."""
+  n = len(x)
+  h = np.eye(n) - 1 / n
+  points = []
+  for z in (x, y):
+    k = h @ z @ z.T @ h
+    if unbiased:
+      k = k * (1 - np.eye(n))
+    points.append(k / np.linalg.norm(k))
+  return np.arccos(np.clip(np.sum(points[0] * points[1]), -1, 1))
+
+
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+def test_streamed_cka_equals_the_gram_matrix_computation(estimator):
+  rng = np.random.default_rng(4)
+  x = np.maximum(rng.normal(size=(600, 40)) + 2.0, 0)   # non-negative features with a large mean, like ReLUs
+  y = np.maximum(x @ rng.normal(size=(40, 25)), 0) + 0.5 * rng.normal(size=(600, 25))
+  expected = _repsim_angle(x, y, estimator == "unbiased")
+  assert bj.angular_cka(x, y, batch_size=64, estimator=estimator) == pytest.approx(expected, abs=1e-9)
+  assert bj.angular_cka(x, x, estimator=estimator) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unbiased_cka_of_unrelated_wide_features_is_near_a_right_angle():
+  rng = np.random.default_rng(5)
+  x, y = rng.normal(size=(100, 500)), rng.normal(size=(100, 500))
+  assert bj.angular_cka(x, y) == pytest.approx(np.pi / 2, abs=0.1)        # no shared structure: about 90 degrees
+  assert bj.angular_cka(x, y, estimator="biased") < 1.0                    # the biased estimate is pulled towards 0
+  with pytest.raises(ValueError, match="eval.cka_estimator: unknown estimator"):
+    bj.angular_cka(x, y, estimator="debiased")

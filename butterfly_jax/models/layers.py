@@ -10,6 +10,17 @@ he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 NORMS = ("layernorm", "batchnorm", "none")
 
 
+def torch_linear_init(key, kernel, bias=None):
+  """torch ``nn.Linear``'s default init for a flax Dense ``kernel [fan_in, ...]`` (and ``bias``): both uniform on
+  ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (``kaiming_uniform_(a=sqrt(5))`` for the weight). Returns the pair."""
+  import jax
+  bound = 1.0 / float(kernel.shape[0]) ** 0.5
+  kk, kb = jax.random.split(key)
+  new_kernel = jax.random.uniform(kk, kernel.shape, kernel.dtype, -bound, bound)
+  new_bias = None if bias is None else jax.random.uniform(kb, bias.shape, bias.dtype, -bound, bound)
+  return new_kernel, new_bias
+
+
 class BatchNorm(nn.Module):
   """BatchNorm over all but the channel axis, with ``scale`` and ``bias`` parameters like ``nn.LayerNorm``'s.
 

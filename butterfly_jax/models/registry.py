@@ -72,6 +72,30 @@ def make_moments(name: str, input_shape, num_classes: int, **model_kwargs):
   return moments_fn
 
 
+def param_order(name: str, input_shape, num_classes: int, **model_kwargs) -> dict:
+  """``{"layer/param": shape}`` of every parameter, in the order the model creates them, which is the order
+  its layers are first used (flax creates a compact module's parameters at its first call). Traced
+  abstractly: nothing is computed."""
+  module = build_module(name, num_classes, **model_kwargs)
+  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  order = {}
+
+  def walk(tree, prefix):
+    for k, v in tree.items():
+      if isinstance(v, Mapping):
+        walk(v, f"{prefix}{k}/")
+      else:
+        order[f"{prefix}{k}"] = tuple(v.shape)
+
+  def init(key):
+    params = module.init(key, dummy)["params"]
+    walk(params, "")  # at trace time: the dicts still hold their creation order
+    return params
+
+  jax.eval_shape(init, jax.random.key(0))
+  return order
+
+
 def _plain(tree):
   if isinstance(tree, Mapping):
     return {k: _plain(v) for k, v in tree.items()}

@@ -1,0 +1,281 @@
+"""The paper's definitions, each pinned against an independent computation in the test itself.
+
+E_init against the authors' ``get_init_stds`` rules written out here for ResNet-20; the batch direction's
+sign by the loss it changes; a fine-tuned ViT's t = 0 batch perturbation; the extra-steps learning rate
+against the authors' formula; one-cycle against torch's; the augmentations; what results.json records.
+CKA's unbiased estimator is pinned in test_similarity.py.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from butterfly_jax import batches, config as config_lib, optim, perturb, tree_math
+from butterfly_jax.configs_embedded import smoke
+from butterfly_jax.models import make_model
+from butterfly_jax.models.registry import param_order
+
+
+def _authors_resnet20_e_init(width=32, classes=10, constant_params=False):
+  """sqrt(sum of numel * std^2) by the authors' BaseModel.get_init_stds for their resnet20-32 (torch layer
+  order: stem conv and norm; per block conv1, norm1, conv2, norm2, then the 1x1 shortcut conv and its norm;
+  fc): He-normal weights std sqrt(2 / fan_in); norm weights and biases std 0, or with
+  include_constant_params the std of the next non-shortcut weight layer (1/sqrt(n) after the last)."""
+  layers = [("w", width * 3 * 9, 3 * 9, False), ("c", width), ("c", width)]
+  cin = width
+  for s, mult in enumerate((1, 2, 4)):
+    c = width * mult
+    for b in range(3):
+      layers += [("w", c * cin * 9, cin * 9, False), ("c", c), ("c", c), ("w", c * c * 9, c * 9, False),
+                 ("c", c), ("c", c)]
+      if s > 0 and b == 0:
+        layers += [("w", c * cin, cin, True), ("c", c), ("c", c)]
+      cin = c
+  layers += [("w", classes * cin, cin, False), ("c", classes)]
+  total, nxt = 0.0, None
+  for layer in reversed(layers):
+    if layer[0] == "w":
+      _, numel, fan_in, shortcut = layer
+      total += numel * 2.0 / fan_in
+      if not shortcut:
+        nxt = (2.0 / fan_in) ** 0.5
+    elif constant_params:
+      n = layer[1]
+      std = nxt if nxt is not None else 1.0 / n ** 0.5
+      total += n * std ** 2
+  return total ** 0.5
+
+
+@pytest.fixture(scope="module")
+def resnet20():
+  _, init_fn = make_model("resnet20", (32, 32, 3), 10, width=2, norm="layernorm")
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 8)
+  order = param_order("resnet20", (32, 32, 3), 10, width=2, norm="layernorm")
+  params = init_fn(jax.random.key(0))
+  mask = jax.tree_util.tree_map(lambda x: jnp.ones(x.shape, jnp.float32), params)
+  return stats, order, mask
+
+
+@pytest.mark.parametrize("constant_params", [False, True])
+def test_e_init_of_resnet20_is_the_sum_of_the_authors_init_variances(resnet20, constant_params):
+  stats, order, mask = resnet20
+  stds = perturb.init_stds(stats, order, constant_params)
+  e_init = perturb.expected_init_l2(stats, mask, stds, "variance")
+  expected = _authors_resnet20_e_init(constant_params=constant_params)
+  assert e_init == pytest.approx(expected, rel=2e-3)   # 8 draws of 1.1M weights: sampling error ~1e-4
+  if not constant_params:
+    assert expected == pytest.approx(56.2, abs=0.05)
+
+
+def test_the_old_mean_square_rule_counted_norm_scales(resnet20):
+  stats, order, mask = resnet20
+  old = perturb.expected_init_l2(stats, mask, rule="mean_square")
+  n_scales = sum(int(np.prod(shape)) for path, shape in order.items() if path.endswith("/scale"))
+  # E[theta^2] adds 1 per LayerNorm scale: every old sigma was about 1.22 times the paper's
+  assert old == pytest.approx((_authors_resnet20_e_init() ** 2 + n_scales) ** 0.5, rel=2e-3)
+  assert old / _authors_resnet20_e_init() == pytest.approx(1.22, abs=0.01)
+
+
+def test_fixed_init_std_replaces_every_random_layer(resnet20):
+  stats, order, mask = resnet20
+  stds = tree_math.flat_dict(perturb.init_stds(stats, order, False, fixed=0.02))
+  assert stds["conv_in/kernel"] == 0.02 and stds["head/kernel"] == 0.02 and stds["norm_in/scale"] == 0.0
+
+
+def _setup(c):
+  from butterfly_jax.experiment import _Setup
+  return _Setup(c)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_batch_perturbation_raises_the_perturbation_batch_loss_to_first_order(sign):
+  from butterfly_jax.experiment import _initial_params, _perturbations, perturbation_batch
+  from butterfly_jax.members import cross_entropy
+  c = smoke()
+  c.perturb.batch_sign = sign
+  setup = _setup(c)
+  params, _ = _initial_params(setup)
+  eps, info = _perturbations(setup, params, (1e-3,))
+  x, y = perturbation_batch(setup)
+  loss = jax.jit(cross_entropy(setup.apply_fn))
+  grad = jax.grad(cross_entropy(setup.apply_fn))(params, x, y)
+  sigma = 1e-4
+  change = float(loss(perturb.apply(params, eps, jnp.float32(sigma)), x, y) - loss(params, x, y))
+  first_order = sigma * float(sum(jnp.vdot(g, e) for g, e in zip(jax.tree_util.tree_leaves(grad),
+                                                                   jax.tree_util.tree_leaves(eps))))
+  # eps is grad / |grad| * E_init, so the first-order change is sigma * |grad| * E_init
+  assert first_order == pytest.approx(sign * sigma * info["direction_l2"] * info["expected_init_l2"], rel=1e-3)
+  assert np.sign(change) == sign
+  assert change == pytest.approx(first_order, rel=0.05)
+
+
+def test_unnormalised_perturbation_is_sigma_times_the_masked_direction():
+  from butterfly_jax.experiment import _initial_params, _perturbations
+  c = smoke()
+  c.perturb.normalize = False
+  setup = _setup(c)
+  params, _ = _initial_params(setup)
+  eps, info = _perturbations(setup, params, (1e-3,))
+  assert float(tree_math.tree_norm(eps)) == pytest.approx(info["direction_l2"], rel=1e-6)
+
+
+def _tiny_vit_finetune(tmp_path, head):
+  from butterfly_jax.rundir import RunDir
+  kwargs = dict(patch=4, depth=1, width=16, heads=2, mlp_dim=32)
+  _, pre_init = make_model("vit", (8, 8, 3), 5, **kwargs)
+  pre = RunDir(tmp_path / "pre")
+  pre.root.mkdir(parents=True, exist_ok=True)
+  pre.save_checkpoint("keep/0", {"params": pre_init(jax.random.key(3)), "step": 0})
+  c = smoke()
+  c.data.name = "synthetic"
+  c.data.synthetic.shape = (8, 8, 3)
+  c.data.synthetic.num_classes = 10
+  c.model.name = "vit"
+  c.model.kwargs = kwargs
+  c.init.checkpoint = f"{tmp_path / 'pre'}:0"
+  c.init.head = head
+  c.perturb.time = "0"
+  return c
+
+
+@pytest.mark.parametrize("head", ["torch_linear", "model"])
+def test_finetuned_vit_batch_perturbation_at_t0_moves_the_backbone(tmp_path, head):
+  from butterfly_jax.experiment import _initial_params, _perturbations
+  setup = _setup(_tiny_vit_finetune(tmp_path, head))
+  params, info = _initial_params(setup)
+  assert info["head_init"] == head
+  eps, _ = _perturbations(setup, params, (1e-2,))
+  flat = tree_math.flat_dict(eps)
+  backbone = float(np.sqrt(sum(np.sum(np.square(v)) for k, v in flat.items() if not k.startswith("head/"))))
+  total = float(tree_math.tree_norm(eps))
+  if head == "torch_linear":
+    bound = 1 / 16 ** 0.5
+    kernel = np.asarray(params["head"]["kernel"])
+    assert np.all(np.abs(kernel) <= bound) and kernel.std() == pytest.approx(bound / 3 ** 0.5, rel=0.2)
+    assert backbone > 0.1 * total   # the gradient reaches the backbone through a non-zero head
+  else:
+    assert backbone == 0.0          # a zero head passes no gradient: sigma would all go into the head
+
+
+def _schedule_config(name="triangular", T=100, W=10, t=30, extra_lr="decay"):
+  c = config_lib.default_config()
+  c.schedule.name = name
+  c.optim.lr = 0.1
+  c.perturb.extra_lr = extra_lr
+  return c, optim.make_member_schedule(c, T, W, t), optim.make_schedule(c, T, W)
+
+
+@pytest.mark.parametrize("t", [30, 4])
+def test_extra_steps_schedule_is_the_authors_formula_step_by_step(t):
+  T, W, P = 100, 10, 0.1
+  _, member, base = _schedule_config(t=t)
+  lr = lambda s, offset, end: float(member(jnp.int32(s), jnp.int32(offset), jnp.int32(end)))
+  for s in range(T):
+    assert lr(s, 0, T) == pytest.approx(float(base(s)), abs=1e-9)   # child 0: the plain schedule
+  if t >= W:
+    l_t = P * (T - t) / (T - W)                                     # the unperturbed lr at t
+    for j in range(T):   # reset_lr_schedule past the warm-up: from lr(t), linearly to 0 over T steps
+      assert lr(t + j, 0, t + T) == pytest.approx(l_t * (1 - j / T), rel=1e-5, abs=1e-9)
+  else:
+    for s in range(t, W):   # an unfinished warm-up continues as in the unperturbed run
+      assert lr(s, 0, t + T) == pytest.approx(P * s / W, rel=1e-6)
+    for s in range(W, t + T):
+      assert lr(s, 0, t + T) == pytest.approx(P * (t + T - s) / (t + T - W), rel=1e-5, abs=1e-9)
+  for s in range(t, t + T):   # a rewound child restarts the schedule at t
+    assert lr(s, t, t + T) == pytest.approx(float(base(s - t)), abs=1e-9)
+
+
+def test_extra_steps_run_logs_the_decaying_rate(tmp_path):
+  from butterfly_jax.experiment import run
+  from butterfly_jax.report import read_metrics
+  c = smoke()
+  c.perturb.extra_steps = True
+  c.eval.align = False
+  res = run(c, tmp_path)
+  t, T, W = res["steps"]["t"], res["steps"]["T"], res["steps"]["warmup"]
+  assert [ch["end_step"] for ch in res["children"]] == [T, t + T, t + T]
+  l_t = c.optim.lr * (T - t) / (T - W)
+  for rec in read_metrics(tmp_path / "metrics.jsonl"):
+    s = rec["step"] - 1   # the logged lr is the one used by the chunk's last step
+    if rec["phase"] == "children" and s >= t:
+      assert rec["lr"][1] == pytest.approx(l_t * (1 - (s - t) / T), rel=1e-5)
+      if s < T:
+        assert rec["lr"][0] == pytest.approx(c.optim.lr * (T - s) / (T - W), rel=1e-5)
+
+
+def _torch_onecycle(step, P, T, pct, div=25.0, final_div=1e4):
+  """torch.optim.lr_scheduler.OneCycleLR (two phases, cos) as its source computes it."""
+  initial, minimum = P / div, P / div / final_div
+  end1, end2 = float(pct * T) - 1, T - 1
+  if step <= end1:
+    start, end, frac = initial, P, step / end1
+  else:
+    start, end, frac = P, minimum, (step - end1) / (end2 - end1)
+  return end + (start - end) / 2.0 * (np.cos(np.pi * frac) + 1)
+
+
+def test_onecycle_is_torch_onecycle():
+  c, _, base = _schedule_config(name="onecycle", T=200, W=5)
+  for s in range(200):
+    assert float(base(s)) == pytest.approx(_torch_onecycle(s, 0.1, 200, 5 / 200), rel=1e-5, abs=1e-8)  # float32
+  assert float(base(500)) == pytest.approx(float(base(199)))
+
+
+def test_rotation_by_a_right_angle_is_rot90_and_zero_is_identity():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 7, 3)), jnp.float32)
+  fill = jnp.full(3, -9.0)
+  np.testing.assert_array_equal(batches.rotate(x, jnp.zeros(2), fill), x)
+  np.testing.assert_array_equal(batches.rotate(x, jnp.full(2, 90.0), fill), np.rot90(np.asarray(x), 1, axes=(1, 2)))
+  small = np.asarray(batches.rotate(x, jnp.full(2, 30.0), fill))
+  assert np.any(small == -9.0) and not np.array_equal(small, x)  # corners come from outside: the fill
+
+
+def test_random_erasing_boxes_follow_torchvision_parameters():
+  b, h, w, max_area = 4000, 32, 32, 0.25
+  boxes = np.asarray(batches.erase_boxes(jax.random.key(0), b, h, w, max_area))
+  erased = boxes.any(axis=(1, 2))
+  assert erased.mean() == pytest.approx(0.5, abs=0.03)   # p = 0.5
+  area = boxes.sum(axis=(1, 2))[erased] / (h * w)
+  assert area.min() >= 0.015 and area.max() <= max_area + 0.02 and area.mean() == pytest.approx(0.135, abs=0.01)
+  rows, cols = boxes.any(axis=2)[erased].sum(1), boxes.any(axis=1)[erased].sum(1)
+  assert np.all(rows * cols == boxes.sum(axis=(1, 2))[erased])   # rectangles
+  ratio = rows / cols
+  assert ratio.min() >= 0.3 / 1.3 and ratio.max() <= 3.3 * 1.3
+
+
+def test_augmented_batches_stay_a_pure_function_of_key_and_step():
+  n = 64
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3)), jnp.uint8)
+  data = (images, jnp.arange(n) % 10)
+  b = batches.Batcher(batch_size=16, num_examples=n, mean=[0.5] * 3, std=[0.25] * 3, flip=True, translate=2,
+                      cutout=0, rotate=10.0, erase=0.3)
+  perm = b.epoch_permutation(jax.random.key(1), 0)
+  one, two = b(data, perm, jax.random.key(2), 3), b(data, perm, jax.random.key(2), 3)
+  np.testing.assert_array_equal(one[0], two[0])
+  assert not np.array_equal(one[0], b(data, perm, jax.random.key(2), 4)[0])
+
+
+def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, tmp_path):
+  from butterfly_jax.report import definitions_label
+  from butterfly_jax.rundir import RunDir, RunDirError
+  c, workdir, res = smoke_run
+  assert res["definitions"] == {"version": 2, "e_init": "variance", "constant_params": False, "init_std": 0.0,
+                                "normalize": True, "batch_sign": 1, "extra_lr": "decay",
+                                "cka_estimator": "unbiased", "finetune_head": "torch_linear"}
+  stored = json.loads((workdir / "config.json").read_text())
+  assert definitions_label(stored) == "v2"
+  old = json.loads(json.dumps(stored))   # a config.json written before the definitions' fields existed
+  for section, field in config_lib.LEGACY_VALUES:
+    del old[section][field]
+  upgraded = config_lib.upgrade(old)
+  assert upgraded["perturb"]["batch_sign"] == -1 and upgraded["perturb"]["init_scale"] == "mean_square"
+  assert upgraded["eval"]["cka_estimator"] == "biased" and definitions_label(upgraded) == "v1"
+  folder = tmp_path / "old"
+  folder.mkdir()
+  (folder / "config.json").write_text(json.dumps(old))
+  (folder / "results.json").write_text((workdir / "results.json").read_text())
+  with pytest.raises(RunDirError, match="different config"):
+    RunDir(folder).finished_results(c.to_dict())   # never taken for a run of today's definitions
