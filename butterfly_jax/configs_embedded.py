@@ -77,45 +77,54 @@ FINETUNE_SCALES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)  # one family per run: the twin 
 
 
 def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretrain_dir: str):
-  """ResNet-50 (BatchNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
+  """ResNet-50 (LayerNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
   kept) or fine-tuned on ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``),
-  for ``configs/resnet50_c100_to_c10.py`` and ``configs/resnet50_c10_to_c100.py``."""
+  for ``configs/resnet50_c100_to_c10.py`` and ``configs/resnet50_c10_to_c100.py``. The authors' scripts'
+  recipe (``scripts/pretrain-stability``, ``scripts/train``): SGD 0.1, momentum 0.9, one-cycle with 2.5%
+  warm-up, batch 128, flips, rotation by up to 10 degrees, translation by 4 pixels, random erasing up to
+  1/16 of the image; pre-training 75,000 steps without weight decay, fine-tuning 20,000 steps with weight
+  decay 1e-4, perturbed at steps 1, 100 and 2,000 (BUILD_NOTES.md, "Definitions and recipes")."""
   if phase not in ("pretrain", "finetune"):
     raise ValueError(f"config argument: expected 'pretrain' or 'finetune', got {phase!r}")
   c = default_config()
   c.data.name = pretrain_data if phase == "pretrain" else finetune_data
   c.data.augment.flip = True
+  c.data.augment.rotate = 10.0
   c.data.augment.translate = 4
+  c.data.augment.erase = 2 / 32
   c.model.name = "resnet50"
   c.model.kwargs.width = 1
-  c.model.kwargs.norm = "batchnorm"
+  c.model.kwargs.norm = "layernorm"
   c.train.batch_size = 128
   c.optim.name = "sgd"
   c.optim.lr = 0.1
   c.optim.momentum = 0.9
-  c.optim.weight_decay = 5e-4
-  c.schedule.name = "triangular"
-  c.schedule.warmup = "1ep"
+  c.schedule.name = "onecycle"
   c.perturb.kind = "batch"
   c.eval.num_examples = 10000
   c.log.every_steps = 390
   if phase == "pretrain":
-    c.train.steps = "60ep"
+    c.train.steps = "75000"
+    c.schedule.warmup = "1875"  # 2.5%
+    c.optim.weight_decay = 0.0
     c.perturb.scales = ()  # one network
-    c.checkpoint.keep = ("0", "1ep", "2ep", "5ep", "10ep", "20ep", "40ep", "60ep")
+    c.checkpoint.keep = tuple(str(s) for s in RESNET50_PRETRAIN_STEPS)
     c.checkpoint.keep_log = 8  # and a dense early schedule
   else:
-    c.init.checkpoint = f"{pretrain_dir}:23400"
-    c.train.steps = "30ep"
-    c.optim.lr = 0.05
-    c.perturb.time = "0"
-    c.perturb.scales = FINETUNE_SCALES
+    c.init.checkpoint = f"{pretrain_dir}:{RESNET50_PRETRAIN_STEPS[-1]}"
+    c.train.steps = "20000"
+    c.schedule.warmup = "500"  # 2.5%
+    c.optim.weight_decay = 1e-4
+    c.perturb.time = "1"
+    c.perturb.scales = RESNET50_FINETUNE_SCALES
   return c
 
 
-# Steps kept by resnet50_transfer's pre-training (390 steps per epoch on 50,000 images at batch 128): none,
-# 1, 2, 5, 10, 20, 40 and 60 epochs.
-RESNET50_PRETRAIN_STEPS = (0, 390, 780, 1950, 3900, 7800, 15600, 23400)
+# Steps kept by resnet50_transfer's pre-training and fine-tuned from: the authors' checkpoints (180, 1,500,
+# 22,500 and 75,000 steps) and 390, 3,900 and 39,000 between them (1, 10 and 100 epochs at 390 steps each).
+RESNET50_PRETRAIN_STEPS = (0, 180, 390, 1500, 3900, 22500, 39000, 75000)
+RESNET50_FINETUNE_TIMES = ("1", "100", "2000")  # the authors' perturbation steps
+RESNET50_FINETUNE_SCALES = (0.0, 1e-5, 1e-3, 5e-3, 1e-2, 5e-2)  # the twin and the authors' sigmas
 
 
 def resnet50_transfer_sweep(add, phase: str, pretrain_dir: str):
@@ -124,7 +133,7 @@ def resnet50_transfer_sweep(add, phase: str, pretrain_dir: str):
   if phase == "pretrain":
     add()
   else:
-    finetune_sweep(add, [f"{pretrain_dir}:{step}" for step in RESNET50_PRETRAIN_STEPS])
+    finetune_sweep(add, [f"{pretrain_dir}:{step}" for step in RESNET50_PRETRAIN_STEPS], times=RESNET50_FINETUNE_TIMES)
 
 
 def finetune_sweep(add, checkpoints, times=("0", "2ep"), seeds=(0, 1, 2)):

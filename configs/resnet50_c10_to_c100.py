@@ -2,11 +2,11 @@
 keeping checkpoints, then butterfly families fine-tuned on CIFAR-100 (a fresh 100-class head) from each.
 
     python -m butterfly_jax.main --config=configs/resnet50_c10_to_c100.py:pretrain --workdir=runs/r50_c10_pretrain
-    python -m launch --config=configs/resnet50_c10_to_c100.py --runs=runs/r50_c10_to_c100    # 48 runs
+    python -m launch --config=configs/resnet50_c10_to_c100.py --runs=runs/r50_c10_to_c100    # 72 runs
     python -m butterfly_jax.report --runs=runs/r50_c10_to_c100
 
-Everything else (model, BatchNorm statistics, optimizer, schedules, kept checkpoints, the sweep, the estimated
-GPU cost of about 10 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
+Everything else (model, optimizer, schedules, augmentation, kept checkpoints, the sweep, the estimated GPU
+cost of about 25 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
 details; both build on ``butterfly_jax.configs_embedded.resnet50_transfer``. ``launch`` takes the ``:pretrain``
 argument too (one run).
 """

@@ -37,6 +37,10 @@ def test_paper_config_matches_the_paper():
   assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 0.0)
   assert (c.schedule.name, c.schedule.warmup, c.train.batch_size) == ("triangular", "1ep", 128)
   assert config_lib.to_steps(c.train.steps, 50_000 // 128, "train.steps") == 19_500
+  # the authors' ResNet-20 scripts: flips and RandomRotation(10), no translation or cutout; T steps after t
+  assert (c.data.augment.flip, c.data.augment.rotate, c.data.augment.translate, c.data.augment.cutout) == (
+      True, 10.0, 0, 0)
+  assert c.perturb.extra_steps and c.perturb.extra_lr == "decay" and not c.perturb.rewind_lr
 
 
 @pytest.mark.parametrize("name", ["resnet50_c100_to_c10", "resnet50_c10_to_c100"])
@@ -46,7 +50,8 @@ def test_resnet50_transfer_sweeps_start_from_steps_their_pretraining_keeps(name)
   config_lib.validate(pre)
   assert pre.perturb.scales == () and pre.data.name != fine.data.name
   assert (pre.model.name, pre.model.kwargs.norm) == (fine.model.name, fine.model.kwargs.norm) == ("resnet50",
-                                                                                                   "batchnorm")
+                                                                                                   "layernorm")
+  assert (fine.schedule.name, fine.optim.weight_decay, fine.data.augment.rotate) == ("onecycle", 1e-4, 10.0)
   kept = set(config_lib.resolve_steps(pre, 50_000)["keep"])
   declared = []
   module.sweep(lambda **kw: declared.append(kw["init.checkpoint"]))

@@ -38,9 +38,9 @@ def test_cka_is_not_invariant_to_anisotropic_scaling_and_grows_for_unrelated_fea
 
 def test_streamed_batches_equal_one_pass_and_the_gram_formula():
   x, y = _x(n=1000), _x(n=1000, d=7, seed=3) + _x(n=1000, seed=0)[:, :7]
-  streamed = bj.angular_cka(x, y, batch_size=64)
-  whole = bj.angular_cka(x, y, batch_size=10_000)
-  # the Gram (example-space) formula of linear CKA, with the centring matrix H
+  streamed = bj.angular_cka(x, y, batch_size=64, estimator="biased")
+  whole = bj.angular_cka(x, y, batch_size=10_000, estimator="biased")
+  # the Gram (example-space) formula of (biased) linear CKA, with the centring matrix H
   h = np.eye(1000) - 1 / 1000
   kx, ky = h @ x @ x.T @ h, h @ y @ y.T @ h
   gram = np.arccos(np.sum(kx * ky) / (np.linalg.norm(kx) * np.linalg.norm(ky)))
