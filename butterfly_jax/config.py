@@ -78,6 +78,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.schedule.name = "triangular"
   c.schedule.warmup = "1ep"   # triangular/cosine: linear warm-up from 0 to optim.lr; onecycle: its rising phase
   c.schedule.final_lr = 0.0   # triangular/cosine: learning rate reached at step T
+  c.schedule.cycle_momentum = True  # onecycle: momentum (Adam b1) cycles base..max as torch's OneCycleLR does
+  c.schedule.base_momentum = 0.85
+  c.schedule.max_momentum = 0.95
 
   c.perturb = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
   c.perturb.time = "1ep"      # t: int steps or "<n>ep"
@@ -159,7 +162,8 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
       out[key] = upgrade(out[key], value)
   if top:
     for (section, field), old in LEGACY_VALUES.items():
-      if isinstance(stored.get(section), dict) and field not in stored[section]:
+      section_stored = stored.get(section)
+      if not isinstance(section_stored, dict) or field not in section_stored:  # older than the field (or section)
         out[section] = dict(out[section], **{field: old})
   return out
 
@@ -229,6 +233,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("perturb.rewind_lr: a rewound child restarts the schedule at t and needs T more steps to "
                       "finish it; set perturb.extra_steps=True as well (without it, it would stop at step T "
                       "mid-schedule, at a learning rate above 0)")
+  if not isinstance(c.schedule.cycle_momentum, bool):
+    raise ConfigError(f"schedule.cycle_momentum: expected True or False, got {c.schedule.cycle_momentum!r}")
+  if c.schedule.name == "onecycle" and c.schedule.cycle_momentum and not (
+      0 <= c.schedule.base_momentum <= c.schedule.max_momentum < 1):
+    raise ConfigError(f"schedule.base_momentum, schedule.max_momentum: need 0 <= base <= max < 1, got "
+                      f"{c.schedule.base_momentum!r} and {c.schedule.max_momentum!r}")
   aug = c.data.augment
   for field, v in (("rotate", aug.rotate), ("erase", aug.erase)):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):

@@ -77,7 +77,7 @@ FINETUNE_SCALES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)  # one family per run: the twin 
 
 
 def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretrain_dir: str):
-  """ResNet-50 (LayerNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
+  """The authors' "resnet50-64" (``resnet34``: basic blocks (3, 4, 6, 3), LayerNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
   kept) or fine-tuned on ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``),
   for ``configs/resnet50_c100_to_c10.py`` and ``configs/resnet50_c10_to_c100.py``. The authors' scripts'
   recipe (``scripts/pretrain-stability``, ``scripts/train``): SGD 0.1, momentum 0.9, one-cycle with 2.5%
@@ -92,7 +92,7 @@ def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretra
   c.data.augment.rotate = 10.0
   c.data.augment.translate = 4
   c.data.augment.erase = 2 / 32
-  c.model.name = "resnet50"
+  c.model.name = "resnet34"   # the authors' "resnet50-64"; model.name=resnet50 is the bottleneck ResNet-50
   c.model.kwargs.width = 1
   c.model.kwargs.norm = "layernorm"
   c.train.batch_size = 128

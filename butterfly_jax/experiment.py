@@ -40,7 +40,7 @@ class _Setup:
     self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
                                                    **c.model.kwargs.to_dict())
     self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
-    self.transform = optim.make_transform(c)
+    self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
     self.strategy = members.resolve_strategy(c.members.strategy)

@@ -9,18 +9,31 @@ import jax.numpy as jnp
 import optax
 
 
-def make_transform(c) -> optax.GradientTransformation:
+def make_transform(c, total_steps: int | None = None, warmup_steps: int | None = None) -> optax.GradientTransformation:
   """The update direction of ``c.optim``, learning rate excluded (SGD: torch semantics, ``buf = mu*buf + g``).
 
   ``optim.clip_norm > 0`` rescales the gradient to at most that global L2 norm before anything else (as
-  ``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``: weight decay is added after clipping)."""
+  ``torch.nn.utils.clip_grad_norm_`` before ``optimizer.step()``: weight decay is added after clipping).
+
+  ``schedule.name="onecycle"`` with ``schedule.cycle_momentum`` (torch's ``OneCycleLR`` default) replaces
+  SGD's momentum, or Adam's ``b1``, by :func:`onecycle_momentum` of the update count, so it needs
+  ``total_steps`` and ``warmup_steps``."""
   o = c.optim
+  cycle = c.schedule.name == "onecycle" and c.schedule.get("cycle_momentum", False)
+  if cycle:
+    if total_steps is None or warmup_steps is None:
+      raise ValueError("make_transform: a one-cycle schedule that cycles momentum needs total_steps and warmup_steps")
+    beta = onecycle_momentum(total_steps, warmup_steps, c.schedule.base_momentum, c.schedule.max_momentum)
   parts = [optax.clip_by_global_norm(float(o.clip_norm))] if o.clip_norm else []
   if o.name in ("sgd", "adam") and o.weight_decay:
     parts.append(optax.add_decayed_weights(o.weight_decay))  # coupled L2, like torch's weight_decay
   if o.name == "sgd":
-    if o.momentum:
+    if cycle:
+      parts.append(optax.inject_hyperparams(optax.trace)(decay=beta, nesterov=o.nesterov))
+    elif o.momentum:
       parts.append(optax.trace(decay=o.momentum, nesterov=o.nesterov))
+  elif cycle:
+    parts.append(optax.inject_hyperparams(optax.scale_by_adam)(b1=beta, b2=o.b2, eps=o.eps))
   else:
     parts.append(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps))
     if o.name == "adamw" and o.weight_decay:
@@ -46,6 +59,23 @@ def onecycle(peak: float, total_steps: int, warmup_steps: int, div_factor: float
     up = anneal(initial, peak, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
     down = anneal(peak, minimum, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
     return jnp.where(s <= end1, up, down)
+  return sched
+
+
+def onecycle_momentum(total_steps: int, warmup_steps: int, base: float = 0.85, top: float = 0.95):
+  """torch ``OneCycleLR``'s momentum (``cycle_momentum=True``): cosine from ``top`` down to ``base`` while the
+  learning rate rises, then back up to ``top`` at step ``T - 1``; a function of the update count."""
+  end1 = float(warmup_steps) - 1.0
+  end2 = float(total_steps) - 1.0
+
+  def anneal(start, end, pct):
+    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+
+  def sched(count):
+    s = jnp.asarray(count, jnp.float32)
+    down = anneal(top, base, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
+    up = anneal(base, top, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
+    return jnp.where(s <= end1, down, up)
   return sched
 
 

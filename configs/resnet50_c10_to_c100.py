@@ -6,7 +6,7 @@ keeping checkpoints, then butterfly families fine-tuned on CIFAR-100 (a fresh 10
     python -m butterfly_jax.report --runs=runs/r50_c10_to_c100
 
 Everything else (model, optimizer, schedules, augmentation, kept checkpoints, the sweep, the estimated GPU
-cost of about 25 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
+cost of about 23 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
 details; both build on ``butterfly_jax.configs_embedded.resnet50_transfer``. ``launch`` takes the ``:pretrain``
 argument too (one run).
 """

@@ -49,7 +49,7 @@ def test_resnet50_transfer_sweeps_start_from_steps_their_pretraining_keeps(name)
   pre, fine = module.get_config("pretrain"), module.get_config()
   config_lib.validate(pre)
   assert pre.perturb.scales == () and pre.data.name != fine.data.name
-  assert (pre.model.name, pre.model.kwargs.norm) == (fine.model.name, fine.model.kwargs.norm) == ("resnet50",
+  assert (pre.model.name, pre.model.kwargs.norm) == (fine.model.name, fine.model.kwargs.norm) == ("resnet34",
                                                                                                    "layernorm")
   assert (fine.schedule.name, fine.optim.weight_decay, fine.data.augment.rotate) == ("onecycle", 1e-4, 10.0)
   kept = set(config_lib.resolve_steps(pre, 50_000)["keep"])

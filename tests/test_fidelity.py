@@ -279,3 +279,52 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   (folder / "results.json").write_text((workdir / "results.json").read_text())
   with pytest.raises(RunDirError, match="different config"):
     RunDir(folder).finished_results(c.to_dict())   # never taken for a run of today's definitions
+
+
+def test_the_committed_reproduction_runs_are_labelled_as_old_definitions():
+  from pathlib import Path
+  from butterfly_jax.report import definitions_label
+  configs = sorted((Path(__file__).resolve().parents[1] / "reproduction").glob("*/runs/*/config.json"))
+  assert configs
+  assert {definitions_label(config_lib.upgrade(json.loads(p.read_text()))) for p in configs} == {"v1"}
+
+
+def _torch_onecycle_momentum(step, T, pct, base=0.85, top=0.95):
+  end1, end2 = float(pct * T) - 1, T - 1
+  if step <= end1:
+    start, end, frac = top, base, step / end1
+  else:
+    start, end, frac = base, top, (step - end1) / (end2 - end1)
+  return end + (start - end) / 2.0 * (np.cos(np.pi * frac) + 1)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_onecycle_cycles_momentum_as_torch_does(name):
+  c = config_lib.default_config()
+  c.schedule.name, c.optim.name = "onecycle", name
+  T, W = 40, 8
+  tx = optim.make_transform(c, T, W)
+  params = {"w": jnp.zeros(3)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  buf = np.zeros(3)
+  for k in range(T):
+    g = {"w": jnp.full(3, 1.0 + k)}
+    direction, state = update(g, state, params)
+    beta = _torch_onecycle_momentum(k, T, W / T)
+    if name == "sgd":   # torch SGD: buf = momentum * buf + g, with this step's momentum
+      buf = beta * buf + (1.0 + k)
+      np.testing.assert_allclose(np.asarray(direction["w"]), buf, rtol=1e-5)
+    else:               # Adam's first moment with this step's beta1
+      buf = beta * buf + (1 - beta) * (1.0 + k)
+      inner = state[-1] if isinstance(state, tuple) else state
+      np.testing.assert_allclose(np.asarray(inner.inner_state.mu["w"]), buf, rtol=1e-5)
+  with pytest.raises(ValueError, match="needs total_steps"):
+    optim.make_transform(c)
+  if name == "sgd":   # cycle_momentum off: optim.momentum throughout
+    c.schedule.cycle_momentum = False
+    plain = optim.make_transform(c, T, W)
+    state = plain.init(params)
+    for expected in (1.0, 1.9, 2.71):
+      direction, state = plain.update({"w": jnp.ones(3)}, state, params)
+      np.testing.assert_allclose(np.asarray(direction["w"]), expected, rtol=1e-6)

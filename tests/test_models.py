@@ -100,3 +100,23 @@ def test_resnet50_has_the_cifar_parameter_count_and_bottleneck_names():
   assert shapes["stage1_block0"]["shortcut_conv"]["kernel"].shape == (1, 1, 64, 256)
   assert shapes["stage4_block2"]["conv3"]["kernel"].shape == (1, 1, 512, 2048)
   assert shapes["head"]["kernel"].shape == (2048, 100)
+
+
+def test_resnet34_is_the_authors_resnet50_64_layout():
+  """The authors' "resnet50-64": basic blocks (3, 4, 6, 3), 64/128/256/512 channels, bias-free convolutions,
+  a 1x1 projection shortcut with its norm where the shape changes; counted here layer by layer."""
+  from butterfly_jax.models.registry import build_module
+  module = build_module("resnet34", 10, norm="layernorm")
+  shapes = jax.eval_shape(lambda k: module.init(k, jnp.zeros((1, 32, 32, 3)))["params"], jax.random.key(0))
+  count, cin = 3 * 64 * 9 + 2 * 64, 64
+  for s, blocks in enumerate((3, 4, 6, 3)):
+    c = 64 * 2 ** s
+    for b in range(blocks):
+      count += cin * c * 9 + 2 * c + c * c * 9 + 2 * c
+      if cin != c:
+        count += cin * c + 2 * c
+      cin = c
+  count += 512 * 10 + 10
+  assert _count(shapes) == count
+  assert shapes["stage4_block2"]["conv2"]["kernel"].shape == (3, 3, 512, 512)
+  assert "stage4_block3" not in shapes and "conv3" not in shapes["stage1_block0"]

@@ -20,6 +20,7 @@ MODELS = [
     ("cnn", (12, 12, 1), {"channels": (8,), "dense": 20, "norm": "layernorm"}),
     ("resnet50", (8, 8, 3), {"width": 0.125}),
     ("resnet50", (8, 8, 3), {"width": 0.125, "norm": "batchnorm"}),
+    ("resnet34", (8, 8, 3), {"width": 0.125}),
     ("vit", (16, 16, 3), {"patch": 4, "depth": 2, "width": 24, "heads": 3, "mlp_dim": 40}),
 ]
 RECOVER = MODELS
@@ -65,13 +66,15 @@ def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function
   permuted = bj.apply_permutation(spec, perm, params)
   assert bj.l2_distance(params, permuted) > 0.1
   # BatchNorm normalises with the batch's moments here: over 4 examples at the last stage's 1x1 resolution
-  # these are near-degenerate and amplify rounding (1e-3), so it gets 32 examples
+  # these are near-degenerate and amplify rounding (1e-3), so it gets 32 examples; even so, the permuted
+  # network's logits (of size ~3) differ by up to 2e-4 under jaxlib 0.10.2's CPU kernels, against O(1) for a
+  # wrong permutation
   bn = kwargs.get("norm") == "batchnorm"
   x = jax.random.normal(jax.random.key(3), (32 if bn else 4, *shape))
   apply_fn = jax.jit(apply_fn)  # one compilation for both calls
   logits, feats = apply_fn(params, x)
   logits_p, feats_p = apply_fn(permuted, x)
-  np.testing.assert_allclose(logits_p, logits, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(logits_p, logits, rtol=1e-3 if bn else 1e-4, atol=1e-3 if bn else 1e-4)
   # the penultimate units are permuted, not changed: same values, another order
   np.testing.assert_allclose(np.sort(feats_p["penultimate"], -1), np.sort(feats["penultimate"], -1),
                              atol=3e-4 if bn else 1e-4)

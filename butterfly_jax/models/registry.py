@@ -15,6 +15,8 @@ MODELS = {
     "resnet20": lambda num_classes, **kw: ResNet(num_classes=num_classes, depth=20, **kw),
     "resnet": lambda num_classes, **kw: ResNet(num_classes=num_classes, **kw),
     "resnet50": lambda num_classes, **kw: ResNet50(num_classes=num_classes, **kw),
+    # basic blocks (3, 4, 6, 3), 64w channels first: what the authors' code builds as "resnet50-64"
+    "resnet34": lambda num_classes, **kw: ResNet(num_classes=num_classes, **{"stages": (3, 4, 6, 3), "base": 64, **kw}),
     "mlp": lambda num_classes, **kw: MLP(num_classes=num_classes, **kw),
     "cnn": lambda num_classes, **kw: SmallCNN(num_classes=num_classes, **kw),
     "vit": lambda num_classes, **kw: ViT(num_classes=num_classes, **kw),

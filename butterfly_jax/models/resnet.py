@@ -1,4 +1,6 @@
-"""ResNet-20 for 32x32 inputs (He et al. 2016, CIFAR variant) with LayerNorm instead of BatchNorm.
+"""ResNet-20 for 32x32 inputs (He et al. 2016, CIFAR variant) with LayerNorm instead of BatchNorm, and other
+basic-block ResNets with the same stem: ``resnet34`` has stages of (3, 4, 6, 3) blocks with 64w, 128w, 256w and
+512w channels, the network the authors' code builds as ``resnet50-64``.
 
 Three stages of three basic blocks with 16w, 32w and 64w channels (w = ``width``); the first block of
 stages 2 and 3 halves the resolution and projects the shortcut with a 1x1 convolution and a norm.
@@ -36,25 +38,32 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """CIFAR ResNet of depth 6n+2; ``ResNet(depth=20)`` is ResNet-20."""
+  """CIFAR ResNet of depth 6n+2; ``ResNet(depth=20)`` is ResNet-20. ``stages`` (blocks per stage, e.g.
+  ``(3, 4, 6, 3)``) and ``base`` (stage 1's channels before ``width``) give other basic-block layouts with
+  the same stem: stage s has ``base * width * 2**(s-1)`` channels."""
   num_classes: int
   depth: int = 20
   width: int = 1
   norm: str = "layernorm"
   conv: str = "auto"
+  stages: tuple = ()
+  base: int = 16
 
   @nn.compact
   def __call__(self, x):
-    if (self.depth - 2) % 6:
+    if self.stages:
+      plan = tuple(self.stages)
+    elif (self.depth - 2) % 6:
       raise ValueError(f"model.depth: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {self.depth}")
-    blocks = (self.depth - 2) // 6
-    c = 16 * self.width
+    else:
+      plan = ((self.depth - 2) // 6,) * 3
+    c = int(round(self.base * self.width))
     x = resnet_conv(self.conv, c, 3, 1, "conv_in")(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
-    for s, mult in enumerate((1, 2, 4), start=1):
+    for s, blocks in enumerate(plan, start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
-        x = BasicBlock(c * mult, stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
+        x = BasicBlock(c * 2 ** (s - 1), stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}
