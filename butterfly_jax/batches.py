@@ -83,14 +83,15 @@ def erase_boxes(key, b: int, h: int, w: int, max_area: float, p: float = 0.5, mi
 
 
 def augment(key, x, *, flip: bool, translate: int, cutout: int, rotate_deg: float = 0.0, erase: float = 0.0,
-            black=None):
+            black=None, translate_black: bool = False):
   """Random horizontal flip, rotation by up to ``rotate_deg`` degrees (nearest pixel, ``black`` fill),
-  translation by up to ``translate`` pixels (zero fill), cutout of side ``cutout``, random erasing of a box
-  of area fraction up to ``erase`` (:func:`erase_boxes`; zero fill), in this order (the authors' order).
+  translation by up to ``translate`` pixels (``black`` fill with ``translate_black``, else zero fill), cutout of
+  side ``cutout``, random erasing of a box of area fraction up to ``erase`` (:func:`erase_boxes`; zero fill), in
+  this order (the authors' order).
 
   ``x`` is a normalised float batch [B, H, W, C], so the zero fill is the data mean (torchvision's
   ``RandomErasing(value=mean)`` before ``Normalize``); ``black [C]`` is a black pixel normalised (0 where not
-  given), torchvision's fill for rotation.
+  given), torchvision's fill for rotation and ``RandomAffine`` translation.
   """
   if not (flip or translate or cutout or rotate_deg or erase):
     return x
@@ -106,6 +107,9 @@ def augment(key, x, *, flip: bool, translate: int, cutout: int, rotate_deg: floa
   if translate:
     p = translate
     padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    if translate_black and black is not None:   # the border black instead of 0 (the data mean)
+      border = ~jnp.pad(jnp.ones((h, w), bool), ((p, p), (p, p)))
+      padded = jnp.where(border[None, :, :, None], jnp.asarray(black, x.dtype), padded)
     offsets = jax.random.randint(k_shift, (b, 2), 0, 2 * p + 1)
     crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, x.shape[-1]))
     x = jax.vmap(crop)(padded, offsets)
@@ -131,13 +135,15 @@ class Batcher:
   (``data``) so that jit sees them as arguments, not constants.
   """
 
-  def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout, rotate=0.0, erase=0.0):
+  def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout, rotate=0.0, erase=0.0,
+               translate_fill="mean"):
     self.batch_size = batch_size
     self.num_examples = num_examples
     self.mean = np.asarray(mean, np.float32)
     self.std = np.asarray(std, np.float32)
     self.aug = dict(flip=bool(flip), translate=int(translate), cutout=int(cutout), rotate_deg=float(rotate),
-                    erase=float(erase), black=(0.0 - self.mean) / self.std)
+                    erase=float(erase), black=(0.0 - self.mean) / self.std,
+                    translate_black=translate_fill == "black")
 
   @property
   def steps_per_epoch(self) -> int:

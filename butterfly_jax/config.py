@@ -19,13 +19,24 @@ INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
 CKA_ESTIMATORS = ("unbiased", "biased")
+TRANSLATE_FILLS = ("black", "mean")
 # Fields whose default changed when the definitions were aligned with the paper and the authors' code
 # (version 2 of the definitions): a stored config written before they existed gets the value that
 # reproduces what that run did, so old runs are never mistaken for runs under the new definitions.
 LEGACY_VALUES = {
-    ("perturb", "batch_sign"): -1, ("perturb", "init_scale"): "mean_square", ("perturb", "extra_lr"): "hold",
-    ("eval", "cka_estimator"): "biased", ("init", "head"): "model",
+    "perturb.batch_sign": -1, "perturb.init_scale": "mean_square", "perturb.extra_lr": "hold",
+    "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
 }
+_MISSING = object()
+
+
+def get_dotted(tree: dict, dotted: str, default=None):
+  """``tree["a"]["b"]`` for ``"a.b"``; ``default`` where a level is missing."""
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return default
+    tree = tree[part]
+  return tree
 DEFINITIONS_VERSION = 2
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -52,7 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.classes = ()      # a subset of classes, relabelled 0..n-1 in this order; () = all
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.flip = False      # random horizontal flip
-  c.data.augment.translate = 0     # random translation by up to this many pixels (zero padding)
+  c.data.augment.translate = 0     # random translation by up to this many pixels
+  c.data.augment.translate_fill = "black"  # what translation shifts in: "black" (torchvision's), "mean" (old)
   c.data.augment.cutout = 0        # side of a zeroed square at a random centre; 0 = off
   c.data.augment.rotate = 0.0      # random rotation by up to this many degrees (nearest pixel, black fill)
   c.data.augment.erase = 0.0       # random erasing (torchvision RandomErasing) with probability 0.5 of a box of
@@ -161,10 +173,14 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
     elif isinstance(value, dict) and isinstance(out[key], dict) and value:
       out[key] = upgrade(out[key], value)
   if top:
-    for (section, field), old in LEGACY_VALUES.items():
-      section_stored = stored.get(section)
-      if not isinstance(section_stored, dict) or field not in section_stored:  # older than the field (or section)
-        out[section] = dict(out[section], **{field: old})
+    for dotted, old in LEGACY_VALUES.items():
+      if get_dotted(stored, dotted, _MISSING) is _MISSING:  # older than the field (or its section)
+        *parents, field = dotted.split(".")
+        node = out
+        for part in parents:
+          node[part] = dict(node[part])
+          node = node[part]
+        node[field] = old
   return out
 
 
@@ -173,7 +189,8 @@ def definitions(c) -> dict:
   p = c.perturb
   return {"version": DEFINITIONS_VERSION, "e_init": p.init_scale, "constant_params": bool(p.constant_params),
           "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
-          "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head}
+          "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head,
+          "translate_fill": c.data.augment.translate_fill}
 
 
 _EPOCHS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*ep\s*$")
@@ -217,6 +234,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
   _choice(c.init.head, HEAD_INITS, "init.head")
   _choice(c.eval.cka_estimator, CKA_ESTIMATORS, "eval.cka_estimator")
+  _choice(c.data.augment.translate_fill, TRANSLATE_FILLS, "data.augment.translate_fill")
   if c.perturb.batch_sign not in (1, -1) or isinstance(c.perturb.batch_sign, bool):
     raise ConfigError(f"perturb.batch_sign: expected 1 (theta + sigma * grad, the paper's) or -1 (a descent step), "
                       f"got {c.perturb.batch_sign!r}")

@@ -49,7 +49,7 @@ class _Setup:
     aug = c.data.augment
     self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
                                    std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout,
-                                   rotate=aug.rotate, erase=aug.erase)
+                                   rotate=aug.rotate, erase=aug.erase, translate_fill=aug.translate_fill)
     self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
     self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)

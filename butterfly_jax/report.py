@@ -83,13 +83,13 @@ def definitions_label(config: dict) -> str:
   """``"v2"`` for a run under the current definitions (README "Definitions"), ``"v1"`` for one from before
   (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when fine-tuning), or
   ``"v2-custom"`` for a run that set any definition field away from the paper's."""
-  from butterfly_jax.config import LEGACY_VALUES, default_config
+  from butterfly_jax.config import LEGACY_VALUES, default_config, get_dotted
   defaults = default_config().to_dict()
-  values = {key: config.get(key[0], {}).get(key[1]) for key in LEGACY_VALUES}
+  values = {key: get_dotted(config, key) for key in LEGACY_VALUES}
   if all(values[k] == old for k, old in LEGACY_VALUES.items()):
     return "v1"
   p = config.get("perturb", {})
-  custom = any(values[k] != defaults[k[0]][k[1]] for k in LEGACY_VALUES) or any(
+  custom = any(values[k] != get_dotted(defaults, k) for k in LEGACY_VALUES) or any(
       p.get(f, defaults["perturb"][f]) != defaults["perturb"][f] for f in ("normalize", "constant_params", "init_std"))
   return "v2-custom" if custom else "v2"
 

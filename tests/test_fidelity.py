@@ -264,15 +264,21 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   c, workdir, res = smoke_run
   assert res["definitions"] == {"version": 2, "e_init": "variance", "constant_params": False, "init_std": 0.0,
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
-                                "cka_estimator": "unbiased", "finetune_head": "torch_linear"}
+                                "cka_estimator": "unbiased", "finetune_head": "torch_linear",
+                                "translate_fill": "black"}
   stored = json.loads((workdir / "config.json").read_text())
   assert definitions_label(stored) == "v2"
   old = json.loads(json.dumps(stored))   # a config.json written before the definitions' fields existed
-  for section, field in config_lib.LEGACY_VALUES:
-    del old[section][field]
+  for dotted in config_lib.LEGACY_VALUES:
+    *parents, field = dotted.split(".")
+    node = old
+    for part in parents:
+      node = node[part]
+    del node[field]
   upgraded = config_lib.upgrade(old)
   assert upgraded["perturb"]["batch_sign"] == -1 and upgraded["perturb"]["init_scale"] == "mean_square"
   assert upgraded["eval"]["cka_estimator"] == "biased" and definitions_label(upgraded) == "v1"
+  assert upgraded["data"]["augment"]["translate_fill"] == "mean" and upgraded["data"]["augment"]["flip"] is False
   folder = tmp_path / "old"
   folder.mkdir()
   (folder / "config.json").write_text(json.dumps(old))
@@ -328,3 +334,16 @@ def test_onecycle_cycles_momentum_as_torch_does(name):
     for expected in (1.0, 1.9, 2.71):
       direction, state = plain.update({"w": jnp.ones(3)}, state, params)
       np.testing.assert_allclose(np.asarray(direction["w"]), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fill", ["black", "mean"])
+def test_translation_fills_with_black_or_the_mean(fill):
+  n = 16
+  images = jnp.full((n, 8, 8, 3), 200, jnp.uint8)
+  b = batches.Batcher(batch_size=n, num_examples=n, mean=[0.5] * 3, std=[0.25] * 3, flip=False, translate=3,
+                      cutout=0, translate_fill=fill)
+  x, _ = b((images, jnp.zeros(n, jnp.int32)), jnp.arange(n), jax.random.key(0), 0)
+  inside = (200 / 255 - 0.5) / 0.25
+  values = np.unique(np.asarray(x))
+  expected = sorted([inside, -2.0 if fill == "black" else 0.0])   # black is (0 - 0.5) / 0.25
+  np.testing.assert_allclose(values, expected, rtol=1e-5)
