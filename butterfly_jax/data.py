@@ -6,7 +6,8 @@ splits, which the training code then puts on the device as they are. Where the d
 * ``data_dir`` given (machines without internet): CIFAR-10/100 in the official python format (the
   ``cifar-10-python.tar.gz`` tarball, a folder holding it, or the extracted folder; read straight from the
   tarball, nothing is extracted to disk) and MNIST / Fashion-MNIST as a folder of the four idx files
-  (plain or ``.gz``). The CIFAR batches are pickles: only point ``data_dir`` at files you trust.
+  (plain or ``.gz``). The CIFAR batches are pickles, read by an unpickler that admits only numpy arrays and
+  plain values: a batch naming any other global (code it would run) is a :class:`DataError`.
 * ``data_dir`` None: tensorflow-datasets' ``tfds.data_source`` (ArrayRecord; downloads and prepares once).
 * ``digits``: scikit-learn's bundled 8x8 digits, with a fixed 1500 / 297 split. Needs no files.
 * ``synthetic``: random images with a class-dependent offset, for benchmarks and tests. Needs no files.
@@ -17,6 +18,7 @@ what was expected there.
 
 import dataclasses
 import gzip
+import io
 import logging
 import os
 import pickle
@@ -230,16 +232,48 @@ def _read_tar_members(tarball: str, files) -> dict:
   return raw
 
 
+def _latin1_bytes(text, encoding):
+  """``_codecs.encode`` as Python 3 pickles bytes at protocol <= 2 (``encode(str, 'latin1')``), and nothing else."""
+  if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+    raise pickle.UnpicklingError(f"forbidden call _codecs.encode(<{type(text).__name__}>, {encoding!r})")
+  return text.encode("latin1")
+
+
+_ARRAY = np.zeros(1, np.uint8)
+# The globals a CIFAR batch may name: numpy's array reconstruction (numpy 1 and 2 module names; protocol 5
+# pickles use _frombuffer), and what protocol <= 2 pickles of bytes call. Nothing else can run.
+_CIFAR_GLOBALS = {
+    **{(m, "_reconstruct"): _ARRAY.__reduce__()[0] for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "_frombuffer"): _ARRAY.__reduce_ex__(5)[0] for m in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes, ("__builtin__", "bytes"): bytes, ("builtins", "bytes"): bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles plain containers and numpy arrays; any other global raises ``pickle.UnpicklingError``."""
+
+  def find_class(self, module, name):
+    try:
+      return _CIFAR_GLOBALS[module, name]
+    except KeyError:
+      raise pickle.UnpicklingError(f"forbidden global {module}.{name} (a CIFAR batch holds only arrays, lists, "
+                                   "bytes and numbers)") from None
+
+
 def _parse_cifar_batch(raw: bytes, where: str, label_key: bytes, num_classes: int):
   """(uint8 [n, 3072] rows in CHW order, int32 [n] labels) of one pickled CIFAR batch."""
   try:
-    batch = pickle.loads(raw, encoding="bytes")
+    batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
   except Exception as e:  # pickle raises many kinds of errors on garbage
     raise DataError(f"{where}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from e
   if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-    keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-    raise DataError(f"{where}: expected a dict with keys b'data' and {label_key!r}, got {keys}")
-  data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+    got = f"keys {', '.join(sorted(map(repr, batch)))}" if isinstance(batch, dict) else type(batch).__name__
+    raise DataError(f"{where}: expected a dict with keys b'data' and {label_key!r}, got {got}")
+  try:
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
+  except (ValueError, TypeError) as e:  # ragged or foreign contents
+    raise DataError(f"{where}: b'data' and {label_key!r} must be arrays or lists ({e})") from e
   if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
     raise DataError(f"{where}: b'data' must be uint8 of shape (n, 3072), got {data.dtype} {data.shape}")
   if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):

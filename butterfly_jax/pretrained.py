@@ -6,10 +6,12 @@ mapped onto :class:`~butterfly_jax.models.vit.ViT`. Layers the ViT does not have
 ``load_vit_weights(path, template)`` returns parameters shaped like ``template`` (a ViT's parameters), or raises
 :class:`PretrainedError` listing every parameter that is missing, unknown or misshapen. The safetensors reader
 is a few lines of this module (the format is a JSON header and raw little-endian arrays), so no extra
-dependency is needed.
+dependency is needed; it checks every header entry (dtype, shape, offsets inside the data, size, no overlaps)
+before reading, and every reader turns a damaged file into a PretrainedError naming it.
 """
 
 import json
+import math
 import re
 import struct
 from pathlib import Path
@@ -24,29 +26,80 @@ class PretrainedError(ValueError):
 
 
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+_ST_ITEMSIZE = {"BF16": 2, **{name: np.dtype(t).itemsize for name, t in _ST_DTYPES.items()}}
+
+
+def _unique_keys(pairs):
+  keys = [k for k, _ in pairs]
+  if len(set(keys)) != len(keys):
+    raise ValueError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
+  return dict(pairs)
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _safetensors_entry(name, info, data_len: int):
+  """(dtype, shape, begin, end) of one header entry; ValueError saying what is wrong with it."""
+  if not isinstance(info, dict):
+    raise ValueError(f"tensor {name!r}: expected an object, got {type(info).__name__}")
+  missing = [k for k in ("dtype", "shape", "data_offsets") if k not in info]
+  if missing:
+    raise ValueError(f"tensor {name!r}: missing {', '.join(missing)}")
+  dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+  if not isinstance(dtype, str) or dtype not in _ST_ITEMSIZE:
+    raise ValueError(f"tensor {name!r}: unsupported dtype {dtype!r} (supported: {', '.join(_ST_ITEMSIZE)})")
+  if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+    raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+  if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))
+          and 0 <= offsets[0] <= offsets[1] <= data_len):
+    raise ValueError(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end <= {data_len} "
+                     f"(the data's length), got {offsets!r}")
+  begin, end = offsets
+  if end - begin != _ST_ITEMSIZE[dtype] * math.prod(shape):
+    raise ValueError(f"tensor {name!r}: {end - begin} bytes, but {dtype} {shape} takes "
+                     f"{_ST_ITEMSIZE[dtype] * math.prod(shape)}")
+  return dtype, shape, begin, end
 
 
 def read_safetensors(path) -> dict:
-  """``{name: array}`` of a ``.safetensors`` file (BF16 is widened to float32)."""
-  raw = Path(path).read_bytes()
+  """``{name: array}`` of a ``.safetensors`` file (BF16 is widened to float32). The header is checked before
+  any array is read: PretrainedError names the file and the entry at fault."""
   try:
+    raw = Path(path).read_bytes()
+  except OSError as e:
+    raise PretrainedError(f"init.checkpoint: {path}: cannot read ({type(e).__name__}: {e})") from None
+  try:
+    if len(raw) < 8:
+      raise ValueError(f"{len(raw)} bytes, shorter than the 8-byte header length")
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-  except (struct.error, ValueError) as e:
-    raise PretrainedError(f"init.checkpoint: {path} is not a safetensors file ({e})") from None
-  data, out = raw[8 + n:], {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    begin, end = info["data_offsets"]
-    if info["dtype"] == "BF16":
+    if n > len(raw) - 8:
+      raise ValueError(f"header length {n} exceeds the {len(raw) - 8} bytes after it")
+    try:
+      header = json.loads(raw[8:8 + n], object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+      raise ValueError(f"the header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+      raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
+    meta = header.pop("__metadata__", {})
+    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+      raise ValueError("__metadata__ must be an object of strings")
+    data = memoryview(raw)[8 + n:]
+    entries = {name: _safetensors_entry(name, info, len(data)) for name, info in header.items()}
+    spans = sorted((begin, end, name) for name, (_, _, begin, end) in entries.items() if end > begin)
+    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+      if begin < end:
+        raise ValueError(f"tensors {a!r} and {b!r} overlap")
+  except ValueError as e:
+    raise PretrainedError(f"init.checkpoint: {path} is not a valid safetensors file: {e}") from None
+  out = {}
+  for name, (dtype, shape, begin, end) in entries.items():
+    if dtype == "BF16":
       bits = np.frombuffer(data[begin:end], "<u2").astype(np.uint32) << 16
-      out[name] = bits.view(np.float32).reshape(info["shape"])
-    elif info["dtype"] in _ST_DTYPES:
-      out[name] = np.frombuffer(data[begin:end], np.dtype(_ST_DTYPES[info["dtype"]]).newbyteorder("<")).reshape(
-          info["shape"])
+      out[name] = bits.view(np.float32).reshape(shape)
     else:
-      raise PretrainedError(f"init.checkpoint: {path}: tensor {name} has unsupported dtype {info['dtype']}")
+      out[name] = np.frombuffer(data[begin:end], np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")).reshape(shape)
   return out
 
 
@@ -55,7 +108,11 @@ def read_flax(path) -> dict:
   path = Path(path)
   if path.is_dir():
     from butterfly_jax.rundir import restore_checkpoint
-    tree = restore_checkpoint(path)
+    try:
+      tree = restore_checkpoint(path)
+    except Exception as e:  # orbax raises several types on a foreign or damaged directory
+      raise PretrainedError(f"init.checkpoint: {path} is not a readable orbax checkpoint "
+                            f"({type(e).__name__}: {e})") from None
   else:
     from flax import serialization
     try:
@@ -70,10 +127,13 @@ def read_flax(path) -> dict:
 def read_npz(path) -> dict:
   """``{name: array}`` of a NumPy ``.npz`` file (the original Google ViT checkpoints, ``Transformer/...`` names)."""
   try:
-    with np.load(path, allow_pickle=False) as f:
+    f = np.load(path, allow_pickle=False)
+    if not isinstance(f, np.lib.npyio.NpzFile):
+      raise ValueError("a single .npy array, not an archive of named arrays")
+    with f:
       return {name: np.asarray(f[name]) for name in f.files}
-  except (OSError, ValueError) as e:
-    raise PretrainedError(f"init.checkpoint: {path} is not a NumPy .npz file ({e})") from None
+  except Exception as e:  # zipfile, zlib and the .npy reader raise several types on foreign bytes
+    raise PretrainedError(f"init.checkpoint: {path} is not a NumPy .npz file ({type(e).__name__}: {e})") from None
 
 
 # Hugging Face transformers ViT names -> ours. Linear weights are (out, in): transposed; attention projections
