@@ -287,8 +287,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{field}: expected an integer >= 0, got {v!r}")
   if not isinstance(c.eval.num_alphas, int) or c.eval.num_alphas < 2:
     raise ConfigError(f"eval.num_alphas: expected an integer >= 2 (the grid includes 0 and 1), got {c.eval.num_alphas!r}")
-  if not c.optim.lr >= 0:
-    raise ConfigError(f"optim.lr: must be >= 0, got {c.optim.lr!r}")
+  def finite(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+          and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
+    if not ok:
+      left, right = "(" if lo_open else "[", ")" if hi_open or hi == float("inf") else "]"
+      raise ConfigError(f"{field}: must be a finite number in {left}{lo}, {hi}{right}, got {value!r}")
+
+  finite("optim.lr", c.optim.lr, 0.0)
+  finite("optim.momentum", c.optim.momentum, 0.0, 1.0, hi_open=True)
+  finite("optim.b1", c.optim.b1, 0.0, 1.0, hi_open=True)
+  finite("optim.b2", c.optim.b2, 0.0, 1.0, hi_open=True)
+  finite("optim.eps", c.optim.eps, 0.0, lo_open=True)
+  finite("schedule.final_lr", c.schedule.final_lr, 0.0)
   if not c.optim.weight_decay >= 0:
     raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
   if isinstance(c.optim.clip_norm, bool) or not c.optim.clip_norm >= 0 or c.optim.clip_norm == float("inf"):

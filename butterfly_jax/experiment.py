@@ -106,6 +106,26 @@ class _Setup:
     return self._perm[2]
 
 
+def _check_before_training(setup) -> None:
+  """Config errors that depend on the model's parameters and features, found from their shapes alone (no
+  compute) before anything trains: the perturbation mask and the CKA feature."""
+  c = setup.c
+  shapes = jax.eval_shape(setup.init_fn, setup.keys["init"])
+  if c.perturb.scales:
+    perturb.build_mask(shapes, c.perturb.mask, jax.random.fold_in(setup.keys["perturb"], 1), bool(c.init.checkpoint))
+  if c.eval.cka_examples and len(c.perturb.scales):
+    x = jax.ShapeDtypeStruct((1, *setup.data.input_shape), jnp.float32)
+    features = jax.eval_shape(lambda p, x: setup.apply_fn(p, x)[1], shapes, x)
+    if c.eval.cka_feature not in features:
+      raise config_lib.ConfigError(f"eval.cka_feature: the model has no feature {c.eval.cka_feature!r}; it has "
+                                   f"{', '.join(sorted(features))}")
+
+
+def _all_finite(tree) -> bool:
+  return bool(hosts.fetch(jax.tree_util.tree_reduce(
+      lambda a, b: a & b, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.bool_(True))))
+
+
 def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
   """All examples in order, or ``n`` of them drawn once with the eval key."""
   if not n or n >= n_total:
@@ -253,6 +273,10 @@ def _perturbations(setup, trunk_params, scales):
     eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
   else:
     eps, raw_norm = perturb.masked(direction, mask)
+  if not np.isfinite(float(raw_norm)) or not np.isfinite(e_init):
+    raise perturb.PerturbationError(
+        f"perturb: the {c.perturb.kind} direction is not finite (norm {float(raw_norm)}, E_init {e_init}); the "
+        "network at the perturbation time holds non-finite weights or gradients")
   if float(raw_norm) == 0 and any(s > 0 for s in scales):
     raise perturb.PerturbationError(
         f"perturb: the {c.perturb.kind} direction is zero on the mask (e.g. a gaussian perturbation of "
@@ -332,6 +356,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     return done
   t_start = time.time()
   setup = _Setup(c)
+  _check_before_training(setup)
   steps, scales = setup.steps, tuple(float(s) for s in c.perturb.scales)
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
@@ -374,10 +399,12 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
     trunk = members.new_family([params0], [opt0], [0], [t])
     if resume_meta["phase"] == "trunk":
       trunk = restore(trunk)
-    save_trunk = lambda fam, step, div: rundir.save_state({"phase": "trunk", "step": step}, {"family": fam._asdict()})
+    save_trunk = lambda fam, step, div: rundir.save_state(
+        {"phase": "trunk", "step": step, "diverged": [bool(d) for d in div]}, {"family": fam._asdict()})
     trunk, trunk_diverged = _train(setup, trunk, resume_meta["step"], t, "trunk", rundir, params0, bar,
+                                   diverged=resume_meta.get("diverged") if resume_meta["phase"] == "trunk" else None,
                                    checkpoint=save_trunk)
-    if trunk_diverged.any():
+    if trunk_diverged.any() or not _all_finite(trunk.params):
       raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step "
                                f"{t}; lower optim.lr or check the data")
     trunk_params = tree_math.unstack(trunk.params, 0)

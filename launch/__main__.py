@@ -109,6 +109,11 @@ def _dry_run(runs_dir, state, pending, out) -> int:
 
 def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
   from launch import slurm, state as state_lib
+  try:
+    slurm.script(runs_dir, pending, sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache)
+  except slurm.SlurmError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   state_lib.write(runs_dir, state)
   if not pending:
     print(f"all {len(state['runs'])} runs of {runs_dir} are finished: no script written", file=out)

@@ -9,6 +9,7 @@ task's own output goes to ``DIR/slurm/<job>_<task>.out``; the run's output to ``
 """
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -29,11 +30,32 @@ def array_spec(indices) -> str:
   return ",".join(parts)
 
 
+class SlurmError(ValueError):
+  """A value cannot be written safely into the job script; the message names the option."""
+
+
+_UNSAFE_SBATCH = ("\n", "\r", "\0")
+
+
 def _sbatch_line(arg: str) -> str:
+  if any(c in arg for c in _UNSAFE_SBATCH):
+    raise SlurmError(f"--slurm-args: {arg!r} holds a line break or NUL, which would start a new line of the job "
+                     "script; give one option per --slurm-args")
   arg = arg.strip()
   if arg.startswith("#SBATCH"):
     return arg
   return "#SBATCH " + (arg if arg.startswith("-") else "--" + arg)
+
+
+def _sbatch_value(value: str, what: str) -> str:
+  """``value`` for an ``#SBATCH --opt=value`` line (read by sbatch, not by a shell): as it is when plain,
+  in double quotes when it holds spaces or shell characters; an error for what sbatch cannot read back
+  (quotes, line breaks, NUL, and ``%``, which sbatch expands in file names)."""
+  if any(c in value for c in (*_UNSAFE_SBATCH, '"', "%")):
+    raise SlurmError(f"{what}: {value!r} cannot be written in an #SBATCH line (it holds a quote, a line break, "
+                     "NUL or '%'); choose another path")
+  return value if re.fullmatch(r"[\w./:@+,=-]+", value) else f'"{value}"'
+
 
 
 def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, jax_cache: str | None = None,
@@ -43,16 +65,20 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
   python = python or sys.executable
   user = [_sbatch_line(a) for a in sbatch_args]
   q = shlex.quote
+  if any(c in str(runs_dir) for c in _UNSAFE_SBATCH):
+    raise SlurmError(f"--runs: {str(runs_dir)!r} holds a line break or NUL; choose another path")
   lines = [
       "#!/bin/bash",
-      f"# butterfly_jax sweep: task i runs run i of {runs_dir}/sweep.json, skipped if already finished.",
+      f"# butterfly_jax sweep: task i runs run i of {q(str(runs_dir / 'sweep.json'))}, skipped if already finished.",
       "# Submit: sbatch THIS_FILE. Run one task by hand: SLURM_ARRAY_TASK_ID=i bash THIS_FILE",
   ]
   if not any(a.split()[1].startswith(("--job-name", "-J")) for a in user):
-    lines.append(f"#SBATCH --job-name=butterfly-{runs_dir.name}")
+    lines.append(f"#SBATCH --job-name={_sbatch_value('butterfly-' + runs_dir.name, '--runs')}")
   lines.append(f"#SBATCH --array={array_spec(indices)}" + (f"%{max_parallel}" if max_parallel else ""))
   if not any(a.split()[1].startswith(("--output", "-o")) for a in user):
-    lines.append(f"#SBATCH --output={runs_dir}/slurm/%A_%a.out")
+    plain = _sbatch_value(str(runs_dir), "--runs") == str(runs_dir)  # checks it, too
+    output = f"{runs_dir}/slurm/%A_%a.out"
+    lines.append(f"#SBATCH --output={output}" if plain else f'#SBATCH --output="{output}"')
   lines += user
   lines += [
       "set -euo pipefail",
@@ -61,8 +87,9 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
       "export PYTHONUNBUFFERED=1",
   ]
   if jax_cache:
-    lines += [
-        f'export JAX_COMPILATION_CACHE_DIR="${{JAX_COMPILATION_CACHE_DIR:-{Path(jax_cache).resolve()}}}"',
+    lines += [  # the default path through a quoted variable: nothing in it is ever expanded by the shell
+        f"butterfly_jax_cache={q(str(Path(jax_cache).resolve()))}",
+        'export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$butterfly_jax_cache}"',
         'export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"',
     ]
   lines.append(f'exec {q(python)} -m launch.run_one --runs={q(str(runs_dir))} '

@@ -138,3 +138,33 @@ def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):
   c.data.classes = (1, 2)  # a new field set to a non-default value is a different config
   with pytest.raises(rundir_lib.RunDirError, match="different config"):
     rd.finished_results(c.to_dict())
+
+
+@pytest.mark.parametrize("field, value", [
+    ("optim.lr", float("inf")), ("optim.lr", float("nan")), ("optim.lr", -0.1), ("optim.momentum", 1.0),
+    ("optim.momentum", -0.5), ("optim.b1", 1.0), ("optim.b2", 1.5), ("optim.eps", 0.0),
+    ("schedule.final_lr", float("inf")), ("schedule.final_lr", -1.0),
+])
+def test_optimizer_numbers_out_of_range_fail_before_compute(smoke_config, tmp_path, field, value):
+  section, key = field.split(".")
+  with smoke_config[section].ignore_type():
+    smoke_config[section][key] = value
+  with pytest.raises(ConfigError, match=f"{field}: must be a finite number in"):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("perturb.mask.include", "nothing.*", "perturb.mask: .* selects no parameter"),
+    ("perturb.mask.single", "dense0/kernel[9999,0]", "perturb.mask.single: index .* is not inside"),
+    ("eval.cka_feature", "logits_please", "eval.cka_feature: the model has no feature 'logits_please'"),
+])
+def test_model_dependent_errors_come_before_any_training(smoke_config, tmp_path, field, value, match):
+  *path, key = field.split(".")
+  node = smoke_config
+  for part in path:
+    node = node[part]
+  node[key] = value
+  with pytest.raises(ConfigError, match=match):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "metrics.jsonl").exists()   # nothing trained

@@ -236,3 +236,23 @@ def test_bfloat16_mixed_precision_trains_float32_parameters(smoke_config, tmp_pa
   c.train.compute_dtype = "float16"
   with pytest.raises(ValueError, match="train.compute_dtype"):
     run(c, tmp_path / "bad")
+
+
+def test_a_diverged_trunk_fails_again_when_the_command_is_repeated(smoke_config, tmp_path):
+  c = smoke_config.copy_and_resolve_references()
+  c.optim.lr = 1e30          # finite, so accepted, but the trunk diverges before the perturbation
+  for _ in range(2):         # "a killed sweep is finished by running the same command again": not a failed one
+    with pytest.raises(FloatingPointError, match="the trunk diverged"):
+      run(c, tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_trunk_state_checkpoint_remembers_its_divergence(smoke_config, tmp_path):
+  from butterfly_jax import rundir as rundir_lib
+  c = smoke_config.copy_and_resolve_references()
+  c.optim.lr = 1e30
+  c.checkpoint.every_steps = "5"
+  with pytest.raises(FloatingPointError):
+    run(c, tmp_path)
+  meta, _ = rundir_lib.RunDir(tmp_path).latest_state()
+  assert meta["phase"] == "trunk" and meta["diverged"] == [True]

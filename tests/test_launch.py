@@ -302,3 +302,37 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
 
   out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}")
   assert "#SBATCH --array=0-2,4-19\n" in script.read_text()  # only unfinished runs
+
+
+def test_slurm_script_quotes_paths_so_the_shell_expands_nothing(tmp_path):
+  from launch import slurm
+  runs_dir = tmp_path / "sl$(touch INJECTED)x"
+  runs_dir.mkdir()
+  path = slurm.write(tmp_path / "job.sh", runs_dir, [0, 1], jax_cache=str(runs_dir / "jax_cache"))
+  text = path.read_text()
+  assert f'#SBATCH --output="{runs_dir}/slurm/%A_%a.out"' in text
+  env = {k: v for k, v in os.environ.items() if k not in ("SLURM_ARRAY_TASK_ID", "JAX_COMPILATION_CACHE_DIR")}
+  probe = text.replace("exec ", 'echo "cache=$JAX_COMPILATION_CACHE_DIR"; exit 0; exec ', 1)
+  (tmp_path / "probe.sh").write_text(probe)
+  done = subprocess.run(["bash", str(tmp_path / "probe.sh")], env=env, cwd=tmp_path, capture_output=True,
+                        text=True, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == f"cache={runs_dir / 'jax_cache'}"   # the literal path, nothing run
+  assert not any(p.name == "INJECTED" for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("args, runs_name, match", [
+    (["--partition=gpu\nrm -rf /"], "runs", "--slurm-args: .* line break"),
+    ([], 'bad"quote', "--runs: .* cannot be written in an #SBATCH line"),
+    ([], "pct%j", "--runs: .* cannot be written in an #SBATCH line"),
+])
+def test_slurm_values_that_cannot_be_quoted_are_rejected(tmp_path, args, runs_name, match):
+  from launch import slurm
+  with pytest.raises(slurm.SlurmError, match=match):
+    slurm.script(tmp_path / runs_name, [0], sbatch_args=args)
+
+
+def test_launcher_reports_an_unwritable_slurm_value_as_a_bad_command(tmp_path):
+  out = _launch(f"--config={SMOKE}", f"--runs={tmp_path / 'runs'}", f"--slurm={tmp_path / 'job.sh'}",
+                "--slurm-args=--time=1\n--wrap=id")
+  assert out.returncode == 2 and "--slurm-args" in out.stderr and not (tmp_path / "job.sh").exists()
