@@ -80,9 +80,10 @@ def perturbation_label(config: dict) -> str:
 
 
 def definitions_label(config: dict) -> str:
-  """``"v2"`` for a run under the current definitions (README "Definitions"), ``"v1"`` for one from before
-  (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when fine-tuning), or
-  ``"v2-custom"`` for a run that set any definition field away from the paper's."""
+  """``"v2"`` for a run under the current definitions (BUILD_NOTES "Definitions and recipes"), ``"v1"`` for one
+  from before (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when fine-tuning,
+  translation filled with the mean), or ``"v2-custom"`` for a run that set any definition field away from the
+  paper's."""
   from butterfly_jax.config import LEGACY_VALUES, default_config, get_dotted
   defaults = default_config().to_dict()
   values = {key: get_dotted(config, key) for key in LEGACY_VALUES}
