@@ -4,6 +4,7 @@ SGD noise to T, then compare every child with child 0 (L2 distance, loss/error b
 :func:`run` is the whole experiment; the pieces it calls are pure functions in the other modules.
 """
 
+import functools
 import json
 import logging
 import time
@@ -74,7 +75,15 @@ class _Setup:
 
   def init_fn(self, key):
     """The run's initial distribution of parameters: the model's init, with a torch-default head when
-    :attr:`fresh_head` (so the head's init variance counts in ``E_init`` as it does in the authors' code)."""
+    :attr:`fresh_head` (so the head's init variance counts in ``E_init`` as it does in the authors' code).
+    Jitted once per setup (:meth:`_jitted_init`)."""
+    return self._jitted_init(key)
+
+  @functools.cached_property
+  def _jitted_init(self):
+    return jax.jit(self._init)
+
+  def _init(self, key):
     params = self.model_init_fn(key)
     if self.fresh_head and "head" in params:
       head = dict(params["head"])
@@ -258,7 +267,7 @@ def _perturbations(setup, trunk_params, scales):
   c = setup.c
   p = c.perturb
   key = setup.keys["perturb"]
-  stats = perturb.init_stats(jax.jit(setup.init_fn), setup.keys["init_stats"], p.init_draws)
+  stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], p.init_draws)
   stds = perturb.init_stds(stats, setup.param_order, p.constant_params, fixed=p.init_std)
   finetune = bool(c.init.checkpoint)
   mask = perturb.build_mask(trunk_params, p.mask, jax.random.fold_in(key, 1), finetune)

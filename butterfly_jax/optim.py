@@ -41,13 +41,9 @@ def make_transform(c, total_steps: int | None = None, warmup_steps: int | None =
   return optax.chain(*parts) if parts else optax.identity()
 
 
-def onecycle(peak: float, total_steps: int, warmup_steps: int, div_factor: float = 25.0,
-             final_div_factor: float = 1e4):
-  """torch's ``OneCycleLR(max_lr=peak, total_steps=T, pct_start=warmup/T, anneal_strategy="cos")`` with its
-  defaults (two phases): cosine from ``peak/25`` up to ``peak`` at step ``warmup - 1``, then cosine down to
-  ``peak/25/1e4`` at step ``T - 1``."""
-  initial = peak / div_factor
-  minimum = initial / final_div_factor
+def _two_phase_cosine(first: float, middle: float, last: float, total_steps: int, warmup_steps: int):
+  """torch ``OneCycleLR``'s two cosine phases of a value (``three_phase=False``): from ``first`` at step 0 to
+  ``middle`` at step ``warmup - 1``, then to ``last`` at step ``T - 1``; held outside. A function of the step."""
   end1 = float(warmup_steps) - 1.0
   end2 = float(total_steps) - 1.0
 
@@ -56,27 +52,25 @@ def onecycle(peak: float, total_steps: int, warmup_steps: int, div_factor: float
 
   def sched(step):
     s = jnp.asarray(step, jnp.float32)
-    up = anneal(initial, peak, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
-    down = anneal(peak, minimum, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
-    return jnp.where(s <= end1, up, down)
+    one = anneal(first, middle, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
+    two = anneal(middle, last, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
+    return jnp.where(s <= end1, one, two)
   return sched
+
+
+def onecycle(peak: float, total_steps: int, warmup_steps: int, div_factor: float = 25.0,
+             final_div_factor: float = 1e4):
+  """torch's ``OneCycleLR(max_lr=peak, total_steps=T, pct_start=warmup/T, anneal_strategy="cos")`` with its
+  defaults (two phases): cosine from ``peak/25`` up to ``peak`` at step ``warmup - 1``, then cosine down to
+  ``peak/25/1e4`` at step ``T - 1``."""
+  initial = peak / div_factor
+  return _two_phase_cosine(initial, peak, initial / final_div_factor, total_steps, warmup_steps)
 
 
 def onecycle_momentum(total_steps: int, warmup_steps: int, base: float = 0.85, top: float = 0.95):
   """torch ``OneCycleLR``'s momentum (``cycle_momentum=True``): cosine from ``top`` down to ``base`` while the
   learning rate rises, then back up to ``top`` at step ``T - 1``; a function of the update count."""
-  end1 = float(warmup_steps) - 1.0
-  end2 = float(total_steps) - 1.0
-
-  def anneal(start, end, pct):
-    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
-
-  def sched(count):
-    s = jnp.asarray(count, jnp.float32)
-    down = anneal(top, base, jnp.clip(s / jnp.maximum(end1, 1e-12), 0.0, 1.0))
-    up = anneal(base, top, jnp.clip((s - end1) / jnp.maximum(end2 - end1, 1e-12), 0.0, 1.0))
-    return jnp.where(s <= end1, down, up)
-  return sched
+  return _two_phase_cosine(top, base, top, total_steps, warmup_steps)
 
 
 def make_schedule(c, total_steps: int, warmup_steps: int):

@@ -206,15 +206,15 @@ def test_extra_steps_run_logs_the_decaying_rate(tmp_path):
         assert rec["lr"][0] == pytest.approx(c.optim.lr * (T - s) / (T - W), rel=1e-5)
 
 
-def _torch_onecycle(step, P, T, pct, div=25.0, final_div=1e4):
-  """torch.optim.lr_scheduler.OneCycleLR (two phases, cos) as its source computes it."""
-  initial, minimum = P / div, P / div / final_div
+def _torch_two_phases(step, T, pct, start, middle, end):
+  """A value annealed as torch.optim.lr_scheduler.OneCycleLR's source does (two phases, cos)."""
   end1, end2 = float(pct * T) - 1, T - 1
-  if step <= end1:
-    start, end, frac = initial, P, step / end1
-  else:
-    start, end, frac = P, minimum, (step - end1) / (end2 - end1)
-  return end + (start - end) / 2.0 * (np.cos(np.pi * frac) + 1)
+  a, b, frac = (start, middle, step / end1) if step <= end1 else (middle, end, (step - end1) / (end2 - end1))
+  return b + (a - b) / 2.0 * (np.cos(np.pi * frac) + 1)
+
+
+def _torch_onecycle(step, P, T, pct, div=25.0, final_div=1e4):
+  return _torch_two_phases(step, T, pct, P / div, P, P / div / final_div)
 
 
 def test_onecycle_is_torch_onecycle():
@@ -296,12 +296,7 @@ def test_the_committed_reproduction_runs_are_labelled_as_old_definitions():
 
 
 def _torch_onecycle_momentum(step, T, pct, base=0.85, top=0.95):
-  end1, end2 = float(pct * T) - 1, T - 1
-  if step <= end1:
-    start, end, frac = top, base, step / end1
-  else:
-    start, end, frac = base, top, (step - end1) / (end2 - end1)
-  return end + (start - end) / 2.0 * (np.cos(np.pi * frac) + 1)
+  return _torch_two_phases(step, T, pct, top, base, top)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
