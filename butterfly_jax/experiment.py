@@ -350,10 +350,12 @@ def _nulled(tree, keep=()):
   return None
 
 
-def run(c: ml_collections.ConfigDict, workdir) -> dict:
+def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False) -> dict:
   """Runs the experiment of config ``c`` in ``workdir`` and returns the results (also in results.json).
 
-  A workdir that already holds this config's results is left alone and its results returned.
+  A workdir that already holds this config's results is left alone and its results returned. One that holds
+  an unfinished run of the same config resumes it; of another config, it is an error unless
+  ``discard_unfinished`` (:meth:`RunDir.start`).
   """
   rundir_lib.loaded_revision()  # the code this process runs, before the checkout can change under a long worker
   config_lib.validate(c)
@@ -370,7 +372,7 @@ def run(c: ml_collections.ConfigDict, workdir) -> dict:
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
   lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
-  resume = rundir.start(c.to_dict())
+  resume = rundir.start(c.to_dict(), discard=discard_unfinished)
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   eval_key = setup.keys["eval"]

@@ -22,6 +22,9 @@ config_flags.DEFINE_config_file(
     "config", f"{configs_embedded.__file__}:quickstart",
     "Path to a config file with get_config() (default: the embedded quickstart).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
+flags.DEFINE_bool("discard_unfinished", False,
+                  "Delete an unfinished run of another config in --workdir (its checkpoints and metrics) and start "
+                  "from step 0; without it such a workdir is an error and nothing is deleted.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first and run one experiment over every process's devices "
                   "(a TPU pod slice, several GPU nodes under SLURM): start the same command on every host.")
@@ -63,7 +66,7 @@ def main(argv):
     # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   try:
-    results = run(config, workdir)
+    results = run(config, workdir, discard_unfinished=FLAGS.discard_unfinished)
   except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -24,6 +24,32 @@ class RunDirError(ValueError):
   """The work directory cannot be used for this run."""
 
 
+# Config fields that cannot change a run's results: a run that differs from a stored one only in these is
+# the same run (it resumes, and its finished results are returned).
+NON_RESULT_FIELDS = (("log", "progress"), ("log", "every_steps"))
+
+
+def comparable(config_dict: dict) -> dict:
+  """``config_dict`` as JSON without :data:`NON_RESULT_FIELDS`."""
+  out = to_jsonable(config_dict)
+  for section, field in NON_RESULT_FIELDS:
+    if isinstance(out.get(section), dict):
+      out[section] = {k: v for k, v in out[section].items() if k != field}
+  return out
+
+
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+  """The dotted names of the fields in which two config dicts differ."""
+  out = []
+  for key in sorted(set(a) | set(b)):
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out += config_differences(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.append(f"{prefix}{key}")
+  return out
+
+
 def to_jsonable(obj):
   """numpy/jax scalars and arrays to Python; non-finite floats to None (JSON has no NaN)."""
   if isinstance(obj, dict):
@@ -101,7 +127,7 @@ class RunDir:
     if not self.results.exists():
       return None
     stored = self._stored_config()
-    if stored != to_jsonable(config_dict):
+    if comparable(stored or {}) != comparable(config_dict):
       raise RunDirError(f"--workdir {self.root} holds the finished results of a different config "
                         f"(see {self.config}); choose another --workdir")
     return json.loads(self.results.read_text())
@@ -113,20 +139,41 @@ class RunDir:
     from butterfly_jax.config import upgrade
     return to_jsonable(upgrade(json.loads(self.config.read_text())))
 
-  def start(self, config_dict: dict, resume: bool = True):
+  def start(self, config_dict: dict, resume: bool = True, discard: bool = False):
     """Creates the directory and returns the resume point: ``(meta, path)`` of the newest intact training
     state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
     which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0.
+
+    An unfinished attempt of a *different* config (fields that cannot change results, such as
+    ``log.progress``, aside) is a :class:`RunDirError` naming the fields, unless ``discard``: its
+    checkpoints (kept pre-training weights included) are never deleted by accident.
     Under ``jax.distributed`` the primary process decides and writes; the others then read its decision."""
-    state = self._start(config_dict, resume) if hosts.is_primary() else None
+    error, state = None, None
+    if hosts.is_primary():
+      try:
+        state = self._start(config_dict, resume, discard)
+      except RunDirError as e:
+        error = e
     hosts.sync("butterfly_jax:rundir_start")
+    if error is not None:
+      raise error
     if not hosts.is_primary():
-      state = self.latest_state() if (resume and self._stored_config() == to_jsonable(config_dict)) else None
+      if self._stored_config() is not None and comparable(self._stored_config()) != comparable(config_dict):
+        raise RunDirError(f"--workdir {self.root} holds another config's unfinished run")
+      state = self.latest_state() if resume else None
     return state
 
-  def _start(self, config_dict: dict, resume: bool):
+  def _start(self, config_dict: dict, resume: bool, discard: bool = False):
     self.root.mkdir(parents=True, exist_ok=True)
-    same = self._stored_config() == to_jsonable(config_dict)
+    stored = self._stored_config()
+    same = stored is not None and comparable(stored) == comparable(config_dict)
+    unfinished = self.metrics.exists() or self.checkpoints.exists()
+    if stored is not None and not same and unfinished and not discard:
+      fields = config_differences(comparable(stored), comparable(config_dict))
+      raise RunDirError(f"--workdir {self.root} holds an unfinished run of another config (it differs in "
+                        f"{', '.join(fields[:8])}{', ...' if len(fields) > 8 else ''}); nothing was deleted. Run "
+                        f"the same config to resume it, choose another --workdir, or pass --discard_unfinished to "
+                        f"delete its checkpoints and metrics and start this config from step 0")
     state = self.latest_state() if (resume and same) else None
     if state is not None:
       meta, _ = state
@@ -134,9 +181,10 @@ class RunDir:
                       meta["phase"], meta["step"])
       self._truncate_metrics(meta)
       return state
-    if self.metrics.exists() or self.checkpoints.exists():
-      logging.warning("%s holds an unfinished run without a usable checkpoint; starting it again from step 0",
-                      self.root)
+    if unfinished:
+      logging.warning("%s holds an unfinished run %s; starting from step 0", self.root,
+                      "of another config, discarded (--discard_unfinished)" if not same else
+                      "without a usable checkpoint")
       self.metrics.unlink(missing_ok=True)
       shutil.rmtree(self.checkpoints, ignore_errors=True)
     write_json_atomic(self.config, config_dict)

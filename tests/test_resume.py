@@ -126,10 +126,26 @@ def test_a_checkpoint_without_manifest_is_ignored(tmp_path, smoke_config):
   assert _strip(again) == _strip(res)
 
 
-def test_other_config_in_an_unfinished_workdir_starts_from_zero(tmp_path, smoke_config):
+def test_other_config_in_an_unfinished_workdir_is_refused_unless_discarded(tmp_path, smoke_config):
   c = _config(smoke_config)
   _killed_run(tmp_path, "children", 50)
+  before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "checkpoints").rglob("*"))
   c.seed = 3  # not the config the checkpoints belong to
-  res = run(c, tmp_path)
+  with pytest.raises(rundir_lib.RunDirError, match=r"unfinished run of another config \(it differs in seed\); "
+                                                   r"nothing was deleted"):
+    run(c, tmp_path)
+  assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "checkpoints").rglob("*")) == before
+  res = run(c, tmp_path, discard_unfinished=True)
   assert "resumed_from" not in res["timing"]
   assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3
+
+
+def test_fields_that_cannot_change_results_do_not_make_another_config(tmp_path, smoke_config, reference):
+  c = _config(smoke_config)
+  _killed_run(tmp_path, "children", 50)
+  c.log.progress = not c.log.progress   # logging only: the same run, which resumes
+  res = run(c, tmp_path)
+  assert res["timing"]["resumed_from"] == {"phase": "children", "step": 40}
+  _assert_same_run(tmp_path, res, reference)
+  c.log.every_steps = 5                 # and a finished run stays finished
+  assert run(c, tmp_path) == res
