@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 
 from butterfly_jax.models.registry import MODELS
+from butterfly_jax.similarity import CKA_ESTIMATORS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
@@ -18,7 +19,6 @@ PERTURB_KINDS = ("batch", "gaussian")
 INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
-CKA_ESTIMATORS = ("unbiased", "biased")
 TRANSLATE_FILLS = ("black", "mean")
 # Fields whose default changed when the definitions were aligned with the paper and the authors' code
 # (version 2 of the definitions): a stored config written before they existed gets the value that
@@ -27,6 +27,9 @@ LEGACY_VALUES = {
     "perturb.batch_sign": -1, "perturb.init_scale": "mean_square", "perturb.extra_lr": "hold",
     "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
 }
+DEFINITIONS_VERSION = 2
+MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 _MISSING = object()
 
 
@@ -37,9 +40,6 @@ def get_dotted(tree: dict, dotted: str, default=None):
       return default
     tree = tree[part]
   return tree
-DEFINITIONS_VERSION = 2
-MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -220,6 +220,15 @@ def _choice(value, allowed, field):
     raise ConfigError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
 
 
+def _finite_in(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
+  """ConfigError naming ``field`` unless ``value`` is a finite number in the interval."""
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+        and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
+  if not ok:
+    left, right = "(" if lo_open else "[", ")" if hi_open or hi == float("inf") else "]"
+    raise ConfigError(f"{field}: must be a finite number in {left}{lo}, {hi}{right}, got {value!r}")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
   from butterfly_jax.data import DATASETS  # the data module imports tfds: only when validating
@@ -287,19 +296,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"{field}: expected an integer >= 0, got {v!r}")
   if not isinstance(c.eval.num_alphas, int) or c.eval.num_alphas < 2:
     raise ConfigError(f"eval.num_alphas: expected an integer >= 2 (the grid includes 0 and 1), got {c.eval.num_alphas!r}")
-  def finite(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-          and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
-    if not ok:
-      left, right = "(" if lo_open else "[", ")" if hi_open or hi == float("inf") else "]"
-      raise ConfigError(f"{field}: must be a finite number in {left}{lo}, {hi}{right}, got {value!r}")
-
-  finite("optim.lr", c.optim.lr, 0.0)
-  finite("optim.momentum", c.optim.momentum, 0.0, 1.0, hi_open=True)
-  finite("optim.b1", c.optim.b1, 0.0, 1.0, hi_open=True)
-  finite("optim.b2", c.optim.b2, 0.0, 1.0, hi_open=True)
-  finite("optim.eps", c.optim.eps, 0.0, lo_open=True)
-  finite("schedule.final_lr", c.schedule.final_lr, 0.0)
+  _finite_in("optim.lr", c.optim.lr, 0.0)
+  _finite_in("optim.momentum", c.optim.momentum, 0.0, 1.0, hi_open=True)
+  _finite_in("optim.b1", c.optim.b1, 0.0, 1.0, hi_open=True)
+  _finite_in("optim.b2", c.optim.b2, 0.0, 1.0, hi_open=True)
+  _finite_in("optim.eps", c.optim.eps, 0.0, lo_open=True)
+  _finite_in("schedule.final_lr", c.schedule.final_lr, 0.0)
   if not c.optim.weight_decay >= 0:
     raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
   if isinstance(c.optim.clip_norm, bool) or not c.optim.clip_norm >= 0 or c.optim.clip_norm == float("inf"):

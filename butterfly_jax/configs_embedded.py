@@ -77,8 +77,8 @@ FINETUNE_SCALES = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)  # one family per run: the twin 
 
 
 def resnet50_transfer(phase: str, pretrain_data: str, finetune_data: str, pretrain_dir: str):
-  """The authors' "resnet50-64" (``resnet34``: basic blocks (3, 4, 6, 3), LayerNorm) pre-trained on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints
-  kept) or fine-tuned on ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``),
+  """The authors' "resnet50-64" (``resnet34``: basic blocks (3, 4, 6, 3), LayerNorm) pre-trained on
+  ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints kept) or fine-tuned on ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``),
   for ``configs/resnet50_c100_to_c10.py`` and ``configs/resnet50_c10_to_c100.py``. The authors' scripts'
   recipe (``scripts/pretrain-stability``, ``scripts/train``): SGD 0.1, momentum 0.9, one-cycle with 2.5%
   warm-up, batch 128, flips, rotation by up to 10 degrees, translation by 4 pixels, random erasing up to

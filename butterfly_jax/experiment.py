@@ -281,7 +281,7 @@ def _perturbations(setup, trunk_params, scales):
   if p.normalize:
     eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
   else:
-    eps, raw_norm = perturb.masked(direction, mask)
+    eps, raw_norm = perturb.unnormalised(direction, mask)
   if not np.isfinite(float(raw_norm)) or not np.isfinite(e_init):
     raise perturb.PerturbationError(
         f"perturb: the {c.perturb.kind} direction is not finite (norm {float(raw_norm)}, E_init {e_init}); the "

@@ -19,7 +19,7 @@ def make_transform(c, total_steps: int | None = None, warmup_steps: int | None =
   SGD's momentum, or Adam's ``b1``, by :func:`onecycle_momentum` of the update count, so it needs
   ``total_steps`` and ``warmup_steps``."""
   o = c.optim
-  cycle = c.schedule.name == "onecycle" and c.schedule.get("cycle_momentum", False)
+  cycle = c.schedule.name == "onecycle" and c.schedule.cycle_momentum
   if cycle:
     if total_steps is None or warmup_steps is None:
       raise ValueError("make_transform: a one-cycle schedule that cycles momentum needs total_steps and warmup_steps")

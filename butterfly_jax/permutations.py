@@ -198,7 +198,8 @@ def vit_spec(params) -> PermutationSpec:
   return b.build()
 
 
-SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "resnet50": resnet_spec, "resnet34": resnet_spec, "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
+SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "resnet50": resnet_spec, "resnet34": resnet_spec,
+         "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
          "vit_b16": vit_spec}
 
 

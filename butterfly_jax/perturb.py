@@ -19,8 +19,8 @@ The definitions are the ICML paper's (its poster's formula); where it is silent,
   ``perturb.constant_params=True`` gives them the authors' ``include_constant_params=True`` rule instead:
   the standard deviation of the next randomly initialised layer in the order the model uses its layers
   (projection shortcuts skipped), or ``1/sqrt(units)`` after the last one; it counts in ``E_init`` too.
-  ``perturb.init_scale="mean_square"`` is the rule of butterfly_jax before 0.2 (``E[theta_0^2]``, so norm
-  scales initialised to 1 counted), kept to reproduce old runs.
+  ``perturb.init_scale="mean_square"`` is the rule before the definitions' version 2 (``E[theta_0^2]``, so
+  norm scales initialised to 1 counted), kept to reproduce old runs.
 
 So the perturbation has L2 norm ``sigma * E_init`` and ``sigma = 0.01`` is 1% of the network's size at init
 (of the masked part's size). ``perturb.normalize=False`` skips the normalisation, ``theta + sigma * eps_hat * M``
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from butterfly_jax import tree_math
-from butterfly_jax.config import ConfigError
+from butterfly_jax.config import INIT_SCALES, ConfigError
 
 
 class PerturbationError(ValueError):
@@ -84,7 +84,7 @@ def init_stds(stats: InitStats, order: dict, constant_params: bool = False, fixe
   missing = set(flat_var) - set(order)
   if missing:
     raise ValueError(f"init_stds: parameters {sorted(missing)} are not in the parameter order")
-  std, shapes, nxt = {}, dict(order) if isinstance(order, dict) else None, None
+  std, nxt = {}, None
   for path in reversed([p for p in order if p in flat_var]):
     var = float(flat_var[path])
     if var > 0:
@@ -92,7 +92,7 @@ def init_stds(stats: InitStats, order: dict, constant_params: bool = False, fixe
       if not any(word in path for word in skip_next):
         nxt = std[path]
     elif constant_params:
-      units = shapes[path][-1] if shapes and shapes[path] else 1
+      units = order[path][-1] if order[path] else 1
       std[path] = nxt if nxt is not None else 1.0 / float(np.sqrt(units))
     else:
       std[path] = 0.0
@@ -162,9 +162,6 @@ def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
   return int(sum(sizes[:i]) + np.ravel_multi_index(index, shape))
 
 
-INIT_SCALES = ("variance", "mean_square")
-
-
 def expected_init_l2(stats: InitStats, mask, stds=None, rule: str = "variance") -> float:
   """``E_init`` of the masked weights: ``sqrt(sum of std^2)`` over them (``rule="variance"``; ``stds`` from
   :func:`init_stds`, by default the plain init standard deviations) or the legacy
@@ -208,7 +205,7 @@ def normalised(direction, mask, target_norm):
 
 
 @jax.jit
-def masked(direction, mask):
+def unnormalised(direction, mask):
   """``direction * mask`` without normalisation (``perturb.normalize=False``), and its norm."""
   out = jax.tree_util.tree_map(jnp.multiply, direction, mask)
   return out, tree_math.tree_norm(out)

@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
-LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch", "child",
-                "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged")
+LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
+                "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged")
 # results.json child["perturb"] fields: renamed here; kind and mask repeat the config and are left out.
 _CHILD_PERTURB = {"scale": "perturb.scale", "noise_l2": "noise_l2", "num_perturbed": "num_perturbed",
                   "expected_init_l2": "expected_init_l2", "direction_l2": "direction_l2", "kind": None, "mask": None}
@@ -267,7 +267,8 @@ def load_table(runs_dir):
   labels = sorted({row["definitions"] for row in rows})
   if len(labels) > 1:
     logging.warning("%s mixes runs under different definitions of sigma, the batch direction and CKA (%s; see the "
-                    "'definitions' column and README 'Definitions'): compare them only within one label",
+                    "'definitions' column and BUILD_NOTES.md 'Definitions and recipes'): compare them only within "
+                    "one label",
                     runs_dir, ", ".join(labels))
   df = pd.DataFrame(rows, columns=_order(rows, config_columns))
   for col in df.columns:  # integers and flags stay so where an unfinished run leaves holes (nullable dtypes)

@@ -72,7 +72,8 @@ def test_rewinding_without_extra_steps_is_rejected(smoke_config, tmp_path):
     ("data.augment.rotate", -10.0, "data.augment.rotate: expected a number >= 0"),
     ("data.augment.erase", 1.5, "data.augment.erase: the largest erased area fraction must be in"),
     ("data.augment.erase", 0.01, "data.augment.erase: the largest erased area fraction must be in"),
-    ("data.augment.translate_fill", "white", "data.augment.translate_fill: unknown value .white.; allowed: black, mean"),
+    ("data.augment.translate_fill", "white",
+     "data.augment.translate_fill: unknown value .white.; allowed: black, mean"),
     ("schedule.cycle_momentum", "yes", "schedule.cycle_momentum: expected True or False"),
 ])
 def test_bad_values_of_the_definition_fields_fail_before_compute(smoke_config, tmp_path, field, value, match):

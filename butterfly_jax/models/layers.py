@@ -2,6 +2,7 @@
 max-pooling."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # Kaiming/He normal with fan-in, plain (not truncated) normal, as torch.nn.init.kaiming_normal_.
@@ -13,7 +14,6 @@ NORMS = ("layernorm", "batchnorm", "none")
 def torch_linear_init(key, kernel, bias=None):
   """torch ``nn.Linear``'s default init for a flax Dense ``kernel [fan_in, ...]`` (and ``bias``): both uniform on
   ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (``kaiming_uniform_(a=sqrt(5))`` for the weight). Returns the pair."""
-  import jax
   bound = 1.0 / float(kernel.shape[0]) ** 0.5
   kk, kb = jax.random.split(key)
   new_kernel = jax.random.uniform(kk, kernel.shape, kernel.dtype, -bound, bound)
