@@ -350,14 +350,19 @@ def _nulled(tree, keep=()):
   return None
 
 
-def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False) -> dict:
+def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False,
+        allow_code_change: bool = False) -> dict:
   """Runs the experiment of config ``c`` in ``workdir`` and returns the results (also in results.json).
 
   A workdir that already holds this config's results is left alone and its results returned. One that holds
-  an unfinished run of the same config resumes it; of another config, it is an error unless
-  ``discard_unfinished`` (:meth:`RunDir.start`).
+  an unfinished run of the same config resumes it (if written by the same code and from the same
+  ``init.checkpoint`` source: :func:`butterfly_jax.rundir.check_resume`; ``allow_code_change`` resumes
+  across a source change); of another config, it is an error unless ``discard_unfinished``
+  (:meth:`RunDir.start`). One process at a time: another one running in ``workdir`` is
+  :class:`butterfly_jax.rundir.RunDirBusy`.
   """
   rundir_lib.loaded_revision()  # the code this process runs, before the checkout can change under a long worker
+  rundir_lib.source_hash()
   config_lib.validate(c)
   runtime.configure(c.runtime.deterministic)  # before JAX starts its backends, where it has not yet
   rundir = RunDir(workdir)
@@ -365,6 +370,26 @@ def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False)
   if done is not None:
     logging.warning("%s already holds this run's results; nothing to do", rundir.root)
     return done
+  with rundir.locked():
+    done = rundir.finished_results(c.to_dict())  # another process may have finished it meanwhile
+    if done is not None:
+      logging.warning("%s already holds this run's results; nothing to do", rundir.root)
+      return done
+    return _run(c, rundir, discard_unfinished, allow_code_change)
+
+
+def _init_source(c):
+  """Where ``init.checkpoint`` points (path and content hash), or None: recorded in every checkpoint."""
+  if not c.init.checkpoint:
+    return None
+  run_dir, sep, step = c.init.checkpoint.rpartition(":")
+  path = RunDir(run_dir).checkpoints / "keep" / step if (sep and step.isdigit()) else Path(c.init.checkpoint)
+  if not path.exists():
+    return None  # _initial_params says what is wrong
+  return {"path": str(path.resolve()), "sha256": rundir_lib.fingerprint(path)}
+
+
+def _run(c, rundir, discard_unfinished, allow_code_change):
   t_start = time.time()
   setup = _Setup(c)
   _check_before_training(setup)
@@ -372,7 +397,9 @@ def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False)
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
   lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
-  resume = rundir.start(c.to_dict(), discard=discard_unfinished)
+  identity = {"code": rundir_lib.code_identity(), "init_source": _init_source(c)}
+  resume = rundir.start(c.to_dict(), discard=discard_unfinished, identity=identity,
+                        allow_code_change=allow_code_change)
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   eval_key = setup.keys["eval"]
@@ -397,6 +424,9 @@ def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False)
   resume_meta, resume_path = resume if resume is not None else ({"phase": None, "step": 0}, None)
   if resume is not None:
     timing["resumed_from"] = {"phase": resume_meta["phase"], "step": resume_meta["step"]}
+    if rundir.resume_notes:
+      timing["resumed_from"]["notes"] = rundir.resume_notes
+      timing["resumed_from"]["code"] = resume_meta.get("code")
   bar = tqdm(total=t + max(end_steps) - t, initial=resume_meta["step"], desc="train", unit="step",
              disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True)
 

@@ -15,7 +15,7 @@ from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
 from butterfly_jax.perturb import PerturbationError
 from butterfly_jax.pretrained import PretrainedError
-from butterfly_jax.rundir import RunDirError
+from butterfly_jax.rundir import RunDirBusy, RunDirError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -25,6 +25,9 @@ flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
 flags.DEFINE_bool("discard_unfinished", False,
                   "Delete an unfinished run of another config in --workdir (its checkpoints and metrics) and start "
                   "from step 0; without it such a workdir is an error and nothing is deleted.")
+flags.DEFINE_bool("allow_code_change", False,
+                  "Resume an unfinished run in --workdir although the package source changed since its checkpoint "
+                  "was written (results.json records both); without it such a resume is an error.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first and run one experiment over every process's devices "
                   "(a TPU pod slice, several GPU nodes under SLURM): start the same command on every host.")
@@ -66,7 +69,11 @@ def main(argv):
     # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
     jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   try:
-    results = run(config, workdir, discard_unfinished=FLAGS.discard_unfinished)
+    results = run(config, workdir, discard_unfinished=FLAGS.discard_unfinished,
+                  allow_code_change=FLAGS.allow_code_change)
+  except RunDirBusy as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
   except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,15 +1,31 @@
 """The run directory: config.json, metrics.jsonl, results.json, checkpoints/ and provenance.
 
-Files are written atomically (a temporary file, then ``os.replace``), so a killed run never leaves a torn
-``results.json``; a finished run (``results.json`` present) is never overwritten.
+What a run directory promises, and the tests that check it (tests/test_resume.py, tests/test_rundir.py):
+
+* One process at a time: a run holds an exclusive lock on ``WORKDIR/.lock`` (``flock``, released by the
+  kernel however the process ends); a second process on the same workdir gets :class:`RunDirBusy` and
+  touches nothing.
+* Files are written atomically (a temporary file, ``fsync``, ``os.replace``, ``fsync`` of the directory), so
+  a killed run never leaves a torn ``results.json``; a finished run (``results.json`` present) is never
+  overwritten.
+* A training-state checkpoint is committed in a durable order: its files, then the metrics log, then its
+  manifest (with a SHA-256 of every file), then the directory entries; only then are older checkpoints
+  deleted. A kill or power loss at any point leaves at least one intact checkpoint, and a resume restarts
+  from the newest intact one and ends bitwise identical to an uninterrupted run.
+* A resume checks that the code (the package source's hash; the git revision is recorded) and the
+  ``init.checkpoint`` source are those the checkpoint was written with (:func:`check_resume`).
 """
 
+import contextlib
+import datetime
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -22,6 +38,13 @@ from butterfly_jax import hosts
 
 class RunDirError(ValueError):
   """The work directory cannot be used for this run."""
+
+
+class RunDirBusy(RunDirError):
+  """Another process is running in the work directory."""
+
+
+LOCK_FILE = ".lock"
 
 
 # Config fields that cannot change a run's results: a run that differs from a stored one only in these is
@@ -68,14 +91,40 @@ def to_jsonable(obj):
   return obj
 
 
+def fsync_dir(path) -> None:
+  """Makes the entries of directory ``path`` (a rename, a new file) durable."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def fsync_tree(root) -> None:
+  """Makes every file under ``root``, and the directory entries down to them, durable (files first)."""
+  root = Path(root)
+  dirs = [root]
+  for p in sorted(root.rglob("*")):
+    if p.is_dir():
+      dirs.append(p)
+    elif p.is_file():
+      with open(p, "rb") as f:
+        os.fsync(f.fileno())
+  for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):  # the deepest first
+    fsync_dir(d)
+
+
 def write_json_atomic(path: Path, obj) -> None:
+  """Writes ``obj`` as JSON to ``path`` durably: a temporary file of this process, fsync, rename, fsync of
+  the directory. Readers see the old content or the new one, never a mixture."""
   path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp")
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
   with open(tmp, "w") as f:
     json.dump(to_jsonable(obj), f, indent=1, allow_nan=False)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+  fsync_dir(path.parent)
 
 
 def git_revision() -> str | None:
@@ -112,6 +161,80 @@ def provenance() -> dict:
   }
 
 
+_SOURCE_HASH = []
+
+
+def source_hash() -> str:
+  """SHA-256 over the package's Python files (relative names and contents) when this process first asked:
+  two processes with the same hash run the same program, whatever their git revisions say."""
+  if not _SOURCE_HASH:
+    here = Path(butterfly_jax.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(here.rglob("*.py")):
+      h.update(str(f.relative_to(here)).encode() + b"\0" + f.read_bytes() + b"\0")
+    _SOURCE_HASH.append(h.hexdigest())
+  return _SOURCE_HASH[0]
+
+
+def code_identity() -> dict:
+  """What a checkpoint records of the program that wrote it (see :func:`check_resume`)."""
+  import jaxlib
+  return {"source_sha256": source_hash(), "git_revision": loaded_revision(), "jax_version": jax.__version__,
+          "jaxlib_version": jaxlib.__version__, "backend": jax.default_backend(),
+          "device_kind": jax.devices()[0].device_kind}
+
+
+def fingerprint(path) -> str:
+  """SHA-256 of a file, or of every file's name and hash under a directory."""
+  path = Path(path)
+  if path.is_dir():
+    return hashlib.sha256(json.dumps(_hash_files(path), sort_keys=True).encode()).hexdigest()
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+_PLATFORM = ("jax_version", "jaxlib_version", "backend", "device_kind")
+
+
+def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) -> list:
+  """Whether a checkpoint's ``meta`` may be resumed by this process (``identity``: ``code``, from
+  :func:`code_identity`, and ``init_source``); returns the notes to log, raises :class:`RunDirError` if not.
+
+  * another ``init.checkpoint`` source (its files changed, or another path): refused, always;
+  * other package source: refused, unless ``allow_code_change`` (results then record both programs);
+  * the same source under another git revision (a commit that changed no package file): resumed, noted;
+  * another JAX version, backend or device kind: resumed, noted: the run stays valid but is no longer
+    bitwise the uninterrupted one.
+  Checkpoints written before these were recorded are resumed with a note."""
+  notes = []
+  if "code" not in meta:
+    return ["its checkpoint predates code and init-source records: resuming without checking them"]
+  if meta.get("init_source") != identity.get("init_source"):
+    raise RunDirError(f"init.checkpoint: the weights this run started from changed since its checkpoint was "
+                      f"written (then {meta.get('init_source')}, now {identity.get('init_source')}): resuming would "
+                      f"mix two starting points. Restore them, or pass --discard_unfinished to start again")
+  old, new = meta["code"], identity["code"]
+  if old["source_sha256"] != new["source_sha256"]:
+    what = (f"the package source changed since its checkpoint was written (revision {old['git_revision']}, "
+            f"now {new['git_revision']}; source SHA-256 {old['source_sha256'][:12]}, now {new['source_sha256'][:12]})")
+    if not allow_code_change:
+      raise RunDirError(f"{what}: its numerics may differ. Resume it with the code that started it, pass "
+                        f"--allow_code_change to resume anyway (results.json records both), or "
+                        f"--discard_unfinished to start again")
+    notes.append(what + "; resuming anyway (--allow_code_change)")
+  elif old["git_revision"] != new["git_revision"]:
+    notes.append(f"the git revision changed ({old['git_revision']} -> {new['git_revision']}) but not the package "
+                 f"source: resuming")
+  changed = [f"{k} {old.get(k)} -> {new.get(k)}" for k in _PLATFORM if old.get(k) != new.get(k)]
+  if changed:
+    notes.append(f"resuming on another platform ({'; '.join(changed)}): the run is not bitwise the "
+                 f"uninterrupted one")
+  return notes
+
+
 class RunDir:
   """Paths and writers of one run directory."""
 
@@ -121,6 +244,40 @@ class RunDir:
     self.metrics = self.root / "metrics.jsonl"
     self.results = self.root / "results.json"
     self.checkpoints = self.root / "checkpoints"
+    self.lock_file = self.root / LOCK_FILE
+    self.identity = {}       # recorded in every training-state checkpoint (set by start)
+    self.resume_notes = []   # what check_resume noted about the checkpoint resumed from
+
+  @contextlib.contextmanager
+  def locked(self):
+    """Holds the run directory's exclusive lock (the primary process takes it; every process learns the
+    outcome); :class:`RunDirBusy`, naming the holder, if another process holds it. The lock is an ``flock`` on
+    ``WORKDIR/.lock``: the kernel releases it however the process ends (on NFS it needs a server with locks)."""
+    handle, holder = None, None
+    if hosts.is_primary():
+      self.root.mkdir(parents=True, exist_ok=True)
+      handle = open(self.lock_file, "a+")
+      try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "a process that did not say who it is"
+        handle.close()
+        handle = None
+      else:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{datetime.datetime.now().isoformat(sep=' ', timespec='seconds')}\n")
+        handle.flush()
+    if not hosts.agree(holder is None):
+      raise RunDirBusy(f"--workdir {self.root} is in use by another process ({holder or 'see the primary'}); "
+                       f"nothing was touched. Wait for it to finish or stop it, then run again")
+    try:
+      yield self
+    finally:
+      if handle is not None:
+        handle.close()  # releases the lock; the file stays (deleting it would race with a new holder)
 
   def finished_results(self, config_dict: dict):
     """The stored results if this config already finished here; RunDirError if another config did."""
@@ -139,19 +296,23 @@ class RunDir:
     from butterfly_jax.config import upgrade
     return to_jsonable(upgrade(json.loads(self.config.read_text())))
 
-  def start(self, config_dict: dict, resume: bool = True, discard: bool = False):
+  def start(self, config_dict: dict, resume: bool = True, discard: bool = False, identity: dict | None = None,
+            allow_code_change: bool = False):
     """Creates the directory and returns the resume point: ``(meta, path)`` of the newest intact training
     state if an unfinished earlier attempt of the same config left one (and ``resume``), else ``None``, in
     which case an earlier attempt's metrics and checkpoints are cleared and the run starts from step 0.
 
     An unfinished attempt of a *different* config (fields that cannot change results, such as
     ``log.progress``, aside) is a :class:`RunDirError` naming the fields, unless ``discard``: its
-    checkpoints (kept pre-training weights included) are never deleted by accident.
+    checkpoints (kept pre-training weights included) are never deleted by accident. So is a checkpoint
+    that :func:`check_resume` refuses for ``identity`` (``code``, ``init_source``; recorded in every
+    checkpoint this run writes). Call it holding :meth:`locked`.
     Under ``jax.distributed`` the primary process decides and writes; the others then read its decision."""
+    self.identity = dict(identity or {})
     error, state = None, None
     if hosts.is_primary():
       try:
-        state = self._start(config_dict, resume, discard)
+        state = self._start(config_dict, resume, discard, allow_code_change)
       except RunDirError as e:
         error = e
     hosts.sync("butterfly_jax:rundir_start")
@@ -163,7 +324,7 @@ class RunDir:
       state = self.latest_state() if resume else None
     return state
 
-  def _start(self, config_dict: dict, resume: bool, discard: bool = False):
+  def _start(self, config_dict: dict, resume: bool, discard: bool = False, allow_code_change: bool = False):
     self.root.mkdir(parents=True, exist_ok=True)
     stored = self._stored_config()
     same = stored is not None and comparable(stored) == comparable(config_dict)
@@ -175,16 +336,26 @@ class RunDir:
                         f"the same config to resume it, choose another --workdir, or pass --discard_unfinished to "
                         f"delete its checkpoints and metrics and start this config from step 0")
     state = self.latest_state() if (resume and same) else None
+    why = "without a usable checkpoint"
+    if state is not None and self.identity:
+      try:
+        self.resume_notes = check_resume(state[0], self.identity, allow_code_change)
+      except RunDirError as e:
+        if not discard:
+          raise RunDirError(f"--workdir {self.root} holds an unfinished run that cannot be resumed: {e}; nothing "
+                            f"was deleted") from None
+        state, why = None, "that could not be resumed, discarded (--discard_unfinished)"
     if state is not None:
       meta, _ = state
       logging.warning("%s holds an unfinished run; resuming it from its %s checkpoint at step %d", self.root,
                       meta["phase"], meta["step"])
+      for note in self.resume_notes:
+        logging.warning("%s: %s", self.root, note)
       self._truncate_metrics(meta)
       return state
     if unfinished:
       logging.warning("%s holds an unfinished run %s; starting from step 0", self.root,
-                      "of another config, discarded (--discard_unfinished)" if not same else
-                      "without a usable checkpoint")
+                      "of another config, discarded (--discard_unfinished)" if not same else why)
       self.metrics.unlink(missing_ok=True)
       shutil.rmtree(self.checkpoints, ignore_errors=True)
     write_json_atomic(self.config, config_dict)
@@ -204,9 +375,13 @@ class RunDir:
         continue
       if (order.get(rec.get("phase"), 2), rec.get("step", 0)) <= here:
         keep.append(line)
-    tmp = self.metrics.with_name(".metrics.jsonl.tmp")
-    tmp.write_text("".join(l + "\n" for l in keep))
+    tmp = self.metrics.with_name(f".metrics.jsonl.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+      f.write("".join(l + "\n" for l in keep))
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, self.metrics)
+    fsync_dir(self.root)
 
   # Training state checkpoints (exact resume): checkpoints/state/<step>/{tree/, manifest.json}. The
   # manifest, written last and atomically, holds the metadata and a SHA-256 of every file of the tree: a
@@ -217,8 +392,11 @@ class RunDir:
     return self.checkpoints / "state"
 
   def save_state(self, meta: dict, tree, keep: int = 2) -> Path:
-    """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...); keeps the newest ``keep``.
-    Every process calls it (the arrays are gathered); the primary writes."""
+    """Saves the training state ``tree`` with ``meta`` (``phase``, ``step``, ...; the run's identity is added);
+    keeps the newest ``keep``. Every process calls it (the arrays are gathered); the primary writes.
+
+    The commit order is durable: the tree's files (fsynced), the metrics log up to here (fsynced), the
+    manifest (atomic, fsynced), the directory entries; then older checkpoints are deleted."""
     order = {"trunk": 0, "children": 1}
     path = self.states / f"{order[meta['phase']]}_{meta['step']:010d}"
     if not hosts.is_primary():
@@ -226,8 +404,14 @@ class RunDir:
       return path
     if path.exists():
       shutil.rmtree(path)
-    self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
-    write_json_atomic(path / "manifest.json", {"meta": meta, "sha256": _hash_files(path / "tree")})
+    self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)  # fsyncs the tree
+    if self.metrics.exists():
+      with open(self.metrics, "rb") as f:
+        os.fsync(f.fileno())
+    write_json_atomic(path / "manifest.json",
+                      {"meta": {**meta, **self.identity}, "sha256": _hash_files(path / "tree")})
+    fsync_dir(self.states)
+    fsync_dir(self.checkpoints)
     for old in sorted(p for p in self.states.iterdir() if p.is_dir())[:-keep]:
       shutil.rmtree(old, ignore_errors=True)
     return path
@@ -267,6 +451,8 @@ class RunDir:
         multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
     checkpointer.save(path, tree, force=True)
     checkpointer.wait_until_finished()
+    fsync_tree(path)
+    fsync_dir(path.parent)
     return path
 
   def finish(self, results: dict) -> None:

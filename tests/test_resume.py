@@ -1,10 +1,15 @@
-"""Exact resume: a run killed with SIGKILL resumes from its last intact checkpoint and ends bitwise identical."""
+"""Exact resume: a run killed with SIGKILL (during training or inside a checkpoint save, under ``sequential`` and
+``vmap``) resumes from its last intact checkpoint and ends bitwise identical; one process at a time; a resume
+checks the code and the ``init.checkpoint`` source it continues."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -25,10 +30,39 @@ KILLER = textwrap.dedent("""
       if record["phase"] == phase and record["step"] == step:
         os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no atexit: as a pre-empted job
     rundir.RunDir.log = log_then_die
+    {hooks}
     c = smoke()
     {edit}
     run(c, sys.argv[1])
 """)
+
+# Kills inside the save of the children's checkpoint at step 40 (which also deletes the trunk's at 20):
+# after its files are written (before they are fsynced and before the manifest), after the manifest's
+# temporary file (before the rename), and half-way through deleting the old checkpoint.
+SAVE_KILLS = {
+    "tree": """
+      fsync_tree = rundir.fsync_tree
+      def fsync_tree_then_die(root):
+        if "1_0000000040" in str(root):
+          os.kill(os.getpid(), signal.SIGKILL)
+        fsync_tree(root)
+      rundir.fsync_tree = fsync_tree_then_die""",
+    "manifest": """
+      replace = os.replace
+      def replace_then_die(src, dst):
+        if str(dst).endswith("1_0000000040/manifest.json"):
+          os.kill(os.getpid(), signal.SIGKILL)
+        replace(src, dst)
+      rundir.os.replace = replace_then_die""",
+    "delete": """
+      import shutil
+      def rmtree_half_then_die(path, ignore_errors=False):
+        files = sorted(p for p in __import__("pathlib").Path(path).rglob("*") if p.is_file())
+        for f in files[: len(files) // 2]:
+          f.unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+      rundir.shutil.rmtree = rmtree_half_then_die""",
+}
 
 
 def _config(c):
@@ -43,8 +77,12 @@ def _config(c):
 EDIT = 'c.train.steps = "80"; c.perturb.time = "30"; c.checkpoint.every_steps = "20"; c.eval.every_steps = 20; c.eval.cka_examples = 100'
 
 
-def _killed_run(workdir, phase, step):
-  done = subprocess.run([sys.executable, "-c", KILLER.replace("{edit}", EDIT), str(workdir), phase, str(step)],
+def _killer(edit=EDIT, hooks=""):
+  return KILLER.replace("{edit}", edit).replace("{hooks}", textwrap.dedent(hooks).strip())
+
+
+def _killed_run(workdir, phase, step, edit=EDIT, hooks=""):
+  done = subprocess.run([sys.executable, "-c", _killer(edit, hooks), str(workdir), phase, str(step)],
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == -9, done.stderr[-2000:]
   assert not (workdir / "results.json").exists()
@@ -68,6 +106,15 @@ def reference(tmp_path_factory):
   from butterfly_jax.configs_embedded import smoke
   workdir = tmp_path_factory.mktemp("uninterrupted")
   return workdir, run(_config(smoke()), workdir)
+
+
+@pytest.fixture(scope="module")
+def reference_vmap(tmp_path_factory):
+  from butterfly_jax.configs_embedded import smoke
+  workdir = tmp_path_factory.mktemp("uninterrupted_vmap")
+  c = _config(smoke())
+  c.members.strategy = "vmap"
+  return workdir, run(c, workdir)
 
 
 def _assert_same_run(workdir, res, reference):
@@ -149,3 +196,172 @@ def test_fields_that_cannot_change_results_do_not_make_another_config(tmp_path, 
   _assert_same_run(tmp_path, res, reference)
   c.log.every_steps = 5                 # and a finished run stays finished
   assert run(c, tmp_path) == res
+
+@pytest.mark.parametrize("strategy,point,resumes_at", [
+    ("sequential", "tree", ("trunk", 30)),
+    ("sequential", "delete", ("children", 40)),
+    ("vmap", "manifest", ("trunk", 30)),
+    ("vmap", "delete", ("children", 40)),
+])
+def test_sigkill_inside_a_checkpoint_save_resumes_bitwise(tmp_path, smoke_config, reference, reference_vmap,
+                                                          strategy, point, resumes_at):
+  killed = tmp_path / "killed"
+  _killed_run(killed, "none", -1, edit=EDIT + f"; c.members.strategy = {strategy!r}", hooks=SAVE_KILLS[point])
+  meta, _ = rundir_lib.RunDir(killed).latest_state()
+  assert (meta["phase"], meta["step"]) == resumes_at
+  c = _config(smoke_config)
+  c.members.strategy = strategy
+  res = run(c, killed)
+  assert res["timing"]["resumed_from"] == {"phase": resumes_at[0], "step": resumes_at[1]}
+  _assert_same_run(killed, res, reference if strategy == "sequential" else reference_vmap)
+
+
+def test_sigkill_during_children_under_vmap_resumes_bitwise(tmp_path, smoke_config, reference_vmap):
+  killed = tmp_path / "killed"
+  _killed_run(killed, "children", 50, edit=EDIT + "; c.members.strategy = 'vmap'")
+  c = _config(smoke_config)
+  c.members.strategy = "vmap"
+  res = run(c, killed)
+  assert res["timing"]["resumed_from"] == {"phase": "children", "step": 40}
+  _assert_same_run(killed, res, reference_vmap)
+
+
+PAUSER_HOOK = """
+  log_then_wait = rundir.RunDir.log
+  def log_then_pause(self, record):
+    log_then_wait(self, record)
+    if record["phase"] == "children" and record["step"] == 50:
+      open(sys.argv[1] + ".paused", "w").close()
+      time.sleep(600)   # holds the workdir, as a live run does
+  rundir.RunDir.log = log_then_pause"""
+
+
+def _tree(workdir):
+  return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+
+
+def test_a_second_process_on_a_live_workdir_is_refused_and_touches_nothing(tmp_path, smoke_config, reference):
+  workdir = tmp_path / "run"
+  hooks = "import time\n" + textwrap.dedent(PAUSER_HOOK).strip()
+  first = subprocess.Popen([sys.executable, "-c", _killer(hooks=hooks), str(workdir), "none", "-1"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 300
+    while not (tmp_path / "run.paused").exists():
+      assert first.poll() is None and time.time() < deadline, first.stderr.read()[-2000:] if first.stderr else ""
+      time.sleep(0.2)
+    before = _tree(workdir)
+    # the same config in this process, and any config from the command line: both refused, nothing touched
+    with pytest.raises(rundir_lib.RunDirBusy, match=rf"in use by another process \(pid {first.pid} on "):
+      run(_config(smoke_config), workdir)
+    cli = subprocess.run([sys.executable, "-m", "butterfly_jax.main", "--config=configs/smoke.py",
+                          f"--workdir={workdir}"], capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert cli.returncode == 3, cli.stderr[-2000:]
+    assert "in use by another process" in cli.stderr and "Traceback" not in cli.stderr
+    assert _tree(workdir) == before
+  finally:
+    first.send_signal(signal.SIGKILL)   # the kernel releases its lock
+    first.wait()
+  res = run(_config(smoke_config), workdir)
+  assert res["timing"]["resumed_from"] == {"phase": "children", "step": 40}
+  _assert_same_run(workdir, res, reference)
+
+
+def _with_code(monkeypatch, **changes):
+  real = rundir_lib.code_identity()
+  monkeypatch.setattr(rundir_lib, "code_identity", lambda: {**real, **changes})
+
+
+def test_resume_refuses_other_package_source_unless_allowed(tmp_path, smoke_config, reference, monkeypatch):
+  _killed_run(tmp_path, "children", 50)
+  before = _tree(tmp_path / "checkpoints")
+  _with_code(monkeypatch, source_sha256="0" * 64, git_revision="feedbeef")
+  with pytest.raises(rundir_lib.RunDirError, match=r"package source changed .*revision .* now feedbeef.*"
+                                                   r"--allow_code_change.*nothing was deleted"):
+    run(_config(smoke_config), tmp_path)
+  assert _tree(tmp_path / "checkpoints") == before
+  res = run(_config(smoke_config), tmp_path, allow_code_change=True)
+  resumed = res["timing"]["resumed_from"]
+  assert (resumed["phase"], resumed["step"]) == ("children", 40)
+  assert "package source changed" in resumed["notes"][0] and resumed["code"]["source_sha256"] != "0" * 64
+
+
+def test_resume_across_a_revision_that_changed_no_package_file_is_noted_and_exact(tmp_path, smoke_config, reference,
+                                                                                   monkeypatch):
+  _killed_run(tmp_path, "children", 50)
+  _with_code(monkeypatch, git_revision="feedbeef")
+  res = run(_config(smoke_config), tmp_path)
+  assert "git revision changed" in res["timing"]["resumed_from"]["notes"][0]
+  _assert_same_run(tmp_path, res, reference)
+
+
+def test_resume_refuses_a_changed_init_checkpoint_source(tmp_path, smoke_config):
+  tree, cfg = {"w": np.arange(3.0)}, smoke_config.to_dict()
+  ident = {"code": rundir_lib.code_identity(), "init_source": {"path": "/pre/keep/0", "sha256": "a" * 64}}
+  rd = rundir_lib.RunDir(tmp_path)
+  with rd.locked():
+    assert rd.start(cfg, identity=ident) is None
+    rd.save_state({"phase": "trunk", "step": 5}, tree)
+  assert rd.latest_state()[0]["init_source"] == ident["init_source"]
+  other = dict(ident, init_source={"path": "/pre/keep/0", "sha256": "b" * 64})
+  with pytest.raises(rundir_lib.RunDirError, match="init.checkpoint: the weights this run started from changed"):
+    rundir_lib.RunDir(tmp_path).start(cfg, identity=other)
+  assert rd.latest_state() is not None
+  assert rundir_lib.RunDir(tmp_path).start(cfg, identity=other, discard=True) is None
+  assert rd.latest_state() is None
+
+
+def test_init_source_fingerprint_follows_the_kept_weights(tmp_path, smoke_config):
+  from butterfly_jax.experiment import _init_source
+  pre = rundir_lib.RunDir(tmp_path / "pre")
+  pre.save_checkpoint("keep/0", {"params": {"w": np.ones(4, np.float32)}, "step": 0})
+  c = smoke_config
+  c.init.checkpoint = f"{tmp_path / 'pre'}:0"
+  first = _init_source(c)
+  assert first["path"].endswith("keep/0")
+  pre.save_checkpoint("keep/0", {"params": {"w": np.zeros(4, np.float32)}, "step": 0})
+  assert _init_source(c)["sha256"] != first["sha256"]
+
+
+def test_checkpoint_commit_order_is_durable(tmp_path, monkeypatch):
+  """Files fsynced, then the metrics log, then the manifest renamed and its directory fsynced; old checkpoints
+  deleted only after that."""
+  events = []
+  real_fsync, real_replace, real_rmtree = os.fsync, os.replace, shutil.rmtree
+
+  def fsync(fd):
+    events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+    real_fsync(fd)
+
+  def replace(src, dst):
+    events.append(("replace", str(dst)))
+    real_replace(src, dst)
+
+  def rmtree(path, *a, **k):
+    events.append(("rmtree", str(path)))
+    real_rmtree(path, *a, **k)
+
+  rd = rundir_lib.RunDir(tmp_path)
+  rd.start({"seed": 0})
+  rd.log({"phase": "trunk", "step": 1})
+  rd.save_state({"phase": "trunk", "step": 1}, {"w": np.arange(3.0)}, keep=1)
+  monkeypatch.setattr(os, "fsync", fsync)
+  monkeypatch.setattr(os, "replace", replace)
+  monkeypatch.setattr(shutil, "rmtree", rmtree)
+  rd.log({"phase": "trunk", "step": 2})
+  rd.save_state({"phase": "trunk", "step": 2}, {"w": np.arange(3.0) + 1}, keep=1)
+  new = str(rd.states / "0_0000000002")
+  pos = lambda pred: [i for i, e in enumerate(events) if pred(e)]
+  tree_files = pos(lambda e: e[0] == "fsync" and e[1].startswith(new + "/tree/") and not os.path.isdir(e[1]))
+  manifest_rename = pos(lambda e: e == ("replace", new + "/manifest.json"))
+  manifest_fsync = pos(lambda e: e[0] == "fsync" and e[1].startswith(new + "/.manifest.json."))
+  dir_fsync = pos(lambda e: e == ("fsync", new))
+  metrics_fsync = pos(lambda e: e == ("fsync", str(rd.metrics)))
+  states_fsync = pos(lambda e: e == ("fsync", str(rd.states)))
+  deletion = pos(lambda e: e == ("rmtree", str(rd.states / "0_0000000001")))
+  assert tree_files and manifest_rename and manifest_fsync and dir_fsync and metrics_fsync and states_fsync
+  assert len(deletion) == 1
+  assert max(tree_files) < min(metrics_fsync) < min(manifest_fsync) < manifest_rename[0]
+  assert manifest_rename[0] < max(dir_fsync) < states_fsync[-1] < deletion[0]
+  assert [p.name for p in rd.states.iterdir()] == ["0_0000000002"]
