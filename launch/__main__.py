@@ -5,13 +5,20 @@
 
 Expands ``sweep(add)`` of the config file (see launch/sweep.py), writes ``DIR/sweep.json``, skips runs
 already finished in ``DIR/<name>`` and runs the rest in worker processes (launch/local.py), or writes a
-SLURM array job instead (``--slurm``). Exit status: 0 all done, 1 a run failed, 2 a bad sweep or command
-line, 3 another launcher holds DIR, 128 + signal when interrupted. Run it from the repository root
-(``launch`` is not installed with the package).
+SLURM array job instead (``--slurm``), whose tasks read the job's own snapshot of the sweep,
+``DIR/slurm/sweep-<hash>.json`` (launch/slurm.py). Exit status: 0 all done, 1 a run failed, 2 a bad sweep
+or command line, 3 another launcher holds DIR, 128 + signal when interrupted. Run it from the repository
+root (``launch`` is not installed with the package).
+
+Run names come from the sweep's own overrides; ``--set`` values are not part of them. Another ``--set``
+(or config file) on the same DIR rewrites ``DIR/sweep.json`` (the launcher says so) and names its runs as
+before: a run directory that already holds another config's run, finished or not, is refused (that run
+fails with RunDirError), never overwritten. Give another sweep its own ``--runs``.
 """
 
 import argparse
 import fcntl
+import json
 import os
 import re
 import sys
@@ -107,10 +114,35 @@ def _dry_run(runs_dir, state, pending, out) -> int:
   return 0
 
 
+def _sweep_text(config_spec, set_items) -> str:
+  return f"--config={config_spec}" + "".join(f" --set {item}" for item in set_items)
+
+
+def _warn_if_another_sweep(runs_dir, args, runs, out) -> None:
+  """A line on ``out`` when DIR/sweep.json was written for another config spec or ``--set`` list."""
+  from launch import state as state_lib
+  try:
+    before = json.loads((runs_dir / state_lib.SWEEP_FILE).read_text())
+    spec, set_items, names = before["config"], list(before["set"]), {item["name"] for item in before["runs"]}
+  except (OSError, ValueError, KeyError, TypeError):
+    return
+  if spec == str(args.config) and set_items == list(args.set):
+    return
+  shared = sum(run.name in names for run in runs)
+  print(f"warning: {runs_dir / state_lib.SWEEP_FILE} was written for another sweep ({_sweep_text(spec, set_items)}; "
+        f"now {_sweep_text(args.config, args.set)}); --set values are not part of run names, and {shared} of "
+        f"this sweep's {len(runs)} run names are also in that one: a run directory of the same name that holds "
+        "another config's run is refused, not overwritten (give another sweep its own --runs). Job scripts "
+        "written before run their own snapshot of their sweep", file=out, flush=True)
+
+
 def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
   from launch import slurm, state as state_lib
+  sweep, digest = state_lib.snapshot_path(runs_dir, state_lib.snapshot(state))
+  kwargs = dict(sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache, sweep=sweep,
+                sweep_sha256=digest)
   try:
-    slurm.script(runs_dir, pending, sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache)
+    slurm.script(runs_dir, pending, **kwargs)
   except slurm.SlurmError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -118,10 +150,10 @@ def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
   if not pending:
     print(f"all {len(state['runs'])} runs of {runs_dir} are finished: no script written", file=out)
     return 0
-  path = slurm.write(args.slurm, runs_dir, pending, sbatch_args=args.slurm_args, max_parallel=args.workers,
-                     jax_cache=jax_cache)
-  print(f"{len(pending)} of {len(state['runs'])} runs to do: wrote {path} (array {slurm.array_spec(pending)}); "
-        f"submit with: sbatch {path}", file=out)
+  state_lib.write_snapshot(runs_dir, state)
+  path = slurm.write(args.slurm, runs_dir, pending, **kwargs)
+  print(f"{len(pending)} of {len(state['runs'])} runs to do: wrote {path} (array {slurm.array_spec(pending)}; "
+        f"its tasks read {sweep}); submit with: sbatch {path}", file=out)
   return 0
 
 
@@ -154,6 +186,7 @@ def main(argv=None, out=None) -> int:
   except (SweepError, ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  _warn_if_another_sweep(runs_dir, args, runs, out)
   state = state_lib.new_state(args.config, args.set, runs)
   _statuses(runs_dir, runs, state)
   pending = [item["index"] for item in state["runs"] if item["status"] == "pending"]

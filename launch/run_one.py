@@ -1,13 +1,21 @@
 """Runs runs of ``DIR/sweep.json`` in this process, each with its output appended to ``DIR/<name>/log.txt``.
 
-    python -m launch.run_one --runs=DIR --index=I    # run I (what a SLURM array task does)
+    python -m launch.run_one --runs=DIR --index=I    # run I of DIR/sweep.json (by hand)
+    python -m launch.run_one --runs=DIR --sweep=DIR/slurm/sweep-H.json --sweep-sha256=HASH --index=I
+                                                     # run I of a job's snapshot (a SLURM array task)
     python -m launch.run_one --runs=DIR --serve      # a local worker of ``python -m launch``
 
 A worker imports JAX once and runs one run after another: it reads a run index per line on stdin and
 answers one JSON line per run on its original stdout (``{"index", "status", "error", "seconds"}``); its
 file descriptors 1 and 2 point at the current run's log while the run lasts (so XLA's own messages land
 there too). A run that raises is reported ``failed`` (traceback in its log) and the worker goes on. A
-finished run (results.json with this config) is ``skipped``; an unfinished one restarts from step 0.
+finished run (results.json with this config) is ``skipped``; an unfinished one restarts from step 0. A run
+directory that holds another config's run, finished or not (another sweep's run of the same name:
+``--set`` values are not part of run names), fails the run with RunDirError: that run's files are neither
+deleted nor overwritten (the refusal is appended to its log.txt).
+
+With ``--index``, a snapshot whose content is not ``--sweep-sha256``, or a run whose config does not match
+its ``config_sha256``, is an error (exit status 2) and nothing runs.
 """
 
 import argparse
@@ -74,6 +82,10 @@ def execute(runs_dir, item: dict) -> dict:
     except Exception as e:  # a failing run is reported; the worker goes on with the next one
       traceback.print_exc()
       error = _error_line(e)
+      if isinstance(e, state_lib.RunDirError) and str(path.resolve()) in str(e):  # about this run's directory
+        print("launch: this run's directory holds another config's run, such as another sweep's run of the same "
+              "name (--set values are not part of run names); nothing of it was overwritten. Give each sweep its "
+              "own --runs")
     print(f"==== {_stamp()} launch: {status} after {time.time() - tic:.1f} s ====", flush=True)
   return {"status": status, "error": error, "seconds": round(time.time() - tic, 3)}
 
@@ -118,15 +130,24 @@ def main(argv=None) -> int:
   mode = parser.add_mutually_exclusive_group(required=True)
   mode.add_argument("--index", type=int, help="run this run of sweep.json (0-based)")
   mode.add_argument("--serve", action="store_true", help="worker of python -m launch: indices on stdin")
+  parser.add_argument("--sweep", metavar="FILE", help="with --index: read the runs from this snapshot of the sweep "
+                      "(a job's DIR/slurm/sweep-<hash>.json) instead of DIR/sweep.json")
+  parser.add_argument("--sweep-sha256", metavar="HEX", help="with --sweep: the SHA-256 its content must have")
   parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  if args.sweep is not None and args.index is None:
+    parser.error("--sweep: only with --index")
+  if args.sweep_sha256 is not None and args.sweep is None:
+    parser.error("--sweep-sha256: only with --sweep")
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
   if args.serve:
     serve(args.runs, args.parent_pid)
     return 0
   try:
-    item = state_lib.entry(state_lib.read(args.runs), args.index)
+    state = (state_lib.read(args.runs) if args.sweep is None
+             else state_lib.read_snapshot(args.sweep, args.sweep_sha256))
+    item = state_lib.entry(state, args.index)
   except state_lib.StateError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,4 +1,4 @@
-"""A SLURM array-job script for a sweep: task i runs run i of ``DIR/sweep.json`` (and skips it if finished).
+"""A SLURM array-job script for a sweep: task i runs run i of the job's sweep (and skips it if finished).
 
     python -m launch --config=configs/NAME.py --runs=DIR --slurm=job.sh \
         --slurm-args=--partition=gpu --slurm-args=--gres=gpu:1 --slurm-args=--time=02:00:00
@@ -6,6 +6,13 @@
 
 Only unfinished runs are in ``--array``; ``--workers=N`` caps the tasks running at once (``%N``). Each
 task's own output goes to ``DIR/slurm/<job>_<task>.out``; the run's output to ``DIR/<name>/log.txt``.
+
+The tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json`` (launch/state.py),
+not ``DIR/sweep.json``: a later launcher call on DIR (another ``--set``, an edited config file) rewrites
+sweep.json, but the tasks still queued run the configs their job was written for, and a snapshot modified
+since is refused. ``--set`` values are not part of run names, so two sweeps in one DIR share run
+directories: a task whose run directory holds the other sweep's run (finished or not) fails with
+RunDirError and overwrites nothing. Give another sweep its own ``--runs``.
 """
 
 import os
@@ -59,17 +66,25 @@ def _sbatch_value(value: str, what: str) -> str:
 
 
 def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, jax_cache: str | None = None,
-           python: str | None = None) -> str:
-  """The text of the array-job script for the runs ``indices`` of ``runs_dir``/sweep.json."""
+           python: str | None = None, sweep=None, sweep_sha256: str | None = None) -> str:
+  """The text of the array-job script for the runs ``indices`` of the snapshot ``sweep`` (whose content has
+  the SHA-256 ``sweep_sha256``), or of ``runs_dir``/sweep.json without one."""
   runs_dir = Path(runs_dir).resolve()
   python = python or sys.executable
   user = [_sbatch_line(a) for a in sbatch_args]
   q = shlex.quote
   if any(c in str(runs_dir) for c in _UNSAFE_SBATCH):
     raise SlurmError(f"--runs: {str(runs_dir)!r} holds a line break or NUL; choose another path")
+  source = runs_dir / "sweep.json"
+  if sweep is not None:
+    source = Path(sweep).resolve()
+    if any(c in str(source) for c in _UNSAFE_SBATCH):
+      raise SlurmError(f"--runs: {str(source)!r} holds a line break or NUL; choose another path")
+    if not re.fullmatch(r"[0-9a-f]{64}", sweep_sha256 or ""):
+      raise SlurmError(f"sweep_sha256: expected 64 hex digits, got {sweep_sha256!r}")
   lines = [
       "#!/bin/bash",
-      f"# butterfly_jax sweep: task i runs run i of {q(str(runs_dir / 'sweep.json'))}, skipped if already finished.",
+      f"# butterfly_jax sweep: task i runs run i of {q(str(source))}, skipped if already finished.",
       "# Submit: sbatch THIS_FILE. Run one task by hand: SLURM_ARRAY_TASK_ID=i bash THIS_FILE",
   ]
   if not any(a.split()[1].startswith(("--job-name", "-J")) for a in user):
@@ -92,7 +107,8 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
         'export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$butterfly_jax_cache}"',
         'export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"',
     ]
-  lines.append(f'exec {q(python)} -m launch.run_one --runs={q(str(runs_dir))} '
+  snapshot = f"--sweep={q(str(source))} --sweep-sha256={sweep_sha256} " if sweep is not None else ""
+  lines.append(f'exec {q(python)} -m launch.run_one --runs={q(str(runs_dir))} {snapshot}'
                '--index="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"')
   return "\n".join(lines) + "\n"
 

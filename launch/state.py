@@ -5,11 +5,19 @@ tuples written as lists and read back as tuples). JSON rather than pickle: reada
 Python and ml_collections versions, and exactly what the run directory's own ``config.json`` holds, so
 "already finished with the same config" is a comparison of the two.
 
+Every run also carries ``config_sha256``, a SHA-256 of its config's canonical JSON, checked before it runs.
+
 Statuses: ``pending`` (not run yet), ``running``, ``finished`` (ran in this invocation), ``skipped``
 (finished before), ``failed``, ``interrupted`` (the launcher was stopped while it ran).
+
+A SLURM job does not read ``sweep.json``, which the next launcher call rewrites (another ``--set`` gives
+other configs under the same run names): it reads its own snapshot ``DIR/slurm/sweep-<hash>.json``, the
+sweep without statuses or times, named by a SHA-256 of that content and never rewritten with other content.
+The job script passes the full hash; a snapshot whose content no longer has it is refused.
 """
 
 import datetime
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,7 +26,9 @@ import ml_collections
 from butterfly_jax.rundir import RunDir, RunDirError, to_jsonable, write_json_atomic
 
 SWEEP_FILE = "sweep.json"
+SNAPSHOT_DIR = "slurm"
 LOG_FILE = "log.txt"
+_SNAPSHOT_FIELDS = ("index", "name", "overrides", "config", "config_sha256")
 
 
 class StateError(ValueError):
@@ -42,6 +52,12 @@ def config_from_json(d: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(d))
 
 
+def sha256_json(obj) -> str:
+  """SHA-256 of ``obj`` as canonical JSON (keys sorted, no spaces): the same for a dict and its JSON read back."""
+  text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run_dir(runs_dir, name: str) -> Path:
   return Path(runs_dir) / name
 
@@ -62,7 +78,8 @@ def new_state(config_spec: str, set_items, runs) -> dict:
       "set": list(set_items),
       "written": datetime.datetime.now().isoformat(timespec="seconds"),
       "runs": [{"index": r.index, "name": r.name, "overrides": to_jsonable(r.overrides), "status": "pending",
-                "error": None, "seconds": None, "config": config_to_json(r.config)} for r in runs],
+                "error": None, "seconds": None, "config": config_to_json(r.config),
+                "config_sha256": sha256_json(config_to_json(r.config))} for r in runs],
   }
 
 
@@ -81,11 +98,62 @@ def read(runs_dir) -> dict:
 
 
 def entry(state: dict, index: int) -> dict:
+  """Run ``index`` of ``state``; a StateError if it is out of range or its config no longer has its hash."""
   runs = state["runs"]
   if not 0 <= index < len(runs):
     raise StateError(f"--index: {index} is out of range; this sweep has runs 0..{len(runs) - 1}")
-  return runs[index]
+  item = runs[index]
+  if "config_sha256" in item and sha256_json(item["config"]) != item["config_sha256"]:
+    raise StateError(f"--index: the config of run {index} ({item['name']}) was edited after the sweep was "
+                     "expanded (it no longer matches its config_sha256); nothing was run. Expand the sweep again")
+  return item
+
+
+def snapshot(state: dict) -> dict:
+  """What a job's tasks need of ``state``: the sweep, every run's name and config; no statuses, no times."""
+  return {"config": state["config"], "set": list(state["set"]),
+          "runs": [{k: item[k] for k in _SNAPSHOT_FIELDS} for item in state["runs"]]}
+
+
+def snapshot_path(runs_dir, content: dict) -> tuple:
+  """``(DIR/slurm/sweep-<first 12 hex digits>.json, full SHA-256)`` of a :func:`snapshot`."""
+  digest = sha256_json(content)
+  return Path(runs_dir).resolve() / SNAPSHOT_DIR / f"sweep-{digest[:12]}.json", digest
+
+
+def write_snapshot(runs_dir, state: dict) -> tuple:
+  """Writes the :func:`snapshot` of ``state`` (atomically; a file already holding it is left as it is);
+  returns ``(path, sha256)``."""
+  content = snapshot(state)
+  path, digest = snapshot_path(runs_dir, content)
+  try:
+    same = sha256_json(json.loads(path.read_text())) == digest
+  except (OSError, ValueError):
+    same = False
+  if not same:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, content)
+  return path, digest
+
+
+def read_snapshot(path, sha256: str | None = None) -> dict:
+  """A job's snapshot; a StateError if it is missing, or its content's SHA-256 is not ``sha256`` (when given)."""
+  path = Path(path)
+  again = "; nothing was run. Write a new job script with python -m launch ... --slurm=FILE"
+  try:
+    content = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise StateError(f"--sweep: {path} does not exist{again}") from None
+  except (OSError, ValueError) as e:
+    raise StateError(f"--sweep: {path} cannot be read ({e}){again}") from None
+  if not isinstance(content, dict) or not isinstance(content.get("runs"), list):
+    raise StateError(f"--sweep: {path} is not a sweep snapshot (no list of runs){again}")
+  if sha256 is not None and sha256_json(content) != sha256:
+    raise StateError(f"--sweep: {path} was modified after the job script was written (its content's SHA-256 is "
+                     f"{sha256_json(content)}, the job expects {sha256}){again}")
+  return content
 
 
 __all__ = ["RunDirError", "StateError", "config_from_json", "config_to_json", "entry", "finished", "log_path",
-           "new_state", "read", "run_dir", "write"]
+           "new_state", "read", "read_snapshot", "run_dir", "sha256_json", "snapshot", "snapshot_path", "write",
+           "write_snapshot"]

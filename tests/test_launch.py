@@ -288,6 +288,9 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
                f"#SBATCH --output={runs_dir}/slurm/%A_%a.out"):
     assert line + "\n" in text
   assert "launch.run_one" in text and not _results(runs_dir)  # written, nothing run
+  (snapshot,) = (runs_dir / "slurm").glob("sweep-*.json")  # the job's own copy of the sweep
+  assert f"--sweep={snapshot} " in text
+  written = snapshot.stat().st_mtime_ns
 
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   task = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
@@ -302,13 +305,17 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
 
   out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}")
   assert "#SBATCH --array=0-2,4-19\n" in script.read_text()  # only unfinished runs
+  assert list((runs_dir / "slurm").glob("sweep-*.json")) == [snapshot]  # the same sweep: the same snapshot,
+  assert snapshot.stat().st_mtime_ns == written                          # left as it was
 
 
 def test_slurm_script_quotes_paths_so_the_shell_expands_nothing(tmp_path):
   from launch import slurm
   runs_dir = tmp_path / "sl$(touch INJECTED)x"
   runs_dir.mkdir()
-  path = slurm.write(tmp_path / "job.sh", runs_dir, [0, 1], jax_cache=str(runs_dir / "jax_cache"))
+  snapshot = runs_dir / "slurm" / "sweep-0123456789ab.json"
+  path = slurm.write(tmp_path / "job.sh", runs_dir, [0, 1], jax_cache=str(runs_dir / "jax_cache"), sweep=snapshot,
+                     sweep_sha256="0123456789ab" + "0" * 52)
   text = path.read_text()
   assert f'#SBATCH --output="{runs_dir}/slurm/%A_%a.out"' in text
   env = {k: v for k, v in os.environ.items() if k not in ("SLURM_ARRAY_TASK_ID", "JAX_COMPILATION_CACHE_DIR")}
@@ -318,6 +325,12 @@ def test_slurm_script_quotes_paths_so_the_shell_expands_nothing(tmp_path):
                         text=True, timeout=60)
   assert done.returncode == 0, done.stderr
   assert done.stdout.strip() == f"cache={runs_dir / 'jax_cache'}"   # the literal path, nothing run
+  (tmp_path / "probe.sh").write_text(text.replace("exec ", 'printf "%s\\n" ', 1))  # the task's arguments
+  done = subprocess.run(["bash", str(tmp_path / "probe.sh")], env={**env, "SLURM_ARRAY_TASK_ID": "1"},
+                        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.splitlines()[3:] == [f"--runs={runs_dir.resolve()}", f"--sweep={snapshot.resolve()}",
+                                          "--sweep-sha256=0123456789ab" + "0" * 52, "--index=1"]
   assert not any(p.name == "INJECTED" for p in tmp_path.rglob("*"))
 
 
@@ -336,3 +349,93 @@ def test_launcher_reports_an_unwritable_slurm_value_as_a_bad_command(tmp_path):
   out = _launch(f"--config={SMOKE}", f"--runs={tmp_path / 'runs'}", f"--slurm={tmp_path / 'job.sh'}",
                 "--slurm-args=--time=1\n--wrap=id")
   assert out.returncode == 2 and "--slurm-args" in out.stderr and not (tmp_path / "job.sh").exists()
+
+
+# --- SLURM: a job runs the sweep it was written for ------------------------------------------------------
+
+def _task(script, index, cwd):
+  """Task ``index`` of an array-job script, run as sbatch would (without the caller's PYTHONPATH)."""
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  return subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": str(index)}, cwd=cwd,
+                        capture_output=True, text=True, timeout=300)
+
+
+def _two_jobs(tmp_path, jax_cache):
+  """Job A (``--set eval.num_examples=100``), then job B (``=60``) written on the same DIR: B's launcher call
+  rewrites DIR/sweep.json under the same run names. Returns DIR and B's launcher output."""
+  runs_dir = tmp_path / "runs"
+  for job, examples in (("a", 100), ("b", 60)):
+    out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={tmp_path / f'job_{job}.sh'}",
+                  f"--set=eval.num_examples={examples}", f"--jax-cache={jax_cache}")
+    assert out.returncode == 0, out.stderr[-3000:]
+  return runs_dir, out
+
+
+def test_a_queued_task_runs_its_jobs_config_after_another_launch_rewrites_the_sweep(tmp_path, jax_cache):
+  runs_dir, out = _two_jobs(tmp_path, jax_cache)
+  runs = json.loads((runs_dir / "sweep.json").read_text())["runs"]
+  assert {r["config"]["eval"]["num_examples"] for r in runs} == {60}  # sweep.json now holds sweep B
+  name = runs[3]["name"]
+
+  task = _task(tmp_path / "job_a.sh", 3, tmp_path)  # still queued from job A
+  assert task.returncode == 0, task.stdout + task.stderr
+  assert f"run 3 {name}: finished" in task.stdout
+  assert json.loads((runs_dir / name / "config.json").read_text())["eval"]["num_examples"] == 100  # sweep A's
+  results = (runs_dir / name / "results.json").read_bytes()
+
+  other = _task(tmp_path / "job_b.sh", 3, tmp_path)  # job B's task of that run: refused, nothing overwritten
+  assert other.returncode == 1, other.stdout + other.stderr
+  assert f"run 3 {name}: failed" in other.stdout and "holds the finished results of a different config" in other.stdout
+  assert (runs_dir / name / "results.json").read_bytes() == results
+  assert "--set values are not part of run names" in (runs_dir / name / "log.txt").read_text()
+
+  assert (tmp_path / "job_a.sh").read_text() != (tmp_path / "job_b.sh").read_text()
+  assert re.search(r"^warning: .*sweep\.json was written for another sweep \(--config=\S+ --set "
+                   r"eval\.num_examples=100; now --config=\S+ --set eval\.num_examples=60\).* 20 of this sweep's "
+                   r"20 run names are also in that one: a run directory .* is refused, not overwritten", out.stdout,
+                   re.M)
+
+
+def test_a_task_refuses_a_snapshot_modified_after_its_job_was_written(tmp_path, capsys):
+  from launch import run_one, state as state_lib
+  runs_dir, script = tmp_path / "runs", tmp_path / "job.sh"
+  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  (snapshot,) = (runs_dir / "slurm").glob("sweep-*.json")
+  content = json.loads(snapshot.read_text())
+  item = content["runs"][3]
+  item["config"]["eval"]["num_examples"] = 60
+  item["config_sha256"] = state_lib.sha256_json(item["config"])  # consistent in itself: only the job's hash tells
+  snapshot.write_text(json.dumps(content))
+
+  task = _task(script, 3, tmp_path)
+  assert task.returncode == 2, task.stdout + task.stderr
+  assert f"--sweep: {snapshot} was modified after the job script was written" in task.stderr
+  assert not (runs_dir / item["name"]).exists()  # nothing ran
+
+  sweep = runs_dir / "sweep.json"  # by hand, without a snapshot: a run whose config was edited is refused too
+  state = json.loads(sweep.read_text())
+  state["runs"][3]["config"]["eval"]["num_examples"] = 60
+  sweep.write_text(json.dumps(state))
+  assert run_one.main([f"--runs={runs_dir}", "--index=3"]) == 2
+  assert f"the config of run 3 ({item['name']}) was edited after the sweep was expanded" in capsys.readouterr().err
+  assert not (runs_dir / item["name"]).exists()
+
+
+def test_a_task_whose_run_directory_holds_the_other_sweeps_run_is_refused(tmp_path, jax_cache):
+  runs_dir, _ = _two_jobs(tmp_path, jax_cache)
+  runs = json.loads((runs_dir / "sweep.json").read_text())["runs"]  # sweep B
+  for index, files in ((5, {"results.json": "{}"}), (6, {"metrics.jsonl": '{"phase": "trunk", "step": 0}\n'})):
+    d = runs_dir / runs[index]["name"]  # sweep B's run of that name, finished (5) or not (6)
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(runs[index]["config"]))
+    for file, text in files.items():
+      (d / file).write_text(text)
+  before = {p: p.read_bytes() for p in runs_dir.glob("*/*")}
+
+  for index, message in ((5, "holds the finished results of a different config"),
+                         (6, "holds an unfinished run of another config (it differs in eval.num_examples)")):
+    task = _task(tmp_path / "job_a.sh", index, tmp_path)  # job A's task: refused, not run as sweep B's
+    assert task.returncode == 1, task.stdout + task.stderr
+    assert f"run {index} {runs[index]['name']}: failed" in task.stdout and message in task.stdout
+  assert {p: p.read_bytes() for p in runs_dir.glob("*/*") if p.name != "log.txt"} == before
