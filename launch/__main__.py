@@ -6,7 +6,7 @@
 Expands ``sweep(add)`` of the config file (see launch/sweep.py), writes ``DIR/sweep.json``, skips runs
 already finished in ``DIR/<name>`` and runs the rest in worker processes (launch/local.py), or writes a
 SLURM array job instead (``--slurm``), whose tasks read the job's own snapshot of the sweep,
-``DIR/slurm/sweep-<hash>.json`` (launch/slurm.py). Exit status: 0 all done, 1 a run failed, 2 a bad sweep
+``DIR/slurm/sweep-<hash>.json`` (launch/slurm.py). Exit status: 0 all done, 1 a run failed or was busy (another process ran it), 2 a bad sweep
 or command line, 3 another launcher holds DIR, 128 + signal when interrupted. Run it from the repository
 root (``launch`` is not installed with the package).
 
@@ -170,7 +170,7 @@ def _run_here(args, runs_dir, state, pending, jax_cache, out) -> int:
   print(local.summary(runs_dir, state), file=out, flush=True)
   if stopped is not None:
     return 128 + int(stopped)
-  return 1 if any(item["status"] == "failed" for item in state["runs"]) else 0
+  return 1 if any(item["status"] in ("failed", "busy") for item in state["runs"]) else 0
 
 
 def main(argv=None, out=None) -> int:

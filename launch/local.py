@@ -222,6 +222,8 @@ def summary(runs_dir, state: dict) -> str:
   rows = [("ran", counts["finished"], ""), ("skipped", counts["skipped"], "already finished"),
           ("failed", counts["failed"], "")]
   rows += [(s, counts[s], "") for s in ("interrupted", "pending") if counts[s]]
+  if counts["busy"]:
+    rows.append(("busy", counts["busy"], "another process is running them: left alone"))
   lines = [f"sweep {state['config']}: {len(runs)} runs in {runs_dir}"]
   lines += [f"  {label:<12}{n:>5}" + (f"   ({note})" if note else "") for label, n, note in rows]
   failed = [r for r in runs if r["status"] == "failed"]

@@ -9,7 +9,9 @@ A worker imports JAX once and runs one run after another: it reads a run index p
 answers one JSON line per run on its original stdout (``{"index", "status", "error", "seconds"}``); its
 file descriptors 1 and 2 point at the current run's log while the run lasts (so XLA's own messages land
 there too). A run that raises is reported ``failed`` (traceback in its log) and the worker goes on. A
-finished run (results.json with this config) is ``skipped``; an unfinished one restarts from step 0. A run
+finished run (results.json with this config) is ``skipped``; an unfinished one resumes from its last intact
+checkpoint; one that another process is running right now (a resubmitted array task, a local launcher on
+the same DIR: the run directory's lock) is ``busy`` and left alone (exit status 3 with ``--index``). A run
 directory that holds another config's run, finished or not (another sweep's run of the same name:
 ``--set`` values are not part of run names), fails the run with RunDirError: that run's files are neither
 deleted nor overwritten (the refusal is appended to its log.txt).
@@ -30,6 +32,7 @@ import threading
 import time
 import traceback
 
+from butterfly_jax.rundir import RunDirBusy
 from launch import state as state_lib
 
 
@@ -79,6 +82,9 @@ def execute(runs_dir, item: dict) -> dict:
         from butterfly_jax.experiment import run  # the heavy imports, once per worker
         run(state_lib.config_from_json(item["config"]), path)
         status = "finished"
+    except RunDirBusy as e:  # another process runs it: nothing to do here, nothing touched
+      status, error = "busy", _error_line(e)
+      print(f"launch: {e}")
     except Exception as e:  # a failing run is reported; the worker goes on with the next one
       traceback.print_exc()
       error = _error_line(e)
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
   log = state_lib.log_path(args.runs, item["name"])
   print(f"run {args.index} {item['name']}: {answer['status']} ({answer['seconds']:.1f} s)"
         + (f": {answer['error']}" if answer["error"] else "") + f"; log: {log}")
-  return 1 if answer["status"] == "failed" else 0
+  return {"failed": 1, "busy": 3}.get(answer["status"], 0)
 
 
 if __name__ == "__main__":

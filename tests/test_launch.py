@@ -293,10 +293,16 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
   written = snapshot.stat().st_mtime_ns
 
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  name = json.loads((runs_dir / "sweep.json").read_text())["runs"][3]["name"]
+  from butterfly_jax.rundir import RunDir
+  with RunDir(runs_dir / name).locked():  # another process runs it (a resubmitted task, a local launcher)
+    busy = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+  assert busy.returncode == 3 and f"run 3 {name}: busy" in busy.stdout, busy.stdout + busy.stderr
+  assert sorted(p.name for p in (runs_dir / name).iterdir()) == [".lock", "log.txt"]  # nothing else touched
   task = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
                         capture_output=True, text=True, timeout=300)
   assert task.returncode == 0, task.stdout + task.stderr
-  name = json.loads((runs_dir / "sweep.json").read_text())["runs"][3]["name"]
   assert [p.parent.name for p in _results(runs_dir)] == [name]
   assert f"run 3 {name}: finished" in task.stdout
   again = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
