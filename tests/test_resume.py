@@ -199,7 +199,6 @@ def test_fields_that_cannot_change_results_do_not_make_another_config(tmp_path, 
 
 @pytest.mark.parametrize("strategy,point,resumes_at", [
     ("sequential", "tree", ("trunk", 30)),
-    ("sequential", "delete", ("children", 40)),
     ("vmap", "manifest", ("trunk", 30)),
     ("vmap", "delete", ("children", 40)),
 ])
@@ -214,16 +213,6 @@ def test_sigkill_inside_a_checkpoint_save_resumes_bitwise(tmp_path, smoke_config
   res = run(c, killed)
   assert res["timing"]["resumed_from"] == {"phase": resumes_at[0], "step": resumes_at[1]}
   _assert_same_run(killed, res, reference if strategy == "sequential" else reference_vmap)
-
-
-def test_sigkill_during_children_under_vmap_resumes_bitwise(tmp_path, smoke_config, reference_vmap):
-  killed = tmp_path / "killed"
-  _killed_run(killed, "children", 50, edit=EDIT + "; c.members.strategy = 'vmap'")
-  c = _config(smoke_config)
-  c.members.strategy = "vmap"
-  res = run(c, killed)
-  assert res["timing"]["resumed_from"] == {"phase": "children", "step": 40}
-  _assert_same_run(killed, res, reference_vmap)
 
 
 PAUSER_HOOK = """
