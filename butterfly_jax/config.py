@@ -10,7 +10,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from butterfly_jax.models.registry import MODELS
+from butterfly_jax.models.conv import CONV_IMPLS
+from butterfly_jax.models.layers import NORMS, POOLS
+from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, build_module
 from butterfly_jax.similarity import CKA_ESTIMATORS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -229,11 +231,99 @@ def _finite_in(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
     raise ConfigError(f"{field}: must be a finite number in {left}{lo}, {hi}{right}, got {value!r}")
 
 
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _int_at_least(field, value, lo, note=""):
+  if not _is_int(value) or value < lo:
+    raise ConfigError(f"{field}: expected an integer >= {lo}{note}, got {value!r}")
+
+
+def _ints_at_least_one(field, value, what):
+  """A tuple (or list) of integers >= 1; () allowed."""
+  if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not all(
+      _is_int(v) and v >= 1 for v in value):
+    raise ConfigError(f"{field}: expected a tuple of {what}, integers >= 1, got {value!r}")
+
+
+def check_model_kwargs(name: str, kwargs: dict) -> None:
+  """``model.kwargs`` of model ``name``: only the arguments it takes (:data:`MODEL_KWARGS`), each of the right
+  type and range, together a network that has every layer (a width that rounds to no channels is an error).
+  The module is built (a dataclass, no compute) to read the defaults of the arguments not given."""
+  allowed = MODEL_KWARGS[name]
+  unknown = sorted(set(kwargs) - set(allowed))
+  if unknown:
+    raise ConfigError(f"model.kwargs: model {name} takes no {', '.join(unknown)}; it takes {', '.join(allowed)}")
+  m = build_module(name, 1, **kwargs)
+  for key in kwargs:
+    field, value = f"model.kwargs.{key}", kwargs[key]
+    if key == "norm":
+      _choice(value, NORMS, field)
+    elif key == "conv":
+      _choice(value, CONV_IMPLS, field)
+    elif key == "pool":
+      _choice(value, POOLS, field)
+    elif key == "hidden":
+      _ints_at_least_one(field, value, "hidden-layer widths")
+    elif key == "channels":
+      _ints_at_least_one(field, value, "convolution channels")
+    elif key == "stages":
+      _ints_at_least_one(field, value, "blocks per stage")
+    elif key == "image_size":
+      _int_at_least(field, value, 0, " (0 = no resizing)")
+    elif key == "width" and name.startswith("resnet"):
+      _finite_in(field, value, 0.0, lo_open=True)
+    elif key == "depth" and name == "resnet":
+      if not _is_int(value) or value < 8 or (value - 2) % 6:
+        raise ConfigError(f"{field}: a CIFAR ResNet has depth 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, ...), "
+                          f"got {value!r}")
+    else:  # dense, base, patch, heads, mlp_dim; width and depth of the ViT
+      _int_at_least(field, value, 1)
+  if name.startswith("resnet"):
+    base = 64 if name == "resnet50" else m.base
+    if int(round(base * m.width)) < 1:
+      raise ConfigError(f"model.kwargs.width: {m.width!r} leaves no channels ({base} x width rounds to 0)")
+    if name == "resnet" and "depth" in kwargs and m.stages:
+      raise ConfigError("model.kwargs.depth: not used when model.kwargs.stages is set (the stages give the depth); "
+                        "set one of them")
+  if name.startswith("vit") and m.width % m.heads:
+    raise ConfigError(f"model.kwargs.width: {m.width} is not divisible by model.kwargs.heads = {m.heads}")
+
+
+def check_model_input(c: ml_collections.ConfigDict, input_shape) -> None:
+  """The model's arguments that depend on the data's image size (ViT patches, the CNN's poolings)."""
+  kwargs = c.model.kwargs.to_dict()
+  m = build_module(c.model.name, 1, **kwargs)
+  h, w = int(input_shape[0]), int(input_shape[1])
+  where = f"the {h}x{w} images of data.name={c.data.name}"
+  if c.model.name.startswith("vit"):
+    if m.image_size:
+      h = w = m.image_size
+      where = f"the {h}x{w} input (model.kwargs.image_size)"
+    if h % m.patch or w % m.patch:
+      raise ConfigError(f"model.kwargs.patch: {where} do not divide into {m.patch}x{m.patch} patches")
+  if c.model.name == "cnn" and min(h, w) < 2 ** len(m.channels):
+    raise ConfigError(f"model.kwargs.channels: {len(m.channels)} convolutions, each followed by a 2x2 max-pool, "
+                      f"leave nothing of {where}; at most {int(np.log2(min(h, w)))}")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
-  from butterfly_jax.data import DATASETS  # the data module imports tfds: only when validating
+  from butterfly_jax.data import DATASETS, FILELESS  # the data module imports tfds: only when validating
   _choice(c.model.name, tuple(MODELS), "model.name")
+  check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
   _choice(c.data.name, DATASETS, "data.name")
+  for field in ("dir", "tfds_dir"):
+    if not isinstance(c.data[field], str):
+      raise ConfigError(f"data.{field}: expected a path (a string; \"\" = unset), got {c.data[field]!r}")
+  if c.data.name in FILELESS and (c.data.dir or c.data.tfds_dir):
+    field = "data.dir" if c.data.dir else "data.tfds_dir"
+    raise ConfigError(f"{field}: data.name={c.data.name} reads no files (it is {FILELESS[c.data.name]}), so "
+                      f"{field}={c.data[field.split('.')[1]]!r} would be ignored; leave it \"\"")
+  if c.data.dir and c.data.tfds_dir:
+    raise ConfigError(f"data.tfds_dir: not read when data.dir is set (local files, not tensorflow-datasets); set "
+                      f"one of them, got data.dir={c.data.dir!r} and data.tfds_dir={c.data.tfds_dir!r}")
   _choice(c.optim.name, OPTIMIZERS, "optim.name")
   _choice(c.schedule.name, SCHEDULES, "schedule.name")
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")

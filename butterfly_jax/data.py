@@ -30,6 +30,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist", "digits", "synthetic")
+# Datasets that read no files (data.dir and data.tfds_dir would be ignored: config validation refuses them).
+FILELESS = {"digits": "bundled with scikit-learn", "synthetic": "generated from data.synthetic"}
 
 
 class DataError(ValueError):
@@ -106,7 +108,7 @@ def load_dataset(name: str, data_dir: str | None = None, *, tfds_data_dir: str |
     name: the dataset (config field ``data.name``).
     data_dir: local files to read instead of tensorflow-datasets (``data.dir``): for cifar10/cifar100 the
       python tarball, a folder holding it, or the extracted folder; for mnist/fashion_mnist a folder with the
-      four idx files. Ignored for digits and synthetic.
+      four idx files. Not read for digits and synthetic (:data:`FILELESS`).
     tfds_data_dir: tensorflow-datasets' ``data_dir`` when ``data_dir`` is not given (None: tfds default).
     synthetic: keyword arguments of :func:`make_synthetic` (``data.synthetic``), for ``name="synthetic"``.
   """

@@ -37,6 +37,11 @@ class _Setup:
       data = select_classes(data, c.data.classes)
     self.data = data
     self.steps = config_lib.resolve_steps(c, data.num_train)
+    config_lib.check_model_input(c, data.input_shape)
+    available = jax.device_count()
+    if c.members.devices > available:
+      logging.warning("members.devices: %d devices asked for, %d available; the children split over at most %d",
+                      c.members.devices, available, available)
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
     self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
                                                    **c.model.kwargs.to_dict())

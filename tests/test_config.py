@@ -169,3 +169,71 @@ def test_model_dependent_errors_come_before_any_training(smoke_config, tmp_path,
   with pytest.raises(ConfigError, match=match):
     run(smoke_config, tmp_path)
   assert not (tmp_path / "metrics.jsonl").exists()   # nothing trained
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("mlp", {"hidden": (0,)},
+     r"model.kwargs.hidden: expected a tuple of hidden-layer widths, integers >= 1, got \(0,\)"),
+    ("mlp", {"hidden": (32.0,)}, "model.kwargs.hidden: expected a tuple of hidden-layer widths"),
+    ("mlp", {"hidden": "abc"}, "model.kwargs.hidden: expected a tuple"),
+    ("mlp", {"width": 2}, "model.kwargs: model mlp takes no width; it takes hidden, norm"),
+    ("mlp", {"norm": "bn"}, "model.kwargs.norm: unknown value 'bn'; allowed: layernorm, batchnorm, none"),
+    ("cnn", {"channels": (8, -1)}, "model.kwargs.channels: expected a tuple of convolution channels"),
+    ("cnn", {"dense": 0}, "model.kwargs.dense: expected an integer >= 1, got 0"),
+    ("cnn", {"pool": "avg"}, "model.kwargs.pool: unknown value 'avg'; allowed: reshape, xla"),
+    ("cnn", {"conv": "fast"}, "model.kwargs.conv: unknown value 'fast'; allowed: auto, xla"),
+    ("resnet20", {"depth": 32}, "model.kwargs: model resnet20 takes no depth; it takes width, norm, conv"),
+    ("resnet20", {"width": 0}, r"model.kwargs.width: must be a finite number in \(0.0, inf\)"),
+    ("resnet20", {"width": 0.01}, r"model.kwargs.width: 0.01 leaves no channels \(16 x width rounds to 0\)"),
+    ("resnet", {"depth": 21}, "model.kwargs.depth: a CIFAR ResNet has depth 6n.2 with n >= 1"),
+    ("resnet", {"stages": (2, 0)}, "model.kwargs.stages: expected a tuple of blocks per stage"),
+    ("resnet", {"stages": (1, 1), "depth": 8}, "model.kwargs.depth: not used when model.kwargs.stages is set"),
+    ("resnet50", {"width": 0.001}, "model.kwargs.width: 0.001 leaves no channels"),
+    ("vit", {"width": 10, "heads": 3}, "model.kwargs.width: 10 is not divisible by model.kwargs.heads = 3"),
+    ("vit", {"depth": 0}, "model.kwargs.depth: expected an integer >= 1, got 0"),
+    ("vit", {"image_size": -1}, r"model.kwargs.image_size: expected an integer >= 0 \(0 = no resizing\)"),
+    # needs the data's image size (digits: 8x8): found after loading it, still before anything is written
+    ("vit", {"patch": 3, "width": 16, "heads": 2}, "model.kwargs.patch: the 8x8 images of data.name=digits do not "
+                                                   "divide into 3x3 patches"),
+    ("cnn", {"channels": (4, 4, 4, 4)}, "model.kwargs.channels: 4 convolutions.* leave nothing of the 8x8 images"),
+])
+def test_bad_model_arguments_fail_before_compute(smoke_config, tmp_path, name, kwargs, match):
+  smoke_config.model.name = name
+  smoke_config.model.kwargs = kwargs
+  with pytest.raises(ConfigError, match=match):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_every_model_argument_the_config_allows_is_one_the_model_takes():
+  import dataclasses
+  from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, build_module
+  assert set(MODEL_KWARGS) == set(MODELS)
+  for name, allowed in MODEL_KWARGS.items():
+    fields = {f.name for f in dataclasses.fields(type(build_module(name, 10)))}
+    assert set(allowed) <= fields - {"num_classes", "parent", "name"}, name
+    config_lib.check_model_kwargs(name, {})  # the defaults are valid
+
+
+@pytest.mark.parametrize("name, field", [("digits", "dir"), ("synthetic", "dir"), ("digits", "tfds_dir")])
+def test_a_data_path_that_the_dataset_would_not_read_is_an_error(smoke_config, tmp_path, name, field):
+  smoke_config.data.name = name
+  smoke_config.data[field] = str(tmp_path / "files")
+  with pytest.raises(ConfigError, match=f"data.{field}: data.name={name} reads no files .* would be ignored"):
+    run(smoke_config, tmp_path / "run")
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_more_member_devices_than_there_are_is_logged(smoke_config, caplog):
+  import jax
+  from butterfly_jax.experiment import _Setup
+  n = jax.device_count()
+  smoke_config.members.devices = n + 3
+  with caplog.at_level("WARNING"):
+    _Setup(smoke_config)
+  assert f"members.devices: {n + 3} devices asked for, {n} available" in caplog.text
+  caplog.clear()
+  smoke_config.members.devices = n
+  with caplog.at_level("WARNING"):
+    _Setup(smoke_config)
+  assert "members.devices" not in caplog.text

@@ -23,6 +23,19 @@ MODELS = {
     "vit_b16": lambda num_classes, **kw: ViT(num_classes=num_classes, **{**VIT_B16, **kw}),
 }
 VIT_B16 = dict(patch=16, depth=12, width=768, heads=12, mlp_dim=3072)
+# The keyword arguments (``model.kwargs``) each model takes; :func:`butterfly_jax.config.validate` checks them
+# before any compute. ``resnet20`` and ``resnet34`` fix their layout (depth, or stages and base): only ``resnet``
+# takes ``depth``, ``stages`` and ``base``.
+MODEL_KWARGS = {
+    "resnet20": ("width", "norm", "conv"),
+    "resnet": ("depth", "width", "norm", "conv", "stages", "base"),
+    "resnet50": ("width", "norm", "conv"),
+    "resnet34": ("width", "norm", "conv"),
+    "mlp": ("hidden", "norm"),
+    "cnn": ("channels", "dense", "norm", "conv", "pool"),
+    "vit": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
+    "vit_b16": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
+}
 
 ModelFn = Callable[[Any, jax.Array], tuple[jax.Array, dict]]
 
