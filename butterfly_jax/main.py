@@ -1,11 +1,28 @@
 """Command line: ``python -m butterfly_jax.main --config=configs/NAME.py --workdir=DIR [--config.a.b=value]``.
 
 Without ``--config`` the embedded default (the quickstart: scikit-learn digits, no download) runs.
+
+Exit status and what stderr shows:
+
+* 0: the run finished (or had finished before); a summary and the path of results.json on stdout.
+* 2: a bad input, before anything trains: a config field (``--config.a.b`` naming no field, a value out of
+  range, a model argument the model does not take), a flag, the data, the work directory. One line
+  ``error: FIELD: what is wrong and what is allowed``.
+* 1: a failure while running. An ``OSError`` (a full disk, a permission) is one line ``error: PATH: reason``;
+  every file written so far is kept (files are replaced atomically), and the same command resumes from the newest
+  training-state checkpoint once the cause is fixed. Anything else is unexpected (a bug): one line
+  ``error: unexpected TYPE: message``, with the traceback written to ``WORKDIR/error_traceback.txt`` (replaced by
+  the next failure's; on stderr when the work directory cannot be written).
 """
 
+import errno
+import re
 import sys
+import traceback
+from pathlib import Path
 
 import jax
+import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -17,10 +34,19 @@ from butterfly_jax.perturb import PerturbationError
 from butterfly_jax.pretrained import PretrainedError
 from butterfly_jax.rundir import RunDirBusy, RunDirError
 
+DEFAULT_CONFIG = f"{configs_embedded.__file__}:quickstart"
+# Errors that are the input's fault: exit status 2 with their one-line message.
+BAD_INPUT = (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError)
+TRACEBACK_FILE = "error_traceback.txt"
+_CONFIG = re.compile(r"^--?config(=|$)")
+_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
+
 FLAGS = flags.FLAGS
+# No default here: ml_collections would load it, and apply the overrides, while this module is imported, where a
+# bad override could not be reported; cli() names the default config on the command line instead.
 config_flags.DEFINE_config_file(
-    "config", f"{configs_embedded.__file__}:quickstart",
-    "Path to a config file with get_config() (default: the embedded quickstart).", lock_config=True)
+    "config", None, f"Path to a config file with get_config() (default: the embedded quickstart, {DEFAULT_CONFIG}).",
+    lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
 flags.DEFINE_bool("discard_unfinished", False,
                   "Delete an unfinished run of another config in --workdir (its checkpoints and metrics) and start "
@@ -56,31 +82,144 @@ def _fmt(x):
   return "nan" if x is None else f"{x:.4f}"
 
 
+def _fail(status: int, message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def _one_line(text: str) -> str:
+  """The first line of ``text``, and its last where there are several (a traceback's exception line)."""
+  lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()] or [""]
+  return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
+def _last_line(text) -> str:
+  lines = [l.strip() for l in str(text).strip().splitlines() if l.strip()]
+  return lines[-1] if lines else ""
+
+
+def _config_argument(argv) -> str:
+  for i, arg in enumerate(argv):
+    m = _CONFIG.match(arg)
+    if m:
+      return arg.split("=", 1)[1] if m.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
+  return DEFAULT_CONFIG
+
+
+def _unknown_field(argv) -> str | None:
+  """For the first ``--config.a.b`` override that names no field of the config: a message naming it and the
+  fields its section has. None when the config does not load or every override names a field."""
+  try:
+    argv = FLAGS.read_flags_from_files(argv, force_gnu=False)
+    config = FLAGS["config"].parser.parse(_config_argument(argv))
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if not isinstance(config, ml_collections.ConfigDict):
+    return None
+  for arg in argv[1:]:
+    m = _OVERRIDE.match(arg)
+    if not m or "[" in m.group(1):
+      continue
+    dotted, node, seen = m.group(1), config, []
+    for part in dotted.split("."):
+      if not isinstance(node, ml_collections.ConfigDict):
+        return f"--config.{dotted}: {'.'.join(seen)} is a value ({node!r}), not a section with fields"
+      if part not in node:
+        section = ".".join(seen)
+        message = (f"--config.{dotted}: {section or 'the config'} has no field {part!r}; "
+                   f"{'its' if section else 'its sections and'} fields: {', '.join(sorted(node.keys()))}")
+        if section == "model.kwargs":
+          from butterfly_jax.models.registry import MODEL_KWARGS
+          name = config.model.name
+          message += (f" (model {name} takes {', '.join(MODEL_KWARGS.get(name, ()))}; an argument the config file "
+                      "does not set can only be added in a config file)")
+        return message
+      node = node[part]
+      seen.append(part)
+  return None
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag or config override reported as one line ``error: ...`` and exit status 2
+  (instead of absl's usage message, or ml_collections' traceback for a field the config does not have)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:  # an unknown flag, a value that does not parse as its field's type
+    _fail(2, _one_line(e))
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config does not have
+    message = _unknown_field(argv)
+    if message is None:
+      raise
+    _fail(2, message)
+  except OSError as e:  # an override of a config file that did not load
+    _fail(2, f"--config: cannot load {_config_argument(argv)}: {_last_line(e)}")
+
+
+def _write_traceback(workdir: str) -> str:
+  """The current exception's traceback into the work directory; says where (or prints it to stderr)."""
+  text = traceback.format_exc()
+  try:
+    name = TRACEBACK_FILE if jax.process_count() == 1 else f"error_traceback.{jax.process_index()}.txt"
+  except Exception:  # pylint: disable=broad-except  (the failure may be JAX's backend itself)
+    name = TRACEBACK_FILE
+  path = Path(workdir).expanduser() / name
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+  except OSError:
+    print(text, file=sys.stderr)
+    return "traceback above"
+  return f"a bug, not a bad input: traceback in {path.resolve()}"
+
+
+def _os_error(e: OSError) -> str:
+  where = "" if e.filename is None else f"{e.filename}{'' if e.filename2 is None else f' -> {e.filename2}'}: "
+  fix = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (a quota)", errno.EACCES: "fix the permission",
+         errno.EPERM: "fix the permission", errno.EROFS: "choose a writable --workdir"}.get(e.errno, "fix the cause")
+  return (f"{where}{e.strerror or _one_line(e) or type(e).__name__}; the files written so far are kept: {fix} and run "
+          "the same command again to resume from the newest checkpoint")
+
+
 def main(argv):
   del argv
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
   config = FLAGS.config
-  workdir = FLAGS.workdir or "runs/quickstart"
-  from butterfly_jax.experiment import run
-  if FLAGS.distributed:
-    from butterfly_jax import runtime
-    runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
-    # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
-    jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   try:
+    config.get("seed")  # a config file that did not load raises here (ml_collections defers its error)
+  except OSError as e:
+    _fail(2, f"--config: cannot load {_config_argument(sys.argv)}: {_last_line(e)}")
+  workdir = FLAGS.workdir or "runs/quickstart"
+  try:
+    from butterfly_jax.experiment import run
+    if FLAGS.distributed:
+      from butterfly_jax import runtime
+      runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
+      # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
+      jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     results = run(config, workdir, discard_unfinished=FLAGS.discard_unfinished,
                   allow_code_change=FLAGS.allow_code_change)
   except RunDirBusy as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(3)
-  except (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(3, str(e))
+  except BAD_INPUT as e:
+    _fail(2, str(e))
+  except OSError as e:
+    _fail(1, _os_error(e))
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(1, f"unexpected {type(e).__name__}: {_one_line(e)} ({_write_traceback(workdir)})")
   if jax.process_index() == 0:
     print(summary(results))
     print(f"results: {workdir}/results.json")
 
 
+def cli(argv=None):
+  """Runs :func:`main` on ``argv`` (default ``sys.argv``), with the default config named where none is given."""
+  argv = list(sys.argv if argv is None else argv)
+  if not any(_CONFIG.match(a) for a in argv[1:]):
+    argv.insert(1, f"--config={DEFAULT_CONFIG}")
+  sys.argv = argv  # ml_collections reads the overrides from sys.argv
+  app.run(main, argv=argv, flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -1,13 +1,14 @@
 """The run directory: config.json, metrics.jsonl, results.json, checkpoints/ and provenance.
 
-What a run directory promises, and the tests that check it (tests/test_resume.py, tests/test_rundir.py):
+What a run directory promises, and the tests that check it (tests/test_resume.py):
 
 * One process at a time: a run holds an exclusive lock on ``WORKDIR/.lock`` (``flock``, released by the
   kernel however the process ends); a second process on the same workdir gets :class:`RunDirBusy` and
   touches nothing.
 * Files are written atomically (a temporary file, ``fsync``, ``os.replace``, ``fsync`` of the directory), so
   a killed run never leaves a torn ``results.json``; a finished run (``results.json`` present) is never
-  overwritten.
+  overwritten. A write that fails (a full disk) raises an ``OSError`` naming the file, leaves the file as it
+  was and removes its temporary copy.
 * A training-state checkpoint is committed in a durable order: its files, then the metrics log, then its
   manifest (with a SHA-256 of every file), then the directory entries; only then are older checkpoints
   deleted. A kill or power loss at any point leaves at least one intact checkpoint, and a resume restarts
@@ -114,17 +115,36 @@ def fsync_tree(root) -> None:
     fsync_dir(d)
 
 
+@contextlib.contextmanager
+def naming(path):
+  """An ``OSError`` raised inside without a file name (a write or fsync that finds the disk full names none)
+  is raised again naming ``path``, with the same errno and reason."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is not None:
+      raise
+    raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+
+
 def write_json_atomic(path: Path, obj) -> None:
   """Writes ``obj`` as JSON to ``path`` durably: a temporary file of this process, fsync, rename, fsync of
-  the directory. Readers see the old content or the new one, never a mixture."""
+  the directory. Readers see the old content or the new one, never a mixture; on any failure ``path`` is as
+  it was and no temporary file stays."""
   path = Path(path)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "w") as f:
-    json.dump(to_jsonable(obj), f, indent=1, allow_nan=False)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  fsync_dir(path.parent)
+  try:
+    with naming(path):
+      with open(tmp, "w") as f:
+        json.dump(to_jsonable(obj), f, indent=1, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+      fsync_dir(path.parent)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      tmp.unlink(missing_ok=True)
+    raise
 
 
 def git_revision() -> str | None:
@@ -376,12 +396,13 @@ class RunDir:
       if (order.get(rec.get("phase"), 2), rec.get("step", 0)) <= here:
         keep.append(line)
     tmp = self.metrics.with_name(f".metrics.jsonl.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-      f.write("".join(l + "\n" for l in keep))
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, self.metrics)
-    fsync_dir(self.root)
+    with naming(self.metrics):
+      with open(tmp, "w") as f:
+        f.write("".join(l + "\n" for l in keep))
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, self.metrics)
+      fsync_dir(self.root)
 
   # Training state checkpoints (exact resume): checkpoints/state/<step>/{tree/, manifest.json}. The
   # manifest, written last and atomically, holds the metadata and a SHA-256 of every file of the tree: a
@@ -435,7 +456,7 @@ class RunDir:
   def log(self, record: dict) -> None:
     if not hosts.is_primary():
       return
-    with open(self.metrics, "a") as f:
+    with naming(self.metrics), open(self.metrics, "a") as f:
       f.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
 
   def save_checkpoint(self, name: str, tree) -> Path:
@@ -449,10 +470,11 @@ class RunDir:
     # the primary alone: orbax would otherwise wait at barriers for processes that write nothing
     checkpointer = ocp.StandardCheckpointer(
         multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}))
-    checkpointer.save(path, tree, force=True)
-    checkpointer.wait_until_finished()
-    fsync_tree(path)
-    fsync_dir(path.parent)
+    with naming(path):
+      checkpointer.save(path, tree, force=True)
+      checkpointer.wait_until_finished()
+      fsync_tree(path)
+      fsync_dir(path.parent)
     return path
 
   def finish(self, results: dict) -> None:

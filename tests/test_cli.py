@@ -4,6 +4,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,86 @@ def test_cli_default_is_the_embedded_quickstart_and_takes_overrides(tmp_path):
   res = json.loads((tmp_path / "run" / "results.json").read_text())
   assert res["data"]["name"] == "digits" and res["steps"]["T"] == 30
   assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 1e-4, 1e-2, 1e-1]
+
+
+def _script(code, *args, cwd):
+  """``python -c CODE ARGS``: the command line with a fault injected by ``code`` (which calls main.cli())."""
+  return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], cwd=cwd, capture_output=True, text=True,
+                        timeout=600)
+
+
+def _one_error_line(out):
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  lines = [l for l in out.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1, out.stderr[-2000:]
+  return lines[0]
+
+
+def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
+  out = _cli("--config.nosuch=1", f"--workdir={tmp_path / 'run'}", cwd=tmp_path)  # the embedded default config
+  assert out.returncode == 2
+  line = _one_error_line(out)
+  assert line.startswith("error: --config.nosuch: the config has no field 'nosuch'; its sections and fields: ")
+  assert "perturb" in line and "seed" in line
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.perturb.nosuch=1", f"--workdir={tmp_path / 'r'}",
+             cwd=tmp_path)
+  assert out.returncode == 2
+  line = _one_error_line(out)
+  assert line.startswith("error: --config.perturb.nosuch: perturb has no field 'nosuch'; its fields: batch_sign, ")
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.model.kwargs.width=2",
+             f"--workdir={tmp_path / 'r'}", cwd=tmp_path)
+  assert out.returncode == 2
+  assert "model.kwargs has no field 'width'; its fields: hidden (model mlp takes hidden, norm;" in _one_error_line(out)
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.train.batch_size=abc",
+             f"--workdir={tmp_path / 'r'}", cwd=tmp_path)
+  assert out.returncode == 2 and "--config.train.batch_size=abc" in _one_error_line(out)
+  assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
+
+
+def test_cli_bad_model_argument_is_a_config_error(tmp_path):
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.model.kwargs.hidden=(0,)",
+             f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
+  assert out.returncode == 2
+  assert _one_error_line(out) == ("error: model.kwargs.hidden: expected a tuple of hidden-layer widths, integers >= 1, "
+                                  "got (0,)")
+
+
+def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
+  assert out.returncode == 1
+  assert _one_error_line(out).startswith(f"error: {tmp_path / 'a_file' / 'run'}: Not a directory; the files written "
+                                         "so far are kept")
+  # a full disk: the write that fails names no file; the run directory's writer names it
+  full_disk = """
+      import errno, os
+      from butterfly_jax import main
+      def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+      os.fsync = fsync
+      main.cli()
+  """
+  run = tmp_path / "run"
+  out = _script(full_disk, f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
+  assert out.returncode == 1
+  assert _one_error_line(out) == (f"error: {run / 'config.json'}: No space left on device; the files written so far "
+                                  "are kept: free space and run the same command again to resume from the newest "
+                                  "checkpoint")
+  assert list(run.iterdir()) == []  # no torn config.json, no temporary file left
+
+
+def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_path):
+  bug = """
+      from butterfly_jax import experiment, main
+      def broken(setup):
+        raise ValueError("an impossible shape")
+      experiment._check_before_training = broken
+      main.cli()
+  """
+  run = tmp_path / "run"
+  out = _script(bug, f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
+  assert out.returncode == 1
+  assert _one_error_line(out) == (f"error: unexpected ValueError: an impossible shape (a bug, not a bad input: "
+                                  f"traceback in {run / 'error_traceback.txt'})")
+  text = (run / "error_traceback.txt").read_text()
+  assert text.startswith("Traceback") and "in broken" in text and text.endswith("ValueError: an impossible shape\n")
