@@ -340,9 +340,26 @@ def _align(setup, params, diverged):
   return tree_math.stack(aligned), perms
 
 
+def _pair_barriers(curves_by_split, alphas, k):
+  """``(barriers, path_finite)``, lists over the pairs (0, k), k >= 1: the loss and error barriers per split, and
+  per split whether the loss and error are finite at every point of the pair's path. Where they are not, both
+  barriers of that split are NaN (null in results.json; the error of non-finite logits is arbitrary) and the flag
+  says why: with finite end points, a network inside the path blew up."""
+  barriers, path_finite = [], []
+  for j in range(1, k):
+    barrier, finite = {}, {}
+    for split in ("train", "test"):
+      curve = curves_by_split[split]["curves"][j - 1]
+      finite[split] = bool(all(np.all(np.isfinite(np.asarray(curve[m], np.float64))) for m in ("loss", "error")))
+      barrier[split] = {m: evaluate.barrier_from_curve(alphas, curve[m]) if finite[split] else float("nan")
+                        for m in ("loss", "error")}
+    barriers.append(barrier)
+    path_finite.append(finite)
+  return barriers, path_finite
+
+
 def _barriers(curves_by_split, alphas, k):
-  return [{split: {m: evaluate.barrier_from_curve(alphas, curves_by_split[split]["curves"][j - 1][m])
-                   for m in ("loss", "error")} for split in ("train", "test")} for j in range(1, k)]
+  return _pair_barriers(curves_by_split, alphas, k)[0]
 
 
 def _nulled(tree, keep=()):
@@ -508,10 +525,10 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
       aligned_params = members.shard_members(aligned_params, mesh)  # placed like the family it came from
       timing["align_s"] = time.time() - tac
       aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
-      aligned_barriers = _barriers(aligned_final, alphas, k)
+      aligned_barriers, aligned_path_finite = _pair_barriers(aligned_final, alphas, k)
       aligned_dist = hosts.fetch(members.distances(aligned_params, params0))
   timing["eval_s"] = time.time() - tic
-  barriers = _barriers(final, alphas, k)
+  barriers, path_finite = _pair_barriers(final, alphas, k)
 
   results_children = []
   for j in range(k):
@@ -529,6 +546,7 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
       child["vs_child0"] = {
           "l2": dist["l2_to_child0"][j],
           "barrier": barriers[j - 1],
+          "barrier_path_finite": path_finite[j - 1],
           "curves": {split: {m: final[split]["curves"][j - 1][m] for m in ("loss", "error")}
                      for split in ("train", "test")},
           **pairs[j - 1],
@@ -538,6 +556,7 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
         child["vs_child0"]["aligned"] = {
             "l2": aligned_dist["l2_to_child0"][j],
             "barrier": aligned_barriers[j - 1],
+            "barrier_path_finite": aligned_path_finite[j - 1],
             "curves": {split: {m: aligned_final[split]["curves"][j - 1][m] for m in ("loss", "error")}
                        for split in ("train", "test")},
             "fixed_point_fraction": fixed_point_fraction(perms[j - 1]),

@@ -72,6 +72,9 @@ def summary(results: dict) -> str:
       b = v["barrier"]
       head += (f"  L2={_fmt(v['l2'])}  barrier loss train/test={_fmt(b['train']['loss'])}/{_fmt(b['test']['loss'])}"
                f"  error train/test={_fmt(b['train']['error'])}/{_fmt(b['test']['error'])}")
+      blown = [split for split, ok in (v.get("barrier_path_finite") or {}).items() if ok is False]
+      if blown:
+        head += f"  PATH NOT FINITE ({'/'.join(blown)}: no barrier)"
     if ch["diverged"]:
       head += "  DIVERGED"
     lines.append(head)

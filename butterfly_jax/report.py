@@ -24,7 +24,10 @@ from pathlib import Path
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
 LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
-                "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged")
+                "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged",
+                "barrier_status")
+# barrier_status: why a pair's barriers are (or are not) numbers.
+BARRIER_OK, PAIR_DIVERGED, PATH_NOT_FINITE = "ok", "pair_diverged", "path_not_finite"
 # results.json child["perturb"] fields: renamed here; kind and mask repeat the config and are left out.
 _CHILD_PERTURB = {"scale": "perturb.scale", "noise_l2": "noise_l2", "num_perturbed": "num_perturbed",
                   "expected_init_l2": "expected_init_l2", "direction_l2": "direction_l2", "kind": None, "mask": None}
@@ -202,11 +205,28 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
         pair[f"perturb.{key}"] = value
     pair.update(flatten({k: v for k, v in child.items() if k not in ("index", "perturb")}))
     pair["pair_diverged"] = bool(child.get("diverged")) or bool(children[0].get("diverged"))
+    pair["barrier_status"] = barrier_status(child, pair["pair_diverged"])
     clash = set(pair) & set(cfg_cols)
     if clash:
       raise ReportError(f"{results_path}: result fields {sorted(clash)} clash with config fields of the same name")
     rows.append({**base, **pair, **child0, **run_cols, **cfg_cols})
   return rows, set(cfg_cols)
+
+
+def barrier_status(child: dict, pair_diverged: bool) -> str:
+  """``pair_diverged``: no barrier, child 0 or child k diverged (its metrics are null); ``path_not_finite``: both
+  children are finite but a network on the interpolation path between them is not, so that split's barriers are
+  null (``vs_child0.barrier_path_finite`` false; in results from before that flag, a null loss barrier of a pair
+  that did not diverge); ``ok``: every barrier is a number."""
+  if pair_diverged:
+    return PAIR_DIVERGED
+  v = child.get("vs_child0") or {}
+  flags = v.get("barrier_path_finite")
+  if isinstance(flags, dict):
+    return PATH_NOT_FINITE if any(ok is False for ok in flags.values()) else BARRIER_OK
+  barrier = v.get("barrier") or {}
+  nulls = any((barrier.get(split) or {}).get("loss") is None for split in ("train", "test"))
+  return PATH_NOT_FINITE if barrier and nulls else BARRIER_OK
 
 
 def _progress(metrics_path: Path) -> dict:
@@ -341,10 +361,12 @@ def summary(df) -> str:
   counts = runs["status"].value_counts()
   finished = df[df["status"] == "finished"]
   diverged = int(finished["pair_diverged"].fillna(False).sum()) if "pair_diverged" in finished else 0
+  blown = int((finished["barrier_status"] == PATH_NOT_FINITE).sum()) if "barrier_status" in finished else 0
   unreadable = f"  unreadable: {counts['unreadable']}" if "unreadable" in counts else ""
   lines = [f"runs found: {len(runs)}  finished: {counts.get('finished', 0)}  incomplete: "
            f"{counts.get('incomplete', 0)}{unreadable}",
-           f"child pairs: {len(finished)}  diverged pairs: {diverged}"]
+           f"child pairs: {len(finished)}  diverged pairs: {diverged}  pairs with a non-finite path (no barrier): "
+           f"{blown}"]
   for _, row in runs[runs["status"] != "finished"].iterrows():
     lines.append(f"  {row['status']}: {row['run']} (last logged step {_int_or_none(row.get('last_step'))})")
   return "\n".join(lines)

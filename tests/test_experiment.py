@@ -256,3 +256,48 @@ def test_a_trunk_state_checkpoint_remembers_its_divergence(smoke_config, tmp_pat
     run(c, tmp_path)
   meta, _ = rundir_lib.RunDir(tmp_path).latest_state()
   assert meta["phase"] == "trunk" and meta["diverged"] == [True]
+
+
+def test_barriers_of_a_path_that_is_not_finite_are_null_and_flagged():
+  from butterfly_jax.evaluate import barrier_from_curve
+  from butterfly_jax.experiment import _pair_barriers
+  alphas = np.linspace(0, 1, 5)
+  ok = {"loss": np.array([0.5, 0.7, 0.9, 0.6, 0.5]), "error": np.array([0.1, 0.2, 0.3, 0.2, 0.1])}
+  blown = {"loss": np.array([0.5, 0.8, np.nan, 0.7, 0.6]), "error": np.array([0.1, 0.2, 0.9, 0.2, 0.1])}
+  curves = {"train": {"curves": [ok, ok]}, "test": {"curves": [ok, blown]}}  # pairs (0, 1) and (0, 2)
+  barriers, finite = _pair_barriers(curves, alphas, 3)
+  assert finite == [{"train": True, "test": True}, {"train": True, "test": False}]
+  assert barriers[0]["test"]["loss"] == barrier_from_curve(alphas, ok["loss"]) == pytest.approx(0.4)
+  assert barriers[1]["train"]["error"] == pytest.approx(0.2)
+  # the end points are finite, a network inside the path is not: no barrier, the error of NaN logits included
+  assert np.isnan(barriers[1]["test"]["loss"]) and np.isnan(barriers[1]["test"]["error"])
+
+
+def test_a_pair_whose_path_blows_up_is_flagged_in_results_summary_and_report(smoke_config, tmp_path, monkeypatch):
+  """A non-finite network inside the path between two finite children is made by hand here (a NaN written into
+  the evaluated curve of the last pair at an interior alpha): the run's results, its summary line and the report
+  tell it from a diverged pair."""
+  from butterfly_jax import evaluate, main, report
+  original = evaluate.family_curves
+
+  def blown_up(loss, err, num_children, alphas):
+    out = original(loss, err, num_children, alphas)
+    out["curves"][-1]["loss"][2] = np.nan
+    return out
+
+  monkeypatch.setattr(evaluate, "family_curves", blown_up)
+  c = smoke_config.copy_and_resolve_references()
+  c.perturb.scales = (0.0, 1e-2)
+  c.eval.align = False
+  c.checkpoint.trunk = c.checkpoint.children = False
+  res = run(c, tmp_path / "run")
+  twin, pair = res["children"][1], res["children"][2]
+  assert not pair["diverged"] and pair["test"]["loss"] is not None  # both children are finite
+  assert pair["vs_child0"]["barrier_path_finite"] == {"train": False, "test": False}
+  assert pair["vs_child0"]["barrier"]["train"] == {"loss": None, "error": None}
+  assert twin["vs_child0"]["barrier_path_finite"] == {"train": True, "test": True}
+  assert "PATH NOT FINITE (train/test: no barrier)" in main.summary(res).splitlines()[2]
+  table = report.load_table(tmp_path)
+  assert list(table.sort_values("child")["barrier_status"]) == ["ok", "path_not_finite"]
+  assert not table["pair_diverged"].any()
+  assert "pairs with a non-finite path (no barrier): 1" in report.summary(table)

@@ -164,8 +164,11 @@ def test_diverged_child_is_flagged_with_null_metrics(runs, table):
   assert res["children"][4]["diverged"] and res["children"][4]["perturb"]["scale"] == DIVERGING_SCALE
   row = _row(table, "sweep/seed0_t10_batch", 4)
   assert row["diverged"] and row["pair_diverged"] and not row["child0.diverged"]
+  assert row["barrier_status"] == "pair_diverged"
   assert pd.isna(row["vs_child0.barrier.train.loss"]) and pd.isna(row["vs_child0.l2"])
   assert table["pair_diverged"].fillna(False).sum() == 1
+  finished = table[table["status"] == "finished"]
+  assert set(finished.loc[~finished["pair_diverged"].astype(bool), "barrier_status"]) == {"ok"}
 
 
 def test_sigma_zero_twins_have_zero_barrier_and_distance(table):
