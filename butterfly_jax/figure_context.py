@@ -39,10 +39,53 @@ def diverged_pairs(df) -> int:
   return int(df["pair_diverged"].fillna(False).astype(bool).sum()) if "pair_diverged" in df else 0
 
 
-def title(fig, text, df, extra=""):
+def title(fig, text, df, extra="", shown=False):
+  """The figure's title, with the number of diverged pairs: "not shown", or (``shown``) where they are drawn."""
   n = diverged_pairs(df)
-  note = f"\n({n} diverged pair{'s' if n != 1 else ''} not shown)" if n else ""
+  where = "drawn as ✕ at the top of the panels" if shown else "not shown"
+  note = f"\n({n} diverged pair{'s' if n != 1 else ''} {where})" if n else ""
   fig.suptitle(text + extra + note)
+
+
+def not_finite(df, col):
+  """The rows whose ``col`` is not a finite number: pairs without that barrier, which a mean leaves out."""
+  return df[~np.isfinite(df[col].astype(float).to_numpy())]
+
+
+def draw_excluded(ax, df, col, keys, x, color, to_x=float):
+  """The rows of ``df`` without a value of ``col`` as ✕ at the top of ``ax`` (:func:`plotting.excluded`), one per
+  group of ``keys`` (the series) and value of ``x``, coloured by ``color(series key)``; ``to_x`` maps the value
+  to the plotted x. Returns whether any were drawn."""
+  bad = not_finite(df, col)
+  groups = list(bad.groupby(keys))
+  if groups:
+    lo, hi = ax.get_ylim()  # room above the data: the markers do not cover its highest points
+    ax.set_ylim(lo, hi + (0.08 + P.EXCLUDED_ROW * (len(groups) - 1)) * (hi - lo))
+  for row, (key, g) in enumerate(groups):
+    n = g.groupby(x).size()
+    P.excluded(ax, [to_x(v) for v in n.index], list(n), color(key), row)
+  return bool(groups)
+
+
+def excluded_phrase(df, cols, x, text) -> str:
+  """Caption: the pairs left out of the means (a value of any of ``cols`` missing), per value of ``x`` (written
+  by ``text``) and why, and that they are drawn; "" when there are none."""
+  mask = np.zeros(len(df), bool)
+  for c in cols:
+    mask |= ~np.isfinite(df[c].astype(float).to_numpy())
+  bad = df[mask]
+  if bad.empty:
+    return ""
+  diverged = bad["pair_diverged"].fillna(False).astype(bool) if "pair_diverged" in bad else np.zeros(len(bad), bool)
+  parts = []
+  for value in sorted(bad[x].unique()):
+    at = (bad[x] == value).to_numpy()
+    d, p = int(diverged[at].sum()), int((~diverged[at]).sum())
+    why = ([f"{d} diverged"] if d else []) + ([f"{p} with a non-finite interpolation path"] if p else [])
+    parts.append(f"{text(value)}: {' and '.join(why)}")
+  return (f" Pairs without a barrier are left out of the means (which are over the remaining seeds) and drawn as ✕ "
+          f"at the top of the panel at their position, in their line's colour, with their number where several: "
+          f"{'; '.join(parts)}.")
 
 
 def runs_with(df, col):

@@ -3,8 +3,10 @@ training, the trajectories (:func:`butterfly_jax.report.load_trajectories`).
 
 :func:`make_figures` writes every figure the table supports as PNG and PDF, and ``figures.md`` with a one-line
 caption per figure; a figure whose columns are missing (no aligned metrics, one perturbation time, ...) is
-skipped with a printed note, listed in ``figures.md``. Only finished runs are plotted; diverged pairs
-(null metrics) are left out and counted in the titles. Lines are means over seeds with a min–max band.
+skipped with a printed note, listed in ``figures.md``. Only finished runs are plotted. Lines are means over seeds
+with a min–max band; pairs without a barrier (a diverged pair, or a non-finite interpolation path) are left out of
+the means, drawn as ✕ at the top of the panel at their σ (or t, or pre-training) and listed in the caption; the
+scatter figures leave them out and count them in the title and caption.
 
 When the table holds several settings (config fields other than seed, t, σ and the perturbation that
 differ between runs, e.g. ``optim.name``), every figure is made once per setting, named ``NAME__field-value``.
@@ -26,6 +28,9 @@ _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb
 # The mask's fields are part of the `perturbation` label (e.g. batch/single-weight, gaussian/masked).
 _NOT_SETTINGS = ("perturb.seed", "perturb.time", "perturb.kind", "perturb.scales", "perturb.scale",
                  "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "train.loss", "train.accuracy")
+
+
+_BARRIER_COLS = tuple(C.barrier_col(split, metric) for metric in C.METRICS for split in C.SPLITS)
 
 
 def settings(df) -> list:
@@ -69,13 +74,14 @@ def barrier_vs_sigma(ctx):
     if not (finite["sigma"] > 0).any():
       ctx.out.skip(name, "no pair with σ > 0 and finite barriers")
       continue
-    axis = P.SigmaAxis(finite["sigma"])
+    axis = P.SigmaAxis(df["sigma"])  # every σ, those whose pairs have no barrier included (drawn as ✕)
     fig, axes = P.new_figure(2, 2)
-    counts = []
+    counts, excluded = [], False
     for r, metric in enumerate(C.METRICS):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
-        agg = P.aggregate(df, ["perturbation", "t", "sigma"], C.barrier_col(split, metric))
+        col = C.barrier_col(split, metric)
+        agg = P.aggregate(df, ["perturbation", "t", "sigma"], col)
         counts += list(agg["n"])
         series = list(agg.groupby(["perturbation", "t"]))
         for i, ((pert, t), g) in enumerate(series):
@@ -86,6 +92,7 @@ def barrier_vs_sigma(ctx):
           if len(zero):
             P.points(ax, [axis.zero_slot(i, len(series))] * len(zero), zero["mean"], zero["min"], zero["max"],
                      ctx.tpal(t), marker)
+        excluded |= C.draw_excluded(ax, df, col, ["perturbation", "t"], "sigma", lambda key: ctx.tpal(key[1]), axis.x)
         axis.style(ax)
         if r == len(C.METRICS) - 1:
           ax.set_xlabel(P.SIGMA_LABEL)
@@ -95,8 +102,10 @@ def barrier_vs_sigma(ctx):
     entries = ctx.time_legend(df)
     if df["perturbation"].nunique() > 1:
       entries += ctx.variant_legend(df["perturbation"])
+    if excluded:
+      entries.append((P.EXCLUDED_LABEL, "k", P.EXCLUDED_MARKER, "none"))
     C.legend(fig, entries)
-    C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra)
+    C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra, shown=True)
     single = any(P.variant(p) == "single-weight" for p in df["perturbation"].unique())
     caption = (f"Barrier between child 0 and child k after training (rows: loss, error; columns: train, test) vs σ "
                f"(log axis) for {kind} perturbations, one line per perturbation time t; mean over seeds, shaded band "
@@ -106,7 +115,7 @@ def barrier_vs_sigma(ctx):
     if single:
       caption += (" Single-weight runs: stars on dotted lines; their σ is relative to that one weight's expected "
                   "magnitude at init, not the whole network's.")
-    ctx.out.emit(name, fig, caption + C.div_phrase(df) + ctx.setting)
+    ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
 
 
 def barrier_vs_time(ctx):
@@ -123,15 +132,17 @@ def barrier_vs_time(ctx):
     x_min_pos = df.loc[df["t_epochs"] > 0, "t_epochs"].min()
     symlog = bool(x_min_pos) and x_max / x_min_pos > 100
     fig, axes = P.new_figure(2, 2)
-    counts = []
+    counts, excluded = [], False
     for r, metric in enumerate(C.METRICS):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
-        agg = P.aggregate(df, ["perturbation", "sigma", "t_epochs"], C.barrier_col(split, metric))
+        col = C.barrier_col(split, metric)
+        agg = P.aggregate(df, ["perturbation", "sigma", "t_epochs"], col)
         counts += list(agg["n"])
         for (pert, sigma), g in C.zero_last(agg.groupby(["perturbation", "sigma"])):
           marker, ls = P.variant_style(pert)
           P.band(ax, g["t_epochs"], g["mean"], g["min"], g["max"], ctx.spal(sigma), marker=marker, linestyle=ls)
+        excluded |= C.draw_excluded(ax, df, col, ["perturbation", "sigma"], "t_epochs", lambda key: ctx.spal(key[1]))
         if symlog:
           ax.set_xscale("symlog", linthresh=x_min_pos)
         ax.set_xlabel("perturbation time t (epochs)" + (", symlog axis" if symlog else ""))
@@ -141,12 +152,14 @@ def barrier_vs_time(ctx):
     entries = ctx.sigma_legend(df["sigma"][np.isfinite(df[C.barrier_col("train", "loss")].astype(float))])
     if df["perturbation"].nunique() > 1:
       entries += ctx.variant_legend(df["perturbation"])
+    if excluded:
+      entries.append((P.EXCLUDED_LABEL, "k", P.EXCLUDED_MARKER, "none"))
     C.legend(fig, entries)
-    C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra)
+    C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra, shown=True)
     caption = (f"Barrier after training (rows: loss, error; columns: train, test) vs perturbation time t in epochs "
                f"for {kind} perturbations, one line per σ (σ = 0 in grey); mean over seeds, shaded band: {P.SPREAD} "
                f"({P.seeds_phrase(counts)}).")
-    ctx.out.emit(name, fig, caption + C.div_phrase(df) + ctx.setting)
+    ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
 
 
 

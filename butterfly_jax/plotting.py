@@ -157,6 +157,27 @@ def points(ax, x, mean, lo, hi, color, marker="o", label=None):
               markersize=6, markerfacecolor="white", label=label)
 
 
+EXCLUDED_MARKER = "x"
+EXCLUDED_LABEL = "at the top: pairs without a barrier (diverged, or a non-finite path), not in the mean"
+
+
+EXCLUDED_ROW = 0.06  # height of one row of ✕ markers, as a fraction of the panel's
+
+
+def excluded(ax, x, counts, color, row: int = 0) -> None:
+  """Pairs left out of a mean (no barrier: a diverged pair, a non-finite path) as ✕ at the top of the panel at
+  their x (data coordinates), with their number beside it where there are several; ``row`` (one per series) stacks
+  them downwards, so that two series at the same x do not hide each other."""
+  transform = ax.get_xaxis_transform()  # x in data coordinates, y as a fraction of the panel's height
+  y = 0.96 - EXCLUDED_ROW * row
+  for xi, n in zip(np.asarray(x, float), counts):
+    ax.plot([xi], [y], marker=EXCLUDED_MARKER, color=color, linestyle="none", markersize=7, markeredgewidth=1.6,
+            transform=transform, clip_on=False, gid="excluded")
+    if int(n) > 1:
+      ax.annotate(f"{int(n)}", (xi, y), xycoords=transform, xytext=(5, -3), textcoords="offset points",
+                  fontsize=7, color=color, gid="excluded_count")
+
+
 def new_figure(rows: int, cols: int, width: float = 4.6, height: float = 3.4):
   from matplotlib.figure import Figure
   fig = Figure(figsize=(width * cols, height * rows), layout="constrained")

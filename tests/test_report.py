@@ -305,3 +305,47 @@ def test_command_line(cli_report, tmp_path):
   bad = subprocess.run([sys.executable, "-m", "butterfly_jax.report", "--runs", str(tmp_path / "missing")],
                        capture_output=True, text=True, timeout=600)
   assert bad.returncode == 2 and "not a directory" in bad.stderr
+
+
+def _table_with_pairs_without_barriers():
+  """SYNTHETIC: a pair table made up to exercise how figures show pairs without a barrier: 3 seeds x σ in
+  (0, 1e-2, 1) x t in (0, 10 steps); at t = 10, seed 2's σ = 1 pair diverged and seed 1's σ = 1e-2 pair has a
+  non-finite test path (its test barriers are null, its train barriers are numbers)."""
+  rows = []
+  for t, t_epochs in ((0, 0.0), (10, 0.1)):
+    for seed in range(3):
+      for child, sigma in enumerate((0.0, 1e-2, 1.0), start=1):
+        barriers = {figures.C.barrier_col(split, metric): 0.1 * sigma + 0.01 * seed
+                    for split in ("train", "test") for metric in ("loss", "error")}
+        diverged, status = t == 10 and seed == 2 and sigma == 1.0, "ok"
+        if diverged:
+          barriers, status = {k: None for k in barriers}, "pair_diverged"
+        elif t == 10 and seed == 1 and sigma == 1e-2:
+          barriers.update({k: None for k in barriers if ".test." in k})
+          status = "path_not_finite"
+        rows.append({"run": f"t{t}_seed{seed}", "status": "finished", "definitions": "v2", "perturbation": "batch",
+                     "seed": seed, "t": t, "t_epochs": t_epochs, "T": 40, "child": child, "perturb.scale": sigma,
+                     "pair_diverged": diverged, "barrier_status": status, **barriers})
+  return pd.DataFrame(rows)
+
+
+def test_pairs_without_a_barrier_are_drawn_and_listed_not_dropped(tmp_path, monkeypatch):
+  from butterfly_jax import plotting
+  made = {}
+  monkeypatch.setattr(plotting, "save", lambda fig, out_dir, name: made.setdefault(name, fig) and [])
+  figures.make_figures(_table_with_pairs_without_barriers(), tmp_path, only=("barrier_vs_sigma", "barrier_vs_time"))
+
+  def crosses(ax):
+    return sorted((float(line.get_xdata()[0]), line.get_color()) for line in ax.lines if line.get_gid() == "excluded")
+
+  t10 = plotting.Palette([0, 10])(10)  # the colour of t = 10 steps (t = 0 the other)
+  # panels: train loss, test loss, train error, test error; ✕ at each σ that lost a pair, in the colour of t = 10
+  by_sigma = [crosses(ax) for ax in made["barrier_vs_sigma_batch"].axes[:4]]
+  assert by_sigma == [[(1.0, t10)], [(0.01, t10), (1.0, t10)], [(1.0, t10)], [(0.01, t10), (1.0, t10)]]
+  by_time = [sorted(x for x, _ in crosses(ax)) for ax in made["barrier_vs_time_batch"].axes[:4]]
+  assert by_time == [[0.1], [0.1, 0.1], [0.1], [0.1, 0.1]]  # σ = 1e-2 and σ = 1 at t = 0.1 epochs, stacked
+  captions = (tmp_path / "figures.md").read_text()
+  assert captions.count("Pairs without a barrier are left out of the means (which are over the remaining seeds) and "
+                        "drawn as ✕ at the top of the panel") == 2
+  assert "σ = 1e-2: 1 with a non-finite interpolation path; σ = 1e+0: 1 diverged." in captions
+  assert "drawn as ✕ at the top of the panels" in made["barrier_vs_sigma_batch"]._suptitle.get_text()
