@@ -8,6 +8,7 @@ Exit status and what stderr shows:
 * 2: a bad input, before anything trains: a config field (``--config.a.b`` naming no field, a value out of
   range, a model argument the model does not take), a flag, the data, the work directory. One line
   ``error: FIELD: what is wrong and what is allowed``.
+* 3: another process is running in ``--workdir`` (its lock, ``WORKDIR/.lock``); nothing was touched.
 * 1: a failure while running. An ``OSError`` (a full disk, a permission) is one line ``error: PATH: reason``;
   every file written so far is kept (files are replaced atomically), and the same command resumes from the newest
   training-state checkpoint once the cause is fixed. Anything else is unexpected (a bug): one line

@@ -162,7 +162,7 @@ def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
   assert _one_error_line(out) == (f"error: {run / 'config.json'}: No space left on device; the files written so far "
                                   "are kept: free space and run the same command again to resume from the newest "
                                   "checkpoint")
-  assert list(run.iterdir()) == []  # no torn config.json, no temporary file left
+  assert [p.name for p in run.iterdir()] == [".lock"]  # no torn config.json, no temporary file left
 
 
 def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_path):
