@@ -54,6 +54,24 @@ def _barrier(child: dict, metric: str) -> float:
   return math.inf if value is None else float(value)
 
 
+def crossing(sigmas, means, threshold: float):
+  """Where the mean barrier first reaches ``threshold`` along increasing ``sigmas`` (> 0): ``(status, bracket,
+  estimate)``. ``status`` is ``"bracketed"`` (``bracket`` the two neighbouring σ between which the mean first
+  crosses; ``estimate`` the log-linear interpolation of the mean to the threshold inside it, or the upper σ
+  when its mean is infinite, i.e. diverged), ``"below: ..."`` (no σ reaches it) or ``"above: ..."`` (the
+  smallest σ already does); bracket and estimate are None unless bracketed."""
+  above = [i for i, m in enumerate(means) if m >= threshold]
+  if not above:
+    return "below: no sigma up to hi reaches the threshold", None, None
+  if above[0] == 0:
+    return "above: the smallest sigma already reaches the threshold", None, None
+  i = above[0]
+  (s0, s1), (m0, m1) = (sigmas[i - 1], sigmas[i]), (means[i - 1], means[i])
+  frac = 1.0 if not math.isfinite(m1) else (threshold - m0) / (m1 - m0)
+  estimate = float(10 ** (math.log10(s0) + frac * (math.log10(s1) - math.log10(s0))))
+  return "bracketed", [s0, s1], estimate
+
+
 def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.loss", lo=1e-6, hi=1.0, rounds=3,
            points=4, run_fn=None) -> dict:
   """Runs the search (see the module docstring) and returns what it writes to ``runs_dir/threshold.json``."""
@@ -82,23 +100,13 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
         for child in res["children"][1:]:
           measured.setdefault(child["perturb"]["scale"], {})[int(seed)] = _barrier(child, metric)
       grid = sorted(measured)
-      means = [float(np.mean(list(measured[s].values()))) for s in grid]
-      above = [i for i, m in enumerate(means) if m >= threshold]
-      if not above:
-        status = "below: no sigma up to hi reaches the threshold"
+      status, found, _ = crossing(grid, [float(np.mean(list(measured[s].values()))) for s in grid], threshold)
+      if status != "bracketed":
         break
-      if above[0] == 0:
-        status = "above: the smallest sigma already reaches the threshold"
-        break
-      i = above[0]
-      bracket, status = [grid[i - 1], grid[i]], "bracketed"
+      bracket = found
     grid = sorted(measured)
     means = {s: float(np.mean(list(measured[s].values()))) for s in grid}
-    estimate = None
-    if status == "bracketed":
-      (s0, s1), (m0, m1) = bracket, (means[bracket[0]], means[bracket[1]])
-      frac = 1.0 if not math.isfinite(m1) else (threshold - m0) / (m1 - m0)
-      estimate = float(10 ** (math.log10(s0) + frac * (math.log10(s1) - math.log10(s0))))
+    status, _, estimate = crossing(grid, [means[s] for s in grid], threshold)
     out["times"][str(t)] = {
         "status": status, "bracket": bracket if status == "bracketed" else None, "sigma_estimate": estimate,
         "points": [{"sigma": s, "mean": means[s], "per_seed": {str(k): v for k, v in measured[s].items()}}
