@@ -64,6 +64,23 @@ SAVE_KILLS = {
       rundir.shutil.rmtree = rmtree_half_then_die""",
 }
 
+# A kill at the K-th write of the run (a log line, a rename, a checkpoint's fsync, a deletion), K drawn at random.
+RANDOM_KILL = """
+  import random, shutil
+  events = [0]
+  kill_at = random.Random(int(os.environ["KILL_SEED"])).randint(1, 40)
+  def counted(f):
+    def g(*a, **k):
+      events[0] += 1
+      if events[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return f(*a, **k)
+    return g
+  rundir.RunDir.log = counted(rundir.RunDir.log)
+  rundir.os.replace = counted(os.replace)
+  rundir.fsync_tree = counted(rundir.fsync_tree)
+  rundir.shutil.rmtree = counted(shutil.rmtree)"""
+
 
 def _config(c):
   c.train.steps = "80"
@@ -81,9 +98,9 @@ def _killer(edit=EDIT, hooks=""):
   return KILLER.replace("{edit}", edit).replace("{hooks}", textwrap.dedent(hooks).strip())
 
 
-def _killed_run(workdir, phase, step, edit=EDIT, hooks=""):
+def _killed_run(workdir, phase, step, edit=EDIT, hooks="", env=None):
   done = subprocess.run([sys.executable, "-c", _killer(edit, hooks), str(workdir), phase, str(step)],
-                        capture_output=True, text=True, timeout=600)
+                        capture_output=True, text=True, timeout=600, env=None if env is None else {**os.environ, **env})
   assert done.returncode == -9, done.stderr[-2000:]
   assert not (workdir / "results.json").exists()
 
@@ -213,6 +230,16 @@ def test_sigkill_inside_a_checkpoint_save_resumes_bitwise(tmp_path, smoke_config
   res = run(c, killed)
   assert res["timing"]["resumed_from"] == {"phase": resumes_at[0], "step": resumes_at[1]}
   _assert_same_run(killed, res, reference if strategy == "sequential" else reference_vmap)
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_sigkill_at_a_random_write_resumes_bitwise(tmp_path, smoke_config, reference, seed):
+  import random
+  kill_at = random.Random(seed).randint(1, 40)
+  _killed_run(tmp_path, "none", -1, hooks=RANDOM_KILL, env={"KILL_SEED": str(seed)})
+  res = run(_config(smoke_config), tmp_path)
+  assert "resumed_from" in res["timing"] or kill_at <= 3, kill_at  # the first writes come before any checkpoint
+  _assert_same_run(tmp_path, res, reference)
 
 
 PAUSER_HOOK = """
