@@ -61,7 +61,7 @@ def spearman(t, x, y):
 
 def pretraining(t):
   """Fine-tuning families: the train-loss barrier by pre-training step (rows) and perturbation time, per σ."""
-  from butterfly_jax.figures_finetune import pretraining_steps
+  from butterfly_jax.report.finetune import pretraining_steps
   t = t.assign(pretrain=t["init.checkpoint"].map(pretraining_steps))
   print(f"From {t['run'].nunique()} finished fine-tuning runs, {len(t)} child pairs "
         f"(seeds {sorted(t['seed'].dropna().astype(int).unique().tolist())}).")

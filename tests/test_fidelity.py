@@ -190,7 +190,7 @@ def test_extra_steps_schedule_is_the_authors_formula_step_by_step(t):
 
 def test_extra_steps_run_logs_the_decaying_rate(tmp_path):
   from butterfly_jax.experiment import run
-  from butterfly_jax.report import read_metrics
+  from butterfly_jax.report.table import read_metrics
   c = smoke()
   c.perturb.extra_steps = True
   c.eval.align = False
@@ -259,7 +259,7 @@ def test_augmented_batches_stay_a_pure_function_of_key_and_step():
 
 
 def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, tmp_path):
-  from butterfly_jax.report import definitions_label
+  from butterfly_jax.report.table import definitions_label
   from butterfly_jax.rundir import RunDir, RunDirError
   c, workdir, res = smoke_run
   assert res["definitions"] == {"version": 2, "e_init": "variance", "constant_params": False, "init_std": 0.0,
@@ -289,7 +289,7 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
 
 def test_the_committed_reproduction_runs_are_labelled_as_old_definitions():
   from pathlib import Path
-  from butterfly_jax.report import definitions_label
+  from butterfly_jax.report.table import definitions_label
   configs = sorted((Path(__file__).resolve().parents[1] / "reproduction").glob("*/runs/*/config.json"))
   assert configs
   assert {definitions_label(config_lib.upgrade(json.loads(p.read_text()))) for p in configs} == {"v1"}

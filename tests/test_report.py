@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd  # the test extra installs pandas, pyarrow and matplotlib
 import pytest
 
-from butterfly_jax import figures, report
+from butterfly_jax import report
+from butterfly_jax.report import figures, plotting
+from butterfly_jax.report.table import read_metrics, write_table
 
 SCALES = (0.0, 1e-3, 1e-1)
 DIVERGING_SCALE = 1e30   # the perturbed weights overflow float32 within a few steps: a genuinely diverged child
@@ -188,7 +190,7 @@ def test_single_weight_perturbation_is_labelled(table):
 
 
 def test_csv_and_parquet_round_trip(table, tmp_path):
-  paths = report.write_table(table, tmp_path)
+  paths = write_table(table, tmp_path)
   assert [p.name for p in paths] == ["table.csv", "table.parquet"]
   pd.testing.assert_frame_equal(pd.read_parquet(paths[1]), table)
   csv = pd.read_csv(paths[0])
@@ -200,7 +202,7 @@ def test_csv_and_parquet_round_trip(table, tmp_path):
 
 def test_trajectories_one_row_per_logged_member(runs, trajectories):
   tr = trajectories[trajectories["run"] == "sweep/seed0_t10_batch"]
-  records = report.read_metrics(runs / "sweep" / "seed0_t10_batch" / "metrics.jsonl")
+  records = read_metrics(runs / "sweep" / "seed0_t10_batch" / "metrics.jsonl")
   assert len(tr) == sum(len(r["l2_from_init"]) for r in records)
   last = tr[(tr["step"] == 40) & (tr["phase"] == "children")].set_index("member")
   assert last.loc[2, "l2_to_child0"] == records[-1]["l2_to_child0"][2]
@@ -262,7 +264,7 @@ def test_pretraining_figure_from_synthetic_checkpoint_steps(table, tmp_path):
   """SYNTHETIC: the runs above start from fresh inits; an init.checkpoint column is made up here (the seed
   standing in for the amount of pre-training) only to exercise the figure. tests/test_finetune.py runs real
   pre-training and fine-tuning."""
-  from butterfly_jax.figures_finetune import pretraining_steps
+  from butterfly_jax.report.finetune import pretraining_steps
   assert pretraining_steps("runs/pre:1170") == 1170 and np.isnan(pretraining_steps(""))
   synthetic = table.assign(**{"init.checkpoint": [f"runs/pre:{100 * int(s)}" for s in table["seed"].fillna(0)]})
   paths = figures.make_figures(synthetic, tmp_path, only=("barrier_vs_pretraining",))
@@ -307,6 +309,15 @@ def test_command_line(cli_report, tmp_path):
   assert bad.returncode == 2 and "not a directory" in bad.stderr
 
 
+def test_make_report_writes_the_tables_and_imports_matplotlib_only_for_figures(runs, table, tmp_path):
+  made, paths = report.make_report(runs, tmp_path / "out", figures=False)
+  assert [p.name for p in paths] == ["table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet"]
+  pd.testing.assert_frame_equal(made, table)
+  code = ("import sys, butterfly_jax.report as r; assert 'matplotlib' not in sys.modules; r.make_figures; "
+          "assert 'matplotlib' in sys.modules")
+  subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+
+
 def _table_with_pairs_without_barriers():
   """SYNTHETIC: a pair table made up to exercise how figures show pairs without a barrier: 3 seeds x σ in
   (0, 1e-2, 1) x t in (0, 10 steps); at t = 10, seed 2's σ = 1 pair diverged and seed 1's σ = 1e-2 pair has a
@@ -330,7 +341,6 @@ def _table_with_pairs_without_barriers():
 
 
 def test_pairs_without_a_barrier_are_drawn_and_listed_not_dropped(tmp_path, monkeypatch):
-  from butterfly_jax import plotting
   made = {}
   monkeypatch.setattr(plotting, "save", lambda fig, out_dir, name: made.setdefault(name, fig) and [])
   figures.make_figures(_table_with_pairs_without_barriers(), tmp_path, only=("barrier_vs_sigma", "barrier_vs_time"))

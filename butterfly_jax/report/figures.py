@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from butterfly_jax import figure_context as C
-from butterfly_jax import plotting as P
-from butterfly_jax.figures_pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
-                                         fixed_points)
-from butterfly_jax.figures_finetune import barrier_vs_pretraining
-from butterfly_jax.figures_training import barrier_over_training, l2_from_init
+from butterfly_jax.report import context as C
+from butterfly_jax.report import plotting as P
+from butterfly_jax.report.pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
+                                        fixed_points)
+from butterfly_jax.report.finetune import barrier_vs_pretraining
+from butterfly_jax.report.training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
 # Config fields that are the figures' axes, averaged over, or not part of the experiment.

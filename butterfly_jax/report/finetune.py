@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from butterfly_jax import figure_context as C
-from butterfly_jax import plotting as P
+from butterfly_jax.report import context as C
+from butterfly_jax.report import plotting as P
 
 
 def pretraining_steps(init_checkpoint) -> float:

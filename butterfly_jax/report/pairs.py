@@ -3,8 +3,8 @@ permutation's fixed points, CKA and ensembles against barriers, aligned against 
 
 from matplotlib.ticker import MaxNLocator
 
-from butterfly_jax import figure_context as C
-from butterfly_jax import plotting as P
+from butterfly_jax.report import context as C
+from butterfly_jax.report import plotting as P
 
 
 def _scatter(ctx, ax, df, x, y):

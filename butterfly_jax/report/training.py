@@ -4,8 +4,8 @@ distances from init and between the twins, and barriers during training (the pap
 import numpy as np
 import pandas as pd
 
-from butterfly_jax import figure_context as C
-from butterfly_jax import plotting as P
+from butterfly_jax.report import context as C
+from butterfly_jax.report import plotting as P
 
 MAX_TIME_PANELS = 6  # columns (perturbation times) at most; more are thinned evenly
 

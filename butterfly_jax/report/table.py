@@ -1,25 +1,14 @@
-"""Collects run directories into one tidy table (one row per child pair) and writes it with the figures.
+"""The report's table: run directories collected into one tidy table (one row per child pair), the trajectories of
+their metrics.jsonl, and how both are written (CSV and Parquet) and summarised.
 
-Command line::
-
-  python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures]
-
-A run directory is any folder under ``DIR`` holding a butterfly ``config.json`` (folders inside a run
-directory are not searched). From notebooks::
-
-  from butterfly_jax.report import load_table, load_trajectories
-  table = load_table("runs/")              # one row per (run, child k >= 1); see README.md ("Reports")
-  traj = load_trajectories("runs/")        # one row per (run, logged step, member) of metrics.jsonl
-
-Only pandas is needed to load; pyarrow for Parquet, matplotlib for figures (``pip install '.[report]'``).
+A run directory is any folder under the runs directory holding a butterfly ``config.json`` (folders inside a run
+directory are not searched). Only pandas is needed to load; pyarrow for Parquet.
 """
 
-import argparse
 import importlib.util
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
@@ -378,31 +367,3 @@ def _int_or_none(x):
   except (TypeError, ValueError):
     return None
 
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m butterfly_jax.report",
-                                   description="Collect butterfly_jax run directories into a table and figures.")
-  parser.add_argument("--runs", required=True, help="folder searched recursively for run directories")
-  parser.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
-  parser.add_argument("--no-figures", action="store_true", help="write the tables only")
-  args = parser.parse_args(argv)
-  out = Path(args.out) if args.out else Path(args.runs) / "report"
-  try:
-    table = load_table(args.runs)
-  except ReportError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  paths = write_table(table, out)
-  trajectories = load_trajectories(args.runs)
-  paths += write_table(trajectories, out, "trajectories")
-  if not args.no_figures:
-    from butterfly_jax.figures import make_figures
-    paths += make_figures(table, out, trajectories)
-  print(summary(table))
-  for p in paths:
-    print(p)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

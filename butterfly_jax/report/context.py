@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from butterfly_jax import plotting as P
+from butterfly_jax.report import plotting as P
 
 SPLITS = ("train", "test")
 METRICS = ("loss", "error")

@@ -1,0 +1,52 @@
+"""The report: run directories collected into one tidy table (one row per child pair), written with its figures.
+
+Command line::
+
+  python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures]
+
+A run directory is any folder under ``DIR`` holding a butterfly ``config.json`` (folders inside a run
+directory are not searched). From notebooks::
+
+  from butterfly_jax.report import load_table, load_trajectories, make_figures, make_report
+  table = load_table("runs/")              # one row per (run, child k >= 1); see README.md ("Reports")
+  traj = load_trajectories("runs/")        # one row per (run, logged step, member) of metrics.jsonl
+  make_figures(table, "out/", traj)        # every figure the table supports, captions in out/figures.md
+  table, paths = make_report("runs/")      # what the command line writes: tables and figures in runs/report
+
+Only pandas is needed to load; pyarrow for Parquet, matplotlib for figures (``pip install '.[report]'``).
+
+The modules inside are internal: ``table`` (the tables), ``figures`` (which figures, once per setting), ``pairs``,
+``training`` and ``finetune`` (the figures themselves), ``context`` (what they share) and ``plotting`` (matplotlib
+pieces).
+"""
+
+from pathlib import Path
+
+from butterfly_jax.report.table import ReportError, load_table, load_trajectories, summary, write_table
+
+
+def make_report(runs_dir, out_dir=None, figures: bool = True):
+  """Writes the report of the run directories under ``runs_dir`` into ``out_dir`` (default ``runs_dir/report``):
+  ``table`` and ``trajectories`` (CSV, and Parquet when pyarrow is installed) and, when ``figures``, every figure
+  the table supports with ``figures.md``. Returns (the pair table, the paths written). Raises ReportError when
+  ``runs_dir`` holds no run directories."""
+  out = Path(out_dir) if out_dir else Path(runs_dir) / "report"
+  table = load_table(runs_dir)
+  paths = write_table(table, out)
+  trajectories = load_trajectories(runs_dir)
+  paths += write_table(trajectories, out, "trajectories")
+  if figures:
+    from butterfly_jax.report.figures import make_figures
+    paths += make_figures(table, out, trajectories)
+  return table, paths
+
+
+def __getattr__(name):
+  """``make_figures``, imported on first use: matplotlib is needed only when figures are made."""
+  if name == "make_figures":
+    from butterfly_jax.report.figures import make_figures
+    return make_figures
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["make_report", "load_table", "load_trajectories", "make_figures", "summary", "ReportError"]
