@@ -217,6 +217,17 @@ def to_steps(value: Any, steps_per_epoch: int, field: str) -> int:
   return steps
 
 
+def parse_init_checkpoint(value) -> tuple[str, int | None]:
+  """``init.checkpoint`` read: ``(RUN_DIR, STEP)`` for ``"RUN_DIR:STEP"`` (child 0 of a saved run at a kept step; the
+  step is the digits after the last colon), else ``(value, None)``: the path of a weights file, or ``""`` for a
+  fresh init (None reads as ``""``). Whether the run directory, the kept step or the file exist is not checked."""
+  text = "" if value is None else str(value)
+  run_dir, sep, step = text.rpartition(":")
+  if sep and step.isascii() and step.isdigit():
+    return run_dir, int(step)
+  return text, None
+
+
 def _choice(value, allowed, field):
   if value not in allowed:
     raise ConfigError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")

@@ -59,10 +59,16 @@ def spearman(t, x, y):
   return float(spearmanr(d[x], d[y]).statistic), len(d)
 
 
+def pretraining_step(init_checkpoint):
+  """The kept step a fine-tuning run started from ("RUN_DIR:STEP"), NaN for a fresh init or a weights file."""
+  from butterfly_jax.config import parse_init_checkpoint
+  step = parse_init_checkpoint(init_checkpoint)[1]
+  return float("nan") if step is None else float(step)
+
+
 def pretraining(t):
   """Fine-tuning families: the train-loss barrier by pre-training step (rows) and perturbation time, per σ."""
-  from butterfly_jax.report.finetune import pretraining_steps
-  t = t.assign(pretrain=t["init.checkpoint"].map(pretraining_steps))
+  t = t.assign(pretrain=t["init.checkpoint"].map(pretraining_step))
   print(f"From {t['run'].nunique()} finished fine-tuning runs, {len(t)} child pairs "
         f"(seeds {sorted(t['seed'].dropna().astype(int).unique().tolist())}).")
   for sigma in sorted(s for s in t["sigma"].unique() if s > 0):
@@ -76,7 +82,7 @@ def pretraining(t):
 
 def main(path):
   t = load(path)
-  if "init.checkpoint" in t and t["init.checkpoint"].astype(str).str.contains(":").any():
+  if "init.checkpoint" in t and t["init.checkpoint"].map(pretraining_step).notna().any():
     return pretraining(t)
   full = t[t["perturbation"].isin(["batch", "gaussian"])]
   single = t[t["perturbation"].str.contains("single")]

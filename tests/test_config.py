@@ -121,6 +121,14 @@ def test_bad_step_values(value):
     config_lib.to_steps(value, 10, "perturb.time")
 
 
+@pytest.mark.parametrize("value,parsed", [
+    ("runs/pre:1170", ("runs/pre", 1170)), ("C:/runs/pre:20", ("C:/runs/pre", 20)), (":0", ("", 0)),
+    ("weights/vit.npz", ("weights/vit.npz", None)), ("runs/pre:", ("runs/pre:", None)),
+    ("runs/pre:5ep", ("runs/pre:5ep", None)), ("", ("", None)), (None, ("", None))])
+def test_init_checkpoint_is_a_kept_step_of_a_run_or_a_file(value, parsed):
+  assert config_lib.parse_init_checkpoint(value) == parsed
+
+
 def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):
   """Fields added to the tool later default to the old behaviour: an old finished run stays recognised.
   (Fields of the definitions' version 2 are the exception: test_fidelity.py.)"""

@@ -2,15 +2,16 @@
 
 import numpy as np
 
+from butterfly_jax.config import parse_init_checkpoint
 from butterfly_jax.report import context as C
 from butterfly_jax.report import plotting as P
 
 
 def pretraining_steps(init_checkpoint) -> float:
-  """The step of ``init.checkpoint`` ("RUN_DIR:STEP"), NaN for runs that start from a fresh init."""
-  text = "" if init_checkpoint is None else str(init_checkpoint)
-  _, sep, step = text.rpartition(":")
-  return float(step) if sep and step.isdigit() else float("nan")
+  """The step of ``init.checkpoint`` ("RUN_DIR:STEP", :func:`butterfly_jax.config.parse_init_checkpoint`), NaN for
+  runs that start from a fresh init or a weights file."""
+  _, step = parse_init_checkpoint(init_checkpoint)
+  return float("nan") if step is None else float(step)
 
 
 def barrier_vs_pretraining(ctx):
