@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="a worker is replaced after this many runs (0 = never; 1 = a fresh process per run)")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="override for every run, parsed by the field's type (tuples: '(0.0,1e-4)')")
+  p.add_argument("--allow-code-change", action="store_true",
+                 help="resume unfinished runs although the package source changed since their checkpoints were "
+                      "written (without it such a run fails and nothing of it is deleted; results.json records both)")
   p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run and write nothing")
   p.add_argument("--slurm", metavar="FILE", help="write a SLURM array-job script instead of running")
   p.add_argument("--slurm-args", action="append", default=[], metavar="ARG",
@@ -140,7 +143,7 @@ def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
   from launch import slurm, state as state_lib
   sweep, digest = state_lib.snapshot_path(runs_dir, state_lib.snapshot(state))
   kwargs = dict(sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache, sweep=sweep,
-                sweep_sha256=digest)
+                sweep_sha256=digest, allow_code_change=args.allow_code_change)
   try:
     slurm.script(runs_dir, pending, **kwargs)
   except slurm.SlurmError as e:
@@ -165,7 +168,7 @@ def _run_here(args, runs_dir, state, pending, jax_cache, out) -> int:
   stopped = None
   if pending:
     pool = local.Pool(runs_dir, state, pending, workers=args.workers or 1, runs_per_worker=args.runs_per_worker,
-                      env=local.worker_env(jax_cache), out=out)
+                      env=local.worker_env(jax_cache), out=out, allow_code_change=args.allow_code_change)
     stopped = pool.run()
   print(local.summary(runs_dir, state), file=out, flush=True)
   if stopped is not None:

@@ -49,7 +49,7 @@ class Pool:
   """Hands the pending runs to ``workers`` worker processes and records each answer in ``state``."""
 
   def __init__(self, runs_dir, state: dict, pending: list, workers: int = 1, runs_per_worker: int = 0,
-               env: dict | None = None, out=None, save_every_s: float = 2.0):
+               env: dict | None = None, out=None, save_every_s: float = 2.0, allow_code_change: bool = False):
     self.runs_dir = Path(runs_dir)
     self.state = state
     self.queue = collections.deque(pending)
@@ -59,6 +59,7 @@ class Pool:
     self.env = env if env is not None else worker_env(None)
     self.out = out or sys.stdout
     self.save_every_s = save_every_s
+    self.allow_code_change = allow_code_change
     self.lock = threading.RLock()
     self.procs = set()
     self.done = 0
@@ -78,7 +79,7 @@ class Pool:
   def _spawn(self):
     proc = subprocess.Popen(
         [sys.executable, "-m", "launch.run_one", f"--runs={self.runs_dir}", "--serve",
-         f"--parent-pid={os.getpid()}"],
+         f"--parent-pid={os.getpid()}"] + (["--allow-code-change"] if self.allow_code_change else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=self.env,
         start_new_session=True)
     with self.lock:

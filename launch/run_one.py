@@ -65,8 +65,10 @@ def _error_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
-def execute(runs_dir, item: dict) -> dict:
-  """Runs one sweep.json entry (or finds it finished); returns {"status", "error", "seconds"}."""
+def execute(runs_dir, item: dict, allow_code_change: bool = False) -> dict:
+  """Runs one sweep.json entry (or finds it finished); returns {"status", "error", "seconds"}.
+  ``allow_code_change``: an unfinished run whose checkpoints another package source wrote resumes anyway
+  (:func:`butterfly_jax.rundir.check_resume`); without it that run fails, nothing deleted."""
   name = item["name"]
   path = state_lib.run_dir(runs_dir, name)
   path.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def execute(runs_dir, item: dict) -> dict:
         print("already finished with this config; nothing to do")
       else:
         from butterfly_jax.experiment import run  # the heavy imports, once per worker
-        run(state_lib.config_from_json(item["config"]), path)
+        run(state_lib.config_from_json(item["config"]), path, allow_code_change=allow_code_change)
         status = "finished"
     except RunDirBusy as e:  # another process runs it: nothing to do here, nothing touched
       status, error = "busy", _error_line(e)
@@ -115,7 +117,7 @@ def _die_with_parent(parent_pid: int) -> None:
   threading.Thread(target=watch, daemon=True).start()
 
 
-def serve(runs_dir, parent_pid: int | None) -> None:
+def serve(runs_dir, parent_pid: int | None, allow_code_change: bool = False) -> None:
   """The local worker loop: an index per stdin line, a JSON answer per run on the original stdout."""
   if parent_pid:
     _die_with_parent(parent_pid)
@@ -126,7 +128,7 @@ def serve(runs_dir, parent_pid: int | None) -> None:
     if not line.strip():
       continue
     index = int(line)
-    answer = execute(runs_dir, state_lib.entry(state, index))
+    answer = execute(runs_dir, state_lib.entry(state, index), allow_code_change)
     control.write(json.dumps({"index": index, **answer}) + "\n")
 
 
@@ -139,6 +141,8 @@ def main(argv=None) -> int:
   parser.add_argument("--sweep", metavar="FILE", help="with --index: read the runs from this snapshot of the sweep "
                       "(a job's DIR/slurm/sweep-<hash>.json) instead of DIR/sweep.json")
   parser.add_argument("--sweep-sha256", metavar="HEX", help="with --sweep: the SHA-256 its content must have")
+  parser.add_argument("--allow-code-change", action="store_true",
+                      help="resume unfinished runs although the package source changed since their checkpoints")
   parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.sweep is not None and args.index is None:
@@ -148,7 +152,7 @@ def main(argv=None) -> int:
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
   if args.serve:
-    serve(args.runs, args.parent_pid)
+    serve(args.runs, args.parent_pid, args.allow_code_change)
     return 0
   try:
     state = (state_lib.read(args.runs) if args.sweep is None
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
   except state_lib.StateError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  answer = execute(args.runs, item)
+  answer = execute(args.runs, item, args.allow_code_change)
   log = state_lib.log_path(args.runs, item["name"])
   print(f"run {args.index} {item['name']}: {answer['status']} ({answer['seconds']:.1f} s)"
         + (f": {answer['error']}" if answer["error"] else "") + f"; log: {log}")

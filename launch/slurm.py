@@ -66,7 +66,8 @@ def _sbatch_value(value: str, what: str) -> str:
 
 
 def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, jax_cache: str | None = None,
-           python: str | None = None, sweep=None, sweep_sha256: str | None = None) -> str:
+           python: str | None = None, sweep=None, sweep_sha256: str | None = None,
+           allow_code_change: bool = False) -> str:
   """The text of the array-job script for the runs ``indices`` of the snapshot ``sweep`` (whose content has
   the SHA-256 ``sweep_sha256``), or of ``runs_dir``/sweep.json without one."""
   runs_dir = Path(runs_dir).resolve()
@@ -109,7 +110,8 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
     ]
   snapshot = f"--sweep={q(str(source))} --sweep-sha256={sweep_sha256} " if sweep is not None else ""
   lines.append(f'exec {q(python)} -m launch.run_one --runs={q(str(runs_dir))} {snapshot}'
-               '--index="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"')
+               + ("--allow-code-change " if allow_code_change else "")
+               + '--index="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"')
   return "\n".join(lines) + "\n"
 
 

@@ -445,3 +445,26 @@ def test_a_task_whose_run_directory_holds_the_other_sweeps_run_is_refused(tmp_pa
     assert task.returncode == 1, task.stdout + task.stderr
     assert f"run {index} {runs[index]['name']}: failed" in task.stdout and message in task.stdout
   assert {p: p.read_bytes() for p in runs_dir.glob("*/*") if p.name != "log.txt"} == before
+
+
+def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypatch):
+  """--allow-code-change (resume across a package-source change) goes to the local workers, the SLURM tasks and
+  run_one's call of the experiment; without it none of them passes it."""
+  from launch import local, run_one, slurm, state as state_lib
+  for allow in (True, False):
+    text = slurm.script(tmp_path, [0], sweep=tmp_path / "slurm" / "sweep-x.json", sweep_sha256="a" * 64,
+                        allow_code_change=allow)
+    assert ("--allow-code-change" in text.splitlines()[-1]) == allow
+    spawned = []
+    monkeypatch.setattr(local.subprocess, "Popen", lambda cmd, **kw: spawned.append(cmd) or (_ for _ in ()).throw(
+        OSError("not started")))
+    pool = local.Pool(tmp_path, {"runs": []}, [0], allow_code_change=allow)
+    with pytest.raises(OSError):
+      pool._spawn()
+    assert ("--allow-code-change" in spawned[0]) == allow
+    seen = []
+    monkeypatch.setattr(state_lib, "read", lambda runs: {"runs": [{"index": 0, "name": "r", "config": {}}]})
+    monkeypatch.setattr(run_one, "execute", lambda runs, item, allow_code_change=False: seen.append(
+        allow_code_change) or {"status": "finished", "error": None, "seconds": 0.0})
+    assert run_one.main(["--runs", str(tmp_path), "--index", "0"] + (["--allow-code-change"] if allow else [])) == 0
+    assert seen == [allow]
