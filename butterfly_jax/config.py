@@ -4,7 +4,9 @@ Every field is documented in README.md ("Configs"). ``configs/*.py`` start from 
 and edit a few fields; ``--config.a.b=value`` overrides any of them on the command line.
 """
 
+import importlib.util
 import re
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -48,6 +50,20 @@ class ConfigError(ValueError):
   """A config field holds a value that is not allowed; the message names the field."""
 
 
+def config_file(path, beside: str | None = None):
+  """The config file at ``path`` (``configs/NAME.py``) executed as a module, as ml_collections and the launcher
+  load config files: by path, not as a package. ``beside``: a path relative to that file's folder, so that a
+  config file can start from another one's ``get_config()``::
+
+    fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
+  """
+  path = Path(beside).parent / path if beside else Path(path)
+  spec = importlib.util.spec_from_file_location("config_file_" + re.sub(r"\W", "_", path.stem), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -72,8 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.augment.erase = 0.0       # random erasing (torchvision RandomErasing) with probability 0.5 of a box of
   #                                  area fraction in [0.02, erase] and aspect ratio in [0.3, 3.3]; 0 = off
 
-  c.train = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
-  c.train.steps = "10ep"    # T: int steps or "<n>ep"
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = "10ep"    # T: "<n>" steps or "<n>ep"
   c.train.batch_size = 128
   c.train.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 forward/backward, float32 parameters)
 
@@ -88,7 +104,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.0  # sgd/adam: L2 added to the gradient (torch semantics); adamw: decoupled
   c.optim.clip_norm = 0.0     # > 0: the gradient is rescaled to at most this global L2 norm first; 0 = off
 
-  c.schedule = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
+  c.schedule = ml_collections.ConfigDict()
   c.schedule.name = "triangular"
   c.schedule.warmup = "1ep"   # triangular/cosine: linear warm-up from 0 to optim.lr; onecycle: its rising phase
   c.schedule.final_lr = 0.0   # triangular/cosine: learning rate reached at step T
@@ -96,8 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.schedule.base_momentum = 0.85
   c.schedule.max_momentum = 0.95
 
-  c.perturb = ml_collections.ConfigDict(type_safe=False)  # steps: int or '<n>ep'
-  c.perturb.time = "1ep"      # t: int steps or "<n>ep"
+  c.perturb = ml_collections.ConfigDict()
+  c.perturb.time = "1ep"      # t: "<n>" steps or "<n>ep"
   c.perturb.kind = "batch"
   c.perturb.scales = (1e-3,)  # sigma for children 1..K-1; child 0 is unperturbed; () = train one network
   c.perturb.seed = -1         # -1: derived from seed; else perturbation directions from this seed alone
@@ -152,12 +168,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.log.every_steps = 50
   c.log.progress = True
 
-  c.checkpoint = ml_collections.ConfigDict(type_safe=False)  # every_steps: int or '<n>ep'
+  c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.trunk = True
   c.checkpoint.children = True
-  c.checkpoint.keep = ()  # steps (or "<n>ep") at which child 0's weights are kept, e.g. for fine-tuning from
+  c.checkpoint.keep = ()  # steps ("<n>" or "<n>ep") at which child 0's weights are kept, e.g. for fine-tuning from
   c.checkpoint.keep_log = 0  # also keep this many log-spaced steps in [1, T] (a dense early schedule)
-  c.checkpoint.every_steps = "1000"  # training state for exact resume every N steps (or "<n>ep"); "0" = off
+  c.checkpoint.every_steps = "1000"  # training state for exact resume every "<n>" steps (or "<n>ep"); "0" = off
   return c
 
 
@@ -165,7 +181,8 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
   """A stored config (``config.json`` of an earlier run) with every field added since then filled in with its
   default. New fields default to the behaviour before they existed, so a finished run stays recognised as
   the same config, and can be loaded, after the tool gains fields; fields whose default changed with the
-  definitions (:data:`LEGACY_VALUES`) get their old value."""
+  definitions (:data:`LEGACY_VALUES`) get their old value, and step fields stored as ints their text
+  (:func:`steps_text`)."""
   top = defaults is None
   defaults = default_config().to_dict() if defaults is None else defaults
   out = dict(stored)
@@ -177,13 +194,20 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
   if top:
     for dotted, old in LEGACY_VALUES.items():
       if get_dotted(stored, dotted, _MISSING) is _MISSING:  # older than the field (or its section)
-        *parents, field = dotted.split(".")
-        node = out
-        for part in parents:
-          node[part] = dict(node[part])
-          node = node[part]
-        node[field] = old
+        _set_dotted(out, dotted, old)
+    for dotted in STEP_FIELDS:  # int steps, as older versions allowed, as text
+      _set_dotted(out, dotted, steps_text(get_dotted(out, dotted), dotted))
   return out
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+  """``tree["a"]["b"] = value`` for ``"a.b"``, copying the dicts on the way (``tree`` itself is changed)."""
+  *parents, field = dotted.split(".")
+  node = tree
+  for part in parents:
+    node[part] = dict(node[part])
+    node = node[part]
+  node[field] = value
 
 
 def definitions(c) -> dict:
@@ -195,26 +219,49 @@ def definitions(c) -> dict:
           "translate_fill": c.data.augment.translate_fill}
 
 
-_EPOCHS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*ep\s*$")
+# Fields that count training steps. Each holds text: "<n>" steps or "<n>ep" epochs (n may be fractional), resolved
+# against the data's steps per epoch by resolve_steps; checkpoint.keep holds a tuple of such texts. Text, not int,
+# so that the command line parses "--config.perturb.time=5ep" and "--config.train.steps=2000" alike.
+STEP_FIELDS = ("train.steps", "perturb.time", "schedule.warmup", "checkpoint.every_steps", "checkpoint.keep")
+_STEPS = re.compile(r"^\s*(?:(\d+)|(\d+(?:\.\d+)?)\s*ep)\s*$")
 
 
-def to_steps(value: Any, steps_per_epoch: int, field: str) -> int:
-  """An int number of steps, or a string "<n>ep" (n may be fractional), as steps."""
+def to_steps(value: Any, steps_per_epoch: int | None, field: str) -> int | None:
+  """A step field's text, "<n>" steps or "<n>ep" epochs, as steps; with ``steps_per_epoch=None`` (the data
+  unknown), None for epochs. ConfigError naming ``field`` for anything else, an int included."""
+  m = _STEPS.match(value) if isinstance(value, str) else None
+  if m is None:
+    hint = f" (steps are text: {str(value)!r})" if _is_int(value) else ""
+    raise ConfigError(f"{field}: expected steps \"<n>\" or epochs \"<n>ep\" such as '2000' or '5ep', got {value!r}{hint}")
+  if m.group(1) is not None:
+    return int(m.group(1))
+  return None if steps_per_epoch is None else int(round(float(m.group(2)) * steps_per_epoch))
+
+
+def check_steps(c: ml_collections.ConfigDict) -> None:
+  """Every step field (:data:`STEP_FIELDS`) holds step text; ConfigError naming the field otherwise."""
+  for field in STEP_FIELDS:
+    section, leaf = field.split(".")
+    value = c[section][leaf]
+    if field == "checkpoint.keep":
+      if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise ConfigError(f"checkpoint.keep: expected a tuple of steps such as ('0', '100', '5ep'), got {value!r}")
+      for v in value:
+        to_steps(v, None, field)
+    else:
+      to_steps(value, None, field)
+
+
+def steps_text(value: Any, field: str) -> Any:
+  """A step field's value as stored by an older version, which allowed ints (2000, 2000.0): as text ("2000").
+  The one place where int steps are converted; text is kept as it is, anything else left for validation."""
+  if isinstance(value, (list, tuple)) and field == "checkpoint.keep":
+    return type(value)(steps_text(v, field) for v in value)
   if isinstance(value, bool):
-    raise ConfigError(f"{field}: expected steps (int) or '<n>ep', got {value!r}")
-  if isinstance(value, int):
-    steps = value
-  elif isinstance(value, float) and value.is_integer():
-    steps = int(value)
-  elif isinstance(value, str) and value.strip().isdigit():
-    steps = int(value)
-  elif isinstance(value, str) and _EPOCHS.match(value):
-    steps = int(round(float(_EPOCHS.match(value).group(1)) * steps_per_epoch))
-  else:
-    raise ConfigError(f"{field}: expected steps (int) or '<n>ep' such as '5ep', got {value!r}")
-  if steps < 0:
-    raise ConfigError(f"{field}: must be >= 0, got {value!r}")
-  return steps
+    return value
+  if _is_int(value) or (isinstance(value, float) and value.is_integer()):
+    return str(int(value))
+  return value
 
 
 def parse_init_checkpoint(value) -> tuple[str, int | None]:
@@ -323,6 +370,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
   from butterfly_jax.data import DATASETS, FILELESS  # the data module imports tfds: only when validating
   _choice(c.model.name, tuple(MODELS), "model.name")
+  check_steps(c)
   check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
   _choice(c.data.name, DATASETS, "data.name")
   for field in ("dir", "tfds_dir"):

@@ -15,7 +15,9 @@ sweep (5 x 2 x 3 = 30 runs) took 17 minutes (REPRODUCTION.md). ``init.checkpoint
 (``--set init.checkpoint=DIR:STEP`` style overrides change it).
 """
 
-from butterfly_jax.configs_embedded import fashion_mnist
+from butterfly_jax.config import config_file
+
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
 PRETRAIN_DIR = "runs/fm_pretrain"
 # Kept by the pre-training run (234 steps per epoch on its 30,000 images): none, 28 steps, 1, 5 and 10 epochs.
@@ -25,7 +27,7 @@ SEEDS = (0, 1, 2)
 
 
 def get_config():
-  c = fashion_mnist()
+  c = fashion_mnist.get_config()
   c.data.classes = (5, 6, 7, 8, 9)
   c.init.checkpoint = f"{PRETRAIN_DIR}:2340"
   c.train.steps = "5ep"

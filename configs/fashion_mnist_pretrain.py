@@ -8,11 +8,13 @@ Keeps child 0's weights at steps 0, 1ep, 2ep, 5ep, 10ep and 8 log-spaced steps (
 images, 2,340 steps; measured on 2026-11-25).
 """
 
-from butterfly_jax.configs_embedded import fashion_mnist
+from butterfly_jax.config import config_file
+
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
 
 def get_config():
-  c = fashion_mnist()
+  c = fashion_mnist.get_config()
   c.data.classes = (0, 1, 2, 3, 4)
   c.train.steps = "10ep"
   c.perturb.scales = ()     # no children: one network

@@ -16,7 +16,9 @@ times its init RMS). 36 runs, seed by seed (a partial sweep covers every time an
 seeds); a 7-child run perturbed at 0 takes about 2.5 minutes on 2 idle cores, 4.4 under load.
 """
 
-from butterfly_jax.configs_embedded import fashion_mnist
+from butterfly_jax.config import config_file
+
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
 TIMES = ["0", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
@@ -26,7 +28,7 @@ SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "p
 
 
 def get_config():
-  c = fashion_mnist()
+  c = fashion_mnist.get_config()
   c.train.steps = "6ep"
   c.perturb.scales = SCALES
   c.eval.num_examples = 5000

@@ -20,7 +20,9 @@ One run, and the sweep with its report (from the repository root)::
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
 
-from butterfly_jax.configs_embedded import fashion_mnist
+from butterfly_jax.config import config_file
+
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
 PHASES = ("mlp", "mlp_extra")
 TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "4ep"]
@@ -39,7 +41,7 @@ def _phase(arg):
 
 def get_config(arg=None):
   phase = _phase(arg)
-  c = fashion_mnist()
+  c = fashion_mnist.get_config()
   c.train.steps = "6ep"
   c.perturb.scales = SCALES
   c.perturb.extra_steps = phase == "mlp_extra"

@@ -11,8 +11,8 @@ then butterfly families fine-tuned on CIFAR-10 from each of them.
     # 3. table and figures, barrier against pre-training steps among them
     python -m butterfly_jax.report --runs=runs/r50_c100_to_c10
 
-The authors' recipe (their pre-training-stability scripts; BUILD_NOTES.md "Definitions and recipes" lists
-every field): LayerNorm, SGD 0.1 with momentum 0.9 on a one-cycle schedule (2.5% warm-up), batch 128, flips,
+The authors' recipe (their pre-training-stability scripts ``scripts/pretrain-stability`` and ``scripts/train``;
+BUILD_NOTES.md "Definitions and recipes" lists every field): LayerNorm, SGD 0.1 with momentum 0.9 on a one-cycle schedule (2.5% warm-up), batch 128, flips,
 rotation by up to 10 degrees, translation by 4 pixels and random erasing of up to 1/16 of the image;
 pre-training 75,000 steps without weight decay, fine-tuning 20,000 steps with weight decay 1e-4, perturbed at
 steps 1, 100 and 2,000, a fresh 10-class head initialised as torch's ``nn.Linear``, momentum cycled between
@@ -32,14 +32,70 @@ for speed (BUILD_NOTES.md). The same study sized for 2 CPU cores: ``configs/fash
 ``configs/fashion_mnist_finetune.py`` (REPRODUCTION.md).
 """
 
-from butterfly_jax.configs_embedded import resnet50_transfer, resnet50_transfer_sweep
+from butterfly_jax.config import default_config
 
 PRETRAIN_DIR = "runs/r50_c100_pretrain"
+# Steps kept by the pre-training and fine-tuned from: the authors' checkpoints (180, 1,500, 22,500 and 75,000
+# steps) and 390, 3,900 and 39,000 between them (1, 10 and 100 epochs at 390 steps each).
+PRETRAIN_STEPS = (0, 180, 390, 1500, 3900, 22500, 39000, 75000)
+FINETUNE_TIMES = ("1", "100", "2000")  # the authors' perturbation steps
+FINETUNE_SCALES = (0.0, 1e-5, 1e-3, 5e-3, 1e-2, 5e-2)  # the twin and the authors' sigmas
 
 
 def get_config(phase: str = "finetune"):
-  return resnet50_transfer(phase, "cifar100", "cifar10", PRETRAIN_DIR)
+  return transfer_config(phase, "cifar100", "cifar10", PRETRAIN_DIR)
 
 
 def sweep(add, phase: str = "finetune"):
-  resnet50_transfer_sweep(add, phase, PRETRAIN_DIR)
+  transfer_sweep(add, phase, PRETRAIN_DIR)
+
+
+def transfer_config(phase: str, pretrain_data: str, finetune_data: str, pretrain_dir: str):
+  """Pre-training on ``pretrain_data`` (``phase="pretrain"``: one network, checkpoints kept) or fine-tuning on
+  ``finetune_data`` from a kept step of ``pretrain_dir`` (``phase="finetune"``); also the base of
+  ``configs/resnet50_c10_to_c100.py``."""
+  if phase not in ("pretrain", "finetune"):
+    raise ValueError(f"config argument: expected 'pretrain' or 'finetune', got {phase!r}")
+  c = default_config()
+  c.data.name = pretrain_data if phase == "pretrain" else finetune_data
+  c.data.augment.flip = True
+  c.data.augment.rotate = 10.0
+  c.data.augment.translate = 4
+  c.data.augment.erase = 2 / 32
+  c.model.name = "resnet34"   # the authors' "resnet50-64"; model.name=resnet50 is the bottleneck ResNet-50
+  c.model.kwargs.width = 1
+  c.model.kwargs.norm = "layernorm"
+  c.train.batch_size = 128
+  c.optim.name = "sgd"
+  c.optim.lr = 0.1
+  c.optim.momentum = 0.9
+  c.schedule.name = "onecycle"
+  c.perturb.kind = "batch"
+  c.eval.num_examples = 10000
+  c.log.every_steps = 390
+  if phase == "pretrain":
+    c.train.steps = "75000"
+    c.schedule.warmup = "1875"  # 2.5%
+    c.optim.weight_decay = 0.0
+    c.perturb.scales = ()  # one network
+    c.checkpoint.keep = tuple(str(s) for s in PRETRAIN_STEPS)
+    c.checkpoint.keep_log = 8  # and a dense early schedule
+  else:
+    c.init.checkpoint = f"{pretrain_dir}:{PRETRAIN_STEPS[-1]}"
+    c.train.steps = "20000"
+    c.schedule.warmup = "500"  # 2.5%
+    c.optim.weight_decay = 1e-4
+    c.perturb.time = "1"
+    c.perturb.scales = FINETUNE_SCALES
+  return c
+
+
+def transfer_sweep(add, phase: str, pretrain_dir: str):
+  """The runs of ``phase``: the pre-training (one run) or the fine-tuning sweep, every kept step of the
+  pre-training (:data:`PRETRAIN_STEPS`) x perturbation time x seed."""
+  if phase == "pretrain":
+    add()
+  else:
+    from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+    product(add, {"init.checkpoint": [f"{pretrain_dir}:{step}" for step in PRETRAIN_STEPS],
+                  "perturb.time": FINETUNE_TIMES, "seed": (0, 1, 2)})

@@ -7,18 +7,19 @@ keeping checkpoints, then butterfly families fine-tuned on CIFAR-100 (a fresh 10
 
 Everything else (model, optimizer, schedules, augmentation, kept checkpoints, the sweep, the estimated GPU
 cost of about 23 GPU-hours) is as in ``configs/resnet50_c100_to_c10.py``, whose docstring gives the
-details; both build on ``butterfly_jax.configs_embedded.resnet50_transfer``. ``launch`` takes the ``:pretrain``
+details, and whose ``transfer_config`` this file uses. ``launch`` takes the ``:pretrain``
 argument too (one run).
 """
 
-from butterfly_jax.configs_embedded import resnet50_transfer, resnet50_transfer_sweep
+from butterfly_jax.config import config_file
 
+transfer = config_file("resnet50_c100_to_c10.py", beside=__file__)
 PRETRAIN_DIR = "runs/r50_c10_pretrain"
 
 
 def get_config(phase: str = "finetune"):
-  return resnet50_transfer(phase, "cifar10", "cifar100", PRETRAIN_DIR)
+  return transfer.transfer_config(phase, "cifar10", "cifar100", PRETRAIN_DIR)
 
 
 def sweep(add, phase: str = "finetune"):
-  resnet50_transfer_sweep(add, phase, PRETRAIN_DIR)
+  transfer.transfer_sweep(add, phase, PRETRAIN_DIR)

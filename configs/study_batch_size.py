@@ -16,9 +16,16 @@ measured): about 40 minutes with one worker.
 On a GPU cluster: add --slurm=job.sh (one run per array task).
 """
 
-from butterfly_jax.configs_embedded import study as get_config  # noqa: F401  (the config file's entry point)
+from butterfly_jax.config import config_file
 
-from butterfly_jax.configs_embedded import STUDY_TIMES as TIMES
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
+TIMES = ("0", "1ep", "5ep")
+
+
+def get_config():
+  c = fashion_mnist.get_config()
+  c.perturb.scales = (0.0, 1e-4, 1e-2)  # the sigma = 0 twin (the control), a tiny and a moderate perturbation
+  return c
 
 
 def sweep(add):

@@ -16,9 +16,16 @@ minutes a run on 2 CPU cores (BUILD_NOTES.md): about 30 minutes with one worker.
 On a GPU cluster: add --slurm=job.sh (one run per array task).
 """
 
-from butterfly_jax.configs_embedded import study as get_config  # noqa: F401  (the config file's entry point)
+from butterfly_jax.config import config_file
 
+fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 TIMES = ["1ep", "5ep", "10ep"]
+
+
+def get_config():
+  c = fashion_mnist.get_config()
+  c.perturb.scales = (0.0, 1e-4, 1e-2)  # the sigma = 0 twin (the control), a tiny and a moderate perturbation
+  return c
 
 
 def sweep(add):

@@ -28,7 +28,6 @@ sweep; ``--set train.compute_dtype=bfloat16`` should roughly halve it. The same 
 cores: ``configs/fashion_mnist_pretrain.py`` and ``configs/fashion_mnist_finetune.py`` (REPRODUCTION.md).
 """
 
-from butterfly_jax.configs_embedded import finetune_sweep
 from butterfly_jax.config import default_config
 
 WEIGHTS = ("weights/vit-b16-in21k/model.safetensors",         # ImageNet-21k
@@ -68,4 +67,5 @@ def get_config():
 
 
 def sweep(add):
-  finetune_sweep(add, WEIGHTS, times=("0", "1", "375", "750"))
+  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  product(add, {"init.checkpoint": WEIGHTS, "perturb.time": ("0", "1", "375", "750"), "seed": (0, 1, 2)})

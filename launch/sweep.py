@@ -9,19 +9,17 @@ A config file (``configs/NAME.py``) has ``get_config()``; it may also define ``s
 
 Each run is a fresh ``get_config()`` with its overrides applied, then the sweep-wide ``--set`` overrides,
 then :func:`butterfly_jax.config.validate`. ConfigDict semantics: a value must have the field's type (an
-int may go into a float field, a list into a tuple field; a step field such as ``perturb.time`` takes int
-steps or ``"<n>ep"``, whichever type the config gave it). A key that does not exist is an error listing
-the fields that do. Runs with identical configs are kept once. A file without ``sweep`` is one run,
+int may go into a float field, a list into a tuple field; a step field such as ``perturb.time`` takes text,
+``"2000"`` or ``"5ep"``); ``--set`` text is parsed as ``--config.a.b=text`` is by ml_collections. A key
+that does not exist is an error listing the fields that do. Runs with identical configs are kept once. A file without ``sweep`` is one run,
 named ``base``. The config argument (``--config=configs/NAME.py:ARG``) goes to ``get_config(ARG)`` and, if
 ``sweep`` takes a second parameter, to ``sweep(add, ARG)`` as well, so that a phase of a config file can
 declare its own runs (``configs/resnet50_c100_to_c10.py:pretrain`` is one run, the file's default phase a
 fine-tuning sweep).
 """
 
-import ast
 import dataclasses
 import hashlib
-import importlib.util
 import inspect
 import itertools
 import json
@@ -30,15 +28,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import ml_collections
-from ml_collections.config_flags import tuple_parser
+from absl import flags
+from ml_collections import config_flags
 
 from butterfly_jax import config as config_lib
 
 MAX_NAME = 120                          # longer readable names are cut and given a hash suffix
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._+-]+$")
-_STEPS_TEXT = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:ep)?\s*$")  # "2000" or "5ep": a step field's text
-_BOOL_WORDS = {"true": True, "t": True, "1": True, "yes": True,
-               "false": False, "f": False, "0": False, "no": False}
 
 
 class SweepError(ValueError):
@@ -87,10 +83,7 @@ def load_config_module(spec: str):
   path, args = split_config_arg(spec)
   if not path.is_file():
     raise SweepError(f"--config: no config file at {path}")
-  name = "launch_config_" + re.sub(r"\W", "_", path.stem)
-  module_spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = config_lib.config_file(path)
   if not callable(getattr(module, "get_config", None)):
     raise SweepError(f"--config: {path} defines no get_config()")
   return module, args
@@ -118,77 +111,52 @@ def _holder(config: ml_collections.ConfigDict, key: str):
   return parent, parts[-1]
 
 
-def _coerce(key: str, old: Any, value: Any, loose: bool) -> Any:
-  """``value`` converted to the type of the field's current value ``old`` (ConfigDict's casting rules)."""
-  if isinstance(old, ml_collections.ConfigDict):
-    example = f"{key}.{next(iter(old.keys()), 'x')}"
+def _leaf(config: ml_collections.ConfigDict, key: str):
+  """(holder, last part) of dotted ``key``, which must name a value, not a group of fields."""
+  parent, leaf = _holder(config, key)
+  if isinstance(parent[leaf], ml_collections.ConfigDict):
+    example = f"{key}.{next(iter(parent[leaf].keys()), 'x')}"
     raise SweepError(f"{key}: is a group of fields; set its fields one by one, e.g. {example}")
-  if old is None:
-    return tuple(value) if isinstance(value, list) else value
-  if isinstance(old, tuple):
-    if isinstance(value, (list, tuple)):
-      return tuple(value)
-  elif isinstance(old, bool):
-    if isinstance(value, bool):
-      return value
-  elif isinstance(old, int):
-    if isinstance(value, int) and not isinstance(value, bool):
-      return value
-    if loose and isinstance(value, str) and _STEPS_TEXT.match(value):  # a step field set to int steps
-      return value
-  elif isinstance(old, float):
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value)
-  elif isinstance(old, str):
-    if isinstance(value, str):
-      return value
-    if loose and isinstance(value, int) and not isinstance(value, bool) and _STEPS_TEXT.match(old):
-      return value   # a step field ("1ep") set to int steps
-  elif type(value) is type(old):
-    return value
-  allowed = "int or '<n>ep'" if loose and isinstance(old, int) else type(old).__name__
-  raise SweepError(f"{key}: expected {allowed} (the type of its value {old!r}), got {value!r} "
-                   f"({type(value).__name__})")
+  return parent, leaf
 
 
 def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> Any:
-  """Sets dotted ``key`` of ``config`` to ``value`` (type-checked); returns the value as stored."""
+  """Sets dotted ``key`` of ``config`` to ``value`` with ConfigDict's type checks (an int may go into a float
+  field, a list into a tuple field), and two it lacks (True/False is not a number, None is no value); returns
+  the value as stored."""
   key = _strip_prefix(key)
-  parent, leaf = _holder(config, key)
-  value = _coerce(key, parent[leaf], value, loose=not parent.is_type_safe)
-  try:
-    parent[leaf] = value
-  except (TypeError, ValueError, AttributeError) as e:
-    raise SweepError(f"{key}: cannot set {value!r}: {e}") from None
-  return value
+  parent, leaf = _leaf(config, key)
+  old = parent[leaf]
+  if value is None or (isinstance(value, bool) and not isinstance(old, bool)):
+    ok = False
+  else:
+    try:
+      parent[leaf] = value
+      ok = True
+    except TypeError:
+      ok = False
+  if not ok:
+    hint = " (steps are text: '2000' or '5ep')" if key in config_lib.STEP_FIELDS else ""
+    raise SweepError(f"{key}: expected {type(old).__name__} (the type of its value {old!r}), got {value!r} "
+                     f"({type(value).__name__}){hint}")
+  return parent[leaf]
 
 
 def parse_value(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
-  """A command-line string for field ``key`` parsed as ml_collections would: by the field's type."""
+  """A command-line string for field ``key`` parsed by ml_collections, as ``--config.KEY=text`` is parsed for
+  ``python -m butterfly_jax.main``: by the field's type."""
   key = _strip_prefix(key)
-  parent, leaf = _holder(config, key)
-  old = parent[leaf]
-  if not parent.is_type_safe and type(old) is int and _STEPS_TEXT.match(text) and "ep" in text:
-    return text   # a step field set to int steps in the config file, overridden in epochs
+  holder, leaf = _leaf(config, key)
+  argv = ["launch", f"--config.{key}={text}"]
+  parsed = flags.FlagValues()
+  config_flags.DEFINE_config_dict("config", config.copy_and_resolve_references(), flag_values=parsed,
+                                  lock_config=False, sys_argv=argv)
   try:
-    if isinstance(old, bool):
-      if text.strip().lower() not in _BOOL_WORDS:
-        raise ValueError("expected true or false")
-      return _BOOL_WORDS[text.strip().lower()]
-    if isinstance(old, int):
-      return int(text)
-    if isinstance(old, float):
-      return float(text)
-    if isinstance(old, str):
-      return text
-    if isinstance(old, tuple):
-      return tuple_parser.TupleParser().parse(text)
-  except ValueError as e:
-    raise SweepError(f"{key}: cannot parse {text!r} as {type(old).__name__}: {e}") from None
-  try:
-    return ast.literal_eval(text)
-  except (SyntaxError, ValueError):
-    return text
+    parsed(argv)
+  except flags.Error as e:
+    raise SweepError(f"{key}: cannot parse {text!r} as {type(holder[leaf]).__name__}: "
+                     f"{str(e).split(': ', 1)[-1]}") from None
+  return _holder(parsed["config"].value, key)[0][leaf]
 
 
 def parse_assignments(config: ml_collections.ConfigDict, items: Iterable[str]) -> dict:
@@ -314,7 +282,8 @@ def expand(config_spec: str, set_overrides: dict | None = None, set_items: Itera
 
 
 def _disambiguate(runs: list) -> None:
-  """Runs whose different overrides still share a name (5 vs "5" in a loose field) get a hash suffix."""
+  """Runs whose different overrides still share a name (``(5,)`` vs ``("5",)`` in a tuple field) get a hash
+  suffix."""
   by_name = {}
   for run in runs:
     by_name.setdefault(run.name, []).append(run)

@@ -39,7 +39,7 @@ def test_perturbation_after_training_end_is_rejected(smoke_config, tmp_path):
 
 
 def test_extra_steps_that_would_train_at_learning_rate_zero_are_rejected(smoke_config, tmp_path):
-  smoke_config.perturb.time, smoke_config.perturb.extra_steps = 5, True
+  smoke_config.perturb.time, smoke_config.perturb.extra_steps = "5", True
   smoke_config.perturb.extra_lr = "hold"  # the old rule: the schedule's last value, 0, after T
   with pytest.raises(ConfigError, match="perturb.extra_lr: 'hold' .* perturb.extra_lr='decay'"):
     run(smoke_config, tmp_path)
@@ -52,7 +52,7 @@ def test_extra_steps_that_would_train_at_learning_rate_zero_are_rejected(smoke_c
 
 
 def test_rewinding_without_extra_steps_is_rejected(smoke_config, tmp_path):
-  smoke_config.perturb.time, smoke_config.perturb.rewind_lr = 5, True
+  smoke_config.perturb.time, smoke_config.perturb.rewind_lr = "5", True
   with pytest.raises(ConfigError, match="perturb.rewind_lr: .*perturb.extra_steps=True"):
     run(smoke_config, tmp_path)
   assert not (tmp_path / "config.json").exists()
@@ -110,12 +110,13 @@ def test_missing_data_dir_is_a_clear_error(smoke_config, tmp_path):
     run(smoke_config, tmp_path / "run")
 
 
-@pytest.mark.parametrize("value,steps", [(7, 7), ("7", 7), ("2ep", 20), ("0.5ep", 5), ("0ep", 0)])
+@pytest.mark.parametrize("value,steps", [("7", 7), (" 7 ", 7), ("2ep", 20), ("0.5ep", 5), ("0ep", 0)])
 def test_steps_and_epochs(value, steps):
   assert config_lib.to_steps(value, 10, "perturb.time") == steps
+  assert config_lib.to_steps(value, None, "perturb.time") == (None if "ep" in value else steps)  # data unknown
 
 
-@pytest.mark.parametrize("value", ["5 epochs", -3, "ep", True, 1.5])
+@pytest.mark.parametrize("value", ["5 epochs", "-3", "1.5", "ep", 7, True, 1.5, None])
 def test_bad_step_values(value):
   with pytest.raises(ConfigError, match="perturb.time"):
     config_lib.to_steps(value, 10, "perturb.time")
@@ -127,6 +128,22 @@ def test_bad_step_values(value):
     ("runs/pre:5ep", ("runs/pre:5ep", None)), ("", ("", None)), (None, ("", None))])
 def test_init_checkpoint_is_a_kept_step_of_a_run_or_a_file(value, parsed):
   assert config_lib.parse_init_checkpoint(value) == parsed
+
+
+def test_step_fields_are_text(smoke_config):
+  """Strictly typed: a Python int is refused where it is set (ConfigDict) or checked (validate); only a stored
+  config.json of an older version, which allowed ints, has them converted, by upgrade()."""
+  with pytest.raises(TypeError):
+    smoke_config.train.steps = 40
+  smoke_config.checkpoint.keep = (0, "1ep")
+  with pytest.raises(ConfigError, match=r"checkpoint\.keep: expected steps .* got 0 \(steps are text: '0'\)"):
+    config_lib.validate(smoke_config)
+  stored = smoke_config.to_dict()
+  stored["train"]["steps"], stored["perturb"]["time"], stored["checkpoint"]["keep"] = 40, 10.0, [0, "1ep"]
+  upgraded = config_lib.upgrade(stored)
+  assert (upgraded["train"]["steps"], upgraded["perturb"]["time"], upgraded["checkpoint"]["keep"]) == (
+      "40", "10", ["0", "1ep"])
+  assert stored["train"]["steps"] == 40  # the stored dict itself is left alone
 
 
 def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):

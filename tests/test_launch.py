@@ -80,14 +80,14 @@ def test_overrides_follow_config_dict_types_and_set_applies_to_every_run(tmp_pat
   path = _config_file(tmp_path, """
       def sweep(add):
         add(**{"config.seed": 1, "optim.lr": 1, "perturb.scales": [0.0, 0.5]})
-        add(**{"model.kwargs.hidden": [16, 16], "perturb.time": 5})
+        add(**{"model.kwargs.hidden": [16, 16], "perturb.time": "5"})
       """)
   runs = sweep_lib.expand(str(path), set_items=["eval.num_examples=50", "train.steps=30", "log.progress=false"])
   a, b = runs
   assert (a.config.seed, a.config.optim.lr, a.config.perturb.scales) == (1, 1.0, (0.0, 0.5))
   assert isinstance(a.config.optim.lr, float)
   assert a.name == "optim.lr=1.0,perturb.scales=0.0_0.5,seed=1"
-  assert b.config.model.kwargs.hidden == (16, 16) and b.config.perturb.time == 5
+  assert b.config.model.kwargs.hidden == (16, 16) and b.config.perturb.time == "5"
   for r in runs:
     assert (r.config.eval.num_examples, r.config.train.steps, r.config.log.progress) == (50, "30", False)
   with pytest.raises(sweep_lib.SweepError, match=r"--set seed: the sweep also sets it"):
@@ -99,6 +99,8 @@ def test_overrides_follow_config_dict_types_and_set_applies_to_every_run(tmp_pat
     ('add(**{"optim.adam.b1": 0.5})', r"optim\.adam\.b1: no such field; optim has: "),
     ('add(**{"optim.lr": "fast"})', r"optim\.lr: expected float .*got 'fast'"),
     ('add(**{"perturb.scales": 1e-3})', r"perturb\.scales: expected tuple"),
+    ('add(**{"perturb.time": 5})', r"perturb\.time: expected str .*steps are text: '2000' or '5ep'"),
+    ('add(**{"seed": True})', r"seed: expected int .*got True"),
     ('add(**{"perturb.mask": {"single": "random"}})', r"perturb\.mask: is a group of fields"),
     ('add(**{"optim.name": "lion"})', r"optim\.name: unknown value 'lion'"),
 ])
@@ -112,6 +114,8 @@ def test_bad_override_is_an_error_naming_the_field(tmp_path, body, message):
 def test_bad_set_value_names_the_field():
   with pytest.raises(sweep_lib.SweepError, match=r"train\.batch_size: cannot parse 'big' as int"):
     sweep_lib.expand(str(SMOKE), set_items=["train.batch_size=big"])
+  with pytest.raises(sweep_lib.SweepError, match=r"log\.progress: cannot parse 'yes' as bool"):  # as main's does
+    sweep_lib.expand(str(SMOKE), set_items=["log.progress=yes"])
   with pytest.raises(sweep_lib.SweepError, match=r"--set: expected FIELD=VALUE"):
     sweep_lib.expand(str(SMOKE), set_items=["seed"])
 
