@@ -11,7 +11,7 @@ permutation specs and perturbation masks do not depend on the choice. NHWC input
   reads a saved, materialised copy of the input. XLA:CPU computes a kernel gradient from a transposed copy
   of the input (batch axis innermost); with plain autodiff it fuses the elementwise chain that produced the
   input (LayerNorm, ReLU, the residual adds of every earlier block of the stage) into that transpose and
-  recomputes it there with strided reads: in ResNet-20 these transposes took about 40% of a training step.
+  recomputes it there with strided reads, a large part of a ResNet training step (BUILD_NOTES.md).
   A ``lax.cond`` on a runtime predicate (whether the first input value is NaN; both branches return the
   input) is a fusion boundary that XLA keeps, so the transpose reads a stored tensor. Under ``vmap`` the
   cond becomes a ``select`` and the trick is inert (still correct).
@@ -22,19 +22,14 @@ permutation specs and perturbation masks do not depend on the choice. NHWC input
   sub-kernel of the flipped, in/out-swapped kernel, all phases the channels of one stride-1 convolution,
   interleaved back by a reshape (:func:`transposed_conv_by_phases`). (2) The kernel gradient of a 1x1
   strided convolution and of a single-input-channel one, as one matmul of the (strided) input windows with
-  ``dy`` (:func:`kernel_grad_by_matmul`). Gradients agree with XLA's to ~3e-7 of their largest entry
-  (tested at 1e-6). Batch 128, one layer, 2-core AMD EPYC, ms (XLA -> fastgrad): ResNet-20 w1 stride-2
-  3x3 input gradient 8.1 -> 6.6, shortcut 1x1 kernel gradient 5.5 -> 0.9; w2 33 -> 23 and 10.7 -> 2.6;
-  the CNN's first layer (1 channel) kernel gradient 6.0 -> 3.1. Whole training step (``runtime.CPU_FLAGS``),
-  under load, interleaved: ResNet-20 w1 0.783 -> 0.756 s (pair 1.574 -> 1.549), CNN 0.0825 -> 0.0820 s
-  (pair 0.163 -> 0.158).
-  Replacing the other gradients did not pay: a stride-1 input gradient is already a forward convolution in
-  XLA, and kernel gradients as 9 per-tap matmuls (``x[N*H*W, cin]^T dy``), as one im2col matmul or as
-  batched chunked matmuls were 1.3-4x slower than XLA's for 3x3 kernels with 16-128 channels.
+  ``dy`` (:func:`kernel_grad_by_matmul`). Gradients agree with XLA's to within 1e-6 of their largest entry
+  (tested). Replacing the other gradients does not pay: a stride-1 input gradient is already a forward
+  convolution in XLA, and kernel gradients of 3x3 layers as matmuls (per tap, im2col, batched chunks) were
+  slower than XLA's. The measurements behind these choices are in BUILD_NOTES.md ("Convolutions on CPU").
 * ``im2col``: the ``kh*kw`` shifted (strided) windows of the padded input concatenated into one
   ``[..., kh*kw*cin]`` tensor and multiplied with the kernel reshaped to ``[kh*kw*cin, cout]`` by one
   ``dot_general``; autodiff gives matmul gradients. Slower than ``xla`` on XLA:CPU (building the patches
-  and the transposed-operand kernel gradient dominate; BUILD_NOTES.md), kept as a reference and for
+  and the transposed-operand kernel gradient dominate), kept as a reference and for
   backends where matmuls are the fast path.
 * ``auto`` (the default): ``fastgrad`` on CPU, ``xla`` on GPU/TPU (where a ``cond`` would cost a host sync).
 """
