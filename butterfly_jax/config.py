@@ -1,7 +1,8 @@
 """The default experiment config, config validation, and step arithmetic ("5ep" -> steps).
 
-Every field is documented in README.md ("Configs"). ``configs/*.py`` start from :func:`default_config`
-and edit a few fields; ``--config.a.b=value`` overrides any of them on the command line.
+Every field's meaning is in :data:`FIELD_DOCS`, from which README.md's "Configs" table is generated
+(``python -m butterfly_jax.config``). ``configs/*.py`` start from :func:`default_config` and edit a few fields;
+``--config.a.b=value`` overrides any of them on the command line.
 """
 
 import importlib.util
@@ -177,6 +178,174 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+# One line per field of default_config(): its meaning, as README.md's "Configs" table shows it (generated from
+# here by fields_table(); tests/test_config.py checks that they agree).
+FIELD_DOCS = {
+    'checkpoint.children': 'orbax checkpoint of the children at the end (`checkpoints/children`)',
+    'checkpoint.every_steps': (
+        'training-state checkpoints for exact resume, steps or `"<n>ep"`; `"0"` = none (a killed run restarts '
+        'from step 0)'),
+    'checkpoint.keep': 'steps (or `"<n>ep"`) at which child 0\'s weights are kept in `checkpoints/keep/<step>`',
+    'checkpoint.keep_log': 'also keep this many log-spaced steps in [1, T] (a dense early schedule)',
+    'checkpoint.trunk': 'orbax checkpoint of the trunk at *t* (`checkpoints/trunk`)',
+    'data.augment.cutout': 'a zeroed N×N square at a random centre; 0 = off',
+    'data.augment.erase': (
+        "torchvision's `RandomErasing(p=0.5, scale=(0.02, N), ratio=(0.3, 3.3), value=mean)`: N is the largest "
+        'erased area fraction'),
+    'data.augment.flip': 'random horizontal flip',
+    'data.augment.rotate': (
+        "rotation by a uniform angle up to ±N degrees (nearest pixel, black fill: torchvision's "
+        '`RandomRotation(N)`)'),
+    'data.augment.translate': 'random translation by up to N pixels',
+    'data.augment.translate_fill': (
+        "what translation shifts in: `black` (torchvision's `RandomAffine`, the authors'), `mean` (the data "
+        'mean; version 1)'),
+    'data.classes': (
+        'a subset of classes, relabelled 0..n−1 in the given order (e.g. pre-train on `(0,1,2,3,4)`, fine-tune '
+        'on `(5,6,7,8,9)`); `()` = all'),
+    'data.dir': (
+        'local files: a CIFAR python tarball / folder, an MNIST-format idx folder such as '
+        '`/usr/share/datasets/fashion-mnist`; `""` = tensorflow-datasets. An error for `digits` and '
+        '`synthetic`, which read no files'),
+    'data.name': '`cifar10`, `cifar100`, `fashion_mnist`, `mnist`, `digits`, `synthetic`',
+    'data.synthetic.num_classes': '`synthetic` data: classes',
+    'data.synthetic.num_test': '`synthetic` data: test examples',
+    'data.synthetic.num_train': '`synthetic` data: training examples',
+    'data.synthetic.seed': '`synthetic` data: the seed its images and labels are drawn from',
+    'data.synthetic.shape': '`synthetic` data: image shape',
+    'data.tfds_dir': (
+        'tensorflow-datasets `data_dir`; an error with `data.dir`, `digits` or `synthetic` (it would not be '
+        'read)'),
+    'eval.align': 'also align each child to child 0 by weight matching and report aligned L2, barriers, fixed points',
+    'eval.align_max_iter': 'weight-matching rounds at most',
+    'eval.alpha_chunk': 'interpolated networks evaluated at once under `vmap`',
+    'eval.batch_size': '',
+    'eval.cka_estimator': "`unbiased` (Gram diagonals zeroed, the authors'), `biased`",
+    'eval.cka_examples': 'test examples for angular CKA (0 = off)',
+    'eval.cka_feature': 'the named model feature compared by CKA',
+    'eval.during_num_examples': 'examples per split for those',
+    'eval.every_steps': 'also barriers during training every N steps (in `metrics.jsonl`)',
+    'eval.norm_stats_examples': (
+        "BatchNorm models: unaugmented training images on which every evaluated network's statistics are "
+        're-estimated (whole training batches)'),
+    'eval.num_alphas': 'interpolation grid, 0 and 1 included',
+    'eval.num_examples': 'examples per split for final metrics and barriers; 0 = all',
+    'init.checkpoint': (
+        '`"RUN_DIR:STEP"`: start from child 0 of a saved run at a kept step (fine-tuning); for ViTs also a '
+        'weights file (below)'),
+    'init.head': (
+        "a fresh head's init: torch `nn.Linear`'s default, U(±1/√fan_in) (the authors'); `model`: the model's "
+        "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),
+    'init.keep_head': 'False: a fresh head (from the init key) for the new labels; True: keep the saved one',
+    'log.every_steps': 'a `metrics.jsonl` line every N steps',
+    'log.progress': 'progress bars with ETA',
+    'members.devices': (
+        'split the children over at most this many devices (0 = all that divide K evenly; with `--distributed`,'
+        " every process's); more than there are: all of them, with a warning naming the two numbers"),
+    'members.strategy': '`auto`, `vmap`, `sequential`',
+    'model.kwargs': (
+        '`width` (> 0, may be fractional), `norm` (`layernorm`/`batchnorm`/`none`) for ResNets (`resnet`: also '
+        '`depth` 6n+2, or `stages`, e.g. `(3, 4, 6, 3)`, and `base` channels; `resnet20` and `resnet34` fix '
+        'their layout); `hidden` (a tuple of widths, `()` = none), `norm` for the MLP; `channels`, `dense`, '
+        '`norm` for the CNN; `patch`, `depth`, `width` (divisible by `heads`), `heads`, `mlp_dim`, `image_size`'
+        ' (input resized inside the model; 0 = off) for the ViT; `conv` (`auto` = `fastgrad` on CPU, `xla` on '
+        'GPU/TPU; `xla`, `saved`, `fastgrad`, `im2col`: how convolutions are computed, same parameters) for '
+        'ResNets and the CNN; `pool` (`reshape`, `xla`) for the CNN. Checked before any compute: an argument '
+        'the model does not take, a width, depth or size below 1, a wrong type, patches or poolings that do not'
+        ' fit the images are errors naming the argument. On the command line, `--config.model.kwargs.X` '
+        'overrides only arguments the config file sets'),
+    'model.name': (
+        '`resnet20`, `resnet` (depth 6n+2), `resnet34` (basic blocks (3, 4, 6, 3), 64w–512w channels: the '
+        'authors\' "resnet50-64"), `resnet50` (bottlenecks, 32×32 inputs), `mlp`, `cnn`, `vit`, `vit_b16` '
+        '(ViT-B/16 shapes)'),
+    'optim.b1': 'Adam/AdamW β1',
+    'optim.b2': 'Adam/AdamW β2',
+    'optim.clip_norm': (
+        "> 0: each member's gradient rescaled to at most this global L2 norm, before weight decay and momentum "
+        '(0: off)'),
+    'optim.eps': 'Adam/AdamW ε',
+    'optim.lr': 'peak learning rate',
+    'optim.momentum': 'SGD momentum',
+    'optim.name': '`sgd` (momentum, torch semantics), `adam`, `adamw`',
+    'optim.nesterov': 'SGD: Nesterov momentum',
+    'optim.weight_decay': 'SGD/Adam: L2 added to the gradient; AdamW: decoupled',
+    'perturb.batch_sign': "batch direction: 1 = +∇ℓ (the paper's), −1 = −∇ℓ (an extra SGD step)",
+    'perturb.batch_size': "batch perturbation's batch; 0 = `train.batch_size`",
+    'perturb.constant_params': (
+        "constant-initialised parameters get the next random layer's init std (the authors' "
+        '`include_constant_params`)'),
+    'perturb.extra_lr': (
+        'their learning rate after *t*: linearly from its value at *t* to `schedule.final_lr` at *t*+*T*; '
+        "`hold`: the schedule's value at *T* (version 1)"),
+    'perturb.extra_steps': 'perturbed children train *T* steps after *t*',
+    'perturb.init_draws': 'initialisations used to estimate Var_init per layer',
+    'perturb.init_scale': 'E_init from init variances; `mean_square`: from E[θ₀²] (version 1, for old runs)',
+    'perturb.init_std': "> 0: every random layer's init std taken as this (the authors' ViT/BERT: 0.02)",
+    'perturb.kind': '`batch`, `gaussian`',
+    'perturb.mask.exclude': 'a regex of parameter paths left out of M, e.g. `.*norm.*|.*bias.*`',
+    'perturb.mask.exclude_finetune': 'also excluded when fine-tuning (`init.checkpoint` set); `""` = perturb them too',
+    'perturb.mask.fraction': 'a random fraction of the included weights',
+    'perturb.mask.include': 'the mask M: a regex on parameter paths such as `stage1_block0/conv1/kernel`',
+    'perturb.mask.single': '`random` or `path[i,j,...]`: perturb exactly one weight; `""` = off',
+    'perturb.normalize': 'ε scaled to norm E_init; False: θ + σ·ε̂·M',
+    'perturb.rewind_lr': 'perturbed children restart the learning-rate schedule at *t* (needs `extra_steps`)',
+    'perturb.scales': 'σ of children 1..K−1; `()` = no children: train one network (a pre-training run)',
+    'perturb.seed': '≥ 0: perturbation key from this seed alone (a new direction, same trunk)',
+    'perturb.time': '*t*',
+    'runtime.deterministic': (
+        'GPU: deterministic reductions and no autotuning (`--xla_gpu_deterministic_ops=true '
+        '--xla_gpu_autotune_level=0` added to `XLA_FLAGS` before JAX starts; flags you set yourself win); False'
+        ' trades them for speed. On CPU (jaxlib 0.10.x) a speed flag is always added (BUILD_NOTES.md)'),
+    'schedule.base_momentum': 'onecycle with `cycle_momentum`: the lowest momentum',
+    'schedule.cycle_momentum': (
+        "onecycle: momentum (Adam's β1) cycles from `max_momentum` to `base_momentum` and back, as torch's "
+        '`OneCycleLR` does'),
+    'schedule.final_lr': 'learning rate at *T*',
+    'schedule.max_momentum': 'onecycle with `cycle_momentum`: the highest momentum',
+    'schedule.name': (
+        "`triangular` (linear warm-up, linear decay), `constant`, `cosine`, `onecycle` (torch's `OneCycleLR` "
+        'with its defaults: cosine from lr/25 to lr over the warm-up, then to lr/2.5e5 at *T*)'),
+    'schedule.warmup': 'warm-up length (onecycle: its rising phase), steps or `"<n>ep"`',
+    'seed': 'splits into the role keys',
+    'train.batch_size': '',
+    'train.compute_dtype': (
+        '`bfloat16`: mixed precision, the training forward and backward passes in bf16 with float32 parameters,'
+        ' optimizer state and loss; evaluation stays float32'),
+    'train.steps': '*T*, steps or `"<n>ep"`',
+}
+
+
+def fields(tree: dict | None = None, prefix: str = "") -> dict:
+  """{dotted field: default} of :func:`default_config` (``tree``: its ``to_dict()``), groups flattened; an empty
+  group (``model.kwargs``) is one field."""
+  tree = default_config().to_dict() if tree is None else tree
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      out.update(fields(value, f"{prefix}{key}."))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def _cell(text: str) -> str:
+  return text.replace("|", "\\|")
+
+
+def fields_table() -> str:
+  """README.md's "Configs" table: every field of :func:`default_config`, its default and :data:`FIELD_DOCS`.
+  ``python -m butterfly_jax.config`` prints it."""
+  def default(value):
+    if isinstance(value, str):
+      return f"`{value}`" if value else '`""`'
+    if isinstance(value, (tuple, dict)):
+      return f"`{value!r}`"
+    return repr(value)
+  rows = ["| field | default | meaning |", "| --- | --- | --- |"]
+  rows += [f"| `{key}` | {_cell(default(value))} | {_cell(FIELD_DOCS[key])} |" for key, value in fields().items()]
+  return "\n".join(rows)
+
+
 def upgrade(stored: dict, defaults: dict | None = None) -> dict:
   """A stored config (``config.json`` of an earlier run) with every field added since then filled in with its
   default. New fields default to the behaviour before they existed, so a finished run stays recognised as
@@ -232,7 +401,8 @@ def to_steps(value: Any, steps_per_epoch: int | None, field: str) -> int | None:
   m = _STEPS.match(value) if isinstance(value, str) else None
   if m is None:
     hint = f" (steps are text: {str(value)!r})" if _is_int(value) else ""
-    raise ConfigError(f"{field}: expected steps \"<n>\" or epochs \"<n>ep\" such as '2000' or '5ep', got {value!r}{hint}")
+    raise ConfigError(f"{field}: expected steps \"<n>\" or epochs \"<n>ep\" such as '2000' or '5ep', "
+                      f"got {value!r}{hint}")
   if m.group(1) is not None:
     return int(m.group(1))
   return None if steps_per_epoch is None else int(round(float(m.group(2)) * steps_per_epoch))
@@ -497,3 +667,7 @@ def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:
   if late:
     raise ConfigError(f"checkpoint.keep: steps {late} are after the end of training (T = {total} steps)")
   return dict(keep=sorted(keep), steps_per_epoch=spe, total=total, t=t, warmup=warmup, perturb_batch=pbs, checkpoint_every=every)
+
+
+if __name__ == "__main__":
+  print(fields_table())

@@ -262,3 +262,13 @@ def test_more_member_devices_than_there_are_is_logged(smoke_config, caplog):
   with caplog.at_level("WARNING"):
     _Setup(smoke_config)
   assert "members.devices" not in caplog.text
+
+
+def test_readme_lists_every_config_field_with_its_default_and_doc():
+  """README.md's "Configs" table is fields_table(): one row per field of default_config(), from FIELD_DOCS."""
+  from pathlib import Path
+  assert set(config_lib.FIELD_DOCS) == set(config_lib.fields())
+  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  table = config_lib.fields_table()
+  assert table in readme, "README.md's config table is stale: regenerate it with python -m butterfly_jax.config"
+  assert readme.count("| field | default | meaning |") == 1
