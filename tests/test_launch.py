@@ -448,7 +448,7 @@ def test_a_task_whose_run_directory_holds_the_other_sweeps_run_is_refused(tmp_pa
     task = _task(tmp_path / "job_a.sh", index, tmp_path)  # job A's task: refused, not run as sweep B's
     assert task.returncode == 1, task.stdout + task.stderr
     assert f"run {index} {runs[index]['name']}: failed" in task.stdout and message in task.stdout
-  assert {p: p.read_bytes() for p in runs_dir.glob("*/*") if p.name != "log.txt"} == before
+  assert {p: p.read_bytes() for p in runs_dir.glob("*/*") if p.name not in ("log.txt", ".lock")} == before
 
 
 def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypatch):
