@@ -133,15 +133,14 @@ def read_metrics(path: Path) -> list[dict]:
   return records
 
 
-def _steps_from_config(value):
-  """A step field as an int when it is plain steps (``"10"``, 10); None for ``"5ep"`` (needs the data)."""
-  if isinstance(value, bool):
+def _steps_from_config(value, field: str):
+  """A step field as an int when it is plain steps (``"10"``; an older version's 10); None for ``"5ep"`` (it
+  needs the data) and for anything that is not steps. :func:`butterfly_jax.config.to_steps` parses."""
+  from butterfly_jax.config import ConfigError, steps_text, to_steps
+  try:
+    return to_steps(steps_text(value, field), None, field)
+  except ConfigError:
     return None
-  if isinstance(value, int):
-    return value
-  if isinstance(value, str) and value.strip().isdigit():
-    return int(value)
-  return None
 
 
 def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
@@ -165,7 +164,8 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
   if results is None:
     base.setdefault("status", "incomplete")
     base.update(_progress(folder / "metrics.jsonl"))
-    t, total = _steps_from_config(config["perturb"].get("time")), _steps_from_config(config["train"].get("steps"))
+    t = _steps_from_config(config["perturb"].get("time"), "perturb.time")
+    total = _steps_from_config(config["train"].get("steps"), "train.steps")
     base.update({"t": t, "T": total})
     return [{**base, **cfg_cols}], set(cfg_cols)
 
