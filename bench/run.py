@@ -20,7 +20,7 @@ XLA flags: the process calls ``runtime.configure`` first, so it runs with the fl
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default
 (convolutions, dots, reductions and elementwise chains to YNNPACK). With more than one local device
 (``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on a 2-core CPU) families of K > 1 are also timed
-with the members split over the devices (strategy ``split``, ``members.member_mesh``), as an experiment does
+with the members split over the devices (strategy ``split``, ``placement.member_mesh``), as an experiment does
 with ``members.devices = 0``.
 
 Barriers: ``evaluate.make_eval_batch`` / ``evaluate_networks`` on a twin pair: 11 alphas (the two networks and
@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import batches, evaluate, members, optim, runtime
+from butterfly_jax import batches, evaluate, members, optim, placement, runtime
 from butterfly_jax.config import default_config
 from butterfly_jax.models import make_model
 
@@ -93,15 +93,15 @@ class JaxFamily:
                               flip=False, translate=0, cutout=0)
     # "split": the members divided over the local devices and run "sequential" on each (as experiment.py
     # does with members.devices = 0)
-    mesh = members.member_mesh(k) if strategy == "split" else None
+    mesh = placement.member_mesh(k) if strategy == "split" else None
     step_fn = members.make_train_step(apply_fn, transform, schedule, batcher,
                                       "sequential" if strategy == "split" else strategy, mesh)
     params = [init_fn(jax.random.key(i)) for i in range(k)]
-    self.family = members.shard_members(
+    self.family = placement.shard_members(
         members.new_family(params, [transform.init(p) for p in params], [0] * k, [10**9] * k), mesh)
-    self.data = members.replicate(self.data, mesh)
+    self.data = placement.replicate(self.data, mesh)
     self.key = jax.random.key(0)
-    self.perm = members.replicate(batcher.epoch_permutation(self.key, 0), mesh)
+    self.perm = placement.replicate(batcher.epoch_permutation(self.key, 0), mesh)
     self.steps_per_epoch, self.step = batcher.steps_per_epoch, 0
     tic = time.perf_counter()
     self.step_fn = step_fn.lower(self.family, self.data, self.perm, self.key, jnp.int32(0)).compile()

@@ -116,6 +116,16 @@ def make_eval_batch(apply_fn, alpha_chunk: int):
   return eval_batch
 
 
+def padded_batches(indices, batch_size: int):
+  """The examples ``indices`` in batches of ``batch_size``: ``(start, batch, m)`` with the batch's first ``m``
+  indices real and the last batch padded with index 0 to the full size, so every batch has one shape (one
+  compilation); the caller gives the padded examples no weight."""
+  for start in range(0, len(indices), batch_size):
+    idx = np.asarray(indices[start:start + batch_size])
+    m = len(idx)
+    yield start, (np.concatenate([idx, np.zeros(batch_size - m, idx.dtype)]) if m < batch_size else idx), m
+
+
 def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None,
                       stats=None):
   """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in);
@@ -124,19 +134,16 @@ def evaluate_networks(eval_batch, children, table, images, labels, indices, batc
   n = len(indices)
   loss_sum = np.zeros(len(table[0]), np.float64)
   err_sum = np.zeros(len(table[0]), np.float64)
-  for start in range(0, n, batch_size):
-    idx = np.asarray(indices[start:start + batch_size])
+  for _, idx, m in padded_batches(indices, batch_size):
     w = np.ones(batch_size, np.float32)
-    if len(idx) < batch_size:  # pad to one shape (one compilation); padded examples weigh 0
-      w[len(idx):] = 0
-      idx = np.concatenate([idx, np.zeros(batch_size - len(idx), idx.dtype)])
+    w[m:] = 0  # padded examples weigh 0
     idx = jnp.asarray(idx)
     ls, es = hosts.fetch(eval_batch(children, a, b, alpha, stats, images[idx], labels[idx], jnp.asarray(w), mean,
                                     std))
     loss_sum += np.asarray(ls, np.float64)
     err_sum += np.asarray(es, np.float64)
     if progress is not None:
-      progress(min(start + batch_size, n) - start)
+      progress(m)
   return loss_sum / n, err_sum / n
 
 

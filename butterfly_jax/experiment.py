@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from butterfly_jax import (batches, config as config_lib, evaluate, hosts, members, optim, perturb, rng, runtime,
-                           similarity, tree_math)
+from butterfly_jax import (batches, config as config_lib, evaluate, hosts, members, optim, perturb, placement, rng,
+                           runtime, similarity, tree_math)
 from butterfly_jax.data import load_dataset, select_classes
 from butterfly_jax.models import make_model, make_moments
 from butterfly_jax.models.layers import torch_linear_init
@@ -101,12 +101,12 @@ class _Setup:
   def trainer(self, num_members: int):
     """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
     devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
-    mesh = members.member_mesh(num_members, self.c.members.devices)
+    mesh = placement.member_mesh(num_members, self.c.members.devices)
     key = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
     if key not in self._steps:
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
                                      mesh, self.c.train.compute_dtype, self.member_schedule)
-      self._steps[key] = (step, members.replicate(self.train_data, mesh), mesh)
+      self._steps[key] = (step, placement.replicate(self.train_data, mesh), mesh)
       if mesh is not None:
         logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
     return self._steps[key]
@@ -115,7 +115,7 @@ class _Setup:
     """The training-set permutation of the epoch of ``step`` (cached for the current epoch, on ``mesh``)."""
     epoch = step // self.batcher.steps_per_epoch
     if self._perm[:2] != (epoch, id(mesh)):
-      self._perm = (epoch, id(mesh), members.replicate(self.batcher.epoch_permutation(self.keys["data"], epoch),
+      self._perm = (epoch, id(mesh), placement.replicate(self.batcher.epoch_permutation(self.keys["data"], epoch),
                                                        mesh))
     return self._perm[2]
 
@@ -163,8 +163,8 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   ckpt_every = setup.steps["checkpoint_every"]
   k = family.lr_offset.shape[0]
   train_step, train_data, mesh = setup.trainer(k)
-  family = members.shard_members(family, mesh)
-  init_params = members.replicate(init_params, mesh)  # beside the family (several processes: must be global)
+  family = placement.shard_members(family, mesh)
+  init_params = placement.replicate(init_params, mesh)  # beside the family (several processes: must be global)
   diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
   step = start
   t0 = time.time()
@@ -510,7 +510,7 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
   with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True) as ebar:
     final = _family_eval(setup, family.params, indices, alphas, ebar)
-    params0 = members.replicate(params0, mesh)
+    params0 = placement.replicate(params0, mesh)
     dist = hosts.fetch(members.distances(family.params, params0))
     diverged |= ~dist["finite"]
     for split in ("train", "test"):
@@ -522,7 +522,7 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
     if align:
       tac = time.time()
       aligned_params, perms = _align(setup, family.params, diverged)
-      aligned_params = members.shard_members(aligned_params, mesh)  # placed like the family it came from
+      aligned_params = placement.shard_members(aligned_params, mesh)  # placed like the family it came from
       timing["align_s"] = time.time() - tac
       aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
       aligned_barriers, aligned_path_finite = _pair_barriers(aligned_final, alphas, k)

@@ -9,6 +9,8 @@ step numbers and the config. Under ``sequential`` it does not depend on its sibl
 position in the family (tests check this bitwise); under ``vmap`` identical members stay bitwise equal
 to each other, but XLA may compile the batched step differently for different K, so a member's last bits
 may depend on the family's size.
+
+Where the members live (a mesh over devices) is :mod:`butterfly_jax.placement`.
 """
 
 import functools
@@ -16,7 +18,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -82,50 +83,6 @@ def over_members(fn, strategy: str):
   raise ValueError(f"members.strategy: unknown strategy {strategy!r}; allowed: vmap, sequential")
 
 
-def member_mesh(num_members: int, max_devices: int = 0, devices=None) -> Mesh | None:
-  """A one-axis ``("members",)`` mesh over the most devices (at most ``max_devices``; 0 = all; under
-  ``jax.distributed``, every process's) that divide ``num_members`` evenly, or ``None`` when that is one."""
-  devices = list(devices if devices is not None else jax.devices())
-  n = mesh_size(num_members, len(devices), max_devices)
-  return Mesh(np.asarray(devices[:n]), ("members",)) if n > 1 else None
-
-
-def mesh_size(num_members: int, num_devices: int, max_devices: int = 0) -> int:
-  """The most devices (at most ``max_devices``, 0 = no limit) that split ``num_members`` evenly."""
-  limit = num_devices if not max_devices else min(max_devices, num_devices)
-  return max(d for d in range(1, limit + 1) if num_members % d == 0)
-
-
-def shard_members(tree, mesh: Mesh | None):
-  """Places every leaf's leading (members) axis across ``mesh``; unchanged without a mesh."""
-  if mesh is None:
-    return tree
-  return _put(tree, NamedSharding(mesh, P("members")))
-
-
-def replicate(tree, mesh: Mesh | None):
-  """A copy of ``tree`` on every device of ``mesh``; unchanged without a mesh."""
-  if mesh is None:
-    return tree
-  return _put(tree, NamedSharding(mesh, P()))
-
-
-def _put(tree, sharding):
-  """``jax.device_put``; under ``jax.distributed``, a host or process-local value (the same on every process,
-  such as a restored checkpoint) becomes a global array through a callback, since ``device_put`` only
-  reaches this process's devices."""
-  if jax.process_count() == 1:
-    return jax.device_put(tree, sharding)
-
-  def one(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-  return jax.tree_util.tree_map(one, tree)
-
-
 def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,
                     compute_dtype: str = "float32", member_schedule=None):
   """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
@@ -136,7 +93,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   ``active`` are per member; members at or past their end step are left unchanged (loss 0). The family
   is donated. One step per call: XLA:CPU is far slower with the step inside a device loop.
 
-  With a ``mesh`` (:func:`member_mesh`), the family's members are split across its devices with
+  With a ``mesh`` (:func:`butterfly_jax.placement.member_mesh`), the family's members are split across its devices with
   ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
   ``sequential`` a member's computation is the same program as on one device.
  

@@ -47,6 +47,11 @@ class RunDirBusy(RunDirError):
 
 LOCK_FILE = ".lock"
 
+# The training phases in the order a run goes through them: a checkpoint's and a log line's place in the run
+# is (phase's position, step). Evaluation lines (no training phase) come after both.
+PHASES = ("trunk", "children")
+PHASE_ORDER = {phase: i for i, phase in enumerate(PHASES)}
+
 
 # Config fields that cannot change a run's results: a run that differs from a stored one only in these is
 # the same run (it resumes, and its finished results are returned).
@@ -385,15 +390,14 @@ class RunDir:
     """Drops the log lines written after the checkpoint ``meta`` (they will be written again)."""
     if not self.metrics.exists():
       return
-    order = {"trunk": 0, "children": 1}
-    here = (order[meta["phase"]], meta["step"])
+    here = (PHASE_ORDER[meta["phase"]], meta["step"])
     keep = []
     for line in self.metrics.read_text().splitlines():
       try:
         rec = json.loads(line)
       except json.JSONDecodeError:  # a line torn by the kill
         continue
-      if (order.get(rec.get("phase"), 2), rec.get("step", 0)) <= here:
+      if (PHASE_ORDER.get(rec.get("phase"), len(PHASES)), rec.get("step", 0)) <= here:
         keep.append(line)
     tmp = self.metrics.with_name(f".metrics.jsonl.{os.getpid()}.tmp")
     with naming(self.metrics):
@@ -418,8 +422,7 @@ class RunDir:
 
     The commit order is durable: the tree's files (fsynced), the metrics log up to here (fsynced), the
     manifest (atomic, fsynced), the directory entries; then older checkpoints are deleted."""
-    order = {"trunk": 0, "children": 1}
-    path = self.states / f"{order[meta['phase']]}_{meta['step']:010d}"
+    path = self.states / f"{PHASE_ORDER[meta['phase']]}_{meta['step']:010d}"
     if not hosts.is_primary():
       self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
       return path

@@ -139,17 +139,15 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
   import jax.numpy as jnp
 
   from butterfly_jax import hosts
+  from butterfly_jax.evaluate import padded_batches
   n = len(indices)
   labels_host = np.asarray(labels)
   ens_loss = ens_correct = disagree = None
   accs = None
-  for start in range(0, n, batch_size):
-    idx = np.asarray(indices[start:start + batch_size])
-    m = len(idx)
-    padded = np.concatenate([idx, np.zeros(batch_size - m, idx.dtype)]) if m < batch_size else idx
+  for start, padded, m in padded_batches(indices, batch_size):
     logits, feats = hosts.fetch(pair_batch(children, stats, images[jnp.asarray(padded)], mean, std))
     logits = np.asarray(logits, np.float64)[:, :m]
-    y = labels_host[idx]
+    y = labels_host[padded[:m]]
     ens = (logits[:1] + logits[1:]) / 2                              # [K-1, m, C]
     pred0 = logits[0].argmax(-1)
     batch_loss = -np.take_along_axis(_log_softmax(ens), y[None, :, None], -1)[..., 0].sum(-1)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from butterfly_jax import members, rundir as rundir_lib
+from butterfly_jax import placement, rundir as rundir_lib
 from butterfly_jax.experiment import run
 
 SCRIPT = textwrap.dedent("""
@@ -27,13 +27,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_mesh_size_divides_the_family():
-  assert members.mesh_size(4, 4) == 4
-  assert members.mesh_size(8, 4) == 4
-  assert members.mesh_size(6, 4) == 3
-  assert members.mesh_size(5, 4) == 1       # 5 children on 4 devices: one device
-  assert members.mesh_size(8, 4, max_devices=2) == 2
-  assert members.mesh_size(1, 8) == 1       # the trunk
-  assert members.member_mesh(4, devices=jax.local_devices()[:1]) is None
+  assert placement.mesh_size(4, 4) == 4
+  assert placement.mesh_size(8, 4) == 4
+  assert placement.mesh_size(6, 4) == 3
+  assert placement.mesh_size(5, 4) == 1       # 5 children on 4 devices: one device
+  assert placement.mesh_size(8, 4, max_devices=2) == 2
+  assert placement.mesh_size(1, 8) == 1       # the trunk
+  assert placement.member_mesh(4, devices=jax.local_devices()[:1]) is None
 
 
 def _strip(res):
