@@ -3,16 +3,19 @@
 The training set lives on the device as uint8. The batch at step ``s`` is slice ``s mod E`` of the epoch
 permutation ``permutation(fold_in(data_key, s // E), N)`` (E = steps per epoch, the last partial batch is
 dropped), and its augmentation is drawn from ``fold_in(augment_key, s)``: neither depends on anything that
-happened before step ``s``, so every child sees exactly the same batches and augmentations.
+happened before step ``s``, so every child sees exactly the same batches and augmentations. One function builds
+step ``s``'s batch for the whole family: :meth:`Batcher.step_batch`.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from butterfly_jax import rng
+
 
 def epoch_permutation(data_key, epoch, num_examples: int):
-  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+  return jax.random.permutation(rng.epoch_key(data_key, epoch), num_examples)
 
 
 def batch_indices(data_key, step, num_examples: int, batch_size: int):
@@ -101,7 +104,7 @@ def augment(key, x, *, flip: bool, translate: int, cutout: int, rotate_deg: floa
     do_flip = jax.random.bernoulli(k_flip, 0.5, (b,))
     x = jnp.where(do_flip[:, None, None, None], x[:, :, ::-1, :], x)
   if rotate_deg:
-    angles = jax.random.uniform(jax.random.fold_in(key, 10), (b,), minval=-rotate_deg, maxval=rotate_deg)
+    angles = jax.random.uniform(rng.augment_key(key, "rotate"), (b,), minval=-rotate_deg, maxval=rotate_deg)
     fill = jnp.zeros(x.shape[-1], x.dtype) if black is None else jnp.asarray(black, x.dtype)
     x = rotate(x, angles, fill)
   if translate:
@@ -122,12 +125,12 @@ def augment(key, x, *, flip: bool, translate: int, cutout: int, rotate_deg: floa
               & (cols >= centres[:, 1, None, None] - lo) & (cols < centres[:, 1, None, None] - lo + cutout))
     x = jnp.where(inside[..., None], 0.0, x)
   if erase:
-    x = jnp.where(erase_boxes(jax.random.fold_in(key, 11), b, h, w, erase)[..., None], 0.0, x)
+    x = jnp.where(erase_boxes(rng.augment_key(key, "erase"), b, h, w, erase)[..., None], 0.0, x)
   return x
 
 
 class Batcher:
-  """Training batches for one dataset and config: ``batcher(data, perm, augment_key, step) -> (x, y)``.
+  """Training batches for one dataset and config: ``batcher.step_batch(data, perm, augment_key, step) -> (x, y)``.
 
   Traceable inside jit. ``perm`` is the permutation of the epoch of ``step``
   (:meth:`epoch_permutation`), computed once per epoch outside the step: sorting the whole training set
@@ -152,10 +155,19 @@ class Batcher:
   def epoch_permutation(self, data_key, epoch):
     return _epoch_permutation_jit(data_key, epoch, self.num_examples)
 
-  def __call__(self, data, perm, augment_key, step):
+  def step_batch(self, data, perm, augment_key, step):
+    """The batch of ``step``, augmented, for every member of the family: the identical SGD noise.
+
+    Its examples are slice ``step mod E`` of ``perm``, the permutation of the epoch ``step // E`` drawn from the
+    run's data key (:meth:`epoch_permutation`); its augmentation is drawn from the run's augmentation key and
+    ``step`` alone (:func:`butterfly_jax.rng.step_augment_key`). Nothing else enters: not the member, its
+    parameters, the family's size or what happened before ``step``, so every child sees the same batches.
+    """
     images, labels = data
     idx = slice_batch(perm, step, self.num_examples, self.batch_size)
-    return self.gather(images, labels, idx, jax.random.fold_in(augment_key, step))
+    return self.gather(images, labels, idx, rng.step_augment_key(augment_key, step))
+
+  __call__ = step_batch
 
   def gather(self, images, labels, idx, aug_key):
     x = normalize(images[idx], self.mean, self.std)

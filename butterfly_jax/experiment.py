@@ -66,7 +66,7 @@ class _Setup:
       self.stats_estimator = evaluate.make_stats_estimator(moments_fn, c.eval.alpha_chunk)
       batch = min(c.train.batch_size, data.num_train)
       n = max(1, min(c.eval.norm_stats_examples, data.num_train) // batch) * batch
-      self.norm_indices = _eval_indices(jax.random.fold_in(self.keys["eval"], 4), data.num_train, n)
+      self.norm_indices = _eval_indices(rng.eval_key(self.keys, "norm_stats_examples"), data.num_train, n)
       self.norm_info = {"re_estimated": True, "examples": n, "batch_size": batch, "augmented": False,
                          "networks": "every evaluated network (children, interpolated, aligned)"}
     self._steps = {}
@@ -92,7 +92,7 @@ class _Setup:
     params = self.model_init_fn(key)
     if self.fresh_head and "head" in params:
       head = dict(params["head"])
-      head["kernel"], bias = torch_linear_init(jax.random.fold_in(key, 7), head["kernel"], head.get("bias"))
+      head["kernel"], bias = torch_linear_init(rng.head_init_key(key), head["kernel"], head.get("bias"))
       if bias is not None:
         head["bias"] = bias
       params = dict(params, head=head)
@@ -126,7 +126,7 @@ def _check_before_training(setup) -> None:
   c = setup.c
   shapes = jax.eval_shape(setup.init_fn, setup.keys["init"])
   if c.perturb.scales:
-    perturb.build_mask(shapes, c.perturb.mask, jax.random.fold_in(setup.keys["perturb"], 1), bool(c.init.checkpoint))
+    perturb.build_mask(shapes, c.perturb.mask, rng.perturb_key(setup.keys, "mask"), bool(c.init.checkpoint))
   if c.eval.cka_examples and len(c.perturb.scales):
     x = jax.ShapeDtypeStruct((1, *setup.data.input_shape), jnp.float32)
     features = jax.eval_shape(lambda p, x: setup.apply_fn(p, x)[1], shapes, x)
@@ -262,27 +262,26 @@ def _initial_params(setup):
 def perturbation_batch(setup):
   """The fresh batch of the batch perturbation: ``perturb.batch_size`` training examples drawn with the
   perturbation key, augmented as in training (the authors draw it from their augmented training loader)."""
-  key = setup.keys["perturb"]
-  idx = jax.random.permutation(jax.random.fold_in(key, 2), setup.data.num_train)[:setup.steps["perturb_batch"]]
-  return setup.batcher.gather(*setup.train_data, idx, jax.random.fold_in(key, 3))
+  idx = jax.random.permutation(rng.perturb_key(setup.keys, "batch_examples"),
+                               setup.data.num_train)[:setup.steps["perturb_batch"]]
+  return setup.batcher.gather(*setup.train_data, idx, rng.perturb_key(setup.keys, "batch_augment"))
 
 
 def _perturbations(setup, trunk_params, scales):
   """The normalised direction eps (one per family; children differ in sigma) and its description."""
   c = setup.c
   p = c.perturb
-  key = setup.keys["perturb"]
   stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], p.init_draws)
   stds = perturb.init_stds(stats, setup.param_order, p.constant_params, fixed=p.init_std)
   finetune = bool(c.init.checkpoint)
-  mask = perturb.build_mask(trunk_params, p.mask, jax.random.fold_in(key, 1), finetune)
+  mask = perturb.build_mask(trunk_params, p.mask, rng.perturb_key(setup.keys, "mask"), finetune)
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
   if p.kind == "batch":
     x, y = perturbation_batch(setup)
     direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
         members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y), int(p.batch_sign))
   else:
-    direction = perturb.gaussian_direction(jax.random.fold_in(key, 4), trunk_params, stds)
+    direction = perturb.gaussian_direction(rng.perturb_key(setup.keys, "gaussian"), trunk_params, stds)
   if p.normalize:
     eps, raw_norm = perturb.normalised(direction, mask, jnp.float32(e_init))
   else:
@@ -333,7 +332,7 @@ def _align(setup, params, diverged):
     if diverged[j] or diverged[0]:
       perm = permutations.identity_permutation(spec)  # nothing to match in non-finite weights
     else:
-      perm = permutations.weight_matching(jax.random.fold_in(setup.keys["eval"], 100 + j), spec, children[0],
+      perm = permutations.weight_matching(rng.align_key(setup.keys, j), spec, children[0],
                                           children[j], max_iter=c.eval.align_max_iter)
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
@@ -424,11 +423,13 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
                         allow_code_change=allow_code_change)
 
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
-  eval_key = setup.keys["eval"]
-  indices = {"train": _eval_indices(jax.random.fold_in(eval_key, 0), setup.data.num_train, c.eval.num_examples),
-             "test": _eval_indices(jax.random.fold_in(eval_key, 1), setup.data.num_test, c.eval.num_examples)}
-  during = {"train": _eval_indices(jax.random.fold_in(eval_key, 2), setup.data.num_train, c.eval.during_num_examples),
-            "test": _eval_indices(jax.random.fold_in(eval_key, 3), setup.data.num_test, c.eval.during_num_examples)}
+  keys = setup.keys
+  indices = {"train": _eval_indices(rng.eval_key(keys, "train_examples"), setup.data.num_train, c.eval.num_examples),
+             "test": _eval_indices(rng.eval_key(keys, "test_examples"), setup.data.num_test, c.eval.num_examples)}
+  during = {"train": _eval_indices(rng.eval_key(keys, "during_train_examples"), setup.data.num_train,
+                                   c.eval.during_num_examples),
+            "test": _eval_indices(rng.eval_key(keys, "during_test_examples"), setup.data.num_test,
+                                  c.eval.during_num_examples)}
 
   def during_eval(params, diverged):
     cur = _family_eval(setup, params, during, alphas)

@@ -121,7 +121,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
     step_members = jax.shard_map(step_members, mesh=mesh, in_specs=(P("members"), P()), out_specs=P("members"))
 
   def step_fn(family: Family, data, perm, augment_key, step):
-    x, y = batcher(data, perm, augment_key, step)
+    x, y = batcher.step_batch(data, perm, augment_key, step)  # the same batch for every member
     params, opt_state, loss, active = step_members(
         (family.params, family.opt_state, family.lr_offset, family.end_step), (x, y, step))
     return family._replace(params=params, opt_state=opt_state), loss, active

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from butterfly_jax import evaluate, permutations, tree_math
+from butterfly_jax import evaluate, permutations, rng, tree_math
 from butterfly_jax.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
 
 DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
@@ -53,14 +53,13 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
   c = setup.c
   spec = permutations.spec_for(c.model.name, params)
   n = c.eval.num_examples if num_examples is None else num_examples
-  eval_key = setup.keys["eval"]
-  indices = {"train": _eval_indices(jax.random.fold_in(eval_key, 0), setup.data.num_train, n),
-             "test": _eval_indices(jax.random.fold_in(eval_key, 1), setup.data.num_test, n)}
+  indices = {"train": _eval_indices(rng.eval_key(setup.keys, "train_examples"), setup.data.num_train, n),
+             "test": _eval_indices(rng.eval_key(setup.keys, "test_examples"), setup.data.num_test, n)}
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   rows, family = [], [params]
   for i, f in enumerate(fractions):
     for s in range(seeds):
-      perm = permutations.random_permutation(jax.random.fold_in(key, i * 1000 + s), spec, f)
+      perm = permutations.random_permutation(rng.proxy_permutation_key(key, i, s), spec, f)
       family.append(permutations.apply_permutation(spec, perm, params))
       rows.append({"target_fraction": float(f), "seed": s,
                    "fixed_point_fraction": permutations.fixed_point_fraction(perm),
