@@ -158,3 +158,22 @@ def family_curves(loss, err, num_children: int, alphas):
         "error": np.concatenate([[err[0]], err[sl], [err[k]]]),
     })
   return out
+
+
+def pair_barriers(curves_by_split, alphas, k):
+  """``(barriers, path_finite)`` of a family's curves (``{split: family_curves(...)}``), lists over the pairs
+  (0, k), k >= 1: the loss and error barriers per split, and per split whether the loss and error are finite at
+  every point of the pair's path. Where they are not, both barriers of that split are NaN (null in results.json;
+  the error of non-finite logits is arbitrary) and the flag says why: with finite end points, a network inside the
+  path blew up."""
+  barriers, path_finite = [], []
+  for j in range(1, k):
+    barrier, finite = {}, {}
+    for split in ("train", "test"):
+      curve = curves_by_split[split]["curves"][j - 1]
+      finite[split] = bool(all(np.all(np.isfinite(np.asarray(curve[m], np.float64))) for m in ("loss", "error")))
+      barrier[split] = {m: barrier_from_curve(alphas, curve[m]) if finite[split] else float("nan")
+                        for m in ("loss", "error")}
+    barriers.append(barrier)
+    path_finite.append(finite)
+  return barriers, path_finite

@@ -1,14 +1,16 @@
 """One butterfly experiment: trunk to step t, perturb K-1 copies once, train the family with identical
 SGD noise to T, then compare every child with child 0 (L2 distance, loss/error barriers on train and test).
 
-:func:`run` is the whole experiment; the pieces it calls are pure functions in the other modules.
+:func:`run` is the whole experiment, in phases (``_run``): set up (:class:`butterfly_jax.run_setup.Setup`, and
+where an unfinished run resumes: :class:`_Start`, the one place that knows), trunk, perturb, children, evaluate
+(and align and compare), assemble the results. The pieces they call are pure functions in the other modules.
 """
 
-import functools
 import json
 import logging
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,108 +18,11 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from butterfly_jax import (batches, config as config_lib, evaluate, hosts, members, optim, perturb, placement, rng,
-                           runtime, similarity, tree_math)
-from butterfly_jax.data import load_dataset, select_classes
-from butterfly_jax.models import make_model, make_moments
-from butterfly_jax.models.layers import torch_linear_init
-from butterfly_jax.models.registry import param_order
+from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, rng, runtime,
+                           similarity, tree_math)
 from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
-
-
-class _Setup:
-  """Everything a run derives from its config before training: data on device, model, optimizer, keys."""
-
-  def __init__(self, c):
-    self.c = c
-    data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
-                        synthetic=c.data.synthetic.to_dict())
-    if c.data.classes:
-      data = select_classes(data, c.data.classes)
-    self.data = data
-    self.steps = config_lib.resolve_steps(c, data.num_train)
-    config_lib.check_model_input(c, data.input_shape)
-    available = jax.device_count()
-    if c.members.devices > available:
-      logging.warning("members.devices: %d devices asked for, %d available; the children split over at most %d",
-                      c.members.devices, available, available)
-    self.keys = rng.role_keys(c.seed, c.perturb.seed)
-    self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
-                                                   **c.model.kwargs.to_dict())
-    self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
-    self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
-    self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
-    self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
-    self.strategy = members.resolve_strategy(c.members.strategy)
-    mean, std = data.channel_stats()
-    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
-    aug = c.data.augment
-    self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
-                                   std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout,
-                                   rotate=aug.rotate, erase=aug.erase, translate_fill=aug.translate_fill)
-    self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
-    self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
-    self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
-    self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
-    moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
-    self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
-    if moments_fn is not None:
-      self.stats_estimator = evaluate.make_stats_estimator(moments_fn, c.eval.alpha_chunk)
-      batch = min(c.train.batch_size, data.num_train)
-      n = max(1, min(c.eval.norm_stats_examples, data.num_train) // batch) * batch
-      self.norm_indices = _eval_indices(rng.eval_key(self.keys, "norm_stats_examples"), data.num_train, n)
-      self.norm_info = {"re_estimated": True, "examples": n, "batch_size": batch, "augmented": False,
-                         "networks": "every evaluated network (children, interpolated, aligned)"}
-    self._steps = {}
-    self._perm = (None, None, None)
-
-  @property
-  def fresh_head(self) -> bool:
-    """Fine-tuning with a new head initialised as torch's ``nn.Linear`` (``init.head``), as the authors do."""
-    c = self.c
-    return bool(c.init.checkpoint) and not c.init.keep_head and c.init.head == "torch_linear"
-
-  def init_fn(self, key):
-    """The run's initial distribution of parameters: the model's init, with a torch-default head when
-    :attr:`fresh_head` (so the head's init variance counts in ``E_init`` as it does in the authors' code).
-    Jitted once per setup (:meth:`_jitted_init`)."""
-    return self._jitted_init(key)
-
-  @functools.cached_property
-  def _jitted_init(self):
-    return jax.jit(self._init)
-
-  def _init(self, key):
-    params = self.model_init_fn(key)
-    if self.fresh_head and "head" in params:
-      head = dict(params["head"])
-      head["kernel"], bias = torch_linear_init(rng.head_init_key(key), head["kernel"], head.get("bias"))
-      if bias is not None:
-        head["bias"] = bias
-      params = dict(params, head=head)
-    return params
-
-  def trainer(self, num_members: int):
-    """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
-    devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
-    mesh = placement.member_mesh(num_members, self.c.members.devices)
-    key = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
-    if key not in self._steps:
-      step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
-                                     mesh, self.c.train.compute_dtype, self.member_schedule)
-      self._steps[key] = (step, placement.replicate(self.train_data, mesh), mesh)
-      if mesh is not None:
-        logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
-    return self._steps[key]
-
-  def permutation(self, step: int, mesh=None):
-    """The training-set permutation of the epoch of ``step`` (cached for the current epoch, on ``mesh``)."""
-    epoch = step // self.batcher.steps_per_epoch
-    if self._perm[:2] != (epoch, id(mesh)):
-      self._perm = (epoch, id(mesh), placement.replicate(self.batcher.epoch_permutation(self.keys["data"], epoch),
-                                                       mesh))
-    return self._perm[2]
+from butterfly_jax.run_setup import Setup
 
 
 def _check_before_training(setup) -> None:
@@ -138,13 +43,6 @@ def _check_before_training(setup) -> None:
 def _all_finite(tree) -> bool:
   return bool(hosts.fetch(jax.tree_util.tree_reduce(
       lambda a, b: a & b, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.bool_(True))))
-
-
-def _eval_indices(key, n_total: int, n: int) -> np.ndarray:
-  """All examples in order, or ``n`` of them drawn once with the eval key."""
-  if not n or n >= n_total:
-    return np.arange(n_total)
-  return np.sort(np.asarray(jax.random.permutation(key, n_total))[:n])
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -179,8 +77,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     trained = jnp.zeros(k, jnp.int32)
     finite = jnp.ones(k, bool)
     for s in range(step, nxt):
-      family, loss, active = train_step(family, train_data, setup.permutation(s, mesh), setup.keys["augment"],
-                                        jnp.int32(s))
+      family, loss, active = train_step(family, train_data, *setup.sgd_noise(s, mesh), jnp.int32(s))
       loss_sum, trained, finite = loss_sum + loss, trained + active, finite & jnp.isfinite(loss)
     dist = members.distances(family.params, init_params)
     stats, dist = hosts.fetch(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
@@ -302,24 +199,6 @@ def _perturbations(setup, trunk_params, scales):
   return eps, info
 
 
-def _family_eval(setup, params, indices, alphas, bar=None):
-  """Per split: child means and pair curves, on the given example indices; with BatchNorm, also the
-  children's re-estimated statistics (``"children_stats"``, for :func:`similarity.compare_pairs`)."""
-  k = tree_math.num_members(params)
-  table = evaluate.network_table(k, alphas)
-  stats, out = None, {}
-  if setup.norm_info is not None:
-    stats = evaluate.estimate_norm_stats(setup.stats_estimator, params, table, setup.train_data[0],
-                                         setup.norm_indices, setup.norm_info["batch_size"], setup.mean, setup.std)
-    out["children_stats"] = jax.tree_util.tree_map(lambda x: x[:k], stats)  # the table's first k rows
-  for split, data in (("train", setup.train_data), ("test", setup.test_data)):
-    progress = (lambda n: bar.update(n)) if bar is not None else None
-    loss, err = evaluate.evaluate_networks(setup.eval_batch, params, table, *data, indices[split],
-                                           setup.c.eval.batch_size, setup.mean, setup.std, progress, stats)
-    out[split] = evaluate.family_curves(loss, err, k, alphas)
-  return out
-
-
 def _align(setup, params, diverged):
   """Each child k >= 1 weight-matched to child 0: (aligned stacked params, permutations)."""
   from butterfly_jax import permutations
@@ -337,28 +216,6 @@ def _align(setup, params, diverged):
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
   return tree_math.stack(aligned), perms
-
-
-def _pair_barriers(curves_by_split, alphas, k):
-  """``(barriers, path_finite)``, lists over the pairs (0, k), k >= 1: the loss and error barriers per split, and
-  per split whether the loss and error are finite at every point of the pair's path. Where they are not, both
-  barriers of that split are NaN (null in results.json; the error of non-finite logits is arbitrary) and the flag
-  says why: with finite end points, a network inside the path blew up."""
-  barriers, path_finite = [], []
-  for j in range(1, k):
-    barrier, finite = {}, {}
-    for split in ("train", "test"):
-      curve = curves_by_split[split]["curves"][j - 1]
-      finite[split] = bool(all(np.all(np.isfinite(np.asarray(curve[m], np.float64))) for m in ("loss", "error")))
-      barrier[split] = {m: evaluate.barrier_from_curve(alphas, curve[m]) if finite[split] else float("nan")
-                        for m in ("loss", "error")}
-    barriers.append(barrier)
-    path_finite.append(finite)
-  return barriers, path_finite
-
-
-def _barriers(curves_by_split, alphas, k):
-  return _pair_barriers(curves_by_split, alphas, k)[0]
 
 
 def _nulled(tree, keep=()):
@@ -410,172 +267,241 @@ def _init_source(c):
   return {"path": str(path.resolve()), "sha256": rundir_lib.fingerprint(path)}
 
 
-def _run(c, rundir, discard_unfinished, allow_code_change):
-  t_start = time.time()
-  setup = _Setup(c)
-  _check_before_training(setup)
-  steps, scales = setup.steps, tuple(float(s) for s in c.perturb.scales)
+class _Plan(NamedTuple):
+  """The family: ``k`` members (child 0 and one child per perturbation scale), perturbed at step ``t`` of ``total``,
+  each with its end step and learning-rate offset."""
+  scales: tuple
+  k: int
+  t: int
+  total: int
+  end_steps: list
+  lr_offsets: list
+
+
+def _plan(setup) -> _Plan:
+  c, steps = setup.c, setup.steps
+  scales = tuple(float(s) for s in c.perturb.scales)
   k, t, total = len(scales) + 1, steps["t"], steps["total"]
   end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
   lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
+  return _Plan(scales, k, t, total, end_steps, lr_offsets)
+
+
+class _Start:
+  """Where the run starts training, all of the resume logic: from scratch (``phase`` None, step 0), or from the
+  newest training state of an unfinished run of the same config (:meth:`RunDir.start`): its ``phase`` ("trunk"
+  or "children", :data:`butterfly_jax.rundir.PHASES`) and step, the family to restore, the members it had found
+  diverged and, among the children, the perturbation it had applied."""
+
+  def __init__(self, rundir, resume):
+    self.meta, self.path = resume if resume is not None else ({"phase": None, "step": 0}, None)
+    self.notes = rundir.resume_notes if resume is not None else []
+
+  @property
+  def phase(self) -> str | None:
+    return self.meta["phase"]
+
+  @property
+  def step(self) -> int:
+    return self.meta["step"]
+
+  def trains(self, phase: str) -> bool:
+    """Whether ``phase`` has steps left: a run resumed among the children skips the trunk."""
+    return self.phase is None or rundir_lib.PHASE_ORDER[phase] >= rundir_lib.PHASE_ORDER[self.phase]
+
+  def first_step(self, phase: str, default: int) -> int:
+    """The step ``phase`` starts from: the checkpoint's if it is of ``phase``, else ``default``."""
+    return self.step if self.phase == phase else default
+
+  def diverged(self, phase: str):
+    """The members found diverged up to the checkpoint, if it is of ``phase``; else None (none yet)."""
+    return self.meta.get("diverged") if self.phase == phase else None
+
+  def family(self, phase: str, target: members.Family) -> members.Family:
+    """``target`` (a family of the phase's shape and types), or its state restored when the checkpoint is of
+    ``phase``."""
+    if self.phase != phase:
+      return target
+    tree = rundir_lib.restore_checkpoint(self.path, {"family": target._asdict()})
+    return members.Family(**tree["family"])
+
+  def perturbed_children(self, plan: _Plan, params0, opt0):
+    """A run resumed among the children: ``(family, perturbation info, noise L2s)`` as checkpointed."""
+    family = self.family("children", members.new_family([params0] * plan.k, [opt0] * plan.k, plan.lr_offsets,
+                                                         plan.end_steps))
+    return family, self.meta["perturb"], self.meta["noise_l2"]
+
+  def timing(self) -> dict:
+    """The start of results.json's ``timing``: where a resumed run resumed from."""
+    if self.path is None:
+      return {}
+    out = {"resumed_from": {"phase": self.phase, "step": self.step}}
+    if self.notes:
+      out["resumed_from"]["notes"] = self.notes
+      out["resumed_from"]["code"] = self.meta.get("code")
+    return out
+
+
+def _set_up(c, rundir, discard_unfinished, allow_code_change):
+  """Set up: ``(setup, plan, start)``: what the config derives (:class:`Setup`), its errors found before any
+  compute, the family's plan, and the run directory started, or an unfinished run in it resumed (:class:`_Start`)."""
+  setup = Setup(c)
+  _check_before_training(setup)
   identity = {"code": rundir_lib.code_identity(), "init_source": _init_source(c)}
   resume = rundir.start(c.to_dict(), discard=discard_unfinished, identity=identity,
                         allow_code_change=allow_code_change)
+  return setup, _plan(setup), _Start(rundir, resume)
 
-  alphas = evaluate.alpha_grid(c.eval.num_alphas)
-  keys = setup.keys
-  indices = {"train": _eval_indices(rng.eval_key(keys, "train_examples"), setup.data.num_train, c.eval.num_examples),
-             "test": _eval_indices(rng.eval_key(keys, "test_examples"), setup.data.num_test, c.eval.num_examples)}
-  during = {"train": _eval_indices(rng.eval_key(keys, "during_train_examples"), setup.data.num_train,
-                                   c.eval.during_num_examples),
-            "test": _eval_indices(rng.eval_key(keys, "during_test_examples"), setup.data.num_test,
-                                  c.eval.during_num_examples)}
+
+def _trunk(setup, plan, start, rundir, params0, opt0, bar):
+  """Trunk: one network from init to ``t``, checkpointed as it goes; ``(params, opt_state)`` at ``t``."""
+  c = setup.c
+  if 0 in setup.steps["keep"] and start.phase is None:
+    _keep(rundir, params0, 0)
+  trunk = start.family("trunk", members.new_family([params0], [opt0], [0], [plan.t]))
+  save = lambda fam, step, div: rundir.save_state(
+      {"phase": "trunk", "step": step, "diverged": [bool(d) for d in div]}, {"family": fam._asdict()})
+  trunk, diverged = _train(setup, trunk, start.first_step("trunk", 0), plan.t, "trunk", rundir, params0, bar,
+                           diverged=start.diverged("trunk"), checkpoint=save)
+  if diverged.any() or not _all_finite(trunk.params):
+    raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step "
+                             f"{plan.t}; lower optim.lr or check the data")
+  trunk_params = tree_math.unstack(trunk.params, 0)
+  trunk_opt = tree_math.unstack(trunk.opt_state, 0)
+  del trunk
+  if c.checkpoint.trunk:
+    rundir.save_checkpoint("trunk", {"params": trunk_params, "opt_state": trunk_opt, "step": plan.t})
+  return trunk_params, trunk_opt
+
+
+def _perturb(setup, plan, trunk_params, trunk_opt):
+  """Perturb, once: child 0 is the trunk, child j the trunk plus ``scales[j - 1] * eps``, all with the trunk's
+  optimizer state; ``(family, perturbation info, each child's L2 distance from the trunk)``."""
+  eps, pinfo = _perturbations(setup, trunk_params, plan.scales)
+  children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in plan.scales]
+  noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
+  family = members.new_family(children, [trunk_opt] * plan.k, plan.lr_offsets, plan.end_steps)
+  return family, pinfo, noise_l2
+
+
+def _during_eval(setup, during, alphas, k):
+  """``fn(params, diverged)``: the barriers and the children's losses and errors logged during training
+  (``eval.every_steps``), on the examples ``during``."""
 
   def during_eval(params, diverged):
-    cur = _family_eval(setup, params, during, alphas)
+    cur = setup.evaluate_family(params, during, alphas)
     barriers = [_nulled(b) if (diverged[j] or diverged[0]) else b
-                for j, b in enumerate(_barriers(cur, alphas, k), start=1)]
+                for j, b in enumerate(evaluate.pair_barriers(cur, alphas, k)[0], start=1)]
     nan = lambda v: np.where(diverged, np.nan, v)  # written as null
     return {"barrier": barriers, "eval_train_loss": nan(cur["train"]["child_loss"]),
             "eval_test_error": nan(cur["test"]["child_error"])}
 
-  params0, init_info = _initial_params(setup)
-  opt0 = setup.transform.init(params0)
-  if 0 in steps["keep"] and resume is None:
-    _keep(rundir, params0, 0)
-  timing = {}
-  resume_meta, resume_path = resume if resume is not None else ({"phase": None, "step": 0}, None)
-  if resume is not None:
-    timing["resumed_from"] = {"phase": resume_meta["phase"], "step": resume_meta["step"]}
-    if rundir.resume_notes:
-      timing["resumed_from"]["notes"] = rundir.resume_notes
-      timing["resumed_from"]["code"] = resume_meta.get("code")
-  bar = tqdm(total=t + max(end_steps) - t, initial=resume_meta["step"], desc="train", unit="step",
-             disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True)
+  return during_eval
 
-  def restore(target):
-    tree = rundir_lib.restore_checkpoint(resume_path, {"family": target._asdict()})
-    return members.Family(**tree["family"])
 
-  # Trunk: one network from init to t.
-  tic = time.time()
-  if resume_meta["phase"] != "children":
-    trunk = members.new_family([params0], [opt0], [0], [t])
-    if resume_meta["phase"] == "trunk":
-      trunk = restore(trunk)
-    save_trunk = lambda fam, step, div: rundir.save_state(
-        {"phase": "trunk", "step": step, "diverged": [bool(d) for d in div]}, {"family": fam._asdict()})
-    trunk, trunk_diverged = _train(setup, trunk, resume_meta["step"], t, "trunk", rundir, params0, bar,
-                                   diverged=resume_meta.get("diverged") if resume_meta["phase"] == "trunk" else None,
-                                   checkpoint=save_trunk)
-    if trunk_diverged.any() or not _all_finite(trunk.params):
-      raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step "
-                               f"{t}; lower optim.lr or check the data")
-    trunk_params = tree_math.unstack(trunk.params, 0)
-    trunk_opt = tree_math.unstack(trunk.opt_state, 0)
-    del trunk
-    if c.checkpoint.trunk:
-      rundir.save_checkpoint("trunk", {"params": trunk_params, "opt_state": trunk_opt, "step": t})
-  timing["trunk_s"] = time.time() - tic
+def _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar, during_eval):
+  """Children: the family from ``t`` to its end steps with identical SGD noise, checkpointed as it goes;
+  ``(family, diverged)``."""
 
-  # Perturb once, then train the family with identical SGD noise.
-  tic = time.time()
-  if resume_meta["phase"] == "children":
-    pinfo, noise_l2, start, diverged0 = (resume_meta["perturb"], resume_meta["noise_l2"], resume_meta["step"],
-                                         resume_meta["diverged"])
-    family = restore(members.new_family([params0] * k, [opt0] * k, lr_offsets, end_steps))
-  else:
-    eps, pinfo = _perturbations(setup, trunk_params, scales)
-    children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in scales]
-    noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
-    family = members.new_family(children, [trunk_opt] * k, lr_offsets, end_steps)
-    start, diverged0 = t, None
-    del children, eps, trunk_params, trunk_opt
-
-  def save_children(fam, step, div):
+  def save(fam, step, div):
     rundir.save_state({"phase": "children", "step": step, "diverged": [bool(d) for d in div],
                        "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise_l2}, {"family": fam._asdict()})
 
-  family, diverged = _train(setup, family, start, max(end_steps), "children", rundir, params0, bar, during_eval,
-                            diverged=diverged0, checkpoint=save_children)
-  bar.close()
-  timing["children_s"] = time.time() - tic
-  if c.checkpoint.children:
-    rundir.save_checkpoint("children", {"params": family.params, "opt_state": family.opt_state})
+  return _train(setup, family, start.first_step("children", plan.t), max(plan.end_steps), "children", rundir,
+                params0, bar, during_eval, diverged=start.diverged("children"), checkpoint=save)
 
-  mesh = setup.trainer(k)[2]
 
-  # Evaluate: every child, every pair's loss/error curve, on train and test.
+def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -> dict:
+  """Evaluate: every child and every pair's loss/error curve on train and test, the L2 distances, the pairs'
+  ensembles and CKA; then (``eval.align``) the same after weight matching (:func:`_compare_aligned`). A member
+  whose weights or final losses are not finite joins ``diverged``."""
+  c = setup.c
+  mesh = setup.trainer(plan.k)[2]
   tic = time.time()
-  align = c.eval.align and k > 1
+  align = c.eval.align and plan.k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
-  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True) as ebar:
-    final = _family_eval(setup, family.params, indices, alphas, ebar)
+  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()),
+            dynamic_ncols=True) as ebar:
+    final = setup.evaluate_family(family.params, indices, alphas, ebar)
     params0 = placement.replicate(params0, mesh)
     dist = hosts.fetch(members.distances(family.params, params0))
-    diverged |= ~dist["finite"]
+    diverged = diverged | ~dist["finite"]
     for split in ("train", "test"):
       diverged |= ~np.isfinite(final[split]["child_loss"])
     pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
                                      c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std,
                                      final.get("children_stats"), c.eval.cka_estimator)
     ebar.update(len(indices["test"]))
+    aligned = None
     if align:
-      tac = time.time()
-      aligned_params, perms = _align(setup, family.params, diverged)
-      aligned_params = placement.shard_members(aligned_params, mesh)  # placed like the family it came from
-      timing["align_s"] = time.time() - tac
-      aligned_final = _family_eval(setup, aligned_params, indices, alphas, ebar)
-      aligned_barriers, aligned_path_finite = _pair_barriers(aligned_final, alphas, k)
-      aligned_dist = hosts.fetch(members.distances(aligned_params, params0))
+      aligned = _compare_aligned(setup, plan, family.params, diverged, params0, mesh, indices, alphas, ebar, timing)
   timing["eval_s"] = time.time() - tic
-  barriers, path_finite = _pair_barriers(final, alphas, k)
+  barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
+  return {"final": final, "dist": dist, "pairs": pairs, "barriers": barriers, "path_finite": path_finite,
+          "aligned": aligned, "diverged": diverged, "mesh": mesh}
 
-  results_children = []
-  for j in range(k):
+
+def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing) -> dict:
+  """Align and compare: each child k >= 1 weight-matched to child 0 (:func:`_align`), then evaluated as the
+  children are: its L2 distance, barriers and curves, and the permutations' fixed points."""
+  tic = time.time()
+  aligned_params, perms = _align(setup, params, diverged)
+  aligned_params = placement.shard_members(aligned_params, mesh)  # placed like the family it came from
+  timing["align_s"] = time.time() - tic
+  final = setup.evaluate_family(aligned_params, indices, alphas, ebar)
+  barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
+  dist = hosts.fetch(members.distances(aligned_params, params0))
+  return {"final": final, "barriers": barriers, "path_finite": path_finite, "dist": dist, "perms": perms}
+
+
+def _vs_child0(ev, j) -> dict:
+  """Child ``j`` (>= 1) against child 0 in the evaluation ``ev`` (:func:`_evaluate` or :func:`_compare_aligned`)."""
+  return {"l2": ev["dist"]["l2_to_child0"][j], "barrier": ev["barriers"][j - 1],
+          "barrier_path_finite": ev["path_finite"][j - 1],
+          "curves": {split: {m: ev["final"][split]["curves"][j - 1][m] for m in ("loss", "error")}
+                     for split in ("train", "test")}}
+
+
+def _child_results(plan, pinfo, noise_l2, ev) -> list[dict]:
+  """results.json's ``children``: each child's perturbation, final losses and accuracies and, for k >= 1, its
+  comparison with child 0 (before and after alignment); a diverged child's numbers are null."""
+  from butterfly_jax.permutations import fixed_point_fraction, fixed_point_fractions
+  final, dist, diverged, aligned = ev["final"], ev["dist"], ev["diverged"], ev["aligned"]
+  out = []
+  for j in range(plan.k):
     child = {
         "index": j,
-        "perturb": dict(pinfo, scale=0.0 if j == 0 else scales[j - 1], noise_l2=noise_l2[j],
+        "perturb": dict(pinfo, scale=0.0 if j == 0 else plan.scales[j - 1], noise_l2=noise_l2[j],
                         num_perturbed=0 if j == 0 else pinfo["num_perturbed"]),
         "train": {"loss": final["train"]["child_loss"][j], "accuracy": 1.0 - final["train"]["child_error"][j]},
         "test": {"loss": final["test"]["child_loss"][j], "accuracy": 1.0 - final["test"]["child_error"][j]},
         "diverged": bool(diverged[j]),
-        "end_step": end_steps[j],
+        "end_step": plan.end_steps[j],
         "l2_from_init": dist["l2_from_init"][j],
     }
     if j >= 1:
-      child["vs_child0"] = {
-          "l2": dist["l2_to_child0"][j],
-          "barrier": barriers[j - 1],
-          "barrier_path_finite": path_finite[j - 1],
-          "curves": {split: {m: final[split]["curves"][j - 1][m] for m in ("loss", "error")}
-                     for split in ("train", "test")},
-          **pairs[j - 1],
-      }
-      if align:
-        from butterfly_jax.permutations import fixed_point_fraction, fixed_point_fractions
-        child["vs_child0"]["aligned"] = {
-            "l2": aligned_dist["l2_to_child0"][j],
-            "barrier": aligned_barriers[j - 1],
-            "barrier_path_finite": aligned_path_finite[j - 1],
-            "curves": {split: {m: aligned_final[split]["curves"][j - 1][m] for m in ("loss", "error")}
-                       for split in ("train", "test")},
-            "fixed_point_fraction": fixed_point_fraction(perms[j - 1]),
-            "fixed_point_fractions": fixed_point_fractions(perms[j - 1]),
-        }
+      child["vs_child0"] = {**_vs_child0(ev, j), **ev["pairs"][j - 1]}
+      if aligned is not None:
+        child["vs_child0"]["aligned"] = {**_vs_child0(aligned, j),
+                                         "fixed_point_fraction": fixed_point_fraction(aligned["perms"][j - 1]),
+                                         "fixed_point_fractions": fixed_point_fractions(aligned["perms"][j - 1])}
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
-    results_children.append(child)
-  timing["total_s"] = time.time() - t_start
-  results = {
+    out.append(child)
+  return out
+
+
+def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing) -> dict:
+  """Assemble results: results.json (:func:`_child_results`, and what the run was: steps, data, model, init)."""
+  c, steps, data, mesh = setup.c, setup.steps, setup.data, ev["mesh"]
+  return {
       "definitions": config_lib.definitions(c),
-      "children": results_children,
-      "steps": {"t": t, "T": total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
+      "children": _child_results(plan, pinfo, noise_l2, ev),
+      "steps": {"t": plan.t, "T": plan.total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
       "alphas": alphas,
       "eval": {"num_examples": {s: len(v) for s, v in indices.items()}},
-      "data": {"name": setup.data.name, "source": setup.data.source, "num_train": setup.data.num_train,
-               "num_test": setup.data.num_test, "input_shape": list(setup.data.input_shape),
-               "num_classes": setup.data.num_classes},
+      "data": {"name": data.name, "source": data.source, "num_train": data.num_train, "num_test": data.num_test,
+               "input_shape": list(data.input_shape), "num_classes": data.num_classes},
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
       "init": init_info,
@@ -586,5 +512,40 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
       "timing": timing,
       "provenance": provenance(),
   }
-  rundir.finish(results)
+
+
+def _run(c, rundir, discard_unfinished, allow_code_change):
+  """The phases in order: set up, trunk, perturb, children, evaluate (and align/compare), assemble results."""
+  t_start = time.time()
+  setup, plan, start = _set_up(c, rundir, discard_unfinished, allow_code_change)
+  alphas = evaluate.alpha_grid(c.eval.num_alphas)
+  indices = setup.evaluation_examples(c.eval.num_examples)
+  during = setup.evaluation_examples(c.eval.during_num_examples, during=True)
+  params0, init_info = _initial_params(setup)
+  opt0 = setup.transform.init(params0)
+  timing = start.timing()
+  bar = tqdm(total=max(plan.end_steps), initial=start.step, desc="train", unit="step",
+             disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True)
+
+  tic = time.time()
+  if start.trains("trunk"):
+    trunk_params, trunk_opt = _trunk(setup, plan, start, rundir, params0, opt0, bar)
+  timing["trunk_s"] = time.time() - tic
+
+  tic = time.time()
+  if start.trains("trunk"):
+    family, pinfo, noise_l2 = _perturb(setup, plan, trunk_params, trunk_opt)
+    del trunk_params, trunk_opt
+  else:
+    family, pinfo, noise_l2 = start.perturbed_children(plan, params0, opt0)
+  family, diverged = _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar,
+                               _during_eval(setup, during, alphas, plan.k))
+  bar.close()
+  timing["children_s"] = time.time() - tic
+  if c.checkpoint.children:
+    rundir.save_checkpoint("children", {"params": family.params, "opt_state": family.opt_state})
+
+  ev = _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing)
+  timing["total_s"] = time.time() - t_start
+  rundir.finish(_results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing))
   return json.loads(rundir.results.read_text())  # what a reader of results.json sees

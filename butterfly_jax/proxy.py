@@ -48,13 +48,12 @@ def load_child(run_dir, child: int):
 
 def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_examples: int | None = None):
   """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
-  random permutations of itself. ``setup`` is an experiment ``_Setup`` (data, model, evaluation)."""
-  from butterfly_jax.experiment import _barriers, _eval_indices, _family_eval
+  random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run_setup.Setup` (data, model,
+  evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`)."""
   c = setup.c
   spec = permutations.spec_for(c.model.name, params)
   n = c.eval.num_examples if num_examples is None else num_examples
-  indices = {"train": _eval_indices(rng.eval_key(setup.keys, "train_examples"), setup.data.num_train, n),
-             "test": _eval_indices(rng.eval_key(setup.keys, "test_examples"), setup.data.num_test, n)}
+  indices = setup.evaluation_examples(n)
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   rows, family = [], [params]
   for i, f in enumerate(fractions):
@@ -64,15 +63,15 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
       rows.append({"target_fraction": float(f), "seed": s,
                    "fixed_point_fraction": permutations.fixed_point_fraction(perm),
                    "l2": tree_math.l2_distance(params, family[-1])})
-  curves = _family_eval(setup, tree_math.stack(family), indices, alphas)
-  for row, barrier in zip(rows, _barriers(curves, alphas, len(family))):
+  curves = setup.evaluate_family(tree_math.stack(family), indices, alphas)
+  for row, barrier in zip(rows, evaluate.pair_barriers(curves, alphas, len(family))[0]):
     row["barrier"] = barrier
   return rows, {s: len(v) for s, v in indices.items()}
 
 
 def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_examples=None, seed=0) -> dict:
   """Runs the proxy on a saved run and writes ``run_dir/proxy.json``; returns what it wrote."""
-  from butterfly_jax.experiment import _Setup
+  from butterfly_jax.run_setup import Setup  # the heavy imports (data sets), once the arguments are checked
   for f in fractions:
     if not 0.0 <= f <= 1.0:
       raise ValueError(f"--fractions: every fraction must lie in [0, 1], got {f}")
@@ -80,7 +79,7 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
     raise ValueError(f"--seeds: expected an integer >= 1, got {seeds}")
   c = load_run_config(run_dir)
   params = load_child(run_dir, child)
-  setup = _Setup(c)
+  setup = Setup(c)
   rows, n = random_permutation_proxy(setup, params, fractions, seeds, jax.random.key(seed), num_examples)
   out = {"child": child, "seed": seed, "num_examples": n, "rows": rows, "provenance": provenance()}
   write_json_atomic(Path(run_dir) / "proxy.json", out)

@@ -251,7 +251,7 @@ def test_a_data_path_that_the_dataset_would_not_read_is_an_error(smoke_config, t
 
 def test_more_member_devices_than_there_are_is_logged(smoke_config, caplog):
   import jax
-  from butterfly_jax.experiment import _Setup
+  from butterfly_jax.run_setup import Setup as _Setup
   n = jax.device_count()
   smoke_config.members.devices = n + 3
   with caplog.at_level("WARNING"):

@@ -260,7 +260,7 @@ def test_a_trunk_state_checkpoint_remembers_its_divergence(smoke_config, tmp_pat
 
 def test_barriers_of_a_path_that_is_not_finite_are_null_and_flagged():
   from butterfly_jax.evaluate import barrier_from_curve
-  from butterfly_jax.experiment import _pair_barriers
+  from butterfly_jax.evaluate import pair_barriers as _pair_barriers
   alphas = np.linspace(0, 1, 5)
   ok = {"loss": np.array([0.5, 0.7, 0.9, 0.6, 0.5]), "error": np.array([0.1, 0.2, 0.3, 0.2, 0.1])}
   blown = {"loss": np.array([0.5, 0.8, np.nan, 0.7, 0.6]), "error": np.array([0.1, 0.2, 0.9, 0.2, 0.1])}

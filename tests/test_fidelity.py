@@ -86,7 +86,7 @@ def test_fixed_init_std_replaces_every_random_layer(resnet20):
 
 
 def _setup(c):
-  from butterfly_jax.experiment import _Setup
+  from butterfly_jax.run_setup import Setup as _Setup
   return _Setup(c)
 
 

@@ -1,0 +1,147 @@
+"""What a run derives from its config before anything trains (:class:`Setup`), shared by the experiment and
+the random-permutation proxy: the data on device, the model, the optimizer, the run's keys, the evaluation
+examples and the evaluation of a family."""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, placement, rng, similarity,
+                           tree_math)
+from butterfly_jax.data import load_dataset, select_classes
+from butterfly_jax.models import make_model, make_moments
+from butterfly_jax.models.layers import torch_linear_init
+from butterfly_jax.models.registry import param_order
+
+
+class Setup:
+  """Everything a run derives from its config before training: data on device, model, optimizer, keys; the
+  evaluation of a family (:meth:`evaluate_family`) on the run's evaluation examples (:meth:`evaluation_examples`).
+
+  Its only state is compiled functions and placed data, cached: one train step and one copy of the training data
+  per mesh (:meth:`trainer`), and the current epoch's permutation (:meth:`sgd_noise`)."""
+
+  def __init__(self, c):
+    self.c = c
+    data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
+                        synthetic=c.data.synthetic.to_dict())
+    if c.data.classes:
+      data = select_classes(data, c.data.classes)
+    self.data = data
+    self.steps = config_lib.resolve_steps(c, data.num_train)
+    config_lib.check_model_input(c, data.input_shape)
+    available = jax.device_count()
+    if c.members.devices > available:
+      logging.warning("members.devices: %d devices asked for, %d available; the children split over at most %d",
+                      c.members.devices, available, available)
+    self.keys = rng.role_keys(c.seed, c.perturb.seed)
+    self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
+                                                   **c.model.kwargs.to_dict())
+    self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
+    self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
+    self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
+    self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
+    self.strategy = members.resolve_strategy(c.members.strategy)
+    mean, std = data.channel_stats()
+    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+    aug = c.data.augment
+    self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
+                                   std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout,
+                                   rotate=aug.rotate, erase=aug.erase, translate_fill=aug.translate_fill)
+    self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
+    self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
+    self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
+    self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
+    moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
+    self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
+    if moments_fn is not None:
+      self.stats_estimator = evaluate.make_stats_estimator(moments_fn, c.eval.alpha_chunk)
+      batch = min(c.train.batch_size, data.num_train)
+      n = max(1, min(c.eval.norm_stats_examples, data.num_train) // batch) * batch
+      self.norm_indices = eval_indices(rng.eval_key(self.keys, "norm_stats_examples"), data.num_train, n)
+      self.norm_info = {"re_estimated": True, "examples": n, "batch_size": batch, "augmented": False,
+                         "networks": "every evaluated network (children, interpolated, aligned)"}
+    self._steps = {}
+    self._perm = (None, None, None)
+
+  @property
+  def fresh_head(self) -> bool:
+    """Fine-tuning with a new head initialised as torch's ``nn.Linear`` (``init.head``), as the authors do."""
+    c = self.c
+    return bool(c.init.checkpoint) and not c.init.keep_head and c.init.head == "torch_linear"
+
+  def init_fn(self, key):
+    """The run's initial distribution of parameters: the model's init, with a torch-default head when
+    :attr:`fresh_head` (so the head's init variance counts in ``E_init`` as it does in the authors' code).
+    Jitted once per setup (:meth:`_jitted_init`)."""
+    return self._jitted_init(key)
+
+  @functools.cached_property
+  def _jitted_init(self):
+    return jax.jit(self._init)
+
+  def _init(self, key):
+    params = self.model_init_fn(key)
+    if self.fresh_head and "head" in params:
+      head = dict(params["head"])
+      head["kernel"], bias = torch_linear_init(rng.head_init_key(key), head["kernel"], head.get("bias"))
+      if bias is not None:
+        head["bias"] = bias
+      params = dict(params, head=head)
+    return params
+
+  def trainer(self, num_members: int):
+    """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
+    devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
+    mesh = placement.member_mesh(num_members, self.c.members.devices)
+    if mesh not in self._steps:  # a mesh is equal to, and hashes as, any mesh over the same devices
+      step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
+                                     mesh, self.c.train.compute_dtype, self.member_schedule)
+      self._steps[mesh] = (step, placement.replicate(self.train_data, mesh), mesh)
+      if mesh is not None:
+        logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
+    return self._steps[mesh]
+
+  def sgd_noise(self, step: int, mesh=None):
+    """``(perm, augment_key)``: what the batch of ``step`` is drawn from (:meth:`batches.Batcher.step_batch`), the
+    same for every member: the training-set permutation of ``step``'s epoch (cached for the current epoch, placed
+    on ``mesh``) and the run's augmentation key."""
+    epoch = step // self.batcher.steps_per_epoch
+    if self._perm[:2] != (epoch, mesh):
+      self._perm = (epoch, mesh, placement.replicate(self.batcher.epoch_permutation(self.keys["data"], epoch), mesh))
+    return self._perm[2], self.keys["augment"]
+
+  def evaluation_examples(self, num_examples: int, during: bool = False) -> dict[str, np.ndarray]:
+    """``{split: indices}``: all examples of each split, or ``num_examples`` of them drawn once with the
+    evaluation key: the examples evaluated at the end of the run, or (``during``) during training."""
+    roles = ("during_train_examples", "during_test_examples") if during else ("train_examples", "test_examples")
+    return {"train": eval_indices(rng.eval_key(self.keys, roles[0]), self.data.num_train, num_examples),
+            "test": eval_indices(rng.eval_key(self.keys, roles[1]), self.data.num_test, num_examples)}
+
+  def evaluate_family(self, params, indices, alphas, bar=None):
+    """Per split: the stacked children ``params``' means and their pairs' curves (:func:`evaluate.family_curves`)
+    on the examples ``indices`` (``{split: indices}``); with BatchNorm, also the children's re-estimated
+    statistics (``"children_stats"``, for :func:`similarity.compare_pairs`)."""
+    k = tree_math.num_members(params)
+    table = evaluate.network_table(k, alphas)
+    stats, out = None, {}
+    if self.norm_info is not None:
+      stats = evaluate.estimate_norm_stats(self.stats_estimator, params, table, self.train_data[0],
+                                           self.norm_indices, self.norm_info["batch_size"], self.mean, self.std)
+      out["children_stats"] = jax.tree_util.tree_map(lambda x: x[:k], stats)  # the table's first k rows
+    for split, data in (("train", self.train_data), ("test", self.test_data)):
+      progress = (lambda n: bar.update(n)) if bar is not None else None
+      loss, err = evaluate.evaluate_networks(self.eval_batch, params, table, *data, indices[split],
+                                             self.c.eval.batch_size, self.mean, self.std, progress, stats)
+      out[split] = evaluate.family_curves(loss, err, k, alphas)
+    return out
+
+
+def eval_indices(key, n_total: int, n: int) -> np.ndarray:
+  """All examples in order, or ``n`` of them drawn once with the eval key."""
+  if not n or n >= n_total:
+    return np.arange(n_total)
+  return np.sort(np.asarray(jax.random.permutation(key, n_total))[:n])
