@@ -120,8 +120,8 @@ def _initial_params(setup):
   if not c.init.checkpoint:
     return params0, None
   head = {"head": "kept"} if c.init.keep_head else {"head": "fresh", "head_init": c.init.head}
-  run_dir, sep, step = c.init.checkpoint.rpartition(":")
-  if not (sep and step.isdigit()) and Path(c.init.checkpoint).exists():
+  run_dir, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
+  if step is None and Path(c.init.checkpoint).exists():
     if c.model.name not in ("vit", "vit_b16"):
       raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for ViT models only; for model "
                                    f"{c.model.name} give 'RUN_DIR:STEP' of a saved run")
@@ -129,10 +129,10 @@ def _initial_params(setup):
     params = load_vit_weights(c.init.checkpoint, params0, c.init.keep_head)
     return jax.tree_util.tree_map(jnp.asarray, params), {
         "checkpoint": str(Path(c.init.checkpoint).resolve()), **head}
-  if not sep or not step.isdigit():
+  if step is None:
     raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run) or a ViT "
                                  f"weights file that exists, got {c.init.checkpoint!r}")
-  path = RunDir(run_dir).checkpoints / "keep" / step
+  path = RunDir(run_dir).checkpoints / "keep" / str(step)
   if not path.is_dir():
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not exist; kept steps of {run_dir}: "
                                  f"{kept_steps(run_dir) or 'none (set checkpoint.keep in that run)'}")
@@ -260,8 +260,8 @@ def _init_source(c):
   """Where ``init.checkpoint`` points (path and content hash), or None: recorded in every checkpoint."""
   if not c.init.checkpoint:
     return None
-  run_dir, sep, step = c.init.checkpoint.rpartition(":")
-  path = RunDir(run_dir).checkpoints / "keep" / step if (sep and step.isdigit()) else Path(c.init.checkpoint)
+  run_dir, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
+  path = Path(run_dir) if step is None else RunDir(run_dir).checkpoints / "keep" / str(step)
   if not path.exists():
     return None  # _initial_params says what is wrong
   return {"path": str(path.resolve()), "sha256": rundir_lib.fingerprint(path)}

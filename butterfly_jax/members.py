@@ -22,6 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from butterfly_jax import tree_math
+from butterfly_jax.config import COMPUTE_DTYPES as _DTYPE_NAMES, MEMBER_STRATEGIES
 
 
 class Family(NamedTuple):
@@ -36,7 +37,7 @@ def new_family(params_list, opt_states, lr_offsets, end_steps) -> Family:
                 jnp.asarray(lr_offsets, jnp.int32), jnp.asarray(end_steps, jnp.int32))
 
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = {name: getattr(jnp, name) for name in _DTYPE_NAMES}  # config.py owns the names
 
 
 def cross_entropy(apply_fn, compute_dtype: str = "float32"):
@@ -80,7 +81,8 @@ def over_members(fn, strategy: str):
       outs = [fn(tree_math.unstack(members, i), shared) for i in range(k)]
       return tree_math.stack(outs)
     return unrolled
-  raise ValueError(f"members.strategy: unknown strategy {strategy!r}; allowed: vmap, sequential")
+  raise ValueError(f"members.strategy: unknown strategy {strategy!r}; allowed: "
+                   f"{', '.join(s for s in MEMBER_STRATEGIES if s != 'auto')}")
 
 
 def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,
