@@ -260,6 +260,28 @@ def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) ->
   return notes
 
 
+def try_lock(path):
+  """An exclusive ``flock`` on ``path`` (created with its folder), held while the returned handle is open and
+  released by the kernel however the process ends: ``(handle, None)``, the file then naming this process; or
+  ``(None, holder)`` when another process holds it, ``holder`` being what that process wrote."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handle = open(path, "a+")
+  try:
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    handle.seek(0)
+    holder = handle.read().strip() or "a process that did not say who it is"
+    handle.close()
+    return None, holder
+  handle.seek(0)
+  handle.truncate()
+  handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+               f"{datetime.datetime.now().isoformat(sep=' ', timespec='seconds')}\n")
+  handle.flush()
+  return handle, None
+
+
 class RunDir:
   """Paths and writers of one run directory."""
 
@@ -278,23 +300,7 @@ class RunDir:
     """Holds the run directory's exclusive lock (the primary process takes it; every process learns the
     outcome); :class:`RunDirBusy`, naming the holder, if another process holds it. The lock is an ``flock`` on
     ``WORKDIR/.lock``: the kernel releases it however the process ends (on NFS it needs a server with locks)."""
-    handle, holder = None, None
-    if hosts.is_primary():
-      self.root.mkdir(parents=True, exist_ok=True)
-      handle = open(self.lock_file, "a+")
-      try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "a process that did not say who it is"
-        handle.close()
-        handle = None
-      else:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-                     f"{datetime.datetime.now().isoformat(sep=' ', timespec='seconds')}\n")
-        handle.flush()
+    handle, holder = try_lock(self.lock_file) if hosts.is_primary() else (None, None)
     if not hosts.agree(holder is None):
       raise RunDirBusy(f"--workdir {self.root} is in use by another process ({holder or 'see the primary'}); "
                        f"nothing was touched. Wait for it to finish or stop it, then run again")

@@ -17,9 +17,7 @@ fails with RunDirError), never overwritten. Give another sweep its own ``--runs`
 """
 
 import argparse
-import fcntl
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -93,20 +91,11 @@ class BusyError(RuntimeError):
 
 def _lock(runs_dir: Path):
   """An exclusive lock on DIR for this launcher's lifetime (released by the kernel however it ends)."""
-  runs_dir.mkdir(parents=True, exist_ok=True)
-  f = open(runs_dir / ".launch.lock", "a+")
-  try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or "pid unknown"
-    f.close()
-    raise BusyError(f"another launcher is running on {runs_dir} ({holder}); wait for it or stop it") from None
-  f.seek(0)
-  f.truncate()
-  f.write(f"pid {os.getpid()}\n")
-  f.flush()
-  return f
+  from butterfly_jax.rundir import try_lock
+  handle, holder = try_lock(runs_dir / ".launch.lock")
+  if handle is None:
+    raise BusyError(f"another launcher is running on {runs_dir} ({holder}); wait for it or stop it")
+  return handle
 
 
 def _dry_run(runs_dir, state, pending, out) -> int:

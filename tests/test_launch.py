@@ -472,3 +472,15 @@ def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypa
         allow_code_change) or {"status": "finished", "error": None, "seconds": 0.0})
     assert run_one.main(["--runs", str(tmp_path), "--index", "0"] + (["--allow-code-change"] if allow else [])) == 0
     assert seen == [allow]
+
+
+def test_a_second_launcher_on_the_same_runs_is_refused(tmp_path):
+  from butterfly_jax.rundir import try_lock
+  runs_dir = tmp_path / "runs"
+  handle, _ = try_lock(runs_dir / ".launch.lock")  # a launcher holding DIR
+  try:
+    out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={tmp_path / 'job.sh'}")
+  finally:
+    handle.close()
+  assert out.returncode == 3 and f"another launcher is running on {runs_dir} (pid {os.getpid()} on " in out.stderr
+  assert not (tmp_path / "job.sh").exists()
