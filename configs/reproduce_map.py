@@ -10,6 +10,11 @@ map. Definitions version 2 (the defaults). The phases (``:ARG``):
 * ``mlp_extra``: the same map with ``perturb.extra_steps`` (every perturbed child trains 2,808 steps after
   t, its learning rate decaying linearly from lr(t) to 0): "perturbed later" told apart from "less
   training left". Batch direction (24 runs).
+* ``mlp_scale``: per seed, the unperturbed network trained to T with its children's checkpoint kept, for the
+  random-permutation proxy at fraction 0 (the barrier between the network and a fully permuted copy of
+  itself: the scale a barrier is read against). Child 0 of every ``mlp`` run of a seed is this same network
+  (the trunk and child 0 share every step's batch). 3 runs of a few minutes; then, per run,
+  ``python -m butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3``.
 
 One run, and the sweep with its report (from the repository root)::
 
@@ -24,7 +29,7 @@ from butterfly_jax.config import config_file
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
-PHASES = ("mlp", "mlp_extra")
+PHASES = ("mlp", "mlp_extra", "mlp_scale")
 TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -52,12 +57,19 @@ def get_config(arg=None):
   c.log.progress = False
   c.checkpoint.every_steps = "1ep"
   c.checkpoint.trunk = False
-  c.checkpoint.children = False
+  c.checkpoint.children = phase == "mlp_scale"
+  if phase == "mlp_scale":
+    c.perturb.time = "4ep"
+    c.perturb.scales = (0.0, 1e-5)
   return c
 
 
 def sweep(add, arg=None):
   phase = _phase(arg)
+  if phase == "mlp_scale":
+    for seed in SEEDS:
+      add(seed=seed)
+    return
   for seed in SEEDS:
     for t in TIMES:
       for kind in (("batch", "gaussian") if phase == "mlp" else ("batch",)):

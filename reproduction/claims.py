@@ -1,13 +1,25 @@
 """The numbers behind REPRODUCTION.md's verdicts, computed from the report table (nothing typed by hand).
 
     python reproduction/claims.py reproduction/fashion_mnist/report/table.parquet > reproduction/fashion_mnist/claims.md
+    python reproduction/claims.py map --map=reproduction/map/mlp_report/table.parquet \
+        [--extra=reproduction/map/mlp_extra_report/table.parquet] [--scale=reproduction/map/mlp_scale] \
+        > reproduction/map/mlp_claims.md
 
 Prints Markdown: one section per claim of the paper, each with the table or statistic it rests on. Barriers are
 the Eq. 1 train/test loss and error barriers between child 0 and child k after training; means and min-max are
 over seeds; Spearman correlations are over every non-diverged pair with σ > 0.
+
+The ``map`` form reads an instability map (``configs/reproduce_map.py``): the barrier over (t, σ) per
+direction, σ*(t) at several thresholds, the scale a barrier is read against (the random-permutation proxy
+at fraction 0 from ``--scale``'s runs, and child 0's test-error gap), the relations within each t and pooled
+with bootstrap intervals over seeds (``reproduction/stats.py``), and, with ``--extra``, the same map with
+every child training T steps after t.
 """
 
+import argparse
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -132,5 +144,149 @@ def main(path):
                    "t_epochs", "sigma", "v"))
 
 
+RELATIONS = (("vs_child0.l2", "L2 distance"), ("vs_child0.cka", "angular CKA"),
+             ("vs_child0.ensemble.accuracy", "ensemble accuracy"),
+             ("vs_child0.aligned.fixed_point_fraction", "fixed-point fraction"))
+
+
+def _md_table(header, rows):
+  return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                    + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def scale_of_barriers(scale_dir, t):
+  """The yardsticks: the proxy at fraction 0 (per seed: the mean over its permutations) and child 0's errors."""
+  per_seed = {}
+  for path in sorted(Path(scale_dir).glob("*/proxy.json")) if scale_dir else []:
+    seed = json.loads((path.parent / "config.json").read_text())["seed"]
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["target_fraction"] == 0.0]
+    if rows:
+      per_seed[seed] = {f"{split}.{m}": float(np.mean([r["barrier"][split][m] for r in rows]))
+                        for split in ("train", "test") for m in ("loss", "error")}
+      per_seed[seed]["permutations"] = len(rows)
+  c0 = t[t["child"] == 1].groupby("seed")[["child0.train.accuracy", "child0.test.accuracy"]].agg(["min", "max"])
+  errors = {}
+  for seed, r in c0.iterrows():
+    tr, te = 1 - r[("child0.train.accuracy", "max")], 1 - r[("child0.test.accuracy", "max")]
+    spread = max(r[("child0.train.accuracy", "max")] - r[("child0.train.accuracy", "min")],
+                 r[("child0.test.accuracy", "max")] - r[("child0.test.accuracy", "min")])
+    errors[int(seed)] = {"train": tr, "test": te, "gap": te - tr, "spread": spread}
+  return per_seed, errors
+
+
+def _range(values, digits=4):
+  v = np.asarray(list(values), float)
+  return "n/a" if not len(v) else f"{_fmt(v.mean(), digits)} [{_fmt(v.min(), digits)}, {_fmt(v.max(), digits)}]"
+
+
+def print_scale(per_seed, errors):
+  print("## The scale a barrier is read against\n")
+  if per_seed:
+    n = sorted({v["permutations"] for v in per_seed.values()})
+    print(f"A fully permuted copy of the trained network (the random-permutation proxy at fraction 0: the same "
+          f"function, every hidden unit moved; {', '.join(map(str, n))} permutations per seed, {len(per_seed)} "
+          f"seeds; mean [min, max] over seeds):\n")
+    print(_md_table(["barrier", "train", "test"],
+                    [[m, _range(v[f"train.{m}"] for v in per_seed.values()),
+                      _range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
+  else:
+    print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
+  print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
+        f"{_range(e['train'] for e in errors.values())}, test error {_range(e['test'] for e in errors.values())}, "
+        f"test-error gap (test − train) {_range(e['gap'] for e in errors.values())}. Child 0 is the same network in "
+        f"every run of a seed (the trunk and child 0 share every batch): its accuracies differ across those runs by "
+        f"at most {max([e['spread'] for e in errors.values()] or [float('nan')]):g}.\n")
+
+
+def relations(t, kind):
+  """Spearman ρ of each relation with the train-loss barrier: within each t and pooled, seed-bootstrap CIs."""
+  from stats import fmt_rho, spearman_by_seed
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  cols = [(x, name) for x, name in RELATIONS if x in d]
+  rows = []
+  for step, g in list(d.groupby("t")) + [("pooled", d)]:
+    label = step if step == "pooled" else _time_label(int(step), int(g["steps_per_epoch"].iloc[0]))
+    row = [label]
+    for x, _ in cols:
+      moved = int((g[x].astype(float) < 1).sum())
+      if x.endswith("fixed_point_fraction") and moved < 3:  # ρ would rest on one or two permuted pairs
+        row.append(f"untestable: {moved} of {len(g)} pairs not the identity")
+      else:
+        row.append(fmt_rho(spearman_by_seed(g[x].astype(float), g["barrier"], g["seed"])))
+    rows.append(row)
+  return _md_table(["t"] + [f"ρ({name}, barrier)" for _, name in cols], rows)
+
+
+def map_claims(argv):
+  p = argparse.ArgumentParser(prog="claims.py map", description="the instability map's numbers, as Markdown")
+  p.add_argument("--map", required=True, help="the report's table.parquet of the map sweep")
+  p.add_argument("--extra", help="the report table of the same map with perturb.extra_steps")
+  p.add_argument("--scale", help="runs directory whose runs hold proxy.json (configs/reproduce_map.py:*_scale)")
+  args = p.parse_args(argv)
+  from instability_map import cells, load as load_map, markdown, star_table
+  t = load_map(args.map)
+  t["barrier"] = t[B.format("train", "loss")].astype(float)
+  if t.empty:
+    raise SystemExit(f"--map: {args.map} has no finished perturbed pairs")
+  print(f"From {t['run'].nunique()} finished runs, {int((t['sigma'] > 0).sum())} child pairs with σ > 0 (seeds "
+        f"{sorted(t['seed'].astype(int).unique().tolist())}; directions {sorted(t['kind'].unique())}; "
+        f"{t['t'].nunique()} perturbation times; T = {int(t['T'].max())} steps).\n")
+  per_seed, errors = scale_of_barriers(args.scale, t)
+  print_scale(per_seed, errors)
+  for metric in ("train.loss", "train.error", "test.error"):
+    print(f"## The map: `{metric}` barrier over (t, σ)\n")
+    print(markdown(cells(t, metric), {}, metric))
+  print("## σ*(t)\n")
+  print("The σ at which the seed-mean barrier reaches a threshold (log interpolation between grid points, "
+        "`butterfly_jax.threshold.crossing`); '< s': the grid's smallest σ already reaches it; '> s': no σ does.\n")
+  from instability_map import thresholds
+  for metric, levels in (("train.loss", (0.005, 0.01, 0.02)), ("train.error", (0.01, 0.02))):
+    for level in levels:
+      print("\n".join(star_table(thresholds(t, metric, level), metric, level)) + "\n")
+  print("## Relations with the train-loss barrier, within each t and pooled\n")
+  print("Spearman ρ over the pairs with σ > 0 that did not diverge; [95% interval] from resampling seeds "
+        "(`reproduction/stats.py`).\n")
+  for kind in sorted(t["kind"].unique()):
+    print(f"### {kind}\n\n{relations(t, kind)}\n")
+  if "vs_child0.aligned.fixed_point_fraction" in t:
+    fp = t[t["sigma"] > 0]["vs_child0.aligned.fixed_point_fraction"].astype(float)
+    print(f"## Weight matching\n\n{int((fp < 1).sum())} of {int(fp.notna().sum())} pairs with σ > 0 got a "
+          f"permutation other than the identity (fixed-point fraction: min {_fmt(fp.min())}).\n")
+  if args.extra:
+    x = load_map(args.extra)
+    print("## Extra steps: every child trains T steps after t\n")
+    print(f"From {x['run'].nunique()} finished runs, {len(x)} pairs. Train-loss barrier, seed mean "
+          "[min, max], beside the same cell of the map (children end at T):\n")
+    a, b = cells(t, "train.loss"), cells(x, "train.loss")
+    both = b.merge(a, on=["kind", "t", "sigma"], suffixes=("_extra", "_map"))
+    for kind, g in both.groupby("kind"):
+      sigmas = sorted(g["sigma"].unique())
+      rows = []
+      for step, gs in g.groupby("t"):
+        gs = gs.set_index("sigma")
+        rows.append([_time_label(int(step), int(gs["steps_per_epoch_extra"].iloc[0]))]
+                    + [f"{_fmt(gs.loc[s, 'mean_extra'])} vs {_fmt(gs.loc[s, 'mean_map'])}" if s in gs.index else ""
+                       for s in sigmas])
+      print(f"### {kind} (extra steps vs map)\n\n" + _md_table(["t \\ σ"] + [_sigma(s) for s in sigmas], rows)
+            + "\n")
+  zero = load_map_zero(args.map)
+  cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
+  worst = float(np.nanmax(np.abs(zero[cols].astype(float).to_numpy()))) if len(zero) else float("nan")
+  print(f"## σ = 0 twins\n\n{len(zero)} pairs; the largest |barrier| or L2 among them: {worst!r}.")
+
+
+def load_map_zero(path):
+  t = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+  return t[(t["status"] == "finished") & (t["child"] > 0) & (t["perturb.scale"].astype(float) == 0)]
+
+
+def _time_label(steps, steps_per_epoch):
+  from instability_map import _time_label as label
+  return label(steps, steps_per_epoch)
+
+
 if __name__ == "__main__":
-  main(sys.argv[1])
+  if sys.argv[1:2] == ["map"]:
+    map_claims(sys.argv[2:])
+  else:
+    main(sys.argv[1])

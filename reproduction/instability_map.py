@@ -1,17 +1,20 @@
 """The instability map: the barrier over (perturbation time t, σ), and the threshold curve σ*(t).
 
-    python reproduction/map.py reproduction/map/mlp_report/table.parquet --out=reproduction/map/mlp_figures \
-        [--metric=train.loss] [--threshold=0.1]
+    python reproduction/instability_map.py reproduction/map/mlp_report/table.parquet --out=reproduction/map/mlp_figures \
+        [--metric=train.loss] [--thresholds=0.005,0.01,0.02]
 
 Reads the report table (``python -m butterfly_jax.report``) of a map sweep (``configs/reproduce_map.py``) and
 writes, for each perturbation kind (batch, Gaussian, one weight):
 
 * ``map_<kind>.png``: a heatmap of the seed-mean barrier, t down, σ across (both on their own log-spaced
   grids), each cell labelled with the mean and n; pairs that diverged are counted in their cell, never dropped;
-* ``threshold.png``: σ*(t), the σ at which the barrier reaches ``--threshold``, on a log axis: the seed-mean
+* ``threshold.png``: σ*(t), the σ at which the barrier reaches each of ``--thresholds`` (one panel per
+  threshold, shared axes, so the choice's effect is in view), on a log axis: the seed-mean
   curve (:func:`butterfly_jax.threshold.crossing` on the seed means, a diverged pair counting as above any
   threshold) and each seed's own estimate; a t where even the smallest σ reaches the threshold is drawn at
   that σ with a downward triangle (σ* is below it), one where no σ does at the largest σ with an upward one;
+* ``relations_<kind>.png``: L2 distance, angular CKA and ensemble accuracy against the barrier, one panel
+  per t, titled with the Spearman ρ and seed-bootstrap interval that ``claims.py map`` reports for it;
 * ``map.md``: the same numbers as tables.
 """
 
@@ -82,7 +85,7 @@ def _fmt(x):
   return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
 
 
-def markdown(cell_table: pd.DataFrame, star: pd.DataFrame, metric: str, threshold: float) -> str:
+def markdown(cell_table: pd.DataFrame, stars: dict, metric: str) -> str:
   out = [f"Barrier: `{metric}`, seed mean [min, max] over the pairs that did not diverge; n pairs, d diverged.", ""]
   for kind, g in cell_table.groupby("kind"):
     sigmas = sorted(g["sigma"].unique())
@@ -101,14 +104,27 @@ def markdown(cell_table: pd.DataFrame, star: pd.DataFrame, metric: str, threshol
                     + (f" d={r['diverged']}" if r["diverged"] else ""))
       out.append(f"| {_time_label(step, spe)} | " + " | ".join(vals) + " |")
     out.append("")
-  out += [f"### σ*(t): the σ at which the seed-mean `{metric}` barrier reaches {threshold:g}", "",
-          "| kind | t | σ* (seed mean) | status | per seed |", "| --- | --- | ---: | --- | --- |"]
+  for threshold, star in stars.items():
+    out += star_table(star, metric, threshold) + [""]
+  return "\n".join(out)
+
+
+def _star_cell(status: str, est: float, lo: float, hi: float) -> str:
+  if status == "bracketed":
+    return _fmt(est)
+  return f"< {lo:g}" if status == "above" else f"> {hi:g}"
+
+
+def star_table(star: pd.DataFrame, metric: str, threshold: float) -> list:
+  """Markdown lines: σ*(t) per kind from the seed means, and each seed's own σ*."""
+  out = [f"### σ*(t): the σ at which the seed-mean `{metric}` barrier reaches {threshold:g}", "",
+         "| kind | t | σ* (seed mean) | per seed |", "| --- | --- | ---: | --- |"]
   for _, r in star.sort_values(["kind", "t"]).iterrows():
-    seeds = ", ".join(f"{k}: {_fmt(v[2]) if v[0] == 'bracketed' else v[0].split(':')[0]}"
+    seeds = ", ".join(f"{k}: {_star_cell(v[0].split(':')[0], v[2], r['lo'], r['hi'])}"
                       for k, v in sorted(r["per_seed"].items()))
-    out.append(f"| {r['kind']} | {_time_label(r['t'], r['steps_per_epoch'])} | {_fmt(r['sigma_star'])} | "
-               f"{r['status']} | {seeds} |")
-  return "\n".join(out) + "\n"
+    out.append(f"| {r['kind']} | {_time_label(r['t'], r['steps_per_epoch'])} | "
+               f"{_star_cell(r['status'], r['sigma_star'], r['lo'], r['hi'])} | {seeds} |")
+  return out
 
 
 def heatmap(ax, g: pd.DataFrame, metric: str):
@@ -133,28 +149,83 @@ def heatmap(ax, g: pd.DataFrame, metric: str):
   return image
 
 
-def threshold_figure(ax, star: pd.DataFrame, threshold: float, metric: str, unit: str):
+def threshold_figure(ax, star: pd.DataFrame, threshold: float, metric: str, unit: str, legend: bool = True):
   colors = {"batch": "#0072B2", "gaussian": "#D55E00", "single": "#009E73"}  # Okabe-Ito: colour-blind safe
-  for kind, g in star.groupby("kind"):
+  kinds = sorted(star["kind"].unique())
+  for i, (kind, g) in enumerate(star.groupby("kind")):
     g = g.sort_values("t")
     color = colors.get(kind)
+    # kinds side by side at each t (a small shift on the symlog axis), so censored markers do not hide each other
+    shift = (i - (len(kinds) - 1) / 2) * 0.05
+
+    def x(step):
+      return step * 10 ** shift if step >= 10 else step + 10 * shift
+
     ok = g[g["status"] == "bracketed"]
-    ax.plot(np.array(ok["t"], float), np.array(ok["sigma_star"], float), "o-", color=color, ms=4,
+    ax.plot([x(v) for v in ok["t"]], np.array(ok["sigma_star"], float), "o-", color=color, ms=4,
             label=f"{KIND_LABEL.get(kind, kind)}")
     for _, r in g.iterrows():
       if r["status"] != "bracketed":  # censored: σ* is below the grid's smallest σ, or above its largest
-        ax.plot(r["t"], r["lo"] if r["status"] == "above" else r["hi"], "v" if r["status"] == "above" else "^",
+        ax.plot(x(r["t"]), r["lo"] if r["status"] == "above" else r["hi"], "v" if r["status"] == "above" else "^",
                 color=color, ms=9, mfc="none")
       for status, _, est in r["per_seed"].values():
         if status == "bracketed":
-          ax.plot(r["t"], est, ".", color=color, alpha=0.45)
+          ax.plot(x(r["t"]), est, ".", color=color, alpha=0.45)
   ax.set_xscale("symlog", linthresh=10)
   ax.set_yscale("log")
-  ax.set_xlabel("perturbation time t (steps; symlog axis)")
+  ax.set_ylim(float(star["lo"].min()) / 3, float(star["hi"].max()) * 3)
+  steps = sorted(star["t"].unique())
+  spe = int(star["steps_per_epoch"].iloc[0])
+  ax.set_xticks(steps, [_time_label(v, spe).replace(" steps", "") for v in steps], rotation=60, fontsize=7)
+  ax.minorticks_off()
+  ax.set_xlabel("perturbation time t (steps, or epochs 'ep'; symlog axis)")
   ax.set_ylabel(f"σ* ({unit})")
   ax.grid(True, which="major", alpha=0.3)
-  ax.legend(fontsize=7, title="lines: σ* of the seed mean; dots: each seed's\n△ no σ of the grid reaches it (above)\n"
-            "▽ the smallest σ already does (below)", title_fontsize=7)
+  if legend:
+    ax.legend(fontsize=7, title="lines: σ* of the seed mean; dots: each seed's\n△ no σ of the grid reaches it (σ* above the grid)\n"
+              "▽ the smallest σ already does (σ* below the grid)", title_fontsize=7)
+
+
+RELATIONS = (("vs_child0.l2", "L2 distance to child 0", "log"), ("vs_child0.cka", "angular CKA (radians)", "linear"),
+             ("vs_child0.ensemble.accuracy", "ensemble accuracy", "linear"))
+
+
+def relations_figure(plt, t: pd.DataFrame, kind: str, metric: str):
+  """Each relation against the barrier, one panel per t: the pairs and the statistic claims.py reports."""
+  from stats import fmt_rho, spearman_by_seed
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  d = d.assign(value=d[f"vs_child0.barrier.{metric}"].astype(float))
+  rels = [r for r in RELATIONS if r[0] in d]
+  steps = sorted(d["t"].unique())
+  spe = int(d["steps_per_epoch"].iloc[0])
+  fig, axes = plt.subplots(len(rels), len(steps), figsize=(2.3 * len(steps), 2.3 * len(rels)), squeeze=False,
+                           sharey=True)
+  seeds = sorted(d["seed"].unique())
+  markers = "osD^v<>"
+  for row, (x, name, xscale) in enumerate(rels):
+    for col, step in enumerate(steps):
+      ax, g = axes[row][col], d[d["t"] == step]
+      for i, seed in enumerate(seeds):
+        gs = g[g["seed"] == seed]
+        ax.scatter(gs[x].astype(float), gs["value"], s=14, marker=markers[i % len(markers)],
+                   color=f"C{i}", label=f"seed {int(seed)}")
+      r = spearman_by_seed(g[x].astype(float), g["value"], g["seed"])
+      ax.set_title(f"t = {_time_label(int(step), spe)}\nρ = {fmt_rho(r)}", fontsize=6)
+      ax.set_xscale(xscale)
+      if xscale == "log":  # label the decades only: minor labels collide on a narrow range
+        from matplotlib.ticker import LogLocator, NullFormatter
+        ax.xaxis.set_major_locator(LogLocator(numticks=4))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+      ax.set_yscale("symlog", linthresh=1e-3)
+      ax.tick_params(labelsize=6)
+      if col == 0:
+        ax.set_ylabel(f"{metric} barrier (symlog)", fontsize=7)
+      ax.set_xlabel(name, fontsize=7)
+  axes[0][0].legend(fontsize=6)
+  fig.suptitle(f"{KIND_LABEL.get(kind, kind)}: relations with the {metric} barrier within each t (pairs with σ > 0 "
+               f"that did not diverge; ρ: Spearman [95% seed-bootstrap interval])", fontsize=9)
+  fig.tight_layout()
+  return fig
 
 
 def main(argv=None) -> int:
@@ -162,8 +233,15 @@ def main(argv=None) -> int:
   p.add_argument("table", help="the report's table.parquet (or .csv)")
   p.add_argument("--out", required=True, help="folder for map_<kind>.png, threshold.png and map.md")
   p.add_argument("--metric", default="train.loss", choices=["train.loss", "train.error", "test.loss", "test.error"])
-  p.add_argument("--threshold", type=float, default=0.1)
+  p.add_argument("--thresholds", default="0.005,0.01,0.02",
+                 help="comma-separated barrier values; σ*(t) is found for each (one panel each)")
   args = p.parse_args(argv)
+  try:
+    levels = [float(v) for v in args.thresholds.split(",")]
+  except ValueError:
+    p.error(f"--thresholds: expected comma-separated numbers, got {args.thresholds!r}")
+  if not levels or any(not (v > 0 and math.isfinite(v)) for v in levels):
+    p.error(f"--thresholds: every threshold must be a positive finite number, got {args.thresholds!r}")
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -173,8 +251,9 @@ def main(argv=None) -> int:
     return 2
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  cell_table, star = cells(t, args.metric), thresholds(t, args.metric, args.threshold)
-  (out / "map.md").write_text(markdown(cell_table, star, args.metric, args.threshold))
+  cell_table = cells(t, args.metric)
+  stars = {v: thresholds(t, args.metric, v) for v in levels}
+  (out / "map.md").write_text(markdown(cell_table, stars, args.metric))
   for kind, g in cell_table.groupby("kind"):
     fig, ax = plt.subplots(figsize=(1.1 * g["sigma"].nunique() + 2.5, 0.5 * g["t"].nunique() + 2))
     image = heatmap(ax, g, args.metric)
@@ -187,18 +266,29 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(out / f"map_{kind}.png", dpi=130)
     plt.close(fig)
-  norm_kinds = star[star["kind"] != "single"]
-  panels = [(norm_kinds, "fraction of the init norm")] if not norm_kinds.empty else []
-  if (star["kind"] == "single").any():
-    panels.append((star[star["kind"] == "single"], "× that weight's init RMS"))
-  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-  for ax, (part, unit) in zip(axes[0], panels):
-    threshold_figure(ax, part, args.threshold, args.metric, unit)
-  fig.suptitle(f"σ*(t): the σ at which the {args.metric} barrier reaches {args.threshold:g}", fontsize=10)
+  groups = [(lambda s: s[s["kind"] != "single"], "fraction of the init norm"),
+            (lambda s: s[s["kind"] == "single"], "× that weight's init RMS")]
+  groups = [(pick, unit) for pick, unit in groups if not pick(stars[levels[0]]).empty]
+  fig, axes = plt.subplots(len(groups), len(levels), figsize=(4.6 * len(levels), 3.9 * len(groups)),
+                           squeeze=False, sharex=True, sharey="row")
+  for row, (pick, unit) in enumerate(groups):
+    for col, level in enumerate(levels):
+      ax = axes[row][col]
+      threshold_figure(ax, pick(stars[level]), level, args.metric, unit, legend=col == 0)
+      ax.set_title(f"{args.metric} barrier reaches {level:g}", fontsize=9)
+      if col:
+        ax.set_ylabel("")
+  n = int(t.groupby(["kind", "t", "sigma"])["seed"].nunique().max())
+  fig.suptitle(f"σ*(t): the smallest σ whose seed-mean barrier reaches the threshold (≤ {n} seeds per point)",
+               fontsize=10)
   fig.tight_layout()
   fig.savefig(out / "threshold.png", dpi=130)
   plt.close(fig)
-  print(f"wrote {out}/map.md, threshold.png and {cell_table['kind'].nunique()} heatmaps")
+  for kind in sorted(t["kind"].unique()):
+    fig = relations_figure(plt, t, kind, args.metric)
+    fig.savefig(out / f"relations_{kind}.png", dpi=110)
+    plt.close(fig)
+  print(f"wrote {out}/map.md, threshold.png, {cell_table['kind'].nunique()} heatmaps and relations_<kind>.png")
   return 0
 
 
