@@ -9,15 +9,13 @@ in ``XLA_FLAGS`` win: a user's explicit choice is kept.
 
 CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``): ``--xla_cpu_experimental_ynn_fusion_type=
 individual_convolution`` hands only convolutions to YNNPACK. jaxlib 0.10.2's default also hands it dots,
-elementwise chains and reductions; its reductions of the per-pixel LayerNorm statistics (104 in a ResNet-20
-step, with the broadcasts feeding them) were slower than XLA's own fused loops. Measured on a 2-core AMD EPYC
-under load (load average 3-5), batch 128, the default convolution, interleaved in one run: ResNet-20 w1 twin
-pair 0.948 -> 0.807 s per step (profiled op time of one network 933 -> 606 ms); MLP pair unchanged within
-noise; the small CNN (no norm; its max-pooling reductions are faster in YNNPACK) pair 0.0885 -> 0.0997 s
-slower. The project's configs train MLPs and LayerNorm networks, hence the default. CPU results change in
-their last bits (reductions sum in another order). A flag already in ``XLA_FLAGS`` wins:
-``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default. The
-flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib versions where it was
+elementwise chains and reductions, and its reductions of the per-pixel LayerNorm statistics (with the
+broadcasts feeding them) are slower than XLA's own fused loops; a network without norms whose max-pooling
+reductions suit YNNPACK (the small CNN) is slower with the flag, MLPs are unaffected. The project's configs
+train MLPs and LayerNorm networks, hence the default (the measurements: BUILD_NOTES.md, "XLA:CPU flags").
+CPU results change in their last bits (reductions sum in another order). A flag already in ``XLA_FLAGS``
+wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default.
+The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib versions where it was
 measured.
 """
 

@@ -11,8 +11,8 @@ appendix A and the authors' ``same_steps_pperturb``), their learning rate decayi
 at t to 0. Data: tensorflow-datasets ``cifar10``, or ``--config.data.dir=`` a folder with the
 official ``cifar-10-python.tar.gz`` (or its extracted ``cifar-10-batches-py``) on machines without internet.
 
-Cost: a GPU job. One batch-128 step of a single width-2 ResNet-20 takes about 4.4 s on 2 CPU cores, so a
-50-epoch family would take days there; on one H100 it is minutes (see BUILD_NOTES.md for measured figures).
+Cost: a GPU job. On 2 CPU cores a 50-epoch family would take days (measured step times: BUILD_NOTES.md,
+"Speed against PyTorch").
 """
 
 from butterfly_jax.config import default_config

@@ -70,7 +70,7 @@ def max_pool_2x2(x, impl: str = "reshape"):
   """2x2 max-pooling with stride 2 and ``VALID`` padding (an odd last row or column is dropped), NHWC.
 
   ``xla``: ``nn.max_pool`` (``lax.reduce_window``), whose gradient XLA:CPU computes slowly (an iota and a
-  reduce-window over packed value/index pairs: about 60% of the small CNN's training step). ``reshape``:
+  reduce-window over packed value/index pairs; its cost: BUILD_NOTES.md, "Max-pool"). ``reshape``:
   the same maximum over a ``[..., H/2, 2, W/2, 2, C]`` view, bitwise the same forward values; its gradient
   goes to the window's maximum as well, but is split equally between exactly tied maxima where
   ``reduce_window`` gives it all to the first (ties between positive ReLU outputs; a window of zeros passes
