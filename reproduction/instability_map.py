@@ -32,7 +32,11 @@ KIND_LABEL = {"batch": "batch direction (+∇ℓ)", "gaussian": "Gaussian direct
 
 
 def load(path) -> pd.DataFrame:
-  t = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+  return load_frame(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path))
+
+
+def load_frame(t: pd.DataFrame) -> pd.DataFrame:
+  """The finished pairs (child k > 0 against child 0), with ``sigma`` and ``kind`` (batch, gaussian, single)."""
   t = t[(t["status"] == "finished") & (t["child"] > 0)].copy()
   t["sigma"] = t["perturb.scale"].astype(float)
   t["kind"] = np.where(t["perturb.mask.single"].fillna("").astype(str) != "", "single", t["perturb.kind"])

@@ -1,0 +1,122 @@
+"""What a sweep cost here, and what one σ column costs as a family against the authors' workflow.
+
+    python reproduction/cost.py --runs=reproduction/map/mlp [--bench=bench/results_cpu.json] [--model=mlp]
+
+Reads every finished run directory under ``--runs`` (``results.json``'s ``timing`` and the launcher's lines
+in ``log.txt``) and prints Markdown:
+
+* the sweep's wall time: the sum of its runs' wall times, and the time during which at least one of its
+  runs was running (runs overlap when the launcher ran several workers; pauses between sessions do not
+  count);
+* per run (one σ column: one t, child 0, the σ = 0 twin and the perturbed children, all trained together
+  from one trunk): the measured seconds, and the same work done the authors' way (GitHub
+  ``gsaltintas/lmc``: one job per σ, each training its own trunk to t and then both twins to T, one network
+  at a time), priced with the PyTorch reference's measured seconds per step of one network on this machine
+  (``bench/run.py``'s ``torch`` rows, the faster of 1 or 2 threads). Evaluation is priced the same in both
+  (this run's own evaluation seconds), so the ratio is set by training.
+
+The authors' cost is a model, not a run of their code: their network steps times the bench's PyTorch step.
+The measured side includes whatever else ran on the machine (``log.txt`` lines say when; with two workers
+each run shares the two cores with another).
+"""
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+STAMP = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) launch: (run|finished after ([0-9.]+) s)")
+
+
+def torch_step_seconds(bench_json, model: str) -> tuple[float, str]:
+  rows = [r for r in json.loads(Path(bench_json).read_text())["training"]
+          if r["model"] == model and r["framework"] == "torch" and r["k"] == 1]
+  if not rows:
+    raise SystemExit(f"--bench: {bench_json} has no PyTorch K=1 row for model {model!r}")
+  best = min(rows, key=lambda r: r["s_per_step"])
+  return best["s_per_step"], best["conv"]
+
+
+def launcher_span(log: Path):
+  """(start, end) of the last attempt the launcher wrote in a run's log.txt, or None."""
+  start = end = None
+  for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+    m = STAMP.match(line)
+    if m and m.group(2) == "run":
+      start, end = datetime.fromisoformat(m.group(1)), None
+    elif m:
+      end = datetime.fromisoformat(m.group(1))
+  return (start, end) if start and end else None
+
+
+def runs(root):
+  for path in sorted(Path(root).glob("*/results.json")):
+    r = json.loads(path.read_text())
+    c = json.loads((path.parent / "config.json").read_text())
+    yield path.parent, r, c
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--runs", required=True, help="a sweep's runs directory")
+  p.add_argument("--bench", default="bench/results_cpu.json", help="bench/run.py's JSON with the PyTorch rows")
+  p.add_argument("--model", default="mlp", help="the bench's model name matching the runs' network")
+  args = p.parse_args(argv)
+  step_s, threads = torch_step_seconds(args.bench, args.model)
+  rows, spans, total = [], [], 0.0
+  for d, r, c in runs(args.runs):
+    timing, steps = r["timing"], r["steps"]
+    t, big_t = int(steps["t"]), int(steps["T"])
+    ends = [int(e) for e in steps.get("child_end_steps", [])] or [big_t] * len(r["children"])
+    k = len(r["children"])
+    ours_train = timing["trunk_s"] + timing["children_s"]
+    ours = timing["total_s"]
+    # the authors' way: one job per compared child (the twin and each σ), its own trunk and both twins
+    theirs_steps = sum(t + 2 * (e - t) for e in ends[1:])
+    theirs_train = theirs_steps * step_s
+    theirs = theirs_train + timing["eval_s"] + timing.get("align_s", 0.0)
+    rows.append((d.name, t, k, ours_train, ours, theirs_train, theirs))
+    total += ours
+    span = launcher_span(d / "log.txt")
+    if span:
+      spans.append(span)
+  if not rows:
+    print(f"error: --runs: no finished runs under {args.runs}", file=sys.stderr)
+    return 2
+  print(f"## Cost of `{args.runs}`\n")
+  print(f"{len(rows)} finished runs; the sum of their wall times (results.json `timing.total_s`): "
+        f"{total / 3600:.2f} h.", end=" ")
+  if spans:
+    busy, cur = 0.0, None
+    for start, end in sorted(spans):  # the union of the runs' intervals: time some run of the sweep was running
+      if cur and start <= cur[1]:
+        cur = (cur[0], max(cur[1], end))
+      else:
+        busy += (cur[1] - cur[0]).total_seconds() if cur else 0.0
+        cur = (start, end)
+    busy += (cur[1] - cur[0]).total_seconds()
+    first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+    print(f"Time during which at least one of its runs was running (the union of the launcher's start and end "
+          f"stamps in log.txt, {len(spans)} runs, {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC): "
+          f"{busy / 3600:.2f} h.")
+  else:
+    print()
+  print(f"\n## One σ column as a family vs the authors' workflow\n\nPyTorch reference, one network, this machine: "
+        f"{step_s * 1e3:.2f} ms per step ({threads}; `{args.bench}`). Evaluation priced as this run's own.\n")
+  print("| run | t | K | ours: train s | ours: total s | authors: train s | authors: total s | ratio (total) |")
+  print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+  ratios = []
+  for name, t, k, ot, o, tt, tot in sorted(rows, key=lambda r: (r[1], r[0])):
+    ratios.append(tot / o)
+    print(f"| {name} | {t} | {k} | {ot:.0f} | {o:.0f} | {tt:.0f} | {tot:.0f} | {tot / o:.2f} |")
+  sum_ours = sum(r[4] for r in rows)
+  sum_theirs = sum(r[6] for r in rows)
+  print(f"\nOver all {len(rows)} runs: ours {sum_ours / 3600:.2f} h, the authors' way {sum_theirs / 3600:.2f} h "
+        f"(ratio {sum_theirs / sum_ours:.2f}; per run {min(ratios):.2f} to {max(ratios):.2f}).")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,92 @@
+"""The reproduction's analysis scripts (reproduction/*.py): statistics, σ*(t) and cost, on small made-up tables."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reproduction"))
+
+import cost  # noqa: E402
+import instability_map  # noqa: E402
+import stats  # noqa: E402
+
+
+def test_spearman_by_seed_is_the_pooled_rho_with_an_interval_from_whole_seeds():
+  rng = np.random.default_rng(0)
+  seeds = np.repeat([0, 1, 2], 6)
+  x = rng.normal(size=18)
+  r = stats.spearman_by_seed(x, 2 * x + 1, seeds)
+  assert r["rho"] == pytest.approx(1.0) and r["n"] == 18 and r["seeds"] == 3
+  assert r["lo"] == pytest.approx(1.0) and r["hi"] == pytest.approx(1.0)  # every resample is monotone too
+  noisy = stats.spearman_by_seed(x, x + rng.normal(size=18), seeds)
+  assert noisy["lo"] <= noisy["rho"] <= noisy["hi"] and noisy["lo"] < noisy["hi"]
+
+
+def test_spearman_by_seed_says_why_it_has_no_interval_or_no_rho():
+  one_seed = stats.spearman_by_seed([1, 2, 3, 4], [1, 3, 2, 4], [0, 0, 0, 0])
+  assert np.isfinite(one_seed["rho"]) and np.isnan(one_seed["lo"])
+  assert "no interval: 1 seed" in stats.fmt_rho(one_seed)
+  constant = stats.spearman_by_seed([1, 1, 1, 1], [1, 2, 3, 4], [0, 0, 1, 1])
+  assert np.isnan(constant["rho"]) and constant["note"] == "a variable is constant"
+  assert stats.fmt_rho(constant).startswith("undefined")
+  with_nan = stats.spearman_by_seed([1, 2, np.nan, 4], [1, 2, 3, 4], [0, 0, 1, 1])
+  assert with_nan["n"] == 3  # a non-finite value drops its pair, not the statistic
+
+
+def _map_table(values):
+  """A report table of one seed: values[t][sigma] = train-loss barrier; σ = inf marks a diverged pair."""
+  rows = []
+  for t, by_sigma in values.items():
+    for child, (sigma, v) in enumerate(by_sigma.items(), start=1):
+      rows.append({"status": "finished", "child": child, "perturb.scale": sigma, "perturb.kind": "batch",
+                   "perturb.mask.single": None, "t": t, "seed": 0, "steps_per_epoch": 100,
+                   "vs_child0.barrier.train.loss": v if np.isfinite(v) else np.nan,
+                   "pair_diverged": not np.isfinite(v)})
+  return instability_map.load_frame(pd.DataFrame(rows))
+
+
+def test_thresholds_bracket_and_censor_sigma_star():
+  t = _map_table({0: {1e-4: 0.05, 1e-2: 0.06, 1.0: 0.5},            # every σ already above 0.01
+                  100: {1e-4: 0.001, 1e-2: 0.1, 1.0: float("inf")},  # crosses between 1e-4 and 1e-2
+                  400: {1e-4: 0.0, 1e-2: 0.0, 1.0: 0.001}})          # no σ reaches 0.01
+  star = instability_map.thresholds(t, "train.loss", 0.01).set_index("t")
+  assert star.loc[0, "status"] == "above"
+  assert star.loc[100, "status"] == "bracketed" and 1e-4 < star.loc[100, "sigma_star"] < 1e-2
+  assert star.loc[400, "status"] == "below"
+  lines = instability_map.star_table(star.reset_index(), "train.loss", 0.01)
+  assert any("< 0.0001" in line for line in lines) and any("> 1" in line for line in lines)
+  cells = instability_map.cells(t, "train.loss").set_index(["t", "sigma"])
+  assert cells.loc[(100, 1.0), "diverged"] == 1 and np.isnan(cells.loc[(100, 1.0), "mean"])
+
+
+def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
+  bench = tmp_path / "bench.json"
+  bench.write_text(json.dumps({"training": [
+      {"model": "mlp", "framework": "torch", "k": 1, "conv": "1t", "s_per_step": 0.02},
+      {"model": "mlp", "framework": "torch", "k": 1, "conv": "2t", "s_per_step": 0.01},
+      {"model": "mlp", "framework": "jax", "k": 1, "conv": "auto", "s_per_step": 0.001}]}))
+  assert cost.torch_step_seconds(bench, "mlp") == (0.01, "2t")
+  for name, (start, end), t in (("a", ("10:00:00", "10:10:00"), 0), ("b", ("10:05:00", "10:20:00"), 50)):
+    d = tmp_path / "runs" / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "results.json").write_text(json.dumps({
+        "timing": {"trunk_s": 1.0, "children_s": 9.0, "eval_s": 5.0, "align_s": 0.0, "total_s": 15.0},
+        "steps": {"t": t, "T": 100}, "children": [{}, {}, {}]}))
+    (d / "log.txt").write_text(f"==== 2026-12-01 {start} launch: run 0 x (pid 1) ====\n"
+                               f"==== 2026-12-01 {end} launch: finished after 1.0 s ====\n")
+  assert cost.launcher_span(tmp_path / "runs" / "a" / "log.txt")[1].minute == 10
+  out = []
+  import contextlib
+  import io
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}"]) == 0
+  out = buf.getvalue()
+  assert "0.33 h." in out  # 10:00-10:20 merged, not 25 minutes summed
+  # t = 0: 2 compared children x (0 + 2 x 100) steps x 0.01 s = 4 s of training, + 5 s evaluation = 9 s
+  assert "| a | 0 | 3 | 10 | 15 | 4 | 9 | 0.60 |" in out
