@@ -22,6 +22,18 @@ One run, and the sweep with its report (from the repository root)::
     python -m launch --config=configs/reproduce_map.py:mlp --runs=reproduction/map/mlp
     python -m butterfly_jax.report --runs=reproduction/map/mlp --out=reproduction/map/mlp_report
 
+* ``cnn``: the small CNN (conv 16 and 32 channels, 3x3, ReLU, 2x2 max-pool; dense 128; no norm), 4 epochs
+  (1,872 steps), t in {0, 10, 50, 100, 250 steps, 1, 2, 3 epochs}, σ in (0, 1e-5 ... 1e-1) (K = 7),
+  seeds 0-2, batch and Gaussian directions (48 runs), then one random kernel weight at the three earliest
+  times (9 runs). Sized from the bench's step times (``bench/results_cpu.md``: the 32/64-channel CNN costs
+  0.38 s per step of an 8-family; this one has ~3.5x fewer multiply-adds): about 2-3 minutes a run on an
+  idle machine, 2-3 hours for the phase.
+* ``cnn_scale``: ``mlp_scale`` for the CNN.
+* ``resnet20``: the paper's network (ResNet-20, LayerNorm, width 1) on Fashion-MNIST, a reduced map: 2
+  epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch
+  direction (4 runs). ~0.4 s per network step here: about 25 minutes for the t = 0 run, 1.2 hours for the
+  phase.
+
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
 
@@ -29,10 +41,13 @@ from butterfly_jax.config import config_file
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
-PHASES = ("mlp", "mlp_extra", "mlp_scale")
+PHASES = ("mlp", "mlp_extra", "mlp_scale", "cnn", "cnn_scale", "resnet20")
 TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+CNN_TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "3ep"]
+CNN_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+RESNET_TIMES = ["0", "50", "250", "1ep"]
 SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                  "perturb.scales": (0.0, 0.1, 1.0, 10.0, 100.0)}
 
@@ -58,23 +73,42 @@ def get_config(arg=None):
   c.checkpoint.every_steps = "1ep"
   c.checkpoint.trunk = False
   c.checkpoint.children = phase == "mlp_scale"
-  if phase == "mlp_scale":
-    c.perturb.time = "4ep"
+  if phase.endswith("_scale"):
+    c.perturb.time = "4ep" if phase == "mlp_scale" else "3ep"
     c.perturb.scales = (0.0, 1e-5)
+  if phase.startswith("cnn"):
+    c.model.name = "cnn"
+    c.model.kwargs = {"channels": (16, 32), "dense": 128}
+    c.train.steps = "4ep"
+    if phase == "cnn":
+      c.perturb.scales = CNN_SCALES
+  if phase == "resnet20":
+    c.model.name = "resnet20"
+    c.model.kwargs = {"width": 1, "norm": "layernorm"}
+    c.train.steps = "2ep"
+    c.perturb.scales = (0.0, 1e-4, 1e-2)
+    c.eval.num_examples = 2000
+    c.eval.cka_examples = 1000
+    c.checkpoint.every_steps = "117"  # a ResNet-20 run is long: lose at most a quarter epoch
   return c
 
 
 def sweep(add, arg=None):
   phase = _phase(arg)
-  if phase == "mlp_scale":
+  if phase.endswith("_scale"):
     for seed in SEEDS:
       add(seed=seed)
     return
+  if phase == "resnet20":
+    for t in RESNET_TIMES:
+      add(**{"perturb.time": t, "seed": 0})
+    return
+  times = CNN_TIMES if phase == "cnn" else TIMES
   for seed in SEEDS:
-    for t in TIMES:
-      for kind in (("batch", "gaussian") if phase == "mlp" else ("batch",)):
+    for t in times:
+      for kind in (("batch", "gaussian") if phase in ("mlp", "cnn") else ("batch",)):
         add(**{"perturb.time": t, "seed": seed, "perturb.kind": kind})
-  if phase == "mlp":
+  if phase in ("mlp", "cnn"):
     for seed in SEEDS:
-      for t in TIMES[:3]:
+      for t in times[:3]:
         add(**{"perturb.time": t, "seed": seed, **SINGLE_WEIGHT})
