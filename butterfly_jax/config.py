@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from butterfly_jax import progress
 from butterfly_jax.models.conv import CONV_IMPLS
 from butterfly_jax.models.layers import NORMS, POOLS
 from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, build_module
@@ -238,7 +239,9 @@ FIELD_DOCS = {
         "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),
     'init.keep_head': 'False: a fresh head (from the init key) for the new labels; True: keep the saved one',
     'log.every_steps': 'a `metrics.jsonl` line every N steps',
-    'log.progress': 'progress bars with ETA',
+    'log.progress': (
+        "progress with ETA: a bar in a terminal or a notebook; in a file or a pipe (a SLURM log, `launch`'s "
+        f"`log.txt`) a plain line every {progress.EVERY_S:g} s and at the end"),
     'members.devices': (
         'split the children over at most this many devices (0 = all that divide K evenly; with `--distributed`,'
         " every process's); more than there are: all of them, with a warning naming the two numbers"),

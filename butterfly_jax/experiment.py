@@ -16,10 +16,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
-from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, rng, runtime,
-                           similarity, tree_math)
+from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, progress, rng,
+                           runtime, similarity, tree_math)
 from butterfly_jax import rundir as rundir_lib
 from butterfly_jax.rundir import RunDir, provenance
 from butterfly_jax.run_setup import Setup
@@ -420,8 +419,7 @@ def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -
   tic = time.time()
   align = c.eval.align and plan.k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
-  with tqdm(total=n_eval, desc="eval", unit="ex", disable=not (c.log.progress and hosts.is_primary()),
-            dynamic_ncols=True) as ebar:
+  with progress.bar(n_eval, "eval", "ex", enabled=c.log.progress and hosts.is_primary()) as ebar:
     final = setup.evaluate_family(family.params, indices, alphas, ebar)
     params0 = placement.replicate(params0, mesh)
     dist = hosts.fetch(members.distances(family.params, params0))
@@ -524,8 +522,8 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
   params0, init_info = _initial_params(setup)
   opt0 = setup.transform.init(params0)
   timing = start.timing()
-  bar = tqdm(total=max(plan.end_steps), initial=start.step, desc="train", unit="step",
-             disable=not (c.log.progress and hosts.is_primary()), dynamic_ncols=True)
+  bar = progress.bar(max(plan.end_steps), "train", "step", initial=start.step,
+                     enabled=c.log.progress and hosts.is_primary())
 
   tic = time.time()
   if start.trains("trunk"):

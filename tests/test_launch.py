@@ -280,6 +280,26 @@ def test_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, ja
   assert [r["status"] for r in state["runs"]] == ["finished", "failed", "finished"]
 
 
+def test_a_runs_log_holds_plain_progress_lines_not_bar_frames(tmp_path, jax_cache):
+  """log.txt is a file, not a terminal: progress is a line every progress.EVERY_S seconds and one at the end."""
+  from butterfly_jax import progress
+  path = _config_file(tmp_path, """
+      def sweep(add):
+        add(seed=0)
+      """)
+  runs_dir = tmp_path / "runs"
+  out = _launch(f"--config={path}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--set", "log.progress=True")
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  log = (runs_dir / "seed=0" / "log.txt").read_text()
+  assert "\r" not in log
+  seconds = float(re.search(r"launch: finished after ([\d.]+) s", log).group(1))
+  for desc, total in (("train", 40), ("eval", 1000)):
+    lines = [line for line in log.splitlines() if line.startswith(f"{desc} ")]
+    assert 1 <= len(lines) <= 1 + seconds / progress.EVERY_S, log
+    assert re.fullmatch(rf"{desc} {total}/{total} \(100%\) [\d.]+ \w+/s, took \d+s(; .*)?", lines[-1]), log
+  assert "phase=children loss=" in log
+
+
 # --- (3) SLURM -----------------------------------------------------------------------------------------
 
 def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
