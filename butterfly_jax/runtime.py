@@ -17,10 +17,18 @@ CPU results change in their last bits (reductions sum in another order). A flag 
 wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default.
 The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib versions where it was
 measured.
+
+The flags reach XLA only if ``XLA_FLAGS`` holds them when JAX starts its backends (its first computation);
+XLA reads them once per process. The command line and ``experiment.run`` call :func:`configure` before that.
+A notebook that used JAX before starting a run is too late: the run goes on with jaxlib's defaults and one
+warning per process says which flags are missing and what that changes. For the command line's bits in a
+notebook, call ``butterfly_jax.runtime.configure()`` in its first cell, before anything uses JAX, or start
+it with ``XLA_FLAGS`` set (the warning names the value).
 """
 
 import logging
 import os
+import sys
 
 DETERMINISTIC_FLAGS = {"--xla_gpu_deterministic_ops": "true", "--xla_gpu_autotune_level": "0"}
 CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_convolution"}
@@ -46,19 +54,61 @@ def xla_flags(current: str, deterministic: bool, cpu_flags: dict | None = None) 
   return " ".join([current.strip(), *extra]).strip()
 
 
-def configure(deterministic: bool) -> bool:
-  """Sets ``XLA_FLAGS`` for ``deterministic`` (and the CPU flags) before JAX's backends start. Returns whether
-  the setting took effect (False, with a warning, if the backends were already running, e.g. in a notebook: restart it, or
-  set XLA_FLAGS yourself before importing JAX)."""
-  from jax._src import xla_bridge
-  wanted = xla_flags(os.environ.get("XLA_FLAGS", ""), deterministic)
-  if wanted == os.environ.get("XLA_FLAGS", ""):
+def backends_started() -> bool:
+  """Whether JAX's backends already run, so that ``XLA_FLAGS`` can no longer change what XLA does."""
+  if "jax" not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # no public API for this (JAX 0.10)
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):  # a JAX without it: set the flags as if in time (harmless if late)
+    return False
+
+
+_CONSEQUENCES = {
+    "cpu": (CPU_FLAGS, "CPU results may differ from command-line runs in their last bits"),
+    "gpu": (DETERMINISTIC_FLAGS, "GPU runs may not be bitwise reproducible (reductions and autotuning may vary "
+                                 "from run to run)"),
+}
+_warned = False  # the too-late warning, once per process
+
+
+def _warn_too_late(current: str, wanted: str) -> None:
+  """The one warning per process that the backends started without flags that change results on the backend
+  in use (none on TPU, none when only the other platform's flags are missing)."""
+  global _warned
+  import jax
+  present = {f.split("=", 1)[0] for f in current.split()}
+  flags, consequence = _CONSEQUENCES.get(jax.default_backend(), ({}, ""))
+  missing = [f for f in wanted.split() if f.split("=", 1)[0] in flags and f.split("=", 1)[0] not in present]
+  if _warned or not missing:
+    return
+  _warned = True
+  logging.warning(
+      "JAX's backends started before butterfly_jax could set XLA_FLAGS, so %s %s not in effect: %s. For the "
+      "command line's bits, restart, then call butterfly_jax.runtime.configure() before anything uses JAX (a "
+      "notebook's first cell), or set XLA_FLAGS=%r in the environment Python starts in",
+      " ".join(missing), "is" if len(missing) == 1 else "are", consequence, wanted)
+
+
+def configure(deterministic: bool = True) -> bool:
+  """Adds the flags for ``deterministic`` (``runtime.deterministic``; True by default, as in the configs) and
+  the CPU flags to ``XLA_FLAGS``, which must happen before JAX's backends start. Returns whether
+  ``XLA_FLAGS`` holds them. Too late (the backends already run, e.g. in a notebook that used JAX): False, and
+  XLA_FLAGS is left as it is, with one warning per process naming the flags that would change results on
+  this backend and how.
+
+  In a notebook, for the same bits as the command line::
+
+    from butterfly_jax import runtime
+    runtime.configure()   # first cell, before anything uses JAX
+  """
+  current = os.environ.get("XLA_FLAGS", "")
+  wanted = xla_flags(current, deterministic)
+  if wanted == current:
     return True
-  if xla_bridge.backends_are_initialized():
-    import jax
-    if jax.default_backend() == "gpu":
-      logging.warning("runtime.deterministic: JAX's backends are already running, so XLA_FLAGS cannot change; "
-                      "set XLA_FLAGS=%r before JAX starts for bitwise reproducible GPU runs", wanted)
+  if backends_started():
+    _warn_too_late(current, wanted)
     return False
   os.environ["XLA_FLAGS"] = wanted
   return True

@@ -3,6 +3,9 @@
 import os
 import subprocess
 import sys
+import textwrap
+
+import pytest
 
 from butterfly_jax import runtime
 
@@ -28,11 +31,72 @@ def test_cpu_flags_only_for_the_measured_jaxlib(monkeypatch):
   assert runtime.xla_flags("", False) == ""
 
 
-def test_configure_sets_xla_flags_before_backends_start():
-  code = ("import os; from butterfly_jax import runtime; ok = runtime.configure(True); import jax; "
-          "jax.numpy.zeros(1).block_until_ready(); print(ok, os.environ['XLA_FLAGS'])")
+TOO_LATE = "JAX's backends started before butterfly_jax could set XLA_FLAGS"
+
+
+def _python(code: str, timeout: int = 120):
+  """``python -c code`` in an environment without XLA_FLAGS (as a fresh notebook kernel has)."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0, out.stderr
+  out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def test_configure_sets_xla_flags_before_backends_start():
+  """The notebook's first-cell call: the flags are set, in effect, and nothing is said."""
+  out = _python("""
+      import os
+      from butterfly_jax import runtime
+      ok = runtime.configure()
+      import jax
+      jax.numpy.zeros(1).block_until_ready()
+      print(ok, runtime.configure(True), os.environ['XLA_FLAGS'])  # a run's own call then finds them set
+      """)
   cpu = [f"{k}={v}" for k, v in runtime.default_cpu_flags().items()]
-  assert out.stdout.split() == ["True", "--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0", *cpu]
+  assert out.stdout.split() == ["True", "True", "--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0",
+                                *cpu]
+  assert TOO_LATE not in out.stderr
+
+
+def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
+  """A notebook that used JAX before its first run: one warning naming the CPU flag and its consequence."""
+  if not runtime.default_cpu_flags():
+    pytest.skip("no CPU flags for this jaxlib: nothing that changes CPU results is missing")
+  out = _python(f"""
+      import os
+      import jax
+      jax.numpy.zeros(1).block_until_ready()
+      import butterfly_jax
+      from butterfly_jax import runtime
+      from butterfly_jax.configs_embedded import smoke
+      butterfly_jax.run_experiment(smoke(), {str(tmp_path / "run")!r})
+      print(runtime.configure(True), os.environ.get('XLA_FLAGS'))
+      """, timeout=600)
+  assert out.stdout.split() == ["False", "None"]
+  assert out.stderr.count(TOO_LATE) == 1, out.stderr[-3000:]
+  line = next(l for l in out.stderr.splitlines() if TOO_LATE in l)
+  assert "--xla_cpu_experimental_ynn_fusion_type=individual_convolution is not in effect: CPU results may " \
+         "differ from command-line runs in their last bits" in line
+  assert "butterfly_jax.runtime.configure()" in line and "XLA_FLAGS='--xla_gpu_deterministic_ops=true" in line
+  assert (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.parametrize("backend, warned", [
+    ("gpu", "so --xla_gpu_deterministic_ops=true is not in effect: GPU runs may not be bitwise reproducible"),
+    ("cpu", "so --xla_cpu_experimental_ynn_fusion_type=individual_convolution is not in effect: CPU results may "
+            "differ from command-line runs in their last bits"),
+    ("tpu", None)])
+def test_too_late_warns_once_about_what_matters_on_the_backend(backend, warned, monkeypatch, caplog):
+  import jax
+  monkeypatch.setattr(runtime, "backends_started", lambda: True)
+  monkeypatch.setattr(runtime, "default_cpu_flags", lambda: dict(runtime.CPU_FLAGS))
+  monkeypatch.setattr(runtime, "_warned", False)
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=4")  # the user's own choice is not missing
+  with caplog.at_level("WARNING"):
+    assert not runtime.configure(True) and not runtime.configure(True) and not runtime.configure(False)
+  assert os.environ["XLA_FLAGS"] == "--xla_gpu_autotune_level=4"  # left as it is: it can no longer act
+  messages = [r.getMessage() for r in caplog.records if TOO_LATE in r.getMessage()]
+  assert len(messages) == (0 if warned is None else 1), messages
+  assert warned is None or warned in messages[0], messages
