@@ -53,6 +53,11 @@ def duration(seconds: float) -> str:
   return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
+def _number(x: float) -> str:
+  """Three significant digits, without an exponent: ``0.125``, ``12.3``, ``2534``."""
+  return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
 class Lines:
   """Progress as plain lines on ``file`` (default: ``sys.stderr`` when written): one at the first update
   ``every_s`` seconds after the previous line (or the start), and one at :meth:`close`."""
@@ -93,7 +98,7 @@ class Lines:
     rate = done / elapsed if done > 0 and elapsed > 0 else None
     parts = [f"{self.desc} {self.n}/{self.total}" + (f" ({100 * self.n // self.total}%)" if self.total else "")]
     if rate is not None:
-      parts.append(f"{rate:.3g} {self.unit}/s" if rate >= 0.1 else f"{1 / rate:.3g} s/{self.unit}")
+      parts.append(f"{_number(rate)} {self.unit}/s" if rate >= 0.1 else f"{_number(1 / rate)} s/{self.unit}")
     if final:
       parts[-1] += f", took {duration(elapsed)}"
     elif rate is not None and self.total:

@@ -187,9 +187,22 @@ def test_config_dot_flags_are_set_items():
 
 # --- (b) a whole sweep, then nothing to do -------------------------------------------------------------
 
+def _plain_progress(log: str) -> None:
+  """A run's log.txt is a file, not a terminal: progress is a line every progress.EVERY_S seconds and one at the
+  end of each bar, never tqdm's carriage-return frames."""
+  from butterfly_jax import progress
+  assert "\r" not in log
+  seconds = float(re.search(r"launch: finished after ([\d.]+) s", log).group(1))
+  for desc, total in (("train", 40), ("eval", 1000)):
+    lines = [line for line in log.splitlines() if line.startswith(f"{desc} ")]
+    assert 1 <= len(lines) <= 1 + seconds / progress.EVERY_S, log
+    assert re.fullmatch(rf"{desc} {total}/{total} \(100%\) [\d.]+ \w+/s, took \d+s(; .*)?", lines[-1]), log
+  assert "phase=children loss=" in log
+
+
 def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, jax_cache):
   runs_dir = tmp_path / "runs"
-  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}")
+  out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--set", "log.progress=True")
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   state = json.loads((runs_dir / "sweep.json").read_text())
   assert len(state["runs"]) == 20 and {r["status"] for r in state["runs"]} == {"finished"}
@@ -198,11 +211,11 @@ def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, j
     stored = json.loads((runs_dir / item["name"] / "config.json").read_text())
     assert stored["seed"] == item["overrides"]["seed"]
     assert stored["perturb"]["kind"] == item["overrides"]["perturb.kind"]
-    assert "launch: finished" in (runs_dir / item["name"] / "log.txt").read_text()
+    _plain_progress((runs_dir / item["name"] / "log.txt").read_text())
   assert re.search(r"ran\s+20\n\s+skipped\s+0\s+\(already finished\)\n\s+failed\s+0", out.stdout)
   mtimes = {p: p.stat().st_mtime_ns for p in _results(runs_dir)}
 
-  again = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}")
+  again = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--set", "log.progress=True")
   assert again.returncode == 0, again.stderr[-3000:]
   assert re.search(r"ran\s+0\n\s+skipped\s+20\s+\(already finished\)\n\s+failed\s+0", again.stdout)
   assert {p: p.stat().st_mtime_ns for p in _results(runs_dir)} == mtimes
@@ -278,26 +291,6 @@ def test_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, ja
   assert {p.parent.name for p in _results(runs_dir)} == {"seed=0", "seed=1"}
   state = json.loads((runs_dir / "sweep.json").read_text())
   assert [r["status"] for r in state["runs"]] == ["finished", "failed", "finished"]
-
-
-def test_a_runs_log_holds_plain_progress_lines_not_bar_frames(tmp_path, jax_cache):
-  """log.txt is a file, not a terminal: progress is a line every progress.EVERY_S seconds and one at the end."""
-  from butterfly_jax import progress
-  path = _config_file(tmp_path, """
-      def sweep(add):
-        add(seed=0)
-      """)
-  runs_dir = tmp_path / "runs"
-  out = _launch(f"--config={path}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--set", "log.progress=True")
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  log = (runs_dir / "seed=0" / "log.txt").read_text()
-  assert "\r" not in log
-  seconds = float(re.search(r"launch: finished after ([\d.]+) s", log).group(1))
-  for desc, total in (("train", 40), ("eval", 1000)):
-    lines = [line for line in log.splitlines() if line.startswith(f"{desc} ")]
-    assert 1 <= len(lines) <= 1 + seconds / progress.EVERY_S, log
-    assert re.fullmatch(rf"{desc} {total}/{total} \(100%\) [\d.]+ \w+/s, took \d+s(; .*)?", lines[-1]), log
-  assert "phase=children loss=" in log
 
 
 # --- (3) SLURM -----------------------------------------------------------------------------------------

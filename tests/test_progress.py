@@ -49,6 +49,13 @@ def test_a_resumed_run_counts_its_rate_from_the_steps_done_here():
   clock.now += 50.0
   slow.n = 2
   assert slow.line() == "eval 2/10 (20%) 25 s/ex, ETA 3m20s"
+  slow.n = 10
+  clock.now += 1e-3
+  assert slow.line(final=True) == "eval 10/10 (100%) 0.2 ex/s, took 50s"
+  fast = progress.Lines(100000, "eval", "ex", file=io.StringIO(), clock=clock)
+  clock.now += 10.0
+  fast.n = 25345
+  assert fast.line() == "eval 25345/100000 (25%) 2534 ex/s, ETA 29s"
 
 
 def test_lines_refuse_a_nonpositive_interval():
