@@ -176,6 +176,21 @@ def loaded_revision() -> str | None:
   return _LOADED_REVISION[0]
 
 
+def host_cpu() -> str:
+  """The host CPU's model and a digest of its instruction-set flags (Linux ``/proc/cpuinfo``; elsewhere the
+  platform's processor name). XLA:CPU compiles for the CPU it runs on: the same program and config gave
+  other last bits on another machine of the same kind (BUILD_NOTES.md, "Known limits")."""
+  import platform
+  try:
+    info = Path("/proc/cpuinfo").read_text(errors="replace")
+  except OSError:
+    return platform.processor() or platform.machine() or "unknown"
+  fields = dict(line.split(":", 1) for line in info.splitlines()[:64] if ":" in line)
+  fields = {k.strip(): v.strip() for k, v in fields.items()}
+  flags = " ".join(sorted(fields.get("flags", "").split()))
+  return f"{fields.get('model name', platform.machine())} (flags {hashlib.sha256(flags.encode()).hexdigest()[:12]})"
+
+
 def provenance() -> dict:
   return {
       "package_version": butterfly_jax.__version__,
@@ -183,6 +198,7 @@ def provenance() -> dict:
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
+      "host_cpu": host_cpu(),
   }
 
 
@@ -206,7 +222,7 @@ def code_identity() -> dict:
   import jaxlib
   return {"source_sha256": source_hash(), "git_revision": loaded_revision(), "jax_version": jax.__version__,
           "jaxlib_version": jaxlib.__version__, "backend": jax.default_backend(),
-          "device_kind": jax.devices()[0].device_kind}
+          "device_kind": jax.devices()[0].device_kind, "host_cpu": host_cpu()}
 
 
 def fingerprint(path) -> str:
@@ -221,7 +237,7 @@ def fingerprint(path) -> str:
   return h.hexdigest()
 
 
-_PLATFORM = ("jax_version", "jaxlib_version", "backend", "device_kind")
+_PLATFORM = ("jax_version", "jaxlib_version", "backend", "device_kind", "host_cpu")
 
 
 def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) -> list:
@@ -231,8 +247,8 @@ def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) ->
   * another ``init.checkpoint`` source (its files changed, or another path): refused, always;
   * other package source: refused, unless ``allow_code_change`` (results then record both programs);
   * the same source under another git revision (a commit that changed no package file): resumed, noted;
-  * another JAX version, backend or device kind: resumed, noted: the run stays valid but is no longer
-    bitwise the uninterrupted one.
+  * another JAX version, backend, device kind or host CPU: resumed, noted: the run stays valid but is no
+    longer bitwise the uninterrupted one (a record a checkpoint lacks is not compared).
   Checkpoints written before these were recorded are resumed with a note."""
   notes = []
   if "code" not in meta:
@@ -253,7 +269,7 @@ def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) ->
   elif old["git_revision"] != new["git_revision"]:
     notes.append(f"the git revision changed ({old['git_revision']} -> {new['git_revision']}) but not the package "
                  f"source: resuming")
-  changed = [f"{k} {old.get(k)} -> {new.get(k)}" for k in _PLATFORM if old.get(k) != new.get(k)]
+  changed = [f"{k} {old.get(k)} -> {new.get(k)}" for k in _PLATFORM if k in old and old.get(k) != new.get(k)]
   if changed:
     notes.append(f"resuming on another platform ({'; '.join(changed)}): the run is not bitwise the "
                  f"uninterrupted one")

@@ -386,3 +386,14 @@ def test_checkpoint_commit_order_is_durable(tmp_path, monkeypatch):
   assert max(tree_files) < min(metrics_fsync) < min(manifest_fsync) < manifest_rename[0]
   assert manifest_rename[0] < max(dir_fsync) < states_fsync[-1] < deletion[0]
   assert [p.name for p in rd.states.iterdir()] == ["0_0000000002"]
+
+
+def test_resume_on_another_host_cpu_is_noted_and_old_checkpoints_without_the_record_are_not():
+  ident = {"code": rundir_lib.code_identity(), "init_source": None}
+  assert ident["code"]["host_cpu"] == rundir_lib.host_cpu() and "flags" in rundir_lib.host_cpu()
+  moved = {"code": dict(ident["code"], host_cpu="Other CPU (flags 000000000000)"), "init_source": None}
+  notes = rundir_lib.check_resume(moved, ident)
+  assert len(notes) == 1 and "host_cpu Other CPU" in notes[0] and "not bitwise the uninterrupted one" in notes[0]
+  older = {"code": {k: v for k, v in ident["code"].items() if k != "host_cpu"}, "init_source": None}
+  assert rundir_lib.check_resume(older, ident) == []
+  assert rundir_lib.provenance()["host_cpu"] == rundir_lib.host_cpu()
