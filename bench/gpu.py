@@ -134,13 +134,10 @@ def part_determinism(args):
 
 
 def part_full(args):
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  from butterfly_jax import configs
+  from butterfly_jax.config import config_file
   from butterfly_jax.experiment import run
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("resnet20_config", os.path.join(ROOT, "configs", "resnet20.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = config_file(configs.FOLDER / "resnet20.py").get_config()
   c.data.name = "synthetic"
   c.data.synthetic.num_train, c.data.synthetic.num_test = (2048, 512) if args.quick else (50000, 10000)
   c.data.synthetic.shape, c.data.synthetic.num_classes = (32, 32, 3), 10

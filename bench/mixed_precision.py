@@ -9,18 +9,14 @@ barriers against child 0 side by side.
 
 import argparse
 import json
-import os
 import platform
-import sys
 import tempfile
 import time
 
 import jax
 
 from butterfly_jax.experiment import run
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from launch import sweep as sweep_lib  # noqa: E402  (config files and --set parsed as launch does)
+from butterfly_jax.launch import sweep as sweep_lib  # config files and --set parsed as the launcher does
 
 
 def load_config(spec: str, items):

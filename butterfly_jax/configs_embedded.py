@@ -1,5 +1,6 @@
-"""Configs that ship inside the package: the command line's default (the quickstart, no download) and the tests'
-end-to-end smoke config. Every other config lives in ``configs/*.py``."""
+"""The command line's default config (the quickstart, no download) and the tests' end-to-end smoke config, as
+functions; the config files ``configs/quickstart.py`` and ``configs/smoke.py`` (:mod:`butterfly_jax.configs`) and
+the tests start from them."""
 
 from butterfly_jax.config import default_config
 

@@ -8,8 +8,9 @@ reference curve for the fixed points of weight matching between diverged twins.
 
     python -m butterfly_jax.proxy --run=DIR [--child=0] [--fractions=0,0.25,0.5,0.75,0.9,1] [--seeds=3]
 
-reads ``DIR/config.json`` and the children's checkpoint ``DIR/checkpoints/children``, evaluates on the same
-examples as the run (``eval.num_examples``, or ``--num_examples``) and writes ``DIR/proxy.json``.
+(installed as ``butterfly-proxy``) reads ``DIR/config.json`` and the children's checkpoint
+``DIR/checkpoints/children``, evaluates on the same examples as the run (``eval.num_examples``, or
+``--num_examples``) and writes ``DIR/proxy.json``.
 """
 
 import json

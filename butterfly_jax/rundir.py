@@ -203,17 +203,27 @@ def provenance() -> dict:
 
 
 _SOURCE_HASH = []
+# Package folders that are not the program a run executes: the launcher starts runs, and a config file's content
+# reaches a run as its config (compared field by field on resume); editing either must not refuse a resume.
+NOT_THE_PROGRAM = ("launch", "configs")
+
+
+def tree_hash(root) -> str:
+  """SHA-256 over the Python files under ``root`` (relative names and contents), outside :data:`NOT_THE_PROGRAM`."""
+  root = Path(root)
+  h = hashlib.sha256()
+  for f in sorted(root.rglob("*.py")):
+    relative = f.relative_to(root)
+    if relative.parts[0] not in NOT_THE_PROGRAM:
+      h.update(str(relative).encode() + b"\0" + f.read_bytes() + b"\0")
+  return h.hexdigest()
 
 
 def source_hash() -> str:
-  """SHA-256 over the package's Python files (relative names and contents) when this process first asked:
-  two processes with the same hash run the same program, whatever their git revisions say."""
+  """SHA-256 over the package's Python files (:func:`tree_hash`) when this process first asked: two processes
+  with the same hash run the same program, whatever their git revisions say."""
   if not _SOURCE_HASH:
-    here = Path(butterfly_jax.__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(here.rglob("*.py")):
-      h.update(str(f.relative_to(here)).encode() + b"\0" + f.read_bytes() + b"\0")
-    _SOURCE_HASH.append(h.hexdigest())
+    _SOURCE_HASH.append(tree_hash(Path(butterfly_jax.__file__).resolve().parent))
   return _SOURCE_HASH[0]
 
 

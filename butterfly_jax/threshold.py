@@ -3,7 +3,8 @@
     python -m butterfly_jax.threshold --config=configs/NAME.py --runs=DIR --times=0,1ep,5ep [--seeds=0,1,2]
         [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--config.a.b=v]
 
-A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
+Installed as ``butterfly-threshold``; ``configs/NAME.py`` is a shipped config from any directory
+(:mod:`butterfly_jax.configs`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
 family whose children have ``--points`` σ values log-spaced over [lo, hi] (a child's result depends on
 its σ, not on its siblings, so one family measures several σ at once). The barrier of each σ is averaged
 over seeds (a diverged child counts as above the threshold); the bracket shrinks to the two neighbouring σ
@@ -154,6 +155,14 @@ def main(argv=None):
       print(f"  t={t:<8} sigma*={est}{br}  ({r['status']})")
     print(f"details: {Path(F.runs) / 'threshold.json'}")
 
+  from butterfly_jax import configs
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    argv = argv[:1] + configs.resolve_argv(argv[1:])
+  except ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  sys.argv = argv  # ml_collections reads the overrides from sys.argv
   app.run(_main, argv)
 
 

@@ -1,11 +1,15 @@
-"""Declared sweeps and a launcher: ``python -m launch --config=configs/NAME.py --runs=DIR``.
-
-A config file may define ``sweep(add)``; each ``add(**{"dotted.field": value})`` declares one run.
-:mod:`launch.sweep` expands the declarations into configs and directory names, :mod:`launch.local` runs
-them in worker processes (:mod:`launch.run_one`), :mod:`launch.slurm` writes a SLURM array job instead,
-and :mod:`launch.state` keeps ``DIR/sweep.json``. No experiment logic lives here.
+"""The launcher's former home, kept so that ``python -m launch ...`` from the repository root and config files
+with ``from launch.sweep import product`` keep working: the launcher is :mod:`butterfly_jax.launch`, installed
+with the package (``python -m butterfly_jax.launch``, ``butterfly-launch``). ``launch.sweep``, ``launch.state``,
+``launch.local`` and ``launch.slurm`` are those modules themselves; ``launch.run_one`` runs the package's
+(SLURM scripts written before the move name it).
 """
 
-from launch.sweep import grid, product
+import sys
+
+from butterfly_jax.launch import grid, local, product, slurm, state, sweep
+
+for _module in (local, slurm, state, sweep):
+  sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 
 __all__ = ["grid", "product"]

@@ -5,14 +5,13 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from butterfly_jax import config as config_lib
+from butterfly_jax import configs as shipped
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+CONFIGS = [shipped.FOLDER / f"{name}.py" for name in shipped.names()]
 
 
 def _load(path):
@@ -33,7 +32,7 @@ def test_every_config_validates_and_documents_its_command(path):
 
 
 def test_paper_config_matches_the_paper():
-  c = _load(ROOT / "configs" / "resnet20.py").get_config()
+  c = _load(shipped.FOLDER / "resnet20.py").get_config()
   assert (c.model.name, c.model.kwargs.width, c.model.kwargs.norm) == ("resnet20", 2, "layernorm")
   assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay) == ("sgd", 0.1, 0.9, 0.0)
   assert (c.schedule.name, c.schedule.warmup, c.train.batch_size) == ("triangular", "1ep", 128)
@@ -46,7 +45,7 @@ def test_paper_config_matches_the_paper():
 
 @pytest.mark.parametrize("name", ["resnet50_c100_to_c10", "resnet50_c10_to_c100"])
 def test_resnet50_transfer_sweeps_start_from_steps_their_pretraining_keeps(name):
-  module = _load(ROOT / "configs" / f"{name}.py")
+  module = _load(shipped.FOLDER / f"{name}.py")
   pre, fine = module.get_config("pretrain"), module.get_config()
   config_lib.validate(pre)
   assert pre.perturb.scales == () and pre.data.name != fine.data.name
@@ -69,7 +68,7 @@ def _cli(*args, cwd):
 
 
 def test_cli_runs_a_config_with_overrides(tmp_path):
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
              "--config.perturb.scales=(0.0,0.05)", "--config.perturb.kind=gaussian", "--config.seed=3",
              "--config.perturb.time=20",
              cwd=tmp_path)
@@ -83,7 +82,7 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
 
 
 def test_cli_bad_config_exits_with_the_field_named(tmp_path):
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
              "--config.optim.name=lion", cwd=tmp_path)
   assert out.returncode == 2
   assert "optim.name: unknown value 'lion'" in out.stderr
@@ -118,23 +117,23 @@ def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
   line = _one_error_line(out)
   assert line.startswith("error: --config.nosuch: the config has no field 'nosuch'; its sections and fields: ")
   assert "perturb" in line and "seed" in line
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.perturb.nosuch=1", f"--workdir={tmp_path / 'r'}",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.perturb.nosuch=1", f"--workdir={tmp_path / 'r'}",
              cwd=tmp_path)
   assert out.returncode == 2
   line = _one_error_line(out)
   assert line.startswith("error: --config.perturb.nosuch: perturb has no field 'nosuch'; its fields: batch_sign, ")
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.model.kwargs.width=2",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.model.kwargs.width=2",
              f"--workdir={tmp_path / 'r'}", cwd=tmp_path)
   assert out.returncode == 2
   assert "model.kwargs has no field 'width'; its fields: hidden (model mlp takes hidden, norm;" in _one_error_line(out)
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.train.batch_size=abc",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.train.batch_size=abc",
              f"--workdir={tmp_path / 'r'}", cwd=tmp_path)
   assert out.returncode == 2 and "--config.train.batch_size=abc" in _one_error_line(out)
   assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
 
 
 def test_cli_bad_model_argument_is_a_config_error(tmp_path):
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", "--config.model.kwargs.hidden=(0,)",
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.model.kwargs.hidden=(0,)",
              f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
   assert out.returncode == 2
   assert _one_error_line(out) == ("error: model.kwargs.hidden: expected a tuple of hidden-layer widths, integers >= 1, "
@@ -143,7 +142,7 @@ def test_cli_bad_model_argument_is_a_config_error(tmp_path):
 
 def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
   (tmp_path / "a_file").write_text("")
-  out = _cli(f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
   assert out.returncode == 1
   assert _one_error_line(out).startswith(f"error: {tmp_path / 'a_file' / 'run'}: Not a directory; the files written "
                                          "so far are kept")
@@ -157,7 +156,7 @@ def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
       main.cli()
   """
   run = tmp_path / "run"
-  out = _script(full_disk, f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
+  out = _script(full_disk, f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
   assert out.returncode == 1
   assert _one_error_line(out) == (f"error: {run / 'config.json'}: No space left on device; the files written so far "
                                   "are kept: free space and run the same command again to resume from the newest "
@@ -174,7 +173,7 @@ def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_
       main.cli()
   """
   run = tmp_path / "run"
-  out = _script(bug, f"--config={ROOT / 'configs' / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
+  out = _script(bug, f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={run}", cwd=tmp_path)
   assert out.returncode == 1
   assert _one_error_line(out) == (f"error: unexpected ValueError: an impossible shape (a bug, not a bad input: "
                                   f"traceback in {run / 'error_traceback.txt'})")

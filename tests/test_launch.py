@@ -1,4 +1,5 @@
-"""Declared sweeps and the launcher (launch/): expansion, names, running, skipping, killing, failing, SLURM."""
+"""Declared sweeps and the launcher (butterfly_jax/launch/): expansion, names, running, skipping, killing, failing,
+SLURM."""
 
 import json
 import os
@@ -12,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from butterfly_jax import configs as shipped
+from butterfly_jax.config import ConfigError
+from butterfly_jax.launch import sweep as sweep_lib
+from butterfly_jax.launch.__main__ import parse_args
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `launch` lives in the repository, not in the installed package
-  sys.path.insert(0, str(ROOT))
-
-from butterfly_jax.config import ConfigError  # noqa: E402
-from launch import sweep as sweep_lib  # noqa: E402
-from launch.__main__ import parse_args  # noqa: E402
-
-SMOKE = ROOT / "configs" / "smoke.py"
+SMOKE = shipped.FOLDER / "smoke.py"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=,~-]+$")
 
 
@@ -32,8 +31,8 @@ def _config_file(tmp_path, body, name="sweep_cfg.py"):
 
 
 def _launch(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "launch", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run([sys.executable, "-m", "butterfly_jax.launch", *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
 
 
 def _results(runs_dir):
@@ -161,16 +160,16 @@ def test_product_declares_every_combination_last_key_fastest():
                                          ("resnet50_c100_to_c10", 72), ("resnet50_c10_to_c100", 72),
                                          ("vit_finetune_c100", 24)])
 def test_shipped_sweeps_expand_and_document_their_command(name, count):
-  path = ROOT / "configs" / f"{name}.py"
+  path = shipped.FOLDER / f"{name}.py"
   runs = sweep_lib.expand(str(path))
   assert len(runs) == count and len({r.name for r in runs}) == count
   module, _ = sweep_lib.load_config_module(str(path))
-  assert f"python -m launch --config=configs/{name}.py" in module.__doc__
+  assert f"python -m butterfly_jax.launch --config=configs/{name}.py" in module.__doc__
 
 
 @pytest.mark.parametrize("name", ["resnet50_c100_to_c10", "resnet50_c10_to_c100"])
 def test_a_config_argument_reaches_the_sweep_so_a_phase_declares_its_own_runs(name):
-  path = ROOT / "configs" / f"{name}.py"
+  path = shipped.FOLDER / f"{name}.py"
   (pretrain,) = sweep_lib.expand(f"{path}:pretrain")
   module, _ = sweep_lib.load_config_module(str(path))
   assert pretrain.config == module.get_config("pretrain") and pretrain.config.perturb.scales == ()
@@ -224,8 +223,8 @@ def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, j
 # --- (c) killed half-way, finished by the next call ----------------------------------------------------
 
 def _start_and_wait(args, runs_dir, at_least):
-  proc = subprocess.Popen([sys.executable, "-m", "launch", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen([sys.executable, "-m", "butterfly_jax.launch", *map(str, args)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 240
   while len(_results(runs_dir)) < at_least:
     assert proc.poll() is None, proc.stdout.read()
@@ -333,7 +332,7 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
 
 
 def test_slurm_script_quotes_paths_so_the_shell_expands_nothing(tmp_path):
-  from launch import slurm
+  from butterfly_jax.launch import slurm
   runs_dir = tmp_path / "sl$(touch INJECTED)x"
   runs_dir.mkdir()
   snapshot = runs_dir / "slurm" / "sweep-0123456789ab.json"
@@ -363,7 +362,7 @@ def test_slurm_script_quotes_paths_so_the_shell_expands_nothing(tmp_path):
     ([], "pct%j", "--runs: .* cannot be written in an #SBATCH line"),
 ])
 def test_slurm_values_that_cannot_be_quoted_are_rejected(tmp_path, args, runs_name, match):
-  from launch import slurm
+  from butterfly_jax.launch import slurm
   with pytest.raises(slurm.SlurmError, match=match):
     slurm.script(tmp_path / runs_name, [0], sbatch_args=args)
 
@@ -420,7 +419,7 @@ def test_a_queued_task_runs_its_jobs_config_after_another_launch_rewrites_the_sw
 
 
 def test_a_task_refuses_a_snapshot_modified_after_its_job_was_written(tmp_path, capsys):
-  from launch import run_one, state as state_lib
+  from butterfly_jax.launch import run_one, state as state_lib
   runs_dir, script = tmp_path / "runs", tmp_path / "job.sh"
   out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -467,7 +466,7 @@ def test_a_task_whose_run_directory_holds_the_other_sweeps_run_is_refused(tmp_pa
 def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypatch):
   """--allow-code-change (resume across a package-source change) goes to the local workers, the SLURM tasks and
   run_one's call of the experiment; without it none of them passes it."""
-  from launch import local, run_one, slurm, state as state_lib
+  from butterfly_jax.launch import local, run_one, slurm, state as state_lib
   for allow in (True, False):
     text = slurm.script(tmp_path, [0], sweep=tmp_path / "slurm" / "sweep-x.json", sweep_sha256="a" * 64,
                         allow_code_change=allow)

@@ -2,7 +2,7 @@
 
 Command line::
 
-  python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures]
+  python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures]    # or: butterfly-report ...
 
 A run directory is any folder under ``DIR`` holding a butterfly ``config.json`` (folders inside a run
 directory are not searched). From notebooks::

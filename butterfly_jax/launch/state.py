@@ -73,7 +73,7 @@ def finished(runs_dir, name: str, config_json: dict) -> bool:
 
 
 def new_state(config_spec: str, set_items, runs) -> dict:
-  """The content of sweep.json for runs from :func:`launch.sweep.expand` (all ``pending``)."""
+  """The content of sweep.json for runs from :func:`butterfly_jax.launch.sweep.expand` (all ``pending``)."""
   return {
       "config": str(config_spec),
       "set": list(set_items),
@@ -94,7 +94,7 @@ def read(runs_dir) -> dict:
   path = Path(runs_dir) / SWEEP_FILE
   if not path.exists():
     raise StateError(f"--runs: {path} does not exist; expand the sweep first with "
-                     f"python -m launch --config=configs/NAME.py --runs={runs_dir}")
+                     f"python -m butterfly_jax.launch --config=configs/NAME.py --runs={runs_dir}")
   return json.loads(path.read_text())
 
 
@@ -140,7 +140,7 @@ def write_snapshot(runs_dir, state: dict) -> tuple:
 def read_snapshot(path, sha256: str | None = None) -> dict:
   """A job's snapshot; a StateError if it is missing, or its content's SHA-256 is not ``sha256`` (when given)."""
   path = Path(path)
-  again = "; nothing was run. Write a new job script with python -m launch ... --slurm=FILE"
+  again = "; nothing was run. Write a new job script with python -m butterfly_jax.launch ... --slurm=FILE"
   try:
     content = json.loads(path.read_text())
   except FileNotFoundError:

@@ -7,7 +7,7 @@ then butterfly families fine-tuned on CIFAR-10 from each of them.
     # 2. fine-tuning sweep: 8 checkpoints x perturbation at step 1 / 100 / 2000 x 3 seeds = 72 runs, each one
     #    family (the twin and sigma = 1e-5, 1e-3, 5e-3, 1e-2, 5e-2; batch perturbations; norms and biases not
     #    perturbed)
-    python -m launch --config=configs/resnet50_c100_to_c10.py --runs=runs/r50_c100_to_c10
+    python -m butterfly_jax.launch --config=configs/resnet50_c100_to_c10.py --runs=runs/r50_c100_to_c10
     # 3. table and figures, barrier against pre-training steps among them
     python -m butterfly_jax.report --runs=runs/r50_c100_to_c10
 
@@ -96,6 +96,6 @@ def transfer_sweep(add, phase: str, pretrain_dir: str):
   if phase == "pretrain":
     add()
   else:
-    from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+    from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
     product(add, {"init.checkpoint": [f"{pretrain_dir}:{step}" for step in PRETRAIN_STEPS],
                   "perturb.time": FINETUNE_TIMES, "seed": (0, 1, 2)})

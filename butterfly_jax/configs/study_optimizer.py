@@ -5,7 +5,7 @@ time 0, 1 or 5 epochs: 6 runs, both with the triangular schedule.
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_optimizer.py --runs=runs/study_optimizer
+    python -m butterfly_jax.launch --config=configs/study_optimizer.py --runs=runs/study_optimizer
     python -m butterfly_jax.main --config=configs/study_optimizer.py --workdir=runs/study_optimizer_one \
         --config.optim.name=adam --config.optim.lr=1e-3
 
@@ -27,6 +27,6 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   for optimizer in ({"optim.name": "sgd"}, {"optim.name": "adam", "optim.lr": 1e-3}):
     product(add, {"perturb.time": TIMES}, fixed=optimizer)

@@ -7,7 +7,7 @@ child is rewound too: it measures the effect of rewinding itself, against which 
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_rewind.py --runs=runs/study_rewind
+    python -m butterfly_jax.launch --config=configs/study_rewind.py --runs=runs/study_rewind
     python -m butterfly_jax.main --config=configs/study_rewind.py --workdir=runs/study_rewind_one \
         --config.perturb.time=5ep --config.perturb.rewind_lr=True --config.perturb.extra_steps=True
 
@@ -29,6 +29,6 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"perturb.time": TIMES})
   product(add, {"perturb.time": TIMES}, fixed={"perturb.rewind_lr": True, "perturb.extra_steps": True})

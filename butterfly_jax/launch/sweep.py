@@ -79,10 +79,13 @@ def split_config_arg(spec: str) -> tuple:
 
 
 def load_config_module(spec: str):
-  """Executes a config file (``path`` or ``path:arg``) as a module; returns (module, get_config args)."""
-  path, args = split_config_arg(spec)
-  if not path.is_file():
-    raise SweepError(f"--config: no config file at {path}")
+  """Executes a config file (``path`` or ``path:arg``; ``configs/NAME.py`` is a shipped config from any directory:
+  :mod:`butterfly_jax.configs`) as a module; returns (module, get_config args)."""
+  from butterfly_jax import configs
+  try:
+    path, args = split_config_arg(configs.resolve(spec))
+  except config_lib.ConfigError as e:
+    raise SweepError(str(e)) from None
   module = config_lib.config_file(path)
   if not callable(getattr(module, "get_config", None)):
     raise SweepError(f"--config: {path} defines no get_config()")

@@ -8,7 +8,7 @@ CIFAR-100 from ImageNet-21k weights and from the same weights after extra ImageN
     python -m butterfly_jax.main --config=configs/vit_finetune_c100.py --workdir=runs/vit_c100_one
     # the sweep: 2 checkpoints x perturbation at step 0 / 1 / 375 / 750 x 3 seeds = 24 runs, each one family
     # (the twin and sigma = 1e-5, 1e-3, 1e-2, 1e-1; batch perturbations; norms and biases not perturbed)
-    python -m launch --config=configs/vit_finetune_c100.py --runs=runs/vit_c100
+    python -m butterfly_jax.launch --config=configs/vit_finetune_c100.py --runs=runs/vit_c100
     python -m butterfly_jax.report --runs=runs/vit_c100
 
 ViT-B/16 (86M parameters) with a fresh 100-class head initialised as torch's ``nn.Linear``; 32x32 CIFAR
@@ -67,5 +67,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"init.checkpoint": WEIGHTS, "perturb.time": ("0", "1", "375", "750"), "seed": (0, 1, 2)})

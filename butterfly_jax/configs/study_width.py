@@ -5,7 +5,7 @@ epochs: 9 runs.
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_width.py --runs=runs/study_width
+    python -m butterfly_jax.launch --config=configs/study_width.py --runs=runs/study_width
     python -m butterfly_jax.main --config=configs/study_width.py --workdir=runs/study_width_one \
         '--config.model.kwargs.hidden=(1024,1024)'
 
@@ -28,5 +28,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"model.kwargs.hidden": [(128, 128), (512, 512), (1024, 1024)], "perturb.time": TIMES})

@@ -4,7 +4,7 @@ Warm-up (schedule.warmup) of 0, 1 or 5 epochs x perturbation time 0, 1 or 5 epoc
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_warmup.py --runs=runs/study_warmup
+    python -m butterfly_jax.launch --config=configs/study_warmup.py --runs=runs/study_warmup
     python -m butterfly_jax.main --config=configs/study_warmup.py --workdir=runs/study_warmup_one \
         --config.schedule.warmup=5ep
 
@@ -26,5 +26,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"schedule.warmup": ["0", "1ep", "5ep"], "perturb.time": TIMES})

@@ -7,7 +7,7 @@ each split) so that the whole sweep fits a few CPU hours. One run (t = 0, batch 
 
 The sweep and its report (from the repository root):
 
-    python -m launch --config=configs/reproduce_fashion_mnist.py --runs=reproduction/fashion_mnist/runs
+    python -m butterfly_jax.launch --config=configs/reproduce_fashion_mnist.py --runs=reproduction/fashion_mnist/runs
     python -m butterfly_jax.report --runs=reproduction/fashion_mnist/runs --out=reproduction/fashion_mnist/report
 
 The sweep: perturbation time 0, 1, 2 and 4 epochs x seeds 0, 1, 2 x (batch or gaussian direction, with

@@ -1,6 +1,6 @@
 """Running a sweep's pending runs on this machine: N worker processes, a summary, clean interruption.
 
-Each worker is ``python -m launch.run_one --serve``, a separate process that imports JAX once and runs
+Each worker is ``python -m butterfly_jax.launch.run_one --serve``, a separate process that imports JAX once and runs
 the runs it is handed one after another (process start-up and compilation dominate small runs: see
 BUILD_NOTES.md); ``runs_per_worker=1`` gives every run a fresh process. A run's output goes to
 ``DIR/<name>/log.txt``. A worker that dies (a crash, the OOM killer) fails only the run it was running;
@@ -17,27 +17,43 @@ import json
 import os
 import re
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
 
-from launch import state as state_lib
+import butterfly_jax
+from butterfly_jax.launch import state as state_lib
 
-REPO_ROOT = Path(__file__).resolve().parents[1]  # `launch` is not installed: workers find it here
 TAIL_LINES = 8
 _FOOTER = re.compile(r"^==== .* launch: \w+ after ")  # run_one's last line: the summary says it already
 
 
+def import_root() -> Path | None:
+  """The folder holding the ``butterfly_jax`` package this process runs, where a new process of this interpreter
+  might not find it by itself (a checkout, installed editable or not at all: the workers must run the same
+  package as the launcher); None for a package installed in a site-packages folder, which every such process
+  finds (that folder on ``PYTHONPATH`` would put its modules before the standard library's)."""
+  root = Path(butterfly_jax.__file__).resolve().parents[1]
+  sites = [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_path("purelib"),
+           sysconfig.get_path("platlib")]
+  return None if root in {Path(p).resolve() for p in sites if p} else root
+
+
 def worker_env(jax_cache: str | None) -> dict:
-  """The workers' environment: ``launch`` importable, unbuffered output, the JAX compilation cache.
+  """The workers' environment: this package importable (:func:`import_root`), unbuffered output, the JAX
+  compilation cache.
 
   The persistent compilation cache lets the runs of a sweep (same shapes, other seeds or times) reuse
   compiled programs across workers and invocations. Settings already in the environment win.
   """
   env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+  root = import_root()
+  if root is not None:
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
   env.setdefault("PYTHONUNBUFFERED", "1")   # logs readable while a run is going
   if jax_cache:
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(jax_cache).resolve()))
@@ -78,7 +94,7 @@ class Pool:
 
   def _spawn(self):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch.run_one", f"--runs={self.runs_dir}", "--serve",
+        [sys.executable, "-m", "butterfly_jax.launch.run_one", f"--runs={self.runs_dir}", "--serve",
          f"--parent-pid={os.getpid()}"] + (["--allow-code-change"] if self.allow_code_change else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=self.env,
         start_new_session=True)

@@ -5,7 +5,7 @@ or 5 epochs: 9 runs.
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_weight_decay.py --runs=runs/study_weight_decay
+    python -m butterfly_jax.launch --config=configs/study_weight_decay.py --runs=runs/study_weight_decay
     python -m butterfly_jax.main --config=configs/study_weight_decay.py --workdir=runs/study_weight_decay_one \
         --config.optim.weight_decay=5e-4
 
@@ -27,5 +27,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"optim.weight_decay": [0.0, 5e-4, 5e-3], "perturb.time": TIMES})

@@ -12,7 +12,7 @@ Its sweep: 45 runs, perturbation time 0, 1, 2, 5 or 10 epochs x seeds 0, 1, 2 x 
 direction with sigma 0 (twin), 1e-5 ... 1e-1; or one random kernel weight moved by 0.1, 1 or 10 times its
 init RMS, as in BUILD_NOTES.md):
 
-    python -m launch --config=configs/fashion_mnist.py --runs=runs/fashion_mnist_sweep
+    python -m butterfly_jax.launch --config=configs/fashion_mnist.py --runs=runs/fashion_mnist_sweep
 
 Cost: one run is one family, 5.5 minutes alone on 2 CPU cores and up to 8.5 sharing them (BUILD_NOTES.md),
 so the sweep is about 5 hours there with one worker; on a GPU cluster write a SLURM array instead
@@ -56,6 +56,6 @@ def get_config():
 
 def sweep(add):
   """get_config()'s sigmas (0, 1e-5 ... 1e-1) for both directions, then the single-weight runs."""
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"perturb.time": TIMES, "seed": SEEDS, "perturb.kind": ["batch", "gaussian"]})
   product(add, {"perturb.time": TIMES, "seed": SEEDS}, fixed=SINGLE_WEIGHT)

@@ -6,7 +6,7 @@ perturbation's batch follows the training batch size (perturb.batch_size = 0).
 Otherwise configs/fashion_mnist.py (MLP 512-512 on Fashion-MNIST, SGD, 20 epochs) with batch perturbations
 of sigma 0 (twin), 1e-4 and 1e-2, seed 0 (add seeds to the sweep for error bars).
 
-    python -m launch --config=configs/study_batch_size.py --runs=runs/study_batch_size
+    python -m butterfly_jax.launch --config=configs/study_batch_size.py --runs=runs/study_batch_size
     python -m butterfly_jax.main --config=configs/study_batch_size.py --workdir=runs/study_batch_size_one \
         --config.train.batch_size=32
 
@@ -29,5 +29,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"train.batch_size": [32, 128, 512], "perturb.time": TIMES})

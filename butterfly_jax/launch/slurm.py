@@ -1,13 +1,15 @@
 """A SLURM array-job script for a sweep: task i runs run i of the job's sweep (and skips it if finished).
 
-    python -m launch --config=configs/NAME.py --runs=DIR --slurm=job.sh \
+    python -m butterfly_jax.launch --config=configs/NAME.py --runs=DIR --slurm=job.sh \
         --slurm-args=--partition=gpu --slurm-args=--gres=gpu:1 --slurm-args=--time=02:00:00
     sbatch job.sh
 
 Only unfinished runs are in ``--array``; ``--workers=N`` caps the tasks running at once (``%N``). Each
-task's own output goes to ``DIR/slurm/<job>_<task>.out``; the run's output to ``DIR/<name>/log.txt``.
+task's own output goes to ``DIR/slurm/<job>_<task>.out``; the run's output to ``DIR/<name>/log.txt``. A task
+runs ``python -m butterfly_jax.launch.run_one`` with the launcher's interpreter, in the directory the launcher
+was called from (where relative paths in the configs resolve, as for local workers).
 
-The tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json`` (launch/state.py),
+The tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json`` (state.py),
 not ``DIR/sweep.json``: a later launcher call on DIR (another ``--set``, an edited config file) rewrites
 sweep.json, but the tasks still queued run the configs their job was written for, and a snapshot modified
 since is refused. ``--set`` values are not part of run names, so two sweeps in one DIR share run
@@ -21,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from launch.local import REPO_ROOT
+from butterfly_jax.launch.local import import_root
 
 
 def array_spec(indices) -> str:
@@ -69,7 +71,9 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
            python: str | None = None, sweep=None, sweep_sha256: str | None = None,
            allow_code_change: bool = False) -> str:
   """The text of the array-job script for the runs ``indices`` of the snapshot ``sweep`` (whose content has
-  the SHA-256 ``sweep_sha256``), or of ``runs_dir``/sweep.json without one."""
+  the SHA-256 ``sweep_sha256``), or of ``runs_dir``/sweep.json without one. The tasks run in this process's
+  working directory, where relative paths in the configs (an ``init.checkpoint`` run directory) resolve, as
+  for the local workers."""
   runs_dir = Path(runs_dir).resolve()
   python = python or sys.executable
   user = [_sbatch_line(a) for a in sbatch_args]
@@ -96,12 +100,13 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
     output = f"{runs_dir}/slurm/%A_%a.out"
     lines.append(f"#SBATCH --output={output}" if plain else f'#SBATCH --output="{output}"')
   lines += user
-  lines += [
-      "set -euo pipefail",
-      f"cd {q(str(REPO_ROOT))}",
-      f'export PYTHONPATH={q(str(REPO_ROOT))}"${{PYTHONPATH:+:$PYTHONPATH}}"',
-      "export PYTHONUNBUFFERED=1",
-  ]
+  here, root = Path.cwd().resolve(), import_root()
+  if any(c in str(here) for c in _UNSAFE_SBATCH):
+    raise SlurmError(f"the working directory {str(here)!r} holds a line break or NUL; run the launcher elsewhere")
+  lines += ["set -euo pipefail", f"cd {q(str(here))}"]
+  if root is not None:
+    lines.append(f'export PYTHONPATH={q(str(root))}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+  lines.append("export PYTHONUNBUFFERED=1")
   if jax_cache:
     lines += [  # the default path through a quoted variable: nothing in it is ever expanded by the shell
         f"butterfly_jax_cache={q(str(Path(jax_cache).resolve()))}",
@@ -109,7 +114,7 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
         'export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"',
     ]
   snapshot = f"--sweep={q(str(source))} --sweep-sha256={sweep_sha256} " if sweep is not None else ""
-  lines.append(f'exec {q(python)} -m launch.run_one --runs={q(str(runs_dir))} {snapshot}'
+  lines.append(f'exec {q(python)} -m butterfly_jax.launch.run_one --runs={q(str(runs_dir))} {snapshot}'
                + ("--allow-code-change " if allow_code_change else "")
                + '--index="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"')
   return "\n".join(lines) + "\n"

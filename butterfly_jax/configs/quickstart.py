@@ -12,7 +12,7 @@ small perturbations need the harder Fashion-MNIST setting to show their full eff
 Its sweep: 36 runs, perturbation time 0, 1, 2 or 5 epochs x seeds 0, 1, 2 x (batch or gaussian direction
 with sigma 0 (twin), 1e-5 ... 1e-1; or one random kernel weight moved by 0.1, 1 or 10 times its init RMS):
 
-    python -m launch --config=configs/quickstart.py --runs=runs/quickstart_sweep
+    python -m butterfly_jax.launch --config=configs/quickstart.py --runs=runs/quickstart_sweep
 
 Cost: about 2 minutes on 2 shared CPU cores with one worker (measured: 110 to 140 s for the 36 runs, 2 to 5 s a
 run once compiled).
@@ -35,7 +35,7 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"perturb.time": TIMES, "seed": SEEDS, "perturb.kind": ["batch", "gaussian"]},
           fixed={"perturb.scales": SCALES})
   product(add, {"perturb.time": TIMES, "seed": SEEDS}, fixed=SINGLE_WEIGHT)

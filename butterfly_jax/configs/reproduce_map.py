@@ -19,7 +19,7 @@ map. Definitions version 2 (the defaults). The phases (``:ARG``):
 One run, and the sweep with its report (from the repository root)::
 
     python -m butterfly_jax.main --config=configs/reproduce_map.py --workdir=runs/map_t0 --config.perturb.time=0
-    python -m launch --config=configs/reproduce_map.py:mlp --runs=reproduction/map/mlp
+    python -m butterfly_jax.launch --config=configs/reproduce_map.py:mlp --runs=reproduction/map/mlp
     python -m butterfly_jax.report --runs=reproduction/map/mlp --out=reproduction/map/mlp_report
 
 * ``cnn``: the small CNN (conv 16 and 32 channels, 3x3, ReLU, 2x2 max-pool; dense 128; no norm), 4 epochs

@@ -8,7 +8,7 @@ classes 5-9 (sandal, shirt, sneaker, bag, ankle boot) starting from the classes-
 The sweep (pre-training step x perturbation time x seed; sigma 0, 1e-4, 1e-3, 1e-2, 1e-1 as one family;
 norm and bias parameters excluded from the mask, as in the paper's fine-tuning runs):
 
-    python -m launch --config=configs/fashion_mnist_finetune.py --runs=runs/fm_finetune_sweep
+    python -m butterfly_jax.launch --config=configs/fashion_mnist_finetune.py --runs=runs/fm_finetune_sweep
 
 Each run fine-tunes for 5 epochs (1,170 steps) with a 6-child family: 30-40 s on 2 idle CPU cores; the
 sweep (5 x 2 x 3 = 30 runs) took 17 minutes (REPRODUCTION.md). ``init.checkpoint`` names the pre-training run directory

@@ -2,7 +2,7 @@
 keeping checkpoints, then butterfly families fine-tuned on CIFAR-100 (a fresh 100-class head) from each.
 
     python -m butterfly_jax.main --config=configs/resnet50_c10_to_c100.py:pretrain --workdir=runs/r50_c10_pretrain
-    python -m launch --config=configs/resnet50_c10_to_c100.py --runs=runs/r50_c10_to_c100    # 72 runs
+    python -m butterfly_jax.launch --config=configs/resnet50_c10_to_c100.py --runs=runs/r50_c10_to_c100    # 72 runs
     python -m butterfly_jax.report --runs=runs/r50_c10_to_c100
 
 Everything else (model, optimizer, schedules, augmentation, kept checkpoints, the sweep, the estimated GPU

@@ -8,7 +8,7 @@ Its sweep (the launcher's end-to-end test) is 20 runs, 5 seeds x perturbation at
 gaussian direction: about 30 s on 2 busy CPU cores with one worker and a cold compilation cache (the first
 run compiles for ~10 s, the others take ~1 s), 15 s with the cache warm:
 
-    python -m launch --config=configs/smoke.py --runs=/tmp/smoke_sweep
+    python -m butterfly_jax.launch --config=configs/smoke.py --runs=/tmp/smoke_sweep
 """
 
 from butterfly_jax.configs_embedded import smoke
@@ -19,5 +19,5 @@ def get_config():
 
 
 def sweep(add):
-  from launch.sweep import product  # only the launcher calls sweep(); it has `launch` on its path
+  from butterfly_jax.launch.sweep import product  # only the launcher calls sweep()
   product(add, {"seed": range(5), "perturb.time": ["0", "10"], "perturb.kind": ["batch", "gaussian"]})
