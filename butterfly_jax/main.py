@@ -31,6 +31,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from butterfly_jax import configs, configs_embedded
+from butterfly_jax.commands import help_lists_flags_of
 from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
 from butterfly_jax.perturb import PerturbationError
@@ -230,6 +231,7 @@ def cli(argv=None):
   except ConfigError as e:
     _fail(2, str(e))
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
+  help_lists_flags_of(__name__)
   app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

@@ -89,6 +89,8 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
 
 def main(argv=None):
   from absl import app, flags
+
+  from butterfly_jax.commands import help_lists_flags_of
   flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children).", required=True)
   flags.DEFINE_integer("child", 0, "Which child of the run to permute.")
   flags.DEFINE_list("fractions", [str(f) for f in DEFAULT_FRACTIONS], "Fractions of units left in place.")
@@ -118,6 +120,7 @@ def main(argv=None):
             f"{fmt(b['test']['loss'], 10)} {fmt(b['train']['error'], 10)} {fmt(b['test']['error'], 9)}")
     print(f"proxy: {Path(F.run) / 'proxy.json'}")
 
+  help_lists_flags_of(__name__)
   app.run(_main, argv)
 
 

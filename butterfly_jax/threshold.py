@@ -120,6 +120,8 @@ def main(argv=None):
   from absl import app, flags
   from ml_collections import config_flags
 
+  from butterfly_jax import configs
+  from butterfly_jax.commands import help_lists_flags_of
   from butterfly_jax.config import ConfigError
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
   flags.DEFINE_string("runs", None, "Folder of the search's runs and threshold.json.", required=True)
@@ -155,7 +157,6 @@ def main(argv=None):
       print(f"  t={t:<8} sigma*={est}{br}  ({r['status']})")
     print(f"details: {Path(F.runs) / 'threshold.json'}")
 
-  from butterfly_jax import configs
   argv = list(sys.argv if argv is None else argv)
   try:
     argv = argv[:1] + configs.resolve_argv(argv[1:])
@@ -163,6 +164,7 @@ def main(argv=None):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
+  help_lists_flags_of(__name__)
   app.run(_main, argv)
 
 

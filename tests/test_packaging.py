@@ -130,6 +130,10 @@ def test_the_installed_wheel_runs_a_sweep_a_slurm_task_and_the_report_outside_th
   seen = json.loads(_run([bin_dir / "python", "-c", probe], work, env).stdout.splitlines()[-1])
   assert Path(seen["file"]).resolve().is_relative_to(venv.resolve()), seen  # the wheel's, not the checkout's
   assert seen["scripts"] == dict.fromkeys(SCRIPTS, True) and seen["launch"], seen
+  for command, flag in (("butterfly-run", "--workdir"), ("butterfly-threshold", "--times")):  # absl's --help
+    shown = subprocess.run([bin_dir / command, "--help"], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=300)  # exit status 1, absl's for --help
+    assert f"{bin_dir / command}:\n" in shown.stdout and f"  {flag}: " in shown.stdout, shown.stdout[-3000:]
 
   runs, cache = work / "runs", tmp_path / "jax_cache"
   launch = [bin_dir / "butterfly-launch", "--config=configs/smoke.py", f"--runs={runs}", f"--jax-cache={cache}"]
