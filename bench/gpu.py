@@ -134,7 +134,7 @@ def part_determinism(args):
 
 
 def part_full(args):
-  from butterfly_jax import configs
+  from butterfly_jax import config_files as configs
   from butterfly_jax.config import config_file
   from butterfly_jax.experiment import run
   c = config_file(configs.FOLDER / "resnet20.py").get_config()

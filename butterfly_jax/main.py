@@ -2,7 +2,7 @@
 
 Installed as ``butterfly-run``. Without ``--config`` the embedded default (the quickstart: scikit-learn digits,
 no download) runs; ``configs/NAME.py`` is the shipped config of that name from any directory where no such file
-exists (:mod:`butterfly_jax.configs`).
+exists (:mod:`butterfly_jax.config_files`).
 
 Exit status and what stderr shows:
 
@@ -30,7 +30,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from butterfly_jax import configs, configs_embedded
+from butterfly_jax import config_files, configs_embedded
 from butterfly_jax.commands import help_lists_flags_of
 from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
@@ -221,13 +221,13 @@ def main(argv):
 
 def cli(argv=None):
   """Runs :func:`main` on ``argv`` (default ``sys.argv``), with the default config named where none is given and
-  ``configs/NAME.py`` found among the shipped configs (:mod:`butterfly_jax.configs`). Installed as
+  ``configs/NAME.py`` found among the shipped configs (:mod:`butterfly_jax.config_files`). Installed as
   ``butterfly-run``."""
   argv = list(sys.argv if argv is None else argv)
   if not any(_CONFIG.match(a) for a in argv[1:]):
     argv.insert(1, f"--config={DEFAULT_CONFIG}")
   try:
-    argv = argv[:1] + configs.resolve_argv(argv[1:])
+    argv = argv[:1] + config_files.resolve_argv(argv[1:])
   except ConfigError as e:
     _fail(2, str(e))
   sys.argv = argv  # ml_collections reads the overrides from sys.argv

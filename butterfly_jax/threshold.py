@@ -4,7 +4,7 @@
         [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--config.a.b=v]
 
 Installed as ``butterfly-threshold``; ``configs/NAME.py`` is a shipped config from any directory
-(:mod:`butterfly_jax.configs`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
+(:mod:`butterfly_jax.config_files`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
 family whose children have ``--points`` σ values log-spaced over [lo, hi] (a child's result depends on
 its σ, not on its siblings, so one family measures several σ at once). The barrier of each σ is averaged
 over seeds (a diverged child counts as above the threshold); the bracket shrinks to the two neighbouring σ
@@ -120,7 +120,7 @@ def main(argv=None):
   from absl import app, flags
   from ml_collections import config_flags
 
-  from butterfly_jax import configs
+  from butterfly_jax import config_files
   from butterfly_jax.commands import help_lists_flags_of
   from butterfly_jax.config import ConfigError
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
@@ -159,7 +159,7 @@ def main(argv=None):
 
   argv = list(sys.argv if argv is None else argv)
   try:
-    argv = argv[:1] + configs.resolve_argv(argv[1:])
+    argv = argv[:1] + config_files.resolve_argv(argv[1:])
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from butterfly_jax import config as config_lib
-from butterfly_jax import configs as shipped
+from butterfly_jax import config_files as shipped
 
 CONFIGS = [shipped.FOLDER / f"{name}.py" for name in shipped.names()]
 

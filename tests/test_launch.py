@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_jax import configs as shipped
+from butterfly_jax import config_files as shipped
 from butterfly_jax.config import ConfigError
 from butterfly_jax.launch import sweep as sweep_lib
 from butterfly_jax.launch.__main__ import parse_args

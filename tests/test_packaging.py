@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_jax import configs
+from butterfly_jax import config_files as configs
 from butterfly_jax.config import ConfigError
 from butterfly_jax.launch import sweep as sweep_lib
 from butterfly_jax.rundir import tree_hash
@@ -66,13 +66,24 @@ def test_editing_a_config_file_or_the_launcher_leaves_the_source_hash(tmp_path):
   """A resume is refused when the package source changed (rundir.check_resume); config files and the launcher do
   not change what a run computes."""
   package = tmp_path / "butterfly_jax"
-  shutil.copytree(configs.FOLDER.parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(ROOT / "butterfly_jax", package, ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(configs.FOLDER, package / "configs", ignore=shutil.ignore_patterns("__pycache__"))  # as in a wheel
   before = tree_hash(package)
   for edited in (package / "configs" / "smoke.py", package / "launch" / "local.py"):
     edited.write_text(edited.read_text() + "\n# edited\n")
   assert tree_hash(package) == before
   (package / "tree_math.py").write_text((package / "tree_math.py").read_text() + "\n# edited\n")
   assert tree_hash(package) != before
+
+
+def test_pyproject_lists_every_package_folder():
+  """pyproject.toml names the packages (it maps configs/ in); a new subpackage must be named there too."""
+  import tomllib
+  tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+  found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "butterfly_jax").rglob("__init__.py")
+           if "__pycache__" not in p.parts}
+  assert set(tool["packages"]) == found | {"butterfly_jax.configs"}
+  assert tool["package-dir"] == {"butterfly_jax.configs": "configs"} and (ROOT / "configs" / "__init__.py").is_file()
 
 
 # --- the wheel, installed outside the checkout --------------------------------------------------------------
@@ -87,7 +98,8 @@ def _build_wheel(tmp_path, env) -> Path:
   """The wheel of a copy of the package's sources (nothing written into the checkout). With setuptools >= 70.1
   here (bdist_wheel built in) it builds offline; otherwise pip fetches the build backend, as ``pip install`` does."""
   src = tmp_path / "src"
-  shutil.copytree(ROOT / "butterfly_jax", src / "butterfly_jax", ignore=shutil.ignore_patterns("__pycache__"))
+  for folder in ("butterfly_jax", "configs"):
+    shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
   for name in ("pyproject.toml", "README.md"):
     shutil.copy(ROOT / name, src / name)
   try:
@@ -126,10 +138,15 @@ def test_the_installed_wheel_runs_a_sweep_a_slurm_task_and_the_report_outside_th
   probe = ("import butterfly_jax, importlib.metadata as m, importlib.util as u, json; "
            "d = m.distribution('butterfly_jax'); "
            "s = {e.name: callable(e.load()) for e in d.entry_points if e.group == 'console_scripts'}; "
-           "print(json.dumps({'file': butterfly_jax.__file__, 'scripts': s, 'launch': u.find_spec('launch') is None}))")
+           "c = u.find_spec('butterfly_jax.configs').submodule_search_locations[0]; "
+           "print(json.dumps({'file': butterfly_jax.__file__, 'scripts': s, 'launch': u.find_spec('launch') is None, "
+           "'configs': c}))")
   seen = json.loads(_run([bin_dir / "python", "-c", probe], work, env).stdout.splitlines()[-1])
   assert Path(seen["file"]).resolve().is_relative_to(venv.resolve()), seen  # the wheel's, not the checkout's
   assert seen["scripts"] == dict.fromkeys(SCRIPTS, True) and seen["launch"], seen
+  shipped = Path(seen["configs"])  # the top-level configs/ travels as butterfly_jax.configs
+  assert shipped.resolve().is_relative_to(venv.resolve()) and (shipped / "smoke.py").is_file(), seen
+  assert {p.name for p in shipped.glob("*.py")} == {p.name for p in configs.FOLDER.glob("*.py")}
   for command, flag in (("butterfly-run", "--workdir"), ("butterfly-threshold", "--times")):  # absl's --help
     shown = subprocess.run([bin_dir / command, "--help"], cwd=work, env=env, capture_output=True, text=True,
                            timeout=300)  # exit status 1, absl's for --help

@@ -8,7 +8,7 @@ root. Expands ``sweep(add)`` of the config file (see sweep.py), writes ``DIR/swe
 already finished in ``DIR/<name>`` and runs the rest in worker processes (local.py), or writes a SLURM array
 job instead (``--slurm``), whose tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json``
 (slurm.py). ``configs/NAME.py`` is the shipped config of that name from any directory where no such file
-exists (:mod:`butterfly_jax.configs`). Exit status: 0 all done, 1 a run failed or was busy (another process
+exists (:mod:`butterfly_jax.config_files`). Exit status: 0 all done, 1 a run failed or was busy (another process
 ran it), 2 a bad sweep or command line, 3 another launcher holds DIR, 128 + signal when interrupted.
 
 Run names come from the sweep's own overrides; ``--set`` values are not part of them. Another ``--set``

@@ -80,10 +80,10 @@ def split_config_arg(spec: str) -> tuple:
 
 def load_config_module(spec: str):
   """Executes a config file (``path`` or ``path:arg``; ``configs/NAME.py`` is a shipped config from any directory:
-  :mod:`butterfly_jax.configs`) as a module; returns (module, get_config args)."""
-  from butterfly_jax import configs
+  :mod:`butterfly_jax.config_files`) as a module; returns (module, get_config args)."""
+  from butterfly_jax import config_files
   try:
-    path, args = split_config_arg(configs.resolve(spec))
+    path, args = split_config_arg(config_files.resolve(spec))
   except config_lib.ConfigError as e:
     raise SweepError(str(e)) from None
   module = config_lib.config_file(path)

@@ -1,5 +1,7 @@
-"""The config files that ship with the package: each has ``get_config()``, and ``sweep(add)`` where it declares
-a sweep (README, "Running experiments" and "Sweeps"). They are run by path, not imported.
+"""Where the config files are: the repository's ``configs/`` folder, which an installed package carries as
+``butterfly_jax.configs`` (pyproject.toml maps that one folder into the wheel and the editable install). Each
+file has ``get_config()``, and ``sweep(add)`` where it declares a sweep (README, "Running experiments" and
+"Sweeps"). They are run by path, not imported.
 
 On a command line (``--config`` of ``python -m butterfly_jax.main``, the launcher and the threshold search),
 ``configs/NAME.py[:arg]`` is the shipped file ``NAME.py`` here, from any directory where that path names no file;
@@ -11,10 +13,24 @@ a path that exists is used as it is (a copy to edit, a config of one's own)::
 Any other path that names no file is an error naming the shipped configs and the folder that holds them.
 """
 
+import importlib.util
 import re
 from pathlib import Path
 
-FOLDER = Path(__file__).resolve().parent
+
+def _folder() -> Path:
+  """``butterfly_jax.configs`` where the package is installed (a wheel or an editable install), else the
+  ``configs/`` beside the package in a checkout used without installing."""
+  try:
+    spec = importlib.util.find_spec("butterfly_jax.configs")
+  except ImportError:
+    spec = None
+  if spec is not None and spec.origin and spec.submodule_search_locations:  # a package, not a stray folder
+    return Path(list(spec.submodule_search_locations)[0]).resolve()
+  return Path(__file__).resolve().parent.parent / "configs"
+
+
+FOLDER = _folder()
 _CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 
 
