@@ -228,6 +228,9 @@ def test_every_figure_is_written_as_png_and_pdf_with_a_caption(cli_report):
   for name in EXPECTED_FIGURES:
     assert f"**{name}**" in captions
   assert "min–max over seeds" in captions and "σ = 0" in captions and "Single-weight" in captions
+  for line in captions.splitlines():
+    if line.startswith("- **"):  # every caption says how many pairs or runs it shows
+      assert "n = " in line, line
   assert captions.endswith("Skipped:\n\n- barrier_vs_pretraining: fewer than two amounts of pre-training\n")  # no such runs
 
 
@@ -348,7 +351,7 @@ def test_pairs_without_a_barrier_are_drawn_and_listed_not_dropped(tmp_path, monk
   def crosses(ax):
     return sorted((float(line.get_xdata()[0]), line.get_color()) for line in ax.lines if line.get_gid() == "excluded")
 
-  t10 = plotting.Palette([0, 10])(10)  # the colour of t = 10 steps (t = 0 the other)
+  t10 = plotting.TimeStyles([0, 10])(10)  # the colour of t = 10 steps (t = 0 the other)
   # panels: train loss, test loss, train error, test error; ✕ at each σ that lost a pair, in the colour of t = 10
   by_sigma = [crosses(ax) for ax in made["barrier_vs_sigma_batch"].axes[:4]]
   assert by_sigma == [[(1.0, t10)], [(0.01, t10), (1.0, t10)], [(1.0, t10)], [(0.01, t10), (1.0, t10)]]
@@ -359,3 +362,59 @@ def test_pairs_without_a_barrier_are_drawn_and_listed_not_dropped(tmp_path, monk
                         "drawn as ✕ at the top of the panel") == 2
   assert "σ = 1e-2: 1 with a non-finite interpolation path; σ = 1e+0: 1 diverged." in captions
   assert "drawn as ✕ at the top of the panels" in made["barrier_vs_sigma_batch"]._suptitle.get_text()
+
+
+def _made_figures(table, tmp_path, monkeypatch, only):
+  """The figures ``only`` of ``table`` as matplotlib Figures by name (not saved)."""
+  made = {}
+  monkeypatch.setattr(plotting, "save", lambda fig, out_dir, name: made.setdefault(name, fig) and [])
+  figures.make_figures(table, tmp_path, only=only)
+  return made
+
+
+def test_barriers_are_on_symlog_axes_that_say_so(tmp_path, monkeypatch):
+  made = _made_figures(_table_with_pairs_without_barriers(), tmp_path, monkeypatch,
+                       ("barrier_vs_sigma", "barrier_vs_time"))
+  for name in ("barrier_vs_sigma_batch", "barrier_vs_time_batch"):
+    axes = made[name].axes[:4]
+    for ax in axes:
+      assert ax.get_yscale() == "symlog" and ax.yaxis.get_transform().linthresh == plotting.BARRIER_LINTHRESH, name
+    assert "symlog" in axes[0].get_ylabel() and "symlog" in axes[2].get_ylabel()
+    assert axes[0].get_ylim() == axes[1].get_ylim()  # train and test share a row's axis
+
+
+def test_sigma_and_time_styles_are_distinct_and_sigma_styles_fixed():
+  sigmas = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 3e-3]
+  styles = plotting.SigmaStyles(sigmas)
+  assert len({styles(s) for s in sigmas}) == len(sigmas) and len({styles.marker(s) for s in sigmas}) == len(sigmas)
+  assert styles(0.0) == plotting.ZERO_COLOR
+  for s in (1e-5, 1e-4, 1e-3):  # the same colour and marker whichever other σ a figure holds
+    assert plotting.SigmaStyles([s]).style(s) == styles.style(s) == plotting.SigmaStyles().style(s)
+  times = plotting.TimeStyles([0, 10, 50, 100, 250, 468, 936, 1872])
+  assert len({times.style(t) for t in times.values}) == 8 and plotting.ZERO_COLOR not in {times(t) for t in times.values}
+
+
+def _scatter_x(ax):
+  return sorted(float(x) for c in ax.collections if str(c.get_gid()).startswith("pairs:") for x in c.get_offsets()[:, 0])
+
+
+def test_relation_figures_plot_the_train_loss_barrier(table, tmp_path, monkeypatch):
+  made = _made_figures(table, tmp_path, monkeypatch, ("cka_vs_barrier", "ensemble_vs_barrier"))
+  rows = table[(table["status"] == "finished")]
+  train = figures.C.barrier_col("train", "loss")
+  cka = rows[np.isfinite(rows[train].astype(float)) & np.isfinite(rows["vs_child0.cka"].astype(float))]
+  (ax,) = made["cka_vs_barrier"].axes
+  assert _scatter_x(ax) == sorted(cka[train].astype(float)) and len(cka) > 0
+  assert ax.get_xscale() == "symlog" and "train loss barrier" in ax.get_xlabel() and "symlog" in ax.get_xlabel()
+  ens = rows[np.isfinite(rows[train].astype(float)) & np.isfinite(rows["vs_child0.ensemble.accuracy"].astype(float))]
+  left = made["ensemble_vs_barrier"].axes[0]
+  assert _scatter_x(left) == sorted(ens[train].astype(float)) and "train loss barrier" in left.get_xlabel()
+  assert f"n = {len(cka)} pairs" in made["cka_vs_barrier"]._suptitle.get_text()
+
+
+def test_pretraining_panels_share_one_y_axis_from_zero(table, tmp_path, monkeypatch):
+  synthetic = table.assign(**{"init.checkpoint": [f"runs/pre:{100 * int(s)}" for s in table["seed"].fillna(0)]})
+  axes = _made_figures(synthetic, tmp_path, monkeypatch, ("barrier_vs_pretraining",))["barrier_vs_pretraining"].axes
+  assert len(axes) > 1
+  for ax in axes:
+    assert ax.get_shared_y_axes().joined(axes[0], ax) and ax.get_yscale() == "symlog" and ax.get_ylim()[0] == 0

@@ -39,12 +39,13 @@ def diverged_pairs(df) -> int:
   return int(df["pair_diverged"].fillna(False).astype(bool).sum()) if "pair_diverged" in df else 0
 
 
-def title(fig, text, df, extra="", shown=False):
-  """The figure's title, with the number of diverged pairs: "not shown", or (``shown``) where they are drawn."""
-  n = diverged_pairs(df)
+def title(fig, text, df, extra="", shown=False, n=""):
+  """The figure's title, with ``n`` (what it shows, :func:`n_text`) and the number of diverged pairs: "not shown",
+  or (``shown``) where they are drawn."""
+  d = diverged_pairs(df)
   where = "drawn as ✕ at the top of the panels" if shown else "not shown"
-  note = f"\n({n} diverged pair{'s' if n != 1 else ''} {where})" if n else ""
-  fig.suptitle(text + extra + note)
+  notes = ([n] if n else []) + ([f"{d} diverged pair{'s' if d != 1 else ''} {where}"] if d else [])
+  fig.suptitle(text + extra + (f"\n({'; '.join(notes)})" if notes else ""))
 
 
 def not_finite(df, col):
@@ -52,19 +53,17 @@ def not_finite(df, col):
   return df[~np.isfinite(df[col].astype(float).to_numpy())]
 
 
-def draw_excluded(ax, df, col, keys, x, color, to_x=float):
-  """The rows of ``df`` without a value of ``col`` as ✕ at the top of ``ax`` (:func:`plotting.excluded`), one per
-  group of ``keys`` (the series) and value of ``x``, coloured by ``color(series key)``; ``to_x`` maps the value
-  to the plotted x. Returns whether any were drawn."""
+def draw_excluded(ax, df, col, keys, x, color, to_x=float) -> int:
+  """The rows of ``df`` without a value of ``col`` as ✕ at the top of ``ax`` (:func:`plotting.excluded`), one row
+  of markers per group of ``keys`` (the series) and value of ``x``, coloured by ``color(series key)``; ``to_x`` maps
+  the value to the plotted x. Returns the number of rows drawn: :func:`plotting.pad_top` makes room for them once
+  the panel's scales are set."""
   bad = not_finite(df, col)
   groups = list(bad.groupby(keys))
-  if groups:
-    lo, hi = ax.get_ylim()  # room above the data: the markers do not cover its highest points
-    ax.set_ylim(lo, hi + (0.08 + P.EXCLUDED_ROW * (len(groups) - 1)) * (hi - lo))
   for row, (key, g) in enumerate(groups):
     n = g.groupby(x).size()
     P.excluded(ax, [to_x(v) for v in n.index], list(n), color(key), row)
-  return bool(groups)
+  return len(groups)
 
 
 def excluded_phrase(df, cols, x, text) -> str:
@@ -99,9 +98,33 @@ def div_phrase(df) -> str:
   return f" {n} diverged pair{'s' if n != 1 else ''} (null metrics) left out." if n else ""
 
 
-def legend(fig, entries):
-  """One legend for the figure, below the panels (to the right it would collide with the title)."""
-  fig.legend(handles=P.legend_handles(entries), loc="outside lower center", ncols=min(len(entries), 4), fontsize=8)
+def _plural(n, word):
+  return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def n_text(df) -> str:
+  """``n = 112 pairs from 16 runs, 2 seeds``: what the rows ``df`` of a figure hold."""
+  seeds = df["seed"].nunique() if "seed" in df else 0
+  return (f"n = {_plural(len(df), 'pair')} from {_plural(df['run'].nunique(), 'run')}"
+          + (f", {_plural(seeds, 'seed')}" if seeds else ""))
+
+
+def runs_text(df) -> str:
+  """``n = 16 runs, 2 seeds``: the runs of a figure drawn from their trajectories."""
+  seeds = df["seed"].nunique() if "seed" in df else 0
+  return f"n = {_plural(df['run'].nunique(), 'run')}" + (f", {_plural(seeds, 'seed')}" if seeds else "")
+
+
+def scatter_n_text(df) -> str:
+  """:func:`n_text` of a scatter's points with how many have σ > 0 (the perturbed pairs)."""
+  return n_text(df) + f" ({int((df['sigma'] > 0).sum())} with σ > 0)"
+
+
+def legend(fig, entries, title=None, ncols=4):
+  """One legend for the figure, below the panels (to the right it would collide with the title); ``title`` says what
+  colour, marker and line style stand for."""
+  fig.legend(handles=P.legend_handles(entries), loc="outside lower center", ncols=min(len(entries), ncols),
+             fontsize=8, title=title, title_fontsize=8)
 
 
 class Out:
@@ -128,27 +151,36 @@ class Context:
     self.suffix = f"__{slug(label)}" if label else ""
     self.extra = f" [{label}]" if label else ""
     self.setting = f" Setting: {label}." if label else ""
-    self.tpal = P.Palette(df["t"])
-    ok = ~df["pair_diverged"].fillna(False).astype(bool) if "pair_diverged" in df else np.ones(len(df), bool)
-    self.spal = P.Palette(df.loc[ok, "sigma"], cmap="plasma", log=True)  # diverged σ would squash the range
+    self.tpal = P.TimeStyles(df["t"])
+    self.spal = P.SigmaStyles(df["sigma"])
     self.markers = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(sorted(df["perturbation"].unique()))}
 
   def name(self, base):
     return base + self.suffix
 
-  def time_legend(self, df, line=True):
+  def time_legend(self, df, marker=True):
+    """One entry per t: its colour with its marker, or (``marker`` False, where markers stand for something else)
+    a coloured line."""
     ts = df.drop_duplicates("t").sort_values("t")
-    return [(P.time_text(r.t, r.t_epochs), self.tpal(r.t), "o", "-" if line else "none") for r in ts.itertuples()]
+    return [(P.time_text(r.t, r.t_epochs), self.tpal(r.t), self.tpal.marker(r.t) if marker else "", "-")
+            for r in ts.itertuples()]
 
   def sigma_legend(self, sigmas):
-    return [(P.sigma_text(s), self.spal(s), "o", "-") for s in sorted(set(float(x) for x in sigmas))]
+    return [(P.sigma_text(s), self.spal(s), self.spal.marker(s), "-") for s in sorted(set(float(x) for x in sigmas))]
 
-  def variant_legend(self, labels, with_line=True):
-    return [(p, "k", P.variant_style(p)[0], P.variant_style(p)[1] if with_line else "none")
-            for p in sorted(set(labels))]
+  def variant_legend(self, labels):
+    """Line style per perturbation (black, no marker: the marker is the series')."""
+    return [(p, "k", "", P.variant_line(p)) for p in sorted(set(labels))]
 
   def marker_legend(self, labels):
     return [(p, "k", self.markers[p], "none") for p in sorted(set(labels))]
+
+
+def line_styles(labels) -> dict:
+  """Perturbation label -> line style (:func:`plotting.variant_line`), all solid where there is one label only (the
+  legend then has no line-style entries to explain them)."""
+  labels = sorted(set(labels))
+  return {p: P.variant_line(p) if len(labels) > 1 else "-" for p in labels}
 
 
 def zero_last(groups):

@@ -6,7 +6,10 @@ caption per figure; a figure whose columns are missing (no aligned metrics, one 
 skipped with a printed note, listed in ``figures.md``. Only finished runs are plotted. Lines are means over seeds
 with a min–max band; pairs without a barrier (a diverged pair, or a non-finite interpolation path) are left out of
 the means, drawn as ✕ at the top of the panel at their σ (or t, or pre-training) and listed in the caption; the
-scatter figures leave them out and count them in the title and caption.
+scatter figures leave them out and count them in the title and caption. Each title and caption says how many
+pairs (or runs) and seeds the figure shows. Barriers are drawn on symlog axes shared along a row of panels, σ in
+one fixed colour and marker per decade, t in categorical colours and markers (:mod:`plotting`); the relation
+figures (L2, CKA, ensembles, fixed points) put the train-loss barrier against the related quantity.
 
 When the table holds several settings (config fields other than seed, t, σ and the perturbation that
 differ between runs, e.g. ``optim.name``), every figure is made once per setting, named ``NAME__field-value``.
@@ -63,6 +66,25 @@ def _finished(table):
 # Barriers against σ and t (the paper's Figs. 1, 2, 5, 9-12).
 
 
+def _barrier_axes(ax, metric, first_col):
+  """A barrier panel's y: symlog (barriers span 1e-5 to nats), labelled in the first column of a shared row."""
+  P.symlog(ax)
+  if first_col:
+    ax.set_ylabel(P.barrier_label(metric))
+  ax.grid(alpha=0.3)
+
+
+def _variant_caption(df) -> str:
+  perts = sorted(df["perturbation"].unique())
+  if len(perts) < 2:
+    return ""
+  return " Line style: perturbation (" + ", ".join(f"{p}: {P.variant_line_name(p)}" for p in perts) + ")."
+
+
+_SYMLOG_CAPTION = (f" The y axes are symlog (linear below {P.BARRIER_LINTHRESH:g}, logarithmic above: barriers span "
+                   "several orders of magnitude) and shared along each row.")
+
+
 def barrier_vs_sigma(ctx):
   for kind in sorted(ctx.df["kind"].unique()):
     name = ctx.name(f"barrier_vs_sigma_{kind}")
@@ -75,8 +97,9 @@ def barrier_vs_sigma(ctx):
       ctx.out.skip(name, "no pair with σ > 0 and finite barriers")
       continue
     axis = P.SigmaAxis(df["sigma"])  # every σ, those whose pairs have no barrier included (drawn as ✕)
-    fig, axes = P.new_figure(2, 2)
-    counts, excluded = [], False
+    lines = C.line_styles(df["perturbation"])
+    fig, axes = P.new_figure(2, 2, sharey="row")
+    counts, excluded = [], [0] * len(C.METRICS)
     for r, metric in enumerate(C.METRICS):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
@@ -85,36 +108,41 @@ def barrier_vs_sigma(ctx):
         counts += list(agg["n"])
         series = list(agg.groupby(["perturbation", "t"]))
         for i, ((pert, t), g) in enumerate(series):
-          marker, ls = P.variant_style(pert)
+          color, marker, ls = ctx.tpal(t), ctx.tpal.marker(t), lines[pert]
           pos, zero = g[g["sigma"] > 0], g[g["sigma"] == 0]
           if len(pos):
-            P.band(ax, pos["sigma"], pos["mean"], pos["min"], pos["max"], ctx.tpal(t), marker=marker, linestyle=ls)
+            P.band(ax, pos["sigma"], pos["mean"], pos["min"], pos["max"], color, marker=marker, linestyle=ls)
           if len(zero):
             P.points(ax, [axis.zero_slot(i, len(series))] * len(zero), zero["mean"], zero["min"], zero["max"],
-                     ctx.tpal(t), marker)
-        excluded |= C.draw_excluded(ax, df, col, ["perturbation", "t"], "sigma", lambda key: ctx.tpal(key[1]), axis.x)
+                     color, marker)
+        excluded[r] = max(excluded[r], C.draw_excluded(ax, df, col, ["perturbation", "t"], "sigma",
+                                                       lambda key: ctx.tpal(key[1]), axis.x))
         axis.style(ax)
         if r == len(C.METRICS) - 1:
           ax.set_xlabel(P.SIGMA_LABEL)
-        ax.set_ylabel(P.METRIC_LABELS[metric])
         ax.set_title(f"{split} {metric} barrier")
-        ax.grid(alpha=0.3)
+        _barrier_axes(ax, metric, c == 0)
+      P.pad_top(axes[r][0], excluded[r])
     entries = ctx.time_legend(df)
+    what = "colour and marker: perturbation time t"
     if df["perturbation"].nunique() > 1:
       entries += ctx.variant_legend(df["perturbation"])
-    if excluded:
+      what += "; line style: perturbation"
+    if any(excluded):
       entries.append((P.EXCLUDED_LABEL, "k", P.EXCLUDED_MARKER, "none"))
-    C.legend(fig, entries)
-    C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra, shown=True)
+    C.legend(fig, entries, title=what)
+    C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra, shown=True,
+            n=C.n_text(df))
     single = any(P.variant(p) == "single-weight" for p in df["perturbation"].unique())
     caption = (f"Barrier between child 0 and child k after training (rows: loss, error; columns: train, test) vs σ "
-               f"(log axis) for {kind} perturbations, one line per perturbation time t; mean over seeds, shaded band "
-               f"(error bars for lone points): {P.SPREAD} ({P.seeds_phrase(counts)}). σ = 0, the unperturbed twin, "
+               f"(log axis) for {kind} perturbations, one line per perturbation time t (colour and marker); mean "
+               f"over seeds, shaded band (error bars for lone points): {P.SPREAD} ({C.n_text(df)}; "
+               f"{P.seeds_phrase(counts)}). σ = 0, the unperturbed twin, "
                "is drawn as hollow markers in the slot left of the dotted line (spread sideways so that none hides "
-               "another), which is a label, not a position on the log axis.")
+               "another), which is a label, not a position on the log axis." + _SYMLOG_CAPTION + _variant_caption(df))
     if single:
-      caption += (" Single-weight runs: stars on dotted lines; their σ is relative to that one weight's expected "
-                  "magnitude at init, not the whole network's.")
+      caption += (" Single-weight runs: their σ is relative to that one weight's expected magnitude at init, not the "
+                  "whole network's.")
     ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
 
 
@@ -131,8 +159,9 @@ def barrier_vs_time(ctx):
     x_max = df["t_epochs"].max()
     x_min_pos = df.loc[df["t_epochs"] > 0, "t_epochs"].min()
     symlog = bool(x_min_pos) and x_max / x_min_pos > 100
-    fig, axes = P.new_figure(2, 2)
-    counts, excluded = [], False
+    lines = C.line_styles(df["perturbation"])
+    fig, axes = P.new_figure(2, 2, sharey="row")
+    counts, excluded = [], [0] * len(C.METRICS)
     for r, metric in enumerate(C.METRICS):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
@@ -140,25 +169,30 @@ def barrier_vs_time(ctx):
         agg = P.aggregate(df, ["perturbation", "sigma", "t_epochs"], col)
         counts += list(agg["n"])
         for (pert, sigma), g in C.zero_last(agg.groupby(["perturbation", "sigma"])):
-          marker, ls = P.variant_style(pert)
-          P.band(ax, g["t_epochs"], g["mean"], g["min"], g["max"], ctx.spal(sigma), marker=marker, linestyle=ls)
-        excluded |= C.draw_excluded(ax, df, col, ["perturbation", "sigma"], "t_epochs", lambda key: ctx.spal(key[1]))
+          P.band(ax, g["t_epochs"], g["mean"], g["min"], g["max"], ctx.spal(sigma), marker=ctx.spal.marker(sigma),
+                 linestyle=lines[pert])
+        excluded[r] = max(excluded[r], C.draw_excluded(ax, df, col, ["perturbation", "sigma"], "t_epochs",
+                                                       lambda key: ctx.spal(key[1])))
         if symlog:
-          ax.set_xscale("symlog", linthresh=x_min_pos)
+          P.symlog(ax, "x", linthresh=x_min_pos)
         ax.set_xlabel("perturbation time t (epochs)" + (", symlog axis" if symlog else ""))
-        ax.set_ylabel(P.METRIC_LABELS[metric])
         ax.set_title(f"{split} {metric} barrier")
-        ax.grid(alpha=0.3)
-    entries = ctx.sigma_legend(df["sigma"][np.isfinite(df[C.barrier_col("train", "loss")].astype(float))])
+        _barrier_axes(ax, metric, c == 0)
+      P.pad_top(axes[r][0], excluded[r])
+    entries = ctx.sigma_legend(df["sigma"])  # σ whose pairs all lost their barrier too: their ✕ take its colour
+    what = "colour and marker: σ (perturbation norm / network norm at init)"
     if df["perturbation"].nunique() > 1:
       entries += ctx.variant_legend(df["perturbation"])
-    if excluded:
+      what += "; line style: perturbation"
+    if any(excluded):
       entries.append((P.EXCLUDED_LABEL, "k", P.EXCLUDED_MARKER, "none"))
-    C.legend(fig, entries)
-    C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra, shown=True)
+    C.legend(fig, entries, title=what)
+    C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra, shown=True,
+            n=C.n_text(df))
     caption = (f"Barrier after training (rows: loss, error; columns: train, test) vs perturbation time t in epochs "
-               f"for {kind} perturbations, one line per σ (σ = 0 in grey); mean over seeds, shaded band: {P.SPREAD} "
-               f"({P.seeds_phrase(counts)}).")
+               f"for {kind} perturbations, one line per σ (colour and marker; σ = 0 in grey); mean over seeds, "
+               f"shaded band: {P.SPREAD} ({C.n_text(df)}; {P.seeds_phrase(counts)})."
+               + _SYMLOG_CAPTION + _variant_caption(df))
     ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
 
 
@@ -196,7 +230,9 @@ def _write_captions(out, df) -> Path:
   runs = df["run"].nunique() if not df.empty else 0
   lines = ["# Figures", "",
            f"From {runs} finished run{'s' if runs != 1 else ''} ({len(df)} child pairs). Each figure is a PNG and a "
-           "PDF; lines are means over seeds, shaded bands and error bars the min–max over seeds.", ""]
+           "PDF; lines are means over seeds, shaded bands and error bars the min–max over seeds. σ has the same "
+           "colour and marker in every figure (σ = 0 grey); barrier axes are symlog, linear below "
+           f"{P.BARRIER_LINTHRESH:g}.", ""]
   for name, caption in out.made:
     lines.append(f"- **{name}** ([png]({name}.png), [pdf]({name}.pdf)): {caption}")
   if out.skipped:

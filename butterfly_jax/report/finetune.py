@@ -27,29 +27,34 @@ def barrier_vs_pretraining(ctx):
     return
   col = C.barrier_col("train", "loss")
   sigmas = sorted(df["sigma"].unique())  # a σ whose pairs all diverged too: a panel of ✕
-  fig, axes = P.new_figure(1, len(sigmas))
+  fig, axes = P.new_figure(1, len(sigmas), height=3.8, sharey=True)  # the panels compare: one y axis, from 0
   counts = []
   positive = df.loc[df["pretrain"] > 0, "pretrain"]
-  excluded = False
+  excluded = 0
   for ax, sigma in zip(axes[0], sigmas):
     agg = P.aggregate(df[df["sigma"] == sigma], ["t", "pretrain"], col)
     counts += list(agg["n"])
     for t, g in agg.groupby("t"):
-      P.band(ax, g["pretrain"], g["mean"], g["min"], g["max"], ctx.tpal(t))
-    excluded |= C.draw_excluded(ax, df[df["sigma"] == sigma], col, ["t"], "pretrain", lambda key: ctx.tpal(key[0]))
+      P.band(ax, g["pretrain"], g["mean"], g["min"], g["max"], ctx.tpal(t), marker=ctx.tpal.marker(t))
+    excluded = max(excluded, C.draw_excluded(ax, df[df["sigma"] == sigma], col, ["t"], "pretrain",
+                                             lambda key: ctx.tpal(key[0])))
     if len(positive):
       ax.set_xscale("symlog", linthresh=float(positive.min()))
     ax.set_xlabel("pre-training (steps, symlog axis)")
-    ax.set_ylabel(P.METRIC_LABELS["loss"])
     ax.set_title(f"train loss barrier, {P.sigma_text(sigma)}")
     ax.grid(alpha=0.3)
+  P.symlog(axes[0][0])
+  axes[0][0].set_ylim(bottom=0)
+  axes[0][0].set_ylabel(P.barrier_label("loss", "train"))
+  P.pad_top(axes[0][0], excluded)
   entries = ctx.time_legend(df)
   if excluded:
     entries.append((P.EXCLUDED_LABEL, "k", P.EXCLUDED_MARKER, "none"))
-  C.legend(fig, entries)
-  C.title(fig, "Fine-tuning barrier vs amount of pre-training", df, ctx.extra, shown=True)
+  C.legend(fig, entries, title="colour and marker: perturbation time t of the fine-tuning run")
+  C.title(fig, "Fine-tuning barrier vs amount of pre-training", df, ctx.extra, shown=True, n=C.n_text(df))
   caption = ("Train-loss barrier between fine-tuned twins vs the pre-training step their common start was taken "
              "from (init.checkpoint; symlog axis, 0 = no pre-training), one panel per σ, one line per "
-             f"perturbation time t of the fine-tuning run; mean over seeds, shaded band: {P.SPREAD} "
-             f"({P.seeds_phrase(counts)}).")
+             f"perturbation time t of the fine-tuning run (colour and marker); the panels share one symlog y axis "
+             f"from 0 (linear below {P.BARRIER_LINTHRESH:g}); mean over seeds, shaded band: {P.SPREAD} "
+             f"({C.n_text(df)}; {P.seeds_phrase(counts)}).")
   ctx.out.emit(name, fig, caption + C.excluded_phrase(df, (col,), "sigma", P.sigma_text) + ctx.setting)

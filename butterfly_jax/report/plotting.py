@@ -1,5 +1,11 @@
-"""Matplotlib pieces shared by the report's figures: seed aggregation, colours for t and σ, the log σ axis
-with its σ = 0 slot, markers per perturbation, and saving as PNG and PDF.
+"""Matplotlib pieces shared by the report's figures: seed aggregation, colours and markers for t and σ, the log σ
+axis with its σ = 0 slot, symlog barrier axes, line styles per perturbation, and saving as PNG and PDF.
+
+Colours are qualitative, each paired with its own marker so that series are told apart in greyscale and by
+colour-blind readers too: σ has one fixed colour and marker per decade in every figure (:data:`SIGMA_STYLES`, from
+Okabe and Ito's colour-blind-safe palette; σ = 0 grey), perturbation times take tab10 colours (black for its grey)
+and markers in the order of t. Barriers, which span several orders of magnitude (1e-5 to a few nats), are drawn on
+symlog axes, linear below :data:`BARRIER_LINTHRESH`.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot, no global backend state): PNG
 is rendered by Agg and PDF by the PDF backend, so it works without a display.
@@ -16,8 +22,26 @@ SIGMA_LABEL = "σ (perturbation norm / network norm at init)"
 METRIC_LABELS = {"loss": LOSS_LABEL, "error": ERROR_LABEL}
 ZERO_COLOR = "0.45"       # σ = 0 (the unperturbed twin)
 SPREAD = "min–max over seeds"
-# Markers and line styles per perturbation variant (the part of the label after the kind).
-_VARIANTS = {"": ("o", "-"), "single-weight": ("*", ":"), "masked": ("s", "--"), "fraction": ("D", "-.")}
+BARRIER_LINTHRESH = 1e-3  # symlog barrier axes: linear in [-1e-3, 1e-3], a decade per tick above
+
+# Okabe & Ito's colour-blind-safe palette.
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
+             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
+# σ = 10^k -> (colour, marker), the same in every figure; neighbouring decades get contrasting hues.
+SIGMA_STYLES = {-6: (OKABE_ITO["yellow"], "*"), -5: (OKABE_ITO["blue"], "o"), -4: (OKABE_ITO["orange"], "s"),
+                -3: (OKABE_ITO["bluish green"], "^"), -2: (OKABE_ITO["vermillion"], "D"),
+                -1: (OKABE_ITO["sky blue"], "v"), 0: (OKABE_ITO["reddish purple"], "P"), 1: (OKABE_ITO["black"], "X")}
+SIGMA_ZERO_STYLE = (ZERO_COLOR, "p")
+# σ off the decades above (3e-3, 1e2, ...): these in increasing order of σ.
+SIGMA_OTHER_STYLES = (("#8C564B", "<"), ("#BCBD22", ">"), ("#17BECF", "h"), ("#E377C2", "8"), ("#9467BD", "d"))
+# Perturbation times: tab10 (its grey, the colour of σ = 0 and child 0, replaced by black) and these markers, in
+# increasing order of t.
+TIME_COLORS = ("#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#8C564B", "#E377C2", "#000000", "#BCBD22",
+               "#17BECF")
+TIME_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+# Line styles per perturbation variant (the part of the label after the kind); the marker is the series' (σ or t).
+_VARIANTS = {"": "-", "single-weight": ":", "masked": "--", "fraction": "-."}
+VARIANT_LINES = {"": "solid", "single-weight": "dotted", "masked": "dashed", "fraction": "dash-dotted"}
 
 
 def base_kind(label: str) -> str:
@@ -31,10 +55,14 @@ def variant(label: str) -> str:
   return parts[1] if len(parts) > 1 else ""
 
 
-def variant_style(label: str):
-  """(marker, linestyle) of a perturbation label's variant."""
-  v = variant(label)
-  return _VARIANTS.get(v.split("=")[0], ("^", (0, (3, 1, 1, 1))))
+def variant_line(label: str):
+  """The line style of a perturbation label's variant (solid for the plain kind)."""
+  return _VARIANTS.get(variant(label).split("=")[0], (0, (3, 1, 1, 1)))
+
+
+def variant_line_name(label: str) -> str:
+  """``dotted`` for ``batch/single-weight``: the caption's word for :func:`variant_line`."""
+  return VARIANT_LINES.get(variant(label).split("=")[0], "dash-dot-dotted")
 
 
 def aggregate(df, keys, column):
@@ -59,28 +87,60 @@ def seeds_phrase(counts) -> str:
   return f"n = {lo} seed{'s' if hi > 1 else ''} per point" if lo == hi else f"n = {lo}–{hi} seeds per point"
 
 
-class Palette:
-  """Colours for a set of values: categorical for perturbation times, log-scaled for σ (σ = 0 grey)."""
+class Styles:
+  """A colour and a marker per value of a series variable; calling it gives the colour."""
 
-  def __init__(self, values, cmap="viridis", log=False):
-    import matplotlib
-    self.log = log
-    self.cmap = matplotlib.colormaps[cmap]
-    vals = sorted({float(v) for v in values if v is not None and np.isfinite(float(v))})
-    self.values = vals
-    pos = [v for v in vals if v > 0] if log else vals
-    if log:
-      lo, hi = (math.log10(min(pos)), math.log10(max(pos))) if pos else (0.0, 1.0)
-      self._pos = lambda v: 0.5 if hi == lo else (math.log10(v) - lo) / (hi - lo)
-    else:
-      index = {v: i for i, v in enumerate(pos)}
-      self._pos = lambda v: 0.5 if len(pos) < 2 else index[v] / (len(pos) - 1)
+  def style(self, value):
+    raise NotImplementedError
 
   def __call__(self, value):
+    return self.style(value)[0]
+
+  def marker(self, value):
+    return self.style(value)[1]
+
+  def rank(self, value) -> int:
+    """The place of ``value`` among the values given (for staggering markers)."""
+    return sorted(set(self.values) | {float(value)}).index(float(value))
+
+
+class TimeStyles(Styles):
+  """Perturbation times: tab10 colours and :data:`TIME_MARKERS` in increasing order of t (cycling after ten)."""
+
+  def __init__(self, values):
+    self.values = sorted({float(v) for v in values if v is not None and np.isfinite(float(v))})
+    self._index = {v: i for i, v in enumerate(self.values)}
+
+  def style(self, value):
+    i = self._index[float(value)]
+    return TIME_COLORS[i % len(TIME_COLORS)], TIME_MARKERS[i % len(TIME_MARKERS)]
+
+
+def _decade(sigma: float):
+  """k where σ = 10^k (to rounding), else None."""
+  k = round(math.log10(sigma))
+  return k if math.isclose(sigma, 10.0 ** k, rel_tol=1e-6) else None
+
+
+class SigmaStyles(Styles):
+  """σ: the fixed colour and marker of its decade (:data:`SIGMA_STYLES`), grey for σ = 0; a σ off those decades
+  takes :data:`SIGMA_OTHER_STYLES` in increasing order among the ``values`` given."""
+
+  def __init__(self, values=()):
+    vals = sorted({float(v) for v in values if v is not None and np.isfinite(float(v))})
+    self.values = vals
+    others = [v for v in vals if v > 0 and _decade(v) not in SIGMA_STYLES]
+    self._others = {v: i for i, v in enumerate(others)}
+
+  def style(self, value):
     value = float(value)
-    if self.log and value <= 0:
-      return ZERO_COLOR
-    return self.cmap(0.85 * self._pos(value))  # the top of viridis/plasma is too pale on white
+    if value <= 0:
+      return SIGMA_ZERO_STYLE
+    k = _decade(value)
+    if k in SIGMA_STYLES:
+      return SIGMA_STYLES[k]
+    i = self._others.setdefault(value, len(self._others))
+    return SIGMA_OTHER_STYLES[i % len(SIGMA_OTHER_STYLES)]
 
 
 def sigma_text(sigma) -> str:
@@ -98,6 +158,68 @@ def _isnan(x) -> bool:
     return math.isnan(float(x))
   except (TypeError, ValueError):
     return True
+
+
+def symlog_note(linthresh: float = BARRIER_LINTHRESH) -> str:
+  """What an axis label adds for a symlog axis."""
+  return f"symlog: linear below {linthresh:g}"
+
+
+def barrier_label(metric: str, split: str = "", symlog: bool = True) -> str:
+  """``train loss barrier (cross-entropy, nats)`` with, for a symlog axis, a second line saying so."""
+  text = (f"{split} " if split else "") + METRIC_LABELS[metric]
+  return text + (f"\n{symlog_note()}" if symlog else "")
+
+
+def symlog(ax, which: str = "y", linthresh: float = BARRIER_LINTHRESH) -> None:
+  """A symlog axis (linear in [-linthresh, linthresh], logarithmic beyond), labelled at 0 and the decades only."""
+  from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+  getattr(ax, f"set_{which}scale")("symlog", linthresh=linthresh)
+  axis = ax.xaxis if which == "x" else ax.yaxis
+  axis.set_major_formatter(LogFormatterSciNotation(linthresh=linthresh))
+  axis.set_minor_formatter(NullFormatter())
+
+
+def auto_linthresh(values, default: float = 1.0) -> float:
+  """The decade at or below the smallest |value| > 0: for symlog axes of quantities other than barriers."""
+  v = np.abs(np.asarray(values, float))
+  v = v[np.isfinite(v) & (v > 0)]
+  return default if not len(v) else 10.0 ** math.floor(math.log10(v.min()))
+
+
+def log_axis(ax, which: str = "x") -> None:
+  """A log axis labelled at the decades; where the view holds fewer than two decades, 2 and 5 × 10^k are labelled
+  too (never every minor tick: their labels collide)."""
+  from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator
+  getattr(ax, f"set_{which}scale")("log")
+  axis = ax.xaxis if which == "x" else ax.yaxis
+  axis.set_major_locator(LogLocator(base=10, numticks=12))
+  axis.set_major_formatter(LogFormatterSciNotation())
+  axis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10), numticks=12))
+
+  def minor(x, pos=None):
+    lo, hi = sorted(axis.get_view_interval())
+    if lo <= 0 or x <= 0:
+      return ""
+    if math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) + 1 >= 2:
+      return ""
+    k = math.floor(math.log10(x) + 1e-9)
+    m = x / 10.0 ** k
+    return f"${int(round(m))}\\times10^{{{k}}}$" if any(math.isclose(m, s, rel_tol=1e-6) for s in (2, 5)) else ""
+
+  axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def pad_top(ax, rows: int) -> None:
+  """Room at the top of the panel for ``rows`` rows of ✕ (:func:`excluded`), on any y scale, so that the markers
+  do not cover the highest points."""
+  if rows <= 0:
+    return
+  lo, hi = ax.get_ylim()
+  x0 = ax.get_xlim()[0]
+  a, b = ax.transData.transform([[x0, lo], [x0, hi]])[:, 1]  # display y: linear in the scaled y
+  top = b + (0.08 + EXCLUDED_ROW * (rows - 1)) * (b - a)
+  ax.set_ylim(lo, float(ax.transData.inverted().transform([[0.0, top]])[0, 1]))
 
 
 class SigmaAxis:
@@ -140,14 +262,22 @@ class SigmaAxis:
     ax.set_xlim(left, self.hi * 10 ** 0.5)
 
 
-def band(ax, x, mean, lo, hi, color, label=None, marker="o", linestyle="-"):
+def band(ax, x, mean, lo, hi, color, label=None, marker="o", linestyle="-", markevery=None, fillstyle="full"):
   """A mean line with markers and a shaded min–max band (error bars where there is one point)."""
   x, mean, lo, hi = (np.asarray(v, float) for v in (x, mean, lo, hi))
-  ax.plot(x, mean, marker=marker, linestyle=linestyle, color=color, label=label, markersize=5)
+  ax.plot(x, mean, marker=marker, linestyle=linestyle, color=color, label=label, markersize=5, markevery=markevery,
+          fillstyle=fillstyle, markerfacecolor="white" if fillstyle == "none" else None)
   if len(x) > 1:
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
   else:
     ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=color, capsize=3, linestyle="none")
+
+
+def every_nth(n_points: int, marks: int = 6, offset: int = 0):
+  """``markevery`` for about ``marks`` markers on a line of ``n_points``, starting at point ``offset`` modulo the
+  step: lines that lie on each other get their markers at different points, so that each stays visible."""
+  step = max(1, n_points // marks)
+  return (offset % step, step)
 
 
 def points(ax, x, mean, lo, hi, color, marker="o", label=None):
@@ -178,10 +308,10 @@ def excluded(ax, x, counts, color, row: int = 0) -> None:
                   fontsize=7, color=color, gid="excluded_count")
 
 
-def new_figure(rows: int, cols: int, width: float = 4.6, height: float = 3.4):
+def new_figure(rows: int, cols: int, width: float = 4.6, height: float = 3.4, sharey=False):
   from matplotlib.figure import Figure
   fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-  axes = fig.subplots(rows, cols, squeeze=False)
+  axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
   return fig, axes
 
 
@@ -196,6 +326,11 @@ def save(fig, out_dir, name: str) -> list[Path]:
 
 
 def legend_handles(entries):
-  """Legend handles from (label, color, marker, linestyle) tuples."""
+  """Legend handles from (label, color, marker, linestyle[, fillstyle]) tuples."""
   from matplotlib.lines import Line2D
-  return [Line2D([], [], color=c, marker=m, linestyle=ls, label=lab, markersize=6) for lab, c, m, ls in entries]
+  handles = []
+  for lab, c, m, ls, *fill in entries:
+    fill = fill[0] if fill else "full"
+    handles.append(Line2D([], [], color=c, marker=m, linestyle=ls, label=lab, markersize=6, fillstyle=fill,
+                          markerfacecolor="white" if fill == "none" else None))
+  return handles
