@@ -102,10 +102,11 @@ def _plural(n, word):
   return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def n_text(df) -> str:
-  """``n = 112 pairs from 16 runs, 2 seeds``: what the rows ``df`` of a figure hold."""
+def n_text(df, pairs_note: str = "") -> str:
+  """``n = 112 pairs from 16 runs, 2 seeds``: what the rows ``df`` of a figure hold; ``pairs_note`` follows the
+  number of pairs."""
   seeds = df["seed"].nunique() if "seed" in df else 0
-  return (f"n = {_plural(len(df), 'pair')} from {_plural(df['run'].nunique(), 'run')}"
+  return (f"n = {_plural(len(df), 'pair')}{pairs_note} from {_plural(df['run'].nunique(), 'run')}"
           + (f", {_plural(seeds, 'seed')}" if seeds else ""))
 
 
@@ -117,7 +118,7 @@ def runs_text(df) -> str:
 
 def scatter_n_text(df) -> str:
   """:func:`n_text` of a scatter's points with how many have σ > 0 (the perturbed pairs)."""
-  return n_text(df) + f" ({int((df['sigma'] > 0).sum())} with σ > 0)"
+  return n_text(df, f" ({int((df['sigma'] > 0).sum())} with σ > 0)")
 
 
 def legend(fig, entries, title=None, ncols=4):

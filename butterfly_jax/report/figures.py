@@ -137,7 +137,7 @@ def barrier_vs_sigma(ctx):
     caption = (f"Barrier between child 0 and child k after training (rows: loss, error; columns: train, test) vs σ "
                f"(log axis) for {kind} perturbations, one line per perturbation time t (colour and marker); mean "
                f"over seeds, shaded band (error bars for lone points): {P.SPREAD} ({C.n_text(df)}; "
-               f"{P.seeds_phrase(counts)}). σ = 0, the unperturbed twin, "
+               f"{P.per_point(counts)}). σ = 0, the unperturbed twin, "
                "is drawn as hollow markers in the slot left of the dotted line (spread sideways so that none hides "
                "another), which is a label, not a position on the log axis." + _SYMLOG_CAPTION + _variant_caption(df))
     if single:
@@ -191,7 +191,7 @@ def barrier_vs_time(ctx):
             n=C.n_text(df))
     caption = (f"Barrier after training (rows: loss, error; columns: train, test) vs perturbation time t in epochs "
                f"for {kind} perturbations, one line per σ (colour and marker; σ = 0 in grey); mean over seeds, "
-               f"shaded band: {P.SPREAD} ({C.n_text(df)}; {P.seeds_phrase(counts)})."
+               f"shaded band: {P.SPREAD} ({C.n_text(df)}; {P.per_point(counts)})."
                + _SYMLOG_CAPTION + _variant_caption(df))
     ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
 

@@ -56,5 +56,5 @@ def barrier_vs_pretraining(ctx):
              "from (init.checkpoint; symlog axis, 0 = no pre-training), one panel per σ, one line per "
              f"perturbation time t of the fine-tuning run (colour and marker); the panels share one symlog y axis "
              f"from 0 (linear below {P.BARRIER_LINTHRESH:g}); mean over seeds, shaded band: {P.SPREAD} "
-             f"({C.n_text(df)}; {P.seeds_phrase(counts)}).")
+             f"({C.n_text(df)}; {P.per_point(counts)}).")
   ctx.out.emit(name, fig, caption + C.excluded_phrase(df, (col,), "sigma", P.sigma_text) + ctx.setting)

@@ -78,13 +78,15 @@ def aggregate(df, keys, column):
   return out.sort_values(list(keys)).reset_index(drop=True)
 
 
-def seeds_phrase(counts) -> str:
-  """``n = 2 seeds per point`` or ``n = 1–3 seeds per point``."""
+def per_point(counts, unit: str = "pair") -> str:
+  """``n = 3 pairs per point`` or ``n = 1–3 pairs per point``: the rows behind each mean (one per seed in a plain
+  sweep; a sweep that also varies something the figure does not split on, such as the pre-training step, pools
+  it)."""
   counts = [int(c) for c in counts]
   if not counts:
     return "no points"
   lo, hi = min(counts), max(counts)
-  return f"n = {lo} seed{'s' if hi > 1 else ''} per point" if lo == hi else f"n = {lo}–{hi} seeds per point"
+  return f"n = {lo} {unit}{'s' if hi > 1 else ''} per point" if lo == hi else f"n = {lo}–{hi} {unit}s per point"
 
 
 class Styles:

@@ -116,7 +116,7 @@ def l2_from_init(ctx):
                  "distance to child 0 (log axis; σ = 0 twins are exactly 0 and not drawn), starting at t from the "
                  f"perturbation's norm (noise_l2 in results.json). Mean over seeds, shaded "
                  f"band: {P.SPREAD} ({C.runs_text(runs)}; "
-                 f"{P.seeds_phrase(counts)})." + ctx.setting)
+                 f"{P.per_point(counts, 'run')})." + ctx.setting)
 
 
 def barrier_over_training(ctx):
@@ -165,7 +165,7 @@ def barrier_over_training(ctx):
                  f"perturbations, one column per perturbation time t, colour and marker: σ; symlog y axes (linear "
                  f"below {P.BARRIER_LINTHRESH:g}) shared along each row; mean over seeds, shaded band: "
                  f"{P.SPREAD} ({C.runs_text(runs)}; "
-                 f"{P.seeds_phrase(counts)})."
+                 f"{P.per_point(counts, 'run')})."
                  + (" Perturbations: " + ", ".join(f"{p} {'hollow' if hollow[p] == 'none' else 'filled'} markers"
                                                    for p in perts) + "." if len(perts) > 1 else "")
                  + " Diverged members are left out." + ctx.setting)
