@@ -1,4 +1,6 @@
-"""Many devices: the children split over 4 (virtual CPU) devices give the 1-device run's results, bitwise."""
+"""Many devices: the children split over 4 or 8 (virtual CPU) devices give the 1-device run's results, bitwise.
+The 8-device case is a TPU v2-8/v3-8 layout (8 cores, 8 children, one each) under `sequential`: under `vmap`
+(TPU's default) 8 children on 8 devices and on one device differ in their last bits (README, "Many devices")."""
 
 import json
 import os
@@ -17,9 +19,9 @@ SCRIPT = textwrap.dedent("""
     import sys, jax
     from butterfly_jax.configs_embedded import smoke
     from butterfly_jax.experiment import run
-    assert jax.device_count() == 4, jax.devices()
+    assert jax.device_count() == int(sys.argv[3]), jax.devices()
     c = smoke()
-    c.perturb.scales = (0.0, 1e-2, 1e-1)
+    c.perturb.scales = eval(sys.argv[4])
     c.members.strategy = sys.argv[2]
     c.eval.every_steps = 20
     run(c, sys.argv[1])
@@ -45,19 +47,22 @@ def _metrics(workdir):
           for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy", ["sequential", "vmap"])
-def test_four_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy):
-  # this process's XLA flags (tests/conftest.py: the run's flags), plus 4 CPU devices
-  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+@pytest.mark.parametrize("strategy,devices,scales", [("sequential", 4, (0.0, 1e-2, 1e-1)),
+                                                     ("vmap", 4, (0.0, 1e-2, 1e-1)),
+                                                     ("sequential", 8, (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))])
+def test_many_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy, devices, scales):
+  # this process's XLA flags (tests/conftest.py: the run's flags), plus forced CPU devices
+  flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
   env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy], env=env,
-                        capture_output=True, text=True, timeout=600)
+  done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy, str(devices), repr(scales)],
+                        env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   four = json.loads((tmp_path / "four" / "results.json").read_text())
-  assert four["members_devices"] == 4 and len(four["provenance"]["devices"]) == 4
+  k = len(scales) + 1
+  assert four["members_devices"] == min(devices, k) and len(four["provenance"]["devices"]) == devices
 
   c = smoke_config
-  c.perturb.scales = (0.0, 1e-2, 1e-1)
+  c.perturb.scales = scales
   c.members.strategy = strategy
   c.eval.every_steps = 20
   one = run(c, tmp_path / "one")
