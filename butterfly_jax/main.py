@@ -66,9 +66,21 @@ flags.DEFINE_integer("num_processes", None, "With --distributed outside TPU/SLUR
 flags.DEFINE_integer("process_id", None, "With --distributed outside TPU/SLURM/Open MPI: this process's index.")
 
 
+CONNECTED_BELOW = 0.01  # the summary's reading of a train-loss barrier (REPRODUCTION.md: a sixth of an early plateau)
+
+
 def summary(results: dict) -> str:
-  lines = []
-  for ch in results["children"]:
+  """What a run printed at its end: what is being compared, a line per child, and a reading of the smallest σ."""
+  steps, children = results.get("steps", {}), results["children"]
+  kinds = sorted({str(ch["perturb"].get("kind")) for ch in children[1:] if ch["perturb"].get("kind")})
+  lines = [f"Children perturbed once at step t = {steps.get('t', '?')} of T = {steps.get('T', '?')}"
+           + (f" ({', '.join(kinds)} direction)" if kinds else "") + "; every child saw the same batches.",
+           "Per child: its test accuracy and train loss; against child 0 (unperturbed): the L2 distance between",
+           "their weights and the barrier, how far loss (error) rises above the straight line between the two",
+           "networks (0: one linearly connected basin)."
+           + (" The sigma = 0 twin is the control: exactly 0." if any(ch["perturb"]["scale"] == 0 for ch in children[1:])
+              else ""), ""]
+  for ch in children:
     head = (f"child {ch['index']}  sigma={ch['perturb']['scale']:<8g} test acc={_fmt(ch['test']['accuracy'])} "
             f"train loss={_fmt(ch['train']['loss'])}")
     if "vs_child0" in ch:
@@ -82,6 +94,15 @@ def summary(results: dict) -> str:
     if ch["diverged"]:
       head += "  DIVERGED"
     lines.append(head)
+  perturbed = [ch for ch in children if ch["perturb"]["scale"] > 0 and "vs_child0" in ch and not ch["diverged"]]
+  if perturbed:
+    ch = min(perturbed, key=lambda c: c["perturb"]["scale"])
+    b = ch["vs_child0"]["barrier"]["train"]["loss"]
+    if b is not None:
+      reading = ("different basins" if b >= CONNECTED_BELOW else "still linearly connected")
+      lines += ["", f"The smallest perturbation (sigma = {ch['perturb']['scale']:g}) ended {_fmt(ch['vs_child0']['l2'])} "
+                    f"from child 0 with a train-loss barrier of {_fmt(b)}: {reading} (barrier "
+                    f"{'>=' if b >= CONNECTED_BELOW else '<'} {CONNECTED_BELOW:g})."]
   return "\n".join(lines)
 
 

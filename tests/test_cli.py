@@ -179,3 +179,22 @@ def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_
                                   f"traceback in {run / 'error_traceback.txt'})")
   text = (run / "error_traceback.txt").read_text()
   assert text.startswith("Traceback") and "in broken" in text and text.endswith("ValueError: an impossible shape\n")
+
+
+def test_the_summary_says_what_is_compared_and_reads_the_smallest_sigma():
+  from butterfly_jax.main import summary
+
+  def child(i, scale, l2, barrier):
+    c = {"index": i, "perturb": {"scale": scale, "kind": "batch"}, "diverged": False,
+         "test": {"accuracy": 0.9}, "train": {"loss": 0.1}}
+    if i:
+      c["vs_child0"] = {"l2": l2, "barrier": {s: {"loss": barrier, "error": 0.0} for s in ("train", "test")}}
+    return c
+
+  far = summary({"steps": {"t": 0, "T": 100}, "children": [child(0, 0.0, 0, 0), child(1, 0.0, 0.0, 0.0),
+                                                            child(2, 1e-6, 40.0, 0.34), child(3, 1e-2, 50.0, 0.5)]})
+  assert "t = 0 of T = 100 (batch direction)" in far and "control: exactly 0" in far
+  assert far.splitlines()[-1].startswith("The smallest perturbation (sigma = 1e-06) ended 40.0000")
+  assert "different basins (barrier >= 0.01)" in far
+  near = summary({"steps": {"t": 50, "T": 100}, "children": [child(0, 0.0, 0, 0), child(1, 1e-6, 7.0, 0.0037)]})
+  assert "still linearly connected (barrier < 0.01)" in near and "control" not in near
