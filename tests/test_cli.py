@@ -95,7 +95,8 @@ def test_cli_default_is_the_embedded_quickstart_and_takes_overrides(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   res = json.loads((tmp_path / "run" / "results.json").read_text())
   assert res["data"]["name"] == "digits" and res["steps"]["T"] == 30
-  assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 1e-4, 1e-2, 1e-1]
+  assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 1e-6, 1e-4, 1e-2]
+  assert "The smallest perturbation (sigma = 1e-06)" in out.stdout  # the summary's reading
 
 
 def _script(code, *args, cwd):

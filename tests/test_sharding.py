@@ -1,4 +1,5 @@
-"""Many devices: the children split over 4 or 8 (virtual CPU) devices give the 1-device run's results, bitwise.
+"""Many devices: the children split over 4 or 8 (virtual CPU) devices give the 1-device run's results, bitwise
+under `sequential`; under `vmap` within float32 round-off (bitwise on one machine of this kind, not on another).
 The 8-device case is a TPU v2-8/v3-8 layout (8 cores, 8 children, one each) under `sequential`: under `vmap`
 (TPU's default) 8 children on 8 devices and on one device differ in their last bits (README, "Many devices")."""
 
@@ -67,9 +68,25 @@ def test_many_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy,
   c.eval.every_steps = 20
   one = run(c, tmp_path / "one")
   assert one["members_devices"] == 1
-  assert _strip(four) == _strip(one)
-  assert _metrics(tmp_path / "four") == _metrics(tmp_path / "one")
   pa = rundir_lib.restore_checkpoint(tmp_path / "four" / "checkpoints" / "children")["params"]
   pb = rundir_lib.restore_checkpoint(tmp_path / "one" / "checkpoints" / "children")["params"]
-  for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  if strategy == "sequential":  # each child its own program: bitwise, whatever the device count
+    assert _strip(four) == _strip(one)
+    assert _metrics(tmp_path / "four") == _metrics(tmp_path / "one")
+    for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  else:  # vmap: the batched kernels' round-off depends on the children per device (and the host CPU)
+    assert _approx(_strip(four), _strip(one)) and _approx(_metrics(tmp_path / "four"), _metrics(tmp_path / "one"))
+    for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def _approx(a, b):
+  """Equal structure and strings; numbers within float32 round-off grown over a short run."""
+  if isinstance(a, dict):
+    return a.keys() == b.keys() and all(_approx(a[k], b[k]) for k in a)
+  if isinstance(a, (list, tuple)):
+    return len(a) == len(b) and all(_approx(x, y) for x, y in zip(a, b))
+  if isinstance(a, float) or isinstance(b, float):
+    return a is not None and b is not None and bool(np.isclose(a, b, rtol=1e-4, atol=1e-6))
+  return a == b
