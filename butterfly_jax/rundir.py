@@ -20,6 +20,7 @@ What a run directory promises, and the tests that check it (tests/test_resume.py
 import contextlib
 import datetime
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -176,6 +177,7 @@ def loaded_revision() -> str | None:
   return _LOADED_REVISION[0]
 
 
+@functools.lru_cache(maxsize=1)  # read once per process: checkpoints ask at every save
 def host_cpu() -> str:
   """The host CPU's model and a digest of its instruction-set flags (Linux ``/proc/cpuinfo``; elsewhere the
   platform's processor name). XLA:CPU compiles for the CPU it runs on: the same program and config gave
