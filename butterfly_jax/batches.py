@@ -1,10 +1,12 @@
 """Batches and augmentation as pure functions of (key, step).
 
-The training set lives on the device as uint8. The batch at step ``s`` is slice ``s mod E`` of the epoch
-permutation ``permutation(fold_in(data_key, s // E), N)`` (E = steps per epoch, the last partial batch is
-dropped), and its augmentation is drawn from ``fold_in(augment_key, s)``: neither depends on anything that
-happened before step ``s``, so every child sees exactly the same batches and augmentations. One function builds
-step ``s``'s batch for the whole family: :meth:`Batcher.step_batch`.
+The training set lives on the device as uint8 images, or as int32 token ids ``[N, 3, L]`` for text
+(:mod:`butterfly_jax.text`), which pass through unchanged: no normalisation, no augmentation. The batch at
+step ``s`` is slice ``s mod E`` of the epoch permutation ``permutation(fold_in(data_key, s // E), N)`` (E =
+steps per epoch, the last partial batch is dropped), and its augmentation is drawn from
+``fold_in(augment_key, s)``: neither depends on anything that happened before step ``s``, so every child sees
+exactly the same batches and augmentations. One function builds step ``s``'s batch for the whole family:
+:meth:`Batcher.step_batch`.
 """
 
 import jax
@@ -138,10 +140,20 @@ class Batcher:
   (``data``) so that jit sees them as arguments, not constants.
   """
 
-  def __init__(self, *, batch_size, num_examples, mean, std, flip, translate, cutout, rotate=0.0, erase=0.0,
-               translate_fill="mean"):
+  def __init__(self, *, batch_size, num_examples, mean, std, flip=False, translate=0, cutout=0, rotate=0.0,
+               erase=0.0, translate_fill="mean"):
+    """``mean`` and ``std`` per channel normalise uint8 images; both None: the inputs are not images (text's
+    int32 token ids) and a batch's inputs are the training set's rows as they are, with no augmentation."""
     self.batch_size = batch_size
     self.num_examples = num_examples
+    if mean is None or std is None:
+      augmented = [name for name, on in (("flip", flip), ("translate", translate), ("cutout", cutout),
+                                         ("rotate", rotate), ("erase", erase)) if on]
+      if mean is not None or std is not None or augmented:
+        raise ValueError(f"Batcher: inputs that are not images (mean and std None) take no normalisation and no "
+                         f"augmentation; got mean={mean!r}, std={std!r}, data.augment: {', '.join(augmented)}")
+      self.mean = self.std = self.aug = None
+      return
     self.mean = np.asarray(mean, np.float32)
     self.std = np.asarray(std, np.float32)
     self.aug = dict(flip=bool(flip), translate=int(translate), cutout=int(cutout), rotate_deg=float(rotate),
@@ -163,14 +175,17 @@ class Batcher:
     ``step`` alone (:func:`butterfly_jax.rng.step_augment_key`). Nothing else enters: not the member, its
     parameters, the family's size or what happened before ``step``, so every child sees the same batches.
     """
-    images, labels = data
+    inputs, labels = data
     idx = slice_batch(perm, step, self.num_examples, self.batch_size)
-    return self.gather(images, labels, idx, rng.step_augment_key(augment_key, step))
+    return self.gather(inputs, labels, idx, rng.step_augment_key(augment_key, step))
 
   __call__ = step_batch
 
-  def gather(self, images, labels, idx, aug_key):
-    x = normalize(images[idx], self.mean, self.std)
+  def gather(self, inputs, labels, idx, aug_key):
+    """Examples ``idx``: images normalised and augmented with ``aug_key``; other inputs as they are."""
+    if self.mean is None:
+      return inputs[idx], labels[idx]
+    x = normalize(inputs[idx], self.mean, self.std)
     return augment(aug_key, x, **self.aug), labels[idx]
 
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from butterfly_jax import batches
 
@@ -56,3 +57,25 @@ def test_batcher_with_cached_epoch_permutation_equals_pure_batch_indices():
     perm = batcher.epoch_permutation(key, step // batcher.steps_per_epoch)
     _, y = batcher((images, labels), perm, jax.random.key(0), step)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(batches.batch_indices(key, step, n, b)))
+
+
+def test_text_batches_are_pure_and_pass_through_unchanged():
+  n, b, length = 30, 4, 7
+  inputs = jnp.asarray(np.random.default_rng(0).integers(0, 1000, size=(n, 3, length)), jnp.int32)
+  labels = jnp.arange(n, dtype=jnp.int32)
+  batcher = batches.Batcher(batch_size=b, num_examples=n, mean=None, std=None)
+  key, aug = jax.random.key(5), jax.random.key(6)
+  step_batch = jax.jit(batcher.step_batch)
+  for step in (0, 9, 23):
+    perm = batcher.epoch_permutation(key, step // batcher.steps_per_epoch)
+    x, y = step_batch((inputs, labels), perm, aug, jnp.int32(step))
+    again, _ = step_batch((inputs, labels), batcher.epoch_permutation(key, step // batcher.steps_per_epoch),
+                          jax.random.key(99), jnp.int32(step))  # another augmentation key changes nothing
+    idx = np.asarray(batches.batch_indices(key, step, n, b))
+    assert x.dtype == jnp.int32 and x.shape == (b, 3, length)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(inputs)[idx])  # the rows, unchanged
+    np.testing.assert_array_equal(np.asarray(y), idx)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(x))
+  for aug_field in ({"flip": True}, {"translate": 2}, {"erase": 0.1}):
+    with pytest.raises(ValueError, match="not images.*no augmentation"):
+      batches.Batcher(batch_size=b, num_examples=n, mean=None, std=None, **aug_field)
