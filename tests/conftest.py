@@ -1,5 +1,11 @@
-"""Shared fixtures: the smoke config and one finished smoke run reused by several tests."""
+"""Shared fixtures: the smoke config and one finished smoke run reused by several tests; one persistent JAX
+compilation cache for the whole session."""
 
+import os
+import shutil
+import tempfile
+
+import jax
 import pytest
 
 from butterfly_jax import runtime
@@ -8,6 +14,27 @@ from butterfly_jax.configs_embedded import smoke
 # The XLA flags a run sets (butterfly_jax/runtime.py), before any test starts JAX's backends: in-process runs
 # then compute with the same flags, and the same bits, as runs from the command line in a subprocess.
 runtime.configure(True)
+
+# One persistent compilation cache for the session, in this process and (through the environment) in every
+# subprocess a test starts: the suite compiles the same small programs in hundreds of runs, most of them in
+# subprocesses (the command line, the launcher's workers, resumes) that would otherwise compile from scratch.
+# A cached executable is the one XLA compiled (the key covers the program, the XLA flags and the backend), so
+# the bits are unchanged. A cache already named in the environment (a developer's own) is used as it is.
+# Under pytest-xdist each worker process imports this file; the workers share the first one's folder.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="butterfly_jax_test_cache_")
+  os.environ["BUTTERFLY_JAX_TEST_CACHE_OWNER"] = str(os.getpid())
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+  """Removes the session's cache folder when this process made it (not a developer's own, nor while xdist's
+  workers may still read the controller's)."""
+  if os.environ.get("BUTTERFLY_JAX_TEST_CACHE_OWNER") == str(os.getpid()):
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
