@@ -234,7 +234,7 @@ FIELD_DOCS = {
     'eval.num_examples': 'examples per split for final metrics and barriers; 0 = all',
     'init.checkpoint': (
         '`"RUN_DIR:STEP"`: start from child 0 of a saved run at a kept step (fine-tuning); for ViTs also a '
-        'weights file (below)'),
+        'weights file, for BERT and OLMo a Hugging Face checkpoint folder (below)'),
     'init.head': (
         "a fresh head's init: torch `nn.Linear`'s default, U(±1/√fan_in) (the authors'); `model`: the model's "
         "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),

@@ -3,8 +3,9 @@
 ViT weights: safetensors (Hugging Face names), Flax msgpack and orbax checkpoints (this project's names or the
 original Google ViT / big_vision names) and the original Google ``.npz`` files, mapped onto
 :class:`~butterfly_jax.models.vit.ViT` by :func:`load_vit_weights`. Layers the ViT does not have and fine-tuning
-never uses (the ImageNet-21k checkpoints' ``pooler`` / ``pre_logits``) are skipped. Hugging Face checkpoints of
-one file or of shards with an index: :class:`HFCheckpoint`.
+never uses (the ImageNet-21k checkpoints' ``pooler`` / ``pre_logits``) are skipped. BERT and OLMo weights (Hugging
+Face checkpoints, one file or shards with an index): :mod:`butterfly_jax.pretrained_text`. :func:`load_weights`
+reads ``init.checkpoint`` for any of them.
 
 Every loader returns parameters shaped like a template (the model's parameters, e.g. a fresh init), or raises
 :class:`PretrainedError` listing every parameter that is missing, unknown or misshapen. Safetensors files are read
@@ -21,6 +22,7 @@ import safetensors
 from safetensors import safe_open
 
 from butterfly_jax import tree_math
+from butterfly_jax.models.registry import TEXT_MODELS
 
 
 class PretrainedError(ValueError):
@@ -69,7 +71,8 @@ _OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model
 class HFCheckpoint:
   """The tensors of a Hugging Face checkpoint: a folder holding ``model.safetensors`` or shards listed by
   ``model.safetensors.index.json`` (its ``weight_map``: tensor name -> shard file), or one such file named
-  directly. Only the headers are read on construction (``shapes``); :meth:`read` reads arrays."""
+  directly; the ``config.json`` beside it, if any (:meth:`config`). Only the headers are read on construction
+  (``shapes``); :meth:`read` reads arrays."""
 
   def __init__(self, path):
     path = Path(path)
@@ -289,3 +292,21 @@ def load_vit_weights(path, template, keep_head: bool = False) -> dict:
     raise PretrainedError(f"init.checkpoint: {path} does not fit the model:\n  " + "\n  ".join(problems))
   return tree_math.unflatten_like(template, out)
 
+
+VIT_MODELS = ("vit", "vit_b16")
+WEIGHT_MODELS = VIT_MODELS + TEXT_MODELS  # the models whose init.checkpoint may be a weights file or folder
+
+
+def load_weights(path, model_name: str, template, keep_head: bool = False, model_kwargs: dict | None = None,
+                 read: bool = True):
+  """``init.checkpoint``'s weights for model ``model_name``: a ViT weights file (:func:`load_vit_weights`) or a
+  Hugging Face BERT / OLMo checkpoint folder or file (:mod:`butterfly_jax.pretrained_text`), as ``template``'s
+  parameters with a fresh head unless ``keep_head``. ``read=False`` (text models) checks the checkpoint from its
+  headers alone, before any compute, and returns None."""
+  if model_name in VIT_MODELS:
+    return load_vit_weights(path, template, keep_head) if read else None
+  if model_name in TEXT_MODELS:
+    from butterfly_jax.pretrained_text import load_text_weights
+    return load_text_weights(path, model_name, template, keep_head, model_kwargs, read)
+  raise PretrainedError(f"init.checkpoint: a weights file is read for models {', '.join(WEIGHT_MODELS)} "
+                        f"only; for model {model_name} give 'RUN_DIR:STEP' of a saved run")

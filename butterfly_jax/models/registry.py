@@ -143,7 +143,8 @@ def create_model(name: str, key: jax.Array, input_shape, num_classes: int, **mod
   """Initialises a model.
 
   Returns ``(apply_fn, params, spec)``: ``apply_fn(params, x) -> (logits, features)`` for a batch
-  ``x`` of shape ``[B, *input_shape]`` and dtype :func:`input_dtype` (a text model's ``input_shape`` is ``(3, L)``); ``params`` a plain nested dict; ``spec`` the model's
+  ``x`` of shape ``[B, *input_shape]`` and dtype :func:`input_dtype` (a text model's ``input_shape`` is
+  ``(3, L)``); ``params`` a plain nested dict; ``spec`` the model's
   :class:`~butterfly_jax.permutations.PermutationSpec` (which parameter axes each hidden-unit permutation acts on).
   """
   from butterfly_jax.permutations import spec_for
