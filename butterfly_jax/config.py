@@ -16,7 +16,8 @@ import numpy as np
 from butterfly_jax import progress
 from butterfly_jax.models.conv import CONV_IMPLS
 from butterfly_jax.models.layers import NORMS, POOLS
-from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, build_module
+from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, TEXT_MODELS, build_module
+from butterfly_jax.models.text import ACTIVATIONS
 from butterfly_jax.similarity import CKA_ESTIMATORS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -233,7 +234,7 @@ FIELD_DOCS = {
     'eval.num_examples': 'examples per split for final metrics and barriers; 0 = all',
     'init.checkpoint': (
         '`"RUN_DIR:STEP"`: start from child 0 of a saved run at a kept step (fine-tuning); for ViTs also a '
-        'weights file (below)'),
+        'weights file, for BERT and OLMo a Hugging Face checkpoint folder (below)'),
     'init.head': (
         "a fresh head's init: torch `nn.Linear`'s default, U(±1/√fan_in) (the authors'); `model`: the model's "
         "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),
@@ -253,14 +254,18 @@ FIELD_DOCS = {
         '`norm` for the CNN; `patch`, `depth`, `width` (divisible by `heads`), `heads`, `mlp_dim`, `image_size`'
         ' (input resized inside the model; 0 = off) for the ViT; `conv` (`auto` = `fastgrad` on CPU, `xla` on '
         'GPU/TPU; `xla`, `saved`, `fastgrad`, `im2col`: how convolutions are computed, same parameters) for '
-        'ResNets and the CNN; `pool` (`reshape`, `xla`) for the CNN. Checked before any compute: an argument '
-        'the model does not take, a width, depth or size below 1, a wrong type, patches or poolings that do not'
-        ' fit the images are errors naming the argument. On the command line, `--config.model.kwargs.X` '
+        'ResNets and the CNN; `pool` (`reshape`, `xla`) for the CNN; `vocab_size`, `hidden` (divisible by '
+        '`heads`), `layers`, `heads`, `intermediate`, `max_positions` (the longest sequence), `hidden_act` for '
+        'BERT and OLMo, with `type_vocab_size`, `layer_norm_eps`, `dropout` (recorded, not applied) for BERT and '
+        '`rope_theta`, `clip_qkv` (0 = none) for OLMo (defaults: BERT-base, OLMo-1B). Checked before any '
+        'compute: an argument the model does not take, a width, depth or size below 1, a wrong type, patches '
+        'or poolings that do not fit the images are errors naming the argument. On the command line, '
+        '`--config.model.kwargs.X` '
         'overrides only arguments the config file sets'),
     'model.name': (
         '`resnet20`, `resnet` (depth 6n+2), `resnet34` (basic blocks (3, 4, 6, 3), 64w–512w channels: the '
         'authors\' "resnet50-64"), `resnet50` (bottlenecks, 32×32 inputs), `mlp`, `cnn`, `vit`, `vit_b16` '
-        '(ViT-B/16 shapes)'),
+        '(ViT-B/16 shapes), `bert`, `olmo` (text: input `(3, L)` int32 token ids, token types, attention mask)'),
     'optim.b1': 'Adam/AdamW β1',
     'optim.b2': 'Adam/AdamW β2',
     'optim.clip_norm': (
@@ -495,7 +500,7 @@ def check_model_kwargs(name: str, kwargs: dict) -> None:
       _choice(value, CONV_IMPLS, field)
     elif key == "pool":
       _choice(value, POOLS, field)
-    elif key == "hidden":
+    elif key == "hidden" and name == "mlp":
       _ints_at_least_one(field, value, "hidden-layer widths")
     elif key == "channels":
       _ints_at_least_one(field, value, "convolution channels")
@@ -503,13 +508,21 @@ def check_model_kwargs(name: str, kwargs: dict) -> None:
       _ints_at_least_one(field, value, "blocks per stage")
     elif key == "image_size":
       _int_at_least(field, value, 0, " (0 = no resizing)")
+    elif key == "hidden_act":
+      _choice(value, tuple(ACTIVATIONS), field)
+    elif key in ("layer_norm_eps", "rope_theta"):
+      _finite_in(field, value, 0.0, lo_open=True)
+    elif key == "dropout":
+      _finite_in(field, value, 0.0, 1.0, hi_open=True)
+    elif key == "clip_qkv":
+      _finite_in(field, value, 0.0)
     elif key == "width" and name.startswith("resnet"):
       _finite_in(field, value, 0.0, lo_open=True)
     elif key == "depth" and name == "resnet":
       if not _is_int(value) or value < 8 or (value - 2) % 6:
         raise ConfigError(f"{field}: a CIFAR ResNet has depth 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, ...), "
                           f"got {value!r}")
-    else:  # dense, base, patch, heads, mlp_dim; width and depth of the ViT
+    else:  # dense, base, patch, heads, mlp_dim; width and depth of the ViT; the text models' sizes
       _int_at_least(field, value, 1)
   if name.startswith("resnet"):
     base = 64 if name == "resnet50" else m.base
@@ -520,12 +533,27 @@ def check_model_kwargs(name: str, kwargs: dict) -> None:
                         "set one of them")
   if name.startswith("vit") and m.width % m.heads:
     raise ConfigError(f"model.kwargs.width: {m.width} is not divisible by model.kwargs.heads = {m.heads}")
+  if name in TEXT_MODELS and m.hidden % m.heads:
+    raise ConfigError(f"model.kwargs.hidden: {m.hidden} is not divisible by model.kwargs.heads = {m.heads}")
+  if name == "olmo" and (m.hidden // m.heads) % 2:
+    raise ConfigError(f"model.kwargs.hidden: {m.hidden} is not divisible into {m.heads} heads of an even size "
+                      f"(rotary embeddings rotate unit pairs)")
 
 
 def check_model_input(c: ml_collections.ConfigDict, input_shape) -> None:
-  """The model's arguments that depend on the data's image size (ViT patches, the CNN's poolings)."""
+  """The model's arguments that depend on the data's image size (ViT patches, the CNN's poolings) or sequence
+  length (a text model's position table)."""
   kwargs = c.model.kwargs.to_dict()
   m = build_module(c.model.name, 1, **kwargs)
+  if c.model.name in TEXT_MODELS:
+    if len(input_shape) != 2 or int(input_shape[0]) != 3:
+      raise ConfigError(f"model.name: {c.model.name} reads token ids: a text model's input is (3, L) (input_ids, "
+                        f"token_type_ids, attention_mask), but data.name={c.data.name} gives "
+                        f"{tuple(input_shape)}")
+    if int(input_shape[1]) > m.max_positions:
+      raise ConfigError(f"model.kwargs.max_positions: the data's sequences of {int(input_shape[1])} tokens do not "
+                        f"fit the model's {m.max_positions} positions; shorten the sequences")
+    return
   h, w = int(input_shape[0]), int(input_shape[1])
   where = f"the {h}x{w} images of data.name={c.data.name}"
   if c.model.name.startswith("vit"):

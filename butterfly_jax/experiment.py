@@ -17,22 +17,27 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, progress, rng,
-                           runtime, similarity, tree_math)
+from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, pretrained, progress,
+                           rng, runtime, similarity, tree_math)
 from butterfly_jax import rundir as rundir_lib
+from butterfly_jax.models import input_dtype
 from butterfly_jax.rundir import RunDir, provenance
 from butterfly_jax.run_setup import Setup
 
 
 def _check_before_training(setup) -> None:
   """Config errors that depend on the model's parameters and features, found from their shapes alone (no
-  compute) before anything trains: the perturbation mask and the CKA feature."""
+  compute) before anything trains: the perturbation mask, the CKA feature and (text models) whether the
+  ``init.checkpoint`` checkpoint fits the model, from its config.json and its files' headers."""
   c = setup.c
   shapes = jax.eval_shape(setup.init_fn, setup.keys["init"])
   if c.perturb.scales:
     perturb.build_mask(shapes, c.perturb.mask, rng.perturb_key(setup.keys, "mask"), bool(c.init.checkpoint))
+  weights, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
+  if weights and step is None and c.model.name in pretrained.TEXT_MODELS and Path(weights).exists():
+    pretrained.load_weights(weights, c.model.name, shapes, c.init.keep_head, c.model.kwargs.to_dict(), read=False)
   if c.eval.cka_examples and len(c.perturb.scales):
-    x = jax.ShapeDtypeStruct((1, *setup.data.input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *setup.data.input_shape), input_dtype(c.model.name))
     features = jax.eval_shape(lambda p, x: setup.apply_fn(p, x)[1], shapes, x)
     if c.eval.cka_feature not in features:
       raise config_lib.ConfigError(f"eval.cka_feature: the model has no feature {c.eval.cka_feature!r}; it has "
@@ -121,16 +126,18 @@ def _initial_params(setup):
   head = {"head": "kept"} if c.init.keep_head else {"head": "fresh", "head_init": c.init.head}
   run_dir, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
   if step is None and Path(c.init.checkpoint).exists():
-    if c.model.name not in ("vit", "vit_b16"):
-      raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for ViT models only; for model "
-                                   f"{c.model.name} give 'RUN_DIR:STEP' of a saved run")
-    from butterfly_jax.pretrained import load_vit_weights
-    params = load_vit_weights(c.init.checkpoint, params0, c.init.keep_head)
+    if c.model.name not in pretrained.WEIGHT_MODELS:
+      raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for models "
+                                   f"{', '.join(pretrained.WEIGHT_MODELS)} only; for model {c.model.name} give "
+                                   f"'RUN_DIR:STEP' of a saved run")
+    params = pretrained.load_weights(c.init.checkpoint, c.model.name, params0, c.init.keep_head,
+                                     c.model.kwargs.to_dict())
     return jax.tree_util.tree_map(jnp.asarray, params), {
         "checkpoint": str(Path(c.init.checkpoint).resolve()), **head}
   if step is None:
-    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run) or a ViT "
-                                 f"weights file that exists, got {c.init.checkpoint!r}")
+    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), a ViT "
+                                 f"weights file or a BERT / OLMo checkpoint folder that exists, got "
+                                 f"{c.init.checkpoint!r}")
   path = RunDir(run_dir).checkpoints / "keep" / str(step)
   if not path.is_dir():
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not exist; kept steps of {run_dir}: "

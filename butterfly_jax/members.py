@@ -45,14 +45,14 @@ def cross_entropy(apply_fn, compute_dtype: str = "float32"):
 
   ``compute_dtype="bfloat16"``: mixed precision. The float32 parameters and the inputs are cast to
   bfloat16 for the forward (and so the backward) pass; the loss and the gradients with respect to the
-  float32 parameters are float32.
+  float32 parameters are float32. Integer inputs (a text model's token ids) stay as they are.
   """
   dtype = COMPUTE_DTYPES[compute_dtype]
 
   def loss_fn(params, x, y):
     if dtype != jnp.float32:
       params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
-      x = x.astype(dtype)
+      x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
     logits, _ = apply_fn(params, x)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y))
   return loss_fn

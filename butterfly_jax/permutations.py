@@ -19,7 +19,9 @@ its shortcut convolution and norm outputs, and the input of the next stage and o
 permutation per block (``P_stage{s}_block{b}_inner``: ``conv1``'s outputs, ``norm1``, ``conv2``'s inputs).
 A LayerNorm over channels commutes with a channel permutation once its scale and bias are permuted.
 The MLP has ``P_dense{i}`` per hidden layer; the CNN ``P_conv{i}`` per convolution (max-pooling commutes) and
-``P_dense`` for the dense layer, whose input is the last feature map flattened as ``H x W x C``.
+``P_dense`` for the dense layer, whose input is the last feature map flattened as ``H x W x C``. Transformers (ViT,
+BERT, OLMo): the residual stream, each MLP's hidden units, each attention layer's heads and the units within a
+head (:func:`vit_spec`, :func:`bert_spec`, :func:`olmo_spec`).
 """
 
 import dataclasses
@@ -43,7 +45,9 @@ class PermutationSpec:
   axes_to_perm: dict   # path -> tuple over axes of (name, inner) or None
   sizes: dict          # name -> number of units
   # groups whose units are blocks of other units: name -> the permutations of the units inside each block, on
-  # the axis right after this one's wherever it appears (a ViT's attention heads -> query/key and value units)
+  # the axis right after this one's wherever it appears (a ViT's attention heads -> query/key and value units);
+  # None among them: on some axes the units inside stay in place (no permutation follows; OLMo's query/key
+  # units, whose order fixes their rotary frequencies)
   blocks: dict = dataclasses.field(default_factory=dict)
 
   @property
@@ -103,7 +107,7 @@ class _Builder:
     for name, inner in blocks.items():  # every axis of a block permutation is followed by one of its inner ones
       for path, axis, _ in perm_to_axes[name]:
         nxt = self.axes[path][axis + 1] if axis + 1 < len(self.axes[path]) else None
-        if nxt is None or nxt[0] not in inner:
+        if (nxt[0] if nxt is not None else None) not in inner:
           raise PermutationError(f"permutation spec: {name} blocks {inner}, but axis {axis + 1} of {path} holds "
                                  f"{nxt[0] if nxt else 'no permutation'}")
     return PermutationSpec({k: tuple(v) for k, v in perm_to_axes.items()}, dict(self.axes), sizes, blocks)
@@ -170,6 +174,18 @@ def cnn_spec(params) -> PermutationSpec:
   return b.build()
 
 
+def _attention(b: _Builder, layer: str, stream: str, heads: str, qk, v) -> None:
+  """Multi-head attention ``layer/{query,key,value,out}`` (kernels ``[width, heads, head_dim]`` and ``[heads,
+  head_dim, width]``): the heads move as blocks with their units inside, ``qk`` shared by query and key (their
+  dot product is unchanged; None: held in place) and ``v`` by value and output."""
+  b.blocks[heads] = (qk, v)
+  for name, inner in (("query", qk), ("key", qk), ("value", v)):
+    b.set(f"{layer}/{name}/kernel", stream, heads, inner)
+    b.set(f"{layer}/{name}/bias", heads, inner)
+  b.set(f"{layer}/out/kernel", heads, v, stream)
+  b.set(f"{layer}/out/bias", stream)
+
+
 def vit_spec(params) -> PermutationSpec:
   """Spec of :class:`butterfly_jax.models.vit.ViT`: the residual stream (``P_stream``: embedding, class token,
   position embeddings, every norm, the attention output and second MLP layer, the head's input) and, per block,
@@ -182,14 +198,9 @@ def vit_spec(params) -> PermutationSpec:
   b.set("cls", None, None, s)
   b.set("pos_embedding", None, None, s)
   for i in _indexed(b.flat, r"block(\d+)/"):
-    blk, heads, qk, v = f"block{i}", f"P_block{i}_heads", f"P_block{i}_qk", f"P_block{i}_v"
+    blk = f"block{i}"
     b.norm(f"{blk}/norm1", s)
-    b.blocks[heads] = (qk, v)
-    for name, inner in (("query", qk), ("key", qk), ("value", v)):
-      b.set(f"{blk}/attn/{name}/kernel", s, heads, inner)
-      b.set(f"{blk}/attn/{name}/bias", heads, inner)
-    b.set(f"{blk}/attn/out/kernel", heads, v, s)
-    b.set(f"{blk}/attn/out/bias", s)
+    _attention(b, f"{blk}/attn", s, f"P_block{i}_heads", f"P_block{i}_qk", f"P_block{i}_v")
     b.norm(f"{blk}/norm2", s)
     b.dense(f"{blk}/fc1", s, f"P_block{i}_mlp")
     b.dense(f"{blk}/fc2", f"P_block{i}_mlp", s)
@@ -198,9 +209,51 @@ def vit_spec(params) -> PermutationSpec:
   return b.build()
 
 
+def bert_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.bert.BERT`: the residual stream (``P_stream``: the three embeddings'
+  width, every LayerNorm, the attention output and ``fc2``, the pooler's input), per layer the MLP's hidden units
+  (``P_layer{i}_mlp``), the heads (``P_layer{i}_heads``) and the units within a head (``P_layer{i}_qk``,
+  ``P_layer{i}_v``, as the ViT's), and the pooler's units (``P_pooler``: tanh is elementwise)."""
+  b = _Builder(params)
+  s = "P_stream"
+  for table in ("word", "position", "token_type"):
+    b.set(f"embed/{table}", None, s)
+  b.norm("embed_norm", s)
+  for i in _indexed(b.flat, r"layer(\d+)/"):
+    blk = f"layer{i}"
+    _attention(b, f"{blk}/attn", s, f"P_layer{i}_heads", f"P_layer{i}_qk", f"P_layer{i}_v")
+    b.norm(f"{blk}/attn_norm", s)
+    b.dense(f"{blk}/fc1", s, f"P_layer{i}_mlp")
+    b.dense(f"{blk}/fc2", f"P_layer{i}_mlp", s)
+    b.norm(f"{blk}/mlp_norm", s)
+  b.dense("pooler", s, "P_pooler")
+  b.dense("head", "P_pooler", None)
+  return b.build()
+
+
+def olmo_spec(params) -> PermutationSpec:
+  """Spec of :class:`butterfly_jax.models.olmo.OLMo`: the residual stream (``P_stream``: the embedding's width,
+  the attention output, ``down``, the head's input; the norms have no parameters and commute with it), per layer
+  the SwiGLU's hidden units (``P_layer{i}_mlp``: ``gate`` and ``up`` outputs, ``down`` input), the heads
+  (``P_layer{i}_heads``) and the value/output units within a head (``P_layer{i}_v``). The query/key units within a
+  head stay in place: rotary embeddings rotate unit ``u`` with ``u + head_dim/2`` at a frequency set by ``u``, so
+  reordering them changes the attention scores."""
+  b = _Builder(params)
+  s = "P_stream"
+  b.set("embed", None, s)
+  for i in _indexed(b.flat, r"layer(\d+)/"):
+    blk, mlp = f"layer{i}", f"P_layer{i}_mlp"
+    _attention(b, f"{blk}/attn", s, f"P_layer{i}_heads", None, f"P_layer{i}_v")
+    b.dense(f"{blk}/gate", s, mlp)
+    b.dense(f"{blk}/up", s, mlp)
+    b.dense(f"{blk}/down", mlp, s)
+  b.dense("head", s, None)
+  return b.build()
+
+
 SPECS = {"resnet20": resnet_spec, "resnet": resnet_spec, "resnet50": resnet_spec, "resnet34": resnet_spec,
-         "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec,
-         "vit_b16": vit_spec}
+         "mlp": mlp_spec, "cnn": cnn_spec, "vit": vit_spec, "vit_b16": vit_spec, "bert": bert_spec,
+         "olmo": olmo_spec}
 
 
 def spec_for(model_name: str, params, **model_kwargs) -> PermutationSpec:
@@ -320,14 +373,15 @@ def _block_move(spec, name, a, b, perm) -> bool:
   ``j`` of ``b`` is scored against block ``i`` of ``a`` with its inner units in their *best* order for that
   pair (one small assignment per pair and inner permutation); the blocks are assigned on those scores, then
   each inner permutation given them. The move is taken only if it strictly raises the objective over the
-  parameters it touches.
+  parameters it touches. Inner units held in place (None in ``spec.blocks[name]``) are scored unit against the
+  same unit.
   """
   inner_names = spec.blocks[name]
   n = spec.sizes[name]
   pair = {g: 0.0 for g in inner_names}
   for path, axis, _ in spec.perm_to_axes[name]:
     per_axis = spec.axes_to_perm[path]
-    g = per_axis[axis + 1][0]
+    g = per_axis[axis + 1][0] if per_axis[axis + 1] is not None else None
     wb = _permute_array(b[path], per_axis, perm, skip=(axis, axis + 1))
     wa = np.moveaxis(a[path], (axis, axis + 1), (0, 1))
     d = wa.shape[1]
@@ -336,18 +390,22 @@ def _block_move(spec, name, a, b, perm) -> bool:
     pair[g] = pair[g] + m.transpose(0, 2, 1, 3)
   score = np.zeros((n, n))
   for g in inner_names:
+    if g is None:
+      score += np.einsum("ijuu->ij", pair[g])
+      continue
     for i in range(n):
       for j in range(n):
         rows, cols = linear_sum_assignment(pair[g][i, j], maximize=True)
         score[i, j] += pair[g][i, j][rows, cols].sum()
   _, heads = linear_sum_assignment(score, maximize=True)
   trial = dict(perm, **{name: heads})
-  for g in inner_names:
+  moved = (name, *(g for g in inner_names if g is not None))
+  for g in moved[1:]:
     trial[g] = _assignment(spec, g, a, b, trial)[0]
-  touched = {path for nm in (name, *inner_names) for path, _, _ in spec.perm_to_axes[nm]}
+  touched = {path for nm in moved for path, _, _ in spec.perm_to_axes[nm]}
   old, new = _objective(spec, a, b, perm, touched), _objective(spec, a, b, trial, touched)
   if new > old + 1e-12 * max(abs(old), 1.0):
-    perm.update({nm: trial[nm] for nm in (name, *inner_names)})
+    perm.update({nm: trial[nm] for nm in moved})
     return True
   return False
 

@@ -1,106 +1,158 @@
-"""Pre-trained ViT weights from outside: safetensors (Hugging Face names), Flax msgpack and orbax checkpoints
-(this project's names or the original Google ViT / big_vision names) and the original Google ``.npz`` files,
-mapped onto :class:`~butterfly_jax.models.vit.ViT`. Layers the ViT does not have and fine-tuning never uses
-(the ImageNet-21k checkpoints' ``pooler`` / ``pre_logits``) are skipped.
+"""Pre-trained weights from outside, and the readers of their files.
 
-``load_vit_weights(path, template)`` returns parameters shaped like ``template`` (a ViT's parameters), or raises
-:class:`PretrainedError` listing every parameter that is missing, unknown or misshapen. The safetensors reader
-is a few lines of this module (the format is a JSON header and raw little-endian arrays), so no extra
-dependency is needed; it checks every header entry (dtype, shape, offsets inside the data, size, no overlaps)
-before reading, and every reader turns a damaged file into a PretrainedError naming it.
+ViT weights: safetensors (Hugging Face names), Flax msgpack and orbax checkpoints (this project's names or the
+original Google ViT / big_vision names) and the original Google ``.npz`` files, mapped onto
+:class:`~butterfly_jax.models.vit.ViT` by :func:`load_vit_weights`. Layers the ViT does not have and fine-tuning
+never uses (the ImageNet-21k checkpoints' ``pooler`` / ``pre_logits``) are skipped. BERT and OLMo weights (Hugging
+Face checkpoints, one file or shards with an index): :mod:`butterfly_jax.pretrained_text`. :func:`load_weights`
+reads ``init.checkpoint`` for any of them.
+
+Every loader returns parameters shaped like a template (the model's parameters, e.g. a fresh init), or raises
+:class:`PretrainedError` listing every parameter that is missing, unknown or misshapen. Safetensors files are read
+by the ``safetensors`` library, which checks each header (dtypes, shapes, offsets inside the file, no overlaps)
+before reading; every reader turns a damaged file into a PretrainedError naming it.
 """
 
 import json
-import math
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
+import safetensors
+from safetensors import safe_open
 
 from butterfly_jax import tree_math
+from butterfly_jax.models.registry import TEXT_MODELS
 
 
 class PretrainedError(ValueError):
   """A weights file that cannot be read or does not fit the model; the message names the parameters."""
 
 
-_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
-_ST_ITEMSIZE = {"BF16": 2, **{name: np.dtype(t).itemsize for name, t in _ST_DTYPES.items()}}
+def _widened(x: np.ndarray) -> np.ndarray:
+  """bfloat16 (an ml_dtypes type NumPy cannot compute with) as float32; other arrays as they are."""
+  return x.astype(np.float32) if x.dtype.name == "bfloat16" else x
 
 
-def _unique_keys(pairs):
-  keys = [k for k, _ in pairs]
-  if len(set(keys)) != len(keys):
-    raise ValueError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
-  return dict(pairs)
+def _safetensors_error(path, e: Exception) -> PretrainedError:
+  if isinstance(e, OSError):
+    return PretrainedError(f"init.checkpoint: {path}: cannot read ({type(e).__name__}: {e})")
+  return PretrainedError(f"init.checkpoint: {path} is not a valid safetensors file: {e}")
 
 
-def _is_int(x) -> bool:
-  return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _safetensors_entry(name, info, data_len: int):
-  """(dtype, shape, begin, end) of one header entry; ValueError saying what is wrong with it."""
-  if not isinstance(info, dict):
-    raise ValueError(f"tensor {name!r}: expected an object, got {type(info).__name__}")
-  missing = [k for k in ("dtype", "shape", "data_offsets") if k not in info]
-  if missing:
-    raise ValueError(f"tensor {name!r}: missing {', '.join(missing)}")
-  dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-  if not isinstance(dtype, str) or dtype not in _ST_ITEMSIZE:
-    raise ValueError(f"tensor {name!r}: unsupported dtype {dtype!r} (supported: {', '.join(_ST_ITEMSIZE)})")
-  if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-    raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-  if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))
-          and 0 <= offsets[0] <= offsets[1] <= data_len):
-    raise ValueError(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end <= {data_len} "
-                     f"(the data's length), got {offsets!r}")
-  begin, end = offsets
-  if end - begin != _ST_ITEMSIZE[dtype] * math.prod(shape):
-    raise ValueError(f"tensor {name!r}: {end - begin} bytes, but {dtype} {shape} takes "
-                     f"{_ST_ITEMSIZE[dtype] * math.prod(shape)}")
-  return dtype, shape, begin, end
-
-
-def read_safetensors(path) -> dict:
-  """``{name: array}`` of a ``.safetensors`` file (BF16 is widened to float32). The header is checked before
-  any array is read: PretrainedError names the file and the entry at fault."""
+def safetensors_shapes(path) -> dict:
+  """``{name: shape}`` of a ``.safetensors`` file, from its header alone (nothing else is read)."""
   try:
-    raw = Path(path).read_bytes()
-  except OSError as e:
-    raise PretrainedError(f"init.checkpoint: {path}: cannot read ({type(e).__name__}: {e})") from None
+    with safe_open(str(path), framework="numpy") as f:
+      return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+  except (OSError, safetensors.SafetensorError) as e:
+    raise _safetensors_error(path, e) from None
+
+
+def read_safetensors(path, names=None) -> dict:
+  """``{name: array}`` of a ``.safetensors`` file (or of its tensors ``names``), BF16 widened to float32. The
+  library checks the header before any array is read: PretrainedError names the file and what is wrong."""
   try:
-    if len(raw) < 8:
-      raise ValueError(f"{len(raw)} bytes, shorter than the 8-byte header length")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-      raise ValueError(f"header length {n} exceeds the {len(raw) - 8} bytes after it")
-    try:
-      header = json.loads(raw[8:8 + n], object_pairs_hook=_unique_keys)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-      raise ValueError(f"the header is not JSON ({e})") from None
-    if not isinstance(header, dict):
-      raise ValueError(f"the header is a JSON {type(header).__name__}, not an object")
-    meta = header.pop("__metadata__", {})
-    if not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-      raise ValueError("__metadata__ must be an object of strings")
-    data = memoryview(raw)[8 + n:]
-    entries = {name: _safetensors_entry(name, info, len(data)) for name, info in header.items()}
-    spans = sorted((begin, end, name) for name, (_, _, begin, end) in entries.items() if end > begin)
-    for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
-      if begin < end:
-        raise ValueError(f"tensors {a!r} and {b!r} overlap")
-  except ValueError as e:
-    raise PretrainedError(f"init.checkpoint: {path} is not a valid safetensors file: {e}") from None
-  out = {}
-  for name, (dtype, shape, begin, end) in entries.items():
-    if dtype == "BF16":
-      bits = np.frombuffer(data[begin:end], "<u2").astype(np.uint32) << 16
-      out[name] = bits.view(np.float32).reshape(shape)
+    with safe_open(str(path), framework="numpy") as f:
+      return {name: _widened(f.get_tensor(name)) for name in (f.keys() if names is None else names)}
+  except (OSError, safetensors.SafetensorError) as e:
+    raise _safetensors_error(path, e) from None
+  except Exception as e:  # a dtype NumPy cannot hold (float8, ...)
+    raise PretrainedError(f"init.checkpoint: {path}: cannot read its tensors as NumPy arrays "
+                          f"({type(e).__name__}: {e})") from None
+
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+# What else a Hugging Face folder may hold instead of safetensors weights: not read (pickles can run code)
+_OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+class HFCheckpoint:
+  """The tensors of a Hugging Face checkpoint: a folder holding ``model.safetensors`` or shards listed by
+  ``model.safetensors.index.json`` (its ``weight_map``: tensor name -> shard file), or one such file named
+  directly; the ``config.json`` beside it, if any (:meth:`config`). Only the headers are read on construction
+  (``shapes``); :meth:`read` reads arrays."""
+
+  def __init__(self, path):
+    path = Path(path)
+    self.path = path
+    if not path.exists():
+      raise PretrainedError(f"init.checkpoint: {path} does not exist")
+    if path.is_dir():
+      found = [name for name in (SINGLE, INDEX) if (path / name).is_file()]
+      if not found:
+        other = [name for name in _OTHER_WEIGHTS if (path / name).exists()]
+        raise PretrainedError(
+            f"init.checkpoint: {path} holds no {SINGLE} or {INDEX}" + (
+                f" (it has {', '.join(other)}: only safetensors weights are read, since PyTorch pickles can run "
+                f"code; convert it with transformers: from_pretrained(...).save_pretrained(DIR, "
+                f"safe_serialization=True))" if other else ""))
+      path = path / found[0]
+    self.source = path  # the safetensors file or the index
+    self.folder = path.parent
+    self.config_path = self.folder / "config.json"
+    self.files = {}   # tensor name -> the file holding it
+    self.shapes = {}  # tensor name -> shape
+    if path.name.endswith(".json"):
+      self._read_index(path)
     else:
-      out[name] = np.frombuffer(data[begin:end], np.dtype(_ST_DTYPES[dtype]).newbyteorder("<")).reshape(shape)
-  return out
+      self.shapes = safetensors_shapes(path)
+      self.files = dict.fromkeys(self.shapes, path)
+
+  def _read_index(self, index: Path) -> None:
+    try:
+      spec = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+      raise PretrainedError(f"init.checkpoint: {index} is not a readable JSON file ({e})") from None
+    weight_map = spec.get("weight_map") if isinstance(spec, dict) else None
+    if not (isinstance(weight_map, dict) and weight_map
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items())):
+      raise PretrainedError(f"init.checkpoint: {index}: expected an object with a non-empty \"weight_map\" of "
+                            f"tensor names to shard file names")
+    shards = sorted(set(weight_map.values()))
+    bad = [s for s in shards if Path(s).name != s or s in (".", "..") or not s.endswith(".safetensors")]
+    if bad:
+      raise PretrainedError(f"init.checkpoint: {index}: shards must be .safetensors files beside the index, got "
+                            f"{bad}")
+    missing = [s for s in shards if not (self.folder / s).is_file()]
+    if missing:
+      raise PretrainedError(f"init.checkpoint: {index} lists shards that are not in {self.folder}: {missing}")
+    problems = []
+    for shard in shards:
+      file = self.folder / shard
+      for name, shape in safetensors_shapes(file).items():
+        if name in self.files:
+          problems.append(f"{name}: in both {self.files[name].name} and {shard}")
+        self.files[name], self.shapes[name] = file, shape
+    for name, shard in weight_map.items():
+      if name not in self.files or self.files[name].name != shard:
+        problems.append(f"{name}: listed in {index.name} for {shard}, but not in it")
+    if problems:
+      raise PretrainedError(f"init.checkpoint: the shards of {index} do not agree with it:\n  " +
+                            "\n  ".join(problems))
+
+  def read(self, names) -> dict:
+    """``{name: array}`` of the tensors ``names``, each shard opened once."""
+    by_file = {}
+    for name in names:
+      by_file.setdefault(self.files[name], []).append(name)
+    out = {}
+    for file, group in by_file.items():
+      out.update(read_safetensors(file, group))
+    return out
+
+  def config(self) -> dict | None:
+    """The folder's ``config.json`` (transformers' model config), or None where there is none."""
+    if not self.config_path.is_file():
+      return None
+    try:
+      cfg = json.loads(self.config_path.read_text())
+    except (OSError, ValueError) as e:
+      raise PretrainedError(f"init.checkpoint: {self.config_path} is not a readable JSON file ({e})") from None
+    if not isinstance(cfg, dict):
+      raise PretrainedError(f"init.checkpoint: {self.config_path}: expected a JSON object")
+    return cfg
 
 
 def read_flax(path) -> dict:
@@ -239,3 +291,22 @@ def load_vit_weights(path, template, keep_head: bool = False) -> dict:
   if problems:
     raise PretrainedError(f"init.checkpoint: {path} does not fit the model:\n  " + "\n  ".join(problems))
   return tree_math.unflatten_like(template, out)
+
+
+VIT_MODELS = ("vit", "vit_b16")
+WEIGHT_MODELS = VIT_MODELS + TEXT_MODELS  # the models whose init.checkpoint may be a weights file or folder
+
+
+def load_weights(path, model_name: str, template, keep_head: bool = False, model_kwargs: dict | None = None,
+                 read: bool = True):
+  """``init.checkpoint``'s weights for model ``model_name``: a ViT weights file (:func:`load_vit_weights`) or a
+  Hugging Face BERT / OLMo checkpoint folder or file (:mod:`butterfly_jax.pretrained_text`), as ``template``'s
+  parameters with a fresh head unless ``keep_head``. ``read=False`` (text models) checks the checkpoint from its
+  headers alone, before any compute, and returns None."""
+  if model_name in VIT_MODELS:
+    return load_vit_weights(path, template, keep_head) if read else None
+  if model_name in TEXT_MODELS:
+    from butterfly_jax.pretrained_text import load_text_weights
+    return load_text_weights(path, model_name, template, keep_head, model_kwargs, read)
+  raise PretrainedError(f"init.checkpoint: a weights file is read for models {', '.join(WEIGHT_MODELS)} "
+                        f"only; for model {model_name} give 'RUN_DIR:STEP' of a saved run")

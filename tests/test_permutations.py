@@ -22,6 +22,10 @@ MODELS = [
     ("resnet50", (8, 8, 3), {"width": 0.125, "norm": "batchnorm"}),
     ("resnet34", (8, 8, 3), {"width": 0.125}),
     ("vit", (16, 16, 3), {"patch": 4, "depth": 2, "width": 24, "heads": 3, "mlp_dim": 40}),
+    ("bert", (3, 10), {"vocab_size": 40, "hidden": 24, "layers": 2, "heads": 3, "intermediate": 40,
+                       "max_positions": 12}),
+    ("olmo", (3, 10), {"vocab_size": 40, "hidden": 24, "layers": 2, "heads": 3, "intermediate": 40,
+                       "max_positions": 12, "clip_qkv": 0.5}),
 ]
 RECOVER = MODELS
 
@@ -38,6 +42,18 @@ def _cached_model(name, shape, items):
 def _model(name, shape, kwargs):
   """create_model once per model and module (initialising ResNet-50 compiles for ~20 s on 2 cores)."""
   return _cached_model(name, shape, tuple(sorted(kwargs.items())))
+
+
+def _inputs(name, shape, n):
+  """``n`` inputs: images from N(0, 1), or for a text model random token ids and token types, padded on the
+  right to lengths from ``L`` down to 1."""
+  if bj.models.input_dtype(name) == jnp.float32:
+    return jax.random.normal(jax.random.key(3), (n, *shape))
+  length = shape[1]
+  ids = jax.random.randint(jax.random.key(3), (n, length), 0, 40)
+  types = jax.random.randint(jax.random.key(4), (n, length), 0, 2)
+  mask = jnp.arange(length)[None] < jnp.linspace(length, 1, n).round()[:, None]
+  return jnp.stack([ids, types, mask], 1).astype(jnp.int32)
 
 
 def _perturb_norms(params, key):
@@ -70,7 +86,7 @@ def test_spec_covers_every_parameter_and_a_random_permutation_keeps_the_function
   # network's logits (of size ~3) differ by up to 2e-4 under jaxlib 0.10.2's CPU kernels, against O(1) for a
   # wrong permutation
   bn = kwargs.get("norm") == "batchnorm"
-  x = jax.random.normal(jax.random.key(3), (32 if bn else 4, *shape))
+  x = _inputs(name, shape, 32 if bn else 4)
   apply_fn = jax.jit(apply_fn)  # one compilation for both calls
   logits, feats = apply_fn(params, x)
   logits_p, feats_p = apply_fn(permuted, x)
@@ -147,6 +163,42 @@ def test_weight_matching_recovers_vit_heads_from_any_visiting_order(seed):
     hidden = bj.apply_permutation(spec, bj.random_permutation(jax.random.key(10 + seed), spec, 0.0), params)
     perm = bj.weight_matching(jax.random.key(order_key + 4 * seed), spec, params, hidden)
     assert bj.l2_distance(params, bj.apply_permutation(spec, perm, hidden)) == 0.0
+
+
+def _within_head_permutation(params, layer, names, perm):
+  """``params`` with units ``perm`` applied inside every head of ``layer``'s attention projections ``names``."""
+  attn = params[layer]["attn"]
+  new = dict(attn)
+  for n in names:
+    new[n] = {k: jnp.take(v, perm, axis=-1 if n != "out" else 1) if not (n == "out" and k == "bias") else v
+              for k, v in attn[n].items()}
+  return {**params, layer: {**params[layer], "attn": new}}
+
+
+@pytest.mark.parametrize("name", ["bert", "olmo"])
+def test_query_key_units_permute_within_heads_unless_rotary(name):
+  """Why OLMo's spec holds query/key units in place: a shared permutation of them inside each head keeps BERT's
+  attention scores (a dot product), but rotary embeddings rotate unit u with u + head_dim/2 at a frequency set by
+  u, so OLMo's change; its value/output units, which rotary leaves alone, permute freely."""
+  _, shape, kwargs = next(m for m in MODELS if m[0] == name)
+  apply_fn, params, spec = _model(name, shape, kwargs)
+  apply_fn = jax.jit(apply_fn)
+  # sharper attention than at init (queries and keys x10), so that changed scores show in the logits
+  params = {**params, "layer0": {**params["layer0"], "attn": {
+      n: ({"kernel": 10 * w["kernel"], **({"bias": w["bias"]} if "bias" in w else {})} if n in ("query", "key")
+          else w) for n, w in params["layer0"]["attn"].items()}}}
+  x = _inputs(name, shape, 4)
+  logits = apply_fn(params, x)[0]
+  perm = jnp.array([1, 0, 3, 2, 5, 4, 7, 6])  # head_dim 8
+  qk = apply_fn(_within_head_permutation(params, "layer0", ("query", "key"), perm), x)[0]
+  vo = apply_fn(_within_head_permutation(params, "layer0", ("value", "out"), perm), x)[0]
+  np.testing.assert_allclose(vo, logits, atol=1e-5)
+  if name == "bert":
+    np.testing.assert_allclose(qk, logits, atol=1e-5)
+    assert "P_layer0_qk" in spec.names
+  else:
+    assert float(jnp.max(jnp.abs(qk - logits))) > 1e-3  # 100x the tolerance of the invariant cases
+    assert spec.blocks["P_layer0_heads"] == (None, "P_layer0_v") and "P_layer0_qk" not in spec.names
 
 
 def test_weight_matching_of_identical_networks_is_the_identity():

@@ -6,6 +6,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from butterfly_jax.models.bert import BERT
+from butterfly_jax.models.olmo import OLMo
 from butterfly_jax.models.resnet import ResNet
 from butterfly_jax.models.resnet50 import ResNet50
 from butterfly_jax.models.simple import MLP, SmallCNN
@@ -21,6 +23,8 @@ MODELS = {
     "cnn": lambda num_classes, **kw: SmallCNN(num_classes=num_classes, **kw),
     "vit": lambda num_classes, **kw: ViT(num_classes=num_classes, **kw),
     "vit_b16": lambda num_classes, **kw: ViT(num_classes=num_classes, **{**VIT_B16, **kw}),
+    "bert": lambda num_classes, **kw: BERT(num_classes=num_classes, **kw),
+    "olmo": lambda num_classes, **kw: OLMo(num_classes=num_classes, **kw),
 }
 VIT_B16 = dict(patch=16, depth=12, width=768, heads=12, mlp_dim=3072)
 # The keyword arguments (``model.kwargs``) each model takes; :func:`butterfly_jax.config.validate` checks them
@@ -35,9 +39,27 @@ MODEL_KWARGS = {
     "cnn": ("channels", "dense", "norm", "conv", "pool"),
     "vit": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
     "vit_b16": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
+    "bert": ("vocab_size", "hidden", "layers", "heads", "intermediate", "max_positions", "type_vocab_size",
+             "layer_norm_eps", "hidden_act", "dropout"),
+    "olmo": ("vocab_size", "hidden", "layers", "heads", "intermediate", "max_positions", "rope_theta", "clip_qkv",
+             "hidden_act"),
 }
+# The dtype of each model's input where it is not float32 (images): the text models read one int32 array
+# [B, 3, L] of token ids, token type ids and attention mask (butterfly_jax/models/text.py), input_shape (3, L).
+INPUT_DTYPES = {"bert": jnp.int32, "olmo": jnp.int32}
+TEXT_MODELS = tuple(INPUT_DTYPES)
 
 ModelFn = Callable[[Any, jax.Array], tuple[jax.Array, dict]]
+
+
+def input_dtype(name: str):
+  """The dtype of model ``name``'s input ``x``: int32 for the text models, float32 for the others."""
+  return INPUT_DTYPES.get(name, jnp.float32)
+
+
+def _dummy(name: str, input_shape):
+  """One example of ``name``'s input, zeros of its shape and dtype, for tracing."""
+  return jnp.zeros((1, *tuple(input_shape)), input_dtype(name))
 
 
 def build_module(name: str, num_classes: int, **model_kwargs):
@@ -58,7 +80,7 @@ def make_model(name: str, input_shape, num_classes: int, **model_kwargs):
   :func:`make_moments`); without it such a model normalises with each batch's own moments (training).
   """
   module = build_module(name, num_classes, **model_kwargs)
-  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  dummy = _dummy(name, input_shape)
 
   @jax.jit
   def init_fn(key):
@@ -75,7 +97,7 @@ def make_moments(name: str, input_shape, num_classes: int, **model_kwargs):
   """``moments_fn(params, x) -> {"mean", "var"} per BatchNorm layer`` (the batch's own moments of each
   layer's input, as in training), or None for a model without BatchNorm."""
   module = build_module(name, num_classes, **model_kwargs)
-  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  dummy = _dummy(name, input_shape)
   shapes = jax.eval_shape(module.init, jax.random.key(0), dummy)
   if "batch_stats" not in shapes:
     return None
@@ -92,7 +114,7 @@ def param_order(name: str, input_shape, num_classes: int, **model_kwargs) -> dic
   its layers are first used (flax creates a compact module's parameters at its first call). Traced
   abstractly: nothing is computed."""
   module = build_module(name, num_classes, **model_kwargs)
-  dummy = jnp.zeros((1, *tuple(input_shape)), jnp.float32)
+  dummy = _dummy(name, input_shape)
   order = {}
 
   def walk(tree, prefix):
@@ -121,7 +143,8 @@ def create_model(name: str, key: jax.Array, input_shape, num_classes: int, **mod
   """Initialises a model.
 
   Returns ``(apply_fn, params, spec)``: ``apply_fn(params, x) -> (logits, features)`` for a batch
-  ``x`` of shape ``[B, *input_shape]``; ``params`` a plain nested dict; ``spec`` the model's
+  ``x`` of shape ``[B, *input_shape]`` and dtype :func:`input_dtype` (a text model's ``input_shape`` is
+  ``(3, L)``); ``params`` a plain nested dict; ``spec`` the model's
   :class:`~butterfly_jax.permutations.PermutationSpec` (which parameter axes each hidden-unit permutation acts on).
   """
   from butterfly_jax.permutations import spec_for
