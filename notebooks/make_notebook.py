@@ -169,7 +169,7 @@ def setting_config(name):
 
 NAME = choose_setting()
 CONFIG, EARLY, LATE = setting_config(NAME)
-print(f"setting {NAME!r}: {CONFIG.data.name}, {CONFIG.model.name}, {CONFIG.train.steps} steps, σ {CONFIG.perturb.scales}, "
+print(f"setting {NAME!r}: {CONFIG.data.name}, {CONFIG.model.name}, train.steps {CONFIG.train.steps}, σ {CONFIG.perturb.scales}, "
       f"perturbed at t = {EARLY} and t = {LATE}")""", ()),
       ("markdown", """\
 ## Two families

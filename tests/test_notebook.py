@@ -81,6 +81,15 @@ def kernel(tmp_path, monkeypatch):
   return KERNEL
 
 
+def test_an_unknown_setting_stops_the_notebook_with_the_allowed_ones(tmp_path, kernel):
+  from nbclient import NotebookClient
+  from nbclient.exceptions import CellExecutionError
+  nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SETTING="cifar")
+  with pytest.raises(CellExecutionError, match="SETTING: 'cifar' is not a setting; allowed: 'auto', 'digits'"):
+    NotebookClient(nb, kernel_name=kernel, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+  assert not (tmp_path / "runs").exists()
+
+
 def test_the_notebook_runs_top_to_bottom_in_its_smoke_setting(tmp_path, kernel):
   from nbclient import NotebookClient
   workdir = tmp_path / "work"
