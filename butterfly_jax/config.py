@@ -142,6 +142,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.members = ml_collections.ConfigDict()
   c.members.strategy = "auto"  # auto: sequential on CPU, vmap on GPU/TPU (see BUILD_NOTES.md)
   c.members.devices = 0        # split the children over at most this many local devices (0 = all)
+  c.members.data_devices = 1   # devices sharing each member's batch (a data axis); 1 = none, 0 = those left over
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_alphas = 11      # interpolation grid, 0 and 1 included
@@ -246,6 +247,12 @@ FIELD_DOCS = {
     'members.devices': (
         'split the children over at most this many devices (0 = all that divide K evenly; with `--distributed`,'
         " every process's); more than there are: all of them, with a warning naming the two numbers"),
+    'members.data_devices': (
+        "devices that split each member's batches (training, evaluation, perturbation) along a `data` mesh axis, "
+        'parameters and optimizer state replicated over it: 1 = none (the batch replicated); N > 1 (dividing '
+        '`train.batch_size`, `eval.batch_size` and a batch perturbation\'s batch, at most the device count); 0 = '
+        'the devices the members axis leaves over, as many as divide those batch sizes. Same training, other '
+        'round-off (README, "Many devices")'),
     'members.strategy': '`auto`, `vmap`, `sequential`',
     'model.kwargs': (
         '`width` (> 0, may be fractional), `norm` (`layernorm`/`batchnorm`/`none`) for ResNets (`resnet`: also '
@@ -644,6 +651,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                    "eval.during_num_examples": c.eval.during_num_examples}.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:
       raise ConfigError(f"{field}: expected an integer >= 0, got {v!r}")
+  check_data_devices(c)
   if not isinstance(c.eval.num_alphas, int) or c.eval.num_alphas < 2:
     raise ConfigError(f"eval.num_alphas: expected an integer >= 2 (the grid includes 0 and 1), got {c.eval.num_alphas!r}")
   _finite_in("optim.lr", c.optim.lr, 0.0)
@@ -663,6 +671,30 @@ def validate(c: ml_collections.ConfigDict) -> None:
       re.compile(c.perturb.mask[field])
     except re.error as e:
       raise ConfigError(f"perturb.mask.{field}: not a valid regular expression ({e})") from None
+
+
+def split_batch_sizes(c: ml_collections.ConfigDict) -> dict:
+  """``{field: size}`` of the batches a data axis (``members.data_devices``) splits: training (and BatchNorm's
+  statistics), evaluation (and CKA), and a batch perturbation's."""
+  out = {"train.batch_size": c.train.batch_size, "eval.batch_size": c.eval.batch_size}
+  if c.perturb.kind == "batch" and len(c.perturb.scales):
+    out["perturb.batch_size"] = c.perturb.batch_size or c.train.batch_size
+  return out
+
+
+def check_data_devices(c: ml_collections.ConfigDict) -> None:
+  """``members.data_devices``: an integer >= 0 that, above 1, divides every batch it splits (the device count is
+  checked when the mesh is built, :func:`butterfly_jax.placement.data_size`)."""
+  n = c.members.data_devices
+  if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+    raise ConfigError(f"members.data_devices: expected an integer >= 0 (1 = no data axis, 0 = the devices left "
+                      f"over), got {n!r}")
+  if n > 1:
+    bad = {f: b for f, b in split_batch_sizes(c).items() if b % n}
+    if bad:
+      raise ConfigError(f"members.data_devices: {n} devices must split every batch evenly, and "
+                        f"{', '.join(f'{f} = {b}' for f, b in bad.items())} is not divisible by {n}; allowed: 0 "
+                        f"(auto), 1, or a common divisor of {', '.join(split_batch_sizes(c))}")
 
 
 def resolve_steps(c: ml_collections.ConfigDict, num_train: int) -> dict:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from butterfly_jax import hosts, tree_math
+from butterfly_jax import hosts, placement, tree_math
 from butterfly_jax.batches import normalize
 
 
@@ -81,15 +81,16 @@ def make_stats_estimator(moments_fn, alpha_chunk: int):
   return estimate
 
 
-def estimate_norm_stats(estimator, children, table, images, indices, batch_size, mean, std):
+def estimate_norm_stats(estimator, children, table, images, indices, batch_size, mean, std, mesh=None):
   """BatchNorm statistics of every network of ``table`` on the training examples ``indices`` (a multiple
-  of ``batch_size`` of them, unaugmented), leaves stacked over the table's rows."""
+  of ``batch_size`` of them, unaugmented), leaves stacked over the table's rows; each batch split over
+  ``mesh``'s data axis, if it has one (the moments are then all-reduced: the same statistics)."""
   if len(indices) % batch_size or not len(indices):
     raise ValueError(f"estimate_norm_stats: {len(indices)} examples are not a positive multiple of the batch "
                      f"size {batch_size}")
   idx = jnp.asarray(np.asarray(indices).reshape(-1, batch_size))
   a, b, alpha = (jnp.asarray(t) for t in table)
-  return estimator(children, a, b, alpha, images[idx], mean, std)
+  return estimator(children, a, b, alpha, placement.shard_batch(images[idx], mesh, axis=1), mean, std)
 
 
 def make_eval_batch(apply_fn, alpha_chunk: int):
@@ -127,9 +128,10 @@ def padded_batches(indices, batch_size: int):
 
 
 def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None,
-                      stats=None):
+                      stats=None, mesh=None):
   """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in);
-  ``stats``: the networks' BatchNorm statistics, for models with BatchNorm."""
+  ``stats``: the networks' BatchNorm statistics, for models with BatchNorm; each batch split over ``mesh``'s
+  data axis, if it has one."""
   a, b, alpha = (jnp.asarray(t) for t in table)
   n = len(indices)
   loss_sum = np.zeros(len(table[0]), np.float64)
@@ -138,8 +140,8 @@ def evaluate_networks(eval_batch, children, table, images, labels, indices, batc
     w = np.ones(batch_size, np.float32)
     w[m:] = 0  # padded examples weigh 0
     idx = jnp.asarray(idx)
-    ls, es = hosts.fetch(eval_batch(children, a, b, alpha, stats, images[idx], labels[idx], jnp.asarray(w), mean,
-                                    std))
+    batch = placement.shard_batch((images[idx], labels[idx], jnp.asarray(w)), mesh)
+    ls, es = hosts.fetch(eval_batch(children, a, b, alpha, stats, *batch, mean, std))
     loss_sum += np.asarray(ls, np.float64)
     err_sum += np.asarray(es, np.float64)
     if progress is not None:

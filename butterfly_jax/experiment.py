@@ -180,7 +180,7 @@ def _perturbations(setup, trunk_params, scales):
   mask = perturb.build_mask(trunk_params, p.mask, rng.perturb_key(setup.keys, "mask"), finetune)
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
   if p.kind == "batch":
-    x, y = perturbation_batch(setup)
+    x, y = placement.shard_batch(perturbation_batch(setup), setup.trainer(1)[2])  # split as the trunk's batches
     direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
         members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y), int(p.batch_sign))
   else:
@@ -435,7 +435,7 @@ def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -
       diverged |= ~np.isfinite(final[split]["child_loss"])
     pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
                                      c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std,
-                                     final.get("children_stats"), c.eval.cka_estimator)
+                                     final.get("children_stats"), c.eval.cka_estimator, mesh)
     ebar.update(len(indices["test"]))
     aligned = None
     if align:
@@ -513,7 +513,8 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
       "norm_statistics": setup.norm_info,
       "kept_steps": steps["keep"],
       "members_strategy": setup.strategy,
-      "members_devices": 1 if mesh is None else int(mesh.devices.size),
+      "members_devices": placement.member_devices(mesh),
+      "data_devices": placement.data_devices(mesh),
       "timing": timing,
       "provenance": provenance(),
   }

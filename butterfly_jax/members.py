@@ -97,8 +97,12 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
 
   With a ``mesh`` (:func:`butterfly_jax.placement.member_mesh`), the family's members are split across its devices with
   ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
-  ``sequential`` a member's computation is the same program as on one device.
- 
+  ``sequential`` a member's computation is the same program as on one device. A mesh with a ``data`` axis
+  splits the batch over it instead: ``shard_map`` is manual over ``members`` only, the batch is constrained to
+  ``P("data")`` and XLA partitions each member's step over the data axis (GSPMD), inserting the all-reduce of
+  every batch sum (the loss, the gradients, BatchNorm's moments). The step computes the same function of the
+  same batch as on one device; only the order of those sums changes, so the bits may (BUILD_NOTES.md).
+
   ``compute_dtype``: see :func:`cross_entropy`; parameters and optimizer state stay float32.
 
   The learning rate is ``schedule(step - lr_offset)``, or ``member_schedule(step, lr_offset, end_step)`` when
@@ -119,11 +123,17 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
             jnp.where(active, loss, 0.0), active)
 
   step_members = over_members(member_step, strategy)
-  if mesh is not None:
+  split_batch = mesh is not None and "data" in mesh.axis_names
+  if split_batch:  # manual over the members, automatic (XLA's partitioner) over the data axis
+    step_members = jax.shard_map(step_members, mesh=mesh, in_specs=(P("members"), P()), out_specs=P("members"),
+                                 axis_names={"members"})
+  elif mesh is not None:
     step_members = jax.shard_map(step_members, mesh=mesh, in_specs=(P("members"), P()), out_specs=P("members"))
 
   def step_fn(family: Family, data, perm, augment_key, step):
     x, y = batcher.step_batch(data, perm, augment_key, step)  # the same batch for every member
+    if split_batch:  # the same examples, split over the data axis
+      x, y = jax.lax.with_sharding_constraint((x, y), NamedSharding(mesh, P("data")))
     params, opt_state, loss, active = step_members(
         (family.params, family.opt_state, family.lr_offset, family.end_step), (x, y, step))
     return family._replace(params=params, opt_state=opt_state), loss, active

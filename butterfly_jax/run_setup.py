@@ -37,6 +37,8 @@ class Setup:
     if c.members.devices > available:
       logging.warning("members.devices: %d devices asked for, %d available; the children split over at most %d",
                       c.members.devices, available, available)
+    self.split_batch_sizes = tuple(config_lib.split_batch_sizes(c).values())
+    placement.data_size(1, available, c.members.devices, c.members.data_devices, self.split_batch_sizes)  # errors now
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
     self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
                                                    **c.model.kwargs.to_dict())
@@ -95,14 +97,18 @@ class Setup:
 
   def trainer(self, num_members: int):
     """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
-    devices that divide them evenly (``members.devices``), the training data replicated on those devices."""
-    mesh = placement.member_mesh(num_members, self.c.members.devices)
+    devices that divide them evenly (``members.devices``), each member's batch over ``members.data_devices``
+    (:func:`placement.member_mesh`), the training data replicated on those devices."""
+    mesh = placement.member_mesh(num_members, self.c.members.devices, data_devices=self.c.members.data_devices,
+                                 batch_sizes=self.split_batch_sizes)
     if mesh not in self._steps:  # a mesh is equal to, and hashes as, any mesh over the same devices
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
                                      mesh, self.c.train.compute_dtype, self.member_schedule)
       self._steps[mesh] = (step, placement.replicate(self.train_data, mesh), mesh)
       if mesh is not None:
-        logging.info("a family of %d members runs on %d devices", num_members, mesh.devices.size)
+        logging.info("a family of %d members runs on %d devices (%d along the members axis, %d along the data "
+                     "axis)", num_members, mesh.devices.size, placement.member_devices(mesh),
+                     placement.data_devices(mesh))
     return self._steps[mesh]
 
   def sgd_noise(self, step: int, mesh=None):
@@ -127,15 +133,17 @@ class Setup:
     statistics (``"children_stats"``, for :func:`similarity.compare_pairs`)."""
     k = tree_math.num_members(params)
     table = evaluate.network_table(k, alphas)
+    mesh = placement.mesh_of(params)  # a data axis there splits the evaluation batches too
     stats, out = None, {}
     if self.norm_info is not None:
       stats = evaluate.estimate_norm_stats(self.stats_estimator, params, table, self.train_data[0],
-                                           self.norm_indices, self.norm_info["batch_size"], self.mean, self.std)
+                                           self.norm_indices, self.norm_info["batch_size"], self.mean, self.std,
+                                           mesh)
       out["children_stats"] = jax.tree_util.tree_map(lambda x: x[:k], stats)  # the table's first k rows
     for split, data in (("train", self.train_data), ("test", self.test_data)):
       progress = (lambda n: bar.update(n)) if bar is not None else None
       loss, err = evaluate.evaluate_networks(self.eval_batch, params, table, *data, indices[split],
-                                             self.c.eval.batch_size, self.mean, self.std, progress, stats)
+                                             self.c.eval.batch_size, self.mean, self.std, progress, stats, mesh)
       out[split] = evaluate.family_curves(loss, err, k, alphas)
     return out
 

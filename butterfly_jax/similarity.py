@@ -131,21 +131,23 @@ def _log_softmax(z):
 
 
 def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka_examples, mean, std, stats=None,
-                  cka_estimator: str = "unbiased"):
+                  cka_estimator: str = "unbiased", mesh=None):
   """Per pair (0, k), k >= 1: the logit-averaged ensemble's test accuracy and loss and the disagreement
   over ``indices``; angular CKA (``cka_estimator``) over the first ``cka_examples`` of them (0 = none). A list,
   one per k.
-  ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm."""
+  ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm; each batch is split
+  over ``mesh``'s data axis, if it has one."""
   import jax.numpy as jnp
 
-  from butterfly_jax import hosts
+  from butterfly_jax import hosts, placement
   from butterfly_jax.evaluate import padded_batches
   n = len(indices)
   labels_host = np.asarray(labels)
   ens_loss = ens_correct = disagree = None
   accs = None
   for start, padded, m in padded_batches(indices, batch_size):
-    logits, feats = hosts.fetch(pair_batch(children, stats, images[jnp.asarray(padded)], mean, std))
+    batch = placement.shard_batch(images[jnp.asarray(padded)], mesh)
+    logits, feats = hosts.fetch(pair_batch(children, stats, batch, mean, std))
     logits = np.asarray(logits, np.float64)[:, :m]
     y = labels_host[padded[:m]]
     ens = (logits[:1] + logits[1:]) / 2                              # [K-1, m, C]
