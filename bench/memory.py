@@ -37,14 +37,6 @@ DATA_SHAPES = {"cifar10": ((32, 32, 3), 10, 50_000), "cifar100": ((32, 32, 3), 1
                "digits": ((8, 8, 1), 10, 1_437)}
 
 
-def load_config(spec: str, items):
-  module, config_args = sweep_lib.load_config_module(spec)
-  c = module.get_config(*config_args)
-  for key, value in sweep_lib.parse_assignments(c, items).items():
-    sweep_lib.set_field(c, key, value)
-  return c
-
-
 def fits(per_child: int, shared: int) -> dict:
   """Largest K per 80 GiB device at JAX's default preallocation and at 95%."""
   return {f"k_at_{int(f * 100)}pct": memory.largest_family(per_child, int(f * DEVICE_BYTES), shared)
@@ -109,7 +101,7 @@ def main():
   ap.add_argument("--out", default="bench/memory.json")
   ap.add_argument("--set", action="append", default=[], help="a.b=value overrides, parsed by the field's type")
   args = ap.parse_args()
-  c = load_config(args.config, args.set)
+  c = sweep_lib.load_config(args.config, args.set)
   input_shape, classes, num_train = DATA_SHAPES[c.data.name]
   kwargs = c.model.kwargs.to_dict()
   if "conv" in MODEL_KWARGS.get(c.model.name, ()):

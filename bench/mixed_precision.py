@@ -19,15 +19,6 @@ from butterfly_jax.experiment import run
 from butterfly_jax.launch import sweep as sweep_lib  # config files and --set parsed as the launcher does
 
 
-def load_config(spec: str, items):
-  """``get_config`` of a config file (``path`` or ``path:arg``) with ``a.b=value`` overrides parsed by field type."""
-  module, config_args = sweep_lib.load_config_module(spec)
-  c = module.get_config(*config_args)
-  for key, value in sweep_lib.parse_assignments(c, items).items():
-    sweep_lib.set_field(c, key, value)
-  return c
-
-
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default="configs/quickstart.py")
@@ -37,7 +28,7 @@ def main():
   out = {}
   for dtype in ("float32", "bfloat16"):
     try:
-      c = load_config(args.config, args.set)
+      c = sweep_lib.load_config(args.config, args.set)
     except sweep_lib.SweepError as e:
       raise SystemExit(str(e)) from None
     c.train.compute_dtype = dtype

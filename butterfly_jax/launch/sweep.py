@@ -94,6 +94,16 @@ def load_config_module(spec: str):
 
 # --- overrides -----------------------------------------------------------------------------------------
 
+def load_config(spec: str, items: Iterable[str] = ()) -> ml_collections.ConfigDict:
+  """``get_config`` of a config file (``path`` or ``path:arg``) with ``a.b=value`` items parsed by field type, as
+  ``--set`` parses them (the bench scripts' ``--config`` and ``--set``)."""
+  module, config_args = load_config_module(spec)
+  c = module.get_config(*config_args)
+  for key, value in parse_assignments(c, items).items():
+    set_field(c, key, value)
+  return c
+
+
 def _strip_prefix(key: str) -> str:
   """Dotted key without the big_vision-style ``config.`` prefix."""
   return key[len("config."):] if key.startswith("config.") else key
