@@ -496,3 +496,11 @@ def test_a_second_launcher_on_the_same_runs_is_refused(tmp_path):
     handle.close()
   assert out.returncode == 3 and f"another launcher is running on {runs_dir} (pid {os.getpid()} on " in out.stderr
   assert not (tmp_path / "job.sh").exists()
+
+
+def test_load_config_applies_set_items_by_field_type():
+  """The bench scripts' --config and --set: items parsed as the launcher parses --set, bad fields named."""
+  c = sweep_lib.load_config(f"{SMOKE}", ["train.steps=7", "perturb.scales=(0.0, 0.5)"])
+  assert c.train.steps == "7" and tuple(c.perturb.scales) == (0.0, 0.5)
+  with pytest.raises(sweep_lib.SweepError, match="nosuch"):
+    sweep_lib.load_config(f"{SMOKE}", ["train.nosuch=1"])
