@@ -74,7 +74,7 @@ def load_text_task(c) -> text.TextDataset:
 
 def member_strategy(c) -> str:
   """``members.strategy``, with ``auto`` for a text model resolved to ``vmap`` on every backend: unrolled
-  (``sequential``) BERT members that start identical part in their last bits on XLA:CPU after one step, so a
+  (``sequential``) BERT members that start identical part in their last bits on XLA:CPU within two steps, so a
   sigma = 0 twin would be no exact control (BUILD_NOTES.md, "Decisions"); under ``vmap`` they stay bitwise equal.
   An explicit ``sequential`` is kept, with a warning."""
   strategy = c.members.strategy

@@ -7,6 +7,8 @@ fine-tuning MultiBERTs checkpoints of increasing pre-training on QNLI (and, with
     done
     huggingface-cli download bert-base-uncased vocab.txt tokenizer.json tokenizer_config.json \\
         --local-dir weights/bert-base-uncased
+    # one family (from the 20k checkpoint, perturbed at step 1)
+    python -m butterfly_jax.main --config=configs/multiberts_qnli.py --workdir=runs/multiberts_qnli_one
     # 2. QNLI: 3 checkpoints x perturbation at step 1 / 4910 x 3 seeds = 18 runs, each one family (child 0, the
     #    twin and batch perturbations of sigma = 1e-5, 1e-3, 1e-2; norms, biases and embeddings not perturbed)
     python -m butterfly_jax.launch --config=configs/multiberts_qnli.py --runs=runs/multiberts_qnli

@@ -6,6 +6,8 @@ checkpoints from across its pre-training (Hub revisions) as a sequence classifie
     for r in step1000-tokens4B step10000-tokens41B step738000-tokens3094B; do
       huggingface-cli download allenai/OLMo-1B-hf --revision $r --local-dir weights/olmo-1b-hf/$r
     done
+    # one family (from the last revision, perturbed at step 1)
+    python -m butterfly_jax.main --config=configs/olmo1b_qnli.py --workdir=runs/olmo1b_qnli_one
     # 2. 3 revisions x perturbation at step 1 / 1636 x 3 seeds = 18 runs, each one family (child 0, the twin and
     #    batch perturbations of sigma = 1e-5, 1e-3; embeddings not perturbed)
     python -m butterfly_jax.launch --config=configs/olmo1b_qnli.py --runs=runs/olmo1b_qnli

@@ -58,7 +58,7 @@ def _config(files) -> ml_collections.ConfigDict:
   c.optim.weight_decay = 0.01
   c.schedule.warmup = "2"
   c.perturb.time = "4"
-  c.perturb.kind = "batch"
+  c.perturb.kind = "gaussian"  # the batch direction's gradient is the training step's: one compilation fewer
   c.perturb.scales = (0.0, 1e-2)
   c.perturb.init_std = 0.02
   c.perturb.mask.exclude_finetune = EXCLUDE
@@ -150,7 +150,7 @@ def test_the_report_summary_and_proxy_take_the_language_run(glue_run, tmp_path):
   assert twin["vs_child0.barrier.test.metric"] == 0.0
   assert twin["test.metric"] == res["children"][1]["test"]["metric"]["value"]
   paths = report.make_figures(table, tmp_path / "figures", only=("barrier_vs_sigma",))
-  assert (tmp_path / "figures" / "barrier_vs_sigma_batch.png") in paths
+  assert (tmp_path / "figures" / "barrier_vs_sigma_gaussian.png") in paths
   captions = (tmp_path / "figures" / "figures.md").read_text()
   assert "rows: loss, error, f1 (on 1 − metric)" in captions
   (line,) = [l for l in main.summary(res).splitlines() if l.startswith("child 1 ")]
@@ -253,6 +253,13 @@ def test_the_shipped_tiny_task_is_the_fixtures_and_its_config_loads_it(tmp_path)
   assert (data.num_train, data.num_test, data.metric, data.input_shape) == (512, 128, "accuracy", (3, 16))
   assert data.train_inputs[:, 2].sum(1).max() < 16  # no example is cut
   assert not c.init.checkpoint and "glue_tiny.py" in module.__doc__
+
+
+def test_the_threshold_search_takes_the_metric_barrier_of_text_runs_only(smoke_config, tmp_path):
+  from butterfly_jax import threshold
+  with pytest.raises(threshold.ThresholdError, match=r"--metric: train.metric is a text task's metric barrier"):
+    threshold.search(smoke_config, tmp_path, ["0"], [0], metric="train.metric")
+  assert {"train.metric", "test.metric"} <= set(threshold.METRICS)
 
 
 def test_the_pretraining_step_is_read_from_checkpoint_folder_names():
