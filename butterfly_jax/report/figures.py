@@ -27,11 +27,12 @@ from butterfly_jax.report.finetune import barrier_vs_pretraining
 from butterfly_jax.report.training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
-# Config fields that are the figures' axes, averaged over, or not part of the experiment.
+# Config fields that are the figures' axes, averaged over, or not part of the experiment (paths; the tokenizer
+# goes with the checkpoint, like init.checkpoint).
 # The mask's fields are part of the `perturbation` label (e.g. batch/single-weight, gaussian/masked).
 _NOT_SETTINGS = ("perturb.seed", "perturb.time", "perturb.kind", "perturb.scales", "perturb.scale",
-                 "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "train.loss", "train.accuracy",
-                 "train.metric")
+                 "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "data.tokenizer", "train.loss",
+                 "train.accuracy", "train.metric")
 
 
 def _barrier_cols(metrics) -> tuple:
