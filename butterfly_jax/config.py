@@ -77,8 +77,10 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
-  c.data.dir = ""          # local files (CIFAR python tarball/folder, MNIST idx folder); "" = tfds
+  c.data.dir = ""          # local files (CIFAR python tarball/folder, MNIST idx folder, GLUE TSV folder); "" = tfds
   c.data.tfds_dir = ""     # tfds data_dir; "" = tfds default
+  c.data.max_length = 0    # text (glue/<task>): tokens per example; 0 = 128 (the authors' GLUE length)
+  c.data.tokenizer = ""    # text: a folder with tokenizer.json or vocab.txt; "" = the init.checkpoint folder
   c.data.synthetic = ml_collections.ConfigDict(
       dict(num_train=1024, num_test=256, shape=(32, 32, 3), num_classes=10, seed=0))
   c.data.classes = ()      # a subset of classes, relabelled 0..n-1 in this order; () = all
@@ -208,14 +210,24 @@ FIELD_DOCS = {
         'on `(5,6,7,8,9)`); `()` = all'),
     'data.dir': (
         'local files: a CIFAR python tarball / folder, an MNIST-format idx folder such as '
-        '`/usr/share/datasets/fashion-mnist`; `""` = tensorflow-datasets. An error for `digits` and '
-        '`synthetic`, which read no files'),
-    'data.name': '`cifar10`, `cifar100`, `fashion_mnist`, `mnist`, `digits`, `synthetic`',
+        '`/usr/share/datasets/fashion-mnist`, the GLUE folder in the official TSV layout (holding `QNLI/`, ...; '
+        'or the task\'s own folder); `""` = tensorflow-datasets. An error for `digits` and `synthetic`, which '
+        'read no files'),
+    'data.max_length': (
+        'text: tokens per example (pairs truncated longest-first, padded to it), at most the model\'s '
+        '`max_positions`; 0 = 128 (the authors\' GLUE length). An error for image data'),
+    'data.name': (
+        '`cifar10`, `cifar100`, `fashion_mnist`, `mnist`, `digits`, `synthetic`; text: `glue/cola`, `glue/sst2`, '
+        '`glue/mrpc`, `glue/qqp`, `glue/mnli`, `glue/mnli_mismatched`, `glue/qnli`, `glue/rte`, `glue/wnli` (for '
+        '`bert` and `olmo`; evaluated on the validation split, with the task\'s metric)'),
     'data.synthetic.num_classes': '`synthetic` data: classes',
     'data.synthetic.num_test': '`synthetic` data: test examples',
     'data.synthetic.num_train': '`synthetic` data: training examples',
     'data.synthetic.seed': '`synthetic` data: the seed its images and labels are drawn from',
     'data.synthetic.shape': '`synthetic` data: image shape',
+    'data.tokenizer': (
+        "text: the checkpoint folder whose tokenizer (`tokenizer.json`, else `vocab.txt`) tokenizes the task; "
+        '`""` = the `init.checkpoint` folder. An error for image data'),
     'data.tfds_dir': (
         'tensorflow-datasets `data_dir`; an error with `data.dir`, `digits` or `synthetic` (it would not be '
         'read)'),
@@ -574,23 +586,71 @@ def check_model_input(c: ml_collections.ConfigDict, input_shape) -> None:
                       f"leave nothing of {where}; at most {int(np.log2(min(h, w)))}")
 
 
+# data.augment fields that change what a model sees (data.augment.translate_fill only matters with translate)
+_AUGMENTS = ("flip", "translate", "cutout", "rotate", "erase")
+
+
+def check_data(c: ml_collections.ConfigDict) -> None:
+  """The ``data`` fields: a known dataset; paths that it reads; for text (``glue/<task>``) a text model, a
+  tokenizer to read, ``data.max_length``, and none of the image-only fields (classes, synthetic, augmentation);
+  for images none of the text-only fields."""
+  from butterfly_jax import text  # imports the data module, which imports tfds: only when validating
+  from butterfly_jax.data import DATASETS, FILELESS, DataError
+  d = c.data
+  if text.is_text_dataset(d.name):
+    try:
+      text.dataset_task(d.name)
+    except DataError as e:
+      raise ConfigError(str(e)) from None
+  else:
+    _choice(d.name, DATASETS + text.DATASETS, "data.name")
+  for field in ("dir", "tfds_dir", "tokenizer"):
+    if not isinstance(d[field], str):
+      raise ConfigError(f"data.{field}: expected a path (a string; \"\" = unset), got {d[field]!r}")
+  if d.name in FILELESS and (d.dir or d.tfds_dir):
+    field = "data.dir" if d.dir else "data.tfds_dir"
+    raise ConfigError(f"{field}: data.name={d.name} reads no files (it is {FILELESS[d.name]}), so "
+                      f"{field}={d[field.split('.')[1]]!r} would be ignored; leave it \"\"")
+  if d.dir and d.tfds_dir:
+    raise ConfigError(f"data.tfds_dir: not read when data.dir is set (local files, not tensorflow-datasets); set "
+                      f"one of them, got data.dir={d.dir!r} and data.tfds_dir={d.tfds_dir!r}")
+  _int_at_least("data.max_length", d.max_length, 0, " (0 = 128 for text data)")
+  if not text.is_text_dataset(d.name):
+    if c.model.name in TEXT_MODELS:
+      raise ConfigError(f"model.name: {c.model.name} reads token ids, but data.name={d.name} holds images; give it "
+                        f"a text task: {', '.join(text.DATASETS)}")
+    for field in ("max_length", "tokenizer"):
+      if d[field]:
+        raise ConfigError(f"data.{field}: only text data (glue/<task>) has sequences to tokenize, so "
+                          f"data.{field}={d[field]!r} would be ignored for data.name={d.name}; leave it "
+                          + ("0" if field == "max_length" else '""'))
+    return
+  if c.model.name not in TEXT_MODELS:
+    raise ConfigError(f"model.name: data.name={d.name} holds token ids, which only the text models read; allowed: "
+                      f"{', '.join(TEXT_MODELS)}")
+  if d.classes:
+    raise ConfigError(f"data.classes: a GLUE task keeps its own labels (data.name={d.name}); leave it (), got "
+                      f"{d.classes!r}")
+  if d.synthetic.to_dict() != default_config().data.synthetic.to_dict():
+    raise ConfigError(f"data.synthetic: read by data.name=synthetic only, not by the text task {d.name}; leave it "
+                      f"at its default")
+  augmented = [f"data.augment.{f}={d.augment[f]!r}" for f in _AUGMENTS if d.augment[f]]
+  if augmented:
+    raise ConfigError(f"data.augment: image augmentations do nothing to token ids (data.name={d.name}); turn off "
+                      f"{', '.join(augmented)}")
+  weights, step = parse_init_checkpoint(c.init.checkpoint)
+  if not d.tokenizer and (not weights or step is not None):
+    raise ConfigError(f"data.tokenizer: data.name={d.name} is tokenized with a checkpoint's own tokenizer: set "
+                      f"data.tokenizer to a folder with tokenizer.json or vocab.txt (it defaults to init.checkpoint "
+                      f"when that is a Hugging Face checkpoint folder; init.checkpoint is {c.init.checkpoint!r})")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
-  from butterfly_jax.data import DATASETS, FILELESS  # the data module imports tfds: only when validating
   _choice(c.model.name, tuple(MODELS), "model.name")
   check_steps(c)
   check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
-  _choice(c.data.name, DATASETS, "data.name")
-  for field in ("dir", "tfds_dir"):
-    if not isinstance(c.data[field], str):
-      raise ConfigError(f"data.{field}: expected a path (a string; \"\" = unset), got {c.data[field]!r}")
-  if c.data.name in FILELESS and (c.data.dir or c.data.tfds_dir):
-    field = "data.dir" if c.data.dir else "data.tfds_dir"
-    raise ConfigError(f"{field}: data.name={c.data.name} reads no files (it is {FILELESS[c.data.name]}), so "
-                      f"{field}={c.data[field.split('.')[1]]!r} would be ignored; leave it \"\"")
-  if c.data.dir and c.data.tfds_dir:
-    raise ConfigError(f"data.tfds_dir: not read when data.dir is set (local files, not tensorflow-datasets); set "
-                      f"one of them, got data.dir={c.data.dir!r} and data.tfds_dir={c.data.tfds_dir!r}")
+  check_data(c)
   _choice(c.optim.name, OPTIMIZERS, "optim.name")
   _choice(c.schedule.name, SCHEDULES, "schedule.name")
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")

@@ -64,6 +64,16 @@ class Dataset:
       raise DataError(f"Dataset ({self.source}): train images {self.train_images.shape[1:]} and test images "
                       f"{self.test_images.shape[1:]} differ in shape")
 
+  # The inputs under the name every dataset gives them (text datasets hold token ids: text.TextDataset), so that
+  # the training and evaluation code reads either kind alike.
+  @property
+  def train_inputs(self) -> np.ndarray:
+    return self.train_images
+
+  @property
+  def test_inputs(self) -> np.ndarray:
+    return self.test_images
+
   @property
   def input_shape(self) -> tuple:
     """(H, W, C) of one image."""

@@ -1,6 +1,10 @@
 """Evaluation: loss and error sums over a split, and loss/error barriers along linear paths (Eq. 1).
 
 Every number is a sum over examples divided once by the number of examples (not a mean of batch means).
+Text tasks (GLUE) also count each network's confusion matrix, summed over the batches like the other sums, from
+which the task's metric follows (accuracy, F1, Matthews correlation: :func:`butterfly_jax.text.metric_from_confusion`)
+and its barrier (:func:`pair_barriers`). Images are normalised with the training set's channel statistics;
+other inputs (token ids: ``mean`` and ``std`` None) reach the model as they are.
 The networks of a family's barrier curves are evaluated together: the K children themselves (the curves'
 end points) and, for each child k >= 1, the interior points ``interpolate(child_0, child_k, alpha)``. They run
 through ``lax.map`` over networks, ``eval.alpha_chunk`` at a time under ``vmap``, one data batch at a time.
@@ -64,6 +68,12 @@ def _pooled(moments):
   return {k: _pooled(v) for k, v in moments.items()}
 
 
+def model_input(inputs, mean, std):
+  """What the model reads: uint8 images normalised with ``mean`` and ``std``; with both None (token ids), the
+  inputs as they are."""
+  return inputs if mean is None else normalize(inputs, mean, std)
+
+
 def make_stats_estimator(moments_fn, alpha_chunk: int):
   """Jitted ``(children, a, b, alpha, images_u8 [nb, B, ...], mean, std) -> statistics`` of every network of
   the table (leaves stacked over its rows); ``moments_fn`` from :func:`butterfly_jax.models.make_moments`."""
@@ -73,7 +83,7 @@ def make_stats_estimator(moments_fn, alpha_chunk: int):
     def fn(row):
       ia, ib, al = row
       params = tree_math.interpolate(tree_math.unstack(children, ia), tree_math.unstack(children, ib), al)
-      _, moments = jax.lax.scan(lambda carry, imgs: (carry, moments_fn(params, normalize(imgs, mean, std))),
+      _, moments = jax.lax.scan(lambda carry, imgs: (carry, moments_fn(params, model_input(imgs, mean, std))),
                                 None, images)
       return _pooled(moments)
     return jax.lax.map(fn, (a, b, alpha), batch_size=alpha_chunk if alpha_chunk > 1 else None)
@@ -93,9 +103,11 @@ def estimate_norm_stats(estimator, children, table, images, indices, batch_size,
   return estimator(children, a, b, alpha, placement.shard_batch(images[idx], mesh, axis=1), mean, std)
 
 
-def make_eval_batch(apply_fn, alpha_chunk: int):
-  """Jitted ``(children, a, b, alpha, stats, images_u8, labels, weights, mean, std) -> (loss_sums,
-  error_sums)``; ``stats``: None, or BatchNorm statistics stacked over the networks (:func:`estimate_norm_stats`)."""
+def make_eval_batch(apply_fn, alpha_chunk: int, num_classes: int | None = None):
+  """Jitted ``(children, a, b, alpha, stats, inputs, labels, weights, mean, std) -> (loss_sums, error_sums)``, with
+  ``num_classes`` also ``confusion [networks, C, C]`` (the weighted counts of label i predicted j); ``stats``:
+  None, or BatchNorm statistics stacked over the networks (:func:`estimate_norm_stats`); ``mean``, ``std``:
+  :func:`model_input`."""
 
   def one_network(children, x, y, w):
     def fn(row):
@@ -104,13 +116,17 @@ def make_eval_batch(apply_fn, alpha_chunk: int):
       logits, _ = apply_fn(params, x, stats)
       logits = logits.astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-      wrong = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
-      return jnp.sum(loss * w), jnp.sum(wrong * w)
+      predicted = jnp.argmax(logits, -1)
+      wrong = (predicted != y).astype(jnp.float32)
+      if num_classes is None:
+        return jnp.sum(loss * w), jnp.sum(wrong * w)
+      confusion = jnp.zeros(num_classes * num_classes, jnp.float32).at[y * num_classes + predicted].add(w)
+      return jnp.sum(loss * w), jnp.sum(wrong * w), confusion.reshape(num_classes, num_classes)
     return fn
 
   @jax.jit
   def eval_batch(children, a, b, alpha, stats, images, labels, weights, mean, std):
-    x = normalize(images, mean, std)
+    x = model_input(images, mean, std)
     fn = one_network(children, x, labels, weights)
     return jax.lax.map(fn, (a, b, alpha, stats), batch_size=alpha_chunk if alpha_chunk > 1 else None)
 
@@ -129,24 +145,26 @@ def padded_batches(indices, batch_size: int):
 
 def evaluate_networks(eval_batch, children, table, images, labels, indices, batch_size, mean, std, progress=None,
                       stats=None, mesh=None):
-  """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in);
-  ``stats``: the networks' BatchNorm statistics, for models with BatchNorm; each batch split over ``mesh``'s
-  data axis, if it has one."""
+  """Mean loss and error of each network of ``table`` over the examples ``indices`` (device arrays in), and
+  where ``eval_batch`` counts them (:func:`make_eval_batch` with ``num_classes``) each network's confusion
+  matrix over those examples, int64 ``[networks, C, C]``; ``stats``: the networks' BatchNorm statistics, for
+  models with BatchNorm; each batch split over ``mesh``'s data axis, if it has one."""
   a, b, alpha = (jnp.asarray(t) for t in table)
   n = len(indices)
-  loss_sum = np.zeros(len(table[0]), np.float64)
-  err_sum = np.zeros(len(table[0]), np.float64)
+  sums = None
   for _, idx, m in padded_batches(indices, batch_size):
     w = np.ones(batch_size, np.float32)
     w[m:] = 0  # padded examples weigh 0
     idx = jnp.asarray(idx)
     batch = placement.shard_batch((images[idx], labels[idx], jnp.asarray(w)), mesh)
-    ls, es = hosts.fetch(eval_batch(children, a, b, alpha, stats, *batch, mean, std))
-    loss_sum += np.asarray(ls, np.float64)
-    err_sum += np.asarray(es, np.float64)
+    out = hosts.fetch(eval_batch(children, a, b, alpha, stats, *batch, mean, std))
+    out = [np.asarray(x, np.float64) for x in out]
+    sums = out if sums is None else [s + x for s, x in zip(sums, out)]
     if progress is not None:
       progress(m)
-  return loss_sum / n, err_sum / n
+  if len(sums) == 2:
+    return sums[0] / n, sums[1] / n
+  return sums[0] / n, sums[1] / n, np.rint(sums[2]).astype(np.int64)  # counts, each exact in float32 per batch
 
 
 def family_curves(loss, err, num_children: int, alphas):
@@ -162,20 +180,40 @@ def family_curves(loss, err, num_children: int, alphas):
   return out
 
 
+def add_metric_curves(curves, metric: str, confusion, num_children: int, alphas):
+  """Adds the task metric (:data:`butterfly_jax.text.METRICS`) of each network, from its confusion matrix
+  (``confusion [networks, C, C]``, the table's order), to one split's :func:`family_curves`: ``child_metric`` and
+  each pair's ``curves[k - 1]["metric"]``. Returns ``curves``."""
+  from butterfly_jax.text import metric_from_confusion
+  values = np.asarray([metric_from_confusion(metric, cm) for cm in confusion], np.float64)
+  inner = len(alphas) - 2
+  curves["child_metric"] = values[:num_children]
+  for k in range(1, num_children):
+    sl = slice(num_children + (k - 1) * inner, num_children + k * inner)
+    curves["curves"][k - 1]["metric"] = np.concatenate([[values[0]], values[sl], [values[k]]])
+  return curves
+
+
+# The barriers of a pair's path, and the quantity whose Eq. 1 each is: loss and error as they are; the task metric
+# (text tasks: accuracy, F1, Matthews correlation, where higher is better) read as an error, 1 - metric, which has
+# the same barrier as -metric: how far the metric falls below the straight line between the two networks.
+BARRIER_OF = {"loss": lambda v: v, "error": lambda v: v, "metric": lambda v: 1.0 - v}
+
+
 def pair_barriers(curves_by_split, alphas, k):
   """``(barriers, path_finite)`` of a family's curves (``{split: family_curves(...)}``), lists over the pairs
-  (0, k), k >= 1: the loss and error barriers per split, and per split whether the loss and error are finite at
-  every point of the pair's path. Where they are not, both barriers of that split are NaN (null in results.json;
-  the error of non-finite logits is arbitrary) and the flag says why: with finite end points, a network inside the
-  path blew up."""
+  (0, k), k >= 1: the loss and error barriers per split (and, where the curves hold it, the task metric's:
+  :data:`BARRIER_OF`), and per split whether the loss and error are finite at every point of the pair's path.
+  Where they are not, every barrier of that split is NaN (null in results.json; the error of non-finite logits is
+  arbitrary) and the flag says why: with finite end points, a network inside the path blew up."""
   barriers, path_finite = [], []
   for j in range(1, k):
     barrier, finite = {}, {}
     for split in ("train", "test"):
       curve = curves_by_split[split]["curves"][j - 1]
       finite[split] = bool(all(np.all(np.isfinite(np.asarray(curve[m], np.float64))) for m in ("loss", "error")))
-      barrier[split] = {m: barrier_from_curve(alphas, curve[m]) if finite[split] else float("nan")
-                        for m in ("loss", "error")}
+      barrier[split] = {m: barrier_from_curve(alphas, of(np.asarray(curve[m], np.float64))) if finite[split]
+                        else float("nan") for m, of in BARRIER_OF.items() if m in curve}
     barriers.append(barrier)
     path_finite.append(finite)
   return barriers, path_finite

@@ -460,16 +460,25 @@ def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alph
 
 
 def _vs_child0(ev, j) -> dict:
-  """Child ``j`` (>= 1) against child 0 in the evaluation ``ev`` (:func:`_evaluate` or :func:`_compare_aligned`)."""
+  """Child ``j`` (>= 1) against child 0 in the evaluation ``ev`` (:func:`_evaluate` or :func:`_compare_aligned`):
+  the curves of loss, error and (text tasks) the metric, and their barriers."""
   return {"l2": ev["dist"]["l2_to_child0"][j], "barrier": ev["barriers"][j - 1],
           "barrier_path_finite": ev["path_finite"][j - 1],
-          "curves": {split: {m: ev["final"][split]["curves"][j - 1][m] for m in ("loss", "error")}
-                     for split in ("train", "test")}}
+          "curves": {split: dict(ev["final"][split]["curves"][j - 1]) for split in ("train", "test")}}
 
 
-def _child_results(plan, pinfo, noise_l2, ev) -> list[dict]:
-  """results.json's ``children``: each child's perturbation, final losses and accuracies and, for k >= 1, its
-  comparison with child 0 (before and after alignment); a diverged child's numbers are null."""
+def _split_results(final, split: str, j: int, metric) -> dict:
+  """Child ``j``'s loss and accuracy on ``split`` and, for a text task, its metric ``{"name", "value"}``."""
+  out = {"loss": final[split]["child_loss"][j], "accuracy": 1.0 - final[split]["child_error"][j]}
+  if metric:
+    out["metric"] = {"name": metric, "value": final[split]["child_metric"][j]}
+  return out
+
+
+def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
+  """results.json's ``children``: each child's perturbation, final losses and accuracies (and the text task's
+  ``metric``) and, for k >= 1, its comparison with child 0 (before and after alignment); a diverged child's numbers
+  are null."""
   from butterfly_jax.permutations import fixed_point_fraction, fixed_point_fractions
   final, dist, diverged, aligned = ev["final"], ev["dist"], ev["diverged"], ev["aligned"]
   out = []
@@ -478,8 +487,8 @@ def _child_results(plan, pinfo, noise_l2, ev) -> list[dict]:
         "index": j,
         "perturb": dict(pinfo, scale=0.0 if j == 0 else plan.scales[j - 1], noise_l2=noise_l2[j],
                         num_perturbed=0 if j == 0 else pinfo["num_perturbed"]),
-        "train": {"loss": final["train"]["child_loss"][j], "accuracy": 1.0 - final["train"]["child_error"][j]},
-        "test": {"loss": final["test"]["child_loss"][j], "accuracy": 1.0 - final["test"]["child_error"][j]},
+        "train": _split_results(final, "train", j, metric),
+        "test": _split_results(final, "test", j, metric),
         "diverged": bool(diverged[j]),
         "end_step": plan.end_steps[j],
         "l2_from_init": dist["l2_from_init"][j],
@@ -492,6 +501,9 @@ def _child_results(plan, pinfo, noise_l2, ev) -> list[dict]:
                                          "fixed_point_fractions": fixed_point_fractions(aligned["perms"][j - 1])}
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
+      for split in ("train", "test"):  # the metric's name is no number
+        if metric:
+          child[split]["metric"]["name"] = metric
     out.append(child)
   return out
 
@@ -501,12 +513,13 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
   c, steps, data, mesh = setup.c, setup.steps, setup.data, ev["mesh"]
   return {
       "definitions": config_lib.definitions(c),
-      "children": _child_results(plan, pinfo, noise_l2, ev),
+      "children": _child_results(plan, pinfo, noise_l2, ev, setup.metric),
       "steps": {"t": plan.t, "T": plan.total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
       "alphas": alphas,
       "eval": {"num_examples": {s: len(v) for s, v in indices.items()}},
       "data": {"name": data.name, "source": data.source, "num_train": data.num_train, "num_test": data.num_test,
-               "input_shape": list(data.input_shape), "num_classes": data.num_classes},
+               "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+               **({"metric": setup.metric} if setup.metric else {})},
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0)))},
       "init": init_info,

@@ -81,13 +81,17 @@ def summary(results: dict) -> str:
            + (" The sigma = 0 twin is the control: exactly 0." if any(ch["perturb"]["scale"] == 0 for ch in children[1:])
               else ""), ""]
   for ch in children:
+    metric = ch["test"].get("metric")  # text tasks: their metric (F1, Matthews correlation) beside the accuracy
     head = (f"child {ch['index']}  sigma={ch['perturb']['scale']:<8g} test acc={_fmt(ch['test']['accuracy'])} "
-            f"train loss={_fmt(ch['train']['loss'])}")
+            + (f"test {metric['name']}={_fmt(metric['value'])} " if metric and metric["name"] != "accuracy" else "")
+            + f"train loss={_fmt(ch['train']['loss'])}")
     if "vs_child0" in ch:
       v = ch["vs_child0"]
       b = v["barrier"]
       head += (f"  L2={_fmt(v['l2'])}  barrier loss train/test={_fmt(b['train']['loss'])}/{_fmt(b['test']['loss'])}"
                f"  error train/test={_fmt(b['train']['error'])}/{_fmt(b['test']['error'])}")
+      if metric and metric["name"] != "accuracy":
+        head += f"  {metric['name']} train/test={_fmt(b['train'].get('metric'))}/{_fmt(b['test'].get('metric'))}"
       blown = [split for split, ok in (v.get("barrier_path_finite") or {}).items() if ok is False]
       if blown:
         head += f"  PATH NOT FINITE ({'/'.join(blown)}: no barrier)"

@@ -1,20 +1,91 @@
 """What a run derives from its config before anything trains (:class:`Setup`), shared by the experiment and
 the random-permutation proxy: the data on device, the model, the optimizer, the run's keys, the evaluation
-examples and the evaluation of a family."""
+examples and the evaluation of a family.
+
+Images and text run through the same code: a dataset's inputs are ``train_inputs`` / ``test_inputs`` (uint8
+images, or int32 token ids ``[N, 3, L]``: :mod:`butterfly_jax.text`), and ``mean`` / ``std`` are the images'
+channel statistics or, for token ids, None (no normalisation: :func:`butterfly_jax.evaluate.model_input`). A text
+task (:func:`load_text_task`) also has a metric (accuracy, F1, Matthews correlation) that the evaluation reports
+beside the loss and the error.
+"""
 
 import functools
 import logging
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, placement, rng, similarity,
+from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, placement, rng, similarity, text,
                            tree_math)
-from butterfly_jax.data import load_dataset, select_classes
+from butterfly_jax.data import DataError, load_dataset, select_classes
 from butterfly_jax.models import make_model, make_moments
 from butterfly_jax.models.layers import torch_linear_init
-from butterfly_jax.models.registry import param_order
+from butterfly_jax.models.registry import TEXT_MODELS, build_module, param_order
+from butterfly_jax.models.text import check_token_ids
+
+
+def load_data(c):
+  """The run's dataset: images (:func:`butterfly_jax.data.load_dataset`, ``data.classes``) or, for
+  ``data.name="glue/<task>"``, the tokenized task (:func:`load_text_task`)."""
+  if text.is_text_dataset(c.data.name):
+    return load_text_task(c)
+  data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
+                      synthetic=c.data.synthetic.to_dict())
+  return select_classes(data, c.data.classes) if c.data.classes else data
+
+
+def tokenizer_folder(c) -> str:
+  """``data.tokenizer``, else the ``init.checkpoint`` folder (config validation requires one of them)."""
+  return c.data.tokenizer or config_lib.parse_init_checkpoint(c.init.checkpoint)[0]
+
+
+def load_text_task(c) -> text.TextDataset:
+  """GLUE task ``data.name`` tokenized by the checkpoint's tokenizer (``data.tokenizer``) to ``data.max_length``
+  tokens, from the TSV folder ``data.dir`` or through tensorflow-datasets. What can be checked without compute is
+  checked first, each a :class:`~butterfly_jax.data.DataError` or
+  :class:`~butterfly_jax.pretrained.PretrainedError` naming the field: the length against the model's position
+  table; an ``init.checkpoint`` folder's ``config.json`` against the model (its architecture and sizes); the
+  tokenizer against the embedding table; once tokenized, every token id and type against their tables."""
+  from butterfly_jax import pretrained_text  # reads checkpoints: only for text runs
+  task = text.dataset_task(c.data.name)
+  kwargs = c.model.kwargs.to_dict()
+  module = build_module(c.model.name, task.num_classes, **kwargs)
+  max_length = c.data.max_length or text.DEFAULT_MAX_LENGTH
+  text.check_positions(max_length, module.max_positions)
+  weights, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
+  if weights and step is None and Path(weights).is_dir():
+    pretrained_text.check_hf_config(weights, c.model.name, kwargs)
+  tokenizer = text.load_tokenizer(tokenizer_folder(c))
+  text.check_vocab(tokenizer, module.vocab_size)
+  if c.data.dir:
+    data = text.load_glue_tsv(task.name, c.data.dir, tokenizer, max_length)
+  else:
+    data = text.load_glue_tfds(task.name, tokenizer, max_length, c.data.tfds_dir or None)
+  for split in ("train", "test"):
+    try:
+      check_token_ids(getattr(data, f"{split}_inputs"), module.vocab_size, getattr(module, "type_vocab_size", None),
+                      where=f"{data.source} ({split})")
+    except ValueError as e:
+      raise DataError(str(e)) from None
+  return data
+
+
+def member_strategy(c) -> str:
+  """``members.strategy``, with ``auto`` for a text model resolved to ``vmap`` on every backend: unrolled
+  (``sequential``) BERT members that start identical part in their last bits on XLA:CPU within two steps, so a
+  sigma = 0 twin would be no exact control (BUILD_NOTES.md, "Decisions"); under ``vmap`` they stay bitwise equal.
+  An explicit ``sequential`` is kept, with a warning."""
+  strategy = c.members.strategy
+  if c.model.name in TEXT_MODELS:
+    if strategy == "auto":
+      return "vmap"
+    if strategy == "sequential":
+      logging.warning("members.strategy: 'sequential' with text model %s: identical BERT members were measured to "
+                      "part in their last bits on XLA:CPU when unrolled, so a sigma = 0 twin may not stay exactly 0; "
+                      "'auto' runs text models under vmap", c.model.name)
+  return strategy
 
 
 class Setup:
@@ -26,11 +97,8 @@ class Setup:
 
   def __init__(self, c):
     self.c = c
-    data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
-                        synthetic=c.data.synthetic.to_dict())
-    if c.data.classes:
-      data = select_classes(data, c.data.classes)
-    self.data = data
+    data = self.data = load_data(c)
+    self.metric = getattr(data, "metric", None)  # a text task's metric (text.METRICS); None for images
     self.steps = config_lib.resolve_steps(c, data.num_train)
     config_lib.check_model_input(c, data.input_shape)
     available = jax.device_count()
@@ -46,16 +114,18 @@ class Setup:
     self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
-    self.strategy = members.resolve_strategy(c.members.strategy)
-    mean, std = data.channel_stats()
-    self.mean, self.std = jnp.asarray(mean), jnp.asarray(std)
+    self.strategy = members.resolve_strategy(member_strategy(c))
+    # images: the training set's channel statistics normalise them; token ids: None, read as they are
+    mean, std = data.channel_stats() if hasattr(data, "channel_stats") else (None, None)
+    self.mean, self.std = (None, None) if mean is None else (jnp.asarray(mean), jnp.asarray(std))
     aug = c.data.augment
     self.batcher = batches.Batcher(batch_size=c.train.batch_size, num_examples=data.num_train, mean=mean,
                                    std=std, flip=aug.flip, translate=aug.translate, cutout=aug.cutout,
                                    rotate=aug.rotate, erase=aug.erase, translate_fill=aug.translate_fill)
-    self.train_data = (jnp.asarray(data.train_images), jnp.asarray(data.train_labels))
-    self.test_data = (jnp.asarray(data.test_images), jnp.asarray(data.test_labels))
-    self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk)
+    self.train_data = (jnp.asarray(data.train_inputs), jnp.asarray(data.train_labels))
+    self.test_data = (jnp.asarray(data.test_inputs), jnp.asarray(data.test_labels))
+    self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk,
+                                               data.num_classes if self.metric else None)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
     moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
     self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
@@ -128,9 +198,10 @@ class Setup:
             "test": eval_indices(rng.eval_key(self.keys, roles[1]), self.data.num_test, num_examples)}
 
   def evaluate_family(self, params, indices, alphas, bar=None):
-    """Per split: the stacked children ``params``' means and their pairs' curves (:func:`evaluate.family_curves`)
-    on the examples ``indices`` (``{split: indices}``); with BatchNorm, also the children's re-estimated
-    statistics (``"children_stats"``, for :func:`similarity.compare_pairs`)."""
+    """Per split: the stacked children ``params``' means and their pairs' curves (:func:`evaluate.family_curves`;
+    for a text task with its metric: :func:`evaluate.add_metric_curves`) on the examples ``indices``
+    (``{split: indices}``); with BatchNorm, also the children's re-estimated statistics (``"children_stats"``, for
+    :func:`similarity.compare_pairs`)."""
     k = tree_math.num_members(params)
     table = evaluate.network_table(k, alphas)
     mesh = placement.mesh_of(params)  # a data axis there splits the evaluation batches too
@@ -142,9 +213,12 @@ class Setup:
       out["children_stats"] = jax.tree_util.tree_map(lambda x: x[:k], stats)  # the table's first k rows
     for split, data in (("train", self.train_data), ("test", self.test_data)):
       progress = (lambda n: bar.update(n)) if bar is not None else None
-      loss, err = evaluate.evaluate_networks(self.eval_batch, params, table, *data, indices[split],
-                                             self.c.eval.batch_size, self.mean, self.std, progress, stats, mesh)
+      loss, err, *confusion = evaluate.evaluate_networks(self.eval_batch, params, table, *data, indices[split],
+                                                         self.c.eval.batch_size, self.mean, self.std, progress,
+                                                         stats, mesh)
       out[split] = evaluate.family_curves(loss, err, k, alphas)
+      if self.metric:
+        evaluate.add_metric_curves(out[split], self.metric, confusion[0], k, alphas)
     return out
 
 

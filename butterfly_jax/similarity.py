@@ -96,8 +96,9 @@ def angular_cka(x, y, batch_size: int = 4096, estimator: str = "unbiased") -> fl
 
 
 def make_pair_batch(apply_fn, feature: str = "penultimate"):
-  """Jitted ``(children, stats, images_u8, mean, std) -> (logits [K, B, C], features [K, B, D])``; ``stats``:
-  None, or the children's BatchNorm statistics stacked over K.
+  """Jitted ``(children, stats, inputs, mean, std) -> (logits [K, B, C], features [K, B, D])``; ``stats``:
+  None, or the children's BatchNorm statistics stacked over K; ``mean``, ``std``: how uint8 images are normalised,
+  None for inputs the model reads as they are (token ids: :func:`butterfly_jax.evaluate.model_input`).
 
   The children run one after another (``lax.map``), so each child's outputs do not depend on K; the
   comparisons are then made per pair on the host in float64 (:func:`compare_pairs`), so they do not
@@ -106,11 +107,11 @@ def make_pair_batch(apply_fn, feature: str = "penultimate"):
   import jax
   import jax.numpy as jnp
 
-  from butterfly_jax.batches import normalize
+  from butterfly_jax.evaluate import model_input
 
   @jax.jit
   def pair_batch(children, stats, images, mean, std):
-    x = normalize(images, mean, std)
+    x = model_input(images, mean, std)
 
     def outputs(member):
       params, st = member

@@ -310,6 +310,11 @@ GLUE_TASKS = {t.name: t for t in (
              "accuracy", "WNLI", "dev.tsv", ("sentence1", "sentence2"), "label"),
 )}
 
+GLUE_PREFIX = "glue/"
+# data.name of each task: "glue/<task>" (config validation, run setup)
+DATASETS = tuple(GLUE_PREFIX + name for name in GLUE_TASKS)
+DEFAULT_MAX_LENGTH = 128  # data.max_length = 0: the authors' length for every GLUE task (their MAX_SEQ_LENGTH_DICT)
+
 _REFUSED = {
     "stsb": "a regression task (a similarity score from 0 to 5), not classification",
     "ax": "GLUE's diagnostic set, a test set only (no training split, hidden labels)",
@@ -323,6 +328,18 @@ def glue_task(name: str) -> GlueTask:
   why = f" ({_REFUSED[name]})" if name in _REFUSED else ""
   raise DataError(f"data.name: GLUE task {name!r}{why} is not supported; expected one of "
                   f"{', '.join(GLUE_TASKS)}")
+
+
+def is_text_dataset(name) -> bool:
+  """Whether ``data.name`` names a text task (``glue/<task>``)."""
+  return isinstance(name, str) and name.startswith(GLUE_PREFIX)
+
+
+def dataset_task(name: str) -> GlueTask:
+  """The GLUE task of ``data.name`` ``glue/<task>``, or a DataError naming the allowed ones."""
+  if not is_text_dataset(name):
+    raise DataError(f"data.name: {name!r} is not a text task; expected one of {', '.join(DATASETS)}")
+  return glue_task(name[len(GLUE_PREFIX):])
 
 
 @dataclasses.dataclass(frozen=True)

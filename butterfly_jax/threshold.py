@@ -27,7 +27,8 @@ import numpy as np
 
 from butterfly_jax.rundir import write_json_atomic
 
-METRICS = ("train.loss", "train.error", "test.loss", "test.error")
+# "*.metric": a text task's metric barrier (Eq. 1 on 1 - metric: F1, Matthews correlation or accuracy)
+METRICS = ("train.loss", "train.error", "test.loss", "test.error", "train.metric", "test.metric")
 
 
 class ThresholdError(ValueError):
@@ -78,6 +79,10 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
   """Runs the search (see the module docstring) and returns what it writes to ``runs_dir/threshold.json``."""
   if metric not in METRICS:
     raise ThresholdError(f"--metric: unknown barrier {metric!r}; allowed: {', '.join(METRICS)}")
+  from butterfly_jax.text import is_text_dataset
+  if metric.endswith(".metric") and not is_text_dataset(base_config.data.name):
+    raise ThresholdError(f"--metric: {metric} is a text task's metric barrier (data.name=glue/<task>), and "
+                         f"data.name={base_config.data.name}; allowed here: {', '.join(METRICS[:4])}")
   if not 0 < lo < hi:
     raise ThresholdError(f"--lo, --hi: need 0 < lo < hi, got {lo} and {hi}")
   if points < 2 or rounds < 1:

@@ -158,7 +158,8 @@ def test_product_declares_every_combination_last_key_fastest():
                                          ("study_optimizer", 6), ("study_weight_decay", 9), ("study_rewind", 6),
                                          ("reproduce_fashion_mnist", 36), ("fashion_mnist_finetune", 30),
                                          ("resnet50_c100_to_c10", 72), ("resnet50_c10_to_c100", 72),
-                                         ("vit_finetune_c100", 24)])
+                                         ("vit_finetune_c100", 24), ("multiberts_qnli", 18),
+                                         ("olmo1b_qnli", 18)])
 def test_shipped_sweeps_expand_and_document_their_command(name, count):
   path = shipped.FOLDER / f"{name}.py"
   runs = sweep_lib.expand(str(path))
@@ -175,6 +176,24 @@ def test_a_config_argument_reaches_the_sweep_so_a_phase_declares_its_own_runs(na
   assert pretrain.config == module.get_config("pretrain") and pretrain.config.perturb.scales == ()
   assert {r.config.init.checkpoint.rpartition(":")[0] for r in sweep_lib.expand(f"{path}:finetune")} == {
       module.PRETRAIN_DIR}
+
+
+@pytest.mark.parametrize("name, arg, task, metric", [("multiberts_qnli", "", "glue/qnli", "accuracy"),
+                                                      ("multiberts_qnli", ":mrpc", "glue/mrpc", "f1"),
+                                                      ("olmo1b_qnli", "", "glue/qnli", "accuracy")])
+def test_the_language_sweeps_cross_checkpoints_times_and_seeds(name, arg, task, metric):
+  """Every run of the language sweeps validates (expand validates each config) and fine-tunes a checkpoint folder
+  on its GLUE task; the pre-training axis is read from the folders' names, as the report's figure reads it."""
+  from butterfly_jax import text
+  from butterfly_jax.report.finetune import pretraining_steps
+  runs = sweep_lib.expand(f"{shipped.FOLDER / name}.py{arg}")
+  module, _ = sweep_lib.load_config_module(str(shipped.FOLDER / f"{name}.py"))
+  assert {r.config.data.name for r in runs} == {task} and text.dataset_task(task).metric == metric
+  assert {r.config.init.checkpoint for r in runs} == set(module.CHECKPOINTS)
+  assert len({pretraining_steps(r.config.init.checkpoint) for r in runs}) == len(module.CHECKPOINTS)
+  assert len({r.config.perturb.time for r in runs}) == 2 and {r.config.seed for r in runs} == {0, 1, 2}
+  assert all(r.config.perturb.scales[0] == 0.0 and r.config.model.name in ("bert", "olmo") for r in runs)
+  assert f"python -m butterfly_jax.launch --config=configs/{name}.py{arg}" in module.__doc__
 
 
 def test_config_dot_flags_are_set_items():

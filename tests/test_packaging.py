@@ -77,12 +77,16 @@ def test_editing_a_config_file_or_the_launcher_leaves_the_source_hash(tmp_path):
 
 
 def test_pyproject_lists_every_package_folder():
-  """pyproject.toml names the packages (it maps configs/ in); a new subpackage must be named there too."""
+  """pyproject.toml names the packages (it maps configs/ in) and the data-only folders with their files
+  (package-data: the tiny GLUE task); a new subpackage or data folder must be named there too."""
   import tomllib
   tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
   found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "butterfly_jax").rglob("__init__.py")
            if "__pycache__" not in p.parts}
-  assert set(tool["packages"]) == found | {"butterfly_jax.configs"}
+  data = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "butterfly_jax").rglob("*")
+          if p.is_file() and p.suffix in (".tsv", ".txt", ".json") and "__pycache__" not in p.parts}
+  assert data and set(tool["package-data"]) == data
+  assert set(tool["packages"]) == found | data | {"butterfly_jax.configs"}
   assert tool["package-dir"] == {"butterfly_jax.configs": "configs"} and (ROOT / "configs" / "__init__.py").is_file()
 
 

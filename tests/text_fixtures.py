@@ -97,3 +97,18 @@ def write_qnli(root, n_train: int = 48, n_dev: int = 16, seed: int = 0) -> dict:
     write_tsv(Path(root) / "QNLI" / f"{split}.tsv", ("index", "question", "sentence", "label"),
               [(i, *row) for i, row in enumerate(part)])
   return splits
+
+
+MRPC_HEADER = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
+
+
+def write_mrpc(root, n_train: int = 48, n_dev: int = 16, seed: int = 0) -> dict:
+  """A GLUE root folder ``root`` holding ``MRPC/train.tsv`` and ``MRPC/dev.tsv`` in MRPC's layout (a byte-order
+  mark before ``Quality``, as the official files have), the pairs of :func:`qnli_rows`: equivalent (1) when the
+  question's animal is the sentence's. Returns ``{"train": rows, "dev": rows}`` as (sentence1, sentence2, label)."""
+  rows = [(q, s, int(label == "entailment")) for q, s, label in qnli_rows(n_train + n_dev, seed)]
+  splits = {"train": rows[:n_train], "dev": rows[n_train:]}
+  for split, part in splits.items():
+    write_tsv(Path(root) / "MRPC" / f"{split}.tsv", ("\ufeff" + MRPC_HEADER[0],) + MRPC_HEADER[1:],
+              [(label, 2 * i, 2 * i + 1, a, b) for i, (a, b, label) in enumerate(part)])
+  return splits

@@ -17,6 +17,23 @@ def barrier_col(split: str, metric: str, aligned: bool = False) -> str:
   return f"vs_child0.{'aligned.' if aligned else ''}barrier.{split}.{metric}"
 
 
+def barrier_metrics(df) -> tuple:
+  """The barriers a figure of ``df`` draws, one row of panels each: loss and error, and a text task's metric
+  (``metric``: the barrier on 1 − metric) where the table has it and it is not the accuracy (whose barrier is the
+  error's)."""
+  names = set(df["metric"].dropna()) if "metric" in df else set()
+  text_metric = has(df, barrier_col("train", "metric")) and names != {"accuracy"}
+  return METRICS + (("metric",) if text_metric else ())
+
+
+def metric_name(df, metric: str) -> str:
+  """How a barrier is named in titles: ``loss``, ``error``, or the task's metric (``f1``, ``matthews``, ...)."""
+  if metric != "metric" or "metric" not in df:
+    return metric
+  names = sorted(str(m) for m in df["metric"].dropna().unique())
+  return "/".join(names) if names else "task metric"
+
+
 def slug(label: str) -> str:
   """A setting label as part of a file name: ``optim.name=adam`` -> ``optim.name-adam``."""
   return re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace("=", "-")).strip("_")

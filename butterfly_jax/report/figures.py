@@ -27,13 +27,21 @@ from butterfly_jax.report.finetune import barrier_vs_pretraining
 from butterfly_jax.report.training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")
-# Config fields that are the figures' axes, averaged over, or not part of the experiment.
+# Config fields that are the figures' axes, averaged over, or not part of the experiment (paths; the tokenizer
+# goes with the checkpoint, like init.checkpoint).
 # The mask's fields are part of the `perturbation` label (e.g. batch/single-weight, gaussian/masked).
 _NOT_SETTINGS = ("perturb.seed", "perturb.time", "perturb.kind", "perturb.scales", "perturb.scale",
-                 "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "train.loss", "train.accuracy")
+                 "perturb.mask.", "perturb.init_draws", "data.dir", "data.tfds_dir", "data.tokenizer", "train.loss",
+                 "train.accuracy", "train.metric")
 
 
-_BARRIER_COLS = tuple(C.barrier_col(split, metric) for metric in C.METRICS for split in C.SPLITS)
+def _barrier_cols(metrics) -> tuple:
+  return tuple(C.barrier_col(split, metric) for metric in metrics for split in C.SPLITS)
+
+
+def _rows_text(df, metrics) -> str:
+  """``loss, error`` (and a text task's metric) for a caption's "rows: ..."."""
+  return ", ".join(C.metric_name(df, m) + (" (on 1 − metric)" if m == "metric" else "") for m in metrics)
 
 
 def settings(df) -> list:
@@ -98,9 +106,10 @@ def barrier_vs_sigma(ctx):
       continue
     axis = P.SigmaAxis(df["sigma"])  # every σ, those whose pairs have no barrier included (drawn as ✕)
     lines = C.line_styles(df["perturbation"])
-    fig, axes = P.new_figure(2, 2, sharey="row")
-    counts, excluded = [], [0] * len(C.METRICS)
-    for r, metric in enumerate(C.METRICS):
+    metrics = C.barrier_metrics(df)
+    fig, axes = P.new_figure(len(metrics), 2, sharey="row")
+    counts, excluded = [], [0] * len(metrics)
+    for r, metric in enumerate(metrics):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
         col = C.barrier_col(split, metric)
@@ -118,9 +127,9 @@ def barrier_vs_sigma(ctx):
         excluded[r] = max(excluded[r], C.draw_excluded(ax, df, col, ["perturbation", "t"], "sigma",
                                                        lambda key: ctx.tpal(key[1]), axis.x))
         axis.style(ax)
-        if r == len(C.METRICS) - 1:
+        if r == len(metrics) - 1:
           ax.set_xlabel(P.SIGMA_LABEL)
-        ax.set_title(f"{split} {metric} barrier")
+        ax.set_title(f"{split} {C.metric_name(df, metric)} barrier")
         _barrier_axes(ax, metric, c == 0)
       P.pad_top(axes[r][0], excluded[r])
     entries = ctx.time_legend(df)
@@ -134,8 +143,8 @@ def barrier_vs_sigma(ctx):
     C.title(fig, f"Barrier after training vs perturbation scale σ: {kind} perturbations", df, ctx.extra, shown=True,
             n=C.n_text(df))
     single = any(P.variant(p) == "single-weight" for p in df["perturbation"].unique())
-    caption = (f"Barrier between child 0 and child k after training (rows: loss, error; columns: train, test) vs σ "
-               f"(log axis) for {kind} perturbations, one line per perturbation time t (colour and marker); mean "
+    caption = (f"Barrier between child 0 and child k after training (rows: {_rows_text(df, metrics)}; columns: "
+               f"train, test) vs σ (log axis) for {kind} perturbations, one line per perturbation time t (colour and marker); mean "
                f"over seeds, shaded band (error bars for lone points): {P.SPREAD} ({C.n_text(df)}; "
                f"{P.per_point(counts)}). σ = 0, the unperturbed twin, "
                "is drawn as hollow markers in the slot left of the dotted line (spread sideways so that none hides "
@@ -143,7 +152,8 @@ def barrier_vs_sigma(ctx):
     if single:
       caption += (" Single-weight runs: their σ is relative to that one weight's expected magnitude at init, not the "
                   "whole network's.")
-    ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
+    ctx.out.emit(name, fig,
+                 caption + C.excluded_phrase(df, _barrier_cols(metrics), "sigma", P.sigma_text) + ctx.setting)
 
 
 def barrier_vs_time(ctx):
@@ -160,9 +170,10 @@ def barrier_vs_time(ctx):
     x_min_pos = df.loc[df["t_epochs"] > 0, "t_epochs"].min()
     symlog = bool(x_min_pos) and x_max / x_min_pos > 100
     lines = C.line_styles(df["perturbation"])
-    fig, axes = P.new_figure(2, 2, sharey="row")
-    counts, excluded = [], [0] * len(C.METRICS)
-    for r, metric in enumerate(C.METRICS):
+    metrics = C.barrier_metrics(df)
+    fig, axes = P.new_figure(len(metrics), 2, sharey="row")
+    counts, excluded = [], [0] * len(metrics)
+    for r, metric in enumerate(metrics):
       for c, split in enumerate(C.SPLITS):
         ax = axes[r][c]
         col = C.barrier_col(split, metric)
@@ -176,7 +187,7 @@ def barrier_vs_time(ctx):
         if symlog:
           P.symlog(ax, "x", linthresh=x_min_pos)
         ax.set_xlabel("perturbation time t (epochs)" + (", symlog axis" if symlog else ""))
-        ax.set_title(f"{split} {metric} barrier")
+        ax.set_title(f"{split} {C.metric_name(df, metric)} barrier")
         _barrier_axes(ax, metric, c == 0)
       P.pad_top(axes[r][0], excluded[r])
     entries = ctx.sigma_legend(df["sigma"])  # σ whose pairs all lost their barrier too: their ✕ take its colour
@@ -189,11 +200,13 @@ def barrier_vs_time(ctx):
     C.legend(fig, entries, title=what)
     C.title(fig, f"Barrier after training vs perturbation time: {kind} perturbations", df, ctx.extra, shown=True,
             n=C.n_text(df))
-    caption = (f"Barrier after training (rows: loss, error; columns: train, test) vs perturbation time t in epochs "
+    caption = (f"Barrier after training (rows: {_rows_text(df, metrics)}; columns: train, test) vs perturbation "
+               f"time t in epochs "
                f"for {kind} perturbations, one line per σ (colour and marker; σ = 0 in grey); mean over seeds, "
                f"shaded band: {P.SPREAD} ({C.n_text(df)}; {P.per_point(counts)})."
                + _SYMLOG_CAPTION + _variant_caption(df))
-    ctx.out.emit(name, fig, caption + C.excluded_phrase(df, _BARRIER_COLS, "sigma", P.sigma_text) + ctx.setting)
+    ctx.out.emit(name, fig,
+                 caption + C.excluded_phrase(df, _barrier_cols(metrics), "sigma", P.sigma_text) + ctx.setting)
 
 
 

@@ -1,17 +1,35 @@
 """The pre-training figure (the paper's Figure 5): fine-tuning barriers against the amount of pre-training."""
 
+import re
+from pathlib import PurePath
+
 import numpy as np
 
 from butterfly_jax.config import parse_init_checkpoint
 from butterfly_jax.report import context as C
 from butterfly_jax.report import plotting as P
 
+# A pre-training step in a checkpoint folder's name: the MultiBERTs' "multiberts-seed_0-step_20k" (20,000 steps),
+# OLMo's revisions "step20000-tokens84B"; the last such step in the name counts.
+_STEP_IN_NAME = re.compile(r"step[_-]?(\d+)(k?)(?![0-9a-zA-Z])", re.IGNORECASE)
+
 
 def pretraining_steps(init_checkpoint) -> float:
-  """The step of ``init.checkpoint`` ("RUN_DIR:STEP", :func:`butterfly_jax.config.parse_init_checkpoint`), NaN for
-  runs that start from a fresh init or a weights file."""
-  _, step = parse_init_checkpoint(init_checkpoint)
-  return float("nan") if step is None else float(step)
+  """The step of ``init.checkpoint``: ``"RUN_DIR:STEP"`` (:func:`butterfly_jax.config.parse_init_checkpoint`), or a
+  Hugging Face checkpoint folder (or a file in it) whose name says its step (:data:`_STEP_IN_NAME`); NaN for runs
+  that start from a fresh init or weights without a step."""
+  weights, step = parse_init_checkpoint(init_checkpoint)
+  if step is not None:
+    return float(step)
+  path = PurePath(weights) if weights else None
+  if path is None:
+    return float("nan")
+  name = path.parent.name if path.suffix and not _STEP_IN_NAME.search(path.name) else path.name
+  found = list(_STEP_IN_NAME.finditer(name))
+  if not found:
+    return float("nan")
+  digits, thousands = found[-1].groups()
+  return float(int(digits) * (1000 if thousands else 1))
 
 
 def barrier_vs_pretraining(ctx):
@@ -53,7 +71,8 @@ def barrier_vs_pretraining(ctx):
   C.legend(fig, entries, title="colour and marker: perturbation time t of the fine-tuning run")
   C.title(fig, "Fine-tuning barrier vs amount of pre-training", df, ctx.extra, shown=True, n=C.n_text(df))
   caption = ("Train-loss barrier between fine-tuned twins vs the pre-training step their common start was taken "
-             "from (init.checkpoint; symlog axis, 0 = no pre-training), one panel per σ, one line per "
+             "from (init.checkpoint: a kept step, or the step a checkpoint folder is named after; symlog axis, 0 = no "
+             "pre-training), one panel per σ, one line per "
              f"perturbation time t of the fine-tuning run (colour and marker); the panels share one symlog y axis "
              f"from 0 (linear below {P.BARRIER_LINTHRESH:g}); mean over seeds, shaded band: {P.SPREAD} "
              f"({C.n_text(df)}; {P.per_point(counts)}).")

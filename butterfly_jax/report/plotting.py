@@ -19,7 +19,8 @@ import numpy as np
 LOSS_LABEL = "loss barrier (cross-entropy, nats)"
 ERROR_LABEL = "error barrier (fraction of examples)"
 SIGMA_LABEL = "σ (perturbation norm / network norm at init)"
-METRIC_LABELS = {"loss": LOSS_LABEL, "error": ERROR_LABEL}
+METRIC_LABEL = "task-metric barrier (on 1 − metric)"  # text tasks: accuracy, F1 or Matthews correlation
+METRIC_LABELS = {"loss": LOSS_LABEL, "error": ERROR_LABEL, "metric": METRIC_LABEL}
 ZERO_COLOR = "0.45"       # σ = 0 (the unperturbed twin)
 SPREAD = "min–max over seeds"
 BARRIER_LINTHRESH = 1e-3  # symlog barrier axes: linear in [-1e-3, 1e-3], a decade per tick above

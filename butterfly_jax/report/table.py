@@ -14,7 +14,7 @@ from pathlib import Path
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
 LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
                 "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged",
-                "barrier_status")
+                "barrier_status", "metric")
 # barrier_status: why a pair's barriers are (or are not) numbers.
 BARRIER_OK, PAIR_DIVERGED, PATH_NOT_FINITE = "ok", "pair_diverged", "path_not_finite"
 # results.json child["perturb"] fields: renamed here; kind and mask repeat the config and are left out.
@@ -143,6 +143,18 @@ def _steps_from_config(value, field: str):
     return None
 
 
+def _metric_values(child: dict) -> dict:
+  """A child's results with each split's task metric ``{"name", "value"}`` (text tasks) as its value, so that it
+  is one column per split (``train.metric``, ``test.metric``) beside ``train.accuracy``; the name is the run's
+  ``metric`` column."""
+  out = dict(child)
+  for split in ("train", "test"):
+    part = child.get(split)
+    if isinstance(part, dict) and isinstance(part.get("metric"), dict):
+      out[split] = {**part, "metric": part["metric"].get("value")}
+  return out
+
+
 def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
   """The rows of one run directory (one per child pair when finished, one status row otherwise) and the names
   of its config columns."""
@@ -181,7 +193,9 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
               **flatten(results.get("timing", {}), "timing."),
               "git_revision": results.get("provenance", {}).get("git_revision"),
               "backend": results.get("provenance", {}).get("backend")}
-  children = results["children"]
+  if results.get("data", {}).get("metric"):  # a text task: the metric its metric columns hold
+    base["metric"] = results["data"]["metric"]
+  children = [_metric_values(child) for child in results["children"]]
   child0 = flatten({k: v for k, v in children[0].items() if k not in ("index", "perturb")}, "child0.")
   rows = []
   for child in children[1:]:
