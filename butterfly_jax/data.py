@@ -59,7 +59,7 @@ class Dataset:
       if not (isinstance(labels, np.ndarray) and labels.dtype == np.int32 and labels.shape == images.shape[:1]):
         raise DataError(f"Dataset.{split}_labels ({self.source}): expected an int32 [{images.shape[0]}] array, "
                         f"got {getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}")
-      _check_label_range(labels, self.num_classes, f"Dataset.{split}_labels ({self.source})")
+      check_label_range(labels, self.num_classes, f"Dataset.{split}_labels ({self.source})")
     if self.train_images.shape[1:] != self.test_images.shape[1:]:
       raise DataError(f"Dataset ({self.source}): train images {self.train_images.shape[1:]} and test images "
                       f"{self.test_images.shape[1:]} differ in shape")
@@ -160,7 +160,8 @@ def select_classes(data: Dataset, classes) -> Dataset:
   return _make(data.name, out[0], out[1], len(classes), f"{data.source} (classes {classes})")
 
 
-def _check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None:
+def check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None:
+  """Labels in ``[0, num_classes)``, or a DataError naming ``where`` (image and text datasets alike)."""
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     raise DataError(f"{where}: labels must lie in [0, {num_classes}), found [{labels.min()}, {labels.max()}]")
 
@@ -290,7 +291,7 @@ def _parse_cifar_batch(raw: bytes, where: str, label_key: bytes, num_classes: in
     raise DataError(f"{where}: b'data' must be uint8 of shape (n, 3072), got {data.dtype} {data.shape}")
   if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
     raise DataError(f"{where}: {label_key!r} must be {data.shape[0]} integers, got {labels.dtype} {labels.shape}")
-  _check_label_range(labels, num_classes, where)
+  check_label_range(labels, num_classes, where)
   return data, labels.astype(np.int32)
 
 
@@ -317,7 +318,7 @@ def load_idx_folder(name: str, folder: str, num_classes: int = 10) -> Dataset:
     (images, ipath), (labels, lpath) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if len(images) != len(labels):
       raise DataError(f"{ipath} holds {len(images)} images but {lpath} holds {len(labels)} labels")
-    _check_label_range(labels, num_classes, lpath)
+    check_label_range(labels, num_classes, lpath)
   return _make(name, *((arrays[f"{s}_images"][0][..., None], arrays[f"{s}_labels"][0]) for s in ("train", "test")),
                num_classes, f"idx:{folder}")
 

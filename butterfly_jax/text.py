@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from butterfly_jax.data import DataError
+from butterfly_jax.data import DataError, check_label_range
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +378,7 @@ class TextDataset:
       if not (isinstance(labels, np.ndarray) and labels.dtype == np.int32 and labels.shape == inputs.shape[:1]):
         raise DataError(f"TextDataset.{split}_labels ({self.source}): expected an int32 [{inputs.shape[0]}] "
                         f"array, got {getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}")
-      if labels.min() < 0 or labels.max() >= self.num_classes:
-        raise DataError(f"TextDataset.{split}_labels ({self.source}): labels must lie in [0, {self.num_classes}), "
-                        f"found [{labels.min()}, {labels.max()}]")
+      check_label_range(labels, self.num_classes, f"TextDataset.{split}_labels ({self.source})")
 
   @property
   def input_shape(self) -> tuple:
