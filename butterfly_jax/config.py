@@ -35,7 +35,7 @@ LEGACY_VALUES = {
     "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
 }
 DEFINITIONS_VERSION = 2
-MEMBER_STRATEGIES = ("auto", "vmap", "sequential")
+MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 _MISSING = object()
 
@@ -142,7 +142,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.perturb.mask.single = ""     # "" | "random" | "path[i,j,...]": perturb exactly one weight
 
   c.members = ml_collections.ConfigDict()
-  c.members.strategy = "auto"  # auto: sequential on CPU, vmap on GPU/TPU (see BUILD_NOTES.md)
+  c.members.strategy = "auto"  # auto: vmap on GPU/TPU; on CPU sequential (map for text models); BUILD_NOTES.md
   c.members.devices = 0        # split the children over at most this many local devices (0 = all)
   c.members.data_devices = 1   # devices sharing each member's batch (a data axis); 1 = none, 0 = those left over
 
@@ -265,7 +265,10 @@ FIELD_DOCS = {
         '`train.batch_size`, `eval.batch_size` and a batch perturbation\'s batch, at most the device count); 0 = '
         'the devices the members axis leaves over, as many as divide those batch sizes. Same training, other '
         'round-off (README, "Many devices")'),
-    'members.strategy': '`auto`, `vmap`, `sequential`',
+    'members.strategy': (
+        '`vmap` (one batched computation), `sequential` (the members unrolled one after another in the jitted '
+        'step), `map` (one compiled member step looped over the members, `lax.map`), or `auto`: `vmap` on GPU/TPU; '
+        'on CPU `sequential`, and `map` for text models (README, "The experiment, precisely", step 4)'),
     'model.kwargs': (
         '`width` (> 0, may be fractional), `norm` (`layernorm`/`batchnorm`/`none`) for ResNets (`resnet`: also '
         '`depth` 6n+2, or `stages`, e.g. `(3, 4, 6, 3)`, and `base` channels; `resnet20` and `resnet34` fix '

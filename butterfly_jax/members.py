@@ -1,14 +1,19 @@
 """A family of K networks advanced together by one jitted step that shares each batch.
 
-The members axis is the leading axis of every leaf of :class:`Family`. It runs either as ``vmap`` (one
-batched computation) or ``sequential`` (the members one after another inside the same jit). Each member has its own learning-rate offset (learning-rate
-rewinding) and end step (members past their end step stay frozen).
+The members axis is the leading axis of every leaf of :class:`Family`. It runs as ``vmap`` (one batched
+computation), ``sequential`` (the members unrolled one after another inside the same jit: K copies of the
+member step in one program) or ``map`` (one compiled member step run once per member, ``lax.map``). Each
+member has its own learning-rate offset (learning-rate rewinding) and end step (members past their end step
+stay frozen).
 
 What a member's trajectory may depend on: its own initial state, the shared data/augmentation keys, the
-step numbers and the config. Under ``sequential`` it does not depend on its siblings, on K or on its
-position in the family (tests check this bitwise); under ``vmap`` identical members stay bitwise equal
-to each other, but XLA may compile the batched step differently for different K, so a member's last bits
-may depend on the family's size.
+step numbers and the config. Under ``map`` it does not depend on its siblings, on K or on its position in the
+family by construction: every member runs the same compiled body. Under ``sequential`` each member has its
+own copy of the step, which XLA compiles separately: for the vision models the copies were found identical
+(tests check a child's independence bitwise), but two identical BERT members were measured to part in their
+last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU. Under ``vmap`` identical members stay
+bitwise equal to each other, but XLA may compile the batched step differently for different K, so a
+member's last bits may depend on the family's size.
 
 Where the members live (a mesh over devices) is :mod:`butterfly_jax.placement`.
 """
@@ -58,23 +63,28 @@ def cross_entropy(apply_fn, compute_dtype: str = "float32"):
   return loss_fn
 
 
-def resolve_strategy(strategy: str, backend: str | None = None) -> str:
-  """``auto`` is ``sequential`` on CPU and ``vmap`` on GPU/TPU (measurements in BUILD_NOTES.md)."""
+def resolve_strategy(strategy: str, backend: str | None = None, text: bool = False) -> str:
+  """``auto`` is ``vmap`` on GPU/TPU; on CPU ``sequential``, or ``map`` for a text model (``text``), whose
+  unrolled copies were measured to part (measurements in BUILD_NOTES.md)."""
   if strategy != "auto":
     return strategy
   backend = backend or jax.default_backend()
-  return "sequential" if backend == "cpu" else "vmap"
+  if backend != "cpu":
+    return "vmap"
+  return "map" if text else "sequential"
 
 
 def over_members(fn, strategy: str):
   """Maps ``fn(member_args, shared_args)`` over the leading axis of ``member_args``.
 
-  ``sequential`` unrolls the members inside the jit (K copies of the step in one program) rather than
-  using ``lax.map``: XLA:CPU runs convolution gradients inside loops (while/scan) an order of magnitude
-  slower than outside them (BUILD_NOTES.md).
+  ``sequential`` unrolls the members inside the jit (K copies of the step in one program); ``map`` runs one
+  compiled copy over them (``lax.map``, a loop), which XLA:CPU runs an order of magnitude slower for
+  convolution gradients than the unrolled copies (BUILD_NOTES.md), and at the same speed for dense layers.
   """
   if strategy == "vmap":
     return lambda members, shared: jax.vmap(fn, in_axes=(0, None))(members, shared)
+  if strategy == "map":
+    return lambda members, shared: jax.lax.map(lambda member: fn(member, shared), members)
   if strategy == "sequential":
     def unrolled(members, shared):
       k = jax.tree_util.tree_leaves(members)[0].shape[0]
@@ -97,7 +107,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
 
   With a ``mesh`` (:func:`butterfly_jax.placement.member_mesh`), the family's members are split across its devices with
   ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
-  ``sequential`` a member's computation is the same program as on one device. A mesh with a ``data`` axis
+  ``sequential`` or ``map`` a member's computation is the same program as on one device. A mesh with a ``data`` axis
   splits the batch over it instead: ``shard_map`` is manual over ``members`` only, the batch is constrained to
   ``P("data")`` and XLA partitions each member's step over the data axis (GSPMD), inserting the all-reduce of
   every batch sum (the loss, the gradients, BatchNorm's moments). The step computes the same function of the

@@ -72,20 +72,18 @@ def load_text_task(c) -> text.TextDataset:
   return data
 
 
-def member_strategy(c) -> str:
-  """``members.strategy``, with ``auto`` for a text model resolved to ``vmap`` on every backend: unrolled
-  (``sequential``) BERT members that start identical part in their last bits on XLA:CPU within two steps, so a
-  sigma = 0 twin would be no exact control (BUILD_NOTES.md, "Decisions"); under ``vmap`` they stay bitwise equal.
-  An explicit ``sequential`` is kept, with a warning."""
-  strategy = c.members.strategy
-  if c.model.name in TEXT_MODELS:
-    if strategy == "auto":
-      return "vmap"
-    if strategy == "sequential":
-      logging.warning("members.strategy: 'sequential' with text model %s: identical BERT members were measured to "
-                      "part in their last bits on XLA:CPU when unrolled, so a sigma = 0 twin may not stay exactly 0; "
-                      "'auto' runs text models under vmap", c.model.name)
-  return strategy
+def member_strategy(c, backend: str | None = None) -> str:
+  """``members.strategy`` resolved (:func:`members.resolve_strategy`): ``auto`` runs a text model under ``map`` on
+  a CPU, since unrolled (``sequential``) BERT members that start identical were measured to part in their last
+  bits on XLA:CPU, so a sigma = 0 twin would be no exact control (BUILD_NOTES.md, "Decisions"). An explicit
+  ``sequential`` is kept, with a warning."""
+  text_model = c.model.name in TEXT_MODELS
+  if text_model and c.members.strategy == "sequential":
+    logging.warning("members.strategy: 'sequential' with text model %s: identical BERT members were measured to "
+                    "part in their last bits on XLA:CPU when unrolled, so a sigma = 0 twin may not stay exactly 0; "
+                    "'map' (what 'auto' picks on a CPU) runs every member through one compiled step",
+                    c.model.name)
+  return members.resolve_strategy(c.members.strategy, backend, text=text_model)
 
 
 class Setup:
@@ -114,7 +112,7 @@ class Setup:
     self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
-    self.strategy = members.resolve_strategy(member_strategy(c))
+    self.strategy = member_strategy(c)
     # images: the training set's channel statistics normalise them; token ids: None, read as they are
     mean, std = data.channel_stats() if hasattr(data, "channel_stats") else (None, None)
     self.mean, self.std = (None, None) if mean is None else (jnp.asarray(mean), jnp.asarray(std))

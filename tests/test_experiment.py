@@ -90,13 +90,15 @@ def test_finished_run_is_not_redone_or_overwritten(smoke_config, tmp_path):
     run(other, tmp_path)
 
 
-def test_child_trajectory_does_not_depend_on_siblings_under_sequential(smoke_config, tmp_path):
+@pytest.mark.parametrize("strategy", ["sequential", "map"])
+def test_child_trajectory_does_not_depend_on_siblings(smoke_config, tmp_path, strategy):
   c2 = smoke_config.copy_and_resolve_references()
-  c2.members.strategy = "sequential"
+  c2.members.strategy = strategy
   c2.perturb.scales = (1e-2,)
   c3 = c2.copy_and_resolve_references()
   c3.perturb.scales = (0.5, 1e-2)
   r2, r3 = run(c2, tmp_path / "two"), run(c3, tmp_path / "three")
+  assert r2["members_strategy"] == strategy
   assert r2["children"][0]["train"] == r3["children"][0]["train"]
   assert r2["children"][1]["vs_child0"] == r3["children"][2]["vs_child0"]
 

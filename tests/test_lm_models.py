@@ -388,3 +388,36 @@ def test_token_ids_stay_integers_under_bfloat16_compute():
   x = _batch(pad=0)
   loss = jax.jit(members.cross_entropy(spy, "bfloat16"))(params, x, jnp.array([0, 1, 2, 3]))
   assert seen == [(jnp.int32, jnp.bfloat16)] and np.isfinite(float(loss))
+
+
+def test_text_models_run_their_members_through_one_compiled_step_on_a_cpu():
+  """``auto`` picks ``map`` for BERT and OLMo on a CPU (``vmap`` on an accelerator, ``sequential`` for images); under
+  ``map`` identical BERT members stay bitwise equal, and a member's trajectory is the lone member's, whatever its
+  siblings (unrolled copies of the step were measured to part: BUILD_NOTES.md)."""
+  from butterfly_jax.run_setup import member_strategy
+  c = smoke()
+  assert member_strategy(c, "cpu") == "sequential" and member_strategy(c, "gpu") == "vmap"
+  c.model.name = "bert"
+  assert member_strategy(c, "cpu") == "map" and member_strategy(c, "tpu") == "vmap"
+  c.members.strategy = "vmap"
+  assert member_strategy(c, "cpu") == "vmap"
+
+  import optax
+  apply_fn, params = _model("bert", dict(BERT_KW, layers=1))
+  other = jax.tree_util.tree_map(lambda p: p * 0.9, params)
+  transform = optax.adamw(1e-3, weight_decay=0.01)
+  x, y = _batch(pad=0), jnp.array([0, 1, 2, 3])
+
+  class Batcher:  # the same batch at every step
+    step_batch = staticmethod(lambda data, perm, key, step: (x, y))
+
+  def train(plist, steps=3):
+    fam = members.new_family(plist, [transform.init(p) for p in plist], [0] * len(plist), [steps] * len(plist))
+    step = members.make_train_step(apply_fn, transform, lambda s: jnp.float32(1.0), Batcher, "map")
+    for s in range(steps):
+      fam, _, _ = step(fam, None, None, None, jnp.int32(s))
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(fam.params)]
+
+  lone, family = train([params]), train([params, other, params])
+  assert all(np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[2]) for a, b in zip(lone, family))
+  assert not all(np.array_equal(b[0], b[1]) for b in family)
