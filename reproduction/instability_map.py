@@ -29,6 +29,8 @@ import pandas as pd
 from butterfly_jax.threshold import crossing
 
 KIND_LABEL = {"batch": "batch direction (+∇ℓ)", "gaussian": "Gaussian direction", "single": "one random weight"}
+EXTRA_NOTE = ("\nextra steps: every perturbed child (and the σ = 0 twin) trains T steps after t; child 0, the reference, "
+              "ends at T")
 
 
 def load(path) -> pd.DataFrame:
@@ -131,7 +133,7 @@ def star_table(star: pd.DataFrame, metric: str, threshold: float) -> list:
   return out
 
 
-def heatmap(ax, g: pd.DataFrame, metric: str):
+def heatmap(ax, g: pd.DataFrame, metric: str, extra: bool = False):
   from matplotlib.colors import LogNorm
   sigmas, steps = sorted(g["sigma"].unique()), sorted(g["t"].unique())
   grid = np.full((len(steps), len(sigmas)), np.nan)
@@ -146,7 +148,8 @@ def heatmap(ax, g: pd.DataFrame, metric: str):
     light = np.isfinite(r["mean"]) and r["mean"] < 10 ** ((math.log10(floor) + math.log10(max(np.nanmax(grid), 1e-3))) / 2)
     ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
   spe = int(g["steps_per_epoch"].iloc[0])
-  ax.set_xticks(range(len(sigmas)), [f"{s:g}" if s else "0 (twin)" for s in sigmas], rotation=45)
+  twin = "0 (twin,\nto t + T)" if extra else "0 (twin)"  # with extra steps the twin trains past child 0's end
+  ax.set_xticks(range(len(sigmas)), [f"{s:g}" if s else twin for s in sigmas], rotation=45)
   ax.set_yticks(range(len(steps)), [_time_label(s, spe) for s in steps])
   ax.set_xlabel("σ (fraction of the init norm)")
   ax.set_ylabel("perturbation time t")
@@ -255,18 +258,19 @@ def main(argv=None) -> int:
     return 2
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
+  extra = "perturb.extra_steps" in t.columns and bool(t["perturb.extra_steps"].fillna(False).any())
   cell_table = cells(t, args.metric)
   stars = {v: thresholds(t, args.metric, v) for v in levels}
   (out / "map.md").write_text(markdown(cell_table, stars, args.metric))
   for kind, g in cell_table.groupby("kind"):
     fig, ax = plt.subplots(figsize=(1.1 * g["sigma"].nunique() + 2.5, 0.5 * g["t"].nunique() + 2))
-    image = heatmap(ax, g, args.metric)
+    image = heatmap(ax, g, args.metric, extra)
     fig.colorbar(image, ax=ax, label=f"{args.metric} barrier (log scale)")
     n = g["n"].max()
     unit = "× the weight's init RMS" if kind == "single" else "fraction of the init norm"
     ax.set_xlabel(f"σ ({unit})")
     ax.set_title(f"{KIND_LABEL.get(kind, kind)}: seed-mean barrier after training (n ≤ {n} seeds; "
-                 "colours below 1e-4 shown as 1e-4)", fontsize=8)
+                 "colours below 1e-4 shown as 1e-4)" + EXTRA_NOTE * extra, fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"map_{kind}.png", dpi=130)
     plt.close(fig)
