@@ -108,3 +108,31 @@ def test_the_notebook_runs_top_to_bottom_in_its_smoke_setting(tmp_path, kernel):
     assert results["steps"]["T"] == 279  # 3 epochs of the digits quickstart
   assert sorted(p.name for p in (workdir / "runs" / "smoke" / "figures").glob("*.png")) == [
       "barrier_vs_sigma_batch.png", "l2_from_init_batch.png"]
+
+
+def test_the_gpu_setting_is_the_papers_resnet20_on_cifar10_through_tfds(tmp_path, kernel):
+  """The GPU path, as far as a CPU can take it: the notebook's cells up to its setting, with ``SETTING =
+  "resnet20"``, then CIFAR-10 through tensorflow-datasets (mocked: no download here) and the family's plan. Every
+  child ends at T, so the σ = 0 twin the notebook asserts equal to child 0 is child 0 at the late time too."""
+  from nbclient import NotebookClient
+  nb = with_parameters(nbformat.read(NOTEBOOK, as_version=4), SETTING="resnet20", OUT="runs")
+  setting = next(i for i, cell in enumerate(nb.cells) if "NAME = choose_setting()" in cell.source)
+  nb.cells = nb.cells[:setting + 1] + [nbformat.v4.new_code_cell("""\
+import tensorflow_datasets as tfds
+from butterfly_jax import config as config_lib, run_setup
+with tfds.testing.mock_data(num_examples=256):
+  data = run_setup.load_data(CONFIG)
+late = CONFIG.copy_and_resolve_references()
+late.perturb.time = LATE
+steps = config_lib.resolve_steps(late, 50_000)  # CIFAR-10's training set (the mock holds fewer images)
+print({"name": NAME, "data": CONFIG.data.name, "model": CONFIG.model.name, "kwargs": CONFIG.model.kwargs.to_dict(),
+       "extra_steps": CONFIG.perturb.extra_steps, "scales": list(CONFIG.perturb.scales), "times": [EARLY, LATE],
+       "source": data.source, "shape": list(data.input_shape), "classes": data.num_classes, "T": steps["total"],
+       "t": steps["t"]})""")]
+  NotebookClient(nb, kernel_name=kernel, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+  out = eval(nb.cells[-1].outputs[-1]["text"])
+  assert out["name"] == "resnet20" and out["data"] == "cifar10" and out["source"] == "tfds:cifar10"
+  assert out["model"] == "resnet20" and out["kwargs"]["norm"] == "layernorm"
+  assert out["shape"] == [32, 32, 3] and out["classes"] == 10
+  assert out["extra_steps"] is False and out["scales"] == [0.0, 1e-4, 1e-2] and out["times"] == ["0", "10ep"]
+  assert (out["T"], out["t"]) == (50 * 390, 10 * 390)  # 50 epochs of CIFAR-10's 50,000 images at batch 128
