@@ -73,13 +73,17 @@ def summary(results: dict) -> str:
   """What a run printed at its end: what is being compared, a line per child, and a reading of the smallest σ."""
   steps, children = results.get("steps", {}), results["children"]
   kinds = sorted({str(ch["perturb"].get("kind")) for ch in children[1:] if ch["perturb"].get("kind")})
+  twins = [ch for ch in children[1:] if ch["perturb"]["scale"] == 0]
+  if twins and twins[0].get("end_step", 0) != children[0].get("end_step", 0):  # extra steps after t > 0
+    control = (f"\nThe sigma = 0 twin trains on to step {twins[0]['end_step']} like the perturbed children (child 0 "
+               "stops at T):\nits barrier is what the extra training alone does.")
+  else:
+    control = " The sigma = 0 twin is the control: exactly 0." if twins else ""
   lines = [f"Children perturbed once at step t = {steps.get('t', '?')} of T = {steps.get('T', '?')}"
            + (f" ({', '.join(kinds)} direction)" if kinds else "") + "; every child saw the same batches.",
            "Per child: its test accuracy and train loss; against child 0 (unperturbed): the L2 distance between",
            "their weights and the barrier, how far loss (error) rises above the straight line between the two",
-           "networks (0: one linearly connected basin)."
-           + (" The sigma = 0 twin is the control: exactly 0." if any(ch["perturb"]["scale"] == 0 for ch in children[1:])
-              else ""), ""]
+           "networks (0: one linearly connected basin)." + control, ""]
   for ch in children:
     metric = ch["test"].get("metric")  # text tasks: their metric (F1, Matthews correlation) beside the accuracy
     head = (f"child {ch['index']}  sigma={ch['perturb']['scale']:<8g} test acc={_fmt(ch['test']['accuracy'])} "

@@ -199,3 +199,7 @@ def test_the_summary_says_what_is_compared_and_reads_the_smallest_sigma():
   assert "different basins (barrier >= 0.01)" in far
   near = summary({"steps": {"t": 50, "T": 100}, "children": [child(0, 0.0, 0, 0), child(1, 1e-6, 7.0, 0.0037)]})
   assert "still linearly connected (barrier < 0.01)" in near and "control" not in near
+  extra = [child(0, 0.0, 0, 0), child(1, 0.0, 3.0, 0.02), child(2, 1e-6, 7.0, 0.03)]  # perturb.extra_steps, t > 0
+  extra[0]["end_step"], extra[1]["end_step"], extra[2]["end_step"] = 100, 150, 150
+  extra = summary({"steps": {"t": 50, "T": 100}, "children": extra})
+  assert "control" not in extra and "twin trains on to step 150" in extra and "extra training alone" in extra
