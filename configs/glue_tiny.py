@@ -13,7 +13,7 @@ triangular schedule (10% warm-up), batch 16, 16 epochs (512 steps). Perturbed at
 perturbations of σ = 1e-4 and 1e-2, measured against an init standard deviation of 0.02 for every weight and
 leaving embeddings, norms and biases out (as the authors' BERT fine-tuning).
 
-About a minute on 2 CPU cores, most of it XLA compiling (measured: BUILD_NOTES.md, "Language models on a CPU").
+48 s on 2 idle CPU cores, most of it XLA compiling (measured: BUILD_NOTES.md, "Language models on a CPU").
 Expected: child 0 at about 80% validation accuracy; σ = 1e-4 stays in child 0's basin (loss barriers about
 1e-4), σ = 1e-2 ends in another one (train loss barrier about 0.3, error barrier about 0.18); the twin exactly
 0. The GPU versions: ``configs/multiberts_qnli.py``, ``configs/olmo1b_qnli.py``.
