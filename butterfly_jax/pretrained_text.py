@@ -109,7 +109,8 @@ def _rope_theta(cfg: dict, where: str) -> float:
   rope = cfg.get("rope_parameters") or {}
   scaling = cfg.get("rope_scaling")
   kind = rope.get("rope_type", "default") if isinstance(rope, dict) else None
-  if kind != "default" or (scaling and (scaling.get("rope_type") or scaling.get("type")) not in (None, "default")):
+  scaling_kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else scaling
+  if kind != "default" or (scaling and scaling_kind not in (None, "default")):
     raise PretrainedError(f"init.checkpoint: {where}: rotary scaling {rope or scaling!r} is not implemented (only "
                           f"rope_type 'default')")
   return float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0)))

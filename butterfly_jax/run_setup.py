@@ -37,8 +37,12 @@ def load_data(c):
 
 
 def tokenizer_folder(c) -> str:
-  """``data.tokenizer``, else the ``init.checkpoint`` folder (config validation requires one of them)."""
-  return c.data.tokenizer or config_lib.parse_init_checkpoint(c.init.checkpoint)[0]
+  """``data.tokenizer``, else the ``init.checkpoint`` folder, or the folder of an ``init.checkpoint`` file (a
+  ``.safetensors`` file or a sharded index: the tokenizer files lie beside it); config validation requires one."""
+  if c.data.tokenizer:
+    return c.data.tokenizer
+  weights = Path(config_lib.parse_init_checkpoint(c.init.checkpoint)[0])
+  return str(weights.parent if weights.is_file() else weights)
 
 
 def load_text_task(c) -> text.TextDataset:

@@ -271,3 +271,14 @@ def test_the_pretraining_step_is_read_from_checkpoint_folder_names():
   assert pretraining_steps("runs/pretrain:234") == 234
   assert np.isnan(pretraining_steps("weights/vit-b16-in21k/model.safetensors"))
   assert np.isnan(pretraining_steps(""))
+
+
+def test_a_checkpoint_file_takes_its_tokenizer_from_the_folder_beside_it(files):
+  """init.checkpoint may name the weights file itself: the tokenizer is then the one in that file's folder, the same
+  ids as through the folder (not the weights file read as a tokenizer)."""
+  c = _config(files)
+  by_folder = run_setup.load_text_task(c)
+  c.init.checkpoint = str(files / "bert" / "model.safetensors")
+  assert run_setup.tokenizer_folder(c) == str(files / "bert")
+  by_file = run_setup.load_text_task(c)
+  np.testing.assert_array_equal(by_file.train_inputs, by_folder.train_inputs)

@@ -34,6 +34,7 @@ OLMO_KW = dict(vocab_size=50, hidden=24, layers=2, heads=3, intermediate=40, max
                clip_qkv=0.5)
 LENGTHS = np.array([12, 9, 5, 1])
 PAD = 1  # OLMo's pad_token_id; BERT pads with 0
+TOL = 2e-6  # float32 against transformers' float32 (largest differences seen: about 1e-6)
 
 
 def _randomise(model):
@@ -126,10 +127,10 @@ def test_bert_logits_equal_transformers_bert_for_sequence_classification(hf, fol
   params = load_bert_weights(hf["root"] / folder, template, keep_head=True, model_kwargs=BERT_KW)
   ref = hf["bert"]
   logits, features = apply_fn(params, ref["x"])
-  np.testing.assert_allclose(logits, ref["logits"], atol=1e-5, rtol=1e-5)
-  np.testing.assert_allclose(features["penultimate"], ref["pooled"], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(logits, ref["logits"], atol=TOL, rtol=TOL)
+  np.testing.assert_allclose(features["penultimate"], ref["pooled"], atol=TOL, rtol=TOL)
   np.testing.assert_allclose(_real(features["last_hidden_state"], ref["x"]), _real(ref["hidden"], ref["x"]),
-                             atol=1e-5, rtol=1e-5)
+                             atol=TOL, rtol=TOL)
   assert np.abs(ref["logits"]).max() > 0.1  # not a degenerate comparison
 
 
@@ -140,9 +141,9 @@ def test_olmo_logits_equal_transformers_olmo_for_sequence_classification(hf, fol
   params = load_olmo_weights(hf["root"] / folder, template, keep_head=True, model_kwargs=OLMO_KW)
   ref = hf["olmo"]
   logits, features = apply_fn(params, ref["x"])
-  np.testing.assert_allclose(logits, ref["logits"], atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(logits, ref["logits"], atol=TOL, rtol=TOL)
   np.testing.assert_allclose(_real(features["last_hidden_state"], ref["x"]), _real(ref["hidden"], ref["x"]),
-                             atol=1e-5, rtol=1e-5)
+                             atol=TOL, rtol=TOL)
   assert np.abs(ref["logits"]).max() > 0.1
 
 
@@ -159,7 +160,7 @@ def test_olmo_backbone_equals_transformers_causal_lm_with_tied_or_untied_embeddi
   np.testing.assert_array_equal(np.asarray(params["embed"]) == ref["lm_head"], np.full(head.shape, tied))
   hidden = apply_fn(params, ref["x"])[1]["last_hidden_state"]
   np.testing.assert_allclose(_real(hidden @ np.asarray(head).T, ref["x"]), _real(ref["logits"], ref["x"]),
-                             atol=1e-5, rtol=1e-5)
+                             atol=4 * TOL, rtol=4 * TOL)  # the LM head's product is this test's own (2.1e-6 seen)
 
 
 def test_config_json_reads_into_model_kwargs(hf):
