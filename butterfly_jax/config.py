@@ -278,7 +278,8 @@ FIELD_DOCS = {
         'GPU/TPU; `xla`, `saved`, `fastgrad`, `im2col`: how convolutions are computed, same parameters) for '
         'ResNets and the CNN; `pool` (`reshape`, `xla`) for the CNN; `vocab_size`, `hidden` (divisible by '
         '`heads`), `layers`, `heads`, `intermediate`, `max_positions` (the longest sequence), `hidden_act` for '
-        'BERT and OLMo, with `type_vocab_size`, `layer_norm_eps`, `dropout` (recorded, not applied) for BERT and '
+        'BERT and OLMo, with `type_vocab_size`, `layer_norm_eps`, `dropout` and `attention_dropout` (in the training '
+        'step only, with a key per step shared by every child; default 0.1 each) for BERT and '
         '`rope_theta`, `clip_qkv` (0 = none) for OLMo (defaults: BERT-base, OLMo-1B). Checked before any '
         'compute: an argument the model does not take, a width, depth or size below 1, a wrong type, patches '
         'or poolings that do not fit the images are errors naming the argument. On the command line, '
@@ -534,7 +535,7 @@ def check_model_kwargs(name: str, kwargs: dict) -> None:
       _choice(value, tuple(ACTIVATIONS), field)
     elif key in ("layer_norm_eps", "rope_theta"):
       _finite_in(field, value, 0.0, lo_open=True)
-    elif key == "dropout":
+    elif key in ("dropout", "attention_dropout"):
       _finite_in(field, value, 0.0, 1.0, hi_open=True)
     elif key == "clip_qkv":
       _finite_in(field, value, 0.0)

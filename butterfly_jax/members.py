@@ -8,7 +8,8 @@ stay frozen).
 
 What a member's trajectory may depend on: its own initial state, the shared data/augmentation keys, the
 step numbers and the config. Under ``map`` it does not depend on its siblings, on K or on its position in the
-family by construction: every member runs the same compiled body. Under ``sequential`` each member has its
+family by construction: every member runs the same compiled loop body (for K >= 2: XLA inlines the body of a
+one-trip loop, so a lone member, the trunk, may compile differently; a tiny BERT with dropout did). Under ``sequential`` each member has its
 own copy of the step, which XLA compiles separately: for the vision models the copies were found identical
 (tests check a child's independence bitwise), but two identical BERT members were measured to part in their
 last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU. Under ``vmap`` identical members stay
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from butterfly_jax import tree_math
+from butterfly_jax import rng, tree_math
 from butterfly_jax.config import COMPUTE_DTYPES as _DTYPE_NAMES, MEMBER_STRATEGIES
 
 
@@ -48,17 +49,19 @@ COMPUTE_DTYPES = {name: getattr(jnp, name) for name in _DTYPE_NAMES}  # config.p
 def cross_entropy(apply_fn, compute_dtype: str = "float32"):
   """Mean softmax cross-entropy of integer labels: ``loss_fn(params, x, y)``.
 
+  ``dropout_key``: a training step's dropout key (passed on to ``apply_fn``; None: deterministic).
+
   ``compute_dtype="bfloat16"``: mixed precision. The float32 parameters and the inputs are cast to
   bfloat16 for the forward (and so the backward) pass; the loss and the gradients with respect to the
   float32 parameters are float32. Integer inputs (a text model's token ids) stay as they are.
   """
   dtype = COMPUTE_DTYPES[compute_dtype]
 
-  def loss_fn(params, x, y):
+  def loss_fn(params, x, y, dropout_key=None):
     if dtype != jnp.float32:
       params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
       x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    logits, _ = apply_fn(params, x)
+    logits, _ = apply_fn(params, x) if dropout_key is None else apply_fn(params, x, dropout_key=dropout_key)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y))
   return loss_fn
 
@@ -96,7 +99,7 @@ def over_members(fn, strategy: str):
 
 
 def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh: Mesh | None = None,
-                    compute_dtype: str = "float32", member_schedule=None):
+                    compute_dtype: str = "float32", member_schedule=None, dropout: bool = False):
   """A jitted ``step(family, data, perm, augment_key, step) -> (family, loss, active)``.
 
   ``perm`` is the permutation of the training set for the epoch of ``step`` (``batcher.epoch_permutation``).
@@ -117,13 +120,17 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
 
   The learning rate is ``schedule(step - lr_offset)``, or ``member_schedule(step, lr_offset, end_step)`` when
   given (:func:`butterfly_jax.optim.make_member_schedule`: the extra-steps decay).
+
+  ``dropout``: the model applies dropout in training (:func:`butterfly_jax.models.registry.has_dropout`); every
+  member gets step ``step``'s key (:func:`butterfly_jax.rng.step_dropout_key` of ``augment_key``), so twins drop
+  the same units.
   """
   loss_fn = cross_entropy(apply_fn, compute_dtype)
 
   def member_step(member, shared):
     params, opt_state, lr_offset, end_step = member
-    x, y, step = shared
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    x, y, step, dropout_key = shared
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, dropout_key)
     direction, new_opt = transform.update(grads, opt_state, params)
     lr = schedule(step - lr_offset) if member_schedule is None else member_schedule(step, lr_offset, end_step)
     new_params = jax.tree_util.tree_map(lambda p, d: p - lr.astype(p.dtype) * d, params, direction)
@@ -144,8 +151,9 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
     x, y = batcher.step_batch(data, perm, augment_key, step)  # the same batch for every member
     if split_batch:  # the same examples, split over the data axis
       x, y = jax.lax.with_sharding_constraint((x, y), NamedSharding(mesh, P("data")))
+    dropout_key = rng.step_dropout_key(augment_key, step) if dropout else None
     params, opt_state, loss, active = step_members(
-        (family.params, family.opt_state, family.lr_offset, family.end_step), (x, y, step))
+        (family.params, family.opt_state, family.lr_offset, family.end_step), (x, y, step, dropout_key))
     return family._replace(params=params, opt_state=opt_state), loss, active
 
   return jax.jit(step_fn, donate_argnums=(0,))

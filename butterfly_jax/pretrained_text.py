@@ -76,15 +76,17 @@ _LAYOUTS = {
     "out": (lambda s: (s[2], s[0] * s[1]), lambda x, s: x.T.reshape(s)),
 }
 
-# config.json field -> model.kwargs argument. dropout is not applied (models/bert.py), so it is not compared.
+# config.json field -> model.kwargs argument. The dropout rates are training choices, not shapes: read from the
+# checkpoint's config.json when model.kwargs does not set them, never compared (model.kwargs may change them).
 _BERT_CONFIG = {"vocab_size": "vocab_size", "hidden_size": "hidden", "num_hidden_layers": "layers",
                 "num_attention_heads": "heads", "intermediate_size": "intermediate",
                 "max_position_embeddings": "max_positions", "type_vocab_size": "type_vocab_size",
-                "layer_norm_eps": "layer_norm_eps", "hidden_act": "hidden_act", "hidden_dropout_prob": "dropout"}
+                "layer_norm_eps": "layer_norm_eps", "hidden_act": "hidden_act", "hidden_dropout_prob": "dropout",
+                "attention_probs_dropout_prob": "attention_dropout"}
 _OLMO_CONFIG = {"vocab_size": "vocab_size", "hidden_size": "hidden", "num_hidden_layers": "layers",
                 "num_attention_heads": "heads", "intermediate_size": "intermediate",
                 "max_position_embeddings": "max_positions", "hidden_act": "hidden_act"}
-_NOT_COMPARED = ("dropout",)
+_NOT_COMPARED = ("dropout", "attention_dropout")
 
 
 def _match(table, name):

@@ -6,7 +6,8 @@ is named here by its role, with the number folded in to get it:
 
 * ``data``: the epoch ``e``'s permutation of the training set from ``fold_in(data, e)`` (:func:`epoch_key`);
 * ``augment``: step ``s``'s augmentation from ``fold_in(augment, s)`` (:func:`step_augment_key`), and within one
-  batch the rotation and random-erasing draws from ``AUGMENT_ROLES``;
+  batch the rotation and random-erasing draws from ``AUGMENT_ROLES``; a model's dropout in step ``s`` from the
+  same step key (:func:`step_dropout_key`), shared by every member like the batch;
 * ``init``: the model's initialisation, and a fresh torch-style head from ``fold_in(init, HEAD_INIT)``;
 * ``perturb``: ``PERTURB_ROLES`` (the mask, the examples and augmentation of the batch perturbation, the
   Gaussian direction);
@@ -42,6 +43,7 @@ EVAL_ROLES = {
 ALIGN_BASE = 100  # fold_in(eval key, ALIGN_BASE + j): the weight matching of child j to child 0
 
 AUGMENT_ROLES = {"rotate": 10, "erase": 11}  # fold_in(step's augmentation key); flip, shift, cutout: split in 3
+DROPOUT = 12  # fold_in(step's augmentation key): the step's dropout masks (BERT)
 
 PROXY_STRIDE = 1000  # fold_in(proxy key, i * PROXY_STRIDE + s): the s-th permutation of the i-th fraction
 
@@ -63,6 +65,11 @@ def epoch_key(data_key, epoch):
 def step_augment_key(augment_key, step):
   """The key of the augmentation of ``step``'s batch."""
   return jax.random.fold_in(augment_key, step)
+
+
+def step_dropout_key(augment_key, step):
+  """The key of the dropout masks of ``step``'s training step (every member's: twins drop the same units)."""
+  return jax.random.fold_in(step_augment_key(augment_key, step), DROPOUT)
 
 
 def augment_key(step_key, role: str):

@@ -22,7 +22,7 @@ from butterfly_jax import (batches, config as config_lib, evaluate, members, opt
 from butterfly_jax.data import DataError, load_dataset, select_classes
 from butterfly_jax.models import make_model, make_moments
 from butterfly_jax.models.layers import torch_linear_init
-from butterfly_jax.models.registry import TEXT_MODELS, build_module, param_order
+from butterfly_jax.models.registry import TEXT_MODELS, build_module, has_dropout, param_order
 from butterfly_jax.models.text import check_token_ids
 
 
@@ -113,6 +113,7 @@ class Setup:
     self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
                                                    **c.model.kwargs.to_dict())
     self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **c.model.kwargs.to_dict())
+    self.dropout = has_dropout(c.model.name, **c.model.kwargs.to_dict())  # applied in the training step only
     self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
@@ -175,7 +176,7 @@ class Setup:
                                  batch_sizes=self.split_batch_sizes)
     if mesh not in self._steps:  # a mesh is equal to, and hashes as, any mesh over the same devices
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
-                                     mesh, self.c.train.compute_dtype, self.member_schedule)
+                                     mesh, self.c.train.compute_dtype, self.member_schedule, self.dropout)
       self._steps[mesh] = (step, placement.replicate(self.train_data, mesh), mesh)
       if mesh is not None:
         logging.info("a family of %d members runs on %d devices (%d along the members axis, %d along the data "

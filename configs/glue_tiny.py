@@ -8,7 +8,8 @@ The task is in the official GLUE layout (``butterfly_jax/tiny_glue/QNLI/{train,d
 validation pairs) and is read, tokenized and scored as QNLI is: a question "Where is the cat?" is entailed by "The
 dog sat on the mat." exactly when the two animals are the same. Its tokenizer is the BERT WordPiece
 ``vocab.txt`` beside it (90 tokens, lower-cased), 16 tokens per pair. The model is a BERT of one layer of width 32
-(2 heads, MLP 64) initialised from the run's init key, no checkpoint: AdamW at 1e-3 with weight decay 0.01 on the
+(2 heads, MLP 64) initialised from the run's init key, no checkpoint, without dropout (with BERT's 0.1 it
+stayed at chance, 45% validation accuracy, after the 16 epochs: measured 2026-12-01): AdamW at 1e-3 with weight decay 0.01 on the
 triangular schedule (10% warm-up), batch 16, 16 epochs (512 steps). Perturbed at t = 0: the σ = 0 twin and batch
 perturbations of σ = 1e-4 and 1e-2, measured against an init standard deviation of 0.02 for every weight and
 leaving embeddings, norms and biases out (as the authors' BERT fine-tuning).
@@ -42,6 +43,8 @@ def get_config():
   c.model.kwargs.heads = 2
   c.model.kwargs.intermediate = 64
   c.model.kwargs.max_positions = 16
+  c.model.kwargs.dropout = 0.0            # BERT's 0.1 keeps this tiny model at chance (docstring)
+  c.model.kwargs.attention_dropout = 0.0
   c.train.batch_size = 16
   c.train.steps = "16ep"
   c.optim.name = "adamw"

@@ -37,8 +37,8 @@ one-cycle schedule with 10% warm-up (β1 cycled, as torch's ``OneCycleLR``), bat
 σ = 1e-5, 1e-3 and 1e-2, normalised, measured against the MultiBERTs' init standard deviation 0.01759 (their
 ``get_init_stds``: TensorFlow's truncated normal of 0.02) for every weight; norms, biases and embeddings left out
 (their ``dont_perturb_module_patterns``); the classifier initialised as transformers' (normal 0.02, bias 0:
-``init.head="model"``). Differences: no dropout (the step here is deterministic; transformers fine-tunes with
-0.1), every sequence padded to 128 tokens (theirs to the batch's longest, a multiple of 8: the same function),
+``init.head="model"``). Differences: dropout 0.1 as transformers' in training, but its masks are shared by the
+family (a key per step, like the batch; theirs: each model its own torch RNG stream), every sequence padded to 128 tokens (theirs to the batch's longest, a multiple of 8: the same function),
 three seeds here of the training data order (theirs: one training seed per task), barriers on 5,000 train and
 5,000 validation examples (QNLI; MRPC: all), CKA on the pooled ``[CLS]`` vector (theirs: the last token of five
 encoder layers).

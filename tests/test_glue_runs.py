@@ -88,6 +88,7 @@ def test_the_twin_barrier_is_exactly_zero_and_the_task_metric_stands_beside_loss
       metric = child[split]["metric"]
       assert metric["name"] == "f1" and 0.0 <= metric["value"] <= 1.0
   assert res["members_strategy"] == "map"  # auto on a CPU for a text model: one compiled step for every member
+  assert res["model"]["dropout_in_training"]  # the checkpoint's config.json: 0.1, shared masks keep the twin exact
   v = twin["vs_child0"]
   assert v["l2"] == 0.0 and v["cka"] == pytest.approx(0.0, abs=1e-6)
   for which in (v["barrier"], v["aligned"]["barrier"]):  # exactly 0: the twin is bitwise child 0

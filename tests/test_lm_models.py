@@ -166,7 +166,7 @@ def test_olmo_backbone_equals_transformers_causal_lm_with_tied_or_untied_embeddi
 def test_config_json_reads_into_model_kwargs(hf):
   name, kwargs = hf_model_kwargs(hf["root"] / "bert")
   assert name == "bert" and kwargs == {**BERT_KW, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-                                       "hidden_act": "gelu", "dropout": 0.1}
+                                       "hidden_act": "gelu", "dropout": 0.1, "attention_dropout": 0.1}
   name, kwargs = hf_model_kwargs(hf["root"] / "olmo_sharded")
   assert name == "olmo" and kwargs == {**OLMO_KW, "hidden_act": "silu"}
   config_lib.check_model_kwargs(name, kwargs)  # valid model.kwargs as they are
@@ -393,8 +393,8 @@ def test_token_ids_stay_integers_under_bfloat16_compute():
 
 def test_text_models_run_their_members_through_one_compiled_step_on_a_cpu():
   """``auto`` picks ``map`` for BERT and OLMo on a CPU (``vmap`` on an accelerator, ``sequential`` for images); under
-  ``map`` identical BERT members stay bitwise equal, and a member's trajectory is the lone member's, whatever its
-  siblings (unrolled copies of the step were measured to part: BUILD_NOTES.md)."""
+  ``map`` identical BERT members stay bitwise equal, and a member's trajectory does not depend on its siblings or
+  on K (K >= 2; unrolled copies of the step were measured to part: BUILD_NOTES.md)."""
   from butterfly_jax.run_setup import member_strategy
   c = smoke()
   assert member_strategy(c, "cpu") == "sequential" and member_strategy(c, "gpu") == "vmap"
@@ -412,13 +412,45 @@ def test_text_models_run_their_members_through_one_compiled_step_on_a_cpu():
   class Batcher:  # the same batch at every step
     step_batch = staticmethod(lambda data, perm, key, step: (x, y))
 
-  def train(plist, steps=3):
+  step_fns = {d: members.make_train_step(apply_fn, transform, lambda s: jnp.float32(1.0), Batcher, "map", dropout=d)
+              for d in (False, True)}  # one jit each: a compilation per family size
+
+  def train(plist, steps=3, dropout=False, key=jax.random.key(0)):
     fam = members.new_family(plist, [transform.init(p) for p in plist], [0] * len(plist), [steps] * len(plist))
-    step = members.make_train_step(apply_fn, transform, lambda s: jnp.float32(1.0), Batcher, "map")
+    step = step_fns[dropout]
     for s in range(steps):
-      fam, _, _ = step(fam, None, None, None, jnp.int32(s))
+      fam, _, _ = step(fam, None, None, key, jnp.int32(s))
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(fam.params)]
 
-  lone, family = train([params]), train([params, other, params])
-  assert all(np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[2]) for a, b in zip(lone, family))
+  pair, family = train([params, other]), train([params, other, params])
+  assert all(np.array_equal(a[0], b[0]) and np.array_equal(b[0], b[2]) for a, b in zip(pair, family))
   assert not all(np.array_equal(b[0], b[1]) for b in family)
+  # with dropout (BERT's 0.1): the step's key is every member's, so twins still drop the same units
+  dropped = train([params, other, params], dropout=True)
+  assert all(np.array_equal(b[0], b[2]) for b in dropped)
+  assert not all(np.array_equal(a[0], b[0]) for a, b in zip(family, dropped))  # dropout did act
+  assert all(np.array_equal(a[0], b[0]) for a, b in zip(dropped, train([params, other], dropout=True)))
+  assert not all(np.array_equal(a[0], b[0])  # another key, other masks
+                 for a, b in zip(dropped, train([params, other], dropout=True, key=jax.random.key(1))))
+
+
+def test_bert_dropout_acts_in_training_only_where_transformers_puts_it():
+  """Without a key (evaluation) the output is deterministic; with one, dropout at the rates given, the same masks
+  for the same key; rates of 0 switch it off entirely (then a key changes nothing)."""
+  from butterfly_jax.models.registry import has_dropout
+  x = _batch(pad=2)
+  apply_fn, params = _model("bert", BERT_KW)
+  assert has_dropout("bert", **BERT_KW) and not has_dropout("olmo", **OLMO_KW)
+  key = jax.random.key(3)
+  plain, again = apply_fn(params, x)[0], apply_fn(params, x)[0]
+  train_a, train_b = apply_fn(params, x, dropout_key=key)[0], apply_fn(params, x, dropout_key=key)[0]
+  np.testing.assert_array_equal(plain, again)
+  np.testing.assert_array_equal(train_a, train_b)
+  assert np.abs(np.asarray(train_a) - np.asarray(plain)).max() > 1e-3
+  off = dict(BERT_KW, dropout=0.0, attention_dropout=0.0)
+  assert not has_dropout("bert", **off)
+  apply_off = jax.jit(make_model("bert", (3, L), 5, **off)[0])  # jitted, as the compared calls are
+  np.testing.assert_array_equal(apply_off(params, x, dropout_key=key)[0], plain)
+  only_head = dict(BERT_KW, dropout=0.5, attention_dropout=0.0)  # hidden dropout alone still acts
+  apply_head = jax.jit(make_model("bert", (3, L), 5, **only_head)[0])
+  assert np.abs(np.asarray(apply_head(params, x, dropout_key=key)[0]) - np.asarray(plain)).max() > 1e-3

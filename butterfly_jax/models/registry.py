@@ -40,7 +40,7 @@ MODEL_KWARGS = {
     "vit": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
     "vit_b16": ("patch", "depth", "width", "heads", "mlp_dim", "image_size"),
     "bert": ("vocab_size", "hidden", "layers", "heads", "intermediate", "max_positions", "type_vocab_size",
-             "layer_norm_eps", "hidden_act", "dropout"),
+             "layer_norm_eps", "hidden_act", "dropout", "attention_dropout"),
     "olmo": ("vocab_size", "hidden", "layers", "heads", "intermediate", "max_positions", "rope_theta", "clip_qkv",
              "hidden_act"),
 }
@@ -73,24 +73,38 @@ def build_module(name: str, num_classes: int, **model_kwargs):
 
 
 def make_model(name: str, input_shape, num_classes: int, **model_kwargs):
-  """``(apply_fn, init_fn)``: ``apply_fn(params, x, stats=None) -> (logits, features)``, ``init_fn(key) -> params``.
+  """``(apply_fn, init_fn)``: ``apply_fn(params, x, stats=None, dropout_key=None) -> (logits, features)``,
+  ``init_fn(key) -> params``.
 
   ``params`` are plain nested dicts; ``init_fn`` is jitted and pure in its key. ``stats`` is only for
   models with BatchNorm (``model.norm="batchnorm"``): their normalisation statistics (from
   :func:`make_moments`); without it such a model normalises with each batch's own moments (training).
+  ``dropout_key``: a model with dropout (:func:`has_dropout`) applies it with this key (training); without
+  one, or for any other model, the call is deterministic.
   """
   module = build_module(name, num_classes, **model_kwargs)
   dummy = _dummy(name, input_shape)
+  dropout = has_dropout(name, **model_kwargs)
 
   @jax.jit
   def init_fn(key):
     return _plain(module.init(key, dummy)["params"])
 
-  def apply_fn(params, x, stats=None):
+  def apply_fn(params, x, stats=None, dropout_key=None):
     variables = {"params": params} if stats is None else {"params": params, "batch_stats": stats}
+    if dropout and dropout_key is not None:
+      return module.apply(variables, x, deterministic=False, rngs={"dropout": dropout_key})
     return module.apply(variables, x)
 
   return apply_fn, init_fn
+
+
+def has_dropout(name: str, **model_kwargs) -> bool:
+  """Whether the model applies dropout in training: BERT with ``dropout`` or ``attention_dropout`` above 0 (their
+  default 0.1 each, BERT-base's)."""
+  if name != "bert":
+    return False
+  return any(model_kwargs.get(k, 0.1) > 0 for k in ("dropout", "attention_dropout"))
 
 
 def make_moments(name: str, input_shape, num_classes: int, **model_kwargs):

@@ -91,14 +91,16 @@ class SelfAttention(nn.Module):
   ``[heads, head_dim, width]`` (the ViT's layout, so permutation specs read alike). ``allowed [B, 1, L, L]``:
   which keys each query attends to; a query with none attends uniformly to all (as transformers' additive mask
   of the float minimum does), which only padding positions meet. ``clip_qkv`` > 0 clamps the projections,
-  ``rope_theta`` > 0 rotates queries and keys (OLMo)."""
+  ``rope_theta`` > 0 rotates queries and keys (OLMo). ``attention_dropout``: dropout on the attention weights
+  when called with ``deterministic=False`` (BERT's ``attention_probs_dropout_prob``)."""
   heads: int
   use_bias: bool = True
   clip_qkv: float = 0.0
   rope_theta: float = 0.0
+  attention_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, allowed):
+  def __call__(self, x, allowed, deterministic: bool = True):
     width = x.shape[-1]
     head_dim = width // self.heads
     proj = lambda name: nn.DenseGeneral((self.heads, head_dim), use_bias=self.use_bias, kernel_init=INIT,
@@ -111,5 +113,6 @@ class SelfAttention(nn.Module):
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * jnp.asarray(head_dim ** -0.5, q.dtype)
     logits = jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
     weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    weights = nn.Dropout(self.attention_dropout, deterministic=deterministic)(weights)
     y = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
     return nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, kernel_init=INIT, name="out")(y)
