@@ -25,9 +25,10 @@ One run, and the sweep with its report (from the repository root)::
 * ``cnn``: the small CNN (conv 16 and 32 channels, 3x3, ReLU, 2x2 max-pool; dense 128; no norm), 4 epochs
   (1,872 steps), t in {0, 10, 50, 100, 250 steps, 1, 2, 3 epochs}, σ in (0, 1e-5 ... 1e-1) (K = 7),
   seeds 0-2, batch and Gaussian directions (48 runs), then one random kernel weight at the three earliest
-  times (9 runs). Sized from the bench's step times (``bench/results_cpu.md``: the 32/64-channel CNN costs
-  0.38 s per step of an 8-family; this one has ~3.5x fewer multiply-adds): about 2-3 minutes a run on an
-  idle machine, 2-3 hours for the phase.
+  times (9 runs). Sized first from the bench's step times (2-3 minutes a run): wrong by an order of
+  magnitude. Measured (2026-12-01, two workers, the machine also running tests): the t = 0 runs took 1,509 s
+  each, two at a time (children 1,224 s, 0.65 s per family step; evaluation 271 s), so the phase is about
+  8-12 hours of two workers, several sessions of ``launch`` resuming it.
 * ``cnn_scale``: ``mlp_scale`` for the CNN.
 * ``resnet20``: the paper's network (ResNet-20, LayerNorm, width 1) on Fashion-MNIST, a reduced map: 2
   epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch
