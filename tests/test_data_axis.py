@@ -6,7 +6,8 @@
   member runs the same partitioned program), and σ = 0 twins stay bitwise equal (barriers and L2 exactly 0);
 * against one device, training agrees within float32 round-off (bf16 round-off under ``bfloat16``): the gradient,
   loss and BatchNorm sums over the batch are partial sums per device added by an all-reduce, another order of
-  addition than one device's. A BatchNorm model agrees too, so its moments are the whole batch's, not a shard's.
+  addition than one device's. A BatchNorm model agrees too, so its moments are the whole batch's, not a shard's;
+  so does a BERT with dropout, so its masks are the one-device masks.
 """
 
 import json
@@ -75,7 +76,8 @@ STEPS = textwrap.dedent("""
       setup = setups[cid]
       if (cid, k, mesh) not in steps:
         steps[cid, k, mesh] = members.make_train_step(setup.apply_fn, setup.transform, setup.schedule, setup.batcher,
-                                                      setup.strategy, mesh, c.train.compute_dtype, setup.member_schedule)
+                                                      setup.strategy, mesh, c.train.compute_dtype, setup.member_schedule,
+                                                      setup.dropout)
       params = [setup.init_fn(jax.random.key(i)) for i in keys]
       fam = members.new_family(params, [setup.transform.init(p) for p in params], [0] * k, [100] * k)
       fam, data = placement.shard_members(fam, mesh), placement.replicate(setup.train_data, mesh)
@@ -123,6 +125,15 @@ STEPS = textwrap.dedent("""
     out["cnn_batchnorm"]["eval_diff"] = max(
         float(np.max(np.abs(np.asarray(ref[s][m], np.float64) - np.asarray(split[s][m], np.float64))))
         for s in ("train", "test") for m in ("child_loss", "child_error"))
+    # a text model: the tiny BERT of configs/glue_tiny.py with BERT's dropout, under map (its CPU default)
+    from butterfly_jax import config_files
+    from butterfly_jax.config import config_file
+    c = config_file(config_files.FOLDER / "glue_tiny.py").get_config()
+    c.model.kwargs.dropout = c.model.kwargs.attention_dropout = 0.1
+    c.members.strategy = "map"
+    case("bert_dropout", c, keys=(0, 0))
+    c.train.compute_dtype = "bfloat16"
+    case("bert_bfloat16", c, keys=(0, 0))
     json.dump(out, open(sys.argv[1], "w"))
 """)
 
@@ -209,6 +220,17 @@ def test_batchnorm_moments_are_the_whole_batchs(steps):
   r = steps["cnn_batchnorm"]
   assert r["max_diff"] < 1e-5 and r["loss_diff"] < 1e-5, r  # moments over half-batches would differ far more
   assert r["eval_diff"] < 1e-5, r   # evaluation with statistics re-estimated on split batches
+
+
+def test_a_text_model_with_dropout_on_a_data_axis_matches_one_device_and_keeps_twins_equal(steps):
+  """BERT with dropout, its batch split over 2 devices: the dropout masks are the one-device masks (a different
+  mask would move the weights far more than round-off), and identical members stay bitwise equal, also in bf16."""
+  r = steps["bert_dropout"]
+  assert r["twins_equal"] and r["dtypes"] == ["float32", "int32"]  # AdamW's step count
+  assert r["max_diff"] < 1e-5 and r["loss_diff"] < 1e-5, r
+  r = steps["bert_bfloat16"]
+  assert r["twins_equal"] and r["dtypes"] == ["float32", "int32"]
+  assert r["max_diff"] < 5e-2 and r["loss_diff"] < 5e-2, r
 
 
 def test_run_with_auto_data_axis_matches_one_device_within_round_off(tmp_path, smoke_run):
