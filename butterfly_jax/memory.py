@@ -51,10 +51,11 @@ def compiled_memory(fn, *args) -> dict:
 
 
 def child_memory(init_fn, apply_fn, transform, input_shape, batch_size: int, input_dtype=jnp.float32,
-                 compute_dtype: str = "float32", data_devices: int = 1) -> ChildMemory:
+                 compute_dtype: str = "float32", data_devices: int = 1, dropout: bool = False) -> ChildMemory:
   """One child's bytes on a device: parameters (``init_fn(key)``'s shapes), optimizer state (``transform``, an
   optax transformation), float32 gradients, and the activations of its value-and-grad on ``batch_size /
-  data_devices`` inputs of ``input_shape`` (:func:`compiled_memory`'s temporaries)."""
+  data_devices`` inputs of ``input_shape`` (:func:`compiled_memory`'s temporaries); ``dropout``: with the
+  model's dropout applied, as in the training step (its masks are activations too)."""
   if batch_size % data_devices:
     raise ValueError(f"child_memory: batch_size {batch_size} is not divisible by data_devices {data_devices}")
   params = jax.eval_shape(init_fn, jax.random.key(0))
@@ -63,7 +64,8 @@ def child_memory(init_fn, apply_fn, transform, input_shape, batch_size: int, inp
   x = jax.ShapeDtypeStruct((b, *input_shape), input_dtype)
   y = jax.ShapeDtypeStruct((b,), jnp.int32)
   grad_fn = jax.value_and_grad(members.cross_entropy(apply_fn, compute_dtype))
-  activations = compiled_memory(grad_fn, params, x, y)["temp"]
+  key = (jax.random.key(0),) if dropout else ()
+  activations = compiled_memory(grad_fn, params, x, y, *key)["temp"]
   grads = tree_bytes(jax.tree_util.tree_map(lambda p: jax.ShapeDtypeStruct(p.shape, jnp.float32), params))
   return ChildMemory(tree_bytes(params), tree_bytes(opt_state), grads, activations)
 

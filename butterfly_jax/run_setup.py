@@ -51,7 +51,7 @@ def load_text_task(c) -> text.TextDataset:
   checked first, each a :class:`~butterfly_jax.data.DataError` or
   :class:`~butterfly_jax.pretrained.PretrainedError` naming the field: the length against the model's position
   table; an ``init.checkpoint`` folder's ``config.json`` against the model (its architecture and sizes); the
-  tokenizer against the embedding table; once tokenized, every token id and type against their tables."""
+  checkpoint's tensors (names and shapes, from the file headers); the tokenizer against the embedding table; once tokenized, every token id and type against their tables."""
   from butterfly_jax import pretrained_text  # reads checkpoints: only for text runs
   task = text.dataset_task(c.data.name)
   kwargs = c.model.kwargs.to_dict()
@@ -61,6 +61,11 @@ def load_text_task(c) -> text.TextDataset:
   weights, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
   if weights and step is None and Path(weights).is_dir():
     pretrained_text.check_hf_config(weights, c.model.name, kwargs)
+  if weights and step is None and Path(weights).exists():  # its tensors' names and shapes, from the headers alone,
+    from butterfly_jax import pretrained                  # before minutes of tokenizing a large task
+    shapes = jax.eval_shape(make_model(c.model.name, (3, max_length), task.num_classes, **kwargs)[1],
+                            jax.random.key(0))
+    pretrained.load_weights(weights, c.model.name, shapes, c.init.keep_head, kwargs, read=False)
   tokenizer = text.load_tokenizer(tokenizer_folder(c))
   text.check_vocab(tokenizer, module.vocab_size)
   if c.data.dir:

@@ -183,10 +183,14 @@ def test_bad_language_inputs_fail_before_any_compute(files, tmp_path, monkeypatc
   c = _config(files)
   if case == "olmo checkpoint":
     c.init.checkpoint = str(files / "olmo")
-  elif case == "olmo tensors":  # no config.json: the tensors' names tell
+  elif case == "olmo tensors":  # no config.json: the tensors' names tell, before the task is tokenized
     shutil.copytree(files / "olmo", tmp_path / "olmo")
     (tmp_path / "olmo" / "config.json").unlink()
     c.init.checkpoint = str(tmp_path / "olmo")
+
+    def tokenized(*args, **kwargs):
+      raise AssertionError("tokenized the task before checking the checkpoint")
+    monkeypatch.setattr(text, "load_glue_tsv", tokenized)
   elif case == "decoder tokenizer":
     c.data.tokenizer = str(fx.write_decoder_checkpoint(tmp_path / "decoder"))
   elif case == "missing split":

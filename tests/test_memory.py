@@ -28,3 +28,14 @@ def test_largest_family():
   assert memory.largest_family(200, 100) == 0
   with pytest.raises(ValueError, match="per_child must be > 0"):
     memory.largest_family(0, 100)
+
+
+def test_a_text_models_child_takes_token_ids_and_its_dropout_masks_count():
+  import jax.numpy as jnp
+  kw = dict(vocab_size=50, hidden=32, layers=2, heads=2, intermediate=64, max_positions=16)
+  apply_fn, init_fn = make_model("bert", (3, 16), 2, **kw)
+  plain = memory.child_memory(init_fn, apply_fn, optax.adam(1e-3), (3, 16), 64, input_dtype=jnp.int32)
+  dropped = memory.child_memory(init_fn, apply_fn, optax.adam(1e-3), (3, 16), 64, input_dtype=jnp.int32,
+                                dropout=True)
+  assert dropped.params == plain.params and dropped.opt_state == plain.opt_state
+  assert dropped.activations > plain.activations   # the masks (or the dropped copies) are kept for the backward pass
