@@ -19,7 +19,8 @@ Files: each revision's folder needs ``config.json``, ``model.safetensors`` (or i
 tokenizes the task (``data.tokenizer`` defaults to the ``init.checkpoint`` folder). A revision with
 ``pytorch_model.bin`` only must be converted first (``configs/multiberts_qnli.py`` shows how). The model is
 transformers' ``OlmoForSequenceClassification`` (OLMo-1: ``model_type="olmo"``); its head reads the last real token
-of ``question <eos> sentence`` (a decoder tokenizer joins a pair with its end-of-text token); the causal-LM head
+of ``question <eos> sentence`` (a decoder tokenizer without a pair template in its ``tokenizer.json`` joins a pair
+with its end-of-text token; unverified on OLMo-1B-hf's own files); the causal-LM head
 (tied embeddings) is skipped. Another revision: add its name to ``REVISIONS``.
 
 Recipe: the authors fine-tune OLMo-1B with ``scripts/olmo/finetune_olmo.sh`` of ``gsaltintas/lmc`` as a
