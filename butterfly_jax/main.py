@@ -19,18 +19,16 @@ Exit status and what stderr shows:
 """
 
 import errno
-import re
 import sys
 import traceback
 from pathlib import Path
 
 import jax
-import ml_collections
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from butterfly_jax import config_files, configs_embedded
+from butterfly_jax import commands, config_files, configs_embedded
 from butterfly_jax.commands import help_lists_flags_of
 from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
@@ -42,8 +40,7 @@ DEFAULT_CONFIG = f"{configs_embedded.__file__}:quickstart"
 # Errors that are the input's fault: exit status 2 with their one-line message.
 BAD_INPUT = (ConfigError, DataError, PerturbationError, PretrainedError, RunDirError, FloatingPointError)
 TRACEBACK_FILE = "error_traceback.txt"
-_CONFIG = re.compile(r"^--?config(=|$)")
-_OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
+_CONFIG = commands.CONFIG_FLAG
 
 FLAGS = flags.FLAGS
 # No default here: ml_collections would load it, and apply the overrides, while this module is imported, where a
@@ -135,44 +132,11 @@ def _last_line(text) -> str:
 
 
 def _config_argument(argv) -> str:
-  for i, arg in enumerate(argv):
-    m = _CONFIG.match(arg)
-    if m:
-      return arg.split("=", 1)[1] if m.group(1) else (argv[i + 1] if i + 1 < len(argv) else "")
-  return DEFAULT_CONFIG
+  return commands.config_argument(argv, DEFAULT_CONFIG)
 
 
 def _unknown_field(argv) -> str | None:
-  """For the first ``--config.a.b`` override that names no field of the config: a message naming it and the
-  fields its section has. None when the config does not load or every override names a field."""
-  try:
-    argv = FLAGS.read_flags_from_files(argv, force_gnu=False)
-    config = FLAGS["config"].parser.parse(_config_argument(argv))
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if not isinstance(config, ml_collections.ConfigDict):
-    return None
-  for arg in argv[1:]:
-    m = _OVERRIDE.match(arg)
-    if not m or "[" in m.group(1):
-      continue
-    dotted, node, seen = m.group(1), config, []
-    for part in dotted.split("."):
-      if not isinstance(node, ml_collections.ConfigDict):
-        return f"--config.{dotted}: {'.'.join(seen)} is a value ({node!r}), not a section with fields"
-      if part not in node:
-        section = ".".join(seen)
-        message = (f"--config.{dotted}: {section or 'the config'} has no field {part!r}; "
-                   f"{'its' if section else 'its sections and'} fields: {', '.join(sorted(node.keys()))}")
-        if section == "model.kwargs":
-          from butterfly_jax.models.registry import MODEL_KWARGS
-          name = config.model.name
-          message += (f" (model {name} takes {', '.join(MODEL_KWARGS.get(name, ()))}; an argument the config file "
-                      "does not set can only be added in a config file)")
-        return message
-      node = node[part]
-      seen.append(part)
-  return None
+  return commands.unknown_config_field(FLAGS, argv, DEFAULT_CONFIG)
 
 
 def _parse_flags(argv):

@@ -126,7 +126,7 @@ def main(argv=None):
   from ml_collections import config_flags
 
   from butterfly_jax import config_files
-  from butterfly_jax.commands import help_lists_flags_of
+  from butterfly_jax.commands import help_lists_flags_of, unknown_config_field
   from butterfly_jax.config import ConfigError
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
   flags.DEFINE_string("runs", None, "Folder of the search's runs and threshold.json.", required=True)
@@ -170,6 +170,18 @@ def main(argv=None):
     sys.exit(2)
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
   help_lists_flags_of(__name__)
+  if not any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
+    try:  # parsed here first, so that a bad override is one line, not a traceback (app.run parses it again)
+      flags.FLAGS(argv)
+    except flags.Error as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except (AttributeError, KeyError):  # ml_collections: an override of a field the config does not have
+      message = unknown_config_field(flags.FLAGS, argv)
+      if message is None:
+        raise
+      print(f"error: {message}", file=sys.stderr)
+      sys.exit(2)
   app.run(_main, argv)
 
 

@@ -133,6 +133,20 @@ def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
   assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
 
 
+def test_threshold_unknown_fields_and_flags_are_one_line(tmp_path):
+  """The threshold search takes the same config overrides: a field the config lacks is named in one line."""
+  def threshold(*args):
+    return subprocess.run([sys.executable, "-m", "butterfly_jax.threshold", f"--config={shipped.FOLDER / 'smoke.py'}",
+                           f"--runs={tmp_path / 'thr'}", "--times=0", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+  out = threshold("--config.perturb.nosuch=1")
+  assert out.returncode == 2
+  assert _one_error_line(out).startswith("error: --config.perturb.nosuch: perturb has no field 'nosuch'; its fields: ")
+  out = threshold("--bogus=1")
+  assert out.returncode == 2 and "bogus" in _one_error_line(out)
+  assert not (tmp_path / "thr").exists()
+
+
 def test_cli_bad_model_argument_is_a_config_error(tmp_path):
   out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.model.kwargs.hidden=(0,)",
              f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
