@@ -51,7 +51,8 @@ def load_text_task(c) -> text.TextDataset:
   checked first, each a :class:`~butterfly_jax.data.DataError` or
   :class:`~butterfly_jax.pretrained.PretrainedError` naming the field: the length against the model's position
   table; an ``init.checkpoint`` folder's ``config.json`` against the model (its architecture and sizes); the
-  checkpoint's tensors (names and shapes, from the file headers); the tokenizer against the embedding table; once tokenized, every token id and type against their tables."""
+  checkpoint's tensors (names and shapes, from the file headers); the tokenizer against the embedding table;
+  once tokenized, every token id and type against their tables."""
   from butterfly_jax import pretrained_text  # reads checkpoints: only for text runs
   task = text.dataset_task(c.data.name)
   kwargs = c.model.kwargs.to_dict()
