@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import pytest
 
 from butterfly_jax import config as config_lib
 from butterfly_jax import config_files as shipped
+import xla_flags
 
 CONFIGS = [shipped.FOLDER / f"{name}.py" for name in shipped.names()]
 
@@ -79,6 +81,22 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
   assert res["steps"]["t"] == 20
   assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 3
   assert "child 2  sigma=0.05" in out.stdout
+
+
+def test_main_at_xla_default_optimisation_keeps_twins_bitwise(tmp_path):
+  """The suite compiles at XLA:CPU's optimisation level 0 (tests/conftest.py); one convolutional family here runs
+  at XLA's default level, as runs outside the tests do: its sigma = 0 twin ends bitwise equal to child 0."""
+  flags = xla_flags.default_level()
+  out = subprocess.run([sys.executable, "-m", "butterfly_jax.main", f"--config={shipped.FOLDER / 'smoke.py'}",
+                        f"--workdir={tmp_path / 'run'}", "--config.model.name=cnn",
+                        "--config.model.kwargs={'channels': (4, 8), 'dense': 16}", "--config.perturb.scales=(0.0,1e-2)"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "XLA_FLAGS": flags})
+  assert out.returncode == 0, out.stderr[-2000:]
+  res = json.loads((tmp_path / "run" / "results.json").read_text())
+  twin, perturbed = res["children"][1]["vs_child0"], res["children"][2]["vs_child0"]
+  assert twin["l2"] == 0.0 and twin["disagreement"] == 0.0
+  assert all(twin["barrier"][s][m] == 0.0 for s in ("train", "test") for m in ("loss", "error"))
+  assert perturbed["l2"] > 0
 
 
 def test_cli_bad_config_exits_with_the_field_named(tmp_path):

@@ -23,6 +23,7 @@ import pytest
 from butterfly_jax import placement, rundir as rundir_lib
 from butterfly_jax.config import ConfigError
 from test_sharding import _approx, _metrics, _strip
+import xla_flags
 
 RUN = textwrap.dedent("""
     import sys, jax
@@ -140,8 +141,8 @@ STEPS = textwrap.dedent("""
 
 def _env(devices: int) -> dict:
   # this process's XLA flags (tests/conftest.py: the run's flags), plus forced CPU devices
-  flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
-  return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  flags = xla_flags.default_level(f"--xla_force_host_platform_device_count={devices}")
+  return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
 
 
 def test_data_size_and_mesh_shapes():

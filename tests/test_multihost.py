@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from butterfly_jax import configs_embedded, rundir as rundir_lib
+import xla_flags
 
 
 
@@ -25,12 +26,23 @@ def _strip(results: dict) -> dict:
   return {k: v for k, v in results.items() if k not in ("timing", "provenance", "members_devices")}
 
 
-def test_two_processes_share_one_family_and_match_one_device_bitwise(smoke_run, tmp_path):
-  _, one_dir, one = smoke_run
+def _one_device(workdir, *overrides) -> dict:
+  """The smoke family on one device in a subprocess at XLA's default level (tests/xla_flags.py), as the
+  two-process runs compile: the reference they must equal bitwise."""
+  env = dict(os.environ, XLA_FLAGS=xla_flags.default_level(), JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
+                         f"--workdir={workdir}", *overrides], env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads((workdir / "results.json").read_text())
+
+
+def test_two_processes_share_one_family_and_match_one_device_bitwise(tmp_path):
+  one_dir = tmp_path / "one"
+  one = _one_device(one_dir, "--config.perturb.scales=(0.0,0.01,1.0)")
   workdir = tmp_path / "two_hosts"
-  # this process's XLA flags (tests/conftest.py: the run's flags), plus 2 CPU devices
-  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  # this process's XLA flags (tests/conftest.py: the run's flags) at XLA's default level, plus 2 CPU devices
+  flags = xla_flags.default_level("--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   address = f"localhost:{_free_port()}"
   cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
          "--config.perturb.scales=(0.0,0.01,1.0)", f"--workdir={workdir}", "--distributed",
@@ -75,14 +87,11 @@ run(c, sys.argv[3])
 
 
 def test_two_processes_killed_and_restarted_resume_exactly(tmp_path):
-  from butterfly_jax.configs_embedded import smoke
-  from butterfly_jax.experiment import run
-  c = smoke()
-  c.train.steps, c.perturb.time, c.checkpoint.every_steps, c.eval.cka_examples = "80", "30", "20", 100
-  one = run(c, tmp_path / "one")
+  one = _one_device(tmp_path / "one", "--config.train.steps=80", "--config.perturb.time=30",
+                    "--config.checkpoint.every_steps=20", "--config.eval.cka_examples=100")
   workdir = tmp_path / "two_hosts"
-  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  flags = xla_flags.default_level("--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   address = f"localhost:{_free_port()}"
   procs = [subprocess.Popen([sys.executable, "-c", KILLED, address, str(i), str(workdir)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from butterfly_jax import placement, rundir as rundir_lib
-from butterfly_jax.experiment import run
+import xla_flags
 
 SCRIPT = textwrap.dedent("""
     import sys, jax
@@ -52,10 +52,10 @@ def _metrics(workdir):
                                                      ("vmap", 4, (0.0, 1e-2, 1e-1)),
                                                      ("map", 2, (0.0, 1e-2, 1e-1)),
                                                      ("sequential", 8, (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))])
-def test_many_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy, devices, scales):
+def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scales):
   # this process's XLA flags (tests/conftest.py: the run's flags), plus forced CPU devices
-  flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  flags = xla_flags.default_level(f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy, str(devices), repr(scales)],
                         env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -63,11 +63,13 @@ def test_many_devices_equal_one_device_bitwise(tmp_path, smoke_config, strategy,
   k = len(scales) + 1
   assert four["members_devices"] == min(devices, k) and len(four["provenance"]["devices"]) == devices
 
-  c = smoke_config
-  c.perturb.scales = scales
-  c.members.strategy = strategy
-  c.eval.every_steps = 20
-  one = run(c, tmp_path / "one")
+  # the one-device reference, also compiled at XLA's default level (tests/xla_flags.py)
+  env1 = dict(os.environ, XLA_FLAGS=xla_flags.default_level("--xla_force_host_platform_device_count=1"),
+              JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "one"), strategy, "1", repr(scales)],
+                        env=env1, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  one = json.loads((tmp_path / "one" / "results.json").read_text())
   assert one["members_devices"] == 1
   pa = rundir_lib.restore_checkpoint(tmp_path / "four" / "checkpoints" / "children")["params"]
   pb = rundir_lib.restore_checkpoint(tmp_path / "one" / "checkpoints" / "children")["params"]

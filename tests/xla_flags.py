@@ -1,0 +1,17 @@
+"""XLA flags for subprocesses that must compile as runs outside the suite do.
+
+The suite compiles at XLA:CPU's backend optimisation level 0 (tests/conftest.py). Tests whose subject is how
+XLA compiles a layout (several devices, several processes, bitwise against one device) start their
+subprocesses at XLA's default level instead: at level 0 those layouts are not bitwise equal to one device
+(BUILD_NOTES.md, "Test suite").
+"""
+
+import os
+
+TEST_LEVEL_FLAG = "--xla_backend_optimization_level"
+
+
+def default_level(extra: str = "") -> str:
+  """This process's XLA_FLAGS without the suite's optimisation level, plus ``extra``."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(TEST_LEVEL_FLAG)]
+  return " ".join(flags + extra.split())
