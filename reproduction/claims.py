@@ -4,6 +4,8 @@
     python reproduction/claims.py map --map=reproduction/map/mlp_report/table.parquet \
         [--extra=reproduction/map/mlp_extra_report/table.parquet] [--scale=reproduction/map/mlp_scale] \
         > reproduction/map/mlp_claims.md
+    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
+        [--map=reproduction/map/mlp_report/table.parquet] > reproduction/studies/mlp_claims.md
 
 Prints Markdown: one section per claim of the paper, each with the table or statistic it rests on. Barriers are
 the Eq. 1 train/test loss and error barriers between child 0 and child k after training; means and min-max are
@@ -294,8 +296,22 @@ def _time_label(steps, steps_per_epoch):
   return label(steps, steps_per_epoch)
 
 
+def studies_claims(argv):
+  p = argparse.ArgumentParser(prog="claims.py studies", description="the hyperparameter studies' numbers, as Markdown")
+  p.add_argument("--table", required=True, help="the report's table.parquet of a configs/reproduce_studies.py sweep")
+  p.add_argument("--map", help="the map's report table: the base's pairs are checked against the same networks there")
+  args = p.parse_args(argv)
+  from studies import report
+  read = lambda path: pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+  t = read(args.table)
+  phase = "cnn" if (t["model.name"] == "cnn").any() else "mlp"
+  print(report(t, phase, read(args.map) if args.map else None))
+
+
 if __name__ == "__main__":
   if sys.argv[1:2] == ["map"]:
     map_claims(sys.argv[2:])
+  elif sys.argv[1:2] == ["studies"]:
+    studies_claims(sys.argv[2:])
   else:
     main(sys.argv[1])

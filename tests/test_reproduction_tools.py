@@ -90,3 +90,51 @@ def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
   assert "0.33 h." in out  # 10:00-10:20 merged, not 25 minutes summed
   # t = 0: 2 compared children x (0 + 2 x 100) steps x 0.01 s = 4 s of training, + 5 s evaluation = 9 s
   assert "| a | 0 | 3 | 10 | 15 | 4 | 9 | 0.60 |" in out
+
+
+def _study_rows(settings_module, phase):
+  """A made-up studies table: per setting, seeds 0-1, t 0 and 1 epoch, σ 0 and 1e-4, with the config columns the
+  report writes (lists for tuple fields, as parquet returns them)."""
+  base = settings_module.get_config(phase)
+  rows = []
+  for name, fields in settings_module.settings(phase).items():
+    for seed in (0, 1):
+      for te in (0.0, 1.0):
+        for child, sigma in ((1, 0.0), (2, 1e-4)):
+          row = {"run": f"{name},{seed},{te}", "status": "finished", "child": child, "seed": seed, "t_epochs": te,
+                 "t": int(te * 468), "perturb.scale": sigma, "pair_diverged": False,
+                 "optim.name": base.optim.name, "optim.lr": base.optim.lr, "optim.weight_decay": 0.0,
+                 "schedule.warmup": base.schedule.warmup, "train.batch_size": base.train.batch_size,
+                 "model.kwargs.hidden": list(base.model.kwargs.hidden)}
+          row.update({k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()})
+          level = {"base": 0.05, "warmup2ep": 0.01, "adam": 0.2}.get(name, 0.05 + 0.001 * seed * (1 - 2 * (seed % 2)))
+          barrier = 0.0 if sigma == 0 else level + 0.001 * seed
+          for split in ("train", "test"):
+            for m in ("loss", "error"):
+              row[f"vs_child0.barrier.{split}.{m}"] = barrier
+          rows.append(row)
+  return pd.DataFrame(rows)
+
+
+def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_separated_seeds():
+  import studies
+  module = studies.studies_module()
+  t = _study_rows(module, "mlp")
+  names = studies.setting_column(t, "mlp", module)
+  assert (names == t["run"].str.split(",").str[0]).all()  # every setting recognised, "combined" not "batch512"
+  t = t.assign(setting=names, sigma=t["perturb.scale"].astype(float))
+  v = studies.verdicts(studies.cells(t))
+  assert studies.claim_verdict(v, "warmup2ep", "lower").startswith("holds (2 of 2")
+  assert studies.claim_verdict(v, "adam", "higher").startswith("holds")
+  assert studies.claim_verdict(v, "adam", "lower").startswith("contradicted")
+  assert studies.claim_verdict(v, "wd5e-3", "higher").startswith("not resolved")  # seed ranges overlap the base
+  assert studies.claim_verdict(v, "nonexistent", "lower").startswith("untested")
+  assert studies.compare([1, 2], [2.5, 3]) == "lower" and studies.compare([1, 3], [2, 4]) == "overlap"
+  odd = t.copy()
+  odd.loc[0, "optim.lr"] = 0.05  # a run that is no setting of the study
+  with pytest.raises(ValueError, match="matches no setting"):
+    studies.setting_column(odd, "mlp", module)
+  text = studies.report(t.drop(columns=["setting", "sigma"]).assign(**{
+      "child0.train.accuracy": 0.9, "child0.test.accuracy": 0.88, "child0.train.loss": 0.3, "vs_child0.l2": 0.0}),
+      "mlp")
+  assert "| warmup2ep | a longer warm-up" in text and "0 pairs" not in text.split("σ = 0 twins")[1][:30]

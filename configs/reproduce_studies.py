@@ -1,0 +1,99 @@
+"""The poster's hyperparameter claims on Fashion-MNIST (REPRODUCTION.md, second edition): one setting changed at a time.
+
+The poster: a longer warm-up, larger batches and larger width make training more stable; Adam and weight decay
+make it less stable; even the most stable combination does not remove the instability at initialisation.
+Each setting below changes the instability map's setting (``configs/reproduce_map.py``) in one place, and
+``combined`` takes the three said to stabilise together. Stability is read as the map reads it: the barrier
+between child 0 and a child perturbed at t, at perturbation times t in {0, 1 epoch, 2 epochs} (MLP) or
+{0, 1 epoch} (CNN), with sigma in (0, 1e-4, 1e-2) in the batch direction, seeds 0 and 1. A setting is more
+stable where its barrier at t is smaller than the base's (the base is run here too, on the same grid).
+
+Settings (``setting=`` in each run's sweep entry; the overrides it stands for are in ``SETTINGS``):
+
+* ``base``: the map's setting (SGD momentum 0.9, peak lr 0.1, triangular schedule with 1 epoch of warm-up,
+  batch 128, no weight decay; MLP 512-512 for 6 epochs, or the CNN (16, 32 channels; dense 128) for 4).
+* ``warmup0``, ``warmup2ep``: no warm-up; 2 epochs of warm-up.
+* ``batch512``: batch 512 at the same peak lr (steps counted in epochs, so every run sees the same data and
+  perturbation times are the same epochs).
+* ``width2x``: twice the hidden width (MLP 1024-1024; CNN 32 and 64 channels, dense 256).
+* ``adam``: Adam (b1 0.9, b2 0.999), peak lr 1e-3, the same schedule.
+* ``wd5e-4``, ``wd5e-3``: coupled L2 weight decay (torch's ``weight_decay``).
+* ``combined``: ``warmup2ep`` + ``batch512`` + ``width2x``.
+
+Phases (``:ARG``): ``mlp`` (default; 9 settings x 3 times x 2 seeds = 54 runs) and ``cnn`` (9 x 2 x 2 = 36
+runs). One run, the sweep and its report (from the repository root)::
+
+    python -m butterfly_jax.main --config=configs/reproduce_studies.py --workdir=runs/study_one \\
+        --config.schedule.warmup=0
+    python -m butterfly_jax.launch --config=configs/reproduce_studies.py:mlp --runs=reproduction/studies/mlp \\
+        --workers=2
+    python -m butterfly_jax.report --runs=reproduction/studies/mlp --out=reproduction/studies/mlp_report
+    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet
+
+The report's table carries each run's overrides as columns, so ``claims.py studies`` tells the settings
+apart from them (``setting_of``).
+"""
+
+from butterfly_jax.config import config_file
+
+reproduce_map = config_file("reproduce_map.py", beside=__file__)
+
+PHASES = ("mlp", "cnn")
+SEEDS = [0, 1]
+TIMES = {"mlp": ["0", "1ep", "2ep"], "cnn": ["0", "1ep"]}
+SCALES = (0.0, 1e-4, 1e-2)
+WIDE = {"mlp": {"model.kwargs.hidden": (1024, 1024)},
+        "cnn": {"model.kwargs.channels": (32, 64), "model.kwargs.dense": 256}}
+
+
+def settings(phase):
+  """Name -> the overrides of the base setting it stands for (dotted config fields)."""
+  wide = WIDE[phase]
+  return {
+      "base": {},
+      "warmup0": {"schedule.warmup": "0"},
+      "warmup2ep": {"schedule.warmup": "2ep"},
+      "batch512": {"train.batch_size": 512},
+      "width2x": dict(wide),
+      "adam": {"optim.name": "adam", "optim.lr": 1e-3},
+      "wd5e-4": {"optim.weight_decay": 5e-4},
+      "wd5e-3": {"optim.weight_decay": 5e-3},
+      "combined": {"schedule.warmup": "2ep", "train.batch_size": 512, **wide},
+  }
+
+
+def setting_of(overrides: dict, phase: str) -> str:
+  """The setting a run's overrides (its sweep entry less time and seed) stand for; KeyError if none."""
+  rest = {k: v for k, v in overrides.items() if k not in ("perturb.time", "seed")}
+  for name, fields in settings(phase).items():
+    if _same(fields, rest):
+      return name
+  raise KeyError(f"no setting of configs/reproduce_studies.py:{phase} has the overrides {rest}")
+
+
+def _same(a: dict, b: dict) -> bool:
+  norm = lambda d: {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}
+  return norm(a) == norm(b)
+
+
+def _phase(arg):
+  phase = arg or "mlp"
+  if phase not in PHASES:
+    raise ValueError(f"configs/reproduce_studies.py: unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
+  return phase
+
+
+def get_config(arg=None):
+  phase = _phase(arg)
+  c = reproduce_map.get_config(phase)
+  c.perturb.kind = "batch"
+  c.perturb.scales = SCALES
+  return c
+
+
+def sweep(add, arg=None):
+  phase = _phase(arg)
+  for seed in SEEDS:
+    for fields in settings(phase).values():
+      for t in TIMES[phase]:
+        add(**{"perturb.time": t, "seed": seed, **fields})

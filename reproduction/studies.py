@@ -1,0 +1,266 @@
+"""The hyperparameter studies (``configs/reproduce_studies.py``): each setting's barriers against the base's.
+
+    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
+        [--map=reproduction/map/mlp_report/table.parquet] > reproduction/studies/mlp_claims.md
+
+A run's setting is found from its config columns: the fields any setting changes, compared with the base
+config's values and each setting's overrides (``setting_column``). A setting is compared with the base cell by
+cell, (t in epochs, σ > 0): the train-loss barrier's seed mean [min, max], their ratio, and a comparison that
+counts only separated seed ranges (``compare``): "lower" where every seed of the setting lies below every seed
+of the base, "higher" the reverse, "overlap" otherwise. With two seeds this is a coarse test; it says whether
+the seeds disagree, not more.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from butterfly_jax.config import config_file
+
+ROOT_CONFIG = "reproduce_studies.py"
+B = "vs_child0.barrier.{}.{}"
+
+# The poster's claims: (setting, the base-relative direction the claim predicts for the barrier, what it says).
+CLAIMS = (
+    ("warmup2ep", "lower", "a longer warm-up (2 epochs against 1) makes training more stable"),
+    ("warmup0", "higher", "no warm-up (against 1 epoch) makes training less stable"),
+    ("batch512", "lower", "a larger batch (512 against 128) makes training more stable"),
+    ("width2x", "lower", "a larger width (2x) makes training more stable"),
+    ("adam", "higher", "Adam (against SGD) makes training less stable"),
+    ("wd5e-4", "higher", "weight decay 5e-4 (against none) makes training less stable"),
+    ("wd5e-3", "higher", "weight decay 5e-3 (against none) makes training less stable"),
+    ("combined", "lower", "the three stabilising settings together make training more stable"),
+)
+
+
+def studies_module():
+  return config_file(Path(__file__).resolve().parents[1] / "configs" / ROOT_CONFIG)
+
+
+def _norm(v):
+  if isinstance(v, (list, tuple, np.ndarray)):
+    return tuple(_norm(x) for x in v)
+  if isinstance(v, (np.integer,)):
+    return int(v)
+  if isinstance(v, (np.floating,)):
+    return float(v)
+  return v
+
+
+def _base_value(config, key):
+  node = config
+  for part in key.split("."):
+    node = node[part]
+  return _norm(node)
+
+
+def setting_column(t: pd.DataFrame, phase: str, module=None) -> pd.Series:
+  """The setting name of each row, from the config columns of the fields the settings change; ValueError
+  naming the run if a row matches none."""
+  module = module or studies_module()
+  settings = module.settings(phase)
+  base = module.get_config(phase)
+  fields = sorted({k for s in settings.values() for k in s})
+  expected = {name: {k: _norm(s.get(k, _base_value(base, k))) for k in fields} for name, s in settings.items()}
+  names = []
+  for _, row in t.iterrows():
+    have = {k: _norm(row[k]) if k in row.index else None for k in fields}
+    match = [name for name, want in expected.items() if all(_same(have[k], want[k]) for k in fields)]
+    if not match:
+      raise ValueError(f"run {row.get('run')}: its config matches no setting of configs/{ROOT_CONFIG}:{phase} "
+                       f"(fields {have})")
+    names.append(match[0])
+  return pd.Series(names, index=t.index, name="setting")
+
+
+def _same(a, b):
+  if isinstance(a, float) or isinstance(b, float):
+    try:
+      return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    except (TypeError, ValueError):
+      return False
+  return str(a) == str(b) if isinstance(a, str) or isinstance(b, str) else a == b
+
+
+def compare(setting: np.ndarray, base: np.ndarray) -> str:
+  """"lower" if every setting seed is below every base seed, "higher" for the reverse, else "overlap"."""
+  setting, base = np.asarray(setting, float), np.asarray(base, float)
+  if not len(setting) or not len(base) or not np.isfinite(setting).all() or not np.isfinite(base).all():
+    return "n/a"
+  if setting.max() < base.min():
+    return "lower"
+  if setting.min() > base.max():
+    return "higher"
+  return "overlap"
+
+
+def cells(t: pd.DataFrame, metric: str = "train.loss") -> pd.DataFrame:
+  """One row per (setting, t in epochs, σ > 0): the seeds' barriers (diverged pairs as inf)."""
+  d = t[t["sigma"] > 0].copy()
+  d["value"] = d[B.format(*metric.split("."))].astype(float).where(~d["pair_diverged"].astype(bool), math.inf)
+  rows = []
+  for (setting, te, sigma), g in d.groupby(["setting", "t_epochs", "sigma"]):
+    rows.append({"setting": setting, "t_epochs": float(te), "sigma": float(sigma),
+                 "values": g.sort_values("seed")["value"].to_numpy(), "seeds": sorted(g["seed"].astype(int))})
+  return pd.DataFrame(rows)
+
+
+def verdicts(c: pd.DataFrame) -> pd.DataFrame:
+  """Each setting's cells beside the base's: ratio of seed means and :func:`compare`."""
+  base = {(r.t_epochs, r.sigma): r.values for r in c[c["setting"] == "base"].itertuples()}
+  rows = []
+  for r in c[c["setting"] != "base"].itertuples():
+    b = base.get((r.t_epochs, r.sigma))
+    if b is None:
+      continue
+    ratio = np.mean(r.values) / np.mean(b) if np.isfinite(r.values).all() and np.mean(b) > 0 else math.nan
+    rows.append({"setting": r.setting, "t_epochs": r.t_epochs, "sigma": r.sigma, "ratio": ratio,
+                 "comparison": compare(r.values, b), "n": len(r.values), "n_base": len(b)})
+  return pd.DataFrame(rows)
+
+
+def claim_verdict(v: pd.DataFrame, setting: str, direction: str) -> str:
+  """Over the setting's cells: "holds" if every cell is separated in the claimed direction, "contradicted" if
+  every cell is separated the other way, "mixed" if both occur, else "not resolved" (with counts)."""
+  g = v[v["setting"] == setting]
+  if g.empty:
+    return "untested (no runs)"
+  other = "higher" if direction == "lower" else "lower"
+  agree, against = int((g["comparison"] == direction).sum()), int((g["comparison"] == other).sum())
+  n = len(g)
+  counts = f"{agree} of {n} cells {direction}, {against} {other}"
+  if agree == n:
+    return f"holds ({counts})"
+  if against == n:
+    return f"contradicted ({counts})"
+  if agree and against:
+    return f"mixed ({counts})"
+  if agree:
+    return f"partly ({counts}; the rest overlap)"
+  if against:
+    return f"partly against ({counts}; the rest overlap)"
+  return f"not resolved ({counts}; seed ranges overlap)"
+
+
+def _fmt(x):
+  return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
+
+
+def _cell_text(values) -> str:
+  v = np.asarray(values, float)
+  if not np.isfinite(v).all():
+    return f"diverged in {int((~np.isfinite(v)).sum())} of {len(v)}"
+  return f"{_fmt(v.mean())} [{_fmt(v.min())}, {_fmt(v.max())}]"
+
+
+def _md(header, rows):
+  return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                   + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -> str:
+  """The studies' Markdown: per setting, child 0's end state, the barrier cells beside the base's, the verdict
+  per claim, the σ = 0 twins, and (``map_table``) the base cells against the same networks in the map."""
+  t = t[(t["status"] == "finished") & (t["child"] > 0)].copy()
+  t["sigma"] = t["perturb.scale"].astype(float)
+  t["setting"] = setting_column(t, phase)
+  order = list(studies_module().settings(phase))
+  out = [f"From {t['run'].nunique()} finished runs of `configs/{ROOT_CONFIG}:{phase}` "
+         f"({t[t['sigma'] > 0].shape[0]} pairs with σ > 0; seeds {sorted(int(x) for x in t['seed'].unique())}; "
+         f"settings: {', '.join(s for s in order if s in set(t['setting']))}).\n"]
+  out.append("## Child 0 at T, per setting (seed mean [min, max]; the scale the barriers are read against)\n")
+  rows = []
+  c0 = t[t["child"] == 1]
+  for s in order:
+    g = c0[c0["setting"] == s].drop_duplicates(["seed", "t_epochs"])
+    if g.empty:
+      continue
+    rows.append([s, len(g), _cell_text(1 - g["child0.train.accuracy"].astype(float)),
+                 _cell_text(1 - g["child0.test.accuracy"].astype(float)),
+                 _cell_text(g["child0.train.loss"].astype(float))])
+  out.append(_md(["setting", "runs", "train error", "test error", "train loss"], rows) + "\n")
+  for metric in ("train.loss", "train.error", "test.error"):
+    c = cells(t, metric)
+    v = verdicts(c)
+    out.append(f"## `{metric}` barrier: seed mean [min, max], and against the base\n")
+    out.append("Each cell: the setting's barrier; below it, the ratio of seed means to the base's and whether "
+               "the seed ranges separate (lower / higher / overlap).\n")
+    cols = sorted({(r.t_epochs, r.sigma) for r in c.itertuples()})
+    rows = []
+    for s in order:
+      cs = c[c["setting"] == s]
+      if cs.empty:
+        continue
+      row = [s]
+      for te, sigma in cols:
+        hit = cs[(cs["t_epochs"] == te) & (cs["sigma"] == sigma)]
+        if hit.empty:
+          row.append("")
+          continue
+        text = _cell_text(hit["values"].iloc[0])
+        vv = v[(v["setting"] == s) & (v["t_epochs"] == te) & (v["sigma"] == sigma)]
+        if len(vv):
+          text += f"<br>×{_fmt(vv['ratio'].iloc[0])}, {vv['comparison'].iloc[0]}"
+        row.append(text)
+      rows.append(row)
+    out.append(_md(["setting"] + [f"t = {te:g} ep, σ = {sigma:g}" for te, sigma in cols], rows) + "\n")
+    if metric == "train.loss":
+      verdict_rows = [[s, claim, direction, claim_verdict(v, s, direction)] for s, direction, claim in CLAIMS]
+  out.append("## Verdict per claim (train-loss barrier, every (t, σ > 0) cell)\n")
+  out.append(_md(["setting", "claim", "predicted barrier", "verdict"], verdict_rows) + "\n")
+  out.append(init_instability(t))
+  zero = t[t["sigma"] == 0]
+  cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
+  worst = float(np.nanmax(np.abs(zero[cols].astype(float).to_numpy()))) if len(zero) else float("nan")
+  out.append(f"## σ = 0 twins\n\n{len(zero)} pairs over every setting; the largest |barrier| or L2 among them: "
+             f"{worst!r}.\n")
+  if map_table is not None:
+    out.append(against_map(t, map_table))
+  return "\n".join(out)
+
+
+def init_instability(t: pd.DataFrame) -> str:
+  """The poster: even the most stable combination does not remove the instability at initialisation."""
+  g = t[(t["t_epochs"].astype(float) == 0) & (t["sigma"] > 0)]
+  rows = []
+  for s in ("base", "combined"):
+    gs = g[g["setting"] == s]
+    for sigma, gg in gs.groupby("sigma"):
+      rows.append([s, f"{sigma:g}", _cell_text(gg[B.format("train", "loss")].astype(float)),
+                   _cell_text(gg[B.format("train", "error")].astype(float)), len(gg)])
+  if not rows:
+    return "## Instability at initialisation\n\nNo runs at t = 0.\n"
+  return ("## Instability at initialisation: base and combined, t = 0\n\n"
+          + _md(["setting", "σ", "train-loss barrier", "train-error barrier", "n"], rows) + "\n")
+
+
+def against_map(t: pd.DataFrame, m: pd.DataFrame) -> str:
+  """The base's pairs are the same recipe as the map's pairs at the same (seed, t, σ), and members do not
+  depend on their siblings: where child 0 is bitwise the same network in both, the barriers must be equal.
+  Where child 0 differs, the two ran under other bits (another host CPU: BUILD_NOTES.md, "Known limits")."""
+  m = m[(m["status"] == "finished") & (m["child"] > 0) & (m["perturb.kind"] == "batch")
+        & (m["perturb.mask.single"].fillna("").astype(str) == "")].copy()
+  m["sigma"] = m["perturb.scale"].astype(float)
+  key = ["seed", "t", "sigma"]
+  cols = [B.format("train", "loss"), "vs_child0.l2", "child0.train.loss"]
+  base = t[t["setting"] == "base"][key + cols]
+  both = base.merge(m[key + cols], on=key, suffixes=("_study", "_map"))
+  if both.empty:
+    return "## The base against the map\n\nNo pair of the base is in the map table.\n"
+  same0 = both["child0.train.loss_study"].astype(float) == both["child0.train.loss_map"].astype(float)
+  equal = same0.copy()
+  for c in cols[:2]:
+    equal &= both[c + "_study"].astype(float) == both[c + "_map"].astype(float)
+  differ = both[~same0]
+  text = (f"## The base against the map\n\n{len(both)} pairs of the base are also in the map (same seed, t and σ; "
+          f"the map's family has more siblings). In {int(same0.sum())} of them child 0 is bitwise the same "
+          f"network in both, and {int(equal.sum())} of those have equal barriers and L2 (bitwise).")
+  if len(differ):
+    gap = float(np.abs(differ[cols[0] + "_study"].astype(float) - differ[cols[0] + "_map"].astype(float)).max())
+    text += (f" In the other {len(differ)} (seeds {sorted(int(x) for x in differ['seed'].unique())}) child 0 "
+             f"itself differs (train loss {differ['child0.train.loss_study'].iloc[0]:.6f} here against "
+             f"{differ['child0.train.loss_map'].iloc[0]:.6f} in the map): those map runs computed other bits "
+             f"from the same recipe, and their train-loss barriers differ by up to {gap:.4f}.")
+  return text + "\n"
