@@ -30,8 +30,8 @@ runs). One run, the sweep and its report (from the repository root)::
     python -m butterfly_jax.report --runs=reproduction/studies/mlp --out=reproduction/studies/mlp_report
     python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet
 
-The report's table carries each run's overrides as columns, so ``claims.py studies`` tells the settings
-apart from them (``setting_of``).
+The report's table carries each run's config as columns; ``claims.py studies`` tells the settings apart by
+the fields ``settings()`` changes (``reproduction/studies.py``).
 """
 
 from butterfly_jax.config import config_file
@@ -60,20 +60,6 @@ def settings(phase):
       "wd5e-3": {"optim.weight_decay": 5e-3},
       "combined": {"schedule.warmup": "2ep", "train.batch_size": 512, **wide},
   }
-
-
-def setting_of(overrides: dict, phase: str) -> str:
-  """The setting a run's overrides (its sweep entry less time and seed) stand for; KeyError if none."""
-  rest = {k: v for k, v in overrides.items() if k not in ("perturb.time", "seed")}
-  for name, fields in settings(phase).items():
-    if _same(fields, rest):
-      return name
-  raise KeyError(f"no setting of configs/reproduce_studies.py:{phase} has the overrides {rest}")
-
-
-def _same(a: dict, b: dict) -> bool:
-  norm = lambda d: {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()}
-  return norm(a) == norm(b)
 
 
 def _phase(arg):
