@@ -10,9 +10,9 @@ What a member's trajectory may depend on: its own initial state, the shared data
 step numbers and the config. Under ``map`` it does not depend on its siblings, on K or on its position in the
 family by construction: every member runs the same compiled loop body (for K >= 2: XLA inlines the body of a
 one-trip loop, so a lone member, the trunk, may compile differently; a tiny BERT with dropout did). Under
-``sequential`` each member has its own copy of the step, which XLA compiles separately: for the vision models the copies were found identical
-(tests check a child's independence bitwise), but two identical BERT members were measured to part in their
-last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU. Under ``vmap`` identical members stay
+``sequential`` each member has its own copy of the step, which XLA compiles separately: for the vision models
+the copies were found identical (tests check a child's independence bitwise), but two identical BERT members
+were measured to part in their last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU. Under ``vmap`` identical members stay
 bitwise equal to each other, but XLA may compile the batched step differently for different K, so a
 member's last bits may depend on the family's size.
 

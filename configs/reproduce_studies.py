@@ -30,6 +30,12 @@ runs). One run, the sweep and its report (from the repository root)::
     python -m butterfly_jax.report --runs=reproduction/studies/mlp --out=reproduction/studies/mlp_report
     python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet
 
+Cost, measured for ``:mlp`` (2026-12-01, two workers, the machine shared with the test suite part of the
+time; each run's ``seconds`` in ``reproduction/studies/mlp/sweep.json``): a 4-network family took 110-234 s
+(median 168 s; one that spanned a 15-minute pause 984 s), one at width 1024 488-908 s: about 2 hours of two
+workers for the 54 runs. ``:cnn`` is
+not measured; from the CNN map's step times (BUILD_NOTES.md) expect several minutes a run and 2-4 hours.
+
 The report's table carries each run's config as columns; ``claims.py studies`` tells the settings apart by
 the fields ``settings()`` changes (``reproduction/studies.py``).
 """

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from butterfly_jax.config import config_file
+from instability_map import _fmt, barrier_values, load_frame
 
 ROOT_CONFIG = "reproduce_studies.py"
 B = "vs_child0.barrier.{}.{}"
@@ -98,12 +99,12 @@ def compare(setting: np.ndarray, base: np.ndarray) -> str:
 
 def cells(t: pd.DataFrame, metric: str = "train.loss") -> pd.DataFrame:
   """One row per (setting, t in epochs, σ > 0): the seeds' barriers (diverged pairs as inf)."""
-  d = t[t["sigma"] > 0].copy()
-  d["value"] = d[B.format(*metric.split("."))].astype(float).where(~d["pair_diverged"].astype(bool), math.inf)
+  d = t[t["sigma"] > 0]
+  d = d.assign(value=barrier_values(d, metric))
   rows = []
   for (setting, te, sigma), g in d.groupby(["setting", "t_epochs", "sigma"]):
     rows.append({"setting": setting, "t_epochs": float(te), "sigma": float(sigma),
-                 "values": g.sort_values("seed")["value"].to_numpy(), "seeds": sorted(g["seed"].astype(int))})
+                 "values": g.sort_values("seed")["value"].to_numpy()})
   return pd.DataFrame(rows)
 
 
@@ -144,10 +145,6 @@ def claim_verdict(v: pd.DataFrame, setting: str, direction: str) -> str:
   return f"not resolved ({counts}; seed ranges overlap)"
 
 
-def _fmt(x):
-  return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
-
-
 def _cell_text(values) -> str:
   v = np.asarray(values, float)
   if not np.isfinite(v).all():
@@ -163,8 +160,7 @@ def _md(header, rows):
 def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -> str:
   """The studies' Markdown: per setting, child 0's end state, the barrier cells beside the base's, the verdict
   per claim, the σ = 0 twins, and (``map_table``) the base cells against the same networks in the map."""
-  t = t[(t["status"] == "finished") & (t["child"] > 0)].copy()
-  t["sigma"] = t["perturb.scale"].astype(float)
+  t = load_frame(t)
   t["setting"] = setting_column(t, phase)
   order = list(studies_module().settings(phase))
   out = [f"From {t['run'].nunique()} finished runs of `configs/{ROOT_CONFIG}:{phase}` "
@@ -240,9 +236,8 @@ def against_map(t: pd.DataFrame, m: pd.DataFrame) -> str:
   """The base's pairs are the same recipe as the map's pairs at the same (seed, t, σ), and members do not
   depend on their siblings: where child 0 is bitwise the same network in both, the barriers must be equal.
   Where child 0 differs, the two ran under other bits (another host CPU: BUILD_NOTES.md, "Known limits")."""
-  m = m[(m["status"] == "finished") & (m["child"] > 0) & (m["perturb.kind"] == "batch")
-        & (m["perturb.mask.single"].fillna("").astype(str) == "")].copy()
-  m["sigma"] = m["perturb.scale"].astype(float)
+  m = load_frame(m)
+  m = m[m["kind"] == "batch"]
   key = ["seed", "t", "sigma"]
   cols = [B.format("train", "loss"), "vs_child0.l2", "child0.train.loss"]
   base = t[t["setting"] == "base"][key + cols]

@@ -10,6 +10,7 @@ import pytest
 
 from butterfly_jax import runtime
 from butterfly_jax.configs_embedded import smoke
+import xla_flags
 
 # The suite's time is mostly XLA compiling hundreds of small programs that then run for milliseconds. XLA:CPU's
 # backend optimisation level 0 compiles them about 40% faster (BUILD_NOTES.md, "Test suite"); every process the
@@ -17,10 +18,9 @@ from butterfly_jax.configs_embedded import smoke
 # a resumed run against an uninterrupted one), or against references within tolerances, so they hold at any
 # level; `tests/test_cli.py::test_main_at_xla_default_optimisation_keeps_twins_bitwise` runs one end-to-end
 # family at XLA's default level. BUTTERFLY_JAX_TEST_XLA_OPT=default keeps XLA's default for the whole suite.
-TEST_XLA_OPT = "--xla_backend_optimization_level=0"
-if os.environ.get("BUTTERFLY_JAX_TEST_XLA_OPT", "0") != "default" and "optimization_level" not in os.environ.get(
+if os.environ.get("BUTTERFLY_JAX_TEST_XLA_OPT", "0") != "default" and xla_flags.LEVEL not in os.environ.get(
     "XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_OPT}".strip()
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags.LEVEL}=0".strip()
 
 # The XLA flags a run sets (butterfly_jax/runtime.py), before any test starts JAX's backends: in-process runs
 # then compute with the same flags, and the same bits, as runs from the command line in a subprocess.

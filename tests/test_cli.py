@@ -89,8 +89,10 @@ def test_main_at_xla_default_optimisation_keeps_twins_bitwise(tmp_path):
   flags = xla_flags.default_level()
   out = subprocess.run([sys.executable, "-m", "butterfly_jax.main", f"--config={shipped.FOLDER / 'smoke.py'}",
                         f"--workdir={tmp_path / 'run'}", "--config.model.name=cnn",
-                        "--config.model.kwargs={'channels': (4, 8), 'dense': 16}", "--config.perturb.scales=(0.0,1e-2)"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "XLA_FLAGS": flags})
+                        "--config.model.kwargs={'channels': (4, 8), 'dense': 16}",
+                        "--config.perturb.scales=(0.0,1e-2)"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "XLA_FLAGS": flags})
   assert out.returncode == 0, out.stderr[-2000:]
   res = json.loads((tmp_path / "run" / "results.json").read_text())
   twin, perturbed = res["children"][1]["vs_child0"], res["children"][2]["vs_child0"]

@@ -140,7 +140,7 @@ STEPS = textwrap.dedent("""
 
 
 def _env(devices: int) -> dict:
-  # this process's XLA flags (tests/conftest.py: the run's flags), plus forced CPU devices
+  # this process's XLA flags (tests/conftest.py: the run's flags) at XLA's default level, plus forced CPU devices
   flags = xla_flags.default_level(f"--xla_force_host_platform_device_count={devices}")
   return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
 

@@ -103,6 +103,7 @@ def _study_rows(settings_module, phase):
         for child, sigma in ((1, 0.0), (2, 1e-4)):
           row = {"run": f"{name},{seed},{te}", "status": "finished", "child": child, "seed": seed, "t_epochs": te,
                  "t": int(te * 468), "perturb.scale": sigma, "pair_diverged": False,
+                 "perturb.kind": "batch", "perturb.mask.single": "", "steps_per_epoch": 468,
                  "optim.name": base.optim.name, "optim.lr": base.optim.lr, "optim.weight_decay": 0.0,
                  "schedule.warmup": base.schedule.warmup, "train.batch_size": base.train.batch_size,
                  "model.kwargs.hidden": list(base.model.kwargs.hidden)}

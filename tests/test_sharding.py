@@ -53,7 +53,7 @@ def _metrics(workdir):
                                                      ("map", 2, (0.0, 1e-2, 1e-1)),
                                                      ("sequential", 8, (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))])
 def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scales):
-  # this process's XLA flags (tests/conftest.py: the run's flags), plus forced CPU devices
+  # this process's XLA flags (tests/conftest.py: the run's flags) at XLA's default level, plus forced CPU devices
   flags = xla_flags.default_level(f"--xla_force_host_platform_device_count={devices}")
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy, str(devices), repr(scales)],

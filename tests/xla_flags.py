@@ -8,10 +8,10 @@ subprocesses at XLA's default level instead: at level 0 those layouts are not bi
 
 import os
 
-TEST_LEVEL_FLAG = "--xla_backend_optimization_level"
+LEVEL = "--xla_backend_optimization_level"  # tests/conftest.py sets it to 0 for the suite
 
 
 def default_level(extra: str = "") -> str:
   """This process's XLA_FLAGS without the suite's optimisation level, plus ``extra``."""
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(TEST_LEVEL_FLAG)]
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(LEVEL)]
   return " ".join(flags + extra.split())
