@@ -6,6 +6,7 @@ where an unfinished run resumes: :class:`_Start`, the one place that knows), tru
 (and align and compare), assemble the results. The pieces they call are pure functions in the other modules.
 """
 
+import hashlib
 import json
 import logging
 import time
@@ -159,7 +160,20 @@ def _initial_params(setup):
     problems.append(f"not in the model: {extra}")
   if problems:
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not fit model {c.model.name}: " + "; ".join(problems))
-  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), **head}
+  loaded_names = [n for n in fresh if c.init.keep_head or n.split("/")[0] != "head"]
+  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), **head,
+                                                  "weights_sha256": weights_sha256(out, loaded_names)}
+
+
+def weights_sha256(flat: dict, names) -> str:
+  """SHA-256 of the named arrays of ``flat`` (name, dtype, shape and bytes, in the given order): which saved
+  weights a fine-tuning run started from, comparable across runs and machines."""
+  h = hashlib.sha256()
+  for name in names:
+    x = np.asarray(flat[name])
+    h.update(f"{name}|{x.dtype.str}|{x.shape}|".encode())
+    h.update(np.ascontiguousarray(x).tobytes())
+  return h.hexdigest()
 
 
 def perturbation_batch(setup):

@@ -6,6 +6,8 @@
         > reproduction/map/mlp_claims.md
     python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
         [--map=reproduction/map/mlp_report/table.parquet] > reproduction/studies/mlp_claims.md
+    python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \
+        --cnn=reproduction/pretrain/cnn_report/table.parquet > reproduction/pretrain/claims.md
 
 Prints Markdown: one section per claim of the paper, each with the table or statistic it rests on. Barriers are
 the Eq. 1 train/test loss and error barriers between child 0 and child k after training; means and min-max are
@@ -308,8 +310,24 @@ def studies_claims(argv):
   print(report(t, phase, read(args.map) if args.map else None))
 
 
+def pretrain_claims(argv):
+  p = argparse.ArgumentParser(prog="claims.py pretrain",
+                              description="the pre-training study's numbers (configs/reproduce_pretrain.py), as Markdown")
+  p.add_argument("--mlp", help="the report's table.parquet of the MLP fine-tuning sweep")
+  p.add_argument("--cnn", help="the report's table.parquet of the CNN fine-tuning sweep")
+  args = p.parse_args(argv)
+  if not (args.mlp or args.cnn):
+    p.error("give --mlp, --cnn or both")
+  from pretraining import report
+  for label, path in (("MLP 512-512", args.mlp), ("CNN (16, 32 channels; dense 128)", args.cnn)):
+    if path:
+      print(report(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path), label))
+
+
 if __name__ == "__main__":
-  if sys.argv[1:2] == ["map"]:
+  if sys.argv[1:2] == ["pretrain"]:
+    pretrain_claims(sys.argv[2:])
+  elif sys.argv[1:2] == ["map"]:
     map_claims(sys.argv[2:])
   elif sys.argv[1:2] == ["studies"]:
     studies_claims(sys.argv[2:])

@@ -1,13 +1,12 @@
 """Pre-training then fine-tuning: kept checkpoints, class subsets, starting a family from a saved run."""
 
-import jax
 import numpy as np
 import pytest
 
 from butterfly_jax import config as config_lib, rundir as rundir_lib, tree_math
 from butterfly_jax.configs_embedded import smoke
 from butterfly_jax.data import DataError, load_dataset, select_classes
-from butterfly_jax.experiment import kept_steps, run
+from butterfly_jax.experiment import kept_steps, run, weights_sha256
 
 
 def test_select_classes_keeps_and_relabels_in_order():
@@ -51,6 +50,10 @@ def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path)
       assert not np.array_equal(start[name], source[name])  # a fresh head for the new labels
     else:
       np.testing.assert_array_equal(start[name], source[name])  # exactly the pre-trained weights
+  body = [n for n in start if not n.startswith("head/")]  # the model's order, which the fingerprint follows
+  assert res["init"]["weights_sha256"] == weights_sha256(source, body)  # exactly these pre-trained weights
+  other = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "pre" / "checkpoints" / "keep" / "6")["params"])
+  assert weights_sha256(other, body) != weights_sha256(source, body)  # another kept step, another fingerprint
   twin = res["children"][1]
   assert twin["vs_child0"]["l2"] == 0.0
   assert res["children"][2]["perturb"]["num_perturbed"] == sum(

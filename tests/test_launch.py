@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from butterfly_jax import config_files as shipped
-from butterfly_jax.config import ConfigError
+from butterfly_jax.config import ConfigError, parse_init_checkpoint, resolve_steps
 from butterfly_jax.launch import sweep as sweep_lib
 from butterfly_jax.launch.__main__ import parse_args
 
@@ -157,6 +157,7 @@ def test_product_declares_every_combination_last_key_fastest():
                                          ("study_warmup", 9), ("study_batch_size", 9), ("study_width", 9),
                                          ("study_optimizer", 6), ("study_weight_decay", 9), ("study_rewind", 6),
                                          ("reproduce_fashion_mnist", 36), ("fashion_mnist_finetune", 30),
+                                         ("reproduce_pretrain", 36),
                                          ("resnet50_c100_to_c10", 72), ("resnet50_c10_to_c100", 72),
                                          ("vit_finetune_c100", 24), ("multiberts_qnli", 18),
                                          ("olmo1b_qnli", 18)])
@@ -176,6 +177,25 @@ def test_a_config_argument_reaches_the_sweep_so_a_phase_declares_its_own_runs(na
   assert pretrain.config == module.get_config("pretrain") and pretrain.config.perturb.scales == ()
   assert {r.config.init.checkpoint.rpartition(":")[0] for r in sweep_lib.expand(f"{path}:finetune")} == {
       module.PRETRAIN_DIR}
+
+
+@pytest.mark.parametrize("model, finetune_runs", [("mlp", 36), ("cnn", 15)])
+def test_the_pretraining_study_fine_tunes_from_the_run_dirs_its_pretraining_phase_makes(model, finetune_runs):
+  """``reproduce_pretrain.py``: the fine-tuning phase starts from steps its pre-training phase keeps, in the run
+  directories ``launch`` gives the pre-training runs (``--runs`` as the docstring's command has it)."""
+  path = shipped.FOLDER / "reproduce_pretrain.py"
+  module, _ = sweep_lib.load_config_module(str(path))
+  pre = sweep_lib.expand(f"{path}:pretrain_{model}")
+  runs_dir = f"reproduction/pretrain/pretrain_{model}"
+  assert f"--config=configs/reproduce_pretrain.py:pretrain_{model} --runs={runs_dir}" in module.__doc__
+  kept = {f"{runs_dir}/{r.name}": set(resolve_steps(r.config, 30000)["keep"]) for r in pre}  # classes 0-4: 30,000
+  fine = sweep_lib.expand(f"{path}:{model}")
+  assert len(fine) == finetune_runs
+  for r in fine:
+    run_dir, step = parse_init_checkpoint(r.config.init.checkpoint)
+    assert step in kept[run_dir], (r.name, step)
+    assert r.config.seed == pre[[f"{runs_dir}/{p.name}" for p in pre].index(run_dir)].config.seed
+    assert r.config.data.classes == (5, 6, 7, 8, 9) and pre[0].config.data.classes == (0, 1, 2, 3, 4)
 
 
 @pytest.mark.parametrize("name, arg, task, metric", [("multiberts_qnli", "", "glue/qnli", "accuracy"),

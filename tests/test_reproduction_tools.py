@@ -139,3 +139,43 @@ def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_sep
       "child0.train.accuracy": 0.9, "child0.test.accuracy": 0.88, "child0.train.loss": 0.3, "vs_child0.l2": 0.0}),
       "mlp")
   assert "| warmup2ep | a longer warm-up" in text and "0 pairs" not in text.split("σ = 0 twins")[1][:30]
+
+
+def _pretrain_rows(barrier):
+  """A made-up fine-tuning table: seeds 0-2, kept steps 0, 100, 200, t = 0, σ in (0, 1e-4, 1e-2); ``barrier(seed,
+  step, sigma)`` gives the train-loss barrier (the error barrier is half of it)."""
+  rows = []
+  for seed in (0, 1, 2):
+    for step in (0, 100, 200):
+      for sigma in (0.0, 1e-4, 1e-2):
+        b = 0.0 if sigma == 0 else barrier(seed, step, sigma)
+        rows.append({"status": "finished", "run": f"s{seed}p{step}", "seed": seed, "t_epochs": 0.0,
+                     "perturb.scale": sigma, "init.checkpoint": f"reproduction/pretrain/none/seed={seed}:{step}",
+                     "vs_child0.barrier.train.loss": b, "vs_child0.barrier.train.error": b / 2,
+                     "vs_child0.barrier.test.loss": b, "vs_child0.barrier.test.error": b / 2,
+                     "vs_child0.l2": 10 * b, "child0.test.accuracy": 0.9})
+  return pd.DataFrame(rows)
+
+
+def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_when_seeds_disagree():
+  import pretraining
+  falling = _pretrain_rows(lambda seed, step, sigma: sigma * (3 - step / 100) + seed * 1e-3)
+  t = pretraining.frame(falling)
+  cells = pretraining.paired(t)
+  assert cells[(0.0, 1e-4)][2] == pytest.approx((3e-4 + 2e-3, 1e-4 + 2e-3))  # seed 2: step 0 against step 200
+  assert pretraining.verdict(cells).startswith("holds (2 lower of 2 cells)")
+  text = pretraining.report(falling, "made-up")
+  assert "σ = 0 twins: 9 pairs; the largest |barrier| or L2 among them: 0.0" in text
+  assert "seeds [0, 1, 2], kept steps [0, 100, 200]" in text
+  assert "| 0 ep | 0.0001 | lower in 3 seeds | 0.33-0.91 | lower |" in text  # (1e-4 + k) / (3e-4 + k), k = 0, 2e-3
+  # one seed whose barrier rises at σ = 1e-2 makes that cell mixed: the verdict is not "holds"
+  mixed = _pretrain_rows(lambda seed, step, sigma: sigma * ((1 + step / 100) if seed == 1 and sigma == 1e-2
+                                                            else (3 - step / 100)))
+  cells = pretraining.paired(pretraining.frame(mixed))
+  assert pretraining.direction(cells[(0.0, 1e-2)]) == "mixed"
+  assert pretraining.verdict(cells) == "inconclusive (1 lower, 1 mixed of 2 cells)"
+  rising = _pretrain_rows(lambda seed, step, sigma: sigma * (1 + step / 100))
+  assert pretraining.verdict(pretraining.paired(pretraining.frame(rising))).startswith("contradicted")
+  # the plateau reads the last two kept steps the same way
+  plateau = pretraining.paired(t, start=100.0, end=200.0)
+  assert pretraining.verdict(plateau).startswith("holds")
