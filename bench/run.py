@@ -55,9 +55,10 @@ MODELS = {  # name: (registry name, kwargs, input shape, torch kwargs)
     "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3), {"width": 1}),
     "resnet20_w2": ("resnet20", {"width": 2}, (32, 32, 3), {"width": 2}),
     "cnn": ("cnn", {}, (28, 28, 1), {}),
+    "cnn_16_32": ("cnn", {"channels": (16, 32)}, (28, 28, 1), {"channels": (16, 32)}),  # the map's CNN
     "mlp": ("mlp", {}, (28, 28, 1), {}),
 }
-CONV_MODELS = ("resnet20_w1", "resnet20_w2", "cnn")
+CONV_MODELS = ("resnet20_w1", "resnet20_w2", "cnn", "cnn_16_32")
 NO_TORCH = False
 
 
@@ -312,7 +313,7 @@ def main():
   global NO_TORCH
   NO_TORCH = args.no_torch
   models = args.models.split(",") if args.models else (
-      ["resnet20_w1", "cnn", "mlp"] if args.quick else list(MODELS))
+      ["resnet20_w1", "cnn", "mlp"] if args.quick else [m for m in MODELS if m != "cnn_16_32"])
   for m in models:
     if m not in MODELS:
       raise SystemExit(f"--models: unknown model {m!r}; allowed: {', '.join(MODELS)}")
