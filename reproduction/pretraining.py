@@ -110,7 +110,7 @@ def pretraining_runs(t):
     path = Path(parse_init_checkpoint(value)[0]) / "results.json"
     if path.exists():
       res = json.loads(path.read_text())
-      out[int(seed)] = (res["children"][0]["test"]["accuracy"], res["steps"]["total"])
+      out[int(seed)] = (res["children"][0]["test"]["accuracy"], res["steps"]["T"])
   return out
 
 
@@ -151,7 +151,7 @@ def report(t, label) -> str:
   full = paired(t)
   err = paired(t, "error_barrier")
   for (te, s), p in sorted(full.items()):
-    rows.append(f"| {te:g} ep | {_sigma(s)} | {direction(p)} in {len(p)} seeds | {_ratios(p)} | "
+    rows.append(f"| {te:g} ep | {_sigma(s)} | {direction(p)} (n = {len(p)}) | {_ratios(p)} | "
                 f"{direction(err[(te, s)])} |")
   out.append("\n".join(rows))
   plateau = paired(t, start=steps[-2], end=steps[-1]) if len(steps) > 2 else {}

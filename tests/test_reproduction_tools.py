@@ -157,9 +157,14 @@ def _pretrain_rows(barrier):
   return pd.DataFrame(rows)
 
 
-def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_when_seeds_disagree():
+def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_when_seeds_disagree(tmp_path):
   import pretraining
   falling = _pretrain_rows(lambda seed, step, sigma: sigma * (3 - step / 100) + seed * 1e-3)
+  for seed in (0, 1, 2):  # the pre-training runs' results.json, as a run writes them
+    (tmp_path / f"seed={seed}").mkdir()
+    (tmp_path / f"seed={seed}" / "results.json").write_text(json.dumps(
+        {"children": [{"test": {"accuracy": 0.9 + seed / 100}}], "steps": {"t": 0, "T": 2340}}))
+  falling["init.checkpoint"] = falling["init.checkpoint"].str.replace("reproduction/pretrain/none", str(tmp_path))
   t = pretraining.frame(falling)
   cells = pretraining.paired(t)
   assert cells[(0.0, 1e-4)][2] == pytest.approx((3e-4 + 2e-3, 1e-4 + 2e-3))  # seed 2: step 0 against step 200
@@ -167,7 +172,8 @@ def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_
   text = pretraining.report(falling, "made-up")
   assert "σ = 0 twins: 9 pairs; the largest |barrier| or L2 among them: 0.0" in text
   assert "seeds [0, 1, 2], kept steps [0, 100, 200]" in text
-  assert "| 0 ep | 0.0001 | lower in 3 seeds | 0.33-0.91 | lower |" in text  # (1e-4 + k) / (3e-4 + k), k = 0, 2e-3
+  assert "Pre-training runs (classes 0-4, [2340] steps): test accuracy 0.9100 [0.9000, 0.9200] over 3 seeds" in text
+  assert "| 0 ep | 0.0001 | lower (n = 3) | 0.33-0.91 | lower |" in text  # (1e-4 + k) / (3e-4 + k), k = 0, 2e-3
   # one seed whose barrier rises at σ = 1e-2 makes that cell mixed: the verdict is not "holds"
   mixed = _pretrain_rows(lambda seed, step, sigma: sigma * ((1 + step / 100) if seed == 1 and sigma == 1e-2
                                                             else (3 - step / 100)))
