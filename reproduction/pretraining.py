@@ -131,6 +131,11 @@ def report(t, label) -> str:
     acc = [a for a, _ in pre.values()]
     out.append(f"Pre-training runs (classes 0-4, {sorted({n for _, n in pre.values()})} steps): test accuracy "
                f"{_fmt(np.mean(acc))} [{_fmt(min(acc))}, {_fmt(max(acc))}] over {len(acc)} seeds.\n")
+  if "init_weights_sha256" in t:
+    shas = t.groupby("init.checkpoint")["init_weights_sha256"].nunique(dropna=False)
+    out.append(f"Pre-trained weights read (`init_weights_sha256`): {len(shas)} kept steps started from, "
+               f"{t['init_weights_sha256'].nunique()} distinct fingerprints; every kept step's runs share one: "
+               f"{'yes' if (shas == 1).all() else 'no, ' + ', '.join(shas[shas != 1].index)}.\n")
   zero = t[t["sigma"] == 0]
   cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
   worst = float(np.nanmax(np.abs(zero[cols].astype(float).to_numpy()))) if len(zero) else float("nan")

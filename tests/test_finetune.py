@@ -52,6 +52,8 @@ def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path)
       np.testing.assert_array_equal(start[name], source[name])  # exactly the pre-trained weights
   body = [n for n in start if not n.startswith("head/")]  # the model's order, which the fingerprint follows
   assert res["init"]["weights_sha256"] == weights_sha256(source, body)  # exactly these pre-trained weights
+  table = pytest.importorskip("butterfly_jax.report.table").load_table(tmp_path / "fine")
+  assert set(table["init_weights_sha256"]) == {res["init"]["weights_sha256"]}  # the report carries it per pair
   other = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "pre" / "checkpoints" / "keep" / "6")["params"])
   assert weights_sha256(other, body) != weights_sha256(source, body)  # another kept step, another fingerprint
   twin = res["children"][1]

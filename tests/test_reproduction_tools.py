@@ -153,7 +153,8 @@ def _pretrain_rows(barrier):
                      "perturb.scale": sigma, "init.checkpoint": f"reproduction/pretrain/none/seed={seed}:{step}",
                      "vs_child0.barrier.train.loss": b, "vs_child0.barrier.train.error": b / 2,
                      "vs_child0.barrier.test.loss": b, "vs_child0.barrier.test.error": b / 2,
-                     "vs_child0.l2": 10 * b, "child0.test.accuracy": 0.9})
+                     "vs_child0.l2": 10 * b, "child0.test.accuracy": 0.9,
+                     "init_weights_sha256": f"{seed}:{step}"})
   return pd.DataFrame(rows)
 
 
@@ -172,6 +173,8 @@ def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_
   text = pretraining.report(falling, "made-up")
   assert "σ = 0 twins: 9 pairs; the largest |barrier| or L2 among them: 0.0" in text
   assert "seeds [0, 1, 2], kept steps [0, 100, 200]" in text
+  assert "9 kept steps started from, 9 distinct fingerprints; every kept step's runs share one: yes" in text
+  assert "share one: no, " in pretraining.report(falling.assign(init_weights_sha256=falling.index.astype(str)), "x")
   assert "Pre-training runs (classes 0-4, [2340] steps): test accuracy 0.9100 [0.9000, 0.9200] over 3 seeds" in text
   assert "| 0 ep | 0.0001 | lower (n = 3) | 0.33-0.91 | lower |" in text  # (1e-4 + k) / (3e-4 + k), k = 0, 2e-3
   # one seed whose barrier rises at σ = 1e-2 makes that cell mixed: the verdict is not "holds"

@@ -191,6 +191,7 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
               "data.num_test": results.get("data", {}).get("num_test"),
               "members_strategy": results.get("members_strategy"),
               **flatten(results.get("timing", {}), "timing."),
+              "init_weights_sha256": (results.get("init") or {}).get("weights_sha256"),  # fine-tuning runs
               "git_revision": results.get("provenance", {}).get("git_revision"),
               "backend": results.get("provenance", {}).get("backend")}
   if results.get("data", {}).get("metric"):  # a text task: the metric its metric columns hold
@@ -242,7 +243,8 @@ def _progress(metrics_path: Path) -> dict:
           "diverged": any(r for rec in records for r in (rec.get("diverged") or []))}
 
 
-_RUN_COLUMNS = ("num_params", "data.num_train", "data.num_test", "members_strategy", "git_revision", "backend")
+_RUN_COLUMNS = ("num_params", "data.num_train", "data.num_test", "members_strategy", "init_weights_sha256",
+                "git_revision", "backend")
 _PROGRESS_COLUMNS = ("last_step", "last_phase")
 
 
