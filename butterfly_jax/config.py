@@ -67,6 +67,16 @@ def config_file(path, beside: str | None = None):
   return module
 
 
+def config_phase(arg, phases, config_file_name: str) -> str:
+  """The phase a config file's argument names (``--config=FILE.py:PHASE``): ``arg``, or the first of ``phases``
+  when there is none; ConfigError naming the file and the phases allowed otherwise."""
+  phase = arg or phases[0]
+  if phase not in phases:
+    raise ConfigError(f"{config_file_name}: unknown phase {phase!r} (the config argument after ':'); choose one of "
+                      f"{', '.join(phases)}")
+  return phase
+
+
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -38,7 +38,7 @@ One run, and the sweep with its report (from the repository root)::
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
 
-from butterfly_jax.config import config_file
+from butterfly_jax.config import config_file, config_phase
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
@@ -54,10 +54,7 @@ SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "p
 
 
 def _phase(arg):
-  phase = arg or "mlp"
-  if phase not in PHASES:
-    raise ValueError(f"configs/reproduce_map.py: unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
-  return phase
+  return config_phase(arg, PHASES, "configs/reproduce_map.py")
 
 
 def get_config(arg=None):

@@ -43,7 +43,7 @@ On a fresh checkout, rebuild them before resuming a fine-tuning sweep. Delete
 their last bits; ``init.weights_sha256`` shows whether they do.
 """
 
-from butterfly_jax.config import config_file
+from butterfly_jax.config import config_file, config_phase
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
@@ -57,10 +57,7 @@ CNN = {"channels": (16, 32), "dense": 128}
 
 
 def _phase(arg):
-  phase = arg or "mlp"
-  if phase not in PHASES:
-    raise ValueError(f"configs/reproduce_pretrain.py: unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
-  return phase
+  return config_phase(arg, PHASES, "configs/reproduce_pretrain.py")
 
 
 def get_config(arg=None):

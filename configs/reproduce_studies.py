@@ -40,7 +40,7 @@ The report's table carries each run's config as columns; ``claims.py studies`` t
 the fields ``settings()`` changes (``reproduction/studies.py``).
 """
 
-from butterfly_jax.config import config_file
+from butterfly_jax.config import config_file, config_phase
 
 reproduce_map = config_file("reproduce_map.py", beside=__file__)
 
@@ -69,10 +69,7 @@ def settings(phase):
 
 
 def _phase(arg):
-  phase = arg or "mlp"
-  if phase not in PHASES:
-    raise ValueError(f"configs/reproduce_studies.py: unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
-  return phase
+  return config_phase(arg, PHASES, "configs/reproduce_studies.py")
 
 
 def get_config(arg=None):

@@ -179,6 +179,14 @@ def test_a_config_argument_reaches_the_sweep_so_a_phase_declares_its_own_runs(na
       module.PRETRAIN_DIR}
 
 
+@pytest.mark.parametrize("name", ["reproduce_map", "reproduce_studies", "reproduce_pretrain"])
+def test_a_phased_config_names_itself_and_its_phases_for_an_unknown_phase(name):
+  module, _ = sweep_lib.load_config_module(str(shipped.FOLDER / f"{name}.py"))
+  assert module.get_config() == module.get_config(module.PHASES[0])  # no argument: the first phase
+  with pytest.raises(ConfigError, match=rf"configs/{name}.py: unknown phase 'mpl' .*choose one of mlp, "):
+    module.get_config("mpl")
+
+
 @pytest.mark.parametrize("model, finetune_runs", [("mlp", 36), ("cnn", 15)])
 def test_the_pretraining_study_fine_tunes_from_the_run_dirs_its_pretraining_phase_makes(model, finetune_runs):
   """``reproduce_pretrain.py``: the fine-tuning phase starts from steps its pre-training phase keeps, in the run
