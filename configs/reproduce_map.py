@@ -27,8 +27,9 @@ One run, and the sweep with its report (from the repository root)::
   seeds 0-2, batch and Gaussian directions (48 runs), then one random kernel weight at the three earliest
   times (9 runs). Sized first from the bench's step times (2-3 minutes a run): wrong by an order of
   magnitude. Measured (2026-12-01, two workers, the machine also running tests): the t = 0 runs took 1,509 s
-  each, two at a time (children 1,224 s, 0.65 s per family step; evaluation 271 s), so the phase is about
-  8-12 hours of two workers, several sessions of ``launch`` resuming it.
+  each, two at a time (children 1,224 s, 0.65 s per family step; evaluation 271 s). On the idle machine, two
+  at a time: 1,036-1,040 s at t = 100, 924-931 s at t = 250, 487-852 s at 1-3 epochs (REPRODUCTION.md), so
+  the phase is about 8 hours of two workers, several sessions of ``launch`` resuming it.
 * ``cnn_scale``: ``mlp_scale`` for the CNN.
 * ``resnet20``: the paper's network (ResNet-20, LayerNorm, width 1) on Fashion-MNIST, a reduced map: 2
   epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch

@@ -48,8 +48,9 @@ def _metrics(workdir):
           for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy,devices,scales", [("sequential", 4, (0.0, 1e-2, 1e-1)),
-                                                     ("vmap", 4, (0.0, 1e-2, 1e-1)),
+# sequential: K = 8 on 8 devices, one member per device (K = 4 on 4 devices, the same case smaller, was dropped
+# for the suite's time); vmap: K = 4 on 4 devices; map: K = 4 on 2 devices, two members per device.
+@pytest.mark.parametrize("strategy,devices,scales", [("vmap", 4, (0.0, 1e-2, 1e-1)),
                                                      ("map", 2, (0.0, 1e-2, 1e-1)),
                                                      ("sequential", 8, (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))])
 def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scales):
