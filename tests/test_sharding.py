@@ -54,8 +54,10 @@ def _metrics(workdir):
                                                      ("map", 2, (0.0, 1e-2, 1e-1)),
                                                      ("sequential", 8, (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0))])
 def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scales):
-  # this process's XLA flags (tests/conftest.py: the run's flags) at XLA's default level, plus forced CPU devices
-  flags = xla_flags.default_level(f"--xla_force_host_platform_device_count={devices}")
+  # this process's XLA flags (tests/conftest.py: the run's flags) plus forced CPU devices, at XLA's default level
+  # where the two sides must be bitwise equal; vmap's, compared within round-off, at the suite's level 0
+  level = xla_flags.default_level if strategy != "vmap" else lambda extra: f"{os.environ.get('XLA_FLAGS', '')} {extra}"
+  flags = level(f"--xla_force_host_platform_device_count={devices}")
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy, str(devices), repr(scales)],
                         env=env, capture_output=True, text=True, timeout=600)
@@ -64,9 +66,8 @@ def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scal
   k = len(scales) + 1
   assert four["members_devices"] == min(devices, k) and len(four["provenance"]["devices"]) == devices
 
-  # the one-device reference, also compiled at XLA's default level (tests/xla_flags.py)
-  env1 = dict(os.environ, XLA_FLAGS=xla_flags.default_level("--xla_force_host_platform_device_count=1"),
-              JAX_PLATFORMS="cpu")
+  # the one-device reference, compiled at the same level (tests/xla_flags.py)
+  env1 = dict(os.environ, XLA_FLAGS=level("--xla_force_host_platform_device_count=1"), JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "one"), strategy, "1", repr(scales)],
                         env=env1, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
