@@ -6,11 +6,13 @@ and the Eq. 1 barriers between θ and its permuted copy: the copy computes exact
 every bit of barrier comes from the units that moved. Plotted against the fixed-point fraction, this is the
 reference curve for the fixed points of weight matching between diverged twins.
 
-    python -m butterfly_jax.proxy --run=DIR [--child=0] [--fractions=0,0.25,0.5,0.75,0.9,1] [--seeds=3]
+    python -m butterfly_jax.proxy --run=DIR [--child=0] [--fractions=0,0.25,0.5,0.75,0.9,1] [--seeds=3] [--align]
 
 (installed as ``butterfly-proxy``) reads ``DIR/config.json`` and the children's checkpoint
 ``DIR/checkpoints/children``, evaluates on the same examples as the run (``eval.num_examples``, or
-``--num_examples``) and writes ``DIR/proxy.json``.
+``--num_examples``) and writes ``DIR/proxy.json``. With ``--align``, each permuted copy is also weight-matched
+back to the network: the positive control that tells "weight matching returns the identity between twins"
+(a finding) from "weight matching finds nothing" (a broken method).
 """
 
 import json
@@ -47,10 +49,27 @@ def load_child(run_dir, child: int):
   return jax.tree_util.tree_map(np.asarray, tree_math.unstack(params, child))
 
 
-def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_examples: int | None = None):
+def recovery(spec, params, applied: dict, key, max_iter: int = 100) -> dict:
+  """Weight matching (:func:`permutations.weight_matching`, as a run aligns its children) of ``params``
+  against its copy permuted by ``applied``: the positive control for alignment. ``recovered_fraction`` is
+  the fraction of units that the permutation found puts back where they were (1: ``applied`` undone
+  exactly); ``l2`` is the distance left after alignment (0 also when the permutation found differs from
+  ``applied``'s inverse only among units with equal weights)."""
+  permuted = permutations.apply_permutation(spec, applied, params)
+  found = permutations.weight_matching(key, spec, params, permuted, max_iter)
+  # apply(F, apply(P, θ)) takes θ at P[F] on every permuted axis: the copy is restored where P[F] is the identity
+  composed = {name: np.asarray(applied[name])[np.asarray(found[name])] for name in applied}
+  aligned = permutations.apply_permutation(spec, found, permuted)
+  return {"recovered_fraction": permutations.fixed_point_fraction(composed),
+          "l2": tree_math.l2_distance(params, aligned)}
+
+
+def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_examples: int | None = None,
+                             align: bool = False):
   """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
   random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run_setup.Setup` (data, model,
-  evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`)."""
+  evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`). With ``align``, each row
+  also holds :func:`recovery`: does weight matching (the run's ``eval.align_max_iter``) find the permutation?"""
   c = setup.c
   spec = permutations.spec_for(c.model.name, params)
   n = c.eval.num_examples if num_examples is None else num_examples
@@ -64,13 +83,17 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
       rows.append({"target_fraction": float(f), "seed": s,
                    "fixed_point_fraction": permutations.fixed_point_fraction(perm),
                    "l2": tree_math.l2_distance(params, family[-1])})
+      if align:
+        rows[-1]["weight_matching"] = recovery(spec, params, perm, rng.proxy_alignment_key(key, i, s),
+                                               c.eval.align_max_iter)
   curves = setup.evaluate_family(tree_math.stack(family), indices, alphas)
   for row, barrier in zip(rows, evaluate.pair_barriers(curves, alphas, len(family))[0]):
     row["barrier"] = barrier
   return rows, {s: len(v) for s, v in indices.items()}
 
 
-def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_examples=None, seed=0) -> dict:
+def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_examples=None, seed=0,
+              align=False) -> dict:
   """Runs the proxy on a saved run and writes ``run_dir/proxy.json``; returns what it wrote."""
   from butterfly_jax.run_setup import Setup  # the heavy imports (data sets), once the arguments are checked
   for f in fractions:
@@ -81,7 +104,7 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
   c = load_run_config(run_dir)
   params = load_child(run_dir, child)
   setup = Setup(c)
-  rows, n = random_permutation_proxy(setup, params, fractions, seeds, jax.random.key(seed), num_examples)
+  rows, n = random_permutation_proxy(setup, params, fractions, seeds, jax.random.key(seed), num_examples, align)
   out = {"child": child, "seed": seed, "num_examples": n, "rows": rows, "provenance": provenance()}
   write_json_atomic(Path(run_dir) / "proxy.json", out)
   return json.loads((Path(run_dir) / "proxy.json").read_text())
@@ -97,6 +120,8 @@ def main(argv=None):
   flags.DEFINE_integer("seeds", 3, "Random permutations per fraction.")
   flags.DEFINE_integer("num_examples", None, "Examples per split (default: the run's eval.num_examples; 0 = all).")
   flags.DEFINE_integer("seed", 0, "Seed of the random permutations.")
+  flags.DEFINE_bool("align", False, "Also weight-match each permuted copy back to the network (the run's "
+                    "eval.align_max_iter): does alignment recover a permutation that is known to be there?")
 
   def _main(_):
     from absl import logging as absl_logging
@@ -108,16 +133,19 @@ def main(argv=None):
       print(f"error: --fractions: expected numbers in [0, 1], got {F.fractions}", file=sys.stderr)
       sys.exit(2)
     try:
-      out = run_proxy(F.run, F.child, fractions, F.seeds, F.num_examples, F.seed)
+      out = run_proxy(F.run, F.child, fractions, F.seeds, F.num_examples, F.seed, F.align)
     except (ValueError, RunDirError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
-    print(f"{'fixed':>8} {'seed':>4} {'L2':>10} {'train loss':>11} {'test loss':>10} {'train err':>10} {'test err':>9}")
+    extra = f" {'recovered':>9} {'aligned L2':>10}" if F.align else ""
+    print(f"{'fixed':>8} {'seed':>4} {'L2':>10} {'train loss':>11} {'test loss':>10} {'train err':>10} {'test err':>9}"
+          + extra)
     fmt = lambda x, w: f"{'nan':>{w}}" if x is None else f"{x:{w}.4f}"
     for r in out["rows"]:
-      b = r["barrier"]
+      b, w = r["barrier"], r.get("weight_matching")
       print(f"{r['fixed_point_fraction']:8.3f} {r['seed']:4d} {fmt(r['l2'], 10)} {fmt(b['train']['loss'], 11)} "
-            f"{fmt(b['test']['loss'], 10)} {fmt(b['train']['error'], 10)} {fmt(b['test']['error'], 9)}")
+            f"{fmt(b['test']['loss'], 10)} {fmt(b['train']['error'], 10)} {fmt(b['test']['error'], 9)}"
+            + (f" {fmt(w['recovered_fraction'], 9)} {fmt(w['l2'], 10)}" if w else ""))
     print(f"proxy: {Path(F.run) / 'proxy.json'}")
 
   help_lists_flags_of(__name__)

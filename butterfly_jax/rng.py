@@ -16,7 +16,8 @@ is named here by its role, with the number folded in to get it:
 * ``init_stats``: the initialisations drawn to estimate the init statistics of ``E_init``.
 
 The random-permutation proxy (:mod:`butterfly_jax.proxy`) draws from a key of its own seed
-(:func:`proxy_permutation_key`).
+(:func:`proxy_permutation_key`), and weight-matches each permuted copy back with a key of the same indices
+(:func:`proxy_alignment_key`).
 """
 
 import jax
@@ -46,6 +47,7 @@ AUGMENT_ROLES = {"rotate": 10, "erase": 11}  # fold_in(step's augmentation key);
 DROPOUT = 12  # fold_in(step's augmentation key): the step's dropout masks (BERT)
 
 PROXY_STRIDE = 1000  # fold_in(proxy key, i * PROXY_STRIDE + s): the s-th permutation of the i-th fraction
+PROXY_ALIGN = 10**9  # fold_in(proxy key, PROXY_ALIGN): the sub-key of the proxy's weight matching (--align)
 
 
 def role_keys(seed: int, perturb_seed: int = -1) -> dict[str, jax.Array]:
@@ -100,3 +102,9 @@ def align_key(keys, child: int):
 def proxy_permutation_key(key, fraction_index: int, seed: int):
   """The proxy's key of the ``seed``-th random permutation at its ``fraction_index``-th fixed-point fraction."""
   return jax.random.fold_in(key, fraction_index * PROXY_STRIDE + seed)
+
+
+def proxy_alignment_key(key, fraction_index: int, seed: int):
+  """The key of the proxy's weight matching of that permuted copy back to the network (``--align``): the
+  permutation's index, folded into a sub-key of its own."""
+  return jax.random.fold_in(jax.random.fold_in(key, PROXY_ALIGN), fraction_index * PROXY_STRIDE + seed)

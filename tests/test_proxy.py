@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from butterfly_jax.proxy import run_proxy
+from butterfly_jax import permutations, tree_math
+from butterfly_jax.proxy import load_child, recovery, run_proxy
 
 
 def test_proxy_on_a_saved_run(smoke_run):
@@ -30,13 +31,34 @@ def test_proxy_on_a_saved_run(smoke_run):
   assert mean(0.0) > mean(0.5) > 0.0
 
 
+def test_weight_matching_recovers_a_known_permutation_of_a_trained_network(smoke_run):
+  """The positive control for alignment (``--align``): a trained network against a permuted copy of itself."""
+  import jax
+  c, workdir, _ = smoke_run
+  params = load_child(workdir, 2)
+  spec = permutations.spec_for(c.model.name, params)
+  applied = permutations.random_permutation(jax.random.key(5), spec, 0.0)
+  moved = tree_math.l2_distance(params, permutations.apply_permutation(spec, applied, params))
+  assert permutations.fixed_point_fraction(applied) == 0.0 and moved > 0
+  found = recovery(spec, params, applied, jax.random.key(6))
+  assert found == {"recovered_fraction": 1.0, "l2": 0.0}   # every unit put back, the copy restored exactly
+  # no matching rounds: the identity is found, nothing is put back and the whole distance is left
+  none = recovery(spec, params, applied, jax.random.key(6), max_iter=0)
+  assert none["recovered_fraction"] == 0.0 and none["l2"] == pytest.approx(moved)
+  half = permutations.random_permutation(jax.random.key(7), spec, 0.5)
+  assert recovery(spec, params, half, jax.random.key(6), max_iter=0)["recovered_fraction"] == pytest.approx(
+      permutations.fixed_point_fraction(half))
+
+
 def test_proxy_command_line(smoke_run, tmp_path):
   _, workdir, _ = smoke_run
   cmd = [sys.executable, "-m", "butterfly_jax.proxy", f"--run={workdir}", "--fractions=0,1", "--seeds=1",
-         "--num_examples=50"]
+         "--num_examples=50", "--align"]
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr
-  assert "proxy.json" in done.stdout and "fixed" in done.stdout
+  assert "proxy.json" in done.stdout and "fixed" in done.stdout and "recovered" in done.stdout
+  rows = json.loads((workdir / "proxy.json").read_text())["rows"]
+  assert [r["weight_matching"] for r in rows] == [{"recovered_fraction": 1.0, "l2": 0.0}] * 2
   bad = subprocess.run([sys.executable, "-m", "butterfly_jax.proxy", f"--run={tmp_path}"], capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode == 2 and "config.json" in bad.stderr
