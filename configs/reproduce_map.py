@@ -30,7 +30,8 @@ One run, and the sweep with its report (from the repository root)::
   each, two at a time (children 1,224 s, 0.65 s per family step; evaluation 271 s). On the idle machine, two
   at a time: 1,036-1,040 s at t = 100, 924-931 s at t = 250, 487-852 s at 1-3 epochs (REPRODUCTION.md), so
   the phase is about 8 hours of two workers, several sessions of ``launch`` resuming it.
-* ``cnn_scale``: ``mlp_scale`` for the CNN.
+* ``cnn_scale``: ``mlp_scale`` for the CNN (3 runs of ~5 minutes alone); its proxy runs also with ``--align``,
+  the positive control for weight matching on the CNN (does it undo a known permutation?).
 * ``resnet20``: the paper's network (ResNet-20, LayerNorm, width 1) on Fashion-MNIST, a reduced map: 2
   epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch
   direction (4 runs). ~0.4 s per network step here: about 25 minutes for the t = 0 run, 1.2 hours for the
@@ -71,7 +72,7 @@ def get_config(arg=None):
   c.log.progress = False
   c.checkpoint.every_steps = "1ep"
   c.checkpoint.trunk = False
-  c.checkpoint.children = phase == "mlp_scale"
+  c.checkpoint.children = phase.endswith("_scale")  # the proxy reads the children checkpoint
   if phase.endswith("_scale"):
     c.perturb.time = "4ep" if phase == "mlp_scale" else "3ep"
     c.perturb.scales = (0.0, 1e-5)

@@ -187,6 +187,16 @@ def test_a_phased_config_names_itself_and_its_phases_for_an_unknown_phase(name):
     module.get_config("mpl")
 
 
+@pytest.mark.parametrize("phase", ["mlp_scale", "cnn_scale"])
+def test_the_maps_scale_runs_keep_what_the_proxy_reads(phase):
+  """``reproduce_map.py``'s scale phases exist for ``butterfly_jax.proxy``, which reads each run's children
+  checkpoint at T: without it the runs are wasted."""
+  runs = sweep_lib.expand(f"{shipped.FOLDER / 'reproduce_map.py'}:{phase}")
+  assert len(runs) == 3 and all(r.config.checkpoint.children for r in runs)
+  module, _ = sweep_lib.load_config_module(str(shipped.FOLDER / "reproduce_map.py"))
+  assert "python -m butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3" in module.__doc__
+
+
 @pytest.mark.parametrize("model, finetune_runs", [("mlp", 36), ("cnn", 15)])
 def test_the_pretraining_study_fine_tunes_from_the_run_dirs_its_pretraining_phase_makes(model, finetune_runs):
   """``reproduce_pretrain.py``: the fine-tuning phase starts from steps its pre-training phase keeps, in the run
