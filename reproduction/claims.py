@@ -168,6 +168,11 @@ def scale_of_barriers(scale_dir, t):
       per_seed[seed] = {f"{split}.{m}": float(np.mean([r["barrier"][split][m] for r in rows]))
                         for split in ("train", "test") for m in ("loss", "error")}
       per_seed[seed]["permutations"] = len(rows)
+      matched = [r["weight_matching"] for r in rows if "weight_matching" in r]  # proxy --align
+      if matched:
+        per_seed[seed]["recovered"] = [m["recovered_fraction"] for m in matched]
+        per_seed[seed]["aligned_l2"] = [m["l2"] for m in matched]
+        per_seed[seed]["l2"] = [r["l2"] for r in rows if "weight_matching" in r]
   c0 = t[t["child"] == 1].groupby("seed")[["child0.train.accuracy", "child0.test.accuracy"]].agg(["min", "max"])
   errors = {}
   for seed, r in c0.iterrows():
@@ -193,6 +198,15 @@ def print_scale(per_seed, errors):
     print(_md_table(["barrier", "train", "test"],
                     [[m, _range(v[f"train.{m}"] for v in per_seed.values()),
                       _range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
+    matched = [v for v in per_seed.values() if "recovered" in v]
+    if matched:
+      rec = [x for v in matched for x in v["recovered"]]
+      left = [x for v in matched for x in v["aligned_l2"]]
+      moved = [x for v in matched for x in v["l2"]]
+      print(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
+            f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of {len(rec)} "
+            f"permutations undone exactly (recovered fraction of units: min {_fmt(min(rec))}); L2 left after "
+            f"alignment at most {_fmt(max(left))}, from {_range(moved)} before.")
   else:
     print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
   print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
@@ -263,8 +277,13 @@ def map_claims(argv):
     print(f"#### {kind}, σ ≤ 1e-2\n\n{relations(t, kind, max_sigma=1e-2)}\n")
   if "vs_child0.aligned.fixed_point_fraction" in t:
     fp = t[t["sigma"] > 0]["vs_child0.aligned.fixed_point_fraction"].astype(float)
+    control = [x for v in per_seed.values() for x in v.get("recovered", [])]
     print(f"## Weight matching\n\n{int((fp < 1).sum())} of {int(fp.notna().sum())} pairs with σ > 0 got a "
           f"permutation other than the identity (fixed-point fraction: min {_fmt(fp.min())}).\n")
+    if control:
+      print(f"The same weight matching undid {sum(x == 1.0 for x in control)} of {len(control)} known random "
+            "permutations of the trained network exactly (the positive control above), so an identity here "
+            "means the twins' units correspond as they are, not that the matching finds nothing.\n")
   if args.extra:
     x = load_map(args.extra)
     print("## Extra steps: every child trains T steps after t\n")
