@@ -158,9 +158,9 @@ def _env(devices: int, level: str | None = "default") -> dict:
   """This process's XLA flags (tests/conftest.py: the run's flags) plus forced CPU devices, at XLA's default
   level (tests/xla_flags.py) or, with ``level=None``, at the suite's own (level 0: comparisons within round-off
   hold at any level, and compile faster there)."""
-  extra = f"--xla_force_host_platform_device_count={devices}"
-  flags = xla_flags.default_level(extra) if level == "default" else f"{os.environ.get('XLA_FLAGS', '')} {extra}"
-  return dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
+  flags = (xla_flags.default_level if level == "default" else xla_flags.suite_level)(
+      f"--xla_force_host_platform_device_count={devices}")
+  return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
 
 
 def test_data_size_and_mesh_shapes():

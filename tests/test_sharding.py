@@ -56,7 +56,7 @@ def _metrics(workdir):
 def test_many_devices_equal_one_device_bitwise(tmp_path, strategy, devices, scales):
   # this process's XLA flags (tests/conftest.py: the run's flags) plus forced CPU devices, at XLA's default level
   # where the two sides must be bitwise equal; vmap's, compared within round-off, at the suite's level 0
-  level = xla_flags.default_level if strategy != "vmap" else lambda extra: f"{os.environ.get('XLA_FLAGS', '')} {extra}"
+  level = xla_flags.default_level if strategy != "vmap" else xla_flags.suite_level
   flags = level(f"--xla_force_host_platform_device_count={devices}")
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "four"), strategy, str(devices), repr(scales)],

@@ -15,3 +15,9 @@ def default_level(extra: str = "") -> str:
   """This process's XLA_FLAGS without the suite's optimisation level, plus ``extra``."""
   flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(LEVEL)]
   return " ".join(flags + extra.split())
+
+
+def suite_level(extra: str = "") -> str:
+  """This process's XLA_FLAGS (the suite's level 0 included), plus ``extra``: for subprocesses whose comparisons
+  hold within round-off at any level and compile faster at level 0."""
+  return " ".join(os.environ.get("XLA_FLAGS", "").split() + extra.split())
