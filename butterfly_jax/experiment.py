@@ -45,9 +45,14 @@ def _check_before_training(setup) -> None:
                                    f"{', '.join(sorted(features))}")
 
 
+@jax.jit
+def _finite(tree):
+  return jax.tree_util.tree_reduce(
+      lambda a, b: a & b, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.bool_(True))
+
+
 def _all_finite(tree) -> bool:
-  return bool(hosts.fetch(jax.tree_util.tree_reduce(
-      lambda a, b: a & b, jax.tree_util.tree_map(lambda x: jnp.all(jnp.isfinite(x)), tree), jnp.bool_(True))))
+  return bool(hosts.fetch(_finite(tree)))
 
 
 def _next_multiple(step: int, every: int) -> int:
@@ -89,7 +94,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     diverged |= ~(stats["finite"] & dist["finite"])
     # on this process's default device, from host offsets: the same program (and bits) whatever the mesh
     offsets, ends = (jnp.asarray(x) for x in hosts.fetch((family.lr_offset, family.end_step)))
-    lr = np.asarray(jax.vmap(setup.member_schedule, in_axes=(None, 0, 0))(jnp.int32(nxt - 1), offsets, ends))
+    lr = np.asarray(setup.logged_lr(jnp.int32(nxt - 1), offsets, ends))
     steps = np.maximum(stats["steps"], 1)
     record = {"phase": phase, "step": nxt, "lr": lr, "train_loss": stats["loss_sum"] / steps,
               "active": stats["steps"] > 0, "l2_from_init": dist["l2_from_init"],

@@ -123,6 +123,9 @@ class Setup:
     self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
+    # the learning rate each member logs: one compiled program (eager, the schedule's dozen small ops would each
+    # compile for every family size)
+    self.logged_lr = jax.jit(jax.vmap(self.member_schedule, in_axes=(None, 0, 0)))
     self.strategy = member_strategy(c)
     # images: the training set's channel statistics normalise them; token ids: None, read as they are
     mean, std = data.channel_stats() if hasattr(data, "channel_stats") else (None, None)

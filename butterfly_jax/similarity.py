@@ -138,16 +138,14 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
   one per k.
   ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm; each batch is split
   over ``mesh``'s data axis, if it has one."""
-  import jax.numpy as jnp
-
   from butterfly_jax import hosts, placement
-  from butterfly_jax.evaluate import padded_batches
+  from butterfly_jax.evaluate import padded_batches, take
   n = len(indices)
   labels_host = np.asarray(labels)
   ens_loss = ens_correct = disagree = None
   accs = None
   for start, padded, m in padded_batches(indices, batch_size):
-    batch = placement.shard_batch(images[jnp.asarray(padded)], mesh)
+    batch = placement.shard_batch(take((images,), padded)[0], mesh)
     logits, feats = hosts.fetch(pair_batch(children, stats, batch, mean, std))
     logits = np.asarray(logits, np.float64)[:, :m]
     y = labels_host[padded[:m]]

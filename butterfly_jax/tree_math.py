@@ -41,9 +41,15 @@ def tree_norm(params):
       jnp.zeros((), jnp.float32)))
 
 
-def stack(trees):
-  """Stacks a list of equal-structure pytrees along a new leading (members) axis."""
+@jax.jit
+def _stack(trees):
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def stack(trees):
+  """Stacks a list of equal-structure pytrees along a new leading (members) axis (one compiled program per
+  tree structure, not one per leaf shape)."""
+  return _stack(list(trees))
 
 
 def unstack(tree, index: int):
