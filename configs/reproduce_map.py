@@ -14,7 +14,8 @@ map. Definitions version 2 (the defaults). The phases (``:ARG``):
   random-permutation proxy at fraction 0 (the barrier between the network and a fully permuted copy of
   itself: the scale a barrier is read against). Child 0 of every ``mlp`` run of a seed is this same network
   (the trunk and child 0 share every step's batch). 3 runs of a few minutes; then, per run,
-  ``python -m butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3``.
+  ``python -m butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3 --align`` (``--align``: weight matching's
+  positive control, does it undo a known permutation?).
 
 One run, and the sweep with its report (from the repository root)::
 
