@@ -136,10 +136,12 @@ def _initial_params(setup):
       raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for models "
                                    f"{', '.join(pretrained.WEIGHT_MODELS)} only; for model {c.model.name} give "
                                    f"'RUN_DIR:STEP' of a saved run")
-    params = pretrained.load_weights(c.init.checkpoint, c.model.name, params0, c.init.keep_head,
-                                     c.model.kwargs.to_dict())
-    return jax.tree_util.tree_map(jnp.asarray, params), {
-        "checkpoint": str(Path(c.init.checkpoint).resolve()), **head}
+    params = jax.tree_util.tree_map(jnp.asarray, pretrained.load_weights(
+        c.init.checkpoint, c.model.name, params0, c.init.keep_head, c.model.kwargs.to_dict()))
+    flat = tree_math.flat_dict(params)
+    loaded_names = [n for n in flat if c.init.keep_head or n.split("/")[0] != "head"]
+    return params, {"checkpoint": str(Path(c.init.checkpoint).resolve()), **head,
+                    "weights_sha256": weights_sha256(flat, loaded_names)}
   if step is None:
     raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), a ViT "
                                  f"weights file or a BERT / OLMo checkpoint folder that exists, got "

@@ -12,7 +12,7 @@ from flax import serialization
 import butterfly_jax as bj
 from butterfly_jax import tree_math
 from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.experiment import run
+from butterfly_jax.experiment import run, weights_sha256
 from butterfly_jax.models import make_model
 from butterfly_jax.pretrained import PretrainedError, load_vit_weights, read_safetensors
 
@@ -151,3 +151,6 @@ def test_a_vit_family_fine_tunes_from_a_weights_file(vit, tmp_path):
   for name, x in tree_math.flat_dict(params).items():
     if not name.startswith("head/"):
       np.testing.assert_array_equal(start[name], np.asarray(x))
+  # the fingerprint of the weights read (the fresh head left out), as for a saved run's kept step
+  body = [n for n in start if not n.startswith("head/")]
+  assert res["init"]["weights_sha256"] == weights_sha256(start, body)
