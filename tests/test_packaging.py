@@ -99,15 +99,16 @@ def _run(cmd, cwd, env, timeout=600):
 
 
 def _build_wheel(tmp_path, env) -> Path:
-  """The wheel of a copy of the package's sources (nothing written into the checkout). With setuptools >= 70.1
-  here (bdist_wheel built in) it builds offline; otherwise pip fetches the build backend, as ``pip install`` does."""
+  """The wheel of a copy of the package's sources (nothing written into the checkout). With setuptools >= 77
+  here (pyproject.toml's build requirement) it builds offline; otherwise pip fetches the build backend, as
+  ``pip install`` does."""
   src = tmp_path / "src"
   for folder in ("butterfly_jax", "configs"):
     shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
   for name in ("pyproject.toml", "README.md"):
     shutil.copy(ROOT / name, src / name)
   try:
-    local = tuple(int(x) for x in importlib.metadata.version("setuptools").split(".")[:2]) >= (70, 1)
+    local = tuple(int(x) for x in importlib.metadata.version("setuptools").split(".")[:2]) >= (77, 0)
   except (importlib.metadata.PackageNotFoundError, ValueError):
     local = False
   _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *(["--no-build-isolation"] if local else []),
