@@ -29,15 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from stats import fmt, sigma_text  # reproduction/stats.py, beside this file
+
 B = "vs_child0.barrier.{}.{}"
-
-
-def _fmt(x, digits=4):
-  return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _sigma(s):
-  return "0" if s == 0 else f"{s:g}"
 
 
 def load(path):
@@ -52,15 +46,15 @@ def table_by(t, rows, cols, value, agg="mean"):
   g = t.groupby([rows, cols])[value].agg(["mean", "min", "max", "count"]).reset_index()
   out = []
   cs = sorted(g[cols].unique())
-  out.append("| " + rows + " \\ " + cols + " | " + " | ".join(_sigma(c) if cols == "sigma" else str(c) for c in cs)
+  out.append("| " + rows + " \\ " + cols + " | " + " | ".join(sigma_text(c) if cols == "sigma" else str(c) for c in cs)
              + " |")
   out.append("| --- |" + " ---: |" * len(cs))
   for r in sorted(g[rows].unique(), key=lambda v: (float(v) if isinstance(v, (int, float)) else v)):
     cells = []
     for c in cs:
       row = g[(g[rows] == r) & (g[cols] == c)]
-      cells.append("" if row.empty else f"{_fmt(row['mean'].iloc[0])} [{_fmt(row['min'].iloc[0])}, "
-                   f"{_fmt(row['max'].iloc[0])}] n={int(row['count'].iloc[0])}")
+      cells.append("" if row.empty else f"{fmt(row['mean'].iloc[0])} [{fmt(row['min'].iloc[0])}, "
+                   f"{fmt(row['max'].iloc[0])}] n={int(row['count'].iloc[0])}")
     out.append(f"| {r} | " + " | ".join(cells) + " |")
   return "\n".join(out)
 
@@ -88,7 +82,7 @@ def pretraining(t):
   print(f"From {t['run'].nunique()} finished fine-tuning runs, {len(t)} child pairs "
         f"(seeds {sorted(t['seed'].dropna().astype(int).unique().tolist())}).")
   for sigma in sorted(s for s in t["sigma"].unique() if s > 0):
-    print(f"\n## Train-loss barrier, σ = {_sigma(sigma)}: pre-training steps (rows) x perturbation time (epochs)\n")
+    print(f"\n## Train-loss barrier, σ = {sigma_text(sigma)}: pre-training steps (rows) x perturbation time (epochs)\n")
     print(table_by(t[t["sigma"] == sigma], "pretrain", "t_epochs", "barrier"))
   print("\n## L2 distance between the twins, σ = 1e-4\n")
   print(table_by(t[t["sigma"] == 1e-4].assign(v=t["vs_child0.l2"].astype(float)), "pretrain", "t_epochs", "v"))
@@ -134,14 +128,14 @@ def main(path):
                ("vs_child0.disagreement", B.format("train", "loss"))):
     if x in t and y in t:
       rho, n = spearman(t, x, y)
-      print(f"| {x} | {y} | {rho if isinstance(rho, str) else _fmt(rho, 3)} | {n} |")
+      print(f"| {x} | {y} | {rho if isinstance(rho, str) else fmt(rho, 3)} | {n} |")
 
   if "vs_child0.aligned.fixed_point_fraction" in t:
     fp = t[t["sigma"] > 0]["vs_child0.aligned.fixed_point_fraction"].astype(float)
     al = t[t["sigma"] > 0][["barrier", "vs_child0.aligned.barrier.train.loss"]].astype(float).dropna()
-    print(f"\n## Alignment\n\nFixed-point fraction over pairs with σ > 0: min {_fmt(fp.min())}, "
-          f"mean {_fmt(fp.mean())}, max {_fmt(fp.max())}. Aligned minus plain train-loss barrier: "
-          f"max |difference| {_fmt(float(np.abs(al.iloc[:, 1] - al.iloc[:, 0]).max()))} over {len(al)} pairs.")
+    print(f"\n## Alignment\n\nFixed-point fraction over pairs with σ > 0: min {fmt(fp.min())}, "
+          f"mean {fmt(fp.mean())}, max {fmt(fp.max())}. Aligned minus plain train-loss barrier: "
+          f"max |difference| {fmt(float(np.abs(al.iloc[:, 1] - al.iloc[:, 0]).max()))} over {len(al)} pairs.")
   if "vs_child0.cka" in t:
     print("\n## Angular CKA (radians) by time and σ, batch direction\n")
     print(table_by(full[full["perturbation"] == "batch"].assign(v=full["vs_child0.cka"].astype(float)),
@@ -185,7 +179,7 @@ def scale_of_barriers(scale_dir, t):
 
 def _range(values, digits=4):
   v = np.asarray(list(values), float)
-  return "n/a" if not len(v) else f"{_fmt(v.mean(), digits)} [{_fmt(v.min(), digits)}, {_fmt(v.max(), digits)}]"
+  return "n/a" if not len(v) else f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
 
 
 def print_scale(per_seed, errors):
@@ -205,8 +199,8 @@ def print_scale(per_seed, errors):
       moved = [x for v in matched for x in v["l2"]]
       print(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
             f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of {len(rec)} "
-            f"permutations undone exactly (recovered fraction of units: min {_fmt(min(rec))}); L2 left after "
-            f"alignment at most {_fmt(max(left))}, from {_range(moved)} before.")
+            f"permutations undone exactly (recovered fraction of units: min {fmt(min(rec))}); L2 left after "
+            f"alignment at most {fmt(max(left))}, from {_range(moved)} before.")
   else:
     print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
   print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
@@ -279,7 +273,7 @@ def map_claims(argv):
     fp = t[t["sigma"] > 0]["vs_child0.aligned.fixed_point_fraction"].astype(float)
     control = [x for v in per_seed.values() for x in v.get("recovered", [])]
     print(f"## Weight matching\n\n{int((fp < 1).sum())} of {int(fp.notna().sum())} pairs with σ > 0 got a "
-          f"permutation other than the identity (fixed-point fraction: min {_fmt(fp.min())}).\n")
+          f"permutation other than the identity (fixed-point fraction: min {fmt(fp.min())}).\n")
     if control:
       print(f"The same weight matching undid {sum(x == 1.0 for x in control)} of {len(control)} known random "
             "permutations of the trained network exactly (the positive control above), so an identity here "
@@ -297,9 +291,9 @@ def map_claims(argv):
       for step, gs in g.groupby("t"):
         gs = gs.set_index("sigma")
         rows.append([_time_label(int(step), int(gs["steps_per_epoch_extra"].iloc[0]))]
-                    + [f"{_fmt(gs.loc[s, 'mean_extra'])} vs {_fmt(gs.loc[s, 'mean_map'])}" if s in gs.index else ""
+                    + [f"{fmt(gs.loc[s, 'mean_extra'])} vs {fmt(gs.loc[s, 'mean_map'])}" if s in gs.index else ""
                        for s in sigmas])
-      print(f"### {kind} (extra steps vs map)\n\n" + _md_table(["t \\ σ"] + [_sigma(s) for s in sigmas], rows)
+      print(f"### {kind} (extra steps vs map)\n\n" + _md_table(["t \\ σ"] + [sigma_text(s) for s in sigmas], rows)
             + "\n")
   zero = load_map_zero(args.map)
   cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]

@@ -20,23 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from stats import fmt, sigma_text  # reproduction/stats.py, beside this file
+
 
 B = "vs_child0.barrier.{}.{}"
 MAX_SIGMA = 1e-2  # larger σ throws a network out of its basin whatever its pre-training (first edition)
-
-
-def _fmt(x, digits=4):
-  return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _pretrain_step(value):
   from butterfly_jax.config import parse_init_checkpoint
   step = parse_init_checkpoint(value)[1]
   return float("nan") if step is None else float(step)
-
-
-def _sigma(s):
-  return "0" if s == 0 else f"{s:g}"
 
 
 def frame(t):
@@ -89,13 +83,13 @@ def verdict(cells: dict, max_sigma=MAX_SIGMA) -> str:
 def _table(t, value, digits=4, scale=1.0):
   """Rows: kept step; columns: (t, σ); cells: mean [min, max] over seeds, n."""
   cols = sorted({(float(a), float(b)) for a, b in t[["t_epochs", "sigma"]].itertuples(index=False)})
-  head = "| pre-training step | " + " | ".join(f"t = {te:g} ep, σ = {_sigma(s)}" for te, s in cols) + " |"
+  head = "| pre-training step | " + " | ".join(f"t = {te:g} ep, σ = {sigma_text(s)}" for te, s in cols) + " |"
   lines = [head, "| ---: |" + " ---: |" * len(cols)]
   for step, g in t.groupby("pretrain"):
     cells = []
     for te, s in cols:
       v = g[(g["t_epochs"] == te) & (g["sigma"] == s)].groupby("seed")[value].mean() * scale
-      cells.append(f"{_fmt(v.mean(), digits)} [{_fmt(v.min(), digits)}, {_fmt(v.max(), digits)}] n={len(v)}"
+      cells.append(f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}] n={len(v)}"
                    if len(v) else "")
     lines.append(f"| {int(step)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -130,7 +124,7 @@ def report(t, label) -> str:
   if pre:
     acc = [a for a, _ in pre.values()]
     out.append(f"Pre-training runs (classes 0-4, {sorted({n for _, n in pre.values()})} steps): test accuracy "
-               f"{_fmt(np.mean(acc))} [{_fmt(min(acc))}, {_fmt(max(acc))}] over {len(acc)} seeds.\n")
+               f"{fmt(np.mean(acc))} [{fmt(min(acc))}, {fmt(max(acc))}] over {len(acc)} seeds.\n")
   if "init_weights_sha256" in t:
     shas = t.groupby("init.checkpoint")["init_weights_sha256"].nunique(dropna=False)
     out.append(f"Pre-trained weights read (`init_weights_sha256`): {len(shas)} kept steps started from, "
@@ -156,7 +150,7 @@ def report(t, label) -> str:
   full = paired(t)
   err = paired(t, "error_barrier")
   for (te, s), p in sorted(full.items()):
-    rows.append(f"| {te:g} ep | {_sigma(s)} | {direction(p)} (n = {len(p)}) | {_ratios(p)} | "
+    rows.append(f"| {te:g} ep | {sigma_text(s)} | {direction(p)} (n = {len(p)}) | {_ratios(p)} | "
                 f"{direction(err[(te, s)])} |")
   out.append("\n".join(rows))
   plateau = paired(t, start=steps[-2], end=steps[-1]) if len(steps) > 2 else {}

@@ -13,6 +13,16 @@ LEVEL = 0.95
 N_BOOT = 2000
 
 
+def fmt(x, digits: int = 4) -> str:
+  """A number as the claims files print it: fixed ``digits`` decimals, "n/a" for None or a non-finite value."""
+  return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def sigma_text(s) -> str:
+  """σ as the claims files print it: "0" or the shortest general form (1e-05, 0.01, 1)."""
+  return "0" if s == 0 else f"{s:g}"
+
+
 def _rho(x, y):
   if len(x) < 3 or np.unique(x).size < 2 or np.unique(y).size < 2:
     return np.nan
