@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from butterfly_jax import runtime
+import xla_flags
 
 
 def test_flags_are_added_without_overriding_the_user():
@@ -34,9 +35,12 @@ def test_cpu_flags_only_for_the_measured_jaxlib(monkeypatch):
 TOO_LATE = "JAX's backends started before butterfly_jax could set XLA_FLAGS"
 
 
-def _python(code: str, timeout: int = 120):
-  """``python -c code`` in an environment without XLA_FLAGS (as a fresh notebook kernel has)."""
+def _python(code: str, timeout: int = 120, xla_flags: str | None = None):
+  """``python -c code`` in an environment without XLA_FLAGS (as a fresh notebook kernel has), or with only
+  ``xla_flags``."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  if xla_flags is not None:
+    env["XLA_FLAGS"] = xla_flags
   out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
                        timeout=timeout)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -60,9 +64,11 @@ def test_configure_sets_xla_flags_before_backends_start():
 
 
 def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
-  """A notebook that used JAX before its first run: one warning naming the CPU flag and its consequence."""
+  """A notebook that used JAX before its first run: one warning naming the CPU flag and its consequence. (The
+  user's only flag here is the suite's XLA level, which compiles the run faster and is not a flag the run sets.)"""
   if not runtime.default_cpu_flags():
     pytest.skip("no CPU flags for this jaxlib: nothing that changes CPU results is missing")
+  level = f"{xla_flags.LEVEL}=0"
   out = _python(f"""
       import os
       import jax
@@ -72,13 +78,14 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
       from butterfly_jax.configs_embedded import smoke
       butterfly_jax.run_experiment(smoke(), {str(tmp_path / "run")!r})
       print(runtime.configure(True), os.environ.get('XLA_FLAGS'))
-      """, timeout=600)
-  assert out.stdout.split() == ["False", "None"]
+      """, timeout=600, xla_flags=level)
+  assert out.stdout.split() == ["False", level]  # left as the user set them
   assert out.stderr.count(TOO_LATE) == 1, out.stderr[-3000:]
   line = next(l for l in out.stderr.splitlines() if TOO_LATE in l)
   assert "--xla_cpu_experimental_ynn_fusion_type=individual_convolution is not in effect: CPU results may " \
          "differ from command-line runs in their last bits" in line
-  assert "butterfly_jax.runtime.configure()" in line and "XLA_FLAGS='--xla_gpu_deterministic_ops=true" in line
+  # the suggested XLA_FLAGS keep the user's own first
+  assert "butterfly_jax.runtime.configure()" in line and f"XLA_FLAGS='{level} --xla_gpu_deterministic_ops=true" in line
   assert (tmp_path / "run" / "results.json").exists()
 
 
