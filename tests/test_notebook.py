@@ -11,6 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "butterfly_effect.ipynb"
 KERNEL = "butterfly_jax_test"
@@ -68,8 +70,9 @@ def test_the_readme_badge_and_the_install_cell_use_the_repository_address():
 @pytest.fixture
 def kernel(tmp_path, monkeypatch):
   """A kernelspec running this interpreter (the test's environment, wherever the test runs), found through
-  JUPYTER_PATH; IPython's profile in the temporary folder; no XLA_FLAGS, as in a fresh notebook kernel, so that the
-  notebook's ``runtime.configure()`` cell sets them itself."""
+  JUPYTER_PATH; IPython's profile in the temporary folder; of XLA_FLAGS only the suite's XLA level (it compiles
+  faster, tests/conftest.py), none of the flags a run sets, so that the notebook's ``runtime.configure()`` cell
+  sets them itself, as in a fresh notebook kernel."""
   spec = tmp_path / "jupyter" / "kernels" / KERNEL
   spec.mkdir(parents=True)
   (spec / "kernel.json").write_text(json.dumps({
@@ -77,7 +80,7 @@ def kernel(tmp_path, monkeypatch):
       "display_name": "butterfly_jax test", "language": "python"}))
   monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
   monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", f"{xla_flags.LEVEL}=0")
   return KERNEL
 
 
