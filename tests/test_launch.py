@@ -292,13 +292,18 @@ def _start_and_wait(args, runs_dir, at_least):
 
 def test_sweep_killed_half_way_is_finished_by_the_next_call(tmp_path, jax_cache):
   runs_dir = tmp_path / "runs"
-  args = [f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}"]
+  path = _config_file(tmp_path, """
+      def sweep(add):
+        from butterfly_jax.launch.sweep import product
+        product(add, {"seed": range(4), "perturb.time": ["0", "10"]})  # 8 runs: the smoke sweep's shape, smaller
+      """)
+  args = [f"--config={path}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}"]
   proc = _start_and_wait(args, runs_dir, at_least=2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   proc.stdout.close()
   before = {p: p.read_bytes() for p in _results(runs_dir)}
-  assert 2 <= len(before) < 20
+  assert 2 <= len(before) < 8
   for _ in range(50):  # the worker dies with its launcher (parent-death signal)
     if not _workers_alive(runs_dir):
       break
@@ -307,8 +312,8 @@ def test_sweep_killed_half_way_is_finished_by_the_next_call(tmp_path, jax_cache)
 
   out = _launch(*args)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert re.search(rf"ran\s+{20 - len(before)}\n\s+skipped\s+{len(before)}\s", out.stdout)
-  assert len(_results(runs_dir)) == 20
+  assert re.search(rf"ran\s+{8 - len(before)}\n\s+skipped\s+{len(before)}\s", out.stdout)
+  assert len(_results(runs_dir)) == 8
   assert {p: p.read_bytes() for p in before} == before  # finished runs are not rewritten
   restarted = [p for p in runs_dir.glob("*/log.txt") if p.read_text().count("launch: run ") == 2]
   assert len(restarted) <= 1  # the run in progress at the kill: its first attempt's log is kept
