@@ -1,6 +1,7 @@
 """The reproduction's analysis scripts (reproduction/*.py): statistics, σ*(t) and cost, on small made-up tables."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -188,3 +189,19 @@ def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_
   # the plateau reads the last two kept steps the same way
   plateau = pretraining.paired(t, start=100.0, end=200.0)
   assert pretraining.verdict(plateau).startswith("holds")
+
+
+def test_reproductions_numbers_are_those_the_claims_files_print():
+  """REPRODUCTION.md's second edition types its numbers from the claims files (``reproduction/claims.py`` over the
+  committed runs): every number written there with three or more decimals is, at the decimals written, a number
+  one of the Markdown files under reproduction/ prints (0.045 for a printed 0.0453), so a number left over from
+  an earlier version of a claims file fails."""
+  root = Path(__file__).resolve().parents[1]
+  text = (root / "REPRODUCTION.md").read_text().split("\n# First edition")[0]
+  prose = re.sub(r"```.*?```", "", text, flags=re.S)  # commands are not results
+  number = re.compile(r"(?<![\w.])\d+\.\d+(?!\w|\.\d)")
+  printed = {float(x) for x in number.findall("\n".join(p.read_text() for p in (root / "reproduction").rglob("*.md")))}
+  numbers = [n for n in number.findall(prose) if len(n.split(".")[1]) >= 3]
+  assert len(numbers) > 100  # the check reads the numbers, not an empty section
+  at_precision = lambda n: {f"{x:.{len(n.split('.')[1])}f}" for x in printed}
+  assert [n for n in numbers if n not in at_precision(n)] == []
