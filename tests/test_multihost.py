@@ -10,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from butterfly_jax import configs_embedded, rundir as rundir_lib
 import xla_flags
@@ -36,17 +37,28 @@ def _one_device(workdir, *overrides) -> dict:
   return json.loads((workdir / "results.json").read_text())
 
 
-def test_two_processes_share_one_family_and_match_one_device_bitwise(tmp_path):
-  one_dir = tmp_path / "one"
-  one = _one_device(one_dir, "--config.perturb.scales=(0.0,0.01,1.0)")
+# Both tests' family: K = 4 members, one per device of the two processes, 80 steps perturbed at 30 with a
+# checkpoint every 20 (the second test kills both processes at 60 and resumes from 40).
+OVERRIDES = ("--config.perturb.scales=(0.0,0.01,1.0)", "--config.train.steps=80", "--config.perturb.time=30",
+             "--config.checkpoint.every_steps=20", "--config.eval.cka_examples=100")
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """(workdir, results) of the family on one device: the reference both tests must equal bitwise."""
+  one_dir = tmp_path_factory.mktemp("one") / "run"
+  return one_dir, _one_device(one_dir, *OVERRIDES)
+
+
+def test_two_processes_share_one_family_and_match_one_device_bitwise(tmp_path, one_device):
+  one_dir, one = one_device
   workdir = tmp_path / "two_hosts"
   # this process's XLA flags (tests/conftest.py: the run's flags) at XLA's default level, plus 2 CPU devices
   flags = xla_flags.default_level("--xla_force_host_platform_device_count=2")
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   address = f"localhost:{_free_port()}"
-  cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
-         "--config.perturb.scales=(0.0,0.01,1.0)", f"--workdir={workdir}", "--distributed",
-         f"--coordinator={address}", "--num_processes=2"]
+  cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke", *OVERRIDES,
+         f"--workdir={workdir}", "--distributed", f"--coordinator={address}", "--num_processes=2"]
   procs = [subprocess.Popen(cmd + [f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -81,14 +93,14 @@ def log_then_die(self, record):  # both processes reach this line at the same st
     os.kill(os.getpid(), signal.SIGKILL)   # as a pre-empted job: no cleanup
 rundir.RunDir.log = log_then_die
 c = smoke()
+c.perturb.scales = (0.0, 0.01, 1.0)
 c.train.steps, c.perturb.time, c.checkpoint.every_steps, c.eval.cka_examples = "80", "30", "20", 100
 run(c, sys.argv[3])
 """
 
 
-def test_two_processes_killed_and_restarted_resume_exactly(tmp_path):
-  one = _one_device(tmp_path / "one", "--config.train.steps=80", "--config.perturb.time=30",
-                    "--config.checkpoint.every_steps=20", "--config.eval.cka_examples=100")
+def test_two_processes_killed_and_restarted_resume_exactly(tmp_path, one_device):
+  one_dir, one = one_device
   workdir = tmp_path / "two_hosts"
   flags = xla_flags.default_level("--xla_force_host_platform_device_count=2")
   env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
@@ -101,17 +113,16 @@ def test_two_processes_killed_and_restarted_resume_exactly(tmp_path):
   assert all(p.returncode != 0 for p in procs) and -9 in [p.returncode for p in procs], \
       outs[0][-2000:] + outs[1][-2000:]
   assert not (workdir / "results.json").exists()
-  cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke",
-         "--config.train.steps=80", "--config.perturb.time=30", "--config.checkpoint.every_steps=20",
-         "--config.eval.cka_examples=100", f"--workdir={workdir}", "--distributed",
-         f"--coordinator=localhost:{_free_port()}", "--num_processes=2"]
+  cmd = [sys.executable, "-m", "butterfly_jax.main", f"--config={configs_embedded.__file__}:smoke", *OVERRIDES,
+         f"--workdir={workdir}", "--distributed", f"--coordinator=localhost:{_free_port()}", "--num_processes=2"]
   procs = [subprocess.Popen(cmd + [f"--process_id={i}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True) for i in range(2)]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:]
   two = json.loads((workdir / "results.json").read_text())
   assert two["timing"]["resumed_from"] == {"phase": "children", "step": 40}
+  assert two["members_devices"] == 4  # the resumed family spans both processes' devices again
   assert _strip(two) == _strip(one)
   strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "time_s"}
   assert [strip(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()] == \
-      [strip(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+      [strip(l) for l in (one_dir / "metrics.jsonl").read_text().splitlines()]
