@@ -3,7 +3,6 @@ MRPC task in the official TSV layout through the real loader and the checkpoint'
 (F1) beside the loss and error, its barriers, the report's columns and figures, the permutation proxy; the
 inputs that must fail before any compute; the shipped tiny task and config."""
 
-import json
 import shutil
 
 import ml_collections
