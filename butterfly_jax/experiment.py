@@ -139,9 +139,8 @@ def _initial_params(setup):
     params = jax.tree_util.tree_map(jnp.asarray, pretrained.load_weights(
         c.init.checkpoint, c.model.name, params0, c.init.keep_head, c.model.kwargs.to_dict()))
     flat = tree_math.flat_dict(params)
-    loaded_names = [n for n in flat if c.init.keep_head or n.split("/")[0] != "head"]
     return params, {"checkpoint": str(Path(c.init.checkpoint).resolve()), **head,
-                    "weights_sha256": weights_sha256(flat, loaded_names)}
+                    "weights_sha256": weights_sha256(flat, _loaded_names(flat, c.init.keep_head))}
   if step is None:
     raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), a ViT "
                                  f"weights file or a BERT / OLMo checkpoint folder that exists, got "
@@ -167,9 +166,13 @@ def _initial_params(setup):
     problems.append(f"not in the model: {extra}")
   if problems:
     raise config_lib.ConfigError(f"init.checkpoint: {path} does not fit model {c.model.name}: " + "; ".join(problems))
-  loaded_names = [n for n in fresh if c.init.keep_head or n.split("/")[0] != "head"]
-  return tree_math.unflatten_like(params0, out), {"checkpoint": str(path), **head,
-                                                  "weights_sha256": weights_sha256(out, loaded_names)}
+  return tree_math.unflatten_like(params0, out), {
+      "checkpoint": str(path), **head, "weights_sha256": weights_sha256(out, _loaded_names(fresh, c.init.keep_head))}
+
+
+def _loaded_names(flat: dict, keep_head: bool) -> list:
+  """The parameters a run took from its starting checkpoint: all of them, or all but a fresh head."""
+  return [n for n in flat if keep_head or n.split("/")[0] != "head"]
 
 
 def weights_sha256(flat: dict, names) -> str:
