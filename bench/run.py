@@ -29,6 +29,7 @@ Barriers: ``evaluate.make_eval_batch`` / ``evaluate_networks`` on a twin pair: 1
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -199,11 +200,7 @@ def _find(rows, framework, conv, strategy, k):
 
 
 def _has_torch():
-  try:
-    import torch  # noqa: F401
-    return True
-  except ImportError:
-    return False
+  return importlib.util.find_spec("torch") is not None
 
 
 def bench_barriers(model, num_examples, repeats):

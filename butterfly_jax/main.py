@@ -146,7 +146,7 @@ def _parse_flags(argv):
     return FLAGS(argv)
   except flags.Error as e:  # an unknown flag, a value that does not parse as its field's type
     _fail(2, _one_line(e))
-  except (AttributeError, KeyError) as e:  # ml_collections: an override of a field the config does not have
+  except (AttributeError, KeyError):  # ml_collections: an override of a field the config does not have
     message = _unknown_field(argv)
     if message is None:
       raise
