@@ -274,6 +274,14 @@ def map_claims(argv):
     control = [x for v in per_seed.values() for x in v.get("recovered", [])]
     print(f"## Weight matching\n\n{int((fp < 1).sum())} of {int(fp.notna().sum())} pairs with σ > 0 got a "
           f"permutation other than the identity (fixed-point fraction: min {fmt(fp.min())}).\n")
+    moved = t[(t["sigma"] > 0) & (t["vs_child0.aligned.fixed_point_fraction"].astype(float) < 1)]
+    if len(moved):
+      print("Those pairs:\n")
+      print(_md_table(["kind", "t", "seed", "σ", "fixed-point fraction", "train-loss barrier"],
+                      [[r["kind"], _time_label(int(r["t"]), int(r["steps_per_epoch"])), int(r["seed"]),
+                        sigma_text(r["sigma"]), fmt(float(r["vs_child0.aligned.fixed_point_fraction"])),
+                        fmt(r["barrier"])]
+                       for _, r in moved.sort_values(["kind", "t", "sigma", "seed"]).iterrows()]) + "\n")
     if control:
       print(f"The same weight matching undid {sum(x == 1.0 for x in control)} of {len(control)} known random "
             "permutations of the trained network exactly (the positive control above), so an identity here "
