@@ -226,6 +226,8 @@ def _perturbations(setup, trunk_params, scales):
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
+  if p.mask.single:  # the weight drawn (or named): repeatable with perturb.mask.single=<this>
+    info["weight"] = perturb.single_weight_name(mask)
   return eps, info
 
 

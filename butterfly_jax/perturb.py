@@ -162,6 +162,17 @@ def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
   return int(sum(sizes[:i]) + np.ravel_multi_index(index, shape))
 
 
+def single_weight_name(mask) -> str | None:
+  """The one weight a one-weight ``mask`` selects, as ``perturb.mask.single`` writes it (``'dense/kernel[628,4]'``),
+  so a run that drew ``single='random'`` can be repeated, or its weight examined; None for any other mask."""
+  chosen = [(path, np.argwhere(np.asarray(m) > 0)) for path, m in tree_math.flat_dict(mask).items()]
+  chosen = [(path, idx) for path, idx in chosen if len(idx)]
+  if len(chosen) != 1 or len(chosen[0][1]) != 1:
+    return None
+  path, idx = chosen[0]
+  return f"{path}[{','.join(str(int(i)) for i in idx[0])}]"
+
+
 def expected_init_l2(stats: InitStats, mask, stds=None, rule: str = "variance") -> float:
   """``E_init`` of the masked weights: ``sqrt(sum of std^2)`` over them (``rule="variance"``; ``stds`` from
   :func:`init_stds`, by default the plain init standard deviations) or the legacy

@@ -96,7 +96,12 @@ def test_one_weight_mask_changes_exactly_one_weight(model, single):
   changed = sum(int(np.sum(np.asarray(a) != np.asarray(b)))
                 for a, b in zip(jax.tree_util.tree_leaves(child), jax.tree_util.tree_leaves(params)))
   assert changed == 1
+  name = perturb.single_weight_name(mask)  # the weight drawn, named so that perturb.mask.single repeats it
+  again = perturb.build_mask(params, _mask_cfg(single=name), jax.random.key(6))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(mask)))
+  assert perturb.single_weight_name(perturb.build_mask(params, _mask_cfg(), jax.random.key(0))) is None
   if single != "random":
+    assert name == single
     assert float(child["conv0"]["kernel"][1, 2, 0, 3]) != float(params["conv0"]["kernel"][1, 2, 0, 3])
     # E_init of one weight is its init RMS: sqrt(2 / fan_in) with fan_in = 3*3*1
     assert e_init == pytest.approx((2 / 9) ** 0.5, rel=0.3)

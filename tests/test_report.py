@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,9 @@ def test_single_weight_perturbation_is_labelled(table):
   single = table[table["run"] == "single/seed0_t0_batch_single"]
   assert set(single["perturbation"]) == {"batch/single-weight"}
   assert set(single["num_perturbed"]) == {1}
+  (weight,) = set(single["perturb.weight"])  # the weight drawn, as perturb.mask.single would name it
+  assert re.fullmatch(r"[\w/]+/kernel\[\d+(,\d+)*\]", weight), weight
+  assert table.loc[table["run"].str.startswith("sweep/"), "perturb.weight"].isna().all()
   assert set(table.loc[table["run"].str.startswith("sweep/"), "perturbation"]) == {"batch", "gaussian"}
 
 
