@@ -205,3 +205,32 @@ def test_reproductions_numbers_are_those_the_claims_files_print():
   assert len(numbers) > 100  # the check reads the numbers, not an empty section
   at_precision = lambda n: {f"{x:.{len(n.split('.')[1])}f}" for x in printed}
   assert [n for n in numbers if n not in at_precision(n)] == []
+
+
+def test_single_weight_reach_counts_the_examples_that_move_a_weight_and_the_first_step_that_has_one():
+  """``reproduction/single_weight.py``: a head bias gets a gradient from every example from step 0; the outgoing
+  weight of a hidden unit that no example activates gets none, so perturbing it early changes nothing."""
+  import jax
+  import single_weight
+  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.run_setup import Setup
+  setup = Setup(smoke())
+  params = setup.init_fn(setup.keys["init"])
+  examples, first, total = single_weight.gradient_reach(setup, params, "head/bias[3]")
+  assert (examples, first, total) == (total, 0, setup.batcher.steps_per_epoch * setup.c.train.batch_size)
+  dead = jax.tree_util.tree_map(lambda a: a, params)
+  dead["dense0"]["bias"] = dead["dense0"]["bias"].at[5].set(-1e6)  # unit 5: ReLU(-1e6 + ...) = 0 for every input
+  assert single_weight.gradient_reach(setup, dead, "head/kernel[5,3]") == (0, None, total)
+  assert single_weight.gradient_reach(setup, dead, "head/kernel[6,3]")[0] > 0
+  name = single_weight.drawn_weight(setup, params)  # the smoke config perturbs every weight: no single one
+  assert name is None
+
+
+def test_single_weight_same_end_compares_every_childs_numbers_exactly(tmp_path):
+  import single_weight
+  child = {"index": 1, "perturb": {"scale": 0.1}, "train": {"loss": 0.25}, "vs_child0": {"l2": 1.5}}
+  for name, loss in (("a", 0.25), ("b", 0.25), ("c", 0.25 + 1e-12)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps({"children": [dict(child, train={"loss": loss})]}))
+  assert single_weight.same_end(tmp_path / "a", tmp_path / "b")
+  assert not single_weight.same_end(tmp_path / "a", tmp_path / "c")
