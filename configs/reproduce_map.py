@@ -35,8 +35,9 @@ One run, and the sweep with its report (from the repository root)::
   the positive control for weight matching on the CNN (does it undo a known permutation?).
 * ``resnet20``: the paper's network (ResNet-20, LayerNorm, width 1) on Fashion-MNIST, a reduced map: 2
   epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch
-  direction (4 runs). ~0.4 s per network step here: about 25 minutes for the t = 0 run, 1.2 hours for the
-  phase.
+  direction (4 runs). Sized at ~0.4 s per network step (about 25 minutes for the t = 0 run, 1.2 hours for the
+  phase): too low. Measured (2026-12-02, one worker, the other core busy with other work): 4.4-4.6 s per step
+  of the 4-member family, so ~75 minutes for the t = 0 run and about 4 hours of one worker for the phase.
 
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
