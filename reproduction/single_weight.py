@@ -25,9 +25,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from butterfly_jax import perturb, rng, tree_math
+from butterfly_jax import members, perturb, rng, tree_math
 from butterfly_jax.proxy import load_run_config  # config.json with fields added since the run filled in
 from butterfly_jax.run_setup import Setup
 
@@ -61,10 +60,11 @@ def gradient_reach(setup, params, weight: str) -> tuple[int, int | None, int]:
   treedef = jax.tree_util.tree_structure(params)
   order = list(flat)
 
+  loss_fn = members.cross_entropy(setup.apply_fn, setup.c.train.compute_dtype)  # the training step's loss
+
   def loss(w, x, y):
     leaves = [flat[p].at[index].set(w) if p == path else flat[p] for p in order]
-    logits = setup.apply_fn(jax.tree_util.tree_unflatten(treedef, leaves), x[None])[0]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y[None]).sum()
+    return loss_fn(jax.tree_util.tree_unflatten(treedef, leaves), x[None], y[None])
 
   per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))
   w0 = flat[path][index]
