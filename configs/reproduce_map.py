@@ -37,7 +37,10 @@ One run, and the sweep with its report (from the repository root)::
   epochs (936 steps), t in {0, 50, 250 steps, 1 epoch}, σ in (0, 1e-4, 1e-2) (K = 4), seed 0, batch
   direction (4 runs). Sized at ~0.4 s per network step (about 25 minutes for the t = 0 run, 1.2 hours for the
   phase): too low. Measured (2026-12-02, one worker, the other core busy with other work): 4.4-4.6 s per step
-  of the 4-member family, so ~75 minutes for the t = 0 run and about 4 hours of one worker for the phase.
+  of the 4-member family, so ~75 minutes for the t = 0 run and about 4 hours of one worker for the phase;
+  on 2026-12-02 with the machine idle, 4.5 s (an AVX2-only machine, where one network's step takes 1.7 s,
+  BUILD_NOTES "Machine variance"). The runs are declared in the order 0, 1 epoch, 50, 250 steps, so the first
+  two (about 2 hours) already span the map, and a run fits a session.
 
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
@@ -52,7 +55,7 @@ SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CNN_TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "3ep"]
 CNN_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-RESNET_TIMES = ["0", "50", "250", "1ep"]
+RESNET_TIMES = ["0", "1ep", "50", "250"]  # the two ends first: a partial sweep already spans the map
 SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                  "perturb.scales": (0.0, 0.1, 1.0, 10.0, 100.0)}
 
