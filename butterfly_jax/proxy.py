@@ -9,7 +9,8 @@ reference curve for the fixed points of weight matching between diverged twins.
     python -m butterfly_jax.proxy --run=DIR [--child=0] [--fractions=0,0.25,0.5,0.75,0.9,1] [--seeds=3] [--align]
 
 (installed as ``butterfly-proxy``) reads ``DIR/config.json`` and the children's checkpoint
-``DIR/checkpoints/children``, evaluates on the same examples as the run (``eval.num_examples``, or
+``DIR/checkpoints/children`` (or, for a run saved without it, its training-state checkpoint at the end of
+training), evaluates on the same examples as the run (``eval.num_examples``, or
 ``--num_examples``) and writes ``DIR/proxy.json``. With ``--align``, each permuted copy is also weight-matched
 back to the network: the positive control that tells "weight matching returns the identity between twins"
 (a finding) from "weight matching finds nothing" (a broken method).
@@ -38,15 +39,34 @@ def load_run_config(run_dir) -> ml_collections.ConfigDict:
 
 
 def load_child(run_dir, child: int):
-  """Child ``child``'s parameters from the run's final children checkpoint."""
-  path = Path(run_dir).resolve() / "checkpoints" / "children"
-  if not path.exists():
-    raise RunDirError(f"--run: {path} does not exist; the run must finish with checkpoint.children=True")
-  params = restore_checkpoint(path)["params"]
+  """Child ``child``'s parameters from the run's final children checkpoint, or, for a finished run saved
+  without one (``checkpoint.children=False``), from its last training-state checkpoint when that holds the
+  children at their end steps (``checkpoint.every_steps`` saves one at the end of training)."""
+  root = Path(run_dir).resolve()
+  path = root / "checkpoints" / "children"
+  params = restore_checkpoint(path)["params"] if path.exists() else _final_state_params(root, path)
   k = tree_math.num_members(params)
   if not 0 <= child < k:
     raise RunDirError(f"--child: the run has children 0..{k - 1}, got {child}")
   return jax.tree_util.tree_map(np.asarray, tree_math.unstack(params, child))
+
+
+def _final_state_params(root: Path, children: Path):
+  """The children's parameters from the finished run's newest training state, if it is the children's
+  phase with every child at its end step; else a RunDirError naming what is missing."""
+  from butterfly_jax.rundir import RunDir
+  rundir = RunDir(root)
+  state = rundir.latest_state() if rundir.results.exists() else None
+  if state is None:
+    raise RunDirError(f"--run: {children} does not exist and {root} holds no finished run with a training-state "
+                      "checkpoint; the run must finish with checkpoint.children=True or checkpoint.every_steps on")
+  meta, tree_path = state
+  family = restore_checkpoint(tree_path)["family"]
+  ends = np.asarray(family["end_step"])
+  if meta.get("phase") != "children" or int(meta["step"]) < int(ends.max()):
+    raise RunDirError(f"--run: {children} does not exist and the newest training state ({meta.get('phase')} at step "
+                      f"{meta.get('step')}) is not the children at their end steps ({int(ends.max())})")
+  return family["params"]
 
 
 def recovery(spec, params, applied: dict, key, max_iter: int = 100) -> dict:
@@ -114,7 +134,7 @@ def main(argv=None):
   from absl import app, flags
 
   from butterfly_jax.commands import help_lists_flags_of
-  flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children).", required=True)
+  flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children, or a training state at its end).", required=True)
   flags.DEFINE_integer("child", 0, "Which child of the run to permute.")
   flags.DEFINE_list("fractions", [str(f) for f in DEFAULT_FRACTIONS], "Fractions of units left in place.")
   flags.DEFINE_integer("seeds", 3, "Random permutations per fraction.")

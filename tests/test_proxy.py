@@ -62,3 +62,22 @@ def test_proxy_command_line(smoke_run, tmp_path):
   bad = subprocess.run([sys.executable, "-m", "butterfly_jax.proxy", f"--run={tmp_path}"], capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode == 2 and "config.json" in bad.stderr
+
+
+def test_a_run_without_children_checkpoint_is_read_from_its_final_training_state(smoke_run, tmp_path):
+  """A finished run saved with ``checkpoint.children=False`` (a long run of the map) still has its last
+  training state; the proxy reads the children there, bitwise as the children checkpoint holds them."""
+  import shutil
+
+  import jax
+  import numpy as np
+  _, workdir, _ = smoke_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / "checkpoints" / "children")
+  for child in (0, 2):
+    want, got = load_child(workdir, child), load_child(copy, child)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got), strict=True))
+  (copy / "results.json").unlink()  # unfinished: its newest state is not the end of training
+  with pytest.raises(ValueError, match="no finished run"):
+    load_child(copy, 0)
