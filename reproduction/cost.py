@@ -2,6 +2,10 @@
 
     python reproduction/cost.py --runs=reproduction/map/mlp [--bench=bench/results_cpu.json] [--model=mlp]
 
+``--model`` names the bench's model of the runs' network (``mlp``, ``cnn_16_32``); it must be that network
+(the part before ``_`` is the runs' ``model.name``). Without it, MLP runs are priced with ``mlp`` and other
+networks get the sweep's cost only.
+
 Reads every finished run directory under ``--runs`` (``results.json``'s ``timing`` and the launcher's lines
 in ``log.txt``) and prints Markdown:
 
@@ -62,9 +66,16 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--runs", required=True, help="a sweep's runs directory")
   p.add_argument("--bench", default="bench/results_cpu.json", help="bench/run.py's JSON with the PyTorch rows")
-  p.add_argument("--model", default="mlp", help="the bench's model name matching the runs' network")
+  p.add_argument("--model", default="", help="the bench's model name matching the runs' network (mlp, "
+                 "cnn_16_32, ...); default: mlp for MLP runs, and no σ-column comparison for other networks")
   args = p.parse_args(argv)
-  step_s, threads = torch_step_seconds(args.bench, args.model)
+  names = sorted({c.get("model", {}).get("name", "?") for _, _, c in runs(args.runs)})
+  model = args.model or ("mlp" if names == ["mlp"] else "")
+  if model and names != [model.split("_")[0]]:
+    print(f"error: --model: the bench's {model!r} is not the runs' network ({', '.join(names)}); give the bench "
+          f"model of that network", file=sys.stderr)
+    return 2
+  step_s, threads = torch_step_seconds(args.bench, model) if model else (None, None)
   rows, spans, total = [], [], 0.0
   for d, r, c in runs(args.runs):
     timing, steps = r["timing"], r["steps"]
@@ -75,7 +86,7 @@ def main(argv=None):
     ours = timing["total_s"]
     # the authors' way: one job per compared child (the twin and each σ), its own trunk and both twins
     theirs_steps = sum(t + 2 * (e - t) for e in ends[1:])
-    theirs_train = theirs_steps * step_s
+    theirs_train = theirs_steps * (step_s or 0.0)
     theirs = theirs_train + timing["eval_s"] + timing.get("align_s", 0.0)
     rows.append((d.name, t, k, ours_train, ours, theirs_train, theirs))
     total += ours
@@ -103,6 +114,9 @@ def main(argv=None):
           f"{busy / 3600:.2f} h.")
   else:
     print()
+  if not model:
+    print(f"\nNo σ-column comparison: the runs' network ({', '.join(names)}) has no bench model here (`--model`).")
+    return 0
   print(f"\n## One σ column as a family vs the authors' workflow\n\nPyTorch reference, one network, this machine: "
         f"{step_s * 1e3:.2f} ms per step ({threads}; `{args.bench}`). Evaluation priced as this run's own.\n")
   print("| run | t | K | ours: train s | ours: total s | authors: train s | authors: total s | ratio (total) |")

@@ -74,7 +74,7 @@ def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
   for name, (start, end), t in (("a", ("10:00:00", "10:10:00"), 0), ("b", ("10:05:00", "10:20:00"), 50)):
     d = tmp_path / "runs" / name
     d.mkdir(parents=True)
-    (d / "config.json").write_text("{}")
+    (d / "config.json").write_text(json.dumps({"model": {"name": "mlp"}}))
     (d / "results.json").write_text(json.dumps({
         "timing": {"trunk_s": 1.0, "children_s": 9.0, "eval_s": 5.0, "align_s": 0.0, "total_s": 15.0},
         "steps": {"t": t, "T": 100}, "children": [{}, {}, {}]}))
@@ -91,6 +91,16 @@ def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
   assert "0.33 h." in out  # 10:00-10:20 merged, not 25 minutes summed
   # t = 0: 2 compared children x (0 + 2 x 100) steps x 0.01 s = 4 s of training, + 5 s evaluation = 9 s
   assert "| a | 0 | 3 | 10 | 15 | 4 | 9 | 0.60 |" in out
+  # another network is not priced with the MLP's step: an explicit mismatch is refused, and without --model
+  # only the sweep's cost is printed
+  for d in ("a", "b"):
+    (tmp_path / "runs" / d / "config.json").write_text(json.dumps({"model": {"name": "resnet20"}}))
+  with contextlib.redirect_stdout(io.StringIO()):
+    assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}", "--model=mlp"]) == 2
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}"]) == 0
+  assert "0.33 h." in buf.getvalue() and "No σ-column comparison" in buf.getvalue() and "| a |" not in buf.getvalue()
 
 
 def _study_rows(settings_module, phase):
