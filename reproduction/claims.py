@@ -224,7 +224,7 @@ def relations(t, kind, max_sigma=None):
     row = [label]
     for x, _ in cols:
       moved = int((g[x].astype(float) < 1).sum())
-      if x.endswith("fixed_point_fraction") and moved < 3:  # ρ would rest on one or two permuted pairs
+      if x.endswith("fixed_point_fraction") and moved < 3 <= len(g):  # ρ would rest on one or two permuted pairs
         row.append(f"untestable: {moved} of {len(g)} pairs not the identity")
       elif x.endswith("fixed_point_fraction"):
         row.append(fmt_rho(spearman_by_seed(g[x].astype(float), g["barrier"], g["seed"]))
