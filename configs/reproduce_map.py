@@ -38,9 +38,10 @@ One run, and the sweep with its report (from the repository root)::
   direction (4 runs). Sized at ~0.4 s per network step (about 25 minutes for the t = 0 run, 1.2 hours for the
   phase): too low. Measured (2026-12-02, one worker, the other core busy with other work): 4.4-4.6 s per step
   of the 4-member family, so ~75 minutes for the t = 0 run and about 4 hours of one worker for the phase;
-  on 2026-12-02 with the machine idle, 4.5 s (an AVX2-only machine, where one network's step takes 1.7 s,
-  BUILD_NOTES "Machine variance"). The runs are declared in the order 0, 1 epoch, 50, 250 steps, so the first
-  two (about 2 hours) already span the map, and a run fits a session.
+  on 2026-12-02, an AVX2-only machine (one network's step 1.7 s; BUILD_NOTES "Machine variance"), the t = 0
+  run took 1.57 h (``results.json`` timing: 5.0-6.1 s per family step, evaluation 7.6 minutes). The runs are
+  declared in the order 0, 1 epoch, 50, 250 steps, so the first two already span the map; each fits a
+  session when started at its beginning.
 
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
