@@ -64,8 +64,8 @@ def _final_state_params(root: Path, children: Path):
   family = restore_checkpoint(tree_path)["family"]
   ends = np.asarray(family["end_step"])
   if meta.get("phase") != "children" or int(meta["step"]) < int(ends.max()):
-    raise RunDirError(f"--run: {children} does not exist and the newest training state ({meta.get('phase')} at step "
-                      f"{meta.get('step')}) is not the children at their end steps ({int(ends.max())})")
+    raise RunDirError(f"--run: {children} does not exist and the newest training state ({meta.get('phase')} at "
+                      f"step {meta.get('step')}) is not the children at their end steps ({int(ends.max())})")
   return family["params"]
 
 
@@ -134,7 +134,8 @@ def main(argv=None):
   from absl import app, flags
 
   from butterfly_jax.commands import help_lists_flags_of
-  flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children, or a training state at its end).", required=True)
+  flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children, or a training state at "
+                      "its end).", required=True)
   flags.DEFINE_integer("child", 0, "Which child of the run to permute.")
   flags.DEFINE_list("fractions", [str(f) for f in DEFAULT_FRACTIONS], "Fractions of units left in place.")
   flags.DEFINE_integer("seeds", 3, "Random permutations per fraction.")

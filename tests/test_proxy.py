@@ -77,7 +77,8 @@ def test_a_run_without_children_checkpoint_is_read_from_its_final_training_state
   shutil.rmtree(copy / "checkpoints" / "children")
   for child in (0, 2):
     want, got = load_child(workdir, child), load_child(copy, child)
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got), strict=True))
+    pairs = zip(jax.tree_util.tree_leaves(want), jax.tree_util.tree_leaves(got), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)
   (copy / "results.json").unlink()  # unfinished: its newest state is not the end of training
   with pytest.raises(ValueError, match="no finished run"):
     load_child(copy, 0)
