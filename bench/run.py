@@ -4,7 +4,8 @@ matching, with a plain PyTorch reference trained side by side in the same proces
     python bench/run.py [--quick] [--out bench/results_cpu]     # writes OUT.json and OUT.md
 
 Training: the project's own family step (``members.make_train_step``, one jitted step per call, batch 128,
-SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the CNN and the MLP), for K = 1,
+SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the CNN, the MLP and ``resnet20_w1_28``, the
+reduced map's ResNet-20, run only when named in ``--models``), for K = 1,
 2 and 8 networks under each members strategy, with the default convolution (``conv="auto"``) and XLA's own
 (``conv="xla"``) for comparison; PyTorch (``bench/torch_reference.py``, optional, bench-only) trains the same
 architectures one after another. All variants of a model are compiled first, then timed in interleaved
@@ -55,11 +56,13 @@ RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: r
 MODELS = {  # name: (registry name, kwargs, input shape, torch kwargs)
     "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3), {"width": 1}),
     "resnet20_w2": ("resnet20", {"width": 2}, (32, 32, 3), {"width": 2}),
+    # the reduced map's ResNet-20 (configs/reproduce_map.py:resnet20): width 1, LayerNorm, Fashion-MNIST's shape
+    "resnet20_w1_28": ("resnet20", {"width": 1}, (28, 28, 1), {"width": 1}),
     "cnn": ("cnn", {}, (28, 28, 1), {}),
     "cnn_16_32": ("cnn", {"channels": (16, 32)}, (28, 28, 1), {"channels": (16, 32)}),  # the map's CNN
     "mlp": ("mlp", {}, (28, 28, 1), {}),
 }
-CONV_MODELS = ("resnet20_w1", "resnet20_w2", "cnn", "cnn_16_32")
+CONV_MODELS = ("resnet20_w1", "resnet20_w2", "resnet20_w1_28", "cnn", "cnn_16_32")
 NO_TORCH = False
 
 
@@ -69,7 +72,7 @@ def variants(model: str, quick: bool):
   out = [("jax", "auto", "sequential", k) for k in ks]
   if model in CONV_MODELS:
     out += [("jax", "xla", "sequential", k) for k in ((1,) if model == "resnet20_w2" else (1, 2))]
-  vmap_ks = {"resnet20_w1": (2,), "resnet20_w2": ()}.get(model, ks)
+  vmap_ks = {"resnet20_w1": (2,), "resnet20_w1_28": (2,), "resnet20_w2": ()}.get(model, ks)
   out += [("jax", "auto", "vmap", k) for k in (vmap_ks if not quick else (2,))]
   if jax.local_device_count() > 1:  # e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 (docstring)
     out += [("jax", "auto", "split", k) for k in ks if k > 1]
@@ -310,7 +313,7 @@ def main():
   global NO_TORCH
   NO_TORCH = args.no_torch
   models = args.models.split(",") if args.models else (
-      ["resnet20_w1", "cnn", "mlp"] if args.quick else [m for m in MODELS if m != "cnn_16_32"])
+      ["resnet20_w1", "cnn", "mlp"] if args.quick else [m for m in MODELS if m not in ("cnn_16_32", "resnet20_w1_28")])
   for m in models:
     if m not in MODELS:
       raise SystemExit(f"--models: unknown model {m!r}; allowed: {', '.join(MODELS)}")

@@ -64,10 +64,10 @@ class ResNet20(nn.Module):
   """CIFAR ResNet-20, widths 16w/32w/64w, LayerNorm per pixel. (Torch's "SAME" for stride 2 pads (1, 1)
   where XLA pads (0, 1): the same cost, a one-pixel shift of the sampling grid.)"""
 
-  def __init__(self, width=1, num_classes=10, blocks=3):
+  def __init__(self, width=1, num_classes=10, blocks=3, in_channels=3):
     super().__init__()
     c = 16 * width
-    self.conv_in = nn.Conv2d(3, c, 3, 1, 1, bias=False)
+    self.conv_in = nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)
     self.norm_in = PixelLayerNorm(c)
     layers, cin = [], c
     for s, mult in enumerate((1, 2, 4)):
@@ -151,6 +151,8 @@ class FamilyTrainer:
     in_kw = {"in_features": h * w * c} if model == "mlp" else {}
     if model == "cnn":
       in_kw = {"in_channels": c, "size": h}
+    if model == "resnet20":
+      in_kw = {"in_channels": c}
     self.nets = [build(model, **kwargs, **in_kw).to(self.device, memory_format=self.fmt) for _ in range(k)]
     self.opts = [torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9) for net in self.nets]
 

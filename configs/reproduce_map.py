@@ -40,8 +40,8 @@ One run, and the sweep with its report (from the repository root)::
   of the 4-member family, so ~75 minutes for the t = 0 run and about 4 hours of one worker for the phase;
   on 2026-12-02, an AVX2-only machine (one network's step 1.7 s; BUILD_NOTES "Machine variance"), the t = 0
   run took 1.57 h (``results.json`` timing: 5.0-6.1 s per family step, evaluation 7.6 minutes). The runs are
-  declared in the order 0, 1 epoch, 50, 250 steps, so the first two already span the map; each fits a
-  session when started at its beginning.
+  declared in the order 0, 1 epoch, 250, 50 steps, so the first two already span the map; each fits a
+  session when started at its beginning (the later the t, the shorter the run: its trunk is one network).
 
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
@@ -56,7 +56,7 @@ SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 CNN_TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "3ep"]
 CNN_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-RESNET_TIMES = ["0", "1ep", "50", "250"]  # the two ends first: a partial sweep already spans the map
+RESNET_TIMES = ["0", "1ep", "250", "50"]  # the two ends first: a partial sweep already spans the map
 SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                  "perturb.scales": (0.0, 0.1, 1.0, 10.0, 100.0)}
 

@@ -2,8 +2,8 @@
 
     python reproduction/cost.py --runs=reproduction/map/mlp [--bench=bench/results_cpu.json] [--model=mlp]
 
-``--model`` names the bench's model of the runs' network (``mlp``, ``cnn_16_32``); it must be that network
-(the part before ``_`` is the runs' ``model.name``). Without it, MLP runs are priced with ``mlp`` and other
+``--model`` names the bench's model of the runs' network (``mlp``, ``cnn_16_32``, ``resnet20_w1_28``); it must be
+that network (the part before ``_`` is the runs' ``model.name``). Without it, MLP runs are priced with ``mlp`` and other
 networks get the sweep's cost only.
 
 Reads every finished run directory under ``--runs`` (``results.json``'s ``timing`` and the launcher's lines
