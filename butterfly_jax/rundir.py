@@ -193,6 +193,12 @@ def host_cpu() -> str:
   return f"{fields.get('model name', platform.machine())} (flags {hashlib.sha256(flags.encode()).hexdigest()[:12]})"
 
 
+def xla_flags() -> str:
+  """``XLA_FLAGS`` as this process has it (the flags XLA read when the backends started, if nothing changed
+  them since: :mod:`butterfly_jax.runtime` sets them before that); they change CPU results in the last bits."""
+  return os.environ.get("XLA_FLAGS", "")
+
+
 def provenance() -> dict:
   return {
       "package_version": butterfly_jax.__version__,
@@ -201,6 +207,7 @@ def provenance() -> dict:
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "host_cpu": host_cpu(),
+      "xla_flags": xla_flags(),
   }
 
 
@@ -234,7 +241,7 @@ def code_identity() -> dict:
   import jaxlib
   return {"source_sha256": source_hash(), "git_revision": loaded_revision(), "jax_version": jax.__version__,
           "jaxlib_version": jaxlib.__version__, "backend": jax.default_backend(),
-          "device_kind": jax.devices()[0].device_kind, "host_cpu": host_cpu()}
+          "device_kind": jax.devices()[0].device_kind, "host_cpu": host_cpu(), "xla_flags": xla_flags()}
 
 
 def fingerprint(path) -> str:
@@ -249,7 +256,7 @@ def fingerprint(path) -> str:
   return h.hexdigest()
 
 
-_PLATFORM = ("jax_version", "jaxlib_version", "backend", "device_kind", "host_cpu")
+_PLATFORM = ("jax_version", "jaxlib_version", "backend", "device_kind", "host_cpu", "xla_flags")
 
 
 def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) -> list:
@@ -259,8 +266,8 @@ def check_resume(meta: dict, identity: dict, allow_code_change: bool = False) ->
   * another ``init.checkpoint`` source (its files changed, or another path): refused, always;
   * other package source: refused, unless ``allow_code_change`` (results then record both programs);
   * the same source under another git revision (a commit that changed no package file): resumed, noted;
-  * another JAX version, backend, device kind or host CPU: resumed, noted: the run stays valid but is no
-    longer bitwise the uninterrupted one (a record a checkpoint lacks is not compared).
+  * another JAX version, backend, device kind, host CPU or ``XLA_FLAGS``: resumed, noted: the run stays valid
+    but is no longer bitwise the uninterrupted one (a record a checkpoint lacks is not compared).
   Checkpoints written before these were recorded are resumed with a note."""
   notes = []
   if "code" not in meta:

@@ -7,16 +7,23 @@ reductions) and ``--xla_gpu_autotune_level=0`` (no timing-dependent algorithm ch
 ``runtime.deterministic=False`` trades them for speed. The flags are ignored on CPU and TPU. Flags already
 in ``XLA_FLAGS`` win: a user's explicit choice is kept.
 
-CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``): ``--xla_cpu_experimental_ynn_fusion_type=
-individual_convolution`` hands only convolutions to YNNPACK. jaxlib 0.10.2's default also hands it dots,
-elementwise chains and reductions, and its reductions of the per-pixel LayerNorm statistics (with the
-broadcasts feeding them) are slower than XLA's own fused loops; a network without norms whose max-pooling
-reductions suit YNNPACK (the small CNN) is slower with the flag, MLPs are unaffected. The project's configs
-train MLPs and LayerNorm networks, hence the default (the measurements: BUILD_NOTES.md, "XLA:CPU flags").
-CPU results change in their last bits (reductions sum in another order). A flag already in ``XLA_FLAGS``
-wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default.
-The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib versions where it was
-measured.
+CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU's instruction set:
+
+* with AVX-512 (``CPU_FLAGS``): ``--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` hands only
+  convolutions to YNNPACK. jaxlib 0.10.2's default also hands it dots, elementwise chains and reductions, and
+  its reductions of the per-pixel LayerNorm statistics (with the broadcasts feeding them) are slower than
+  XLA's own fused loops; a network without norms whose max-pooling reductions suit YNNPACK (the small CNN) is
+  slower with the flag, MLPs are unaffected.
+* x86-64 without AVX-512 (``CPU_FLAGS_NO_AVX512``): ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK
+  off). There YNNPACK's convolutions are several times slower than XLA's own: without it a ResNet-20 step
+  is 2.2-2.9x faster (a pair, one network), the small CNN's pair 1.4x, MLPs unchanged.
+
+Both were measured on one machine of each kind (BUILD_NOTES.md, "XLA:CPU flags" and "Machine variance");
+elsewhere (ARM, a CPU whose flags cannot be read) the AVX-512 choice applies. CPU results change in their last
+bits (reductions sum in another order), so runs record ``XLA_FLAGS`` in their provenance. A flag already in
+``XLA_FLAGS`` wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores
+jaxlib's default. The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib
+versions where it was measured.
 
 The flags reach XLA only if ``XLA_FLAGS`` holds them when JAX starts its backends (its first computation);
 XLA reads them once per process. The command line and ``experiment.run`` call :func:`configure` before that.
@@ -32,16 +39,36 @@ import sys
 
 DETERMINISTIC_FLAGS = {"--xla_gpu_deterministic_ops": "true", "--xla_gpu_autotune_level": "0"}
 CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_convolution"}
+CPU_FLAGS_NO_AVX512 = {"--xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
 CPU_FLAGS_JAXLIB = ("0.10.",)  # version prefixes of jaxlib where CPU_FLAGS exist and were measured
 
 
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
+  """Whether this x86 CPU has AVX-512 (``avx512f`` in Linux's ``/proc/cpuinfo``, or in ``cpuinfo``); None where
+  that cannot be told (no ``/proc/cpuinfo``, or a CPU without x86 flags)."""
+  if cpuinfo is None:
+    try:
+      with open("/proc/cpuinfo", errors="replace") as f:
+        cpuinfo = f.read(1 << 16)
+    except OSError:
+      return None
+  flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                if line.split(":", 1)[0].strip() == "flags" and ":" in line), None)
+  if flags is None or "sse2" not in flags:
+    return None
+  return "avx512f" in flags
+
+
 def default_cpu_flags() -> dict:
-  """``CPU_FLAGS`` if the installed jaxlib is one they were measured with, else none."""
+  """The CPU flags for this jaxlib and CPU: none for a jaxlib they were not measured with;
+  ``CPU_FLAGS_NO_AVX512`` on an x86 CPU without AVX-512; ``CPU_FLAGS`` otherwise."""
   try:
     from jaxlib import version
   except ImportError:
     return {}
-  return dict(CPU_FLAGS) if version.__version__.startswith(CPU_FLAGS_JAXLIB) else {}
+  if not version.__version__.startswith(CPU_FLAGS_JAXLIB):
+    return {}
+  return dict(CPU_FLAGS_NO_AVX512 if cpu_has_avx512() is False else CPU_FLAGS)
 
 
 def xla_flags(current: str, deterministic: bool, cpu_flags: dict | None = None) -> str:

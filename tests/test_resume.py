@@ -397,3 +397,19 @@ def test_resume_on_another_host_cpu_is_noted_and_old_checkpoints_without_the_rec
   older = {"code": {k: v for k, v in ident["code"].items() if k != "host_cpu"}, "init_source": None}
   assert rundir_lib.check_resume(older, ident) == []
   assert rundir_lib.provenance()["host_cpu"] == rundir_lib.host_cpu()
+
+
+def test_runs_record_xla_flags_and_a_resume_under_other_flags_is_noted(monkeypatch):
+  """XLA_FLAGS change CPU results in the last bits (runtime.py): provenance and checkpoints record them, and a
+  resume under other flags goes on with a note, as on another CPU."""
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=")
+  ident = {"code": rundir_lib.code_identity(), "init_source": None}
+  assert ident["code"]["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type="
+  assert rundir_lib.provenance()["xla_flags"] == "--xla_cpu_experimental_ynn_fusion_type="
+  then = {"code": dict(ident["code"], xla_flags="--xla_cpu_experimental_ynn_fusion_type=individual_convolution"),
+          "init_source": None}
+  notes = rundir_lib.check_resume(then, ident)
+  assert len(notes) == 1 and "xla_flags --xla_cpu_experimental_ynn_fusion_type=individual_convolution -> " \
+      "--xla_cpu_experimental_ynn_fusion_type=" in notes[0] and "not bitwise" in notes[0]
+  older = {"code": {k: v for k, v in ident["code"].items() if k != "xla_flags"}, "init_source": None}
+  assert rundir_lib.check_resume(older, ident) == []  # checkpoints from before the record: not compared

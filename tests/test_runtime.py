@@ -25,11 +25,34 @@ def test_flags_are_added_without_overriding_the_user():
 
 def test_cpu_flags_only_for_the_measured_jaxlib(monkeypatch):
   from jaxlib import version
+  monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: True)
   monkeypatch.setattr(version, "__version__", "0.10.2")
   assert runtime.default_cpu_flags() == runtime.CPU_FLAGS
   monkeypatch.setattr(version, "__version__", "0.11.0")
   assert runtime.default_cpu_flags() == {}
   assert runtime.xla_flags("", False) == ""
+
+
+@pytest.mark.parametrize("avx512, expected", [(True, "individual_convolution"), (None, "individual_convolution"),
+                                              (False, "")])
+def test_cpu_flags_follow_the_instruction_set(avx512, expected, monkeypatch):
+  """YNNPACK for convolutions with AVX-512 (or where that cannot be told), off on x86 without it."""
+  from jaxlib import version
+  monkeypatch.setattr(version, "__version__", "0.10.2")
+  monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: avx512)
+  assert runtime.default_cpu_flags() == {"--xla_cpu_experimental_ynn_fusion_type": expected}
+  assert runtime.xla_flags("", False) == f"--xla_cpu_experimental_ynn_fusion_type={expected}"
+
+
+def test_avx512_is_read_from_the_cpu_flags():
+  zen4 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 avx512f avx512bw\n"
+  zen3 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+  arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes\n"
+  assert runtime.cpu_has_avx512(zen4) is True
+  assert runtime.cpu_has_avx512(zen3) is False
+  assert runtime.cpu_has_avx512(arm) is None
+  assert runtime.cpu_has_avx512("") is None
+  assert runtime.cpu_has_avx512() in (True, False, None)  # this machine's /proc/cpuinfo, or none
 
 
 TOO_LATE = "JAX's backends started before butterfly_jax could set XLA_FLAGS"
@@ -82,8 +105,8 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
   assert out.stdout.split() == ["False", level]  # left as the user set them
   assert out.stderr.count(TOO_LATE) == 1, out.stderr[-3000:]
   line = next(l for l in out.stderr.splitlines() if TOO_LATE in l)
-  assert "--xla_cpu_experimental_ynn_fusion_type=individual_convolution is not in effect: CPU results may " \
-         "differ from command-line runs in their last bits" in line
+  cpu = " ".join(f"{k}={v}" for k, v in runtime.default_cpu_flags().items())  # this machine's choice
+  assert f"{cpu} is not in effect: CPU results may differ from command-line runs in their last bits" in line
   # the suggested XLA_FLAGS keep the user's own first
   assert "butterfly_jax.runtime.configure()" in line and f"XLA_FLAGS='{level} --xla_gpu_deterministic_ops=true" in line
   assert (tmp_path / "run" / "results.json").exists()
