@@ -203,11 +203,16 @@ def print_scale(per_seed, errors):
             f"alignment at most {fmt(max(left))}, from {_range(moved)} before.")
   else:
     print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
+  spread = max([e["spread"] for e in errors.values()] or [float("nan")])
+  same = ("Child 0 is the same network in every run of a seed (the trunk and child 0 share every batch): its "
+          "accuracies are equal across those runs." if spread == 0 else
+          f"Child 0 would be the same network in every run of a seed (the trunk and child 0 share every batch) if "
+          f"every run ran the same program on the same CPU; its accuracies differ across those runs by at most "
+          f"{spread:g} (another CPU or other XLA flags: each run's `provenance`); the errors above are the best "
+          f"across those runs.")
   print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
         f"{_range(e['train'] for e in errors.values())}, test error {_range(e['test'] for e in errors.values())}, "
-        f"test-error gap (test − train) {_range(e['gap'] for e in errors.values())}. Child 0 is the same network in "
-        f"every run of a seed (the trunk and child 0 share every batch): its accuracies differ across those runs by "
-        f"at most {max([e['spread'] for e in errors.values()] or [float('nan')]):g}.\n")
+        f"test-error gap (test − train) {_range(e['gap'] for e in errors.values())}. {same}\n")
 
 
 def relations(t, kind, max_sigma=None):

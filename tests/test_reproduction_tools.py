@@ -244,3 +244,18 @@ def test_single_weight_same_end_compares_every_childs_numbers_exactly(tmp_path):
     (tmp_path / name / "results.json").write_text(json.dumps({"children": [dict(child, train={"loss": loss})]}))
   assert single_weight.same_end(tmp_path / "a", tmp_path / "b")
   assert not single_weight.same_end(tmp_path / "a", tmp_path / "c")
+
+
+def test_claims_says_whether_child0_is_the_same_network_across_runs(capsys):
+  """Child 0 is one network in every run of a seed only when every run ran the same program on the same CPU:
+  the scale paragraph says which holds, with the spread when they differ."""
+  import claims
+  same = {0: {"train": 0.155, "test": 0.181, "gap": 0.026, "spread": 0.0}}
+  claims.print_scale({}, same)
+  out = capsys.readouterr().out
+  assert "accuracies are equal across those runs" in out and "provenance" not in out
+  differ = {0: dict(same[0], spread=0.111)}
+  claims.print_scale({}, differ)
+  out = capsys.readouterr().out
+  assert "differ across those runs by at most 0.111 (another CPU or other XLA flags" in out
+  assert "accuracies are equal" not in out
