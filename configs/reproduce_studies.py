@@ -35,9 +35,9 @@ time; each run's ``seconds`` in ``reproduction/studies/mlp/sweep.json``): a 4-ne
 (median 168 s; one that spanned a 15-minute pause 984 s), one at width 1024 488-908 s: about 2 hours of two
 workers for the 54 runs. ``:cnn``, measured for its first two runs (the base setting, seed 0, t = 0 and 1
 epoch; two workers on 2026-12-02 on an AVX2-only machine, with YNNPACK's convolutions, about 7 minutes of
-pauses included): 1,214 s and 1,090 s. The CPU flags chosen since then for such machines make the CNN's
-step 1.4x faster (BUILD_NOTES.md, "XLA:CPU flags"); at ~15 minutes a run for two workers, the 36 runs are
-about 4.5 hours, the width-2x runs more.
+pauses included): 1,214 s and 1,090 s. With the CPU flags chosen since then for such machines (YNNPACK off,
+BUILD_NOTES.md, "XLA:CPU flags"), the no-warm-up runs at t = 0 and 1 epoch took 698 s and 590 s (two workers,
+nothing else running): the 36 runs are about 3 hours of two workers, the width-2x runs more.
 
 The report's table carries each run's config as columns; ``claims.py studies`` tells the settings apart by
 the fields ``settings()`` changes (``reproduction/studies.py``).
