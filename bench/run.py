@@ -4,9 +4,8 @@ matching, with a plain PyTorch reference trained side by side in the same proces
     python bench/run.py [--quick] [--out bench/results_cpu]     # writes OUT.json and OUT.md
 
 Training: the project's own family step (``members.make_train_step``, one jitted step per call, batch 128,
-SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the CNN, the MLP and ``resnet20_w1_28``, the
-reduced map's ResNet-20, run only when named in ``--models``), for K = 1,
-2 and 8 networks under each members strategy, with the default convolution (``conv="auto"``) and XLA's own
+SGD momentum 0.9) on random uint8 data (32x32x3 for ResNet-20, 28x28x1 for the CNN, the MLP and
+``resnet20_w1_28``, the reduced map's ResNet-20, run only when named in ``--models``), for K = 1, 2 and 8 networks under each members strategy, with the default convolution (``conv="auto"``) and XLA's own
 (``conv="xla"``) for comparison; PyTorch (``bench/torch_reference.py``, optional, bench-only) trains the same
 architectures one after another. All variants of a model are compiled first, then timed in interleaved
 rounds (each round runs every variant in turn for about ``--seconds``, or ``--steps`` steps), so that load

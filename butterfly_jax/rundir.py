@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 import butterfly_jax
-from butterfly_jax import hosts
+from butterfly_jax import hosts, runtime
 
 
 class RunDirError(ValueError):
@@ -183,12 +183,9 @@ def host_cpu() -> str:
   platform's processor name). XLA:CPU compiles for the CPU it runs on: the same program and config gave
   other last bits on another machine of the same kind (BUILD_NOTES.md, "Known limits")."""
   import platform
-  try:
-    info = Path("/proc/cpuinfo").read_text(errors="replace")
-  except OSError:
+  fields = runtime.cpu_info()
+  if fields is None:
     return platform.processor() or platform.machine() or "unknown"
-  fields = dict(line.split(":", 1) for line in info.splitlines()[:64] if ":" in line)
-  fields = {k.strip(): v.strip() for k, v in fields.items()}
   flags = " ".join(sorted(fields.get("flags", "").split()))
   return f"{fields.get('model name', platform.machine())} (flags {hashlib.sha256(flags.encode()).hexdigest()[:12]})"
 

@@ -15,8 +15,8 @@ CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU's ins
   XLA's own fused loops; a network without norms whose max-pooling reductions suit YNNPACK (the small CNN) is
   slower with the flag, MLPs are unaffected.
 * x86-64 without AVX-512 (``CPU_FLAGS_NO_AVX512``): ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK
-  off). There YNNPACK's convolutions are several times slower than XLA's own: without it a ResNet-20 step
-  is 2.2-2.9x faster (a pair, one network), the small CNN's pair 1.4x, MLPs unchanged.
+  off). There YNNPACK's convolutions are several times slower than XLA's own: without it a ResNet-20 pair's
+  step is 2.4x faster, the small CNN's 1.35x, an MLP's not clearly changed (``bench/cpu_flags.py``).
 
 Both were measured on one machine of each kind (BUILD_NOTES.md, "XLA:CPU flags" and "Machine variance");
 elsewhere (ARM, a CPU whose flags cannot be read) the AVX-512 choice applies. CPU results change in their last
@@ -43,18 +43,30 @@ CPU_FLAGS_NO_AVX512 = {"--xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK 
 CPU_FLAGS_JAXLIB = ("0.10.",)  # version prefixes of jaxlib where CPU_FLAGS exist and were measured
 
 
-def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
-  """Whether this x86 CPU has AVX-512 (``avx512f`` in Linux's ``/proc/cpuinfo``, or in ``cpuinfo``); None where
-  that cannot be told (no ``/proc/cpuinfo``, or a CPU without x86 flags)."""
+def cpu_info(cpuinfo: str | None = None) -> dict | None:
+  """The first processor's fields in Linux's ``/proc/cpuinfo`` (or in the text ``cpuinfo``), e.g. ``model name``
+  and ``flags``; None where there is no such file."""
   if cpuinfo is None:
     try:
       with open("/proc/cpuinfo", errors="replace") as f:
         cpuinfo = f.read(1 << 16)
     except OSError:
       return None
-  flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                if line.split(":", 1)[0].strip() == "flags" and ":" in line), None)
-  if flags is None or "sse2" not in flags:
+  fields = {}
+  for line in cpuinfo.splitlines():
+    if not line.strip() and fields:
+      break  # the end of the first processor's block
+    if ":" in line:
+      key, value = line.split(":", 1)
+      fields.setdefault(key.strip(), value.strip())
+  return fields
+
+
+def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
+  """Whether this x86 CPU has AVX-512 (``avx512f`` among :func:`cpu_info`'s flags); None where that cannot be
+  told (no ``/proc/cpuinfo``, or a CPU without x86 flags)."""
+  flags = (cpu_info(cpuinfo) or {}).get("flags", "").split()
+  if "sse2" not in flags:
     return None
   return "avx512f" in flags
 

@@ -53,6 +53,8 @@ def test_avx512_is_read_from_the_cpu_flags():
   assert runtime.cpu_has_avx512(arm) is None
   assert runtime.cpu_has_avx512("") is None
   assert runtime.cpu_has_avx512() in (True, False, None)  # this machine's /proc/cpuinfo, or none
+  two = zen3 + "\nprocessor\t: 1\nmodel name\t: Other\nflags\t\t: avx512f\n"
+  assert runtime.cpu_info(two)["model name"] == "AMD EPYC" and runtime.cpu_has_avx512(two) is False  # the first
 
 
 TOO_LATE = "JAX's backends started before butterfly_jax could set XLA_FLAGS"
