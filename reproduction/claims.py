@@ -215,6 +215,26 @@ def print_scale(per_seed, errors):
         f"test-error gap (test − train) {_range(e['gap'] for e in errors.values())}. {same}\n")
 
 
+def print_programs(t):
+  """Which program each run executed (host CPU, XLA flags, from each run's ``provenance``), when runs differ:
+  the same config and seed give other last bits, and a chaotic network another child 0, under another one."""
+  if not {"host_cpu", "xla_flags"} <= set(t.columns):
+    return
+  runs = t.drop_duplicates("run")
+  programs = runs.fillna({"host_cpu": "not recorded", "xla_flags": "not recorded"}).groupby(
+      ["host_cpu", "xla_flags"], dropna=False)
+  if programs.ngroups < 2:
+    return
+  print(f"## Programs\n\nThe runs ran {programs.ngroups} programs (host CPU, `XLA_FLAGS`; each run's `provenance`); "
+        f"the pairs of one run share its program:\n")
+  rows = []
+  for (cpu, flags), g in programs:
+    times = ", ".join(_time_label(int(s), int(e)) for s, e in sorted(set(zip(g["t"], g["steps_per_epoch"]))))
+    shown = "(empty)" if not flags else flags if flags == "not recorded" else f"`{flags}`"
+    rows.append([cpu, shown, len(g), times])
+  print(_md_table(["host CPU", "XLA_FLAGS", "runs", "t"], rows) + "\n")
+
+
 def relations(t, kind, max_sigma=None):
   """Spearman ρ of each relation with the train-loss barrier: within each t and pooled, seed-bootstrap CIs;
   with ``max_sigma``, over the pairs with σ ≤ it only."""
@@ -256,6 +276,7 @@ def map_claims(argv):
         f"{t['t'].nunique()} perturbation times; T = {int(t['T'].max())} steps).\n")
   per_seed, errors = scale_of_barriers(args.scale, t)
   print_scale(per_seed, errors)
+  print_programs(t)
   for metric in ("train.loss", "train.error", "test.error"):
     print(f"## The map: `{metric}` barrier over (t, σ)\n")
     print(markdown(cells(t, metric), {}, metric))

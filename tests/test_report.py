@@ -151,6 +151,9 @@ def test_a_row_matches_results_json(runs, table):
   assert row["vs_child0.cka"] == v["cka"]
   assert row["vs_child0.ensemble.accuracy"] == v["ensemble"]["accuracy"]
   assert row["vs_child0.disagreement"] == v["disagreement"]
+  for key in ("git_revision", "backend", "host_cpu", "xla_flags"):  # the program the run executed
+    assert row[key] == res["provenance"][key], key
+  assert row["xla_flags"] and row["host_cpu"]
 
 
 def test_incomplete_run_is_flagged_with_its_progress(runs, table):

@@ -259,3 +259,22 @@ def test_claims_says_whether_child0_is_the_same_network_across_runs(capsys):
   out = capsys.readouterr().out
   assert "differ across those runs by at most 0.111 (another CPU or other XLA flags" in out
   assert "accuracies are equal" not in out
+
+
+def test_claims_lists_the_programs_runs_ran_only_when_they_differ(capsys):
+  """Runs of one map under other CPUs or XLA flags are named with their perturbation times; one program (or a
+  table from before the report had the columns) prints nothing."""
+  import claims
+  rows = [("a", 0, "AMD EPYC (flags 1)", None), ("a", 0, "AMD EPYC (flags 1)", None),
+          ("b", 250, "AMD EPYC (flags 1)", "--ynn="), ("c", 468, "Intel Xeon (flags 2)", "--ynn=conv"),
+          ("d", 936, "Intel Xeon (flags 2)", "--ynn=conv")]
+  t = pd.DataFrame(rows, columns=["run", "t", "host_cpu", "xla_flags"]).assign(steps_per_epoch=468)
+  claims.print_programs(t)
+  out = capsys.readouterr().out
+  assert "3 programs" in out
+  assert "| Intel Xeon (flags 2) | `--ynn=conv` | 2 | 1 ep, 2 ep |" in out
+  assert "| AMD EPYC (flags 1) | not recorded | 1 | 0 |" in out
+  assert "| AMD EPYC (flags 1) | `--ynn=` | 1 | 250 steps |" in out
+  claims.print_programs(t[t["run"] == "c"])
+  claims.print_programs(t.drop(columns=["xla_flags"]))
+  assert capsys.readouterr().out == ""

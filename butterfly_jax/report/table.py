@@ -192,8 +192,10 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
               "members_strategy": results.get("members_strategy"),
               **flatten(results.get("timing", {}), "timing."),
               "init_weights_sha256": (results.get("init") or {}).get("weights_sha256"),  # fine-tuning runs
-              "git_revision": results.get("provenance", {}).get("git_revision"),
-              "backend": results.get("provenance", {}).get("backend")}
+              # the program a run executed: the same config gives other last bits on another CPU or under
+              # other XLA flags (runs before flags were recorded have None)
+              **{key: results.get("provenance", {}).get(key)
+                 for key in ("git_revision", "backend", "host_cpu", "xla_flags")}}
   if results.get("data", {}).get("metric"):  # a text task: the metric its metric columns hold
     base["metric"] = results["data"]["metric"]
   children = [_metric_values(child) for child in results["children"]]
