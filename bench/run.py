@@ -16,7 +16,7 @@ measured at the start of the run. Families of convolutional networks under ``vma
 finish in reasonable time (they lower to grouped convolutions on XLA:CPU, BUILD_NOTES.md).
 
 XLA flags: the process calls ``runtime.configure`` first, so it runs with the flags a training run gets
-(on CPU ``runtime.CPU_FLAGS``); flags already in ``XLA_FLAGS`` win, e.g.
+(on CPU ``runtime.default_cpu_flags()``); flags already in ``XLA_FLAGS`` win, e.g.
 ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default
 (convolutions, dots, reductions and elementwise chains to YNNPACK). With more than one local device
 (``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on a 2-core CPU) families of K > 1 are also timed
@@ -50,7 +50,7 @@ from butterfly_jax.models import make_model
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import weight_matching  # noqa: E402  (bench/weight_matching.py)
 
-RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: runtime.CPU_FLAGS), before backends start
+RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: runtime.default_cpu_flags()), before backends start
 
 MODELS = {  # name: (registry name, kwargs, input shape, torch kwargs)
     "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3), {"width": 1}),

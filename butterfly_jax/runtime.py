@@ -7,19 +7,19 @@ reductions) and ``--xla_gpu_autotune_level=0`` (no timing-dependent algorithm ch
 ``runtime.deterministic=False`` trades them for speed. The flags are ignored on CPU and TPU. Flags already
 in ``XLA_FLAGS`` win: a user's explicit choice is kept.
 
-CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU's instruction set:
+CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU:
 
-* with AVX-512 (``CPU_FLAGS``): ``--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` hands only
-  convolutions to YNNPACK. jaxlib 0.10.2's default also hands it dots, elementwise chains and reductions, and
-  its reductions of the per-pixel LayerNorm statistics (with the broadcasts feeding them) are slower than
-  XLA's own fused loops; a network without norms whose max-pooling reductions suit YNNPACK (the small CNN) is
-  slower with the flag, MLPs are unaffected.
-* x86-64 without AVX-512 (``CPU_FLAGS_NO_AVX512``): ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK
-  off). There YNNPACK's convolutions are several times slower than XLA's own: without it a ResNet-20 pair's
-  step is 2.4x faster, the small CNN's 1.35x, an MLP's not clearly changed (``bench/cpu_flags.py``).
+* x86-64 (``CPU_FLAGS_X86``): ``--xla_cpu_experimental_ynn_fusion_type=`` (YNNPACK off). jaxlib 0.10.2 hands
+  YNNPACK convolutions, dots, elementwise chains and reductions; on two of the three x86 machines measured its
+  convolutions were much slower than XLA's own: without YNNPACK a ResNet-20 pair's step was 2.4x faster on an
+  AVX2-only AMD EPYC and 1.56x on an AVX-512 Intel Xeon, the small CNN's 1.35x and 1.46x, an MLP's not clearly
+  changed (``bench/cpu_flags.py``). On the third, an AVX-512 AMD Zen 4, YNNPACK for convolutions only was
+  about 8% faster than YNNPACK off (one reading under load), so off is the better bet on an unknown x86 CPU.
+* elsewhere (ARM, or a CPU whose flags cannot be read; ``CPU_FLAGS``, not measured there):
+  ``--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` hands only convolutions to YNNPACK, whose
+  reductions of the per-pixel LayerNorm statistics were slower than XLA's fused loops wherever measured.
 
-Both were measured on one machine of each kind (BUILD_NOTES.md, "XLA:CPU flags" and "Machine variance");
-elsewhere (ARM, a CPU whose flags cannot be read) the AVX-512 choice applies. CPU results change in their last
+The measurements: BUILD_NOTES.md, "XLA:CPU flags" and "Machine variance". CPU results change in their last
 bits (reductions sum in another order), so runs record ``XLA_FLAGS`` in their provenance. A flag already in
 ``XLA_FLAGS`` wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores
 jaxlib's default. The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib
@@ -39,7 +39,7 @@ import sys
 
 DETERMINISTIC_FLAGS = {"--xla_gpu_deterministic_ops": "true", "--xla_gpu_autotune_level": "0"}
 CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_convolution"}
-CPU_FLAGS_NO_AVX512 = {"--xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
+CPU_FLAGS_X86 = {"--xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
 CPU_FLAGS_JAXLIB = ("0.10.",)  # version prefixes of jaxlib where CPU_FLAGS exist and were measured
 
 
@@ -72,15 +72,16 @@ def cpu_has_avx512(cpuinfo: str | None = None) -> bool | None:
 
 
 def default_cpu_flags() -> dict:
-  """The CPU flags for this jaxlib and CPU: none for a jaxlib they were not measured with;
-  ``CPU_FLAGS_NO_AVX512`` on an x86 CPU without AVX-512; ``CPU_FLAGS`` otherwise."""
+  """The CPU flags for this jaxlib and CPU: none for a jaxlib they were not measured with; ``CPU_FLAGS_X86`` on
+  an x86 CPU (one whose flags :func:`cpu_has_avx512` can read, with or without AVX-512); ``CPU_FLAGS``
+  otherwise."""
   try:
     from jaxlib import version
   except ImportError:
     return {}
   if not version.__version__.startswith(CPU_FLAGS_JAXLIB):
     return {}
-  return dict(CPU_FLAGS_NO_AVX512 if cpu_has_avx512() is False else CPU_FLAGS)
+  return dict(CPU_FLAGS if cpu_has_avx512() is None else CPU_FLAGS_X86)
 
 
 def xla_flags(current: str, deterministic: bool, cpu_flags: dict | None = None) -> str:

@@ -27,16 +27,15 @@ def test_cpu_flags_only_for_the_measured_jaxlib(monkeypatch):
   from jaxlib import version
   monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: True)
   monkeypatch.setattr(version, "__version__", "0.10.2")
-  assert runtime.default_cpu_flags() == runtime.CPU_FLAGS
+  assert runtime.default_cpu_flags() == runtime.CPU_FLAGS_X86
   monkeypatch.setattr(version, "__version__", "0.11.0")
   assert runtime.default_cpu_flags() == {}
   assert runtime.xla_flags("", False) == ""
 
 
-@pytest.mark.parametrize("avx512, expected", [(True, "individual_convolution"), (None, "individual_convolution"),
-                                              (False, "")])
+@pytest.mark.parametrize("avx512, expected", [(True, ""), (False, ""), (None, "individual_convolution")])
 def test_cpu_flags_follow_the_instruction_set(avx512, expected, monkeypatch):
-  """YNNPACK for convolutions with AVX-512 (or where that cannot be told), off on x86 without it."""
+  """YNNPACK off on x86 (with AVX-512 or without), for convolutions only elsewhere (ARM, unknown)."""
   from jaxlib import version
   monkeypatch.setattr(version, "__version__", "0.10.2")
   monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: avx512)
