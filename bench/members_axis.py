@@ -20,12 +20,7 @@ from butterfly_jax import batches, members, optim
 from butterfly_jax.config import default_config
 from butterfly_jax.models import make_model
 
-MODELS = {
-    "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3)),
-    "resnet20_w2": ("resnet20", {"width": 2}, (32, 32, 3)),
-    "cnn": ("cnn", {}, (28, 28, 1)),
-    "mlp": ("mlp", {}, (28, 28, 1)),
-}
+from bench_models import MODELS  # noqa: E402  (bench/bench_models.py)
 
 
 def time_family(model, k, strategy, steps, batch=128, n=2048):

@@ -52,16 +52,7 @@ import weight_matching  # noqa: E402  (bench/weight_matching.py)
 
 RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: runtime.default_cpu_flags()), before backends start
 
-MODELS = {  # name: (registry name, kwargs, input shape, torch kwargs)
-    "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3), {"width": 1}),
-    "resnet20_w2": ("resnet20", {"width": 2}, (32, 32, 3), {"width": 2}),
-    # the reduced map's ResNet-20 (configs/reproduce_map.py:resnet20): width 1, LayerNorm, Fashion-MNIST's shape
-    "resnet20_w1_28": ("resnet20", {"width": 1}, (28, 28, 1), {"width": 1}),
-    "cnn": ("cnn", {}, (28, 28, 1), {}),
-    "cnn_16_32": ("cnn", {"channels": (16, 32)}, (28, 28, 1), {"channels": (16, 32)}),  # the map's CNN
-    "mlp": ("mlp", {}, (28, 28, 1), {}),
-}
-CONV_MODELS = ("resnet20_w1", "resnet20_w2", "resnet20_w1_28", "cnn", "cnn_16_32")
+from bench_models import CONV_MODELS, MODELS  # noqa: E402  (bench/bench_models.py)
 NO_TORCH = False
 
 
@@ -83,7 +74,7 @@ class JaxFamily:
   """A compiled family step of K networks; ``run(steps)`` returns seconds per step."""
 
   def __init__(self, model, conv, strategy, k, batch=128, n=2048):
-    name, kwargs, shape, _ = MODELS[model]
+    name, kwargs, shape = MODELS[model]
     if model in CONV_MODELS:
       kwargs = {**kwargs, "conv": conv}
     apply_fn, init_fn = make_model(name, shape, 10, **kwargs)
@@ -153,8 +144,8 @@ def make_runner(model, framework, conv, strategy, k):
   if framework == "jax":
     return JaxFamily(model, conv, strategy, k)
   import torch_reference
-  _, _, shape, torch_kwargs = MODELS[model]
-  runner = torch_reference.FamilyTrainer(MODELS[model][0], torch_kwargs, shape, k, threads=int(conv[:-1]))
+  name, kwargs, shape = MODELS[model]  # the reference takes the same kwargs
+  runner = torch_reference.FamilyTrainer(name, kwargs, shape, k, threads=int(conv[:-1]))
   tic = time.perf_counter()
   runner.run(2)  # warm-up
   runner.compile_s = time.perf_counter() - tic
@@ -207,7 +198,7 @@ def _has_torch():
 
 def bench_barriers(model, num_examples, repeats):
   """Seconds to evaluate a twin pair's 11-alpha curves (11 networks) on ``num_examples`` examples."""
-  name, kwargs, shape, _ = MODELS[model]
+  name, kwargs, shape = MODELS[model]
   apply_fn, init_fn = make_model(name, shape, 10, **kwargs)
   children = jax.tree_util.tree_map(lambda *a: jnp.stack(a), init_fn(jax.random.key(0)), init_fn(jax.random.key(1)))
   alphas = evaluate.alpha_grid(11)

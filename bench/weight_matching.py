@@ -20,14 +20,7 @@ import scipy
 import butterfly_jax as bj
 from butterfly_jax import permutations
 
-MODELS = {
-    "resnet20_w1": ("resnet20", {"width": 1}, (32, 32, 3)),
-    "resnet20_w2": ("resnet20", {"width": 2}, (32, 32, 3)),
-    "resnet20_w1_28": ("resnet20", {"width": 1}, (28, 28, 1)),  # the reduced map's ResNet-20
-    "cnn": ("cnn", {}, (28, 28, 1)),
-    "cnn_16_32": ("cnn", {"channels": (16, 32)}, (28, 28, 1)),  # the map's CNN
-    "mlp": ("mlp", {}, (28, 28, 1)),
-}
+from bench_models import MODELS  # noqa: E402  (bench/bench_models.py)
 
 
 def bench(model, repeats):
