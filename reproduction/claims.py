@@ -231,8 +231,10 @@ def print_programs(t):
   for (cpu, flags), g in programs:
     times = ", ".join(_time_label(int(s), int(e)) for s, e in sorted(set(zip(g["t"], g["steps_per_epoch"]))))
     shown = "(empty)" if not flags else flags if flags == "not recorded" else f"`{flags}`"
-    rows.append([cpu, shown, len(g), times])
-  print(_md_table(["host CPU", "XLA_FLAGS", "runs", "t"], rows) + "\n")
+    acc = ", ".join(fmt(float(a)) for a in sorted(set(g["child0.train.accuracy"].astype(float)))) \
+        if "child0.train.accuracy" in g else "n/a"
+    rows.append([cpu, shown, len(g), times, acc])
+  print(_md_table(["host CPU", "XLA_FLAGS", "runs", "t", "child 0 train accuracy"], rows) + "\n")
 
 
 def relations(t, kind, max_sigma=None):
@@ -303,10 +305,11 @@ def map_claims(argv):
     moved = t[(t["sigma"] > 0) & (t["vs_child0.aligned.fixed_point_fraction"].astype(float) < 1)]
     if len(moved):
       print("Those pairs:\n")
-      print(_md_table(["kind", "t", "seed", "σ", "fixed-point fraction", "train-loss barrier"],
+      aligned = B.format("train", "loss").replace("vs_child0.", "vs_child0.aligned.")
+      print(_md_table(["kind", "t", "seed", "σ", "fixed-point fraction", "train-loss barrier", "after alignment"],
                       [[r["kind"], _time_label(int(r["t"]), int(r["steps_per_epoch"])), int(r["seed"]),
                         sigma_text(r["sigma"]), fmt(float(r["vs_child0.aligned.fixed_point_fraction"])),
-                        fmt(r["barrier"])]
+                        fmt(r["barrier"]), fmt(float(r[aligned])) if aligned in r else "n/a"]
                        for _, r in moved.sort_values(["kind", "t", "sigma", "seed"]).iterrows()]) + "\n")
     if control:
       print(f"The same weight matching undid {sum(x == 1.0 for x in control)} of {len(control)} known random "

@@ -43,6 +43,11 @@ def torch_step_seconds(bench_json, model: str) -> tuple[float, str]:
   return best["s_per_step"], best["conv"]
 
 
+def bench_cpu(bench_json) -> str:
+  """The CPU the bench ran on (its ``meta.cpu``), or "" where it does not say."""
+  return json.loads(Path(bench_json).read_text()).get("meta", {}).get("cpu", "")
+
+
 def launcher_span(log: Path):
   """(start, end) of the last attempt the launcher wrote in a run's log.txt, or None."""
   start = end = None
@@ -76,8 +81,9 @@ def main(argv=None):
           f"model of that network", file=sys.stderr)
     return 2
   step_s, threads = torch_step_seconds(args.bench, model) if model else (None, None)
-  rows, spans, total = [], [], 0.0
+  rows, spans, total, hosts = [], [], 0.0, {}
   for d, r, c in runs(args.runs):
+    hosts[d.name] = r.get("provenance", {}).get("host_cpu") or ""
     timing, steps = r["timing"], r["steps"]
     t, big_t = int(steps["t"]), int(steps["T"])
     ends = [int(e) for e in steps.get("child_end_steps", [])] or [big_t] * len(r["children"])
@@ -115,8 +121,18 @@ def main(argv=None):
   if not model:
     print(f"\nNo σ-column comparison: the runs' network ({', '.join(names)}) has no bench model here (`--model`).")
     return 0
-  print(f"\n## One σ column as a family vs the authors' workflow\n\nPyTorch reference, one network, this machine: "
-        f"{step_s * 1e3:.2f} ms per step ({threads}; `{args.bench}`). Evaluation priced as this run's own.\n")
+  cpu = bench_cpu(args.bench)
+  print(f"\n## One σ column as a family vs the authors' workflow\n\nPyTorch reference, one network, on "
+        f"{cpu or 'the bench machine'}: {step_s * 1e3:.2f} ms per step ({threads}; `{args.bench}`). Evaluation "
+        f"priced as this run's own.")
+  elsewhere = sorted(n for n, h in hosts.items() if cpu and h and not h.startswith(cpu))
+  unknown = sorted(n for n, h in hosts.items() if not h)
+  if elsewhere:
+    print(f"Ran on another CPU than the bench's (told by model name), so their ratio compares two machines: "
+          f"{', '.join(elsewhere)}.")
+  if unknown and cpu:
+    print(f"{len(unknown)} of {len(hosts)} runs do not record their CPU (they predate `provenance.host_cpu`).")
+  print()
   # priced here: the authors' training steps at PyTorch's step time, plus this run's own evaluation
   rows = [(n, t, k, ot, o, steps * step_s, steps * step_s + ev) for n, t, k, ot, o, steps, ev in rows]
   print("| run | t | K | ours: train s | ours: total s | authors: train s | authors: total s | ratio (total) |")

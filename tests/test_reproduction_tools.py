@@ -91,6 +91,18 @@ def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
   assert "0.33 h." in out  # 10:00-10:20 merged, not 25 minutes summed
   # t = 0: 2 compared children x (0 + 2 x 100) steps x 0.01 s = 4 s of training, + 5 s evaluation = 9 s
   assert "| a | 0 | 3 | 10 | 15 | 4 | 9 | 0.60 |" in out
+  assert "Ran on another CPU" not in out  # the bench names no CPU
+  # the bench's CPU is named, and runs that ran on another CPU are listed (their ratio spans two machines)
+  bench.write_text(json.dumps({**json.loads(bench.read_text()), "meta": {"cpu": "Intel Xeon"}}))
+  results = tmp_path / "runs" / "b" / "results.json"
+  results.write_text(json.dumps({**json.loads(results.read_text()),
+                                 "provenance": {"host_cpu": "AMD EPYC (flags 0123)"}}))
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}"]) == 0
+  out = buf.getvalue()
+  assert "PyTorch reference, one network, on Intel Xeon: 10.00 ms" in out
+  assert "compares two machines: b." in out and "1 of 2 runs do not record their CPU" in out
   # another network is not priced with the MLP's step: an explicit mismatch is refused, and without --model
   # only the sweep's cost is printed
   for d in ("a", "b"):
@@ -268,13 +280,14 @@ def test_claims_lists_the_programs_runs_ran_only_when_they_differ(capsys):
   rows = [("a", 0, "AMD EPYC (flags 1)", None), ("a", 0, "AMD EPYC (flags 1)", None),
           ("b", 250, "AMD EPYC (flags 1)", "--ynn="), ("c", 468, "Intel Xeon (flags 2)", "--ynn=conv"),
           ("d", 936, "Intel Xeon (flags 2)", "--ynn=conv")]
-  t = pd.DataFrame(rows, columns=["run", "t", "host_cpu", "xla_flags"]).assign(steps_per_epoch=468)
+  t = pd.DataFrame(rows, columns=["run", "t", "host_cpu", "xla_flags"]).assign(
+      steps_per_epoch=468, **{"child0.train.accuracy": [0.7, 0.7, 0.7, 0.9, 0.8]})
   claims.print_programs(t)
   out = capsys.readouterr().out
   assert "3 programs" in out
-  assert "| Intel Xeon (flags 2) | `--ynn=conv` | 2 | 1 ep, 2 ep |" in out
-  assert "| AMD EPYC (flags 1) | not recorded | 1 | 0 |" in out
-  assert "| AMD EPYC (flags 1) | `--ynn=` | 1 | 250 steps |" in out
+  assert "| Intel Xeon (flags 2) | `--ynn=conv` | 2 | 1 ep, 2 ep | 0.8000, 0.9000 |" in out
+  assert "| AMD EPYC (flags 1) | not recorded | 1 | 0 | 0.7000 |" in out
+  assert "| AMD EPYC (flags 1) | `--ynn=` | 1 | 250 steps | 0.7000 |" in out
   claims.print_programs(t[t["run"] == "c"])
   claims.print_programs(t.drop(columns=["xla_flags"]))
   assert capsys.readouterr().out == ""
