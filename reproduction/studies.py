@@ -9,6 +9,11 @@ cell, (t in epochs, σ > 0): the train-loss barrier's seed mean [min, max], thei
 counts only separated seed ranges (``compare``): "lower" where every seed of the setting lies below every seed
 of the base, "higher" the reverse, "overlap" otherwise. With two seeds this is a coarse test; it says whether
 the seeds disagree, not more.
+
+A cell is not judged where child 0 did not learn in some run of it (the setting's or the base's): its train
+error above ``UNTRAINED_ERROR``. Both children of such a pair may sit at chance, and a barrier against a
+network that never trained says nothing about the stability of training; the verdict counts those cells
+apart.
 """
 
 import math
@@ -22,6 +27,9 @@ from instability_map import _fmt, barrier_values, load_frame
 
 ROOT_CONFIG = "reproduce_studies.py"
 B = "vs_child0.barrier.{}.{}"
+# child 0's train error above which a run's child 0 has not learned (chance on Fashion-MNIST's 10 classes: 0.9)
+UNTRAINED_ERROR = 0.5
+NOT_JUDGED = "not judged"
 
 # The poster's claims: (setting, the base-relative direction the claim predicts for the barrier, what it says).
 CLAIMS = (
@@ -101,24 +109,32 @@ def cells(t: pd.DataFrame, metric: str = "train.loss") -> pd.DataFrame:
   """One row per (setting, t in epochs, σ > 0): the seeds' barriers (diverged pairs as inf)."""
   d = t[t["sigma"] > 0]
   d = d.assign(value=barrier_values(d, metric))
+  if "child0.train.accuracy" in d:
+    d = d.assign(untrained=1 - d["child0.train.accuracy"].astype(float) > UNTRAINED_ERROR)
+  else:
+    d = d.assign(untrained=False)
   rows = []
   for (setting, te, sigma), g in d.groupby(["setting", "t_epochs", "sigma"]):
     rows.append({"setting": setting, "t_epochs": float(te), "sigma": float(sigma),
-                 "values": g.sort_values("seed")["value"].to_numpy()})
+                 "values": g.sort_values("seed")["value"].to_numpy(), "untrained": int(g["untrained"].sum())})
   return pd.DataFrame(rows)
 
 
 def verdicts(c: pd.DataFrame) -> pd.DataFrame:
-  """Each setting's cells beside the base's: ratio of seed means and :func:`compare`."""
-  base = {(r.t_epochs, r.sigma): r.values for r in c[c["setting"] == "base"].itertuples()}
+  """Each setting's cells beside the base's: ratio of seed means and :func:`compare` (``NOT_JUDGED`` where a
+  child 0 of the cell, the setting's or the base's, did not learn)."""
+  base = {(r.t_epochs, r.sigma): r for r in c[c["setting"] == "base"].itertuples()}
   rows = []
   for r in c[c["setting"] != "base"].itertuples():
-    b = base.get((r.t_epochs, r.sigma))
-    if b is None:
+    br = base.get((r.t_epochs, r.sigma))
+    if br is None:
       continue
+    b = br.values
     ratio = np.mean(r.values) / np.mean(b) if np.isfinite(r.values).all() and np.mean(b) > 0 else math.nan
+    untrained = getattr(r, "untrained", 0) + getattr(br, "untrained", 0)
     rows.append({"setting": r.setting, "t_epochs": r.t_epochs, "sigma": r.sigma, "ratio": ratio,
-                 "comparison": compare(r.values, b), "n": len(r.values), "n_base": len(b)})
+                 "comparison": NOT_JUDGED if untrained else compare(r.values, b), "n": len(r.values),
+                 "n_base": len(b)})
   return pd.DataFrame(rows)
 
 
@@ -128,10 +144,17 @@ def claim_verdict(v: pd.DataFrame, setting: str, direction: str) -> str:
   g = v[v["setting"] == setting]
   if g.empty:
     return "untested (no runs)"
+  skipped = int((g["comparison"] == NOT_JUDGED).sum())
+  if skipped == len(g):
+    return (f"not judged (child 0 did not learn, train error > {UNTRAINED_ERROR:g}, in every cell: its barriers "
+            f"compare networks at chance)")
+  g = g[g["comparison"] != NOT_JUDGED]
   other = "higher" if direction == "lower" else "lower"
   agree, against = int((g["comparison"] == direction).sum()), int((g["comparison"] == other).sum())
   n = len(g)
   counts = f"{agree} of {n} cells {direction}, {against} {other}"
+  if skipped:
+    counts += f"; {skipped} cells not judged: child 0 did not learn"
   if agree == n:
     return f"holds ({counts})"
   if against == n:
