@@ -113,10 +113,14 @@ def cells(t: pd.DataFrame, metric: str = "train.loss") -> pd.DataFrame:
     d = d.assign(untrained=1 - d["child0.train.accuracy"].astype(float) > UNTRAINED_ERROR)
   else:
     d = d.assign(untrained=False)
+  # the perturbed children that learned where child 0 did not: a perturbation decided whether training worked
+  learned = (1 - d["train.accuracy"].astype(float) <= UNTRAINED_ERROR) if "train.accuracy" in d else False
+  d = d.assign(sibling_learned=d["untrained"] & learned)
   rows = []
   for (setting, te, sigma), g in d.groupby(["setting", "t_epochs", "sigma"]):
     rows.append({"setting": setting, "t_epochs": float(te), "sigma": float(sigma),
-                 "values": g.sort_values("seed")["value"].to_numpy(), "untrained": int(g["untrained"].sum())})
+                 "values": g.sort_values("seed")["value"].to_numpy(), "untrained": int(g["untrained"].sum()),
+                 "sibling_learned": int(g["sibling_learned"].sum())})
   return pd.DataFrame(rows)
 
 
@@ -134,7 +138,8 @@ def verdicts(c: pd.DataFrame) -> pd.DataFrame:
     untrained = getattr(r, "untrained", 0) + getattr(br, "untrained", 0)
     rows.append({"setting": r.setting, "t_epochs": r.t_epochs, "sigma": r.sigma, "ratio": ratio,
                  "comparison": NOT_JUDGED if untrained else compare(r.values, b), "n": len(r.values),
-                 "n_base": len(b)})
+                 "n_base": len(b), "untrained": getattr(r, "untrained", 0),
+                 "sibling_learned": getattr(r, "sibling_learned", 0)})
   return pd.DataFrame(rows)
 
 
@@ -145,9 +150,13 @@ def claim_verdict(v: pd.DataFrame, setting: str, direction: str) -> str:
   if g.empty:
     return "untested (no runs)"
   skipped = int((g["comparison"] == NOT_JUDGED).sum())
+  dead = int(g["untrained"].sum()) if "untrained" in g else 0
+  learned = int(g["sibling_learned"].sum()) if "sibling_learned" in g else 0
   if skipped == len(g):
+    siblings = (f"; yet {learned} of {dead} perturbed children whose child 0 did not learn did: the perturbation "
+                f"decided whether training worked" if learned else "")
     return (f"not judged (child 0 did not learn, train error > {UNTRAINED_ERROR:g}, in every cell: its barriers "
-            f"compare networks at chance)")
+            f"compare a network at chance{siblings})")
   g = g[g["comparison"] != NOT_JUDGED]
   other = "higher" if direction == "lower" else "lower"
   agree, against = int((g["comparison"] == direction).sum()), int((g["comparison"] == other).sum())

@@ -163,10 +163,14 @@ def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_sep
       "mlp")
   assert "| warmup2ep | a longer warm-up" in text and "0 pairs" not in text.split("σ = 0 twins")[1][:30]
   # a setting whose child 0 never learned (train error above UNTRAINED_ERROR) is not judged, cell by cell
-  t = t.assign(**{"child0.train.accuracy": np.where(t["setting"] == "adam", 0.1, 0.9)})
+  t = t.assign(**{"child0.train.accuracy": np.where(t["setting"] == "adam", 0.1, 0.9), "train.accuracy": 0.9})
   v = studies.verdicts(studies.cells(t))
   assert set(v[v["setting"] == "adam"]["comparison"]) == {studies.NOT_JUDGED}
-  assert studies.claim_verdict(v, "adam", "higher").startswith("not judged (child 0 did not learn")
+  verdict = studies.claim_verdict(v, "adam", "higher")
+  assert verdict.startswith("not judged (child 0 did not learn")
+  assert "yet 4 of 4 perturbed children whose child 0 did not learn did" in verdict  # 2 seeds x 2 times, σ = 1e-4
+  dead = studies.claim_verdict(studies.verdicts(studies.cells(t.assign(**{"train.accuracy": 0.1}))), "adam", "higher")
+  assert dead.startswith("not judged") and "yet" not in dead
   partly = t.assign(**{"child0.train.accuracy": np.where((t["setting"] == "adam") & (t["t_epochs"] == 0), 0.1, 0.9)})
   verdict = studies.claim_verdict(studies.verdicts(studies.cells(partly)), "adam", "higher")
   assert verdict == "holds (1 of 1 cells higher, 0 lower; 1 cells not judged: child 0 did not learn)"
