@@ -34,7 +34,8 @@ OLMO_KW = dict(vocab_size=50, hidden=24, layers=2, heads=3, intermediate=40, max
                clip_qkv=0.5)
 LENGTHS = np.array([12, 9, 5, 1])
 PAD = 1  # OLMo's pad_token_id; BERT pads with 0
-TOL = 2e-6  # float32 against transformers' float32 (largest differences seen: about 1e-6)
+TOL = 5e-6  # float32 against transformers' float32 (largest difference seen: 2.6e-6, OLMo's hidden states
+           # with XLA's own CPU kernels, YNNPACK off)
 
 
 def _randomise(model):
@@ -160,7 +161,7 @@ def test_olmo_backbone_equals_transformers_causal_lm_with_tied_or_untied_embeddi
   np.testing.assert_array_equal(np.asarray(params["embed"]) == ref["lm_head"], np.full(head.shape, tied))
   hidden = apply_fn(params, ref["x"])[1]["last_hidden_state"]
   np.testing.assert_allclose(_real(hidden @ np.asarray(head).T, ref["x"]), _real(ref["logits"], ref["x"]),
-                             atol=4 * TOL, rtol=4 * TOL)  # the LM head's product is this test's own (2.1e-6 seen)
+                             atol=TOL, rtol=TOL)  # the LM head's product is this test's own
 
 
 def test_config_json_reads_into_model_kwargs(hf):
