@@ -4,7 +4,9 @@
 
 ``--model`` names the bench's model of the runs' network (``mlp``, ``cnn_16_32``, ``resnet20_w1_28``); it must be
 that network (the part before ``_`` is the runs' ``model.name``). Without it, MLP runs are priced with ``mlp`` and other
-networks get the sweep's cost only.
+networks get the sweep's cost only. Only runs that train the bench's network itself (every module field equal,
+defaults filled in) at the bench's batch (128) with SGD are priced; the others (a study's wider network, larger
+batch or Adam) are counted and left out.
 
 Reads every finished run directory under ``--runs`` (``results.json``'s ``timing`` and the launcher's lines
 in ``log.txt``) and prints Markdown:
@@ -31,6 +33,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+BENCH_BATCH = 128  # bench/run.py's training batch
 STAMP = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) launch: (run|finished after ([0-9.]+) s)")
 
 
@@ -41,6 +44,34 @@ def torch_step_seconds(bench_json, model: str) -> tuple[float, str]:
     raise SystemExit(f"--bench: {bench_json} has no PyTorch K=1 row for model {model!r}")
   best = min(rows, key=lambda r: r["s_per_step"])
   return best["s_per_step"], best["conv"]
+
+
+def _fields(name: str, kwargs: dict) -> dict:
+  """The network's full hyperparameters (the module's fields, defaults filled in), lists as tuples."""
+  import dataclasses
+  from butterfly_jax.models.registry import build_module
+  module = build_module(name, 10, **kwargs)
+  norm = lambda v: tuple(norm(x) for x in v) if isinstance(v, (list, tuple)) else v
+  return {f.name: norm(getattr(module, f.name)) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name")}
+
+
+def unpriced_reason(config: dict, model: str) -> str:
+  """Why a run cannot be priced with the bench's ``model`` step ("" if it can): the bench times that network at
+  batch ``BENCH_BATCH`` under SGD with momentum, so another width, batch or optimizer is another step."""
+  bench_dir = str(Path(__file__).resolve().parents[1] / "bench")
+  if bench_dir not in sys.path:
+    sys.path.insert(0, bench_dir)
+  from bench_models import MODELS
+  name, kwargs, _ = MODELS[model]
+  m = config.get("model", {})
+  if _fields(m.get("name", name), m.get("kwargs", {})) != _fields(name, kwargs):
+    return "network"
+  if int(config.get("train", {}).get("batch_size", BENCH_BATCH)) != BENCH_BATCH:
+    return "batch"
+  if config.get("optim", {}).get("name", "sgd") != "sgd":
+    return "optimizer"
+  return ""
 
 
 def bench_cpu(bench_json) -> str:
@@ -92,7 +123,8 @@ def main(argv=None):
     ours = timing["total_s"]
     # the authors' way: one job per compared child (the twin and each σ), its own trunk and both twins
     theirs_steps = sum(t + 2 * (e - t) for e in ends[1:])
-    rows.append((d.name, t, k, ours_train, ours, theirs_steps, timing["eval_s"] + timing.get("align_s", 0.0)))
+    rows.append((d.name, t, k, ours_train, ours, theirs_steps, timing["eval_s"] + timing.get("align_s", 0.0),
+                 unpriced_reason(c, model) if model else ""))
     total += ours
     span = launcher_span(d / "log.txt")
     if span:
@@ -125,16 +157,26 @@ def main(argv=None):
   print(f"\n## One σ column as a family vs the authors' workflow\n\nPyTorch reference, one network, on "
         f"{cpu or 'the bench machine'}: {step_s * 1e3:.2f} ms per step ({threads}; `{args.bench}`). Evaluation "
         f"priced as this run's own.")
-  elsewhere = sorted(n for n, h in hosts.items() if cpu and h and not h.startswith(cpu))
-  unknown = sorted(n for n, h in hosts.items() if not h)
+  priced = {r[0] for r in rows if not r[-1]}
+  elsewhere = sorted(n for n, h in hosts.items() if n in priced and cpu and h and not h.startswith(cpu))
+  unknown = sorted(n for n, h in hosts.items() if n in priced and not h)
   if elsewhere:
     print(f"Ran on another CPU than the bench's (told by model name), so their ratio compares two machines: "
           f"{', '.join(elsewhere)}.")
   if unknown and cpu:
-    print(f"{len(unknown)} of {len(hosts)} runs do not record their CPU (they predate `provenance.host_cpu`).")
+    print(f"{len(unknown)} of {len(priced)} priced runs do not record their CPU (they predate `provenance.host_cpu`).")
   print()
   # priced here: the authors' training steps at PyTorch's step time, plus this run's own evaluation
-  rows = [(n, t, k, ot, o, steps * step_s, steps * step_s + ev) for n, t, k, ot, o, steps, ev in rows]
+  skipped = [(n, why) for n, *_, why in rows if why]
+  if skipped:
+    kinds = sorted({why for _, why in skipped})
+    print(f"Not priced: {len(skipped)} of {len(rows)} runs, whose {' or '.join(kinds)} differs from the bench's "
+          f"(`{model}` at batch {BENCH_BATCH}, SGD with momentum), so its PyTorch step is not theirs.\n")
+  rows = [(n, t, k, ot, o, steps * step_s, steps * step_s + ev) for n, t, k, ot, o, steps, ev, why in rows
+          if not why]
+  if not rows:
+    print("\nNo run trains the bench's network as the bench does: no σ-column comparison.")
+    return 0
   print("| run | t | K | ours: train s | ours: total s | authors: train s | authors: total s | ratio (total) |")
   print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   ratios = []

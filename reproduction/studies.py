@@ -10,10 +10,10 @@ counts only separated seed ranges (``compare``): "lower" where every seed of the
 of the base, "higher" the reverse, "overlap" otherwise. With two seeds this is a coarse test; it says whether
 the seeds disagree, not more.
 
-A cell is not judged where child 0 did not learn in some run of it (the setting's or the base's): its train
-error above ``UNTRAINED_ERROR``. Both children of such a pair may sit at chance, and a barrier against a
-network that never trained says nothing about the stability of training; the verdict counts those cells
-apart.
+A seed whose child 0 did not learn (its train error above ``UNTRAINED_ERROR``, in the setting's run or the
+base's) is left out of the comparison: both children of such a pair may sit at chance, and a barrier against a
+network that never trained says nothing about the stability of training. A cell is judged on the seeds left
+(the comparison names them), and not judged where none is left; the verdict counts both kinds of cell apart.
 """
 
 import math
@@ -118,27 +118,38 @@ def cells(t: pd.DataFrame, metric: str = "train.loss") -> pd.DataFrame:
   d = d.assign(sibling_learned=d["untrained"] & learned)
   rows = []
   for (setting, te, sigma), g in d.groupby(["setting", "t_epochs", "sigma"]):
+    g = g.sort_values("seed")
     rows.append({"setting": setting, "t_epochs": float(te), "sigma": float(sigma),
-                 "values": g.sort_values("seed")["value"].to_numpy(), "untrained": int(g["untrained"].sum()),
+                 "values": g["value"].to_numpy(), "seeds": g["seed"].astype(int).to_numpy(),
+                 "dead": g["untrained"].to_numpy(bool), "untrained": int(g["untrained"].sum()),
                  "sibling_learned": int(g["sibling_learned"].sum())})
   return pd.DataFrame(rows)
 
 
 def verdicts(c: pd.DataFrame) -> pd.DataFrame:
-  """Each setting's cells beside the base's: ratio of seed means and :func:`compare` (``NOT_JUDGED`` where a
-  child 0 of the cell, the setting's or the base's, did not learn)."""
+  """Each setting's cells beside the base's: ratio of seed means and :func:`compare`, over the seeds whose
+  child 0 learned in both the setting's run and the base's (``NOT_JUDGED`` where no seed is left); ``n`` the
+  seeds compared, ``seeds_left_out`` those dropped."""
   base = {(r.t_epochs, r.sigma): r for r in c[c["setting"] == "base"].itertuples()}
   rows = []
   for r in c[c["setting"] != "base"].itertuples():
     br = base.get((r.t_epochs, r.sigma))
     if br is None:
       continue
-    b = br.values
-    ratio = np.mean(r.values) / np.mean(b) if np.isfinite(r.values).all() and np.mean(b) > 0 else math.nan
-    untrained = getattr(r, "untrained", 0) + getattr(br, "untrained", 0)
+    dead = {int(s) for s, d in zip(getattr(r, "seeds", range(len(r.values))), getattr(r, "dead", ())) if d}
+    dead |= {int(s) for s, d in zip(getattr(br, "seeds", range(len(br.values))), getattr(br, "dead", ())) if d}
+    keep = np.array([int(s) not in dead for s in getattr(r, "seeds", range(len(r.values)))], bool)
+    keep_b = np.array([int(s) not in dead for s in getattr(br, "seeds", range(len(br.values)))], bool)
+    a, b = np.asarray(r.values, float)[keep], np.asarray(br.values, float)[keep_b]
+    judged = len(a) > 0 and len(b) > 0
+    ratio = np.mean(a) / np.mean(b) if judged and np.isfinite(a).all() and np.mean(b) > 0 else math.nan
+    comparison = compare(a, b) if judged else NOT_JUDGED
+    if judged and dead:
+      kept = sorted(set(int(x) for x in r.seeds[keep]))
+      comparison += f" (seed{'s' if len(kept) > 1 else ''} {', '.join(str(x) for x in kept)} only)"
     rows.append({"setting": r.setting, "t_epochs": r.t_epochs, "sigma": r.sigma, "ratio": ratio,
-                 "comparison": NOT_JUDGED if untrained else compare(r.values, b), "n": len(r.values),
-                 "n_base": len(b), "untrained": getattr(r, "untrained", 0),
+                 "comparison": comparison, "n": int(len(a)), "n_base": int(len(b)),
+                 "seeds_left_out": len(dead) if judged else 0, "untrained": getattr(r, "untrained", 0),
                  "sibling_learned": getattr(r, "sibling_learned", 0)})
   return pd.DataFrame(rows)
 
@@ -159,11 +170,18 @@ def claim_verdict(v: pd.DataFrame, setting: str, direction: str) -> str:
             f"compare a network at chance{siblings})")
   g = g[g["comparison"] != NOT_JUDGED]
   other = "higher" if direction == "lower" else "lower"
-  agree, against = int((g["comparison"] == direction).sum()), int((g["comparison"] == other).sum())
+  kind = g["comparison"].str.split(" ").str[0]
+  agree, against = int((kind == direction).sum()), int((kind == other).sum())
   n = len(g)
   counts = f"{agree} of {n} cells {direction}, {against} {other}"
+  partial = int((g["seeds_left_out"] > 0).sum()) if "seeds_left_out" in g else 0
+  if partial:
+    counts += f"; {partial} cells judged only on the seeds whose child 0 learned"
   if skipped:
     counts += f"; {skipped} cells not judged: child 0 did not learn"
+  if learned:
+    counts += (f"; {learned} of {dead} perturbed children whose child 0 did not learn did: the perturbation "
+               f"decided whether training worked")
   if agree == n:
     return f"holds ({counts})"
   if against == n:

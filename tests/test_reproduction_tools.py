@@ -102,7 +102,19 @@ def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
     assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}"]) == 0
   out = buf.getvalue()
   assert "PyTorch reference, one network, on Intel Xeon: 10.00 ms" in out
-  assert "compares two machines: b." in out and "1 of 2 runs do not record their CPU" in out
+  assert "compares two machines: b." in out and "1 of 2 priced runs do not record their CPU" in out
+  # a study's other width, batch or optimizer is another step: left out and counted; the defaults spelled out are not
+  (tmp_path / "runs" / "a" / "config.json").write_text(json.dumps(
+      {"model": {"name": "mlp", "kwargs": {"hidden": [512, 512]}}, "train": {"batch_size": 128}}))
+  for change, why in (({"model": {"name": "mlp", "kwargs": {"hidden": [1024, 1024]}}}, "network"),
+                      ({"model": {"name": "mlp"}, "train": {"batch_size": 512}}, "batch"),
+                      ({"model": {"name": "mlp"}, "optim": {"name": "adam"}}, "optimizer")):
+    (tmp_path / "runs" / "b" / "config.json").write_text(json.dumps(change))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+      assert cost.main([f"--runs={tmp_path / 'runs'}", f"--bench={bench}"]) == 0
+    out = buf.getvalue()
+    assert f"Not priced: 1 of 2 runs, whose {why} differs" in out and "| a | 0 |" in out and "| b |" not in out
   # another network is not priced with the MLP's step: an explicit mismatch is refused, and without --model
   # only the sweep's cost is printed
   for d in ("a", "b"):
@@ -173,7 +185,16 @@ def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_sep
   assert dead.startswith("not judged") and "yet" not in dead
   partly = t.assign(**{"child0.train.accuracy": np.where((t["setting"] == "adam") & (t["t_epochs"] == 0), 0.1, 0.9)})
   verdict = studies.claim_verdict(studies.verdicts(studies.cells(partly)), "adam", "higher")
-  assert verdict == "holds (1 of 1 cells higher, 0 lower; 1 cells not judged: child 0 did not learn)"
+  assert verdict == ("holds (1 of 1 cells higher, 0 lower; 1 cells not judged: child 0 did not learn; 2 of 2 "
+                     "perturbed children whose child 0 did not learn did: the perturbation decided whether training "
+                     "worked)")
+  # one seed's child 0 at chance: the cell is judged on the other seed, and says so
+  one_dead = t.assign(**{"child0.train.accuracy": np.where((t["setting"] == "adam") & (t["seed"] == 0), 0.1, 0.9)})
+  v = studies.verdicts(studies.cells(one_dead))
+  assert set(v[v["setting"] == "adam"]["comparison"]) == {"higher (seed 1 only)"}
+  assert (v[v["setting"] == "adam"]["n"] == 1).all() and (v[v["setting"] == "warmup2ep"]["n"] == 2).all()
+  verdict = studies.claim_verdict(v, "adam", "higher")
+  assert verdict.startswith("holds (2 of 2 cells higher, 0 lower; 2 cells judged only on the seeds whose child 0")
   base_dead = t.assign(**{"child0.train.accuracy": np.where(t["setting"] == "base", 0.1, 0.9)})
   assert set(studies.verdicts(studies.cells(base_dead))["comparison"]) == {studies.NOT_JUDGED}
 
