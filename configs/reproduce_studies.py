@@ -33,11 +33,11 @@ runs). One run, the sweep and its report (from the repository root)::
 Cost, measured for ``:mlp`` (2026-12-01, two workers, the machine shared with the test suite part of the
 time; each run's ``seconds`` in ``reproduction/studies/mlp/sweep.json``): a 4-network family took 110-234 s
 (median 168 s; one that spanned a 15-minute pause 984 s), one at width 1024 488-908 s: about 2 hours of two
-workers for the 54 runs. ``:cnn``, measured for its first two runs (the base setting, seed 0, t = 0 and 1
-epoch; two workers on 2026-12-02 on an AVX2-only machine, with YNNPACK's convolutions, about 7 minutes of
-pauses included): 1,214 s and 1,090 s. With the CPU flags chosen since then for such machines (YNNPACK off,
-BUILD_NOTES.md, "XLA:CPU flags"), the no-warm-up runs at t = 0 and 1 epoch took 698 s and 590 s (two workers,
-nothing else running): the 36 runs are about 3 hours of two workers, the width-2x runs more.
+workers for the 54 runs. ``:cnn`` (2026-12-02; ``reproduction/studies/cnn_cost.md``): its first two runs (the
+base setting, seed 0, on an AVX2-only machine with YNNPACK's convolutions, two workers, about 7 minutes of
+pauses included) took 1,214 s and 1,090 s; with YNNPACK off (BUILD_NOTES.md, "XLA:CPU flags") the no-warm-up
+pair took 698 s and 590 s there. The other 32 runs, on an AVX-512 Xeon with YNNPACK off and two workers, took
+2.98 hours of wall time: 399-1,073 s a run (median 474 s), 806-1,311 s for width 2x and the combination.
 
 The report's table carries each run's config as columns; ``claims.py studies`` tells the settings apart by
 the fields ``settings()`` changes (``reproduction/studies.py``).

@@ -257,6 +257,7 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -
   out.append("## Verdict per claim (train-loss barrier, every (t, σ > 0) cell)\n")
   out.append(_md(["setting", "claim", "predicted barrier", "verdict"], verdict_rows) + "\n")
   out.append(init_instability(t))
+  out.append(perturbation_decides(t))
   zero = t[t["sigma"] == 0]
   cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
   worst = float(np.nanmax(np.abs(zero[cols].astype(float).to_numpy()))) if len(zero) else float("nan")
@@ -265,6 +266,24 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -
   if map_table is not None:
     out.append(against_map(t, map_table))
   return "\n".join(out)
+
+
+def perturbation_decides(t: pd.DataFrame) -> str:
+  """The runs whose child 0 did not learn, child by child: where a perturbed sibling learned, the
+  perturbation decided whether training worked."""
+  if "child0.train.accuracy" not in t or "train.accuracy" not in t:
+    return ""
+  dead = t[1 - t["child0.train.accuracy"].astype(float) > UNTRAINED_ERROR]
+  if dead.empty:
+    return "## Runs whose child 0 did not learn\n\nNone: child 0 learned in every run.\n"
+  rows = [[r["setting"], int(r["seed"]), f"{float(r['t_epochs']):g}", f"{float(r['sigma']):g}",
+           _fmt(1 - float(r["child0.train.accuracy"])), _fmt(1 - float(r["train.accuracy"])),
+           _fmt(float(r["train.loss"])) if "train.loss" in r else "",
+           "yes" if 1 - float(r["train.accuracy"]) <= UNTRAINED_ERROR else "no"]
+          for _, r in dead.sort_values(["setting", "seed", "t_epochs", "sigma"]).iterrows()]
+  return (f"## Runs whose child 0 did not learn (train error > {UNTRAINED_ERROR:g}), child by child\n\n"
+          + _md(["setting", "seed", "t (ep)", "σ", "child 0 train error", "child train error", "child train loss",
+                 "child learned"], rows) + "\n")
 
 
 def init_instability(t: pd.DataFrame) -> str:

@@ -181,6 +181,9 @@ def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_sep
   verdict = studies.claim_verdict(v, "adam", "higher")
   assert verdict.startswith("not judged (child 0 did not learn")
   assert "yet 4 of 4 perturbed children whose child 0 did not learn did" in verdict  # 2 seeds x 2 times, σ = 1e-4
+  listed = studies.perturbation_decides(t.assign(**{"train.loss": 0.4}))
+  assert listed.count("| adam |") == 8 and "| warmup2ep |" not in listed  # 2 seeds x 2 times x (twin, σ = 1e-4)
+  assert "| adam | 0 | 0 | 0.0001 | 0.9 | 0.1 | 0.4 | yes |" in listed
   dead = studies.claim_verdict(studies.verdicts(studies.cells(t.assign(**{"train.accuracy": 0.1}))), "adam", "higher")
   assert dead.startswith("not judged") and "yet" not in dead
   partly = t.assign(**{"child0.train.accuracy": np.where((t["setting"] == "adam") & (t["t_epochs"] == 0), 0.1, 0.9)})
