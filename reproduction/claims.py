@@ -352,12 +352,14 @@ def studies_claims(argv):
   p = argparse.ArgumentParser(prog="claims.py studies", description="the hyperparameter studies' numbers, as Markdown")
   p.add_argument("--table", required=True, help="the report's table.parquet of a configs/reproduce_studies.py sweep")
   p.add_argument("--map", help="the map's report table: the base's pairs are checked against the same networks there")
+  p.add_argument("--scale", help="the map's scale runs (configs/reproduce_map.py:*_scale, with proxy.json): the base "
+                 "setting is the map's recipe, so their full-permutation barrier is the base's")
   args = p.parse_args(argv)
   from studies import report
   read = lambda path: pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
   t = read(args.table)
   phase = "cnn" if (t["model.name"] == "cnn").any() else "mlp"
-  print(report(t, phase, read(args.map) if args.map else None))
+  print(report(t, phase, read(args.map) if args.map else None, scale=args.scale))
 
 
 def pretrain_claims(argv):

@@ -1,7 +1,8 @@
 """The hyperparameter studies (``configs/reproduce_studies.py``): each setting's barriers against the base's.
 
     python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
-        [--map=reproduction/map/mlp_report/table.parquet] > reproduction/studies/mlp_claims.md
+        [--map=reproduction/map/mlp_report/table.parquet] [--scale=reproduction/map/mlp_scale] \
+        > reproduction/studies/mlp_claims.md
 
 A run's setting is found from its config columns: the fields any setting changes, compared with the base
 config's values and each setting's overrides (``setting_column``). A setting is compared with the base cell by
@@ -207,15 +208,33 @@ def _md(header, rows):
                    + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -> str:
+def scale_text(t: pd.DataFrame, scale) -> str:
+  """The base's yardstick: the full-permutation barrier of the map's network (``scale``: the map's scale runs;
+  the base is the map's recipe) and child 0's test-error gap (``claims.print_scale``, captured)."""
+  import contextlib
+  import io
+  from claims import print_scale, scale_of_barriers
+  base = t[t["setting"] == "base"]
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    print_scale(*scale_of_barriers(scale, base))
+  return (buf.getvalue().replace("## The scale a barrier is read against",
+                                 "## The scale a barrier is read against (the base setting)", 1)
+          .replace("Child 0 (the unperturbed", "The base's child 0 (the unperturbed", 1))
+
+
+def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None, scale=None) -> str:
   """The studies' Markdown: per setting, child 0's end state, the barrier cells beside the base's, the verdict
-  per claim, the σ = 0 twins, and (``map_table``) the base cells against the same networks in the map."""
+  per claim, the σ = 0 twins, and (``map_table``) the base cells against the same networks in the map; with
+  ``scale`` (the map's scale runs), the base's full-permutation barrier first."""
   t = load_frame(t)
   t["setting"] = setting_column(t, phase)
   order = list(studies_module().settings(phase))
   out = [f"From {t['run'].nunique()} finished runs of `configs/{ROOT_CONFIG}:{phase}` "
          f"({t[t['sigma'] > 0].shape[0]} pairs with σ > 0; seeds {sorted(int(x) for x in t['seed'].unique())}; "
          f"settings: {', '.join(s for s in order if s in set(t['setting']))}).\n"]
+  if scale:
+    out.append(scale_text(t, scale))
   out.append("## Child 0 at T, per setting (seed mean [min, max]; the scale the barriers are read against)\n")
   rows = []
   c0 = t[t["child"] == 1]
@@ -223,10 +242,11 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None) -
     g = c0[c0["setting"] == s].drop_duplicates(["seed", "t_epochs"])
     if g.empty:
       continue
-    rows.append([s, len(g), _cell_text(1 - g["child0.train.accuracy"].astype(float)),
-                 _cell_text(1 - g["child0.test.accuracy"].astype(float)),
+    train_err, test_err = 1 - g["child0.train.accuracy"].astype(float), 1 - g["child0.test.accuracy"].astype(float)
+    rows.append([s, len(g), _cell_text(train_err), _cell_text(test_err), _cell_text(test_err - train_err),
                  _cell_text(g["child0.train.loss"].astype(float))])
-  out.append(_md(["setting", "runs", "train error", "test error", "train loss"], rows) + "\n")
+  out.append(_md(["setting", "runs", "train error", "test error", "test-error gap (test − train)", "train loss"],
+                 rows) + "\n")
   for metric in ("train.loss", "train.error", "test.error"):
     c = cells(t, metric)
     v = verdicts(c)
