@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from butterfly_jax import evaluate, permutations, rng, tree_math
+from butterfly_jax import evaluate, permutations, rng, runtime, tree_math
 from butterfly_jax.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
 
 DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
@@ -122,6 +122,7 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
   if seeds < 1:
     raise ValueError(f"--seeds: expected an integer >= 1, got {seeds}")
   c = load_run_config(run_dir)
+  runtime.configure(c.runtime.deterministic)  # the run's XLA flags, before JAX starts its backends
   params = load_child(run_dir, child)
   setup = Setup(c)
   rows, n = random_permutation_proxy(setup, params, fractions, seeds, jax.random.key(seed), num_examples, align)

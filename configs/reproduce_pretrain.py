@@ -35,6 +35,22 @@ The sweep, its report and its numbers (from the repository root)::
     python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
         --cnn=reproduction/pretrain/cnn_report/table.parquet > reproduction/pretrain/claims.md
 
+The scale a fine-tuning barrier is read against (``mlp_scale``, ``cnn_scale``): per seed, the network
+fine-tuned from the control (step 0) and from the longest pre-training, alone (no children), its weights kept;
+``proxy --fractions=0 --align`` on each gives the barrier between it and a fully permuted copy of itself. Their
+pre-training is rebuilt into ``reproduction/pretrain/scale`` (the checkpoints of the study's own pre-training
+runs are not committed), so these are the same recipes, not necessarily the same bits::
+
+    for m in mlp cnn; do
+      python -m butterfly_jax.launch --config=configs/reproduce_pretrain.py:pretrain_$m \\
+          --runs=reproduction/pretrain/scale/pretrain_$m
+      python -m butterfly_jax.launch --config=configs/reproduce_pretrain.py:${m}_scale \\
+          --runs=reproduction/pretrain/scale/$m --workers=2
+      for r in reproduction/pretrain/scale/$m/*/results.json; do
+        python -m butterfly_jax.proxy --run=$(dirname $r) --fractions=0 --align
+      done
+    done
+
 The pre-training checkpoints are not committed (the run directories' JSON is).
 On a fresh checkout, rebuild them before resuming a fine-tuning sweep. Delete
 ``reproduction/pretrain/pretrain_*/*/results.json`` so that ``launch`` reruns them, or run one with
@@ -47,9 +63,11 @@ from butterfly_jax.config import config_file, config_phase
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
-PHASES = ("mlp", "cnn", "pretrain_mlp", "pretrain_cnn")
+PHASES = ("mlp", "cnn", "pretrain_mlp", "pretrain_cnn", "mlp_scale", "cnn_scale")
 SEEDS = (0, 1, 2)
 PRETRAIN_DIR = "reproduction/pretrain/pretrain_{model}/seed={seed}"
+# the scale phases fine-tune from pre-training rebuilt here (``pretrain_*`` run into these directories)
+SCALE_PRETRAIN_DIR = "reproduction/pretrain/scale/pretrain_{model}/seed={seed}"
 # Kept by the pre-training runs (234 steps per epoch on 30,000 images): none, 28 steps, 1, 2 and 5 epochs (MLP:
 # also 10 epochs).
 PRETRAIN_STEPS = {"mlp": (0, 28, 234, 468, 1170, 2340), "cnn": (0, 28, 234, 468, 1170)}
@@ -62,7 +80,7 @@ def _phase(arg):
 
 def get_config(arg=None):
   phase = _phase(arg)
-  model = phase.removeprefix("pretrain_")
+  model = phase.removeprefix("pretrain_").removesuffix("_scale")
   c = fashion_mnist.get_config()
   if model == "cnn":
     c.model.name = "cnn"
@@ -92,6 +110,11 @@ def get_config(arg=None):
     c.perturb.scales = (0.0, 1e-4, 1e-2)
     c.eval.num_examples = 2000
     c.eval.cka_examples = 1000
+  if phase.endswith("_scale"):
+    c.init.checkpoint = SCALE_PRETRAIN_DIR.format(model=model, seed=0) + f":{PRETRAIN_STEPS[model][-1]}"
+    c.perturb.scales = ()            # child 0 alone, the fine-tuned network the proxy permutes
+    c.checkpoint.children = True     # the proxy reads the children checkpoint
+    c.checkpoint.every_steps = "0"
   return c
 
 
@@ -100,6 +123,12 @@ def sweep(add, arg=None):
   if phase.startswith("pretrain_"):
     for seed in SEEDS:
       add(seed=seed)
+    return
+  if phase.endswith("_scale"):
+    model = phase.removesuffix("_scale")
+    for seed in SEEDS:
+      for step in (0, PRETRAIN_STEPS[model][-1]):  # the control and the longest pre-training
+        add(**{"init.checkpoint": SCALE_PRETRAIN_DIR.format(model=model, seed=seed) + f":{step}", "seed": seed})
     return
   times = ("0", "1ep") if phase == "mlp" else ("0",)
   for seed in SEEDS:

@@ -367,13 +367,16 @@ def pretrain_claims(argv):
                               description="the pre-training study's numbers (configs/reproduce_pretrain.py), as Markdown")
   p.add_argument("--mlp", help="the report's table.parquet of the MLP fine-tuning sweep")
   p.add_argument("--cnn", help="the report's table.parquet of the CNN fine-tuning sweep")
+  p.add_argument("--mlp-scale", help="runs of configs/reproduce_pretrain.py:mlp_scale with proxy.json")
+  p.add_argument("--cnn-scale", help="runs of configs/reproduce_pretrain.py:cnn_scale with proxy.json")
   args = p.parse_args(argv)
   if not (args.mlp or args.cnn):
     p.error("give --mlp, --cnn or both")
   from pretraining import report
-  for label, path in (("MLP 512-512", args.mlp), ("CNN (16, 32 channels; dense 128)", args.cnn)):
+  for label, path, scale in (("MLP 512-512", args.mlp, args.mlp_scale),
+                             ("CNN (16, 32 channels; dense 128)", args.cnn, args.cnn_scale)):
     if path:
-      print(report(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path), label))
+      print(report(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path), label, scale))
 
 
 if __name__ == "__main__":

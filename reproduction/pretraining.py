@@ -12,7 +12,8 @@ kept step to the last. With three seeds, "lower in 3 of 3" has a sign-test p of 
 says so and claims no significance.
 
     python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
-        --cnn=reproduction/pretrain/cnn_report/table.parquet > reproduction/pretrain/claims.md
+        --cnn=reproduction/pretrain/cnn_report/table.parquet --mlp-scale=reproduction/pretrain/scale/mlp \\
+        --cnn-scale=reproduction/pretrain/scale/cnn > reproduction/pretrain/claims.md
 """
 
 import json
@@ -40,6 +41,58 @@ def frame(t):
   return t.assign(pretrain=t["init.checkpoint"].map(_pretrain_step), sigma=t["perturb.scale"].astype(float),
                   barrier=t[B.format("train", "loss")].astype(float),
                   error_barrier=t[B.format("train", "error")].astype(float))
+
+
+def _mean_range(values, digits=4):
+  v = np.asarray(list(values), float)
+  return "n/a" if not len(v) else f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
+
+
+def scale_section(t, scale=None) -> str:
+  """The yardsticks beside the barrier tables: per kept step started from, child 0's test-error gap (from the
+  fine-tuning table) and, from ``scale`` (``configs/reproduce_pretrain.py:*_scale`` runs with ``proxy.json``),
+  the barrier between the fine-tuned network and a fully permuted copy of itself (the proxy at fraction 0)."""
+  out = ["### The scale a barrier is read against\n"]
+  c0 = t.drop_duplicates(["seed", "pretrain"])
+  gap = (1 - c0["child0.test.accuracy"].astype(float)) - (1 - c0["child0.train.accuracy"].astype(float))
+  c0 = c0.assign(gap=gap)
+  full = {}
+  for path in sorted(Path(scale).glob("*/proxy.json")) if scale else []:
+    config = json.loads((path.parent / "config.json").read_text())
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["target_fraction"] == 0.0]
+    if rows:
+      step = _pretrain_step(config["init"]["checkpoint"])
+      matched = [r["weight_matching"]["recovered_fraction"] for r in rows if "weight_matching" in r]
+      results = path.parent / "results.json"
+      sha = json.loads(results.read_text()).get("init", {}).get("weights_sha256") if results.exists() else None
+      study = (t[(t["seed"] == config.get("seed")) & (t["pretrain"] == step)]["init_weights_sha256"]
+               if "init_weights_sha256" in t else [])
+      full.setdefault(step, []).append(
+          {**{f"{sp}.{m}": float(np.mean([r["barrier"][sp][m] for r in rows]))
+              for sp in ("train", "test") for m in ("loss", "error")}, "n": len(rows), "recovered": matched,
+           "same_start": bool(sha) and sha in set(study)})
+  lines = ["| fine-tuned from step | child 0's test-error gap (test − train) | full-permutation barrier: train loss "
+           "| train error | test loss | test error | seeds × permutations |", "| ---: | --- | --- | --- | --- | --- | --- |"]
+  for step in sorted(set(c0["pretrain"].dropna()) | set(full)):
+    g = c0[c0["pretrain"] == step]["gap"]
+    f = full.get(step, [])
+    cells = ([_mean_range(x[k] for x in f) for k in ("train.loss", "train.error", "test.loss", "test.error")]
+             + [f"{len(f)} × {sorted({x['n'] for x in f})[0]}"]) if f else ["", "", "", "", ""]
+    lines.append(f"| {int(step)} | {_mean_range(g)} | " + " | ".join(cells) + " |")
+  out.append("\n".join(lines))
+  rec = [x for v in full.values() for f in v for x in f["recovered"]]
+  if rec:
+    out.append(f"\nWeight matching each permuted copy back (`proxy --align`, the positive control): "
+               f"{sum(x == 1.0 for x in rec)} of {len(rec)} permutations undone exactly.")
+  if not full:
+    out.append("\nNo scale runs given: the full-permutation barrier is not stated.")
+  else:
+    same = {int(step): sum(f["same_start"] for f in v) for step, v in sorted(full.items())}
+    out.append("\nThe full-permutation barrier is measured on networks fine-tuned the same way from pre-training "
+               "rebuilt for it (`reproduction/pretrain/scale`): the same recipe, not necessarily the same bits. "
+               "Scale runs that started from the study's own weights (`init.weights_sha256` equal), per kept step: "
+               + ", ".join(f"step {k}: {n} of {len(full[float(k)])}" for k, n in same.items()) + ".")
+  return "\n".join(out) + "\n"
 
 
 def paired(t, value="barrier", start=None, end=None):
@@ -113,8 +166,9 @@ def _ratios(pairs):
   return "n/a" if not r else (f"{r[0]:.2f}" if len(r) == 1 else f"{r[0]:.2f}-{r[-1]:.2f}")
 
 
-def report(t, label) -> str:
-  """Markdown: the tables and the verdict for one network's fine-tuning sweep (a report table)."""
+def report(t, label, scale=None) -> str:
+  """Markdown: the tables and the verdict for one network's fine-tuning sweep (a report table); ``scale``: the
+  network's ``*_scale`` runs directory (:func:`scale_section`)."""
   t = frame(t)
   steps = sorted(t["pretrain"].dropna().unique())
   seeds = sorted(int(s) for s in t["seed"].unique())
@@ -134,6 +188,7 @@ def report(t, label) -> str:
   cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
   worst = float(np.nanmax(np.abs(zero[cols].astype(float).to_numpy()))) if len(zero) else float("nan")
   out.append(f"σ = 0 twins: {len(zero)} pairs; the largest |barrier| or L2 among them: {worst!r}.\n")
+  out.append(scale_section(t, scale))
   perturbed = t[t["sigma"] > 0]
   out.append("### Train-loss barrier (mean [min, max] over seeds)\n")
   out.append(_table(perturbed, "barrier"))

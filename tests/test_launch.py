@@ -216,6 +216,22 @@ def test_the_pretraining_study_fine_tunes_from_the_run_dirs_its_pretraining_phas
     assert r.config.data.classes == (5, 6, 7, 8, 9) and pre[0].config.data.classes == (0, 1, 2, 3, 4)
 
 
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_the_pretraining_scale_runs_keep_what_the_proxy_reads_and_start_from_the_rebuilt_pretraining(model):
+  """``reproduce_pretrain.py``'s scale phases: per seed, child 0 alone fine-tuned from the control and the longest
+  pre-training (kept by the rebuilt pre-training runs the docstring's command writes), its checkpoint kept."""
+  path = shipped.FOLDER / "reproduce_pretrain.py"
+  module, _ = sweep_lib.load_config_module(str(path))
+  runs_dir = f"reproduction/pretrain/scale/pretrain_{model}"
+  assert f"--config=configs/reproduce_pretrain.py:pretrain_$m \\\n          --runs={runs_dir[:-len(model)]}$m" in module.__doc__
+  kept = {f"{runs_dir}/{r.name}": set(resolve_steps(r.config, 30000)["keep"])
+          for r in sweep_lib.expand(f"{path}:pretrain_{model}")}
+  runs = sweep_lib.expand(f"{path}:{model}_scale")
+  assert len(runs) == 6 and all(r.config.checkpoint.children and not r.config.perturb.scales for r in runs)
+  starts = {parse_init_checkpoint(r.config.init.checkpoint) for r in runs}
+  assert all(step in kept[d] for d, step in starts) and {s for _, s in starts} == {0, max(module.PRETRAIN_STEPS[model])}
+
+
 @pytest.mark.parametrize("name, arg, task, metric", [("multiberts_qnli", "", "glue/qnli", "accuracy"),
                                                       ("multiberts_qnli", ":mrpc", "glue/mrpc", "f1"),
                                                       ("olmo1b_qnli", "", "glue/qnli", "accuracy")])

@@ -1,6 +1,7 @@
 """The random-permutation proxy on a saved run: same function, distance and barrier from moved units only."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -54,9 +55,14 @@ def test_proxy_command_line(smoke_run, tmp_path):
   _, workdir, _ = smoke_run
   cmd = [sys.executable, "-m", "butterfly_jax.proxy", f"--run={workdir}", "--fractions=0,1", "--seeds=1",
          "--num_examples=50", "--align"]
-  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
   assert done.returncode == 0, done.stderr
   assert "proxy.json" in done.stdout and "fixed" in done.stdout and "recovered" in done.stdout
+  # the run's XLA flags (determinism, and the CPU flags the runs use), as a run of main would have set them
+  from butterfly_jax import runtime
+  provenance = json.loads((workdir / "proxy.json").read_text())["provenance"]
+  assert provenance["xla_flags"] == runtime.xla_flags("", True) != ""
   rows = json.loads((workdir / "proxy.json").read_text())["rows"]
   assert [r["weight_matching"] for r in rows] == [{"recovered_fraction": 1.0, "l2": 0.0}] * 2
   bad = subprocess.run([sys.executable, "-m", "butterfly_jax.proxy", f"--run={tmp_path}"], capture_output=True,

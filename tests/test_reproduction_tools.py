@@ -214,7 +214,7 @@ def _pretrain_rows(barrier):
                      "perturb.scale": sigma, "init.checkpoint": f"reproduction/pretrain/none/seed={seed}:{step}",
                      "vs_child0.barrier.train.loss": b, "vs_child0.barrier.train.error": b / 2,
                      "vs_child0.barrier.test.loss": b, "vs_child0.barrier.test.error": b / 2,
-                     "vs_child0.l2": 10 * b, "child0.test.accuracy": 0.9,
+                     "vs_child0.l2": 10 * b, "child0.test.accuracy": 0.9, "child0.train.accuracy": 0.95 - step / 1e4,
                      "init_weights_sha256": f"{seed}:{step}"})
   return pd.DataFrame(rows)
 
@@ -238,6 +238,25 @@ def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_
   assert "share one: no, " in pretraining.report(falling.assign(init_weights_sha256=falling.index.astype(str)), "x")
   assert "Pre-training runs (classes 0-4, [2340] steps): test accuracy 0.9100 [0.9000, 0.9200] over 3 seeds" in text
   assert "| 0 ep | 0.0001 | lower (n = 3) | 0.33-0.91 | lower |" in text  # (1e-4 + k) / (3e-4 + k), k = 0, 2e-3
+  # the scale: child 0's test-error gap per kept step, and the full-permutation barrier from the scale runs
+  assert "| 200 | 0.0300 [0.0300, 0.0300] |  |" in text and "the full-permutation barrier is not stated" in text
+  scale = tmp_path / "scale"
+  for seed in (0, 1):
+    for step in (0, 200):
+      d = scale / f"s{seed}p{step}"
+      d.mkdir(parents=True)
+      (d / "config.json").write_text(json.dumps({"init": {"checkpoint": f"x/seed={seed}:{step}"}, "seed": seed}))
+      rows = [{"target_fraction": f, "weight_matching": {"recovered_fraction": 1.0},
+               "barrier": {sp: {"loss": 1.0 + seed + step / 100 + f, "error": 0.5} for sp in ("train", "test")}}
+              for f in (0.0, 0.5)]
+      (d / "proxy.json").write_text(json.dumps({"rows": rows}))
+  text = pretraining.report(falling, "made-up", scale=scale)
+  assert "| 0 | 0.0500 [0.0500, 0.0500] | 1.5000 [1.0000, 2.0000] | 0.5000 [0.5000, 0.5000] |" in text
+  assert "| 200 | 0.0300 [0.0300, 0.0300] | 3.5000 [3.0000, 4.0000] |" in text and "| 2 × 1 |" in text
+  assert "4 of 4 permutations undone exactly" in text and "| 100 | 0.0400 [0.0400, 0.0400] |  |" in text
+  assert "per kept step: step 0: 0 of 2, step 200: 0 of 2." in text  # no results.json: no fingerprint to match
+  (scale / "s1p200" / "results.json").write_text(json.dumps({"init": {"weights_sha256": "1:200"}}))
+  assert "step 200: 1 of 2." in pretraining.report(falling, "made-up", scale=scale)
   # one seed whose barrier rises at σ = 1e-2 makes that cell mixed: the verdict is not "holds"
   mixed = _pretrain_rows(lambda seed, step, sigma: sigma * ((1 + step / 100) if seed == 1 and sigma == 1e-2
                                                             else (3 - step / 100)))
