@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from stats import fmt, sigma_text  # reproduction/stats.py, beside this file
+from stats import fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
 
 B = "vs_child0.barrier.{}.{}"
 
@@ -177,11 +177,6 @@ def scale_of_barriers(scale_dir, t):
   return per_seed, errors
 
 
-def _range(values, digits=4):
-  v = np.asarray(list(values), float)
-  return "n/a" if not len(v) else f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
-
-
 def print_scale(per_seed, errors):
   print("## The scale a barrier is read against\n")
   if per_seed:
@@ -190,8 +185,8 @@ def print_scale(per_seed, errors):
           f"function, every hidden unit moved; {', '.join(map(str, n))} permutations per seed, {len(per_seed)} "
           f"seeds; mean [min, max] over seeds):\n")
     print(_md_table(["barrier", "train", "test"],
-                    [[m, _range(v[f"train.{m}"] for v in per_seed.values()),
-                      _range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
+                    [[m, mean_range(v[f"train.{m}"] for v in per_seed.values()),
+                      mean_range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
     matched = [v for v in per_seed.values() if "recovered" in v]
     if matched:
       rec = [x for v in matched for x in v["recovered"]]
@@ -200,7 +195,7 @@ def print_scale(per_seed, errors):
       print(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
             f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of {len(rec)} "
             f"permutations undone exactly (recovered fraction of units: min {fmt(min(rec))}); L2 left after "
-            f"alignment at most {fmt(max(left))}, from {_range(moved)} before.")
+            f"alignment at most {fmt(max(left))}, from {mean_range(moved)} before.")
   else:
     print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
   spread = max([e["spread"] for e in errors.values()] or [float("nan")])
@@ -211,8 +206,8 @@ def print_scale(per_seed, errors):
           f"{spread:g} (another CPU or other XLA flags: each run's `provenance`); the errors above are the best "
           f"across those runs.")
   print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
-        f"{_range(e['train'] for e in errors.values())}, test error {_range(e['test'] for e in errors.values())}, "
-        f"test-error gap (test − train) {_range(e['gap'] for e in errors.values())}. {same}\n")
+        f"{mean_range(e['train'] for e in errors.values())}, test error {mean_range(e['test'] for e in errors.values())}, "
+        f"test-error gap (test − train) {mean_range(e['gap'] for e in errors.values())}. {same}\n")
 
 
 def print_programs(t):

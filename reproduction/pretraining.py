@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stats import fmt, sigma_text  # reproduction/stats.py, beside this file
+from stats import fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
 
 
 B = "vs_child0.barrier.{}.{}"
@@ -41,11 +41,6 @@ def frame(t):
   return t.assign(pretrain=t["init.checkpoint"].map(_pretrain_step), sigma=t["perturb.scale"].astype(float),
                   barrier=t[B.format("train", "loss")].astype(float),
                   error_barrier=t[B.format("train", "error")].astype(float))
-
-
-def _mean_range(values, digits=4):
-  v = np.asarray(list(values), float)
-  return "n/a" if not len(v) else f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
 
 
 def scale_section(t, scale=None) -> str:
@@ -76,9 +71,9 @@ def scale_section(t, scale=None) -> str:
   for step in sorted(set(c0["pretrain"].dropna()) | set(full)):
     g = c0[c0["pretrain"] == step]["gap"]
     f = full.get(step, [])
-    cells = ([_mean_range(x[k] for x in f) for k in ("train.loss", "train.error", "test.loss", "test.error")]
+    cells = ([mean_range(x[k] for x in f) for k in ("train.loss", "train.error", "test.loss", "test.error")]
              + [f"{len(f)} × {sorted({x['n'] for x in f})[0]}"]) if f else ["", "", "", "", ""]
-    lines.append(f"| {int(step)} | {_mean_range(g)} | " + " | ".join(cells) + " |")
+    lines.append(f"| {int(step)} | {mean_range(g)} | " + " | ".join(cells) + " |")
   out.append("\n".join(lines))
   rec = [x for v in full.values() for f in v for x in f["recovered"]]
   if rec:

@@ -18,6 +18,12 @@ def fmt(x, digits: int = 4) -> str:
   return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def mean_range(values, digits: int = 4) -> str:
+  """"mean [min, max]" of ``values`` ("n/a" if there are none)."""
+  v = np.asarray(list(values), float)
+  return "n/a" if not len(v) else f"{fmt(v.mean(), digits)} [{fmt(v.min(), digits)}, {fmt(v.max(), digits)}]"
+
+
 def sigma_text(s) -> str:
   """σ as the claims files print it: "0" or the shortest general form (1e-05, 0.01, 1)."""
   return "0" if s == 0 else f"{s:g}"
