@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from stats import fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
+from stats import UNTRAINED_ERROR, fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
 
 B = "vs_child0.barrier.{}.{}"
 
@@ -232,6 +232,29 @@ def print_programs(t):
   print(_md_table(["host CPU", "XLA_FLAGS", "runs", "t", "child 0 train accuracy"], rows) + "\n")
 
 
+def print_untrained(t):
+  """The networks that ended at chance: child 0 of a run, or a perturbed child (train error above
+  ``UNTRAINED_ERROR``), per (direction, t, σ). A barrier against or between networks that never trained is a
+  number about failed training, not about two trained networks' basins."""
+  if not {"train.accuracy", "child0.train.accuracy"} <= set(t.columns):
+    return
+  d = t.assign(dead=1 - t["train.accuracy"].astype(float) > UNTRAINED_ERROR,
+               dead0=1 - t["child0.train.accuracy"].astype(float) > UNTRAINED_ERROR)
+  hit = d[(d["sigma"] > 0) & (d["dead"] | d["dead0"])]
+  print(f"## Networks that did not learn (train error > {UNTRAINED_ERROR:g})\n")
+  if hit.empty:
+    print("None: child 0 and every perturbed child learned in every run.\n")
+    return
+  rows = []
+  for (kind, t_, sigma), g in hit.groupby(["kind", "t", "sigma"]):
+    spe = int(g["steps_per_epoch"].iloc[0])
+    n = int(((d["kind"] == kind) & (d["t"] == t_) & (d["sigma"] == sigma)).sum())
+    rows.append([kind, _time_label(int(t_), spe), sigma_text(sigma), n, int(g["dead0"].sum()),
+                 int(g["dead"].sum()), mean_range(1 - g["train.accuracy"].astype(float))])
+  print(_md_table(["kind", "t", "σ", "pairs", "child 0 did not learn", "perturbed child did not learn",
+                   "perturbed child's train error"], rows) + "\n")
+
+
 def relations(t, kind, max_sigma=None):
   """Spearman ρ of each relation with the train-loss barrier: within each t and pooled, seed-bootstrap CIs;
   with ``max_sigma``, over the pairs with σ ≤ it only."""
@@ -274,6 +297,7 @@ def map_claims(argv):
   per_seed, errors = scale_of_barriers(args.scale, t)
   print_scale(per_seed, errors)
   print_programs(t)
+  print_untrained(t)
   for metric in ("train.loss", "train.error", "test.error"):
     print(f"## The map: `{metric}` barrier over (t, σ)\n")
     print(markdown(cells(t, metric), {}, metric))

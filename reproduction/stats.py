@@ -18,6 +18,10 @@ def fmt(x, digits: int = 4) -> str:
   return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+# a network's train error above which it has not learned (chance on Fashion-MNIST's 10 classes: 0.9)
+UNTRAINED_ERROR = 0.5
+
+
 def mean_range(values, digits: int = 4) -> str:
   """"mean [min, max]" of ``values`` ("n/a" if there are none)."""
   v = np.asarray(list(values), float)

@@ -25,11 +25,10 @@ import pandas as pd
 
 from butterfly_jax.config import config_file
 from instability_map import _fmt, barrier_values, load_frame
+from stats import UNTRAINED_ERROR  # reproduction/stats.py, beside this file
 
 ROOT_CONFIG = "reproduce_studies.py"
 B = "vs_child0.barrier.{}.{}"
-# child 0's train error above which a run's child 0 has not learned (chance on Fashion-MNIST's 10 classes: 0.9)
-UNTRAINED_ERROR = 0.5
 NOT_JUDGED = "not judged"
 
 # The poster's claims: (setting, the base-relative direction the claim predicts for the barrier, what it says).

@@ -348,3 +348,20 @@ def test_claims_lists_the_programs_runs_ran_only_when_they_differ(capsys):
   claims.print_programs(t[t["run"] == "c"])
   claims.print_programs(t.drop(columns=["xla_flags"]))
   assert capsys.readouterr().out == ""
+
+
+def test_claims_lists_the_networks_that_ended_at_chance_per_cell(capsys):
+  """A perturbed child or a child 0 at chance (train error above UNTRAINED_ERROR) is counted in its (kind, t, σ)
+  cell, beside the cell's number of pairs; σ = 0 twins are not cells; a map where all learned says so."""
+  import claims
+  rows = [("batch", 50, 1e-2, 0, 0.105, 0.9), ("batch", 50, 1e-2, 1, 0.95, 0.9), ("batch", 50, 1e-4, 0, 0.9, 0.9),
+          ("gaussian", 0, 1e-2, 0, 0.2, 0.3), ("batch", 50, 0.0, 0, 0.1, 0.1)]
+  t = pd.DataFrame(rows, columns=["kind", "t", "sigma", "seed", "train.accuracy", "child0.train.accuracy"]).assign(
+      steps_per_epoch=468)
+  claims.print_untrained(t)
+  out = capsys.readouterr().out
+  assert "| batch | 50 steps | 0.01 | 2 | 0 | 1 | 0.8950 [0.8950, 0.8950] |" in out
+  assert "| gaussian | 0 | 0.01 | 1 | 1 | 1 | 0.8000 [0.8000, 0.8000] |" in out
+  assert "0.0001" not in out and "| batch | 50 steps | 0 |" not in out
+  claims.print_untrained(t.assign(**{"train.accuracy": 0.9, "child0.train.accuracy": 0.9}))
+  assert "None: child 0 and every perturbed child learned" in capsys.readouterr().out
