@@ -144,16 +144,24 @@ def build_mask(params, mask_cfg, key, finetune: bool = False):
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
+def parse_single_weight(single: str) -> tuple[str, tuple[int, ...]] | None:
+  """``'path[i,j,...]'`` (``perturb.mask.single``, or a run's recorded ``perturb.weight``) as (path, index);
+  None if it is not of that form."""
   m = _SINGLE.match(single.strip())
   if not m:
+    return None
+  return m.group("path").strip(), tuple(int(v) for v in m.group("index").split(",") if v.strip())
+
+
+def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
+  parsed = parse_single_weight(single)
+  if parsed is None:
     raise ConfigError(f"perturb.mask.single: expected '', 'random' or 'path[i,j,...]' such as "
                       f"'{paths[0]}[{','.join('0' * 1 for _ in leaves[0].shape)}]', got {single!r}")
-  path = m.group("path").strip()
+  path, index = parsed
   if path not in paths:
     raise ConfigError(f"perturb.mask.single: no parameter {path!r}; parameter paths are: {', '.join(paths)}")
   i = paths.index(path)
-  index = tuple(int(v) for v in m.group("index").split(",") if v.strip())
   shape = leaves[i].shape
   if len(index) != len(shape) or any(not 0 <= a < d for a, d in zip(index, shape)):
     raise ConfigError(f"perturb.mask.single: index {index} is not inside {path} of shape {tuple(shape)}")

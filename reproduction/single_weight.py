@@ -54,8 +54,10 @@ def gradient_reach(setup, params, weight: str) -> tuple[int, int | None, int]:
   """``(examples, first_step, total)``: the number of training examples whose loss has a nonzero gradient with
   respect to ``weight`` at ``params``, the first step (of the run's first epoch, in its batch order) whose batch
   holds one (None: no batch of the epoch), and the number of examples looked at."""
-  path, index = weight.rstrip("]").split("[")
-  index = tuple(int(i) for i in index.split(","))
+  parsed = perturb.parse_single_weight(weight)
+  if parsed is None:
+    raise ValueError(f"not a weight of the form 'path[i,j,...]': {weight!r}")
+  path, index = parsed
   flat = tree_math.flat_dict(params)
   treedef = jax.tree_util.tree_structure(params)
   order = list(flat)
