@@ -291,6 +291,11 @@ def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, j
   assert again.returncode == 0, again.stderr[-3000:]
   assert re.search(r"ran\s+0\n\s+skipped\s+20\s+\(already finished\)\n\s+failed\s+0", again.stdout)
   assert {p: p.stat().st_mtime_ns for p in _results(runs_dir)} == mtimes
+  # the second call's sweep.json keeps each run's time: the wall time its results.json records
+  kept = json.loads((runs_dir / "sweep.json").read_text())["runs"]
+  assert [r["seconds"] for r in kept] == [json.loads((runs_dir / r["name"] / "results.json").read_text())
+                                          ["timing"]["total_s"] for r in kept]
+  assert all(r["status"] == "skipped" and r["seconds"] > 0 for r in kept)
 
 
 # --- (c) killed half-way, finished by the next call ----------------------------------------------------

@@ -77,12 +77,14 @@ def parse_args(argv):
 
 
 def _statuses(runs_dir, runs, state):
-  """Marks runs already finished in DIR ``skipped`` and those holding another config's results ``failed``."""
+  """Marks runs already finished in DIR ``skipped`` (with the wall time their results.json records, so that a
+  later call's sweep.json keeps every run's time) and those holding another config's results ``failed``."""
   from butterfly_jax.launch import state as state_lib
   for run, item in zip(runs, state["runs"]):
     try:
-      if state_lib.finished(runs_dir, run.name, item["config"]):
-        item["status"] = "skipped"
+      results = state_lib.finished_results(runs_dir, run.name, item["config"])
+      if results is not None:
+        item.update(status="skipped", seconds=(results.get("timing") or {}).get("total_s"))
     except state_lib.RunDirError as e:
       item.update(status="failed", error=str(e))
 

@@ -8,7 +8,7 @@ Python and ml_collections versions, and exactly what the run directory's own ``c
 Every run also carries ``config_sha256``, a SHA-256 of its config's canonical JSON, checked before it runs.
 
 Statuses: ``pending`` (not run yet), ``running``, ``finished`` (ran in this invocation), ``skipped``
-(finished before), ``failed``, ``busy`` (another process was running it: its run directory was locked),
+(finished before; its ``seconds`` are then the run's own wall time, ``timing.total_s`` of its results.json), ``failed``, ``busy`` (another process was running it: its run directory was locked),
 ``interrupted`` (the launcher was stopped while it ran).
 
 A SLURM job does not read ``sweep.json``, which the next launcher call rewrites (another ``--set`` gives
@@ -69,7 +69,13 @@ def log_path(runs_dir, name: str) -> Path:
 
 def finished(runs_dir, name: str, config_json: dict) -> bool:
   """True if DIR/<name> holds results of this config; RunDirError if it holds those of another config."""
-  return RunDir(run_dir(runs_dir, name)).finished_results(config_json) is not None
+  return finished_results(runs_dir, name, config_json) is not None
+
+
+def finished_results(runs_dir, name: str, config_json: dict) -> dict | None:
+  """DIR/<name>'s results.json if it holds results of this config, else None; RunDirError if it holds those of
+  another config."""
+  return RunDir(run_dir(runs_dir, name)).finished_results(config_json)
 
 
 def new_state(config_spec: str, set_items, runs) -> dict:
