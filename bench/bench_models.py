@@ -13,5 +13,7 @@ MODELS = {
     "cnn_16_32": ("cnn", {"channels": (16, 32)}, (28, 28, 1)),  # the map's CNN
     "mlp": ("mlp", {}, (28, 28, 1)),
 }
+# the training batch every bench step uses (bench/run.py; reproduction/cost.py prices only runs at this batch)
+BATCH = 128
 # the networks with convolutions (``conv=`` picks their implementation)
 CONV_MODELS = tuple(m for m, (name, _, _) in MODELS.items() if name != "mlp")

@@ -52,7 +52,7 @@ import weight_matching  # noqa: E402  (bench/weight_matching.py)
 
 RUNTIME_CONFIGURED = runtime.configure(True)  # the XLA flags a run gets (CPU: runtime.default_cpu_flags()), before backends start
 
-from bench_models import CONV_MODELS, MODELS  # noqa: E402  (bench/bench_models.py)
+from bench_models import BATCH, CONV_MODELS, MODELS  # noqa: E402  (bench/bench_models.py)
 NO_TORCH = False
 
 
@@ -73,7 +73,7 @@ def variants(model: str, quick: bool):
 class JaxFamily:
   """A compiled family step of K networks; ``run(steps)`` returns seconds per step."""
 
-  def __init__(self, model, conv, strategy, k, batch=128, n=2048):
+  def __init__(self, model, conv, strategy, k, batch=BATCH, n=2048):
     name, kwargs, shape = MODELS[model]
     if model in CONV_MODELS:
       kwargs = {**kwargs, "conv": conv}

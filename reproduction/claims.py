@@ -206,7 +206,8 @@ def print_scale(per_seed, errors):
           f"{spread:g} (another CPU or other XLA flags: each run's `provenance`); the errors above are the best "
           f"across those runs.")
   print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
-        f"{mean_range(e['train'] for e in errors.values())}, test error {mean_range(e['test'] for e in errors.values())}, "
+        f"{mean_range(e['train'] for e in errors.values())}, "
+        f"test error {mean_range(e['test'] for e in errors.values())}, "
         f"test-error gap (test − train) {mean_range(e['gap'] for e in errors.values())}. {same}\n")
 
 

@@ -33,7 +33,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-BENCH_BATCH = 128  # bench/run.py's training batch
 STAMP = re.compile(r"^==== (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) launch: (run|finished after ([0-9.]+) s)")
 
 
@@ -56,18 +55,25 @@ def _fields(name: str, kwargs: dict) -> dict:
           if f.name not in ("parent", "name")}
 
 
-def unpriced_reason(config: dict, model: str) -> str:
-  """Why a run cannot be priced with the bench's ``model`` step ("" if it can): the bench times that network at
-  batch ``BENCH_BATCH`` under SGD with momentum, so another width, batch or optimizer is another step."""
+def _bench_models():
+  """bench/bench_models.py (the bench's networks and batch), beside this folder."""
   bench_dir = str(Path(__file__).resolve().parents[1] / "bench")
   if bench_dir not in sys.path:
     sys.path.insert(0, bench_dir)
-  from bench_models import MODELS
-  name, kwargs, _ = MODELS[model]
+  import bench_models
+  return bench_models
+
+
+def unpriced_reason(config: dict, model: str) -> str:
+  """Why a run cannot be priced with the bench's ``model`` step ("" if it can): the bench times that network at
+  its batch (``bench_models.BATCH``) under SGD with momentum, so another width, batch or optimizer is another
+  step."""
+  bench = _bench_models()
+  name, kwargs, _ = bench.MODELS[model]
   m = config.get("model", {})
   if _fields(m.get("name", name), m.get("kwargs", {})) != _fields(name, kwargs):
     return "network"
-  if int(config.get("train", {}).get("batch_size", BENCH_BATCH)) != BENCH_BATCH:
+  if int(config.get("train", {}).get("batch_size", bench.BATCH)) != bench.BATCH:
     return "batch"
   if config.get("optim", {}).get("name", "sgd") != "sgd":
     return "optimizer"
@@ -171,7 +177,7 @@ def main(argv=None):
   if skipped:
     kinds = sorted({why for _, why in skipped})
     print(f"Not priced: {len(skipped)} of {len(rows)} runs, whose {' or '.join(kinds)} differs from the bench's "
-          f"(`{model}` at batch {BENCH_BATCH}, SGD with momentum), so its PyTorch step is not theirs.\n")
+          f"(`{model}` at batch {_bench_models().BATCH}, SGD with momentum), so its PyTorch step is not theirs.\n")
   rows = [(n, t, k, ot, o, steps * step_s, steps * step_s + ev) for n, t, k, ot, o, steps, ev, why in rows
           if not why]
   if not rows:

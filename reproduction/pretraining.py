@@ -67,7 +67,8 @@ def scale_section(t, scale=None) -> str:
               for sp in ("train", "test") for m in ("loss", "error")}, "n": len(rows), "recovered": matched,
            "same_start": bool(sha) and sha in set(study)})
   lines = ["| fine-tuned from step | child 0's test-error gap (test − train) | full-permutation barrier: train loss "
-           "| train error | test loss | test error | seeds × permutations |", "| ---: | --- | --- | --- | --- | --- | --- |"]
+           "| train error | test loss | test error | seeds × permutations |",
+           "| ---: | --- | --- | --- | --- | --- | --- |"]
   for step in sorted(set(c0["pretrain"].dropna()) | set(full)):
     g = c0[c0["pretrain"] == step]["gap"]
     f = full.get(step, [])

@@ -136,10 +136,9 @@ def verdicts(c: pd.DataFrame) -> pd.DataFrame:
     br = base.get((r.t_epochs, r.sigma))
     if br is None:
       continue
-    dead = {int(s) for s, d in zip(getattr(r, "seeds", range(len(r.values))), getattr(r, "dead", ())) if d}
-    dead |= {int(s) for s, d in zip(getattr(br, "seeds", range(len(br.values))), getattr(br, "dead", ())) if d}
-    keep = np.array([int(s) not in dead for s in getattr(r, "seeds", range(len(r.values)))], bool)
-    keep_b = np.array([int(s) not in dead for s in getattr(br, "seeds", range(len(br.values)))], bool)
+    dead = {int(s) for row in (r, br) for s, d in zip(row.seeds, row.dead) if d}
+    keep = np.array([int(s) not in dead for s in r.seeds], bool)
+    keep_b = np.array([int(s) not in dead for s in br.seeds], bool)
     a, b = np.asarray(r.values, float)[keep], np.asarray(br.values, float)[keep_b]
     judged = len(a) > 0 and len(b) > 0
     ratio = np.mean(a) / np.mean(b) if judged and np.isfinite(a).all() and np.mean(b) > 0 else math.nan
@@ -149,8 +148,8 @@ def verdicts(c: pd.DataFrame) -> pd.DataFrame:
       comparison += f" (seed{'s' if len(kept) > 1 else ''} {', '.join(str(x) for x in kept)} only)"
     rows.append({"setting": r.setting, "t_epochs": r.t_epochs, "sigma": r.sigma, "ratio": ratio,
                  "comparison": comparison, "n": int(len(a)), "n_base": int(len(b)),
-                 "seeds_left_out": len(dead) if judged else 0, "untrained": getattr(r, "untrained", 0),
-                 "sibling_learned": getattr(r, "sibling_learned", 0)})
+                 "seeds_left_out": len(dead) if judged else 0, "untrained": r.untrained,
+                 "sibling_learned": r.sibling_learned})
   return pd.DataFrame(rows)
 
 

@@ -223,7 +223,8 @@ def test_the_pretraining_scale_runs_keep_what_the_proxy_reads_and_start_from_the
   path = shipped.FOLDER / "reproduce_pretrain.py"
   module, _ = sweep_lib.load_config_module(str(path))
   runs_dir = f"reproduction/pretrain/scale/pretrain_{model}"
-  assert f"--config=configs/reproduce_pretrain.py:pretrain_$m \\\n          --runs={runs_dir[:-len(model)]}$m" in module.__doc__
+  command = f"--config=configs/reproduce_pretrain.py:pretrain_$m \\\n          --runs={runs_dir[:-len(model)]}$m"
+  assert command in module.__doc__
   kept = {f"{runs_dir}/{r.name}": set(resolve_steps(r.config, 30000)["keep"])
           for r in sweep_lib.expand(f"{path}:pretrain_{model}")}
   runs = sweep_lib.expand(f"{path}:{model}_scale")

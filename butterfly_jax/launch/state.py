@@ -8,8 +8,9 @@ Python and ml_collections versions, and exactly what the run directory's own ``c
 Every run also carries ``config_sha256``, a SHA-256 of its config's canonical JSON, checked before it runs.
 
 Statuses: ``pending`` (not run yet), ``running``, ``finished`` (ran in this invocation), ``skipped``
-(finished before; its ``seconds`` are then the run's own wall time, ``timing.total_s`` of its results.json), ``failed``, ``busy`` (another process was running it: its run directory was locked),
-``interrupted`` (the launcher was stopped while it ran).
+(finished before; its ``seconds`` are then the run's own wall time, ``timing.total_s`` of its results.json),
+``failed``, ``busy`` (another process was running it: its run directory was locked), ``interrupted`` (the
+launcher was stopped while it ran).
 
 A SLURM job does not read ``sweep.json``, which the next launcher call rewrites (another ``--set`` gives
 other configs under the same run names): it reads its own snapshot ``DIR/slurm/sweep-<hash>.json``, the
