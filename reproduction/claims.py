@@ -177,27 +177,29 @@ def scale_of_barriers(scale_dir, t):
   return per_seed, errors
 
 
-def print_scale(per_seed, errors):
-  print("## The scale a barrier is read against\n")
+def scale_markdown(per_seed, errors, heading="## The scale a barrier is read against", child0="Child 0") -> str:
+  """The yardsticks as Markdown: the proxy at fraction 0 (``per_seed``, :func:`scale_of_barriers`) and child 0's
+  errors; ``heading`` and ``child0`` name whose they are."""
+  out = [f"{heading}\n"]
   if per_seed:
     n = sorted({v["permutations"] for v in per_seed.values()})
-    print(f"A fully permuted copy of the trained network (the random-permutation proxy at fraction 0: the same "
-          f"function, every hidden unit moved; {', '.join(map(str, n))} permutations per seed, {len(per_seed)} "
-          f"seeds; mean [min, max] over seeds):\n")
-    print(_md_table(["barrier", "train", "test"],
-                    [[m, mean_range(v[f"train.{m}"] for v in per_seed.values()),
-                      mean_range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
+    out.append(f"A fully permuted copy of the trained network (the random-permutation proxy at fraction 0: the "
+               f"same function, every hidden unit moved; {', '.join(map(str, n))} permutations per seed, "
+               f"{len(per_seed)} seeds; mean [min, max] over seeds):\n")
+    out.append(_md_table(["barrier", "train", "test"],
+                         [[m, mean_range(v[f"train.{m}"] for v in per_seed.values()),
+                           mean_range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
     matched = [v for v in per_seed.values() if "recovered" in v]
     if matched:
       rec = [x for v in matched for x in v["recovered"]]
       left = [x for v in matched for x in v["aligned_l2"]]
       moved = [x for v in matched for x in v["l2"]]
-      print(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
-            f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of {len(rec)} "
-            f"permutations undone exactly (recovered fraction of units: min {fmt(min(rec))}); L2 left after "
-            f"alignment at most {fmt(max(left))}, from {mean_range(moved)} before.")
+      out.append(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
+                 f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of "
+                 f"{len(rec)} permutations undone exactly (recovered fraction of units: min {fmt(min(rec))}); L2 "
+                 f"left after alignment at most {fmt(max(left))}, from {mean_range(moved)} before.")
   else:
-    print("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
+    out.append("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
   spread = max([e["spread"] for e in errors.values()] or [float("nan")])
   same = ("Child 0 is the same network in every run of a seed (the trunk and child 0 share every batch): its "
           "accuracies are equal across those runs." if spread == 0 else
@@ -205,10 +207,15 @@ def print_scale(per_seed, errors):
           f"every run ran the same program on the same CPU; its accuracies differ across those runs by at most "
           f"{spread:g} (another CPU or other XLA flags: each run's `provenance`); the errors above are the best "
           f"across those runs.")
-  print(f"\nChild 0 (the unperturbed network at T; {len(errors)} seeds): train error "
-        f"{mean_range(e['train'] for e in errors.values())}, "
-        f"test error {mean_range(e['test'] for e in errors.values())}, "
-        f"test-error gap (test − train) {mean_range(e['gap'] for e in errors.values())}. {same}\n")
+  out.append(f"\n{child0} (the unperturbed network at T; {len(errors)} seeds): train error "
+             f"{mean_range(e['train'] for e in errors.values())}, "
+             f"test error {mean_range(e['test'] for e in errors.values())}, "
+             f"test-error gap (test − train) {mean_range(e['gap'] for e in errors.values())}. {same}\n")
+  return "\n".join(out)
+
+
+def print_scale(per_seed, errors):
+  print(scale_markdown(per_seed, errors))
 
 
 def print_programs(t):

@@ -208,17 +208,11 @@ def _md(header, rows):
 
 def scale_text(t: pd.DataFrame, scale) -> str:
   """The base's yardstick: the full-permutation barrier of the map's network (``scale``: the map's scale runs;
-  the base is the map's recipe) and child 0's test-error gap (``claims.print_scale``, captured)."""
-  import contextlib
-  import io
-  from claims import print_scale, scale_of_barriers
-  base = t[t["setting"] == "base"]
-  buf = io.StringIO()
-  with contextlib.redirect_stdout(buf):
-    print_scale(*scale_of_barriers(scale, base))
-  return (buf.getvalue().replace("## The scale a barrier is read against",
-                                 "## The scale a barrier is read against (the base setting)", 1)
-          .replace("Child 0 (the unperturbed", "The base's child 0 (the unperturbed", 1))
+  the base is the map's recipe) and child 0's test-error gap (``claims.scale_markdown``)."""
+  from claims import scale_markdown, scale_of_barriers
+  return scale_markdown(*scale_of_barriers(scale, t[t["setting"] == "base"]),
+                        heading="## The scale a barrier is read against (the base setting)",
+                        child0="The base's child 0") + "\n"
 
 
 def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None, scale=None) -> str:
