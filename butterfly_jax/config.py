@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from butterfly_jax import progress
-from butterfly_jax.models.conv import CONV_IMPLS
+from butterfly_jax.models.conv import CONV_IMPLS, RESNET_PADDINGS
 from butterfly_jax.models.layers import NORMS, POOLS
 from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, TEXT_MODELS, build_module
 from butterfly_jax.models.text import ACTIVATIONS
@@ -27,14 +27,25 @@ INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
 TRANSLATE_FILLS = ("black", "mean")
-# Fields whose default changed when the definitions were aligned with the paper and the authors' code
-# (version 2 of the definitions): a stored config written before they existed gets the value that
-# reproduces what that run did, so old runs are never mistaken for runs under the new definitions.
+# Fields whose default changed when the definitions were aligned with the paper and the authors' code: a stored
+# config written before they existed gets the value that reproduces what that run did, so old runs are never
+# mistaken for runs under the new definitions. FIELD_VERSIONS: the definitions' version that introduced each.
 LEGACY_VALUES = {
     "perturb.batch_sign": -1, "perturb.init_scale": "mean_square", "perturb.extra_lr": "hold",
     "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
+    "model.resnet_padding": "same",
 }
-DEFINITIONS_VERSION = 2
+FIELD_VERSIONS = {**{field: 2 for field in LEGACY_VALUES}, "model.resnet_padding": 3}
+DEFINITIONS_VERSION = 3
+RESNETS = ("resnet20", "resnet", "resnet34", "resnet50")
+
+
+def legacy_applies(config: dict, dotted: str) -> bool:
+  """Whether definition field ``dotted`` changes what a run of the stored ``config`` computes: the ResNets'
+  padding only for ResNets (a network without one computed under version 2 exactly what it does under 3)."""
+  if dotted == "model.resnet_padding":
+    return get_dotted(config, "model.name") in RESNETS
+  return True
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 _MISSING = object()
@@ -84,6 +95,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "mlp"
   c.model.kwargs = ml_collections.ConfigDict()  # passed to the model: width, norm, hidden, channels, ...
+  c.model.resnet_padding = "symmetric"  # ResNets' 3x3 convolutions: torch's padding=1; "same": XLA's (version 2)
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
@@ -295,6 +307,10 @@ FIELD_DOCS = {
         'or poolings that do not fit the images are errors naming the argument. On the command line, '
         '`--config.model.kwargs.X` '
         'overrides only arguments the config file sets'),
+    'model.resnet_padding': (
+        "ResNets' 3×3 convolutions: `symmetric` pads 1 on every side (torch's `padding=1`, the authors'), so a "
+        "stride-2 layer samples the pixels its 1×1 shortcut does; `same`: XLA's `SAME`, which pads a stride-2 "
+        'layer of even size (0, 1), one pixel out of line with the shortcut (definitions\' version 2 and before)'),
     'model.name': (
         '`resnet20`, `resnet` (depth 6n+2), `resnet34` (basic blocks (3, 4, 6, 3), 64w–512w channels: the '
         'authors\' "resnet50-64"), `resnet50` (bottlenecks, 32×32 inputs), `mlp`, `cnn`, `vit`, `vit_b16` '
@@ -403,7 +419,7 @@ def upgrade(stored: dict, defaults: dict | None = None) -> dict:
       out[key] = upgrade(out[key], value)
   if top:
     for dotted, old in LEGACY_VALUES.items():
-      if get_dotted(stored, dotted, _MISSING) is _MISSING:  # older than the field (or its section)
+      if get_dotted(stored, dotted, _MISSING) is _MISSING and legacy_applies(stored, dotted):  # older than the field
         _set_dotted(out, dotted, old)
     for dotted in STEP_FIELDS:  # int steps, as older versions allowed, as text
       _set_dotted(out, dotted, steps_text(get_dotted(out, dotted), dotted))
@@ -421,12 +437,22 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
 
 
 def definitions(c) -> dict:
-  """What sigma, the batch direction and CKA mean in a run of config ``c`` (written to results.json)."""
+  """What sigma, the batch direction and CKA mean in a run of config ``c``, and how its ResNets pad (written to
+  results.json)."""
   p = c.perturb
   return {"version": DEFINITIONS_VERSION, "e_init": p.init_scale, "constant_params": bool(p.constant_params),
           "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
           "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head,
-          "translate_fill": c.data.augment.translate_fill}
+          "translate_fill": c.data.augment.translate_fill, "resnet_padding": c.model.resnet_padding}
+
+
+def model_kwargs(c) -> dict:
+  """The keyword arguments model ``c.model.name`` is built with: ``model.kwargs``, and for a ResNet its padding
+  (``model.resnet_padding``)."""
+  kwargs = c.model.kwargs.to_dict()
+  if c.model.name in RESNETS:
+    kwargs["padding"] = c.model.resnet_padding
+  return kwargs
 
 
 # Fields that count training steps. Each holds text: "<n>" steps or "<n>ep" epochs (n may be fractional), resolved
@@ -664,6 +690,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.model.name, tuple(MODELS), "model.name")
   check_steps(c)
   check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
+  _choice(c.model.resnet_padding, RESNET_PADDINGS, "model.resnet_padding")
   check_data(c)
   _choice(c.optim.name, OPTIMIZERS, "optim.name")
   _choice(c.schedule.name, SCHEDULES, "schedule.name")

@@ -18,6 +18,8 @@ CASES = [  # (height, width, kernel, stride, padding, bias)
     (9, 9, 3, 2, "SAME", True),    # odd size, stride 2: SAME pads (1, 1)
     (8, 8, 1, 2, "VALID", False),  # the ResNet shortcut
     (9, 7, 1, 2, "VALID", True),
+    (8, 8, 3, 2, ((1, 1), (1, 1)), False),  # torch's padding=1 (the ResNets' "symmetric")
+    (9, 7, 3, 2, ((1, 1), (0, 2)), True),
 ]
 
 
@@ -60,6 +62,8 @@ GRAD_CASES = [  # (height, width, cin, kernel, stride, padding): every branch of
     (8, 8, 2, 3, 2, "VALID"), (10, 10, 2, 5, 2, "SAME"), (9, 9, 2, 4, 3, "SAME"),  # other windows and strides
     (8, 8, 3, 1, 2, "VALID"), (9, 7, 8, 1, 2, "VALID"),  # 1x1 stride 2 (the ResNet shortcut): dW by a matmul
     (28, 28, 1, 3, 1, "SAME"), (7, 7, 1, 1, 1, "VALID"),  # one input channel (the CNN's first layer): dW by a matmul
+    (8, 8, 3, 3, 2, ((1, 1), (1, 1))), (16, 16, 8, 3, 2, ((1, 1), (1, 1))),  # torch's padding=1: dx by phases
+    (9, 7, 2, 3, 2, ((2, 0), (1, 2))), (8, 8, 1, 3, 2, ((1, 1), (1, 1))),  # other pads; one channel: dW by a matmul
 ]
 
 
@@ -144,3 +148,8 @@ def test_auto_and_bad_values():
     bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, conv="winograd")
   with pytest.raises(ValueError, match="model.conv: padding"):
     conv_layer("im2col", 4, (3, 3), padding="CIRCULAR", name="c").init(jax.random.key(0), jnp.ones((1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="model.conv: padding"):
+    conv_layer("fastgrad", 4, (3, 3), padding=((1, -1), (1, 1)), name="c").init(jax.random.key(0),
+                                                                                jnp.ones((1, 4, 4, 1)))
+  with pytest.raises(ValueError, match="model.resnet_padding.*allowed: symmetric, same"):
+    bj.create_model("resnet20", jax.random.key(0), (32, 32, 3), 10, padding="torch")

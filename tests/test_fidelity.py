@@ -262,12 +262,26 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   from butterfly_jax.report.table import definitions_label
   from butterfly_jax.rundir import RunDir, RunDirError
   c, workdir, res = smoke_run
-  assert res["definitions"] == {"version": 2, "e_init": "variance", "constant_params": False, "init_std": 0.0,
+  assert res["definitions"] == {"version": 3, "e_init": "variance", "constant_params": False, "init_std": 0.0,
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
                                 "cka_estimator": "unbiased", "finetune_head": "torch_linear",
-                                "translate_fill": "black"}
+                                "translate_fill": "black", "resnet_padding": "symmetric"}
   stored = json.loads((workdir / "config.json").read_text())
-  assert definitions_label(stored) == "v2"
+  assert definitions_label(stored) == "v3"
+  # the smoke run's network has no ResNet padding: a config from before the field is the same config
+  no_padding = json.loads(json.dumps(stored))
+  del no_padding["model"]["resnet_padding"]
+  assert config_lib.upgrade(no_padding)["model"]["resnet_padding"] == "symmetric"
+  assert definitions_label(config_lib.upgrade(no_padding)) == "v3"
+  # a ResNet's config from before it (version 2) pads as XLA's SAME did
+  resnet = json.loads(json.dumps(no_padding))
+  resnet["model"]["name"] = "resnet20"
+  assert config_lib.upgrade(resnet)["model"]["resnet_padding"] == "same"
+  assert definitions_label(config_lib.upgrade(resnet)) == "v2"
+  resnet["model"]["resnet_padding"] = "symmetric"
+  assert definitions_label(resnet) == "v3"
+  resnet["perturb"]["batch_sign"] = -1
+  assert definitions_label(resnet) == "v3-custom"
   old = json.loads(json.dumps(stored))   # a config.json written before the definitions' fields existed
   for dotted in config_lib.LEGACY_VALUES:
     *parents, field = dotted.split(".")
@@ -342,3 +356,69 @@ def test_translation_fills_with_black_or_the_mean(fill):
   values = np.unique(np.asarray(x))
   expected = sorted([inside, -2.0 if fill == "black" else 0.0])   # black is (0 - 0.5) / 0.25
   np.testing.assert_allclose(values, expected, rtol=1e-5)
+
+
+def _torch_basic_block_resnet(params, x, padding: int):
+  """The authors' basic-block ResNet forward (their ``resnet.py``: 3x3 convolutions with torch's ``padding=1``,
+  bias-free, a 1x1 projection shortcut with its norm) in PyTorch, on our parameters, with LayerNorm over the
+  channels at each pixel (eps 1e-5, ours; theirs divides by sigma + 1e-7, a documented difference).
+  ``padding=-1`` emulates XLA's SAME instead: (0, 1) before a stride-2 3x3 convolution."""
+  import torch
+  import torch.nn.functional as F
+  t = lambda a: torch.from_numpy(np.array(a, np.float32))
+
+  def conv(h, p, stride):
+    w = t(p["kernel"]).permute(3, 2, 0, 1)
+    k = w.shape[-1]
+    if k == 3 and padding < 0 and stride == 2:
+      return F.conv2d(F.pad(h, (0, 1, 0, 1)), w, stride=2)
+    return F.conv2d(h, w, stride=stride, padding=k // 2)
+
+  def norm(h, p):
+    return F.layer_norm(h.permute(0, 2, 3, 1), (h.shape[1],), t(p["scale"]), t(p["bias"]), 1e-5).permute(0, 3, 1, 2)
+
+  h = F.relu(norm(conv(t(x).permute(0, 3, 1, 2), params["conv_in"], 1), params["norm_in"]))
+  blocks = sorted((k for k in params if k.startswith("stage")), key=lambda k: tuple(
+      int(n) for n in k.replace("stage", "").split("_block")))
+  for name in blocks:
+    p = params[name]
+    stride = 2 if name.endswith("_block0") and not name.startswith("stage1") else 1
+    y = F.relu(norm(conv(h, p["conv1"], stride), p["norm1"]))
+    y = norm(conv(y, p["conv2"], 1), p["norm2"])
+    if "shortcut_conv" in p:
+      h = norm(conv(h, p["shortcut_conv"], stride), p["shortcut_norm"])
+    h = F.relu(h + y)
+  return (h.mean(dim=(2, 3)) @ t(params["head"]["kernel"]) + t(params["head"]["bias"])).numpy()
+
+
+@pytest.mark.parametrize("name,kwargs", [("resnet20", dict(width=2)), ("resnet34", dict(width=0.125))])
+def test_resnet_stride2_padding_is_the_authors_torch_padding(name, kwargs):
+  """Our ResNets' weights in the authors' PyTorch forward give our logits (padding "symmetric", the default);
+  with XLA's SAME ("same", definitions' version 2) the strided path sits one pixel off and they differ."""
+  x = np.asarray(jax.random.normal(jax.random.key(1), (4, 32, 32, 3)))
+  for padding in ("symmetric", "same"):
+    apply_fn, init_fn = make_model(name, (32, 32, 3), 10, padding=padding, conv="xla", **kwargs)
+    params = init_fn(jax.random.key(0))
+    ours = np.asarray(apply_fn(params, x)[0])
+    scale = np.abs(ours).max()
+    authors = _torch_basic_block_resnet(params, x, 1)
+    emulated_same = _torch_basic_block_resnet(params, x, -1)
+    if padding == "symmetric":
+      np.testing.assert_allclose(ours, authors, rtol=0, atol=1e-5 * scale)
+      assert np.abs(ours - emulated_same).max() > 1e-2 * scale
+    else:
+      np.testing.assert_allclose(ours, emulated_same, rtol=0, atol=1e-5 * scale)
+      assert np.abs(ours - authors).max() > 1e-2 * scale
+
+
+def test_resnet50_pads_its_strided_3x3_convolutions_symmetrically():
+  """The bottleneck ResNet-50 (torchvision's layout: stride on the 3x3) pads as the basic-block ResNets do."""
+  x = jnp.ones((1, 32, 32, 3))
+  logits = {}
+  for padding in ("symmetric", "same"):
+    apply_fn, init_fn = make_model("resnet50", (32, 32, 3), 10, padding=padding, width=0.125, conv="xla")
+    logits[padding] = apply_fn(init_fn(jax.random.key(0)), jax.random.normal(jax.random.key(1), x.shape))[0]
+  assert not np.allclose(logits["symmetric"], logits["same"], atol=1e-4)
+  from butterfly_jax.models.conv import resnet_padding
+  assert resnet_padding(3) == ((1, 1), (1, 1)) and resnet_padding(3, "same") == "SAME"
+  assert resnet_padding(1) == resnet_padding(1, "same") == "VALID"

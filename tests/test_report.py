@@ -120,7 +120,7 @@ def test_expected_columns(table):
       assert f"vs_child0.barrier.{split}.{metric}" in table.columns
   assert not any("curves" in c for c in table.columns)
   assert list(table.columns[:4]) == ["run", "status", "definitions", "perturbation"]
-  assert set(table["definitions"]) == {"v2"}
+  assert set(table["definitions"]) == {"v3"}
 
 
 def test_a_row_matches_results_json(runs, table):
@@ -344,7 +344,7 @@ def _table_with_pairs_without_barriers():
         elif t == 10 and seed == 1 and sigma == 1e-2:
           barriers.update({k: None for k in barriers if ".test." in k})
           status = "path_not_finite"
-        rows.append({"run": f"t{t}_seed{seed}", "status": "finished", "definitions": "v2", "perturbation": "batch",
+        rows.append({"run": f"t{t}_seed{seed}", "status": "finished", "definitions": "v3", "perturbation": "batch",
                      "seed": seed, "t": t, "t_epochs": t_epochs, "T": 40, "child": child, "perturb.scale": sigma,
                      "pair_diverged": diverged, "barrier_status": status, **barriers})
   return pd.DataFrame(rows)

@@ -4,7 +4,8 @@ Every implementation declares ``kernel`` of shape ``(kh, kw, cin, cout)`` and op
 under the layer's name, drawn from the same initialiser and key as ``nn.Conv``, so checkpoints,
 permutation specs and perturbation masks do not depend on the choice. NHWC inputs, ``"SAME"`` or
 ``"VALID"`` padding exactly as ``lax.padtype_to_pads`` (``"SAME"`` with stride 2 on an even size pads
-(0, 1)), no dilation or groups.
+(0, 1)) or explicit ``((lo, hi), (lo, hi))`` pairs (torch's ``padding=1`` is ``((1, 1), (1, 1))``), no
+dilation or groups.
 
 * ``xla``: ``flax.linen.Conv``, XLA's convolution and its automatic gradient.
 * ``saved``: the same forward convolution (bitwise the same output), with a custom VJP whose backward
@@ -58,9 +59,17 @@ def resolve_conv(impl: str, backend: str | None = None) -> str:
 
 
 def _check_padding(padding):
-  if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
-    raise ValueError(f"model.conv: padding must be 'SAME' or 'VALID', got {padding!r}")
-  return padding.upper()
+  """``"SAME"``, ``"VALID"`` (any case) or two ``(lo, hi)`` pairs of ints >= 0, returned hashable (a custom VJP's
+  static argument)."""
+  if isinstance(padding, str) and padding.upper() in ("SAME", "VALID"):
+    return padding.upper()
+  try:
+    pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
+  except (TypeError, ValueError):
+    pairs = ()
+  if len(pairs) != 2 or min(min(p) for p in pairs) < 0:
+    raise ValueError(f"model.conv: padding must be 'SAME', 'VALID' or ((lo, hi), (lo, hi)), got {padding!r}")
+  return pairs
 
 
 def _xla_conv(x, kernel, strides, padding):
@@ -137,7 +146,7 @@ def transposed_conv_by_phases(dy, kernel, x_shape, strides, padding):
   kh, kw, cin, cout = kernel.shape
   n, h, w, _ = x_shape
   sh, sw = strides
-  (plh, _), (plw, _) = (same_or_valid_pads(h, kh, sh, padding), same_or_valid_pads(w, kw, sw, padding))
+  (plh, _), (plw, _) = (axis_pads(h, kh, sh, padding, 0), axis_pads(w, kw, sw, padding, 1))
   oh, ow = dy.shape[1], dy.shape[2]
   taps_h, mh_lo, mh_hi = _phase_taps(kh, sh, plh)
   taps_w, mw_lo, mw_hi = _phase_taps(kw, sw, plw)
@@ -167,7 +176,7 @@ def _windows(x, kh, kw, strides, padding, oh, ow):
   """The ``kh*kw`` shifted (strided) windows of the padded ``x`` ([N, H, W, C]) that meet each output pixel."""
   n, h, w, cin = x.shape
   sh, sw = strides
-  (ph_lo, ph_hi), (pw_lo, pw_hi) = (same_or_valid_pads(h, kh, sh, padding), same_or_valid_pads(w, kw, sw, padding))
+  (ph_lo, ph_hi), (pw_lo, pw_hi) = (axis_pads(h, kh, sh, padding, 0), axis_pads(w, kw, sw, padding, 1))
   if ph_lo or ph_hi or pw_lo or pw_hi:
     x = jnp.pad(x, ((0, 0), (ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)))
   return [lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin), (1, sh, sw, 1))
@@ -185,8 +194,12 @@ def kernel_grad_by_matmul(x, dy, kernel_shape, strides, padding):
                          (((0,), (0,)), ((), ()))).reshape(kernel_shape)
 
 
-def same_or_valid_pads(size: int, k: int, stride: int, padding: str) -> tuple[int, int]:
-  """(low, high) padding of one spatial axis, exactly as ``lax.padtype_to_pads`` (and so ``nn.Conv``)."""
+def axis_pads(size: int, k: int, stride: int, padding, axis: int) -> tuple[int, int]:
+  """(low, high) padding of spatial axis ``axis`` (0: height, 1: width): an explicit pair as given, ``"SAME"`` and
+  ``"VALID"`` exactly as ``lax.padtype_to_pads`` (and so ``nn.Conv``)."""
+  if not isinstance(padding, str):
+    lo, hi = padding[axis]
+    return int(lo), int(hi)
   ((lo, hi),) = lax.padtype_to_pads((size,), (k,), (stride,), padding)
   return int(lo), int(hi)
 
@@ -200,8 +213,7 @@ def im2col_conv(x, kernel, strides: Sequence[int] = (1, 1), padding: str = "SAME
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
   h, w = x.shape[-3], x.shape[-2]
-  (ph_lo, ph_hi), (pw_lo, pw_hi) = (same_or_valid_pads(h, kh, sh, padding),
-                                    same_or_valid_pads(w, kw, sw, padding))
+  (ph_lo, ph_hi), (pw_lo, pw_hi) = (axis_pads(h, kh, sh, padding, 0), axis_pads(w, kw, sw, padding, 1))
   lead = x.ndim - 3
   if ph_lo or ph_hi or pw_lo or pw_hi:
     x = jnp.pad(x, [(0, 0)] * lead + [(ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)])
@@ -256,8 +268,23 @@ def conv_layer(impl: str, features: int, kernel_size: Sequence[int], *, name: st
   return Conv(features, tuple(kernel_size), impl=impl, **kw)
 
 
-def resnet_conv(impl: str, features: int, size: int, stride: int, name: str):
-  """A ResNet convolution: square ``size`` kernel, bias-free (a norm follows), He-normal, ``SAME`` padding
-  for 3x3 and ``VALID`` for 1x1 projections."""
-  return conv_layer(impl, features, (size, size), strides=(stride, stride), padding="SAME" if size > 1 else "VALID",
+RESNET_PADDINGS = ("symmetric", "same")
+
+
+def resnet_padding(size: int, padding: str = "symmetric"):
+  """The padding of a square ``size`` ResNet convolution: ``symmetric`` pads ``size // 2`` on every side (torch's
+  ``padding=1`` for 3x3, the authors' ``resnet.py``), so a stride-2 3x3 convolution samples the pixels its 1x1
+  shortcut does; ``same`` is XLA's ``SAME``, which pads (0, 1) on a stride-2 layer of even size, one pixel out of
+  line with the shortcut (the definitions' version 2 and before). 1x1 convolutions pad nothing either way."""
+  if padding not in RESNET_PADDINGS:
+    raise ValueError(f"model.resnet_padding: unknown padding {padding!r}; allowed: {', '.join(RESNET_PADDINGS)}")
+  if size == 1:
+    return "VALID"
+  return ((size // 2, size // 2),) * 2 if padding == "symmetric" else "SAME"
+
+
+def resnet_conv(impl: str, features: int, size: int, stride: int, name: str, padding: str = "symmetric"):
+  """A ResNet convolution: square ``size`` kernel, bias-free (a norm follows), He-normal, padded as
+  :func:`resnet_padding` says."""
+  return conv_layer(impl, features, (size, size), strides=(stride, stride), padding=resnet_padding(size, padding),
                     use_bias=False, kernel_init=he_normal, name=name)

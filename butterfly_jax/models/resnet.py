@@ -8,7 +8,10 @@ Convolutions carry no bias (a norm follows each one). Layer names are explicit s
 are stable: ``conv_in``, ``norm_in``, ``stage{s}_block{b}/{conv1,norm1,conv2,norm2,shortcut_conv,
 shortcut_norm}``, ``head``. The penultimate representation (global-average-pooled, ``64w`` wide) is
 ``features["penultimate"]``. ``conv`` picks how convolutions are computed (``butterfly_jax.models.conv``:
-``auto``, ``xla``, ``saved``, ``fastgrad``, ``im2col``); it changes no parameter.
+``auto``, ``xla``, ``saved``, ``fastgrad``, ``im2col``); it changes no parameter. ``padding``: ``symmetric``
+pads every 3x3 convolution by 1 on each side, as torch's ``padding=1`` in the authors' ``resnet.py``, so the
+strided path samples the pixels its 1x1 shortcut does; ``same`` is XLA's ``SAME`` (definitions' version 2 and
+before), which pads a stride-2 layer (0, 1) (:func:`butterfly_jax.models.conv.resnet_padding`).
 """
 
 import flax.linen as nn
@@ -23,10 +26,11 @@ class BasicBlock(nn.Module):
   stride: int
   norm: str
   conv: str = "auto"
+  padding: str = "symmetric"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name)
+    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name, self.padding)
     y = conv(self.channels, 3, self.stride, "conv1")(x)
     y = nn.relu(norm_layer(self.norm, "norm1")(y))
     y = conv(self.channels, 3, 1, "conv2")(y)
@@ -48,6 +52,7 @@ class ResNet(nn.Module):
   conv: str = "auto"
   stages: tuple = ()
   base: int = 16
+  padding: str = "symmetric"
 
   @nn.compact
   def __call__(self, x):
@@ -58,12 +63,12 @@ class ResNet(nn.Module):
     else:
       plan = ((self.depth - 2) // 6,) * 3
     c = int(round(self.base * self.width))
-    x = resnet_conv(self.conv, c, 3, 1, "conv_in")(x)
+    x = resnet_conv(self.conv, c, 3, 1, "conv_in", self.padding)(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, blocks in enumerate(plan, start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
-        x = BasicBlock(c * 2 ** (s - 1), stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
+        x = BasicBlock(c * 2 ** (s - 1), stride, self.norm, self.conv, self.padding, name=f"stage{s}_block{b}")(x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}

@@ -4,7 +4,8 @@ A 3x3 stem convolution (``conv_in``, ``norm_in``; no max-pooling at 32x32), then
 bottleneck blocks ``stage{s}_block{b}`` with ``conv1`` (1x1), ``conv2`` (3x3, stride 2 in the first block of
 stages 2-4), ``conv3`` (1x1, 4x expansion), each followed by ``norm{1,2,3}``, and a projection shortcut
 (``shortcut_conv``, ``shortcut_norm``) where the shape changes (the first block of every stage). Widths
-64w, 128w, 256w and 512w (x4 out). ``features["penultimate"]`` is the pooled 2048w-wide representation.
+64w, 128w, 256w and 512w (x4 out). 3x3 convolutions are padded as the basic-block ResNets' (``padding``,
+:func:`butterfly_jax.models.conv.resnet_padding`). ``features["penultimate"]`` is the pooled 2048w-wide representation.
 """
 
 import flax.linen as nn
@@ -21,10 +22,11 @@ class Bottleneck(nn.Module):
   stride: int
   norm: str
   conv: str = "auto"
+  padding: str = "symmetric"
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name)
+    conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name, self.padding)
     out = 4 * self.channels
     y = nn.relu(norm_layer(self.norm, "norm1")(conv(self.channels, 1, 1, "conv1")(x)))
     y = nn.relu(norm_layer(self.norm, "norm2")(conv(self.channels, 3, self.stride, "conv2")(y)))
@@ -39,18 +41,19 @@ class ResNet50(nn.Module):
   width: float = 1  # channel multiplier; fractions give small test models (0.125: 8 stem channels)
   norm: str = "layernorm"
   conv: str = "auto"  # how convolutions are computed (butterfly_jax.models.conv); same parameters
+  padding: str = "symmetric"  # 3x3 convolutions: torch's padding=1, or "same" (XLA's; butterfly_jax.models.conv)
 
   @nn.compact
   def __call__(self, x):
     c = int(round(64 * self.width))
     if c < 1:
       raise ValueError(f"model.width: {self.width} leaves no channels (64 x width must be >= 1)")
-    x = resnet_conv(self.conv, c, 3, 1, "conv_in")(x)
+    x = resnet_conv(self.conv, c, 3, 1, "conv_in", self.padding)(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
     for s, blocks in enumerate(STAGES, start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
-        x = Bottleneck(c * 2 ** (s - 1), stride, self.norm, self.conv, name=f"stage{s}_block{b}")(x)
+        x = Bottleneck(c * 2 ** (s - 1), stride, self.norm, self.conv, self.padding, name=f"stage{s}_block{b}")(x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}

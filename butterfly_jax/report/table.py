@@ -72,19 +72,27 @@ def perturbation_label(config: dict) -> str:
 
 
 def definitions_label(config: dict) -> str:
-  """``"v2"`` for a run under the current definitions (BUILD_NOTES "Definitions and recipes"), ``"v1"`` for one
-  from before (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when fine-tuning,
-  translation filled with the mean), or ``"v2-custom"`` for a run that set any definition field away from the
-  paper's."""
-  from butterfly_jax.config import LEGACY_VALUES, default_config, get_dotted
+  """``"v3"`` for a run under the current definitions (BUILD_NOTES "Definitions and recipes"); ``"v2"`` for one
+  from before ResNets padded their 3x3 convolutions as torch does (``model.resnet_padding="same"``); ``"v1"`` for
+  one from before that (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when
+  fine-tuning, translation filled with the mean); ``"-custom"`` added where a run set a definition field of its
+  version away from the paper's."""
+  from butterfly_jax.config import (DEFINITIONS_VERSION, FIELD_VERSIONS, LEGACY_VALUES, default_config, get_dotted,
+                                    legacy_applies)
   defaults = default_config().to_dict()
-  values = {key: get_dotted(config, key) for key in LEGACY_VALUES}
-  if all(values[k] == old for k, old in LEGACY_VALUES.items()):
-    return "v1"
+  values = {key: get_dotted(config, key) for key in LEGACY_VALUES if legacy_applies(config, key)}
+  version = DEFINITIONS_VERSION
+  for v in range(DEFINITIONS_VERSION, 1, -1):  # the newest version whose fields (those that apply) are not all old
+    fields = [k for k in values if FIELD_VERSIONS[k] == v]
+    if not fields:
+      continue
+    if any(values[k] != LEGACY_VALUES[k] for k in fields):
+      break
+    version = v - 1
   p = config.get("perturb", {})
-  custom = any(values[k] != get_dotted(defaults, k) for k in LEGACY_VALUES) or any(
+  custom = any(values[k] != get_dotted(defaults, k) for k in values if FIELD_VERSIONS[k] <= version) or any(
       p.get(f, defaults["perturb"][f]) != defaults["perturb"][f] for f in ("normalize", "constant_params", "init_std"))
-  return "v2-custom" if custom else "v2"
+  return f"v{version}-custom" if custom and version > 1 else f"v{version}"
 
 
 def find_runs(runs_dir) -> list[Path]:
