@@ -33,18 +33,21 @@ TRANSLATE_FILLS = ("black", "mean")
 LEGACY_VALUES = {
     "perturb.batch_sign": -1, "perturb.init_scale": "mean_square", "perturb.extra_lr": "hold",
     "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
-    "model.resnet_padding": "same",
+    "model.resnet_padding": "same", "eval.align_bias": True,
 }
-FIELD_VERSIONS = {**{field: 2 for field in LEGACY_VALUES}, "model.resnet_padding": 3}
+FIELD_VERSIONS = {**{field: 2 for field in LEGACY_VALUES}, "model.resnet_padding": 3, "eval.align_bias": 3}
 DEFINITIONS_VERSION = 3
 RESNETS = ("resnet20", "resnet", "resnet34", "resnet50")
 
 
 def legacy_applies(config: dict, dotted: str) -> bool:
   """Whether definition field ``dotted`` changes what a run of the stored ``config`` computes: the ResNets'
-  padding only for ResNets (a network without one computed under version 2 exactly what it does under 3)."""
+  padding only for ResNets (a network without one computed under version 2 exactly what it does under 3), the
+  weight-matching cost only for aligned runs."""
   if dotted == "model.resnet_padding":
     return get_dotted(config, "model.name") in RESNETS
+  if dotted == "eval.align_bias":
+    return bool(get_dotted(config, "eval.align", True))
   return True
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -177,6 +180,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.during_num_examples = 1000  # examples per split for the barriers during training
   c.eval.align = True         # also compare each child with child 0 after weight matching
   c.eval.align_max_iter = 100  # weight-matching rounds at most
+  c.eval.align_bias = False    # biases in weight matching's cost; False: left out (the authors')
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
   c.eval.cka_estimator = "unbiased"   # "unbiased" (the authors', Gram diagonals zeroed) or "biased"
@@ -254,6 +258,10 @@ FIELD_DOCS = {
         'tensorflow-datasets `data_dir`; an error with `data.dir`, `digits` or `synthetic` (it would not be '
         'read)'),
     'eval.align': 'also align each child to child 0 by weight matching and report aligned L2, barriers, fixed points',
+    'eval.align_bias': (
+        "weight matching's cost includes the biases (norm biases too); `False`: every parameter whose path "
+        "contains `bias` is left out of it, as in the authors' code (definitions' version 3; version 2 included "
+        'them). The permutation found moves the biases either way'),
     'eval.align_max_iter': 'weight-matching rounds at most',
     'eval.alpha_chunk': 'interpolated networks evaluated at once under `vmap`',
     'eval.batch_size': '',
@@ -437,13 +445,14 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
 
 
 def definitions(c) -> dict:
-  """What sigma, the batch direction and CKA mean in a run of config ``c``, and how its ResNets pad (written to
-  results.json)."""
+  """What sigma, the batch direction and CKA mean in a run of config ``c``, how its ResNets pad and what weight
+  matching's cost holds (written to results.json)."""
   p = c.perturb
   return {"version": DEFINITIONS_VERSION, "e_init": p.init_scale, "constant_params": bool(p.constant_params),
           "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
           "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head,
-          "translate_fill": c.data.augment.translate_fill, "resnet_padding": c.model.resnet_padding}
+          "translate_fill": c.data.augment.translate_fill, "resnet_padding": c.model.resnet_padding,
+          "align_bias": bool(c.eval.align_bias)}
 
 
 def model_kwargs(c) -> dict:
@@ -718,6 +727,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("perturb.rewind_lr: a rewound child restarts the schedule at t and needs T more steps to "
                       "finish it; set perturb.extra_steps=True as well (without it, it would stop at step T "
                       "mid-schedule, at a learning rate above 0)")
+  for field in ("align", "align_bias"):
+    if not isinstance(c.eval[field], bool):
+      raise ConfigError(f"eval.{field}: expected True or False, got {c.eval[field]!r}")
   if not isinstance(c.schedule.cycle_momentum, bool):
     raise ConfigError(f"schedule.cycle_momentum: expected True or False, got {c.schedule.cycle_momentum!r}")
   if c.schedule.name == "onecycle" and c.schedule.cycle_momentum and not (

@@ -244,7 +244,7 @@ def _align(setup, params, diverged):
       perm = permutations.identity_permutation(spec)  # nothing to match in non-finite weights
     else:
       perm = permutations.weight_matching(rng.align_key(setup.keys, j), spec, children[0],
-                                          children[j], max_iter=c.eval.align_max_iter)
+                                          children[j], max_iter=c.eval.align_max_iter, bias=c.eval.align_bias)
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
   return tree_math.stack(aligned), perms

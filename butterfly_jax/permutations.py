@@ -415,22 +415,28 @@ def _objective(spec, a, b, perm, paths) -> float:
   return float(sum(np.vdot(a[p], _permute_array(b[p], spec.axes_to_perm[p], perm)) for p in paths))
 
 
-def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
+def weight_matching(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None,
+                    bias: bool = False):
   """The permutation of ``params_b``'s units that best matches ``params_a`` (Git Re-Basin weight matching).
 
   Maximises sum over parameters of <a, permuted b> (equivalently minimises the L2 distance) by coordinate
-  descent: each round visits the permutations in an order drawn from ``fold_in(key, round)`` and solves each
+  descent; ``bias=False`` leaves every parameter whose path contains ``bias`` (norm biases too, not norm
+  scales) out of that sum, as the authors' ``weight_matching`` does (``if "bias" in wk: continue``); the
+  permutation still moves them. The descent: each round visits the permutations in an order drawn from ``fold_in(key, round)`` and solves each
   as a linear assignment with the others held fixed, accepting it only if it strictly improves; it stops after
   a round without improvement or ``max_iter`` rounds. Starting from the identity (or ``init_perm``), the
   aligned distance therefore never exceeds the starting one. Apply the result with :func:`apply_permutation`.
   Runs on the host in float64.
   """
-  return weight_matching_rounds(key, spec, params_a, params_b, max_iter, init_perm)[0]
+  return weight_matching_rounds(key, spec, params_a, params_b, max_iter, init_perm, bias)[0]
 
 
-def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None):
+def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_iter: int = 100, init_perm=None,
+                           bias: bool = False):
   """:func:`weight_matching`, also returning the number of rounds it ran."""
-  a = {p: np.asarray(x, np.float64) for p, x in tree_math.flat_dict(params_a).items()}
+  # a bias left out of the cost: zeros in a, so it adds nothing to any <a, permuted b>
+  a = {p: np.zeros(np.shape(x)) if not bias and "bias" in p else np.asarray(x, np.float64)
+       for p, x in tree_math.flat_dict(params_a).items()}
   b = {p: np.asarray(x, np.float64) for p, x in tree_math.flat_dict(params_b).items()}
   if set(a) != set(spec.axes_to_perm) or set(b) != set(a):
     raise PermutationError("weight_matching: params_a, params_b and the spec must have the same parameters")

@@ -69,14 +69,14 @@ def _final_state_params(root: Path, children: Path):
   return family["params"]
 
 
-def recovery(spec, params, applied: dict, key, max_iter: int = 100) -> dict:
+def recovery(spec, params, applied: dict, key, max_iter: int = 100, bias: bool = False) -> dict:
   """Weight matching (:func:`permutations.weight_matching`, as a run aligns its children) of ``params``
   against its copy permuted by ``applied``: the positive control for alignment. ``recovered_fraction`` is
   the fraction of units that the permutation found puts back where they were (1: ``applied`` undone
   exactly); ``l2`` is the distance left after alignment (0 also when the permutation found differs from
   ``applied``'s inverse only among units with equal weights)."""
   permuted = permutations.apply_permutation(spec, applied, params)
-  found = permutations.weight_matching(key, spec, params, permuted, max_iter)
+  found = permutations.weight_matching(key, spec, params, permuted, max_iter, bias=bias)
   # apply(F, apply(P, θ)) takes θ at P[F] on every permuted axis: the copy is restored where P[F] is the identity
   composed = {name: np.asarray(applied[name])[np.asarray(found[name])] for name in applied}
   aligned = permutations.apply_permutation(spec, found, permuted)
@@ -89,7 +89,8 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
   """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
   random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run_setup.Setup` (data, model,
   evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`). With ``align``, each row
-  also holds :func:`recovery`: does weight matching (the run's ``eval.align_max_iter``) find the permutation?"""
+  also holds :func:`recovery`: does weight matching (the run's ``eval.align_max_iter`` and ``eval.align_bias``)
+  find the permutation?"""
   c = setup.c
   spec = permutations.spec_for(c.model.name, params)
   n = c.eval.num_examples if num_examples is None else num_examples
@@ -105,7 +106,7 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
                    "l2": tree_math.l2_distance(params, family[-1])})
       if align:
         rows[-1]["weight_matching"] = recovery(spec, params, perm, rng.proxy_alignment_key(key, i, s),
-                                               c.eval.align_max_iter)
+                                               c.eval.align_max_iter, c.eval.align_bias)
   curves = setup.evaluate_family(tree_math.stack(family), indices, alphas)
   for row, barrier in zip(rows, evaluate.pair_barriers(curves, alphas, len(family))[0]):
     row["barrier"] = barrier

@@ -265,7 +265,7 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   assert res["definitions"] == {"version": 3, "e_init": "variance", "constant_params": False, "init_std": 0.0,
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
                                 "cka_estimator": "unbiased", "finetune_head": "torch_linear",
-                                "translate_fill": "black", "resnet_padding": "symmetric"}
+                                "translate_fill": "black", "resnet_padding": "symmetric", "align_bias": False}
   stored = json.loads((workdir / "config.json").read_text())
   assert definitions_label(stored) == "v3"
   # the smoke run's network has no ResNet padding: a config from before the field is the same config
@@ -273,15 +273,23 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   del no_padding["model"]["resnet_padding"]
   assert config_lib.upgrade(no_padding)["model"]["resnet_padding"] == "symmetric"
   assert definitions_label(config_lib.upgrade(no_padding)) == "v3"
-  # a ResNet's config from before it (version 2) pads as XLA's SAME did
+  # a ResNet's config from before version 3 pads as XLA's SAME did
   resnet = json.loads(json.dumps(no_padding))
   resnet["model"]["name"] = "resnet20"
+  del resnet["eval"]["align_bias"]
   assert config_lib.upgrade(resnet)["model"]["resnet_padding"] == "same"
   assert definitions_label(config_lib.upgrade(resnet)) == "v2"
-  resnet["model"]["resnet_padding"] = "symmetric"
+  resnet = config_lib.upgrade(resnet)
+  resnet["model"]["resnet_padding"] = "symmetric"   # one field of version 3 set, one not: a custom version 3
+  assert definitions_label(resnet) == "v3-custom"
+  resnet["eval"]["align_bias"] = False
   assert definitions_label(resnet) == "v3"
   resnet["perturb"]["batch_sign"] = -1
   assert definitions_label(resnet) == "v3-custom"
+  # an aligned run from before weight matching left biases out of its cost (version 2) included them
+  no_align_bias = json.loads(json.dumps(stored))
+  del no_align_bias["eval"]["align_bias"]
+  assert config_lib.upgrade(no_align_bias)["eval"]["align_bias"] is (stored["eval"]["align"] is True)
   old = json.loads(json.dumps(stored))   # a config.json written before the definitions' fields existed
   for dotted in config_lib.LEGACY_VALUES:
     *parents, field = dotted.split(".")
