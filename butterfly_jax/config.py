@@ -23,6 +23,8 @@ from butterfly_jax.similarity import CKA_ESTIMATORS
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
 PERTURB_KINDS = ("batch", "gaussian")
+BATCH_SOURCES = ("fresh", "first", "fixed")
+BATCH_DROPOUTS = ("authors", "train", "eval")
 INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
@@ -33,9 +35,10 @@ TRANSLATE_FILLS = ("black", "mean")
 LEGACY_VALUES = {
     "perturb.batch_sign": -1, "perturb.init_scale": "mean_square", "perturb.extra_lr": "hold",
     "eval.cka_estimator": "biased", "init.head": "model", "data.augment.translate_fill": "mean",
-    "model.resnet_padding": "same", "eval.align_bias": True,
+    "model.resnet_padding": "same", "eval.align_bias": True, "perturb.batch_dropout": "eval",
 }
-FIELD_VERSIONS = {**{field: 2 for field in LEGACY_VALUES}, "model.resnet_padding": 3, "eval.align_bias": 3}
+FIELD_VERSIONS = {**{field: 2 for field in LEGACY_VALUES},
+                  **{field: 3 for field in ("model.resnet_padding", "eval.align_bias", "perturb.batch_dropout")}}
 DEFINITIONS_VERSION = 3
 RESNETS = ("resnet20", "resnet", "resnet34", "resnet50")
 
@@ -43,11 +46,14 @@ RESNETS = ("resnet20", "resnet", "resnet34", "resnet50")
 def legacy_applies(config: dict, dotted: str) -> bool:
   """Whether definition field ``dotted`` changes what a run of the stored ``config`` computes: the ResNets'
   padding only for ResNets (a network without one computed under version 2 exactly what it does under 3), the
-  weight-matching cost only for aligned runs."""
+  weight-matching cost only for aligned runs, the perturbation gradient's dropout only for BERT's batch
+  perturbations."""
   if dotted == "model.resnet_padding":
     return get_dotted(config, "model.name") in RESNETS
   if dotted == "eval.align_bias":
     return bool(get_dotted(config, "eval.align", True))
+  if dotted == "perturb.batch_dropout":  # the one model with dropout
+    return get_dotted(config, "model.name") == "bert" and get_dotted(config, "perturb.kind") == "batch"
   return True
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -148,6 +154,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.perturb.scales = (1e-3,)  # sigma for children 1..K-1; child 0 is unperturbed; () = train one network
   c.perturb.seed = -1         # -1: derived from seed; else perturbation directions from this seed alone
   c.perturb.batch_size = 0    # batch perturbation: examples in the fresh batch; 0 = train.batch_size
+  c.perturb.batch_source = "fresh"  # its batch: "fresh" (the perturbation key's), "first" (step 0's), "fixed"
+  c.perturb.batch_dropout = "authors"  # its gradient with dropout: "authors" (from step 1 on), "train", "eval"
   c.perturb.init_draws = 8    # initialisations averaged to estimate per-layer init statistics
   c.perturb.batch_sign = 1    # batch direction: +1 theta + sigma*grad (the paper's), -1 a descent step
   c.perturb.normalize = True  # eps scaled to norm E_init (the paper's); False: theta + sigma * direction * mask
@@ -336,6 +344,16 @@ FIELD_DOCS = {
     'optim.weight_decay': 'SGD/Adam: L2 added to the gradient; AdamW: decoupled',
     'perturb.batch_sign': "batch direction: 1 = +∇ℓ (the paper's), −1 = −∇ℓ (an extra SGD step)",
     'perturb.batch_size': "batch perturbation's batch; 0 = `train.batch_size`",
+    'perturb.batch_source': (
+        "the batch perturbation's examples and augmentation: `fresh`, drawn with the run's perturbation key (the "
+        "paper's \"random batch\", independent SGD noise); `first`, exactly the first training batch of epoch 0 "
+        "(the authors' code when the perturbation seed equals the loader seed; its size is `train.batch_size`); "
+        "`fixed`, drawn with the perturbation key of seed 0, one batch for every run whatever its seeds (the "
+        "authors' scripts, which leave the perturbation seed unset)"),
+    'perturb.batch_dropout': (
+        "a model with dropout (BERT): the batch perturbation's gradient with dropout on: `authors` from step 1 on "
+        "(their model is in train mode then, still in eval mode at step 0), `train` always, `eval` never "
+        "(definitions' version 2). Its masks come from the perturbation key"),
     'perturb.constant_params': (
         "constant-initialised parameters get the next random layer's init std (the authors' "
         '`include_constant_params`)'),
@@ -452,7 +470,7 @@ def definitions(c) -> dict:
           "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
           "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head,
           "translate_fill": c.data.augment.translate_fill, "resnet_padding": c.model.resnet_padding,
-          "align_bias": bool(c.eval.align_bias)}
+          "align_bias": bool(c.eval.align_bias), "batch_source": p.batch_source, "batch_dropout": p.batch_dropout}
 
 
 def model_kwargs(c) -> dict:
@@ -704,6 +722,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.optim.name, OPTIMIZERS, "optim.name")
   _choice(c.schedule.name, SCHEDULES, "schedule.name")
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
+  _choice(c.perturb.batch_source, BATCH_SOURCES, "perturb.batch_source")
+  _choice(c.perturb.batch_dropout, BATCH_DROPOUTS, "perturb.batch_dropout")
+  if c.perturb.batch_source == "first" and c.perturb.batch_size not in (0, c.train.batch_size):
+    raise ConfigError(f"perturb.batch_size: perturb.batch_source='first' perturbs with the first training batch, "
+                      f"of train.batch_size = {c.train.batch_size} examples; leave perturb.batch_size 0, got "
+                      f"{c.perturb.batch_size!r}")
   _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
   _choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
   _choice(c.perturb.init_scale, INIT_SCALES, "perturb.init_scale")

@@ -187,11 +187,26 @@ def weights_sha256(flat: dict, names) -> str:
 
 
 def perturbation_batch(setup):
-  """The fresh batch of the batch perturbation: ``perturb.batch_size`` training examples drawn with the
-  perturbation key, augmented as in training (the authors draw it from their augmented training loader)."""
-  idx = jax.random.permutation(rng.perturb_key(setup.keys, "batch_examples"),
-                               setup.data.num_train)[:setup.steps["perturb_batch"]]
-  return setup.batcher.gather(*setup.train_data, idx, rng.perturb_key(setup.keys, "batch_augment"))
+  """The batch of the batch perturbation (``perturb.batch_source``), augmented as in training (the authors draw
+  it from an augmented training loader): ``fresh``, ``perturb.batch_size`` training examples drawn with the run's
+  perturbation key; ``fixed``, the same with the perturbation key of seed :data:`rng.FIXED_BATCH_SEED`, one batch
+  for every run; ``first``, the first training batch of epoch 0, its examples and augmentation exactly."""
+  source = setup.c.perturb.batch_source
+  if source == "first":
+    perm = setup.batcher.epoch_permutation(setup.keys["data"], 0)
+    return setup.batcher.step_batch(setup.train_data, perm, setup.keys["augment"], 0)
+  key = (lambda role: rng.fixed_perturb_key(role)) if source == "fixed" else (
+      lambda role: rng.perturb_key(setup.keys, role))
+  idx = jax.random.permutation(key("batch_examples"), setup.data.num_train)[:setup.steps["perturb_batch"]]
+  return setup.batcher.gather(*setup.train_data, idx, key("batch_augment"))
+
+
+def perturbation_dropout(c, t: int, dropout: bool) -> bool:
+  """Whether the batch perturbation's gradient is taken with dropout on (``perturb.batch_dropout``) for a model
+  that has dropout: ``train`` always, ``eval`` never, ``authors`` from step 1 on (their model is in train mode
+  then; at step 0 it is still in eval mode after the evaluation that opens training)."""
+  mode = c.perturb.batch_dropout
+  return dropout and (mode == "train" or (mode == "authors" and t >= 1))
 
 
 def _perturbations(setup, trunk_params, scales):
@@ -205,8 +220,11 @@ def _perturbations(setup, trunk_params, scales):
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
   if p.kind == "batch":
     x, y = placement.shard_batch(perturbation_batch(setup), setup.trainer(1)[2])  # split as the trunk's batches
+    batch = (x, y)
+    if perturbation_dropout(c, setup.steps["t"], setup.dropout):
+      batch = (x, y, rng.perturb_key(setup.keys, "batch_dropout"))
     direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
-        members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, (x, y), int(p.batch_sign))
+        members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, batch, int(p.batch_sign))
   else:
     direction = perturb.gaussian_direction(rng.perturb_key(setup.keys, "gaussian"), trunk_params, stds)
   if p.normalize:
@@ -224,6 +242,8 @@ def _perturbations(setup, trunk_params, scales):
         "there, such as a single first-layer weight fed by a pixel that is 0 in every image); change perturb.mask "
         "(another perturb.mask.single) or perturb.kind")
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
+          **({"batch_source": p.batch_source,
+              "batch_dropout": perturbation_dropout(c, setup.steps["t"], setup.dropout)} if p.kind == "batch" else {}),
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
   if p.mask.single:  # the weight drawn (or named): repeatable with perturb.mask.single=<this>

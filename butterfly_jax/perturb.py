@@ -208,8 +208,9 @@ def gaussian_direction(key, params, stds):
 
 
 def batch_direction(loss_fn, params, batch, sign: int = 1):
-  """``sign`` times the mean gradient of the loss on ``batch``: ``+1`` the paper's (and the authors')
-  ``theta + sigma * grad``, ``-1`` the direction of one extra SGD step."""
+  """``sign`` times the mean gradient of the loss on ``batch`` (``(x, y)``, or ``(x, y, dropout_key)`` for a
+  gradient with dropout on): ``+1`` the paper's (and the authors') ``theta + sigma * grad``, ``-1`` the direction
+  of one extra SGD step."""
   grads = jax.grad(loss_fn)(params, *batch)
   return grads if sign == 1 else jax.tree_util.tree_map(lambda g: -g, grads)
 

@@ -31,7 +31,12 @@ PERTURB_ROLES = {
     "batch_examples": 2,  # the examples of the batch perturbation
     "batch_augment": 3,   # their augmentation
     "gaussian": 4,        # the Gaussian direction
+    "batch_dropout": 5,   # the dropout masks of the batch perturbation's gradient (perturb.batch_dropout)
 }
+# perturb.batch_source="fixed": the batch perturbation's examples and augmentation come from the perturbation key
+# of this seed in every run, whatever its seeds (the authors' scripts leave the perturbation seed unset, so their
+# loader's unseeded generator draws one batch for every run)
+FIXED_BATCH_SEED = 0
 
 EVAL_ROLES = {
     "train_examples": 0,         # the training examples evaluated at the end (eval.num_examples)
@@ -87,6 +92,11 @@ def head_init_key(init_key):
 def perturb_key(keys, role: str):
   """The perturbation's sub-key of ``role`` (:data:`PERTURB_ROLES`) from the run's ``keys``."""
   return jax.random.fold_in(keys["perturb"], PERTURB_ROLES[role])
+
+
+def fixed_perturb_key(role: str):
+  """:func:`perturb_key` of ``role`` for the seed :data:`FIXED_BATCH_SEED`: the same in every run."""
+  return perturb_key(role_keys(FIXED_BATCH_SEED), role)
 
 
 def eval_key(keys, role: str):

@@ -265,7 +265,8 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   assert res["definitions"] == {"version": 3, "e_init": "variance", "constant_params": False, "init_std": 0.0,
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
                                 "cka_estimator": "unbiased", "finetune_head": "torch_linear",
-                                "translate_fill": "black", "resnet_padding": "symmetric", "align_bias": False}
+                                "translate_fill": "black", "resnet_padding": "symmetric", "align_bias": False,
+                                "batch_source": "fresh", "batch_dropout": "authors"}
   stored = json.loads((workdir / "config.json").read_text())
   assert definitions_label(stored) == "v3"
   # the smoke run's network has no ResNet padding: a config from before the field is the same config
@@ -430,3 +431,68 @@ def test_resnet50_pads_its_strided_3x3_convolutions_symmetrically():
   from butterfly_jax.models.conv import resnet_padding
   assert resnet_padding(3) == ((1, 1), (1, 1)) and resnet_padding(3, "same") == "SAME"
   assert resnet_padding(1) == resnet_padding(1, "same") == "VALID"
+
+
+def _augmented_smoke(**fields):
+  c = smoke()
+  c.data.augment.flip, c.data.augment.translate = True, 2
+  c.update_from_flattened_dict(fields)
+  return c
+
+
+def test_the_first_batch_source_perturbs_with_the_first_training_batch_exactly():
+  """``perturb.batch_source="first"`` (the authors' code when perturbation seed = loader seed): the examples and
+  the augmentation of the training step 0's batch, bit for bit, at any t."""
+  from butterfly_jax.experiment import perturbation_batch
+  setup = _setup(_augmented_smoke(**{"perturb.batch_source": "first", "perturb.time": "7"}))
+  perm, augment_key = setup.sgd_noise(0)
+  step0 = setup.batcher.step_batch(setup.train_data, perm, augment_key, 0)
+  got = perturbation_batch(setup)
+  np.testing.assert_array_equal(got[0], step0[0])
+  np.testing.assert_array_equal(got[1], step0[1])
+  fresh = perturbation_batch(_setup(_augmented_smoke(**{"perturb.time": "7"})))
+  assert not np.array_equal(fresh[0], step0[0])
+
+
+def test_the_fixed_batch_source_is_one_batch_whatever_the_seeds():
+  """``fixed`` (the authors' scripts, which leave the perturbation seed unset): one batch for every seed and
+  perturbation seed; ``fresh`` (the default) differs between seeds."""
+  from butterfly_jax.experiment import perturbation_batch
+  batches = {(source, seed, pseed): perturbation_batch(_setup(_augmented_smoke(**{
+      "perturb.batch_source": source, "seed": seed, "perturb.seed": pseed})))
+             for source in ("fixed", "fresh") for seed, pseed in ((0, -1), (1, -1), (1, 5))}
+  for seed, pseed in ((1, -1), (1, 5)):
+    np.testing.assert_array_equal(batches["fixed", seed, pseed][0], batches["fixed", 0, -1][0])
+    assert not np.array_equal(batches["fresh", seed, pseed][0], batches["fresh", 0, -1][0])
+
+
+def test_the_first_batch_source_refuses_another_batch_size():
+  c = _augmented_smoke(**{"perturb.batch_source": "first", "perturb.batch_size": 8})
+  with pytest.raises(config_lib.ConfigError, match="perturb.batch_size: perturb.batch_source='first'"):
+    config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match="perturb.batch_source.*fresh, first, fixed"):
+    config_lib.validate(_augmented_smoke(**{"perturb.batch_source": "random"}))
+
+
+@pytest.mark.parametrize("mode,t,expected", [("authors", 0, False), ("authors", 1, True), ("authors", 40, True),
+                                             ("train", 0, True), ("eval", 5, False)])
+def test_bert_batch_perturbation_gradient_takes_dropout_as_the_authors(mode, t, expected):
+  """The authors' BERT perturbation gradient runs in whatever mode the model is in: eval at step 0 (after the
+  opening evaluation), train (dropout on) from step 1. With dropout the direction is another one; a model
+  without dropout is never affected."""
+  from butterfly_jax.experiment import _initial_params, _perturbations, perturbation_dropout
+  c = config_lib.config_file("configs/glue_tiny.py").get_config()
+  c.model.kwargs.dropout = c.model.kwargs.attention_dropout = 0.1
+  c.perturb.batch_dropout, c.perturb.time = mode, str(t)
+  c.train.steps = "64"
+  assert perturbation_dropout(c, t, True) is expected and perturbation_dropout(c, t, False) is False
+  if t > 1:
+    return
+  setup = _setup(c)
+  params, _ = _initial_params(setup)
+  eps, info = _perturbations(setup, params, (1e-2,))
+  assert info["batch_dropout"] is expected
+  c.perturb.batch_dropout = "eval"
+  eps_eval, _ = _perturbations(_setup(c), params, (1e-2,))
+  same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(eps), jax.tree_util.tree_leaves(eps_eval)))
+  assert same is (not expected)
