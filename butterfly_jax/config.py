@@ -57,6 +57,7 @@ def legacy_applies(config: dict, dotted: str) -> bool:
   return True
 MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+PARAM_DTYPES = ("float32", "bfloat16")
 _MISSING = object()
 
 
@@ -128,6 +129,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.steps = "10ep"    # T: "<n>" steps or "<n>ep"
   c.train.batch_size = 128
   c.train.compute_dtype = "float32"  # "bfloat16": mixed precision (bf16 forward/backward, float32 parameters)
+  c.train.param_dtype = "float32"    # "bfloat16": parameters (and optimizer state) held, trained, perturbed in bf16
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
@@ -394,6 +396,11 @@ FIELD_DOCS = {
     'train.compute_dtype': (
         '`bfloat16`: mixed precision, the training forward and backward passes in bf16 with float32 parameters,'
         ' optimizer state and loss; evaluation stays float32'),
+    'train.param_dtype': (
+        '`bfloat16`: the parameters are held in bf16 (initialised or loaded, then rounded once), trained (bf16 '
+        'optimizer state, each update computed in float32 and rounded once) and perturbed (θ + σε computed in '
+        'float32, rounded once: a change under half a bf16 spacing is lost), as the authors hold OLMo; distances, '
+        'barriers and evaluation use their float32 upcasts (interpolations between the upcasts)'),
     'train.steps': '*T*, steps or `"<n>ep"`',
 }
 
@@ -730,6 +737,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
                       f"{c.perturb.batch_size!r}")
   _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
   _choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
+  _choice(c.train.param_dtype, PARAM_DTYPES, "train.param_dtype")
   _choice(c.perturb.init_scale, INIT_SCALES, "perturb.init_scale")
   _choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
   _choice(c.init.head, HEAD_INITS, "init.head")

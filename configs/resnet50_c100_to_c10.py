@@ -13,10 +13,13 @@ then butterfly families fine-tuned on CIFAR-10 from each of them.
 
 The authors' recipe (their pre-training-stability scripts ``scripts/pretrain-stability`` and ``scripts/train``;
 BUILD_NOTES.md "Definitions and recipes" lists every field): LayerNorm, SGD 0.1 with momentum 0.9 on a one-cycle schedule (2.5% warm-up), batch 128, flips,
-rotation by up to 10 degrees, translation by 4 pixels and random erasing of up to 1/16 of the image;
-pre-training 75,000 steps without weight decay, fine-tuning 20,000 steps with weight decay 1e-4, perturbed at
-steps 1, 100 and 2,000, a fresh 10-class head initialised as torch's ``nn.Linear``, momentum cycled between
-0.85 and 0.95 as torch's ``OneCycleLR`` does. The network is the one the authors' code builds as
+rotation by up to 10 degrees, translation by 4 pixels and random erasing of up to 1/16 of the image (their
+``--cutout=2``: ``RandomErasing`` of at most 2/32 of the area) when fine-tuning and pre-training on CIFAR-10, 1/8
+when pre-training on CIFAR-100 (``--cutout=4``); pre-training 75,000 steps without weight decay (their scripts
+set ``WD=1e-4`` but never pass it), fine-tuning 20,000 steps with weight decay 1e-4, perturbed at steps 1, 100
+and 2,000, a fresh head initialised as the model's own (He-normal, std sqrt(2/512) = 0.0625, bias 0: the
+authors' checkpoint loader skips the mismatched ``fc`` and keeps their ``reset_parameters``' init;
+``init.head="model"``), momentum cycled between 0.85 and 0.95 as torch's ``OneCycleLR`` does. The network is the one the authors' code builds as
 ``resnet50-64``: basic blocks in stages of (3, 4, 6, 3) with 64 to 512 channels (ResNet-34's layout),
 ``model.name=resnet34`` here; ``--set model.name=resnet50`` runs the bottleneck ResNet-50 the paper's text
 names instead. Data: tensorflow-datasets ``cifar100`` / ``cifar10``, or
@@ -61,7 +64,8 @@ def transfer_config(phase: str, pretrain_data: str, finetune_data: str, pretrain
   c.data.augment.flip = True
   c.data.augment.rotate = 10.0
   c.data.augment.translate = 4
-  c.data.augment.erase = 2 / 32
+  # the authors' cutout N: RandomErasing of at most N/32 of the area; N = 4 pre-training on CIFAR-100, else 2
+  c.data.augment.erase = (4 if phase == "pretrain" and pretrain_data == "cifar100" else 2) / 32
   c.model.name = "resnet34"   # the authors' "resnet50-64"; model.name=resnet50 is the bottleneck ResNet-50
   c.model.kwargs.width = 1
   c.model.kwargs.norm = "layernorm"
@@ -82,6 +86,7 @@ def transfer_config(phase: str, pretrain_data: str, finetune_data: str, pretrain
     c.checkpoint.keep_log = 8  # and a dense early schedule
   else:
     c.init.checkpoint = f"{pretrain_dir}:{PRETRAIN_STEPS[-1]}"
+    c.init.head = "model"  # the authors' fresh fc: their model's He-normal init, not torch's nn.Linear default
     c.train.steps = "20000"
     c.schedule.warmup = "500"  # 2.5%
     c.optim.weight_decay = 1e-4

@@ -496,3 +496,16 @@ def test_bert_batch_perturbation_gradient_takes_dropout_as_the_authors(mode, t, 
   eps_eval, _ = _perturbations(_setup(c), params, (1e-2,))
   same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(eps), jax.tree_util.tree_leaves(eps_eval)))
   assert same is (not expected)
+
+
+def test_resnet_transfer_configs_follow_the_authors_recipe():
+  """The authors' ResNet transfer scripts: erasing up to 4/32 when pre-training on CIFAR-100 (their cutout 4),
+  2/32 otherwise; a fine-tuning head initialised as the model's own (He-normal, bias 0), not as nn.Linear."""
+  c100 = config_lib.config_file("configs/resnet50_c100_to_c10.py")
+  c10 = config_lib.config_file("configs/resnet50_c10_to_c100.py")
+  assert c100.get_config("pretrain").data.augment.erase == 4 / 32
+  assert c10.get_config("pretrain").data.augment.erase == 2 / 32
+  for module in (c100, c10):
+    assert module.get_config("finetune").data.augment.erase == 2 / 32
+    assert module.get_config("finetune").init.head == "model"
+    assert module.get_config("pretrain").optim.weight_decay == 0.0
