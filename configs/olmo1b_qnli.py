@@ -26,8 +26,9 @@ with its end-of-text token; unverified on OLMo-1B-hf's own files); the causal-LM
 Recipe: the authors fine-tune OLMo-1B with ``scripts/olmo/finetune_olmo.sh`` of ``gsaltintas/lmc`` as a
 language model on math word problems; there is no GLUE script for it, so this one takes from it what is not
 task-specific (AdamW at 2e-5 with weight decay 0.01, one-cycle with 10% warm-up, bfloat16 compute, batch
-perturbations normalised against an init standard deviation of 0.02 for every weight, norms, biases and
-embeddings left out of the perturbation) and from the MultiBERTs QNLI recipe the task's settings (batch 32, 128
+perturbations normalised against an init standard deviation of 0.02 for every weight, every parameter
+perturbed: their pattern ``'.*norm.*|.*bias.*|.*embeddings.*'`` matches no name of OLMo-1B-hf, whose LayerNorms
+have no weights, whose layers no biases, and whose tied embedding is ``embed_tokens``) and from the MultiBERTs QNLI recipe the task's settings (batch 32, 128
 tokens, the perturbation at step 1 and half way), over one epoch of QNLI (3,273 steps) rather than their three
 (BUILD_NOTES.md, "Definitions and recipes"). The classifier is new (normal 0.02, transformers' init). Weight
 matching is off (``eval.align``; the authors' ``lmc_check_perms=false`` too): matching 16 layers of 8,192 MLP
@@ -74,7 +75,7 @@ def get_config():
   c.perturb.time = TIMES[0]
   c.perturb.scales = SCALES
   c.perturb.init_std = 0.02
-  c.perturb.mask.exclude_finetune = ".*norm.*|.*bias.*|.*embed.*"
+  c.perturb.mask.exclude_finetune = ""  # the authors' pattern excludes nothing of OLMo-1B (docstring)
   c.eval.num_examples = 2000
   c.eval.batch_size = 128
   c.eval.align = False

@@ -509,3 +509,73 @@ def test_resnet_transfer_configs_follow_the_authors_recipe():
     assert module.get_config("finetune").data.augment.erase == 2 / 32
     assert module.get_config("finetune").init.head == "model"
     assert module.get_config("pretrain").optim.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("name", ["multiberts_qnli", "olmo1b_qnli"])
+def test_language_presets_perturb_what_the_authors_case_sensitive_mask_perturbs(name):
+  """The authors' ``'.*norm.*|.*bias.*|.*embeddings.*'`` under ``re.match`` (case-sensitive) on transformers'
+  names: BERT keeps its layers' ``LayerNorm.weight``, the pooler's and the classifier's weights in the mask and
+  leaves out the embeddings (their LayerNorm too) and every bias; OLMo-1B-hf has nothing it matches. Every
+  perturbed parameter counts at the preset's init std in E_init, norm scales too."""
+  import re
+  from butterfly_jax.models.registry import param_order as order
+  c = config_lib.config_file(f"configs/{name}.py").get_config()
+  model = c.model.name
+  kwargs = dict(vocab_size=90, hidden=32, layers=2, heads=2, intermediate=64, max_positions=16)
+  shapes = order(model, (3, 16), 2, **kwargs)
+  params = {}
+  for path, shape in shapes.items():
+    node = params
+    *parents, leaf = path.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = jnp.zeros(shape)
+  mask = tree_math.flat_dict(perturb.build_mask(params, c.perturb.mask, jax.random.key(0), finetune=True))
+  ours = {p for p, m in mask.items() if float(jnp.max(m)) > 0}
+  hf = {  # our path -> transformers' name (BertForSequenceClassification / OlmoForSequenceClassification)
+      "embed/word": "bert.embeddings.word_embeddings.weight", "embed/position": "bert.embeddings.position_embeddings.weight",
+      "embed/token_type": "bert.embeddings.token_type_embeddings.weight",
+      "embed_norm/scale": "bert.embeddings.LayerNorm.weight", "embed_norm/bias": "bert.embeddings.LayerNorm.bias",
+      "pooler/kernel": "bert.pooler.dense.weight", "pooler/bias": "bert.pooler.dense.bias",
+      "head/kernel": "classifier.weight" if model == "bert" else "score.weight", "head/bias": "classifier.bias",
+      "embed": "model.embed_tokens.weight"}
+  bert_layer = {"attn/query": "attention.self.query", "attn/key": "attention.self.key",
+                "attn/value": "attention.self.value", "attn/out": "attention.output.dense",
+                "attn_norm": "attention.output.LayerNorm", "fc1": "intermediate.dense", "fc2": "output.dense",
+                "mlp_norm": "output.LayerNorm"}
+  olmo_layer = {"attn/query": "self_attn.q_proj", "attn/key": "self_attn.k_proj", "attn/value": "self_attn.v_proj",
+                "attn/out": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+  for path in shapes:
+    if path.startswith("layer"):
+      layer, rest = path.split("/", 1)
+      module, leaf = rest.rsplit("/", 1)
+      i = layer[len("layer"):]
+      suffix = {"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]
+      hf[path] = (f"bert.encoder.layer.{i}.{bert_layer[module]}.{suffix}" if model == "bert"
+                  else f"model.layers.{i}.{olmo_layer[module]}.{suffix}")
+  theirs = {p for p in shapes if not re.match(r".*norm.*|.*bias.*|.*embeddings.*", "model." + hf[p])}
+  assert ours == theirs
+  if model == "bert":
+    assert "layer0/attn_norm/scale" in ours and "embed_norm/scale" not in ours and "head/kernel" in ours
+  else:
+    assert "embed" in ours and ours == set(shapes)
+  stats = perturb.init_stats(make_model(model, (3, 16), 2, **kwargs)[1], jax.random.key(0), 2)
+  stds = tree_math.flat_dict(perturb.init_stds(stats, shapes, c.perturb.constant_params, fixed=c.perturb.init_std))
+  assert {stds[p] for p in ours} == {c.perturb.init_std}
+
+
+def test_multiberts_presets_are_the_authors_launcher_presets():
+  from butterfly_jax.launch import sweep as sweep_lib
+  path = "configs/multiberts_qnli.py"
+  batch = sweep_lib.expand(f"{path}:sst2,batch")
+  assert len(batch) == 4 and {r.config.init.checkpoint for r in batch} == {"weights/multiberts-seed_0-step_2000k"}
+  assert {r.config.schedule.warmup for r in batch} == {"250", "0"} and {r.config.perturb.time for r in batch} == {
+      "1", "100"}
+  assert {(r.config.train.batch_size, r.config.train.steps, r.config.perturb.kind) for r in batch} == {
+      (128, "2500", "batch")}
+  gauss = sweep_lib.expand(f"{path}:cola,gaussian,seed=1")
+  assert len(gauss) == 12 and {r.config.perturb.kind for r in gauss} == {"gaussian"}
+  assert all("multiberts-seed_1-" in r.config.init.checkpoint for r in gauss)
+  for bad in ("stsb", "qnli,adam", "rte,seed=2", "cola"):
+    with pytest.raises(ValueError, match="config argument"):
+      config_lib.config_file(path).get_config(bad)
