@@ -25,6 +25,7 @@ SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
 PERTURB_KINDS = ("batch", "gaussian")
 BATCH_SOURCES = ("fresh", "first", "fixed")
 BATCH_DROPOUTS = ("authors", "train", "eval")
+EVAL_DTYPES = ("float32", "float16", "bfloat16")
 INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
@@ -191,6 +192,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.align = True         # also compare each child with child 0 after weight matching
   c.eval.align_max_iter = 100  # weight-matching rounds at most
   c.eval.align_bias = False    # biases in weight matching's cost; False: left out (the authors')
+  c.eval.dtype = "float32"     # precision of the evaluated networks' forward: "float16" (the authors' autocast)
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
   c.eval.cka_estimator = "unbiased"   # "unbiased" (the authors', Gram diagonals zeroed) or "biased"
@@ -279,6 +281,10 @@ FIELD_DOCS = {
     'eval.cka_examples': 'test examples for angular CKA (0 = off)',
     'eval.cka_feature': 'the named model feature compared by CKA',
     'eval.during_num_examples': 'examples per split for those',
+    'eval.dtype': (
+        "the evaluated networks' forward (interpolated in float32) in `float32`, `float16` (the authors' "
+        'evaluation under CUDA autocast) or `bfloat16`: reduced precision for accelerators, recorded under '
+        '`definitions`; barriers then carry its round-off (a σ = 0 twin stays exactly 0)'),
     'eval.every_steps': 'also barriers during training every N steps (in `metrics.jsonl`)',
     'eval.norm_stats_examples': (
         "BatchNorm models: unaugmented training images on which every evaluated network's statistics are "
@@ -477,7 +483,8 @@ def definitions(c) -> dict:
           "init_std": float(p.init_std), "normalize": bool(p.normalize), "batch_sign": int(p.batch_sign),
           "extra_lr": p.extra_lr, "cka_estimator": c.eval.cka_estimator, "finetune_head": c.init.head,
           "translate_fill": c.data.augment.translate_fill, "resnet_padding": c.model.resnet_padding,
-          "align_bias": bool(c.eval.align_bias), "batch_source": p.batch_source, "batch_dropout": p.batch_dropout}
+          "align_bias": bool(c.eval.align_bias), "batch_source": p.batch_source, "batch_dropout": p.batch_dropout,
+          "eval_dtype": c.eval.dtype}
 
 
 def model_kwargs(c) -> dict:
@@ -729,6 +736,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _choice(c.optim.name, OPTIMIZERS, "optim.name")
   _choice(c.schedule.name, SCHEDULES, "schedule.name")
   _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
+  _choice(c.eval.dtype, EVAL_DTYPES, "eval.dtype")
   _choice(c.perturb.batch_source, BATCH_SOURCES, "perturb.batch_source")
   _choice(c.perturb.batch_dropout, BATCH_DROPOUTS, "perturb.batch_dropout")
   if c.perturb.batch_source == "first" and c.perturb.batch_size not in (0, c.train.batch_size):

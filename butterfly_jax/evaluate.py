@@ -103,17 +103,32 @@ def estimate_norm_stats(estimator, children, table, images, indices, batch_size,
   return estimator(children, a, b, alpha, placement.shard_batch(images[idx], mesh, axis=1), mean, std)
 
 
-def make_eval_batch(apply_fn, alpha_chunk: int, num_classes: int | None = None):
+EVAL_DTYPES = {"float32": jnp.float32, "float16": jnp.float16, "bfloat16": jnp.bfloat16}
+
+
+def _cast(tree, dtype):
+  """The floating leaves of ``tree`` as ``dtype`` (token ids and other integers as they are)."""
+  return jax.tree_util.tree_map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
+def make_eval_batch(apply_fn, alpha_chunk: int, num_classes: int | None = None, dtype: str = "float32"):
   """Jitted ``(children, a, b, alpha, stats, inputs, labels, weights, mean, std) -> (loss_sums, error_sums)``, with
   ``num_classes`` also ``confusion [networks, C, C]`` (the weighted counts of label i predicted j); ``stats``:
   None, or BatchNorm statistics stacked over the networks (:func:`estimate_norm_stats`); ``mean``, ``std``:
-  :func:`model_input`."""
+  :func:`model_input`. ``dtype`` (``eval.dtype``): each network is interpolated in float32, then its forward
+  runs with parameters and inputs in that precision (``float16``: the authors' evaluation under CUDA autocast);
+  the loss is computed from float32 logits."""
+  compute = EVAL_DTYPES[dtype]
 
   def one_network(children, x, y, w):
     def fn(row):
       ia, ib, alpha, stats = row
       params = tree_math.interpolate(tree_math.unstack(children, ia), tree_math.unstack(children, ib), alpha)
-      logits, _ = apply_fn(params, x, stats)
+      if compute != jnp.float32:
+        params, x_in = _cast(params, compute), _cast(x, compute)
+      else:
+        x_in = x
+      logits, _ = apply_fn(params, x_in, stats)
       logits = logits.astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
       predicted = jnp.argmax(logits, -1)

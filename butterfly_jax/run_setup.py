@@ -137,7 +137,7 @@ class Setup:
     self.train_data = (jnp.asarray(data.train_inputs), jnp.asarray(data.train_labels))
     self.test_data = (jnp.asarray(data.test_inputs), jnp.asarray(data.test_labels))
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk,
-                                               data.num_classes if self.metric else None)
+                                               data.num_classes if self.metric else None, c.eval.dtype)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
     moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **config_lib.model_kwargs(c))
     self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated

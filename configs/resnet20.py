@@ -8,7 +8,12 @@ He-normal init, SGD momentum 0.9, no weight decay, triangular learning rate (1 e
 degrees (the authors' ResNet-20 scripts; the workshop text also names translation and cutout, which those
 scripts do not use). The perturbed children train 50 epochs after t (``perturb.extra_steps``, workshop
 appendix A and the authors' ``same_steps_pperturb``), their learning rate decaying linearly from its value
-at t to 0. Data: tensorflow-datasets ``cifar10``, or ``--config.data.dir=`` a folder with the
+at t to 0. ``:same_steps`` instead ends every child at T on child 0's schedule, as the authors' later ResNet-20
+scripts do (``--same_steps_pperturb=false`` from 2025-01-02 on: their ε-search, Lyapunov, logistic-regression and
+``small_butterfly`` scripts; the earlier ``butterfly.sh``, ``butterfly_batch_new_sampling.sh`` and
+``not_perturb_some.sh`` leave it true). Which of the two the ICML figures used is not known::
+
+    python -m butterfly_jax.main --config=configs/resnet20.py:same_steps --workdir=runs/resnet20_same_steps Data: tensorflow-datasets ``cifar10``, or ``--config.data.dir=`` a folder with the
 official ``cifar-10-python.tar.gz`` (or its extracted ``cifar-10-batches-py``) on machines without internet.
 
 Cost: a GPU job. On 2 CPU cores a 50-epoch family would take days (measured step times: BUILD_NOTES.md,
@@ -21,7 +26,15 @@ assumed 2 TFLOP/s (a T4, a quarter of its float32 peak).
 from butterfly_jax.config import default_config
 
 
-def get_config():
+VARIANTS = ("extra_steps", "same_steps")
+
+
+def get_config(arg: str | None = None):
+  """``extra_steps`` (the default: perturbed children train T steps after t) or ``same_steps`` (every child ends
+  at T)."""
+  variant = arg or VARIANTS[0]
+  if variant not in VARIANTS:
+    raise ValueError(f"config argument: expected one of {', '.join(VARIANTS)}, got {variant!r}")
   c = default_config()
   c.data.name = "cifar10"
   c.data.augment.flip = True
@@ -39,7 +52,7 @@ def get_config():
   c.schedule.warmup = "1ep"
   c.perturb.time = "5ep"          # t = 1950
   c.perturb.kind = "batch"
-  c.perturb.extra_steps = True    # children end at t + T (extra_lr "decay")
+  c.perturb.extra_steps = variant == "extra_steps"  # children end at t + T (extra_lr "decay"), or all at T
   c.perturb.scales = (0.0, 1e-4, 1e-3, 1e-2)
   c.eval.num_alphas = 11
   c.eval.num_examples = 0         # full splits

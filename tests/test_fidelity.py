@@ -266,7 +266,7 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
                                 "cka_estimator": "unbiased", "finetune_head": "torch_linear",
                                 "translate_fill": "black", "resnet_padding": "symmetric", "align_bias": False,
-                                "batch_source": "fresh", "batch_dropout": "authors"}
+                                "batch_source": "fresh", "batch_dropout": "authors", "eval_dtype": "float32"}
   stored = json.loads((workdir / "config.json").read_text())
   assert definitions_label(stored) == "v3"
   # the smoke run's network has no ResNet padding: a config from before the field is the same config
@@ -579,3 +579,40 @@ def test_multiberts_presets_are_the_authors_launcher_presets():
   for bad in ("stsb", "qnli,adam", "rte,seed=2", "cola"):
     with pytest.raises(ValueError, match="config argument"):
       config_lib.config_file(path).get_config(bad)
+
+
+def test_reduced_precision_evaluation_is_close_and_keeps_twins_exact():
+  """``eval.dtype="float16"`` (the authors' evaluation under autocast): losses within float16's round-off of
+  float32's, not equal to them; identical networks still evaluate identically along the path (a twin's barrier
+  stays exactly 0)."""
+  from butterfly_jax import evaluate
+  apply_fn, init_fn = make_model("mlp", (8, 8, 1), 10, hidden=(32,))
+  a, b = init_fn(jax.random.key(0)), init_fn(jax.random.key(1))
+  children = tree_math.stack([a, a, b])
+  x = jax.random.normal(jax.random.key(2), (64, 8, 8, 1))
+  y = jnp.arange(64) % 10
+  w = jnp.ones(64)
+  alphas = jnp.linspace(0, 1, 5)
+  rows = (jnp.array([0] * 5 + [0] * 5), jnp.array([1] * 5 + [2] * 5), jnp.concatenate([alphas, alphas]), None)
+  out = {}
+  for dtype in ("float32", "float16"):
+    batch = evaluate.make_eval_batch(apply_fn, 1, None, dtype)
+    out[dtype] = np.asarray(batch(children, *rows, x, y, w, None, None)[0])
+  np.testing.assert_allclose(out["float16"], out["float32"], rtol=5e-3)
+  assert not np.array_equal(out["float16"], out["float32"])
+  twin = out["float16"][:5]
+  assert evaluate.barrier_from_curve(np.asarray(alphas), twin) == 0.0 and np.all(twin == twin[0])
+  with pytest.raises(config_lib.ConfigError, match="eval.dtype.*float32, float16, bfloat16"):
+    c = smoke()
+    c.eval.dtype = "float8"
+    config_lib.validate(c)
+
+
+def test_resnet20_config_offers_both_of_the_authors_step_budgets():
+  """The authors' earlier ResNet-20 scripts extend the perturbed child (``same_steps_pperturb`` true), their later
+  ones do not: both are configs."""
+  module = config_lib.config_file("configs/resnet20.py")
+  assert module.get_config().perturb.extra_steps is True
+  assert module.get_config("same_steps").perturb.extra_steps is False
+  with pytest.raises(ValueError, match="config argument"):
+    module.get_config("longer")
