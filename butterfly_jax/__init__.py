@@ -25,7 +25,7 @@ from butterfly_jax.permutations import (PermutationSpec, apply_permutation, fixe
 
 
 def run_experiment(config, workdir):
-  """Runs one butterfly experiment (trunk, perturbation, children, evaluation); see README.md."""
+  """Runs one butterfly experiment (trunk, perturbation, children, evaluation); see docs/experiment.md."""
   from butterfly_jax.experiment import run  # heavy imports (tfds, orbax) only when running
   return run(config, workdir)
 

@@ -1,6 +1,6 @@
 """The default experiment config, config validation, and step arithmetic ("5ep" -> steps).
 
-Every field's meaning is in :data:`FIELD_DOCS`, from which README.md's "Configs" table is generated
+Every field's meaning is in :data:`FIELD_DOCS`, from which docs/configs.md's table of fields is generated
 (``python -m butterfly_jax.config``). ``configs/*.py`` start from :func:`default_config` and edit a few fields;
 ``--config.a.b=value`` overrides any of them on the command line.
 """
@@ -221,7 +221,7 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-# One line per field of default_config(): its meaning, as README.md's "Configs" table shows it (generated from
+# One line per field of default_config(): its meaning, as docs/configs.md's table shows it (generated from
 # here by fields_table(); tests/test_config.py checks that they agree).
 FIELD_DOCS = {
     'checkpoint.children': 'orbax checkpoint of the children at the end (`checkpoints/children`)',
@@ -293,7 +293,7 @@ FIELD_DOCS = {
     'eval.num_examples': 'examples per split for final metrics and barriers; 0 = all',
     'init.checkpoint': (
         '`"RUN_DIR:STEP"`: start from child 0 of a saved run at a kept step (fine-tuning); for ViTs also a '
-        'weights file, for BERT and OLMo a Hugging Face checkpoint folder (below)'),
+        'weights file, for BERT and OLMo a Hugging Face checkpoint folder (docs/pretraining.md)'),
     'init.head': (
         "a fresh head's init: torch `nn.Linear`'s default, U(±1/√fan_in) (the authors'); `model`: the model's "
         "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),
@@ -310,11 +310,11 @@ FIELD_DOCS = {
         'parameters and optimizer state replicated over it: 1 = none (the batch replicated); N > 1 (dividing '
         '`train.batch_size`, `eval.batch_size` and a batch perturbation\'s batch, at most the device count); 0 = '
         'the devices the members axis leaves over, as many as divide those batch sizes. Same training, other '
-        'round-off (README, "Many devices")'),
+        'round-off (docs/devices.md)'),
     'members.strategy': (
         '`vmap` (one batched computation), `sequential` (the members unrolled one after another in the jitted '
         'step), `map` (one compiled member step looped over the members, `lax.map`), or `auto`: `vmap` on GPU/TPU; '
-        'on CPU `sequential`, and `map` for text models (README, "The experiment, precisely", step 4)'),
+        'on CPU `sequential`, and `map` for text models (docs/experiment.md, step 4)'),
     'model.kwargs': (
         '`width` (> 0, may be fractional), `norm` (`layernorm`/`batchnorm`/`none`) for ResNets (`resnet`: also '
         '`depth` 6n+2, or `stages`, e.g. `(3, 4, 6, 3)`, and `base` channels; `resnet20` and `resnet34` fix '
@@ -429,7 +429,7 @@ def _cell(text: str) -> str:
 
 
 def fields_table() -> str:
-  """README.md's "Configs" table: every field of :func:`default_config`, its default and :data:`FIELD_DOCS`.
+  """docs/configs.md's table of fields: every field of :func:`default_config`, its default and :data:`FIELD_DOCS`.
   ``python -m butterfly_jax.config`` prints it."""
   def default(value):
     if isinstance(value, str):

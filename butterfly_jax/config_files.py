@@ -1,7 +1,7 @@
 """Where the config files are: the repository's ``configs/`` folder, which an installed package carries as
 ``butterfly_jax.configs`` (pyproject.toml maps that one folder into the wheel and the editable install). Each
-file has ``get_config()``, and ``sweep(add)`` where it declares a sweep (README, "Running experiments" and
-"Sweeps"). They are run by path, not imported.
+file has ``get_config()``, and ``sweep(add)`` where it declares a sweep (docs/configs.md and
+docs/sweeps.md). They are run by path, not imported.
 
 On a command line (``--config`` of ``python -m butterfly_jax.main``, the launcher and the threshold search),
 ``configs/NAME.py[:arg]`` is the shipped file ``NAME.py`` here, from any directory where that path names no file;

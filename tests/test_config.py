@@ -15,6 +15,7 @@ from butterfly_jax.experiment import run
     ("perturb.kind", "dropout", "perturb.kind: unknown value 'dropout'; allowed: batch, gaussian"),
     ("perturb.scales", (1e-3, -1.0), "perturb.scales: every sigma must be a finite number >= 0"),
     ("train.compute_dtype", "float16", "train.compute_dtype: unknown value 'float16'; allowed: float32, bfloat16"),
+    ("train.param_dtype", "float16", "train.param_dtype: unknown value 'float16'; allowed: float32, bfloat16"),
     ("members.devices", -1, "members.devices: expected an integer >= 0"),
     ("members.strategy", "pmap", "members.strategy: unknown value"),
     ("eval.num_alphas", 1, "eval.num_alphas"),
@@ -264,11 +265,12 @@ def test_more_member_devices_than_there_are_is_logged(smoke_config, caplog):
   assert "members.devices" not in caplog.text
 
 
-def test_readme_lists_every_config_field_with_its_default_and_doc():
-  """README.md's "Configs" table is fields_table(): one row per field of default_config(), from FIELD_DOCS."""
+def test_docs_configs_lists_every_config_field_with_its_default_and_doc():
+  """docs/configs.md's table of fields is fields_table(): one row per field of default_config(), from FIELD_DOCS."""
   from pathlib import Path
   assert set(config_lib.FIELD_DOCS) == set(config_lib.fields())
-  readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  page = (Path(__file__).resolve().parents[1] / "docs" / "configs.md").read_text()
   table = config_lib.fields_table()
-  assert table in readme, "README.md's config table is stale: regenerate it with python -m butterfly_jax.config"
-  assert readme.count("| field | default | meaning |") == 1
+  assert table in page, ("docs/configs.md's config table is stale: regenerate it with python -m butterfly_jax.config "
+                         "and paste it over the old one")
+  assert page.count("| field | default | meaning |") == 1

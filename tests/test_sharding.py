@@ -1,7 +1,7 @@
 """Many devices: the children split over 2, 4 or 8 (virtual CPU) devices give the 1-device run's results, bitwise
 under `sequential` and `map`; under `vmap` within float32 round-off (bitwise on one machine of this kind, not on another).
 The 8-device case is a TPU v2-8/v3-8 layout (8 cores, 8 children, one each) under `sequential`: under `vmap`
-(TPU's default) 8 children on 8 devices and on one device differ in their last bits (README, "Many devices")."""
+(TPU's default) 8 children on 8 devices and on one device differ in their last bits (docs/devices.md)."""
 
 import json
 import os

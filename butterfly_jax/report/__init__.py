@@ -8,7 +8,7 @@ A run directory is any folder under ``DIR`` holding a butterfly ``config.json`` 
 directory are not searched). From notebooks::
 
   from butterfly_jax.report import load_table, load_trajectories, make_figures, make_report
-  table = load_table("runs/")              # one row per (run, child k >= 1); see README.md ("Reports")
+  table = load_table("runs/")              # one row per (run, child k >= 1); see docs/reports.md
   traj = load_trajectories("runs/")        # one row per (run, logged step, member) of metrics.jsonl
   make_figures(table, "out/", traj)        # every figure the table supports, captions in out/figures.md
   table, paths = make_report("runs/")      # what the command line writes: tables and figures in runs/report

@@ -288,7 +288,7 @@ def _consistent_types(df):
 
 def load_table(runs_dir):
   """One row per (run, child k >= 1) of every finished run under ``runs_dir``; one status row per unfinished
-  run. Columns: README.md ("Reports"). Raises ReportError when ``runs_dir`` holds no run directories."""
+  run. Columns: docs/reports.md. Raises ReportError when ``runs_dir`` holds no run directories."""
   import pandas as pd
   runs_dir = Path(runs_dir)
   folders = find_runs(runs_dir)
