@@ -466,26 +466,28 @@ def _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar,
 def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -> dict:
   """Evaluate: every child and every pair's loss/error curve on train and test, the L2 distances, the pairs'
   ensembles and CKA; then (``eval.align``) the same after weight matching (:func:`_compare_aligned`). A member
-  whose weights or final losses are not finite joins ``diverged``."""
+  whose weights or final losses are not finite joins ``diverged``. bf16 parameters (``train.param_dtype``) are
+  evaluated, matched and compared as their float32 upcasts."""
   c = setup.c
+  params = setup.float32(family.params)
   mesh = setup.trainer(plan.k)[2]
   tic = time.time()
   align = c.eval.align and plan.k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
   with progress.bar(n_eval, "eval", "ex", enabled=c.log.progress and hosts.is_primary()) as ebar:
-    final = setup.evaluate_family(family.params, indices, alphas, ebar)
-    params0 = placement.replicate(params0, mesh)
-    dist = hosts.fetch(members.distances(family.params, params0))
+    final = setup.evaluate_family(params, indices, alphas, ebar)
+    params0 = placement.replicate(setup.float32(params0), mesh)
+    dist = hosts.fetch(members.distances(params, params0))
     diverged = diverged | ~dist["finite"]
     for split in ("train", "test"):
       diverged |= ~np.isfinite(final[split]["child_loss"])
-    pairs = similarity.compare_pairs(setup.pair_batch, family.params, *setup.test_data, indices["test"],
+    pairs = similarity.compare_pairs(setup.pair_batch, params, *setup.test_data, indices["test"],
                                      c.eval.batch_size, c.eval.cka_examples, setup.mean, setup.std,
                                      final.get("children_stats"), c.eval.cka_estimator, mesh)
     ebar.update(len(indices["test"]))
     aligned = None
     if align:
-      aligned = _compare_aligned(setup, plan, family.params, diverged, params0, mesh, indices, alphas, ebar, timing)
+      aligned = _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing)
   timing["eval_s"] = time.time() - tic
   barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
   return {"final": final, "dist": dist, "pairs": pairs, "barriers": barriers, "path_finite": path_finite,
@@ -568,7 +570,7 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
                **({"metric": setup.metric} if setup.metric else {})},
       "model": {"name": c.model.name,
                 "num_params": int(sum(x.size for x in jax.tree_util.tree_leaves(params0))),
-                "dropout_in_training": bool(setup.dropout)},
+                "dropout_in_training": bool(setup.dropout), "param_dtype": c.train.param_dtype},
       "init": init_info,
       "norm_statistics": setup.norm_info,
       "kept_steps": steps["keep"],
@@ -588,7 +590,8 @@ def _run(c, rundir, discard_unfinished, allow_code_change):
   indices = setup.evaluation_examples(c.eval.num_examples)
   during = setup.evaluation_examples(c.eval.during_num_examples, during=True)
   params0, init_info = _initial_params(setup)
-  opt0 = setup.transform.init(params0)
+  params0 = setup.held(params0)  # train.param_dtype: rounded to bf16 once (the init, or the loaded weights)
+  opt0 = setup.transform.init(params0)  # optax's state follows the parameters' dtype
   timing = start.timing()
   bar = progress.bar(max(plan.end_steps), "train", "step", initial=start.step,
                      enabled=c.log.progress and hosts.is_primary())

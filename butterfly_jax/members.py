@@ -54,6 +54,9 @@ def cross_entropy(apply_fn, compute_dtype: str = "float32"):
   ``compute_dtype="bfloat16"``: mixed precision. The float32 parameters and the inputs are cast to
   bfloat16 for the forward (and so the backward) pass; the loss and the gradients with respect to the
   float32 parameters are float32. Integer inputs (a text model's token ids) stay as they are.
+
+  Parameters held in another dtype (``train.param_dtype="bfloat16"``) are cast to ``compute_dtype`` too, so
+  ``float32`` computes on their float32 upcasts; the gradients come out in the parameters' dtype.
   """
   dtype = COMPUTE_DTYPES[compute_dtype]
 
@@ -61,9 +64,21 @@ def cross_entropy(apply_fn, compute_dtype: str = "float32"):
     if dtype != jnp.float32:
       params = jax.tree_util.tree_map(lambda p: p.astype(dtype), params)
       x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    elif any(p.dtype != jnp.float32 for p in jax.tree_util.tree_leaves(params)):  # bf16 parameters
+      params = jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)
     logits, _ = apply_fn(params, x) if dropout_key is None else apply_fn(params, x, dropout_key=dropout_key)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y))
   return loss_fn
+
+
+def descend(lr):
+  """``(p, d) -> p - lr * d``: in the parameter's dtype for float32 parameters; for lower-precision ones (bf16)
+  computed in float32 and rounded once (the learning rate not rounded to bf16 first)."""
+  def step(p, d):
+    if p.dtype == jnp.float32:
+      return p - lr.astype(p.dtype) * d
+    return (p.astype(jnp.float32) - lr.astype(jnp.float32) * d.astype(jnp.float32)).astype(p.dtype)
+  return step
 
 
 def resolve_strategy(strategy: str, backend: str | None = None, text: bool = False) -> str:
@@ -116,7 +131,10 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   every batch sum (the loss, the gradients, BatchNorm's moments). The step computes the same function of the
   same batch as on one device; only the order of those sums changes, so the bits may (BUILD_NOTES.md).
 
-  ``compute_dtype``: see :func:`cross_entropy`; parameters and optimizer state stay float32.
+  ``compute_dtype``: see :func:`cross_entropy`; parameters and optimizer state keep their dtype (float32, or
+  bf16 with ``train.param_dtype``: then the optimizer state is bf16, as optax makes it like the parameters, and
+  the update ``p - lr * d`` is computed in float32 and rounded to bf16 once, as torch's optimizers do on bf16
+  parameters).
 
   The learning rate is ``schedule(step - lr_offset)``, or ``member_schedule(step, lr_offset, end_step)`` when
   given (:func:`butterfly_jax.optim.make_member_schedule`: the extra-steps decay).
@@ -133,7 +151,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y, dropout_key)
     direction, new_opt = transform.update(grads, opt_state, params)
     lr = schedule(step - lr_offset) if member_schedule is None else member_schedule(step, lr_offset, end_step)
-    new_params = jax.tree_util.tree_map(lambda p, d: p - lr.astype(p.dtype) * d, params, direction)
+    new_params = jax.tree_util.tree_map(descend(lr), params, direction)
     active = step < end_step
     keep = lambda new, old: jnp.where(active, new, old)
     return (jax.tree_util.tree_map(keep, new_params, params), jax.tree_util.tree_map(keep, new_opt, opt_state),

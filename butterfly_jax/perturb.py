@@ -203,7 +203,9 @@ def gaussian_direction(key, params, stds):
   leaves, treedef = jax.tree_util.tree_flatten(params)
   std_leaves = jax.tree_util.tree_leaves(stds)
   keys = jax.random.split(key, len(leaves))
-  out = [jax.random.normal(k, l.shape, l.dtype) * s for k, l, s in zip(keys, leaves, std_leaves)]
+  # drawn in float32 also for bf16 parameters (train.param_dtype): the direction is normalised in float32
+  out = [jax.random.normal(k, l.shape, jnp.promote_types(l.dtype, jnp.float32)) * s
+         for k, l, s in zip(keys, leaves, std_leaves)]
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -233,5 +235,15 @@ def unnormalised(direction, mask):
 
 @jax.jit
 def apply(params, eps, sigma):
-  """theta + sigma * eps; exactly theta when sigma == 0."""
-  return jax.tree_util.tree_map(lambda p, e: jnp.where(sigma == 0, p, p + sigma * e), params, eps)
+  """theta + sigma * eps; exactly theta when sigma == 0.
+
+  Parameters held in bf16 (``train.param_dtype``) stay bf16: ``theta + sigma * eps`` is computed in float32 and
+  rounded to bf16 once, so a weight whose change is under half its bf16 spacing keeps its value (the authors'
+  ``p.add_(noise)`` on bf16 OLMo weights; ``bench/bf16_perturbation.py`` measures how much survives).
+  """
+  def one(p, e):
+    if p.dtype == jnp.float32:
+      return jnp.where(sigma == 0, p, p + sigma * e)
+    moved = (p.astype(jnp.float32) + sigma.astype(jnp.float32) * e.astype(jnp.float32)).astype(p.dtype)
+    return jnp.where(sigma == 0, p, moved)
+  return jax.tree_util.tree_map(one, params, eps)

@@ -177,6 +177,26 @@ class Setup:
       params = dict(params, head=head)
     return params
 
+  @property
+  def param_dtype(self):
+    """The dtype the parameters are held in (``train.param_dtype``)."""
+    return members.COMPUTE_DTYPES[self.c.train.param_dtype]
+
+  def held(self, params):
+    """``params`` (an initialisation or loaded weights, float32) in :attr:`param_dtype`: rounded once to bf16
+    with ``train.param_dtype="bfloat16"``; unchanged for float32."""
+    if self.param_dtype == jnp.float32:
+      return params
+    return jax.tree_util.tree_map(lambda p: p.astype(self.param_dtype), params)
+
+  @staticmethod
+  def float32(params):
+    """``params`` upcast to float32 (exactly; unchanged when they are float32 already): what evaluation, weight
+    matching and the pairs' comparisons read, so bf16 children are interpolated between their float32 upcasts."""
+    if all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params)):
+      return params
+    return jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)
+
   def trainer(self, num_members: int):
     """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
     devices that divide them evenly (``members.devices``), each member's batch over ``members.data_devices``
@@ -213,7 +233,8 @@ class Setup:
     """Per split: the stacked children ``params``' means and their pairs' curves (:func:`evaluate.family_curves`;
     for a text task with its metric: :func:`evaluate.add_metric_curves`) on the examples ``indices``
     (``{split: indices}``); with BatchNorm, also the children's re-estimated statistics (``"children_stats"``, for
-    :func:`similarity.compare_pairs`)."""
+    :func:`similarity.compare_pairs`). bf16 parameters are evaluated as their float32 upcasts (:meth:`float32`)."""
+    params = self.float32(params)
     k = tree_math.num_members(params)
     table = evaluate.network_table(k, alphas)
     mesh = placement.mesh_of(params)  # a data axis there splits the evaluation batches too

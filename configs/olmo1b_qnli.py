@@ -37,10 +37,19 @@ units on the host would take longer than the run. Barriers on 2,000 train and 2,
 GPU cost (estimated, not measured): XLA counts 277 GFLOP per example forward and 832 GFLOP per training
 example (OLMo-1B, 1.18B parameters, 128 tokens). One run (4 networks x 3,273 steps of 32, then 31 networks on
 4,000 examples) is about 3.9e17 FLOP: about 65 minutes at an assumed 100 TFLOP/s sustained on one H100, so about
-20 GPU-hours for the sweep (bfloat16 compute should shorten it). Memory: each member holds about 19 GB of
-float32 parameters, AdamW moments and gradients, so the family of 4 needs about 75 GB before activations: one
-H200 (141 GB), or spread the members over two or more GPUs of 80 GB (``members.devices``, default: every device
-that divides them evenly).
+20 GPU-hours for the sweep (bfloat16 compute should shorten it). Memory: each member holds about 9.5 GB of
+bf16 parameters, AdamW moments and gradients (19 GB in float32), so the family of 4 needs about 38 GB before
+activations (75 GB in float32: one H200, or the members spread over two or more GPUs of 80 GB, ``members.devices``).
+
+Precision: the authors hold OLMo's weights in bf16, so AdamW (its moments bf16 too) and the perturbation
+θ' = round_bf16(θ + σε) run in bf16; so does this config (``train.param_dtype="bfloat16"``, with bf16 compute;
+``--config.train.param_dtype=float32`` keeps float32 weights). Much of a small perturbation then rounds away:
+on a random OLMo (weights N(0, 0.02), ε normalised to σ·E_init; ``bench/bf16_perturbation.py``), a gaussian
+perturbation at σ = 1e-3 changes 22% of the weights and 52% of σε is realised along its own direction; at
+σ ≤ 1e-4 at most 2% of the weights change (6% along); from σ = 1e-2 on it survives whole. A batch gradient
+survives better (84% along at σ = 1e-3, 34% at 1e-4, 1.5% at 1e-5), its norm held by fewer, larger entries.
+These fractions depend on σ and the weights' own sizes, not on the model's size; pre-trained weights have
+other sizes, so they shift layer by layer. The σ = 1e-5 child is therefore close to a second twin here.
 
 Expected (the poster: "on some fine-tuning tasks, BERT & OLMo become less stable with more pre-training", its
 Figure 5 and the paper's Appendix D.4; no numbers are reproduced here): larger barriers between child 0 and a
@@ -66,6 +75,7 @@ def get_config():
   c.train.batch_size = 32
   c.train.steps = "1ep"
   c.train.compute_dtype = "bfloat16"
+  c.train.param_dtype = "bfloat16"  # the authors' bf16 weights (docstring: how much of a perturbation survives)
   c.optim.name = "adamw"
   c.optim.lr = 2e-5
   c.optim.weight_decay = 0.01

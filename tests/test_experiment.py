@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -238,6 +239,29 @@ def test_bfloat16_mixed_precision_trains_float32_parameters(smoke_config, tmp_pa
   c.train.compute_dtype = "float16"
   with pytest.raises(ValueError, match="train.compute_dtype"):
     run(c, tmp_path / "bad")
+
+
+def test_bfloat16_parameters_stay_bfloat16_and_the_sigma_zero_twin_stays_exact(smoke_config, tmp_path):
+  c = smoke_config
+  c.train.param_dtype = "bfloat16"
+  c.optim.name = "adamw"  # the authors' OLMo optimizer: its moments follow the parameters' dtype
+  c.optim.lr = 3e-3
+  c.perturb.scales = (0.0, 1e-2)
+  c.eval.cka_examples = 0
+  res = run(c, tmp_path)
+  saved = rundir_lib.restore_checkpoint(tmp_path / "checkpoints" / "children")
+  dtypes = {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(saved["params"])}
+  assert dtypes == {np.dtype(jnp.bfloat16)}
+  floats = [x for x in jax.tree_util.tree_leaves(saved["opt_state"]) if not np.issubdtype(np.asarray(x).dtype, np.integer)]
+  assert floats and {np.asarray(x).dtype for x in floats} == {np.dtype(jnp.bfloat16)}
+  assert res["model"]["param_dtype"] == "bfloat16"
+  for leaf in jax.tree_util.tree_leaves(saved["params"]):  # the sigma = 0 twin: bitwise child 0
+    np.testing.assert_array_equal(np.asarray(leaf[0]), np.asarray(leaf[1]))
+  twin, child = res["children"][1], res["children"][2]
+  assert twin["vs_child0"]["l2"] == 0.0
+  assert all(twin["vs_child0"]["barrier"][s][m] == 0.0 for s in ("train", "test") for m in ("loss", "error"))
+  assert child["perturb"]["noise_l2"] > 0 and child["vs_child0"]["l2"] > 0
+  assert res["children"][0]["train"]["loss"] < 2.0  # it learns (chance is ln 10 = 2.3)
 
 
 def test_a_diverged_trunk_fails_again_when_the_command_is_repeated(smoke_config, tmp_path):

@@ -54,6 +54,30 @@ def test_realised_noise_norm_is_sigma_times_expected_init_norm(model, kind):
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(params)))
 
 
+def test_bfloat16_parameters_are_perturbed_by_one_rounding(model):
+  """bf16 parameters (train.param_dtype): theta + sigma * eps computed in float32, rounded to bf16 once."""
+  _, init_fn, params = model
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 4)
+  mask = perturb.build_mask(params, _mask_cfg(), jax.random.key(2))
+  held = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
+  direction = perturb.gaussian_direction(jax.random.key(3), held, stats)
+  eps, _ = perturb.normalised(direction, mask, jnp.float32(perturb.expected_init_l2(stats, mask)))
+  assert {e.dtype for e in jax.tree_util.tree_leaves(eps)} == {jnp.dtype(jnp.float32)}
+  for sigma in (1e-3, 1e-1):
+    child = perturb.apply(held, eps, jnp.float32(sigma))
+    for p, e, out in zip(jax.tree_util.tree_leaves(held), jax.tree_util.tree_leaves(eps),
+                         jax.tree_util.tree_leaves(child)):
+      assert out.dtype == jnp.bfloat16
+      want = (np.asarray(p, np.float32) + np.float32(sigma) * np.asarray(e, np.float32)).astype(jnp.bfloat16)
+      np.testing.assert_array_equal(np.asarray(out).view(np.uint16), want.view(np.uint16))
+  changed = [np.mean(np.asarray(a) != np.asarray(b)) for a, b in zip(
+      jax.tree_util.tree_leaves(perturb.apply(held, eps, jnp.float32(1e-3))), jax.tree_util.tree_leaves(held))]
+  assert max(changed) < 0.5  # at sigma = 1e-3 most weights keep their bf16 value
+  same = perturb.apply(held, eps, jnp.float32(0.0))
+  assert all(np.array_equal(np.asarray(a).view(np.uint16), np.asarray(b).view(np.uint16))
+             for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(held)))
+
+
 def test_regex_mask_excludes_norms_and_biases(model):
   _, _, params = model
   mask = perturb.build_mask(params, _mask_cfg(exclude=".*norm.*|.*bias.*"), jax.random.key(0))
