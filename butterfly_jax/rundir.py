@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -209,9 +210,27 @@ def provenance() -> dict:
 
 
 _SOURCE_HASH = []
-# Package folders that are not the program a run executes: the launcher starts runs, and a config file's content
-# reaches a run as its config (compared field by field on resume); editing either must not refuse a resume.
-NOT_THE_PROGRAM = ("launch", "configs")
+# Package folders and modules that cannot change a run's numbers: the launcher starts runs; a config file's
+# content reaches a run as its config (compared field by field on resume); the report, the proxy and the threshold
+# search read finished runs; the command-line help and the progress display print. Editing any of them must not
+# make an unfinished run refuse to resume (documents are not Python files: never hashed).
+NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "commands.py", "progress.py")
+
+
+_TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # write_json_atomic's and the metrics log's ".NAME.PID.tmp"
+
+
+def sweep_temporaries(root) -> list[Path]:
+  """Deletes the temporary files that writes killed before their rename left under ``root`` (``.NAME.PID.tmp``);
+  called by the holder of the run directory's lock, so no live writer owns one. Returns what it deleted."""
+  swept = []
+  for f in Path(root).rglob(".*.tmp"):
+    if f.is_file() and _TEMPORARY.match(f.name):
+      f.unlink(missing_ok=True)
+      swept.append(f)
+  if swept:
+    logging.info("removed %d temporary files of interrupted writes under %s", len(swept), root)
+  return swept
 
 
 def tree_hash(root) -> str:
@@ -336,6 +355,8 @@ class RunDir:
     if not hosts.agree(holder is None):
       raise RunDirBusy(f"--workdir {self.root} is in use by another process ({holder or 'see the primary'}); "
                        f"nothing was touched. Wait for it to finish or stop it, then run again")
+    if handle is not None and self.root.is_dir():
+      sweep_temporaries(self.root)
     try:
       yield self
     finally:

@@ -588,3 +588,30 @@ def test_load_config_applies_set_items_by_field_type():
   assert c.train.steps == "7" and tuple(c.perturb.scales) == (0.0, 0.5)
   with pytest.raises(sweep_lib.SweepError, match="nosuch"):
     sweep_lib.load_config(f"{SMOKE}", ["train.nosuch=1"])
+
+
+def test_writing_a_job_script_prunes_snapshots_whose_runs_all_finished(tmp_path):
+  """A SLURM snapshot (``DIR/slurm/sweep-<hash>.json``) stays while one of its runs is unfinished and is removed
+  once all are (or hold another config's results); the current job's snapshot is always kept."""
+  from butterfly_jax.launch import state as state_lib
+  from butterfly_jax.rundir import write_json_atomic
+  config = {"seed": 0, "train": {"steps": "10"}}
+
+  def snap(name, runs):
+    path = tmp_path / "slurm" / f"sweep-{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": "c.py", "set": [], "runs": [
+        {"index": i, "name": r, "overrides": {}, "config": config, "config_sha256": ""} for i, r in enumerate(runs)]}))
+    return path
+
+  for name in ("a", "b"):  # finished runs of this config
+    (tmp_path / name).mkdir()
+    write_json_atomic(tmp_path / name / "config.json", config)
+    write_json_atomic(tmp_path / name / "results.json", {"children": []})
+  done, open_, current = snap("done", ["a", "b"]), snap("open", ["a", "c"]), snap("current", ["a"])
+  assert state_lib.prune_snapshots(tmp_path, keep=current) == [done]
+  assert open_.exists() and current.exists() and not done.exists()
+  (tmp_path / "c").mkdir()
+  write_json_atomic(tmp_path / "c" / "config.json", config)
+  write_json_atomic(tmp_path / "c" / "results.json", {"children": []})
+  assert state_lib.prune_snapshots(tmp_path) == [current, open_]

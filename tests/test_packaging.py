@@ -62,14 +62,15 @@ def test_the_launch_name_still_runs_the_launcher_from_the_repository_root(tmp_pa
   assert out.returncode == 0 and f"20 runs, 20 to run, in {tmp_path}" in out.stdout, out.stderr[-2000:]
 
 
-def test_editing_a_config_file_or_the_launcher_leaves_the_source_hash(tmp_path):
-  """A resume is refused when the package source changed (rundir.check_resume); config files and the launcher do
-  not change what a run computes."""
+def test_editing_what_cannot_change_a_run_leaves_the_source_hash(tmp_path):
+  """A resume is refused when the package source changed (rundir.check_resume); config files, the launcher, the
+  report's figures, the proxy and the progress display do not change what a run computes."""
   package = tmp_path / "butterfly_jax"
   shutil.copytree(ROOT / "butterfly_jax", package, ignore=shutil.ignore_patterns("__pycache__"))
   shutil.copytree(configs.FOLDER, package / "configs", ignore=shutil.ignore_patterns("__pycache__"))  # as in a wheel
   before = tree_hash(package)
-  for edited in (package / "configs" / "smoke.py", package / "launch" / "local.py"):
+  for edited in (package / "configs" / "smoke.py", package / "launch" / "local.py", package / "report" / "figures.py",
+                 package / "proxy.py", package / "progress.py"):
     edited.write_text(edited.read_text() + "\n# edited\n")
   assert tree_hash(package) == before
   (package / "tree_math.py").write_text((package / "tree_math.py").read_text() + "\n# edited\n")

@@ -413,3 +413,16 @@ def test_runs_record_xla_flags_and_a_resume_under_other_flags_is_noted(monkeypat
       "--xla_cpu_experimental_ynn_fusion_type=" in notes[0] and "not bitwise" in notes[0]
   older = {"code": {k: v for k, v in ident["code"].items() if k != "xla_flags"}, "init_source": None}
   assert rundir_lib.check_resume(older, ident) == []  # checkpoints from before the record: not compared
+
+
+def test_the_lock_holder_sweeps_temporary_files_of_killed_writes(tmp_path):
+  """A write killed before its rename leaves ``.NAME.PID.tmp``; whoever next holds the run directory's lock
+  removes every such file (no live writer can own one) and nothing else."""
+  left = [tmp_path / ".results.json.4242.tmp", tmp_path / ".metrics.jsonl.17.tmp",
+          tmp_path / "checkpoints" / "state" / "2_0000000040" / ".manifest.json.99.tmp"]
+  kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "results.json"]
+  for f in left + kept:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("{")
+  with rundir_lib.RunDir(tmp_path).locked():
+    assert not any(f.exists() for f in left) and all(f.exists() for f in kept)

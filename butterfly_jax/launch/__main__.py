@@ -144,9 +144,11 @@ def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
     return 2
   state_lib.write(runs_dir, state)
   if not pending:
+    state_lib.prune_snapshots(runs_dir)
     print(f"all {len(state['runs'])} runs of {runs_dir} are finished: no script written", file=out)
     return 0
   state_lib.write_snapshot(runs_dir, state)
+  state_lib.prune_snapshots(runs_dir, keep=sweep)
   path = slurm.write(args.slurm, runs_dir, pending, **kwargs)
   print(f"{len(pending)} of {len(state['runs'])} runs to do: wrote {path} (array {slurm.array_spec(pending)}; "
         f"its tasks read {sweep}); submit with: sbatch {path}", file=out)

@@ -15,7 +15,8 @@ launcher was stopped while it ran).
 A SLURM job does not read ``sweep.json``, which the next launcher call rewrites (another ``--set`` gives
 other configs under the same run names): it reads its own snapshot ``DIR/slurm/sweep-<hash>.json``, the
 sweep without statuses or times, named by a SHA-256 of that content and never rewritten with other content.
-The job script passes the full hash; a snapshot whose content no longer has it is refused.
+The job script passes the full hash; a snapshot whose content no longer has it is refused. Writing a job
+script prunes the snapshots whose runs have all finished (:func:`prune_snapshots`).
 """
 
 import datetime
@@ -144,6 +145,33 @@ def write_snapshot(runs_dir, state: dict) -> tuple:
   return path, digest
 
 
+def prune_snapshots(runs_dir, keep=None) -> list[Path]:
+  """Deletes the job snapshots in ``DIR/slurm`` (but ``keep``) whose every run has finished (or holds another
+  config's results, which no task of theirs would overwrite): no task of their jobs has a run left to do. A task
+  of such a job still queued finds its snapshot gone and stops with an error naming it, having run nothing.
+  Returns the deleted files."""
+  folder = Path(runs_dir) / SNAPSHOT_DIR
+  keep = Path(keep).resolve() if keep is not None else None
+  pruned = []
+  for path in sorted(folder.glob("sweep-*.json")) if folder.is_dir() else ():
+    if keep is not None and path.resolve() == keep:
+      continue
+    try:
+      runs = json.loads(path.read_text())["runs"]
+    except (OSError, ValueError, KeyError, TypeError):
+      continue  # not a snapshot this code wrote: left alone
+
+    def done(item):
+      try:
+        return finished(runs_dir, item["name"], item["config"])
+      except RunDirError:
+        return True
+    if all(done(item) for item in runs):
+      path.unlink(missing_ok=True)
+      pruned.append(path)
+  return pruned
+
+
 def read_snapshot(path, sha256: str | None = None) -> dict:
   """A job's snapshot; a StateError if it is missing, or its content's SHA-256 is not ``sha256`` (when given)."""
   path = Path(path)
@@ -163,5 +191,6 @@ def read_snapshot(path, sha256: str | None = None) -> dict:
 
 
 __all__ = ["RunDirError", "StateError", "config_from_json", "config_to_json", "entry", "finished", "log_path",
-           "new_state", "read", "read_snapshot", "run_dir", "sha256_json", "snapshot", "snapshot_path", "write",
+           "new_state", "prune_snapshots", "read", "read_snapshot", "run_dir", "sha256_json", "snapshot",
+           "snapshot_path", "write",
            "write_snapshot"]
