@@ -242,8 +242,9 @@ def _perturbations(setup, trunk_params, scales):
         "there, such as a single first-layer weight fed by a pixel that is 0 in every image); change perturb.mask "
         "(another perturb.mask.single) or perturb.kind")
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
-          **({"batch_source": p.batch_source,
-              "batch_dropout": perturbation_dropout(c, setup.steps["t"], setup.dropout)} if p.kind == "batch" else {}),
+          # whether the batch gradient was taken with dropout (perturb.batch_dropout says when it is)
+          **({"dropout_in_gradient": perturbation_dropout(c, setup.steps["t"], setup.dropout)}
+             if p.kind == "batch" else {}),
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
   if p.mask.single:  # the weight drawn (or named): repeatable with perturb.mask.single=<this>

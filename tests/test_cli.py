@@ -142,7 +142,7 @@ def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
              cwd=tmp_path)
   assert out.returncode == 2
   line = _one_error_line(out)
-  assert line.startswith("error: --config.perturb.nosuch: perturb has no field 'nosuch'; its fields: batch_sign, ")
+  assert line.startswith("error: --config.perturb.nosuch: perturb has no field 'nosuch'; its fields: batch_dropout, batch_sign, ")
   out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--config.model.kwargs.width=2",
              f"--workdir={tmp_path / 'r'}", cwd=tmp_path)
   assert out.returncode == 2

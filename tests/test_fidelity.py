@@ -491,7 +491,7 @@ def test_bert_batch_perturbation_gradient_takes_dropout_as_the_authors(mode, t, 
   setup = _setup(c)
   params, _ = _initial_params(setup)
   eps, info = _perturbations(setup, params, (1e-2,))
-  assert info["batch_dropout"] is expected
+  assert info["dropout_in_gradient"] is expected
   c.perturb.batch_dropout = "eval"
   eps_eval, _ = _perturbations(_setup(c), params, (1e-2,))
   same = all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(eps), jax.tree_util.tree_leaves(eps_eval)))
