@@ -85,6 +85,7 @@ def test_permuted_batchnorm_network_with_its_own_statistics_computes_the_same_lo
   np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_batchnorm_run_reestimates_and_keeps_sigma_zero_twins_at_zero(tmp_path, smoke_run):
   c = smoke()
   c.model.name = "resnet"

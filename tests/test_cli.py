@@ -78,11 +78,15 @@ def test_cli_runs_a_config_with_overrides(tmp_path):
   res = json.loads((tmp_path / "run" / "results.json").read_text())
   assert [ch["perturb"]["scale"] for ch in res["children"]] == [0.0, 0.0, 0.05]
   assert res["children"][2]["perturb"]["kind"] == "gaussian"
+  twin = res["children"][1]["vs_child0"]  # the sigma = 0 twin through the command line: bitwise child 0
+  assert twin["l2"] == 0.0 and twin["disagreement"] == 0.0
+  assert all(twin["barrier"][s][m] == 0.0 for s in ("train", "test") for m in ("loss", "error"))
   assert res["steps"]["t"] == 20
   assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 3
   assert "child 2  sigma=0.05" in out.stdout
 
 
+@pytest.mark.slow
 def test_main_at_xla_default_optimisation_keeps_twins_bitwise(tmp_path):
   """The suite compiles at XLA:CPU's optimisation level 0 (tests/conftest.py); one convolutional family here runs
   at XLA's default level, as runs outside the tests do: its sigma = 0 twin ends bitwise equal to child 0."""
@@ -108,6 +112,7 @@ def test_cli_bad_config_exits_with_the_field_named(tmp_path):
   assert "optim.name: unknown value 'lion'" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_default_is_the_embedded_quickstart_and_takes_overrides(tmp_path):
   out = _cli(f"--workdir={tmp_path / 'run'}", "--config.train.steps=30", "--config.log.every_steps=10",
              "--config.eval.num_examples=100", "--config.log.progress=False", "--config.schedule.warmup=5",
@@ -132,6 +137,7 @@ def _one_error_line(out):
   return lines[0]
 
 
+@pytest.mark.slow
 def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
   out = _cli("--config.nosuch=1", f"--workdir={tmp_path / 'run'}", cwd=tmp_path)  # the embedded default config
   assert out.returncode == 2
@@ -153,6 +159,7 @@ def test_cli_unknown_fields_are_one_line_naming_the_field(tmp_path):
   assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_threshold_unknown_fields_and_flags_are_one_line(tmp_path):
   """The threshold search takes the same config overrides: a field the config lacks is named in one line."""
   def threshold(*args):
@@ -175,6 +182,7 @@ def test_cli_bad_model_argument_is_a_config_error(tmp_path):
                                   "got (0,)")
 
 
+@pytest.mark.slow
 def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
   (tmp_path / "a_file").write_text("")
   out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
@@ -199,6 +207,7 @@ def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
   assert [p.name for p in run.iterdir()] == [".lock"]  # no torn config.json, no temporary file left
 
 
+@pytest.mark.slow
 def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_path):
   bug = """
       from butterfly_jax import experiment, main

@@ -28,6 +28,8 @@ from butterfly_jax.config import ConfigError
 from test_sharding import _approx, _metrics, _strip
 import xla_flags
 
+pytestmark = pytest.mark.slow  # the slow tier: layouts with a data axis, compiled in subprocesses
+
 RUN = textwrap.dedent("""
     import sys, jax
     from butterfly_jax.configs_embedded import smoke

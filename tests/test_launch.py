@@ -273,6 +273,7 @@ def _plain_progress(log: str) -> None:
   assert "phase=children loss=" in log
 
 
+@pytest.mark.slow
 def test_smoke_sweep_runs_in_one_call_and_a_second_call_runs_nothing(tmp_path, jax_cache):
   runs_dir = tmp_path / "runs"
   out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}", "--set", "log.progress=True")
@@ -312,6 +313,7 @@ def _start_and_wait(args, runs_dir, at_least):
   return proc
 
 
+@pytest.mark.slow
 def test_sweep_killed_half_way_is_finished_by_the_next_call(tmp_path, jax_cache):
   runs_dir = tmp_path / "runs"
   path = _config_file(tmp_path, """
@@ -341,6 +343,7 @@ def test_sweep_killed_half_way_is_finished_by_the_next_call(tmp_path, jax_cache)
   assert len(restarted) <= 1  # the run in progress at the kill: its first attempt's log is kept
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_workers_and_reports_interrupted_runs(tmp_path, jax_cache):
   runs_dir = tmp_path / "runs"
   proc = _start_and_wait([f"--config={SMOKE}", f"--runs={runs_dir}", f"--jax-cache={jax_cache}"], runs_dir,
@@ -356,6 +359,7 @@ def test_sigterm_stops_the_workers_and_reports_interrupted_runs(tmp_path, jax_ca
 
 # --- (d) a failing run ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, jax_cache):
   path = _config_file(tmp_path, """
       def sweep(add):
@@ -378,6 +382,7 @@ def test_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, ja
 
 # --- (3) SLURM -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
   runs_dir, script = tmp_path / "runs", tmp_path / "job.sh"
   out = _launch(f"--config={SMOKE}", f"--runs={runs_dir}", f"--slurm={script}", "--slurm-args=--partition=debug",
@@ -477,6 +482,7 @@ def _two_jobs(tmp_path, jax_cache):
   return runs_dir, out
 
 
+@pytest.mark.slow
 def test_a_queued_task_runs_its_jobs_config_after_another_launch_rewrites_the_sweep(tmp_path, jax_cache):
   runs_dir, out = _two_jobs(tmp_path, jax_cache)
   runs = json.loads((runs_dir / "sweep.json").read_text())["runs"]
@@ -528,6 +534,7 @@ def test_a_task_refuses_a_snapshot_modified_after_its_job_was_written(tmp_path, 
   assert not (runs_dir / item["name"]).exists()
 
 
+@pytest.mark.slow
 def test_a_task_whose_run_directory_holds_the_other_sweeps_run_is_refused(tmp_path, jax_cache):
   runs_dir, _ = _two_jobs(tmp_path, jax_cache)
   runs = json.loads((runs_dir / "sweep.json").read_text())["runs"]  # sweep B
@@ -570,6 +577,7 @@ def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypa
     assert seen == [allow]
 
 
+@pytest.mark.slow
 def test_a_second_launcher_on_the_same_runs_is_refused(tmp_path):
   from butterfly_jax.rundir import try_lock
   runs_dir = tmp_path / "runs"

@@ -15,6 +15,7 @@ import pytest
 from butterfly_jax import configs_embedded, rundir as rundir_lib
 import xla_flags
 
+pytestmark = pytest.mark.slow  # the slow tier: two processes sharing one family
 
 
 def _free_port() -> int:

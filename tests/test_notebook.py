@@ -93,6 +93,7 @@ def test_an_unknown_setting_stops_the_notebook_with_the_allowed_ones(tmp_path, k
   assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_top_to_bottom_in_its_smoke_setting(tmp_path, kernel):
   from nbclient import NotebookClient
   workdir = tmp_path / "work"

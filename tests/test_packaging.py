@@ -134,6 +134,7 @@ def _fresh_venv(tmp_path, wheel, env) -> Path:
   return venv
 
 
+@pytest.mark.slow
 @pytest.mark.install
 def test_the_installed_wheel_runs_a_sweep_a_slurm_task_and_the_report_outside_the_checkout(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}

@@ -130,6 +130,7 @@ def test_vit_image_size_resizes_the_input_inside_the_model(vit):
   np.testing.assert_allclose(resizing(params, x)[0], apply_fn(params, up)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_vit_family_fine_tunes_from_a_weights_file(vit, tmp_path):
   _, params, _ = vit
   path = tmp_path / "model.safetensors"

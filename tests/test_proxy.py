@@ -51,6 +51,7 @@ def test_weight_matching_recovers_a_known_permutation_of_a_trained_network(smoke
       permutations.fixed_point_fraction(half))
 
 
+@pytest.mark.slow
 def test_proxy_command_line(smoke_run, tmp_path):
   _, workdir, _ = smoke_run
   cmd = [sys.executable, "-m", "butterfly_jax.proxy", f"--run={workdir}", "--fractions=0,1", "--seeds=1",

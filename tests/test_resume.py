@@ -147,6 +147,7 @@ def _assert_same_run(workdir, res, reference):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_sigkill_during_children_resumes_bitwise_and_torn_checkpoint_falls_back(tmp_path, smoke_config, reference):
   killed = tmp_path / "killed"
   _killed_run(killed, "children", 50)  # checkpoints at 20 and 30 (trunk), 40 (children); killed after step 50
@@ -172,6 +173,7 @@ def test_sigkill_during_children_resumes_bitwise_and_torn_checkpoint_falls_back(
   _assert_same_run(torn, res, reference)
 
 
+@pytest.mark.slow
 def test_sigkill_during_trunk_resumes_bitwise(tmp_path, smoke_config, reference):
   killed = tmp_path / "killed"
   _killed_run(killed, "trunk", 30)  # after the log line at 30, before the checkpoint at 30
@@ -224,6 +226,7 @@ def test_fields_that_cannot_change_results_do_not_make_another_config(tmp_path, 
     ("vmap", "manifest", ("trunk", 30)),
     ("vmap", "delete", ("children", 40)),
 ])
+@pytest.mark.slow
 def test_sigkill_inside_a_checkpoint_save_resumes_bitwise(tmp_path, smoke_config, reference, reference_vmap,
                                                           strategy, point, resumes_at):
   killed = tmp_path / "killed"
@@ -237,6 +240,7 @@ def test_sigkill_inside_a_checkpoint_save_resumes_bitwise(tmp_path, smoke_config
   _assert_same_run(killed, res, reference if strategy == "sequential" else reference_vmap)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3])
 def test_sigkill_at_a_random_write_resumes_bitwise(tmp_path, smoke_config, reference, seed):
   import random
@@ -261,6 +265,7 @@ def _tree(workdir):
   return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_live_workdir_is_refused_and_touches_nothing(tmp_path, smoke_config, reference):
   workdir = tmp_path / "run"
   hooks = "import time\n" + textwrap.dedent(PAUSER_HOOK).strip()
@@ -426,3 +431,28 @@ def test_the_lock_holder_sweeps_temporary_files_of_killed_writes(tmp_path):
     f.write_text("{")
   with rundir_lib.RunDir(tmp_path).locked():
     assert not any(f.exists() for f in left) and all(f.exists() for f in kept)
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def test_an_interrupted_run_resumes_bitwise_in_one_process(tmp_path, smoke_config, reference, monkeypatch):
+  """The fast tier's exact-resume check: a run stopped mid-children (an exception at a log line, in this
+  process) is resumed by the same call from its newest checkpoint and ends bitwise as the uninterrupted run:
+  results, metrics log and the children's weights (the SIGKILL tests do the same across processes)."""
+  log = rundir_lib.RunDir.log
+
+  def log_then_stop(self, record):
+    log(self, record)
+    if record["phase"] == "children" and record["step"] == 60:
+      raise _Interrupted
+
+  monkeypatch.setattr(rundir_lib.RunDir, "log", log_then_stop)
+  with pytest.raises(_Interrupted):
+    run(_config(smoke_config), tmp_path)
+  assert not (tmp_path / "results.json").exists()
+  monkeypatch.setattr(rundir_lib.RunDir, "log", log)
+  res = run(_config(smoke_config), tmp_path)
+  assert _resumed(res)["phase"] == "children" and _resumed(res)["step"] >= 40
+  _assert_same_run(tmp_path, res, reference)

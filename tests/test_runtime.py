@@ -87,6 +87,7 @@ def test_configure_sets_xla_flags_before_backends_start():
   assert TOO_LATE not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
   """A notebook that used JAX before its first run: one warning naming the CPU flag and its consequence. (The
   user's only flag here is the suite's XLA level, which compiles the run faster and is not a flag the run sets.)"""

@@ -16,6 +16,8 @@ import pytest
 from butterfly_jax import placement, rundir as rundir_lib
 import xla_flags
 
+pytestmark = pytest.mark.slow  # the slow tier: layouts over several (forced) devices, each compiled in a subprocess
+
 SCRIPT = textwrap.dedent("""
     import sys, jax
     from butterfly_jax.configs_embedded import smoke
