@@ -623,3 +623,13 @@ def test_writing_a_job_script_prunes_snapshots_whose_runs_all_finished(tmp_path)
   write_json_atomic(tmp_path / "c" / "config.json", config)
   write_json_atomic(tmp_path / "c" / "results.json", {"children": []})
   assert state_lib.prune_snapshots(tmp_path) == [current, open_]
+
+
+def test_the_resnet20_map_is_two_seeds_four_times_and_five_sigmas_under_the_current_definitions():
+  from butterfly_jax.report.table import definitions_label
+  runs = sweep_lib.expand(f"{shipped.FOLDER / 'reproduce_map.py'}:resnet20_map")
+  assert len(runs) == 8 and {r.config.seed for r in runs} == {0, 1}
+  assert {r.config.perturb.time for r in runs} == {"0", "100", "1ep", "3ep"}
+  assert all(r.config.model.name == "resnet20" and r.config.model.resnet_padding == "symmetric" for r in runs)
+  assert all(len([s for s in r.config.perturb.scales if s > 0]) >= 5 for r in runs)
+  assert {definitions_label(r.config.to_dict()) for r in runs} == {"v3"}
