@@ -8,7 +8,8 @@ from butterfly_jax.config import default_config
 def quickstart():
   """scikit-learn digits (bundled, no download), an MLP, a 5-child family perturbed at init (σ down to 1e-6):
   tens of seconds on 2 CPU cores. Batch 16 at learning rate 0.1 is noisy enough that σ = 1e-6 at t = 0 ends in
-  another basin, while at t = 5 epochs it does not (BUILD_NOTES.md, "Quickstart")."""
+  another basin, while at t = 10 epochs it does not (at 5 epochs barriers of 0.004-0.023 remain; BUILD_NOTES.md,
+  "Quickstart")."""
   c = default_config()
   c.data.name = "digits"
   c.model.name = "mlp"

@@ -7,7 +7,7 @@ Perturbed at t = 0 (no trunk): child 0 (unperturbed), a sigma = 0 twin and batch
 sigma = 1e-6, 1e-4 and 1e-2, all trained for 20 epochs (1,860 steps at batch 16, learning rate 0.1) with
 identical SGD noise. Each run takes about 20 s on 2 CPU cores. Measured (BUILD_NOTES.md, "Quickstart";
 seeds 0-2): at t = 0, sigma = 1e-6 ends 31-42 apart in L2 with train-loss barriers 0.13-0.34 (another
-basin); at t = 10 epochs the same sigma ends at L2 <= 0.0001 with barrier 0.0000. The sigma = 0 twin is
+basin); at t = 10 epochs the same sigma ends at L2 <= 0.0002 with barrier 0.0000. The sigma = 0 twin is
 exactly 0.
 
 Its sweep: 36 runs, perturbation time 0, 1, 2 or 5 epochs x seeds 0, 1, 2 x (batch or gaussian direction
