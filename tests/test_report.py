@@ -425,3 +425,24 @@ def test_pretraining_panels_share_one_y_axis_from_zero(table, tmp_path, monkeypa
   assert len(axes) > 1
   for ax in axes:
     assert ax.get_shared_y_axes().joined(axes[0], ax) and ax.get_yscale() == "symlog" and ax.get_ylim()[0] == 0
+
+
+def test_symlog_axes_label_zero_and_decades_only():
+  """A symlog axis whose linear range ends at a data value (7.2e-5) labels 0 and the decades, never that value;
+  its linear range starts at the decade below."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from butterfly_jax.report import plotting as P
+  fig, ax = plt.subplots()
+  ax.plot([0, 7.20327e-5, 1e-3, 0.5], [0, 1e-4, 0.02, 1.3])
+  P.symlog(ax, "x", linthresh=7.20327e-5)
+  P.symlog(ax, "y")
+  fig.canvas.draw()
+  for axis in (ax.xaxis, ax.yaxis):
+    labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+    assert "0" in labels and len(labels) >= 3
+    assert all(l == "0" or l.startswith(("$\\mathregular{10^", "$\\mathregular{-10^")) for l in labels), labels
+  assert ax.xaxis.get_transform().linthresh == 1e-5
+  assert P.decade_label(7.20327e-5) == "" and P.decade_label(1e-3) == "$\\mathregular{10^{-3}}$"
+  plt.close(fig)

@@ -57,7 +57,7 @@ def barrier_vs_pretraining(ctx):
     excluded = max(excluded, C.draw_excluded(ax, df[df["sigma"] == sigma], col, ["t"], "pretrain",
                                              lambda key: ctx.tpal(key[0])))
     if len(positive):
-      ax.set_xscale("symlog", linthresh=float(positive.min()))
+      P.symlog(ax, "x", linthresh=float(positive.min()))
     ax.set_xlabel("pre-training (steps, symlog axis)")
     ax.set_title(f"train loss barrier, {P.sigma_text(sigma)}")
     ax.grid(alpha=0.3)

@@ -174,12 +174,27 @@ def barrier_label(metric: str, split: str = "", symlog: bool = True) -> str:
   return text + (f"\n{symlog_note()}" if symlog else "")
 
 
+def decade_label(value: float, _pos=None) -> str:
+  """``0``, ``10^k`` or ``-10^k`` (mathtext) for 0 and exact decades; ``""`` for any other tick, so a symlog axis
+  never prints a limit such as ``7.20327×10^-5`` beside its 0."""
+  if value == 0:
+    return "0"
+  exponent = math.log10(abs(value))
+  if not math.isfinite(exponent) or abs(exponent - round(exponent)) > 1e-9:
+    return ""
+  return f"$\\mathregular{{{'-' if value < 0 else ''}10^{{{int(round(exponent))}}}}}$"
+
+
 def symlog(ax, which: str = "y", linthresh: float = BARRIER_LINTHRESH) -> None:
-  """A symlog axis (linear in [-linthresh, linthresh], logarithmic beyond), labelled at 0 and the decades only."""
-  from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+  """A symlog axis (linear in [-linthresh, linthresh], logarithmic beyond), labelled at 0 and the decades only;
+  ``linthresh`` is taken at the decade at or below it (:func:`auto_linthresh`), so the linear part ends on a
+  labelled tick."""
+  from matplotlib.ticker import FuncFormatter, NullFormatter, SymmetricalLogLocator
+  linthresh = auto_linthresh([linthresh], default=BARRIER_LINTHRESH)
   getattr(ax, f"set_{which}scale")("symlog", linthresh=linthresh)
   axis = ax.xaxis if which == "x" else ax.yaxis
-  axis.set_major_formatter(LogFormatterSciNotation(linthresh=linthresh))
+  axis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=linthresh))
+  axis.set_major_formatter(FuncFormatter(decade_label))
   axis.set_minor_formatter(NullFormatter())
 
 
