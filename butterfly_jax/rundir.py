@@ -351,6 +351,7 @@ class RunDir:
     """Holds the run directory's exclusive lock (the primary process takes it; every process learns the
     outcome); :class:`RunDirBusy`, naming the holder, if another process holds it. The lock is an ``flock`` on
     ``WORKDIR/.lock``: the kernel releases it however the process ends (on NFS it needs a server with locks)."""
+    created = not self.root.exists()
     handle, holder = try_lock(self.lock_file) if hosts.is_primary() else (None, None)
     if not hosts.agree(holder is None):
       raise RunDirBusy(f"--workdir {self.root} is in use by another process ({holder or 'see the primary'}); "
@@ -361,7 +362,15 @@ class RunDir:
       yield self
     finally:
       if handle is not None:
-        handle.close()  # releases the lock; the file stays (deleting it would race with a new holder)
+        if created and [f.name for f in self.root.iterdir()] == [LOCK_FILE]:
+          # a run refused before it wrote anything (a bad input found while setting up) leaves no directory
+          # behind: the lock file goes while it is still held, then the folder if nothing else appeared in it
+          self.lock_file.unlink(missing_ok=True)
+          try:
+            self.root.rmdir()
+          except OSError:
+            pass
+        handle.close()  # releases the lock; a lock file that stays is left (deleting it would race a new holder)
 
   def finished_results(self, config_dict: dict):
     """The stored results if this config already finished here; RunDirError if another config did."""

@@ -456,3 +456,26 @@ def test_an_interrupted_run_resumes_bitwise_in_one_process(tmp_path, smoke_confi
   res = run(_config(smoke_config), tmp_path)
   assert _resumed(res)["phase"] == "children" and _resumed(res)["step"] >= 40
   _assert_same_run(tmp_path, res, reference)
+
+
+def test_a_run_refused_while_setting_up_leaves_no_work_directory(tmp_path, smoke_config):
+  """A bad input found after the lock is taken (a data folder that does not exist, a perturbation time after T)
+  leaves no new work directory holding only its lock; an existing one keeps what it held."""
+  from butterfly_jax.config import ConfigError
+  from butterfly_jax.data import DataError
+  c = _config(smoke_config)
+  c.data.name, c.data.dir = "fashion_mnist", str(tmp_path / "nowhere")
+  with pytest.raises(DataError):
+    run(c, tmp_path / "new")
+  assert not (tmp_path / "new").exists()
+  from butterfly_jax.configs_embedded import smoke
+  late = _config(smoke())
+  late.perturb.time = "99999"
+  with pytest.raises(ConfigError, match="perturb.time"):
+    run(late, tmp_path / "late")
+  assert not (tmp_path / "late").exists()
+  (tmp_path / "kept").mkdir()
+  (tmp_path / "kept" / "notes.txt").write_text("mine")
+  with pytest.raises(ConfigError):
+    run(late, tmp_path / "kept")
+  assert (tmp_path / "kept" / "notes.txt").read_text() == "mine"
