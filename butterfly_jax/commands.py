@@ -1,6 +1,8 @@
 """The console commands that parse absl flags (``butterfly-run``, ``butterfly-proxy``, ``butterfly-threshold``;
 ``[project.scripts]`` in pyproject.toml): their help, and a ``--config.a.b`` override of a field the config does
-not have named in one line (:func:`unknown_config_field`) rather than as ml_collections' traceback.
+not have named in one line (:func:`unknown_config_field`) rather than as ml_collections' traceback. Every command,
+absl's and argparse's alike, takes an option of several words with hyphens or underscores (:func:`absl_argv`,
+:func:`spellings`).
 
 absl's ``--help`` lists the flags of the module named ``sys.argv[0]``: under ``python -m MODULE`` that is the
 module, under a console command the command's script, which defines none. :func:`help_lists_flags_of` makes the
@@ -15,6 +17,29 @@ from absl import flags
 
 CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
+
+
+def spellings(option: str) -> tuple[str, ...]:
+  """``--a-b`` and ``--a_b`` for an option of several words (one convention for every command: either spelling
+  works everywhere); a one-word option as it is."""
+  hyphen, underscore = option[:2] + option[2:].replace("_", "-"), option[:2] + option[2:].replace("-", "_")
+  return (hyphen,) if hyphen == underscore else (hyphen, underscore)
+
+
+def absl_argv(argv):
+  """``argv`` with ``--a-b[=v]`` flags spelled ``--a_b[=v]`` (``--no-a-b``: ``--noa_b``) for absl, which knows the
+  underscore spelling only; ``--config.a.b`` overrides, values and arguments after ``--`` are left alone."""
+  out, rest = list(argv[:1]), False
+  for arg in argv[1:]:
+    if rest or not arg.startswith("--") or arg == "--" or arg.startswith("--config"):
+      rest = rest or arg == "--"
+      out.append(arg)
+      continue
+    name, eq, value = arg[2:].partition("=")
+    if "-" in name:
+      name = "no" + name[3:].replace("-", "_") if name.startswith("no-") else name.replace("-", "_")
+    out.append(f"--{name}{eq}{value}")
+  return out
 
 
 def help_lists_flags_of(module_name: str) -> None:

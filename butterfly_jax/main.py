@@ -216,7 +216,7 @@ def cli(argv=None):
   """Runs :func:`main` on ``argv`` (default ``sys.argv``), with the default config named where none is given and
   ``configs/NAME.py`` found among the shipped configs (:mod:`butterfly_jax.config_files`). Installed as
   ``butterfly-run``."""
-  argv = list(sys.argv if argv is None else argv)
+  argv = commands.absl_argv(list(sys.argv if argv is None else argv))
   if not any(_CONFIG.match(a) for a in argv[1:]):
     argv.insert(1, f"--config={DEFAULT_CONFIG}")
   try:

@@ -135,7 +135,7 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
 def main(argv=None):
   from absl import app, flags
 
-  from butterfly_jax.commands import help_lists_flags_of
+  from butterfly_jax.commands import absl_argv, help_lists_flags_of
   flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children, or a training state at "
                       "its end).", required=True)
   flags.DEFINE_integer("child", 0, "Which child of the run to permute.")
@@ -172,6 +172,8 @@ def main(argv=None):
     print(f"proxy: {Path(F.run) / 'proxy.json'}")
 
   help_lists_flags_of(__name__)
+  argv = absl_argv(list(sys.argv if argv is None else argv))
+  sys.argv = argv
   app.run(_main, argv)
 
 

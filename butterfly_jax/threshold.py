@@ -126,7 +126,7 @@ def main(argv=None):
   from ml_collections import config_flags
 
   from butterfly_jax import config_files
-  from butterfly_jax.commands import help_lists_flags_of, unknown_config_field
+  from butterfly_jax.commands import absl_argv, help_lists_flags_of, unknown_config_field
   from butterfly_jax.config import ConfigError
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
   flags.DEFINE_string("runs", None, "Folder of the search's runs and threshold.json.", required=True)
@@ -162,7 +162,7 @@ def main(argv=None):
       print(f"  t={t:<8} sigma*={est}{br}  ({r['status']})")
     print(f"details: {Path(F.runs) / 'threshold.json'}")
 
-  argv = list(sys.argv if argv is None else argv)
+  argv = absl_argv(list(sys.argv if argv is None else argv))
   try:
     argv = argv[:1] + config_files.resolve_argv(argv[1:])
   except ConfigError as e:

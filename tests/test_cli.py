@@ -72,7 +72,7 @@ def _cli(*args, cwd):
 def test_cli_runs_a_config_with_overrides(tmp_path):
   out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}",
              "--config.perturb.scales=(0.0,0.05)", "--config.perturb.kind=gaussian", "--config.seed=3",
-             "--config.perturb.time=20",
+             "--config.perturb.time=20", "--allow-code-change", "--no-discard-unfinished",  # either spelling
              cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-2000:]
   res = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -246,3 +246,21 @@ def test_the_summary_says_what_is_compared_and_reads_the_smallest_sigma():
   extra[0]["end_step"], extra[1]["end_step"], extra[2]["end_step"] = 100, 150, 150
   extra = summary({"steps": {"t": 50, "T": 100}, "children": extra})
   assert "control" not in extra and "twin trains on to step 150" in extra and "extra training alone" in extra
+
+
+def test_every_command_takes_hyphens_or_underscores():
+  """One convention: a flag of several words is accepted spelled with hyphens or underscores by the absl commands
+  (run, proxy, threshold) and the argparse ones (launch, report); overrides and values are left alone."""
+  from butterfly_jax.commands import absl_argv, spellings
+  from butterfly_jax.launch.__main__ import parse_args
+  from butterfly_jax.report.__main__ import main as report_main
+  assert absl_argv(["prog", "--allow-code-change", "--no-discard-unfinished", "--num-examples=5",
+                    "--config.perturb.mask.exclude=a-b", "--workdir=my-dir", "x-y", "--", "--keep-me"]) == [
+      "prog", "--allow_code_change", "--nodiscard_unfinished", "--num_examples=5", "--config.perturb.mask.exclude=a-b",
+      "--workdir=my-dir", "x-y", "--", "--keep-me"]
+  assert spellings("--dry-run") == ("--dry-run", "--dry_run") and spellings("--runs") == ("--runs",)
+  for flag in ("--allow-code-change", "--allow_code_change"):
+    assert parse_args(["--config=c.py", "--runs=d", flag, "--dry_run", "--jax_cache=", "--runs_per_worker=2"]
+                      ).allow_code_change
+  from pathlib import Path
+  assert report_main(["--runs", str(Path(__file__).parent), "--no_figures"]) == 2  # no runs there: not a usage error

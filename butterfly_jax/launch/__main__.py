@@ -28,24 +28,25 @@ _CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
 
 
 def _parser() -> argparse.ArgumentParser:
+  from butterfly_jax.commands import spellings
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                               epilog="--config.a.b=value is the same as --set a.b=value.")
   p.add_argument("--config", required=True, help="config file with get_config() and sweep(add); path or path:arg")
   p.add_argument("--runs", required=True, help="directory of the sweep: DIR/sweep.json and DIR/<run name>/")
   p.add_argument("--workers", type=int, default=None,
                  help="runs at once: worker processes (default 1); with --slurm, the array's %%N cap (default none)")
-  p.add_argument("--runs-per-worker", type=int, default=0,
+  p.add_argument(*spellings("--runs-per-worker"), type=int, default=0,
                  help="a worker is replaced after this many runs (0 = never; 1 = a fresh process per run)")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="override for every run, parsed by the field's type (tuples: '(0.0,1e-4)')")
-  p.add_argument("--allow-code-change", action="store_true",
+  p.add_argument(*spellings("--allow-code-change"), action="store_true",
                  help="resume unfinished runs although the package source changed since their checkpoints were "
                       "written (without it such a run fails and nothing of it is deleted; results.json records both)")
-  p.add_argument("--dry-run", action="store_true", help="list the runs and their status; run and write nothing")
+  p.add_argument(*spellings("--dry-run"), action="store_true", help="list the runs and their status; run and write nothing")
   p.add_argument("--slurm", metavar="FILE", help="write a SLURM array-job script instead of running")
-  p.add_argument("--slurm-args", action="append", default=[], metavar="ARG",
+  p.add_argument(*spellings("--slurm-args"), action="append", default=[], metavar="ARG",
                  help="an #SBATCH line, e.g. --partition=gpu, --gres=gpu:1, --time=02:00:00 (repeatable)")
-  p.add_argument("--jax-cache", default=None, metavar="DIR",
+  p.add_argument(*spellings("--jax-cache"), default=None, metavar="DIR",
                  help="JAX persistent compilation cache shared by the runs (default RUNS/jax_cache; '' = off)")
   return p
 

@@ -5,6 +5,7 @@ run directories."""
 import argparse
 import sys
 
+from butterfly_jax.commands import spellings
 from butterfly_jax.report import ReportError, make_report, summary
 
 
@@ -13,7 +14,7 @@ def main(argv=None) -> int:
                                    description="Collect butterfly_jax run directories into a table and figures.")
   parser.add_argument("--runs", required=True, help="folder searched recursively for run directories")
   parser.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
-  parser.add_argument("--no-figures", action="store_true", help="write the tables only")
+  parser.add_argument(*spellings("--no-figures"), action="store_true", help="write the tables only")
   args = parser.parse_args(argv)
   try:
     table, paths = make_report(args.runs, args.out, figures=not args.no_figures)
