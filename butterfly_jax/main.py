@@ -61,6 +61,12 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_string("coordinator", None, "With --distributed outside TPU/SLURM/Open MPI: process 0's HOST:PORT.")
 flags.DEFINE_integer("num_processes", None, "With --distributed outside TPU/SLURM/Open MPI: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed outside TPU/SLURM/Open MPI: this process's index.")
+flags.DEFINE_bool("print_config", False,
+                  "Print the config as it will run (file, overrides, validated) as JSON and exit: nothing is loaded, "
+                  "trained or written.")
+flags.DEFINE_bool("dry_run", False,
+                  "Print the plan (T, t, K and the sigmas, steps per epoch, warm-up, devices, members strategy) and "
+                  "exit: the data are read to count steps; nothing is trained or written.")
 
 
 CONNECTED_BELOW = 0.01  # the summary's reading of a train-loss barrier (REPRODUCTION.md: a sixth of an early plateau)
@@ -109,6 +115,37 @@ def summary(results: dict) -> str:
                     f"from child 0 with a train-loss barrier of {_fmt(b)}: {reading} (barrier "
                     f"{'>=' if b >= CONNECTED_BELOW else '<'} {CONNECTED_BELOW:g})."]
   return "\n".join(lines)
+
+
+def _config_json(config) -> str:
+  """``--print_config``: the validated config as the run's ``config.json`` would hold it."""
+  import json
+  from butterfly_jax.config import validate
+  from butterfly_jax.rundir import to_jsonable
+  validate(config)
+  return json.dumps(to_jsonable(config.to_dict()), indent=2, sort_keys=True)
+
+
+def _plan(config) -> str:
+  """``--dry_run``: what the run would do, in steps, members and devices, from the config and the data's size."""
+  from butterfly_jax import config as config_lib, run_setup, runtime
+  config_lib.validate(config)
+  runtime.configure(config.runtime.deterministic)
+  data = run_setup.load_data(config)
+  steps = config_lib.resolve_steps(config, data.num_train)
+  scales = tuple(config.perturb.scales)
+  k = 1 + len(scales)
+  extra = config.perturb.extra_steps and steps["t"] > 0
+  return "\n".join([
+      f"model {config.model.name} on {config.data.name}: {data.num_train} training examples, "
+      f"{steps['steps_per_epoch']} steps per epoch of {config.train.batch_size}",
+      f"T = {steps['total']} steps, warm-up {steps['warmup']}; t = {steps['t']} (the trunk: one network)",
+      f"K = {k} members: child 0 and sigma = {', '.join(f'{s:g}' for s in scales) or 'none'} "
+      f"({config.perturb.kind} direction); " + (f"perturbed children train to t + T = {steps['t'] + steps['total']}"
+                                                 if extra else f"every child ends at T = {steps['total']}"),
+      f"network steps: {steps['t'] + k * (steps['total'] - steps['t']) + (k - 1) * steps['t'] * extra}",
+      f"devices: {jax.device_count()} ({jax.default_backend()}), members strategy "
+      f"{run_setup.member_strategy(config)}; no cost estimate (bench/ and the configs' docstrings measure some)"])
 
 
 def _fmt(x):
@@ -190,6 +227,9 @@ def main(argv):
     _fail(2, f"--config: cannot load {_config_argument(sys.argv)}: {_last_line(e)}")
   workdir = FLAGS.workdir or "runs/quickstart"
   try:
+    if FLAGS.print_config or FLAGS.dry_run:
+      print(_plan(config) if FLAGS.dry_run else _config_json(config))
+      return
     from butterfly_jax.experiment import run
     if FLAGS.distributed:
       from butterfly_jax import runtime

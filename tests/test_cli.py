@@ -264,3 +264,18 @@ def test_every_command_takes_hyphens_or_underscores():
                       ).allow_code_change
   from pathlib import Path
   assert report_main(["--runs", str(Path(__file__).parent), "--no_figures"]) == 2  # no runs there: not a usage error
+
+
+def test_dry_run_prints_the_plan_and_print_config_the_config_writing_nothing(tmp_path):
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}", "--dry-run",
+             "--config.perturb.time=20", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "t = 20" in out.stdout and "K = 3 members" in out.stdout and "devices:" in out.stdout
+  out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}", "--print_config",
+             "--config.seed=7", cwd=tmp_path)
+  assert out.returncode == 0, out.stderr[-2000:]
+  printed = json.loads(out.stdout)
+  assert printed["seed"] == 7 and printed["model"]["name"] == "mlp"
+  assert not (tmp_path / "run").exists()
+  bad = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--dry_run", "--config.perturb.time=99999", cwd=tmp_path)
+  assert bad.returncode == 2 and "perturb.time" in bad.stderr
