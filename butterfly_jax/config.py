@@ -442,6 +442,16 @@ def fields_table() -> str:
   return "\n".join(rows)
 
 
+def fields_text() -> str:
+  """Every field of :func:`default_config` with its default and :data:`FIELD_DOCS`, as plain text for a command's
+  ``--help``."""
+  lines = ["Config fields (override any with --config.FIELD=VALUE; docs/configs.md):"]
+  for key, value in fields().items():
+    doc = re.sub(r"`([^`]*)`", r"\1", FIELD_DOCS[key])
+    lines.append(f"  {key} = {value!r}\n      {doc}")
+  return "\n".join(lines)
+
+
 def upgrade(stored: dict, defaults: dict | None = None) -> dict:
   """A stored config (``config.json`` of an earlier run) with every field added since then filled in with its
   default. New fields default to the behaviour before they existed, so a finished run stays recognised as

@@ -48,7 +48,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, f"Path to a config file with get_config() (default: the embedded quickstart, {DEFAULT_CONFIG}).",
     lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory (created if missing).")
+flags.DEFINE_string("workdir", None, "Run directory (created if missing); required but for the quickstart (no "
+                    "--config), which defaults to runs/quickstart.")
 flags.DEFINE_bool("discard_unfinished", False,
                   "Delete an unfinished run of another config in --workdir (its checkpoints and metrics) and start "
                   "from step 0; without it such a workdir is an error and nothing is deleted.")
@@ -225,11 +226,16 @@ def main(argv):
     config.get("seed")  # a config file that did not load raises here (ml_collections defers its error)
   except OSError as e:
     _fail(2, f"--config: cannot load {_config_argument(sys.argv)}: {_last_line(e)}")
-  workdir = FLAGS.workdir or "runs/quickstart"
+  workdir = FLAGS.workdir
   try:
     if FLAGS.print_config or FLAGS.dry_run:
       print(_plan(config) if FLAGS.dry_run else _config_json(config))
       return
+    if workdir is None:
+      if _config_argument(sys.argv) != DEFAULT_CONFIG:
+        _fail(2, "--workdir: where the run writes (created if missing) is required; only the quickstart, run "
+                 "without --config, defaults to runs/quickstart")
+      workdir = "runs/quickstart"
     from butterfly_jax.experiment import run
     if FLAGS.distributed:
       from butterfly_jax import runtime
@@ -265,6 +271,9 @@ def cli(argv=None):
     _fail(2, str(e))
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
   help_lists_flags_of(__name__)
+  if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
+    from butterfly_jax.config import fields_text
+    print(fields_text() + "\n")  # then absl's usage and flags
   app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

@@ -266,7 +266,9 @@ def test_every_command_takes_hyphens_or_underscores():
   assert report_main(["--runs", str(Path(__file__).parent), "--no_figures"]) == 2  # no runs there: not a usage error
 
 
-def test_dry_run_prints_the_plan_and_print_config_the_config_writing_nothing(tmp_path):
+def test_dry_run_print_config_help_and_a_required_workdir(tmp_path):
+  """--dry_run prints the plan and --print_config the config, writing nothing; --help lists the config fields with
+  their docs; --workdir has no silent default but the quickstart's."""
   out = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", f"--workdir={tmp_path / 'run'}", "--dry-run",
              "--config.perturb.time=20", cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -279,3 +281,7 @@ def test_dry_run_prints_the_plan_and_print_config_the_config_writing_nothing(tmp
   assert not (tmp_path / "run").exists()
   bad = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", "--dry_run", "--config.perturb.time=99999", cwd=tmp_path)
   assert bad.returncode == 2 and "perturb.time" in bad.stderr
+  nowhere = _cli(f"--config={shipped.FOLDER / 'smoke.py'}", cwd=tmp_path)  # no silent default but the quickstart's
+  assert nowhere.returncode == 2 and nowhere.stderr.startswith("error: --workdir:") and not list(tmp_path.iterdir())
+  helped = _cli("--help", cwd=tmp_path)
+  assert "perturb.batch_source = 'fresh'" in helped.stdout and "--workdir" in helped.stdout
