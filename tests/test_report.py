@@ -14,6 +14,7 @@ import pytest
 
 from butterfly_jax import report
 from butterfly_jax.report import figures, plotting
+from butterfly_jax.evaluate import barrier_from_curve
 from butterfly_jax.report.table import read_metrics, write_table
 
 SCALES = (0.0, 1e-3, 1e-1)
@@ -218,6 +219,21 @@ def test_trajectories_one_row_per_logged_member(runs, trajectories):
   assert last.loc[4, "perturb.scale"] == DIVERGING_SCALE
 
 
+def test_curves_are_a_long_table_of_every_finished_pairs_path(runs, table):
+  """The α-curves of results.json, long: one row per (run, child, aligned, split, metric, α); the barrier of a
+  curve recomputed from its rows is the table's."""
+  curves = report.load_curves(runs)
+  assert list(curves.columns) == ["run", "child", "perturb.scale", "aligned", "split", "metric", "alpha", "value"]
+  results = json.loads((runs / "sweep" / "seed0_t10_batch" / "results.json").read_text())
+  one = curves[(curves["run"] == "sweep/seed0_t10_batch") & (curves["child"] == 2) & ~curves["aligned"]
+               & (curves["split"] == "train") & (curves["metric"] == "loss")].sort_values("alpha")
+  assert list(one["alpha"]) == results["alphas"]
+  assert list(one["value"]) == results["children"][2]["vs_child0"]["curves"]["train"]["loss"]
+  assert barrier_from_curve(np.asarray(one["alpha"]), np.asarray(one["value"])) == pytest.approx(
+      results["children"][2]["vs_child0"]["barrier"]["train"]["loss"], abs=1e-12)
+  assert curves["aligned"].any() and set(curves["child"]) >= {1, 2}
+
+
 EXPECTED_FIGURES = ("barrier_vs_sigma_batch", "barrier_vs_sigma_gaussian", "barrier_vs_time_batch",
                     "barrier_vs_time_gaussian", "barrier_vs_l2", "l2_from_init_batch", "l2_from_init_gaussian",
                     "barrier_over_training_batch", "barrier_over_training_gaussian", "cka_vs_barrier",
@@ -321,7 +337,8 @@ def test_command_line(cli_report, tmp_path):
 
 def test_make_report_writes_the_tables_and_imports_matplotlib_only_for_figures(runs, table, tmp_path):
   made, paths = report.make_report(runs, tmp_path / "out", figures=False)
-  assert [p.name for p in paths] == ["table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet"]
+  assert [p.name for p in paths] == ["table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet",
+                                    "curves.csv", "curves.parquet"]
   pd.testing.assert_frame_equal(made, table)
   code = ("import sys, butterfly_jax.report as r; assert 'matplotlib' not in sys.modules; r.make_figures; "
           "assert 'matplotlib' in sys.modules")

@@ -7,9 +7,10 @@ Command line::
 A run directory is any folder under ``DIR`` holding a butterfly ``config.json`` (folders inside a run
 directory are not searched). From notebooks::
 
-  from butterfly_jax.report import load_table, load_trajectories, make_figures, make_report
+  from butterfly_jax.report import load_curves, load_table, load_trajectories, make_figures, make_report
   table = load_table("runs/")              # one row per (run, child k >= 1); see docs/reports.md
   traj = load_trajectories("runs/")        # one row per (run, logged step, member) of metrics.jsonl
+  curves = load_curves("runs/")            # one row per (run, child, aligned, split, metric, alpha)
   make_figures(table, "out/", traj)        # every figure the table supports, captions in out/figures.md
   table, paths = make_report("runs/")      # what the command line writes: tables and figures in runs/report
 
@@ -22,12 +23,12 @@ pieces).
 
 from pathlib import Path
 
-from butterfly_jax.report.table import ReportError, load_table, load_trajectories, summary, write_table
+from butterfly_jax.report.table import ReportError, load_curves, load_table, load_trajectories, summary, write_table
 
 
 def make_report(runs_dir, out_dir=None, figures: bool = True):
   """Writes the report of the run directories under ``runs_dir`` into ``out_dir`` (default ``runs_dir/report``):
-  ``table`` and ``trajectories`` (CSV, and Parquet when pyarrow is installed) and, when ``figures``, every figure
+  ``table``, ``trajectories`` and ``curves`` (the α-curves, long; CSV, and Parquet when pyarrow is installed) and, when ``figures``, every figure
   the table supports with ``figures.md``. Returns (the pair table, the paths written). Raises ReportError when
   ``runs_dir`` holds no run directories."""
   out = Path(out_dir) if out_dir else Path(runs_dir) / "report"
@@ -35,6 +36,7 @@ def make_report(runs_dir, out_dir=None, figures: bool = True):
   paths = write_table(table, out)
   trajectories = load_trajectories(runs_dir)
   paths += write_table(trajectories, out, "trajectories")
+  paths += write_table(load_curves(runs_dir), out, "curves")
   if figures:
     from butterfly_jax.report.figures import make_figures
     paths += make_figures(table, out, trajectories)
@@ -49,4 +51,4 @@ def __getattr__(name):
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["make_report", "load_table", "load_trajectories", "make_figures", "summary", "ReportError"]
+__all__ = ["make_report", "load_curves", "load_table", "load_trajectories", "make_figures", "summary", "ReportError"]

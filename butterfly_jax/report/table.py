@@ -356,6 +356,34 @@ def load_trajectories(runs_dir):
   return df
 
 
+def load_curves(runs_dir):
+  """The curves along the linear path of every finished run as a long table: one row per (run, child k >= 1,
+  aligned or not, split, metric, α). Columns: ``run``, ``child``, ``perturb.scale`` (σ), ``aligned`` (False: the
+  child as trained; True: after weight matching to child 0), ``split``, ``metric`` (``loss``, ``error``, a text
+  task's metric), ``alpha`` (0 = child 0, 1 = child k) and ``value``; the path's end points are the two networks'
+  own values. Runs without ``results.json`` have no curves."""
+  import pandas as pd
+  runs_dir = Path(runs_dir)
+  rows = []
+  for folder in find_runs(runs_dir):
+    results_path = folder / "results.json"
+    if not results_path.is_file():
+      continue
+    results = json.loads(results_path.read_text())
+    alphas = results.get("alphas", [])
+    run = folder.relative_to(runs_dir).as_posix() or "."
+    for child in results.get("children", [])[1:]:
+      vs = child.get("vs_child0") or {}
+      for aligned, block in ((False, vs), (True, vs.get("aligned") or {})):
+        for split, metrics in (block.get("curves") or {}).items():
+          for metric, values in metrics.items():
+            for alpha, value in zip(alphas, values):
+              rows.append({"run": run, "child": child["index"], "perturb.scale": child["perturb"]["scale"],
+                           "aligned": aligned, "split": split, "metric": metric, "alpha": alpha,
+                           "value": math.nan if value is None else value})
+  return pd.DataFrame(rows, columns=["run", "child", "perturb.scale", "aligned", "split", "metric", "alpha", "value"])
+
+
 def write_table(df, out_dir, name: str = "table") -> list[Path]:
   """``name``.csv and, when pyarrow is installed, ``name``.parquet in ``out_dir``; returns the paths."""
   out_dir = Path(out_dir)
