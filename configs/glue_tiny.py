@@ -12,7 +12,8 @@ dog sat on the mat." exactly when the two animals are the same. Its tokenizer is
 stayed at chance, 45% validation accuracy, after the 16 epochs: measured 2026-12-01): AdamW at 1e-3 with weight decay 0.01 on the
 triangular schedule (10% warm-up), batch 16, 16 epochs (512 steps). Perturbed at t = 0: the σ = 0 twin and batch
 perturbations of σ = 1e-4 and 1e-2, measured against an init standard deviation of 0.02 for every weight and
-leaving embeddings, norms and biases out (as the authors' BERT fine-tuning).
+leaving embeddings, norms and biases out (the authors' pattern read case-insensitively; their case-sensitive
+match also perturbs BERT's LayerNorm scales, as ``configs/multiberts_qnli.py`` does).
 
 48 s on 2 idle CPU cores, most of it XLA compiling (measured: BUILD_NOTES.md, "Language models on a CPU").
 Expected: child 0 at about 80% validation accuracy; σ = 1e-4 stays in child 0's basin (loss barriers about
