@@ -218,11 +218,10 @@ def _perturbations(setup, trunk_params, scales):
   finetune = bool(c.init.checkpoint)
   mask = perturb.build_mask(trunk_params, p.mask, rng.perturb_key(setup.keys, "mask"), finetune)
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
+  dropout = p.kind == "batch" and perturbation_dropout(c, setup.steps["t"], setup.dropout)
   if p.kind == "batch":
     x, y = placement.shard_batch(perturbation_batch(setup), setup.trainer(1)[2])  # split as the trunk's batches
-    batch = (x, y)
-    if perturbation_dropout(c, setup.steps["t"], setup.dropout):
-      batch = (x, y, rng.perturb_key(setup.keys, "batch_dropout"))
+    batch = (x, y, rng.perturb_key(setup.keys, "batch_dropout")) if dropout else (x, y)
     direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
         members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, batch, int(p.batch_sign))
   else:
@@ -243,8 +242,7 @@ def _perturbations(setup, trunk_params, scales):
         "(another perturb.mask.single) or perturb.kind")
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
           # whether the batch gradient was taken with dropout (perturb.batch_dropout says when it is)
-          **({"dropout_in_gradient": perturbation_dropout(c, setup.steps["t"], setup.dropout)}
-             if p.kind == "batch" else {}),
+          **({"dropout_in_gradient": dropout} if p.kind == "batch" else {}),
           "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
           "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
   if p.mask.single:  # the weight drawn (or named): repeatable with perturb.mask.single=<this>

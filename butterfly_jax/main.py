@@ -19,6 +19,7 @@ Exit status and what stderr shows:
 """
 
 import errno
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -28,13 +29,13 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from butterfly_jax import commands, config_files, configs_embedded
+from butterfly_jax import commands, config as config_lib, config_files, configs_embedded, run_setup, runtime
 from butterfly_jax.commands import help_lists_flags_of
 from butterfly_jax.config import ConfigError
 from butterfly_jax.data import DataError
 from butterfly_jax.perturb import PerturbationError
 from butterfly_jax.pretrained import PretrainedError
-from butterfly_jax.rundir import RunDirBusy, RunDirError
+from butterfly_jax.rundir import RunDirBusy, RunDirError, to_jsonable
 
 DEFAULT_CONFIG = f"{configs_embedded.__file__}:quickstart"
 # Errors that are the input's fault: exit status 2 with their one-line message.
@@ -120,16 +121,12 @@ def summary(results: dict) -> str:
 
 def _config_json(config) -> str:
   """``--print_config``: the validated config as the run's ``config.json`` would hold it."""
-  import json
-  from butterfly_jax.config import validate
-  from butterfly_jax.rundir import to_jsonable
-  validate(config)
+  config_lib.validate(config)
   return json.dumps(to_jsonable(config.to_dict()), indent=2, sort_keys=True)
 
 
 def _plan(config) -> str:
   """``--dry_run``: what the run would do, in steps, members and devices, from the config and the data's size."""
-  from butterfly_jax import config as config_lib, run_setup, runtime
   config_lib.validate(config)
   runtime.configure(config.runtime.deterministic)
   data = run_setup.load_data(config)
@@ -238,7 +235,6 @@ def main(argv):
       workdir = "runs/quickstart"
     from butterfly_jax.experiment import run
     if FLAGS.distributed:
-      from butterfly_jax import runtime
       runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
       jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
       # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
@@ -272,8 +268,7 @@ def cli(argv=None):
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
   help_lists_flags_of(__name__)
   if any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
-    from butterfly_jax.config import fields_text
-    print(fields_text() + "\n")  # then absl's usage and flags
+    print(config_lib.fields_text() + "\n")  # then absl's usage and flags
   app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

@@ -116,10 +116,10 @@ class Setup:
     self.split_batch_sizes = tuple(config_lib.split_batch_sizes(c).values())
     placement.data_size(1, available, c.members.devices, c.members.data_devices, self.split_batch_sizes)  # errors now
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
-    self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes,
-                                                   **config_lib.model_kwargs(c))
-    self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **config_lib.model_kwargs(c))
-    self.dropout = has_dropout(c.model.name, **config_lib.model_kwargs(c))  # applied in the training step only
+    model_kwargs = config_lib.model_kwargs(c)
+    self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
+    self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
+    self.dropout = has_dropout(c.model.name, **model_kwargs)  # applied in the training step only
     self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
     self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
     self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
@@ -139,7 +139,7 @@ class Setup:
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk,
                                                data.num_classes if self.metric else None, c.eval.dtype)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
-    moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **config_lib.model_kwargs(c))
+    moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
     self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
     if moments_fn is not None:
       self.stats_estimator = evaluate.make_stats_estimator(moments_fn, c.eval.alpha_chunk)

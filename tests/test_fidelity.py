@@ -287,6 +287,11 @@ def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, t
   assert definitions_label(resnet) == "v3"
   resnet["perturb"]["batch_sign"] = -1
   assert definitions_label(resnet) == "v3-custom"
+  for dotted, value in (("perturb.batch_source", "first"), ("eval.dtype", "float16")):  # no version, still custom
+    other = json.loads(json.dumps(stored))
+    section, field = dotted.split(".")
+    other[section][field] = value
+    assert definitions_label(other) == "v3-custom"
   # an aligned run from before weight matching left biases out of its cost (version 2) included them
   no_align_bias = json.loads(json.dumps(stored))
   del no_align_bias["eval"]["align_bias"]

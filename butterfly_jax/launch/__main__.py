@@ -23,12 +23,13 @@ import re
 import sys
 from pathlib import Path
 
+from butterfly_jax.commands import spellings
+
 PROG = "python -m butterfly_jax.launch"  # also installed as butterfly-launch
 _CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
 
 
 def _parser() -> argparse.ArgumentParser:
-  from butterfly_jax.commands import spellings
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                               epilog="--config.a.b=value is the same as --set a.b=value.")
   p.add_argument("--config", required=True, help="config file with get_config() and sweep(add); path or path:arg")

@@ -71,12 +71,19 @@ def perturbation_label(config: dict) -> str:
   return kind
 
 
+# Fields that change what sigma, the direction or a barrier means without a version of their own: a run that sets
+# one away from its default is labelled "-custom"
+CUSTOM_FIELDS = ("perturb.normalize", "perturb.constant_params", "perturb.init_std", "perturb.batch_source",
+                 "eval.dtype")
+
+
 def definitions_label(config: dict) -> str:
   """``"v3"`` for a run under the current definitions (BUILD_NOTES "Definitions and recipes"); ``"v2"`` for one
   from before ResNets padded their 3x3 convolutions as torch does (``model.resnet_padding="same"``); ``"v1"`` for
   one from before that (sigma from E[theta_0^2], the batch direction -grad, biased CKA, a zero ViT head when
   fine-tuning, translation filled with the mean); ``"-custom"`` added where a run set a definition field of its
-  version away from the paper's."""
+  version, or one of :data:`CUSTOM_FIELDS` (the batch perturbation's batch, the evaluation's precision, ...), away
+  from its default."""
   from butterfly_jax.config import (DEFINITIONS_VERSION, FIELD_VERSIONS, LEGACY_VALUES, default_config, get_dotted,
                                     legacy_applies)
   defaults = default_config().to_dict()
@@ -89,9 +96,8 @@ def definitions_label(config: dict) -> str:
     if any(values[k] != LEGACY_VALUES[k] for k in fields):
       break
     version = v - 1
-  p = config.get("perturb", {})
   custom = any(values[k] != get_dotted(defaults, k) for k in values if FIELD_VERSIONS[k] <= version) or any(
-      p.get(f, defaults["perturb"][f]) != defaults["perturb"][f] for f in ("normalize", "constant_params", "init_std"))
+      get_dotted(config, k, get_dotted(defaults, k)) != get_dotted(defaults, k) for k in CUSTOM_FIELDS)
   return f"v{version}-custom" if custom and version > 1 else f"v{version}"
 
 
