@@ -9,7 +9,7 @@ survived). This measures, on a random tiny OLMo (every weight drawn N(0, 0.02), 
 no norm weights and no biases, so every parameter is perturbed), for each sigma and two directions:
 
 * ``gaussian``: N(0, 0.02^2) per weight (the gaussian perturbation), normalised to ``sigma * E_init`` with
-  ``E_init = sqrt(sum of 0.02^2 * numel)`` over all the weights (:func:`butterfly_jax.perturb.normalised`);
+  ``E_init = sqrt(sum of 0.02^2 * numel)`` over all the weights (:func:`butterfly_jax.core.perturb.normalised`);
 * ``batch``: the loss gradient on one batch of random tokens and labels, normalised the same way (a gradient is
   far from uniform: a few weights, the embedding rows of the batch's tokens, take most of its norm);
 
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import members, perturb, tree_math
+from butterfly_jax.core import members, perturb, tree_math
 from butterfly_jax.models import make_model
 
 SIGMAS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

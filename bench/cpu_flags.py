@@ -1,6 +1,6 @@
 """Seconds per family step under XLA:CPU flag sets, each in its own process (XLA reads flags once per process).
 
-How ``butterfly_jax/runtime.py`` chose its CPU flags (BUILD_NOTES.md, "XLA:CPU flags")::
+How ``butterfly_jax/io/runtime.py`` chose its CPU flags (BUILD_NOTES.md, "XLA:CPU flags")::
 
     python bench/cpu_flags.py --models=resnet20_w1_28,cnn_16_32,mlp --k=2 --out=bench/cpu_flags.json
 
@@ -58,8 +58,8 @@ def main(argv=None):
   ap.add_argument("--out", default="", help="JSON file for the rows")
   args = ap.parse_args(argv)
   sys.path.insert(0, str(HERE.parent))
-  from butterfly_jax import runtime
-  from butterfly_jax.rundir import host_cpu
+  from butterfly_jax.io import runtime
+  from butterfly_jax.io.rundir import host_cpu
   sets = ({s.strip(): s.strip() for s in args.flags.split(";")} if args.flags else FLAG_SETS)
   rows = []
   meta = {"command": "python bench/cpu_flags.py " + " ".join(sys.argv[1:] if argv is None else argv),

@@ -41,7 +41,7 @@ def _jax_family(k, strategy, compute_dtype, width=2, batch=128, n=4096, seed=0, 
   import jax.numpy as jnp
   import numpy as np
 
-  from butterfly_jax import batches, members, optim
+  from butterfly_jax.core import batches, members, optim
   from butterfly_jax.config import default_config
   from butterfly_jax.models import make_model
   apply_fn, init_fn = make_model("resnet20", (32, 32, 3), 10, width=width)
@@ -134,9 +134,9 @@ def part_determinism(args):
 
 
 def part_full(args):
-  from butterfly_jax import config_files as configs
+  from butterfly_jax.run import config_files as configs
   from butterfly_jax.config import config_file
-  from butterfly_jax.experiment import run
+  from butterfly_jax.run.experiment import run
   c = config_file(configs.FOLDER / "resnet20.py").get_config()
   c.data.name = "synthetic"
   c.data.synthetic.num_train, c.data.synthetic.num_test = (2048, 512) if args.quick else (50000, 10000)
@@ -167,7 +167,7 @@ def _device():
 
 
 def child(args):
-  from butterfly_jax import runtime
+  from butterfly_jax.io import runtime
   runtime.configure(args.deterministic)
   rows = {"steps": part_steps, "torch": part_torch, "determinism": part_determinism, "full": part_full}[args.part](args)
   print("RESULT " + json.dumps({"part": args.part, "deterministic": args.deterministic, "device": _device(),

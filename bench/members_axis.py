@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import batches, members, optim
 from butterfly_jax.config import default_config
+from butterfly_jax.core import batches, members, optim
 from butterfly_jax.models import make_model
 
 from bench_models import MODELS  # noqa: E402  (bench/bench_models.py)

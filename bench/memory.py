@@ -4,7 +4,7 @@
         [--out=bench/memory.json] [--set a.b=v ...]
 
 For the config's model (its data's shapes; convolutions as XLA's own, the GPU default): each child's bytes from
-``butterfly_jax.memory.child_memory`` at the training batch split over 1, 2, 4 data devices, in float32 and
+``butterfly_jax.core.memory.child_memory`` at the training batch split over 1, 2, 4 data devices, in float32 and
 bfloat16 compute; the whole family step's memory analysis for K = 1, 2 (``sequential`` and ``vmap``), to show
 how a family's temporaries grow with K; and the largest K per 80 GiB device, with JAX's default GPU
 preallocation (75%) and with ``XLA_PYTHON_CLIENT_MEM_FRACTION=0.95``. Compiled for the backend it runs on
@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import batches, config as config_lib, members, memory, optim, text
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import batches, members, memory, optim
+from butterfly_jax.io import text
 from butterfly_jax.launch import sweep as sweep_lib
 from butterfly_jax.models import make_model
 from butterfly_jax.models.registry import MODEL_KWARGS, has_dropout, input_dtype

@@ -15,8 +15,8 @@ import time
 
 import jax
 
-from butterfly_jax.experiment import run
 from butterfly_jax.launch import sweep as sweep_lib  # config files and --set parsed as the launcher does
+from butterfly_jax.run.experiment import run
 
 
 def main():

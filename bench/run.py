@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import batches, evaluate, members, optim, placement, runtime
 from butterfly_jax.config import default_config
+from butterfly_jax.core import batches, evaluate, members, optim, placement
+from butterfly_jax.io import runtime
 from butterfly_jax.models import make_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -16,9 +16,9 @@ import traceback
 import jax
 import jax.numpy as jnp
 
-from butterfly_jax import runtime
-from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.experiment import run
+from butterfly_jax.io import runtime
+from butterfly_jax.run.configs_embedded import smoke
+from butterfly_jax.run.experiment import run
 
 
 def count_compiles():

@@ -18,7 +18,7 @@ import numpy as np
 import scipy
 
 import butterfly_jax as bj
-from butterfly_jax import permutations
+from butterfly_jax.core import permutations
 
 from bench_models import MODELS  # noqa: E402  (bench/bench_models.py)
 

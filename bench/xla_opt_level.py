@@ -15,8 +15,8 @@ import tempfile
 import time
 
 t0 = time.time()
-from butterfly_jax.configs_embedded import smoke  # noqa: E402
-from butterfly_jax.experiment import run  # noqa: E402
+from butterfly_jax.run.configs_embedded import smoke  # noqa: E402
+from butterfly_jax.run.experiment import run  # noqa: E402
 
 c = smoke()
 c.model.name = "resnet"

@@ -14,20 +14,22 @@ Public API (stable; notebooks and other tools rely on it)::
   run_experiment(config, workdir)           -> results dict (also written to workdir/results.json)
 """
 
-__version__ = "0.1.0"
+from butterfly_jax.version import __version__
 
-from butterfly_jax.tree_math import interpolate, l2_distance
-from butterfly_jax.evaluate import barrier_from_curve
+from butterfly_jax.core.evaluate import barrier_from_curve
+from butterfly_jax.core.permutations import (PermutationSpec, apply_permutation, fixed_point_fraction,
+                                             random_permutation, spec_for, weight_matching)
+from butterfly_jax.core.similarity import angular_cka
+from butterfly_jax.core.tree_math import interpolate, l2_distance
 from butterfly_jax.models import create_model
-from butterfly_jax.similarity import angular_cka
-from butterfly_jax.permutations import (PermutationSpec, apply_permutation, fixed_point_fraction, random_permutation,
-                                        spec_for, weight_matching)
+
+
+from butterfly_jax.run import experiment as _experiment
 
 
 def run_experiment(config, workdir):
   """Runs one butterfly experiment (trunk, perturbation, children, evaluation); see docs/experiment.md."""
-  from butterfly_jax.experiment import run  # heavy imports (tfds, orbax) only when running
-  return run(config, workdir)
+  return _experiment.run(config, workdir)
 
 
 __all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "PermutationSpec",

@@ -1,4 +1,9 @@
-"""The default experiment config, config validation, and step arithmetic ("5ep" -> steps).
+"""The config's schema: the default experiment config, every field's meaning and allowed values, the checks a
+field's value needs on its own (:func:`validate`), :class:`ConfigError`, and step arithmetic ("5ep" -> steps).
+
+A leaf: it imports nothing from the package. Checks that need the package's models, datasets or files (a model's
+arguments, a dataset's name, an ``init.checkpoint``) are made once, with the rest of a run's resolution, by
+:func:`butterfly_jax.run.spec.resolve`.
 
 Every field's meaning is in :data:`FIELD_DOCS`, from which docs/configs.md's table of fields is generated
 (``python -m butterfly_jax.config``). ``configs/*.py`` start from :func:`default_config` and edit a few fields;
@@ -12,13 +17,6 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-
-from butterfly_jax import progress
-from butterfly_jax.models.conv import CONV_IMPLS, RESNET_PADDINGS
-from butterfly_jax.models.layers import NORMS, POOLS
-from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, TEXT_MODELS, build_module
-from butterfly_jax.models.text import ACTIVATIONS
-from butterfly_jax.similarity import CKA_ESTIMATORS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
@@ -60,6 +58,7 @@ MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 PARAM_DTYPES = ("float32", "bfloat16")
 _MISSING = object()
+PROGRESS_EVERY_S = 30.0  # seconds between the plain progress lines of a run without a terminal
 
 
 def get_dotted(tree: dict, dotted: str, default=None):
@@ -206,7 +205,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.init.head = "torch_linear"  # a fresh head when fine-tuning: torch nn.Linear's default init, or "model"
 
   c.runtime = ml_collections.ConfigDict()
-  c.runtime.deterministic = True  # GPU: deterministic reductions, no autotuning (butterfly_jax/runtime.py)
+  c.runtime.deterministic = True  # GPU: deterministic reductions, no autotuning (butterfly_jax/io/runtime.py)
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50
@@ -301,7 +300,7 @@ FIELD_DOCS = {
     'log.every_steps': 'a `metrics.jsonl` line every N steps',
     'log.progress': (
         "progress with ETA: a bar in a terminal or a notebook; in a file or a pipe (a SLURM log, `launch`'s "
-        f"`log.txt`) a plain line every {progress.EVERY_S:g} s and at the end"),
+        f"`log.txt`) a plain line every {PROGRESS_EVERY_S:g} s and at the end"),
     'members.devices': (
         'split the children over at most this many devices (0 = all that divide K evenly; with `--distributed`,'
         " every process's); more than there are: all of them, with a warning naming the two numbers"),
@@ -518,7 +517,7 @@ def to_steps(value: Any, steps_per_epoch: int | None, field: str) -> int | None:
   unknown), None for epochs. ConfigError naming ``field`` for anything else, an int included."""
   m = _STEPS.match(value) if isinstance(value, str) else None
   if m is None:
-    hint = f" (steps are text: {str(value)!r})" if _is_int(value) else ""
+    hint = f" (steps are text: {str(value)!r})" if is_int(value) else ""
     raise ConfigError(f"{field}: expected steps \"<n>\" or epochs \"<n>ep\" such as '2000' or '5ep', "
                       f"got {value!r}{hint}")
   if m.group(1) is not None:
@@ -547,7 +546,7 @@ def steps_text(value: Any, field: str) -> Any:
     return type(value)(steps_text(v, field) for v in value)
   if isinstance(value, bool):
     return value
-  if _is_int(value) or (isinstance(value, float) and value.is_integer()):
+  if is_int(value) or (isinstance(value, float) and value.is_integer()):
     return str(int(value))
   return value
 
@@ -563,12 +562,12 @@ def parse_init_checkpoint(value) -> tuple[str, int | None]:
   return text, None
 
 
-def _choice(value, allowed, field):
+def choice(value, allowed, field):
   if value not in allowed:
     raise ConfigError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
 
 
-def _finite_in(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
+def finite_in(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
   """ConfigError naming ``field`` unless ``value`` is a finite number in the interval."""
   ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
         and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi))
@@ -577,190 +576,42 @@ def _finite_in(field, value, lo, hi=float("inf"), lo_open=False, hi_open=False):
     raise ConfigError(f"{field}: must be a finite number in {left}{lo}, {hi}{right}, got {value!r}")
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _int_at_least(field, value, lo, note=""):
-  if not _is_int(value) or value < lo:
+def int_at_least(field, value, lo, note=""):
+  if not is_int(value) or value < lo:
     raise ConfigError(f"{field}: expected an integer >= {lo}{note}, got {value!r}")
 
 
-def _ints_at_least_one(field, value, what):
+def ints_at_least_one(field, value, what):
   """A tuple (or list) of integers >= 1; () allowed."""
   if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or not all(
-      _is_int(v) and v >= 1 for v in value):
+      is_int(v) and v >= 1 for v in value):
     raise ConfigError(f"{field}: expected a tuple of {what}, integers >= 1, got {value!r}")
-
-
-def check_model_kwargs(name: str, kwargs: dict) -> None:
-  """``model.kwargs`` of model ``name``: only the arguments it takes (:data:`MODEL_KWARGS`), each of the right
-  type and range, together a network that has every layer (a width that rounds to no channels is an error).
-  The module is built (a dataclass, no compute) to read the defaults of the arguments not given."""
-  allowed = MODEL_KWARGS[name]
-  unknown = sorted(set(kwargs) - set(allowed))
-  if unknown:
-    raise ConfigError(f"model.kwargs: model {name} takes no {', '.join(unknown)}; it takes {', '.join(allowed)}")
-  m = build_module(name, 1, **kwargs)
-  for key in kwargs:
-    field, value = f"model.kwargs.{key}", kwargs[key]
-    if key == "norm":
-      _choice(value, NORMS, field)
-    elif key == "conv":
-      _choice(value, CONV_IMPLS, field)
-    elif key == "pool":
-      _choice(value, POOLS, field)
-    elif key == "hidden" and name == "mlp":
-      _ints_at_least_one(field, value, "hidden-layer widths")
-    elif key == "channels":
-      _ints_at_least_one(field, value, "convolution channels")
-    elif key == "stages":
-      _ints_at_least_one(field, value, "blocks per stage")
-    elif key == "image_size":
-      _int_at_least(field, value, 0, " (0 = no resizing)")
-    elif key == "hidden_act":
-      _choice(value, tuple(ACTIVATIONS), field)
-    elif key in ("layer_norm_eps", "rope_theta"):
-      _finite_in(field, value, 0.0, lo_open=True)
-    elif key in ("dropout", "attention_dropout"):
-      _finite_in(field, value, 0.0, 1.0, hi_open=True)
-    elif key == "clip_qkv":
-      _finite_in(field, value, 0.0)
-    elif key == "width" and name.startswith("resnet"):
-      _finite_in(field, value, 0.0, lo_open=True)
-    elif key == "depth" and name == "resnet":
-      if not _is_int(value) or value < 8 or (value - 2) % 6:
-        raise ConfigError(f"{field}: a CIFAR ResNet has depth 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, ...), "
-                          f"got {value!r}")
-    else:  # dense, base, patch, heads, mlp_dim; width and depth of the ViT; the text models' sizes
-      _int_at_least(field, value, 1)
-  if name.startswith("resnet"):
-    base = 64 if name == "resnet50" else m.base
-    if int(round(base * m.width)) < 1:
-      raise ConfigError(f"model.kwargs.width: {m.width!r} leaves no channels ({base} x width rounds to 0)")
-    if name == "resnet" and "depth" in kwargs and m.stages:
-      raise ConfigError("model.kwargs.depth: not used when model.kwargs.stages is set (the stages give the depth); "
-                        "set one of them")
-  if name.startswith("vit") and m.width % m.heads:
-    raise ConfigError(f"model.kwargs.width: {m.width} is not divisible by model.kwargs.heads = {m.heads}")
-  if name in TEXT_MODELS and m.hidden % m.heads:
-    raise ConfigError(f"model.kwargs.hidden: {m.hidden} is not divisible by model.kwargs.heads = {m.heads}")
-  if name == "olmo" and (m.hidden // m.heads) % 2:
-    raise ConfigError(f"model.kwargs.hidden: {m.hidden} is not divisible into {m.heads} heads of an even size "
-                      f"(rotary embeddings rotate unit pairs)")
-
-
-def check_model_input(c: ml_collections.ConfigDict, input_shape) -> None:
-  """The model's arguments that depend on the data's image size (ViT patches, the CNN's poolings) or sequence
-  length (a text model's position table)."""
-  kwargs = c.model.kwargs.to_dict()
-  m = build_module(c.model.name, 1, **kwargs)
-  if c.model.name in TEXT_MODELS:
-    if len(input_shape) != 2 or int(input_shape[0]) != 3:
-      raise ConfigError(f"model.name: {c.model.name} reads token ids: a text model's input is (3, L) (input_ids, "
-                        f"token_type_ids, attention_mask), but data.name={c.data.name} gives "
-                        f"{tuple(input_shape)}")
-    if int(input_shape[1]) > m.max_positions:
-      raise ConfigError(f"model.kwargs.max_positions: the data's sequences of {int(input_shape[1])} tokens do not "
-                        f"fit the model's {m.max_positions} positions; shorten the sequences")
-    return
-  h, w = int(input_shape[0]), int(input_shape[1])
-  where = f"the {h}x{w} images of data.name={c.data.name}"
-  if c.model.name.startswith("vit"):
-    if m.image_size:
-      h = w = m.image_size
-      where = f"the {h}x{w} input (model.kwargs.image_size)"
-    if h % m.patch or w % m.patch:
-      raise ConfigError(f"model.kwargs.patch: {where} do not divide into {m.patch}x{m.patch} patches")
-  if c.model.name == "cnn" and min(h, w) < 2 ** len(m.channels):
-    raise ConfigError(f"model.kwargs.channels: {len(m.channels)} convolutions, each followed by a 2x2 max-pool, "
-                      f"leave nothing of {where}; at most {int(np.log2(min(h, w)))}")
-
-
-# data.augment fields that change what a model sees (data.augment.translate_fill only matters with translate)
-_AUGMENTS = ("flip", "translate", "cutout", "rotate", "erase")
-
-
-def check_data(c: ml_collections.ConfigDict) -> None:
-  """The ``data`` fields: a known dataset; paths that it reads; for text (``glue/<task>``) a text model, a
-  tokenizer to read, ``data.max_length``, and none of the image-only fields (classes, synthetic, augmentation);
-  for images none of the text-only fields."""
-  from butterfly_jax import text  # imports the data module, which imports tfds: only when validating
-  from butterfly_jax.data import DATASETS, FILELESS, DataError
-  d = c.data
-  if text.is_text_dataset(d.name):
-    try:
-      text.dataset_task(d.name)
-    except DataError as e:
-      raise ConfigError(str(e)) from None
-  else:
-    _choice(d.name, DATASETS + text.DATASETS, "data.name")
-  for field in ("dir", "tfds_dir", "tokenizer"):
-    if not isinstance(d[field], str):
-      raise ConfigError(f"data.{field}: expected a path (a string; \"\" = unset), got {d[field]!r}")
-  if d.name in FILELESS and (d.dir or d.tfds_dir):
-    field = "data.dir" if d.dir else "data.tfds_dir"
-    raise ConfigError(f"{field}: data.name={d.name} reads no files (it is {FILELESS[d.name]}), so "
-                      f"{field}={d[field.split('.')[1]]!r} would be ignored; leave it \"\"")
-  if d.dir and d.tfds_dir:
-    raise ConfigError(f"data.tfds_dir: not read when data.dir is set (local files, not tensorflow-datasets); set "
-                      f"one of them, got data.dir={d.dir!r} and data.tfds_dir={d.tfds_dir!r}")
-  _int_at_least("data.max_length", d.max_length, 0, " (0 = 128 for text data)")
-  if not text.is_text_dataset(d.name):
-    if c.model.name in TEXT_MODELS:
-      raise ConfigError(f"model.name: {c.model.name} reads token ids, but data.name={d.name} holds images; give it "
-                        f"a text task: {', '.join(text.DATASETS)}")
-    for field in ("max_length", "tokenizer"):
-      if d[field]:
-        raise ConfigError(f"data.{field}: only text data (glue/<task>) has sequences to tokenize, so "
-                          f"data.{field}={d[field]!r} would be ignored for data.name={d.name}; leave it "
-                          + ("0" if field == "max_length" else '""'))
-    return
-  if c.model.name not in TEXT_MODELS:
-    raise ConfigError(f"model.name: data.name={d.name} holds token ids, which only the text models read; allowed: "
-                      f"{', '.join(TEXT_MODELS)}")
-  if d.classes:
-    raise ConfigError(f"data.classes: a GLUE task keeps its own labels (data.name={d.name}); leave it (), got "
-                      f"{d.classes!r}")
-  if d.synthetic.to_dict() != default_config().data.synthetic.to_dict():
-    raise ConfigError(f"data.synthetic: read by data.name=synthetic only, not by the text task {d.name}; leave it "
-                      f"at its default")
-  augmented = [f"data.augment.{f}={d.augment[f]!r}" for f in _AUGMENTS if d.augment[f]]
-  if augmented:
-    raise ConfigError(f"data.augment: image augmentations do nothing to token ids (data.name={d.name}); turn off "
-                      f"{', '.join(augmented)}")
-  weights, step = parse_init_checkpoint(c.init.checkpoint)
-  if not d.tokenizer and (not weights or step is not None):
-    raise ConfigError(f"data.tokenizer: data.name={d.name} is tokenized with a checkpoint's own tokenizer: set "
-                      f"data.tokenizer to a folder with tokenizer.json or vocab.txt (it defaults to init.checkpoint "
-                      f"when that is a Hugging Face checkpoint folder; init.checkpoint is {c.init.checkpoint!r})")
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
   """Checks every field that can be checked without data; raises ConfigError naming the field."""
-  _choice(c.model.name, tuple(MODELS), "model.name")
   check_steps(c)
-  check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
-  _choice(c.model.resnet_padding, RESNET_PADDINGS, "model.resnet_padding")
-  check_data(c)
-  _choice(c.optim.name, OPTIMIZERS, "optim.name")
-  _choice(c.schedule.name, SCHEDULES, "schedule.name")
-  _choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
-  _choice(c.eval.dtype, EVAL_DTYPES, "eval.dtype")
-  _choice(c.perturb.batch_source, BATCH_SOURCES, "perturb.batch_source")
-  _choice(c.perturb.batch_dropout, BATCH_DROPOUTS, "perturb.batch_dropout")
+  choice(c.optim.name, OPTIMIZERS, "optim.name")
+  choice(c.schedule.name, SCHEDULES, "schedule.name")
+  choice(c.perturb.kind, PERTURB_KINDS, "perturb.kind")
+  choice(c.eval.dtype, EVAL_DTYPES, "eval.dtype")
+  choice(c.perturb.batch_source, BATCH_SOURCES, "perturb.batch_source")
+  choice(c.perturb.batch_dropout, BATCH_DROPOUTS, "perturb.batch_dropout")
   if c.perturb.batch_source == "first" and c.perturb.batch_size not in (0, c.train.batch_size):
     raise ConfigError(f"perturb.batch_size: perturb.batch_source='first' perturbs with the first training batch, "
                       f"of train.batch_size = {c.train.batch_size} examples; leave perturb.batch_size 0, got "
                       f"{c.perturb.batch_size!r}")
-  _choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
-  _choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
-  _choice(c.train.param_dtype, PARAM_DTYPES, "train.param_dtype")
-  _choice(c.perturb.init_scale, INIT_SCALES, "perturb.init_scale")
-  _choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
-  _choice(c.init.head, HEAD_INITS, "init.head")
-  _choice(c.eval.cka_estimator, CKA_ESTIMATORS, "eval.cka_estimator")
-  _choice(c.data.augment.translate_fill, TRANSLATE_FILLS, "data.augment.translate_fill")
+  choice(c.members.strategy, MEMBER_STRATEGIES, "members.strategy")
+  choice(c.train.compute_dtype, COMPUTE_DTYPES, "train.compute_dtype")
+  choice(c.train.param_dtype, PARAM_DTYPES, "train.param_dtype")
+  choice(c.perturb.init_scale, INIT_SCALES, "perturb.init_scale")
+  choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
+  choice(c.init.head, HEAD_INITS, "init.head")
+  choice(c.data.augment.translate_fill, TRANSLATE_FILLS, "data.augment.translate_fill")
   if c.perturb.batch_sign not in (1, -1) or isinstance(c.perturb.batch_sign, bool):
     raise ConfigError(f"perturb.batch_sign: expected 1 (theta + sigma * grad, the paper's) or -1 (a descent step), "
                       f"got {c.perturb.batch_sign!r}")
@@ -817,12 +668,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
   check_data_devices(c)
   if not isinstance(c.eval.num_alphas, int) or c.eval.num_alphas < 2:
     raise ConfigError(f"eval.num_alphas: expected an integer >= 2 (the grid includes 0 and 1), got {c.eval.num_alphas!r}")
-  _finite_in("optim.lr", c.optim.lr, 0.0)
-  _finite_in("optim.momentum", c.optim.momentum, 0.0, 1.0, hi_open=True)
-  _finite_in("optim.b1", c.optim.b1, 0.0, 1.0, hi_open=True)
-  _finite_in("optim.b2", c.optim.b2, 0.0, 1.0, hi_open=True)
-  _finite_in("optim.eps", c.optim.eps, 0.0, lo_open=True)
-  _finite_in("schedule.final_lr", c.schedule.final_lr, 0.0)
+  finite_in("optim.lr", c.optim.lr, 0.0)
+  finite_in("optim.momentum", c.optim.momentum, 0.0, 1.0, hi_open=True)
+  finite_in("optim.b1", c.optim.b1, 0.0, 1.0, hi_open=True)
+  finite_in("optim.b2", c.optim.b2, 0.0, 1.0, hi_open=True)
+  finite_in("optim.eps", c.optim.eps, 0.0, lo_open=True)
+  finite_in("schedule.final_lr", c.schedule.final_lr, 0.0)
   if not c.optim.weight_decay >= 0:
     raise ConfigError(f"optim.weight_decay: must be >= 0, got {c.optim.weight_decay!r}")
   if isinstance(c.optim.clip_norm, bool) or not c.optim.clip_norm >= 0 or c.optim.clip_norm == float("inf"):
@@ -847,7 +698,7 @@ def split_batch_sizes(c: ml_collections.ConfigDict) -> dict:
 
 def check_data_devices(c: ml_collections.ConfigDict) -> None:
   """``members.data_devices``: an integer >= 0 that, above 1, divides every batch it splits (the device count is
-  checked when the mesh is built, :func:`butterfly_jax.placement.data_size`)."""
+  checked when the mesh is built, :func:`butterfly_jax.core.placement.data_size`)."""
   n = c.members.data_devices
   if not isinstance(n, int) or isinstance(n, bool) or n < 0:
     raise ConfigError(f"members.data_devices: expected an integer >= 0 (1 = no data axis, 0 = the devices left "

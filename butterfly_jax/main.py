@@ -2,7 +2,7 @@
 
 Installed as ``butterfly-run``. Without ``--config`` the embedded default (the quickstart: scikit-learn digits,
 no download) runs; ``configs/NAME.py`` is the shipped config of that name from any directory where no such file
-exists (:mod:`butterfly_jax.config_files`).
+exists (:mod:`butterfly_jax.run.config_files`).
 
 Exit status and what stderr shows:
 
@@ -29,13 +29,16 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from butterfly_jax import commands, config as config_lib, config_files, configs_embedded, run_setup, runtime
-from butterfly_jax.commands import help_lists_flags_of
+from butterfly_jax import config as config_lib
 from butterfly_jax.config import ConfigError
-from butterfly_jax.data import DataError
-from butterfly_jax.perturb import PerturbationError
-from butterfly_jax.pretrained import PretrainedError
-from butterfly_jax.rundir import RunDirBusy, RunDirError, to_jsonable
+from butterfly_jax.core.perturb import PerturbationError
+from butterfly_jax.io import runtime
+from butterfly_jax.io.data import DataError
+from butterfly_jax.io.pretrained import PretrainedError
+from butterfly_jax.io.rundir import RunDirBusy, RunDirError, to_jsonable
+from butterfly_jax.run import commands, config_files, configs_embedded, spec as spec_lib
+from butterfly_jax.run.commands import help_lists_flags_of
+from butterfly_jax.run.experiment import run
 
 DEFAULT_CONFIG = f"{configs_embedded.__file__}:quickstart"
 # Errors that are the input's fault: exit status 2 with their one-line message.
@@ -120,30 +123,29 @@ def summary(results: dict) -> str:
 
 
 def _config_json(config) -> str:
-  """``--print_config``: the validated config as the run's ``config.json`` would hold it."""
-  config_lib.validate(config)
+  """``--print_config``: the checked config as the run's ``config.json`` would hold it."""
+  spec_lib.check(config)
   return json.dumps(to_jsonable(config.to_dict()), indent=2, sort_keys=True)
 
 
 def _plan(config) -> str:
-  """``--dry_run``: what the run would do, in steps, members and devices, from the config and the data's size."""
-  config_lib.validate(config)
+  """``--dry_run``: what the run would do, in steps, members and devices, from the config resolved as a run
+  resolves it (:func:`butterfly_jax.run.spec.resolve`: the data read, every check made)."""
+  spec_lib.check(config)
   runtime.configure(config.runtime.deterministic)
-  data = run_setup.load_data(config)
-  steps = config_lib.resolve_steps(config, data.num_train)
-  scales = tuple(config.perturb.scales)
-  k = 1 + len(scales)
-  extra = config.perturb.extra_steps and steps["t"] > 0
+  spec = spec_lib.resolve(config)
+  steps, family = spec.steps, spec.family
+  extra = family.end_steps[-1] > family.total
   return "\n".join([
-      f"model {config.model.name} on {config.data.name}: {data.num_train} training examples, "
-      f"{steps['steps_per_epoch']} steps per epoch of {config.train.batch_size}",
-      f"T = {steps['total']} steps, warm-up {steps['warmup']}; t = {steps['t']} (the trunk: one network)",
-      f"K = {k} members: child 0 and sigma = {', '.join(f'{s:g}' for s in scales) or 'none'} "
-      f"({config.perturb.kind} direction); " + (f"perturbed children train to t + T = {steps['t'] + steps['total']}"
-                                                 if extra else f"every child ends at T = {steps['total']}"),
-      f"network steps: {steps['t'] + k * (steps['total'] - steps['t']) + (k - 1) * steps['t'] * extra}",
-      f"devices: {jax.device_count()} ({jax.default_backend()}), members strategy "
-      f"{run_setup.member_strategy(config)}; no cost estimate (bench/ and the configs' docstrings measure some)"])
+      f"model {config.model.name} on {config.data.name}: {spec.data.num_train} training examples, "
+      f"{steps.steps_per_epoch} steps per epoch of {config.train.batch_size}",
+      f"T = {steps.total} steps, warm-up {steps.warmup}; t = {steps.t} (the trunk: one network)",
+      f"K = {family.k} members: child 0 and sigma = {', '.join(f'{s:g}' for s in family.scales) or 'none'} "
+      f"({config.perturb.kind} direction); " + (f"perturbed children train to t + T = {steps.t + steps.total}"
+                                                 if extra else f"every child ends at T = {steps.total}"),
+      f"network steps: {steps.t + sum(end - steps.t for end in family.end_steps)}",
+      f"devices: {spec.devices} ({jax.default_backend()}), members strategy {spec.strategy}; no cost estimate "
+      f"(bench/ and the configs' docstrings measure some)"])
 
 
 def _fmt(x):
@@ -233,7 +235,6 @@ def main(argv):
         _fail(2, "--workdir: where the run writes (created if missing) is required; only the quickstart, run "
                  "without --config, defaults to runs/quickstart")
       workdir = "runs/quickstart"
-    from butterfly_jax.experiment import run
     if FLAGS.distributed:
       runtime.configure(config.runtime.deterministic)  # XLA flags before the backends start
       jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
@@ -256,7 +257,7 @@ def main(argv):
 
 def cli(argv=None):
   """Runs :func:`main` on ``argv`` (default ``sys.argv``), with the default config named where none is given and
-  ``configs/NAME.py`` found among the shipped configs (:mod:`butterfly_jax.config_files`). Installed as
+  ``configs/NAME.py`` found among the shipped configs (:mod:`butterfly_jax.run.config_files`). Installed as
   ``butterfly-run``."""
   argv = commands.absl_argv(list(sys.argv if argv is None else argv))
   if not any(_CONFIG.match(a) for a in argv[1:]):

@@ -24,8 +24,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from butterfly_jax import evaluate, permutations, rng, runtime, tree_math
-from butterfly_jax.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
+from butterfly_jax.config import upgrade
+from butterfly_jax.core import evaluate, permutations, rng, tree_math
+from butterfly_jax.io import runtime
+from butterfly_jax.io.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
+from butterfly_jax.io.rundir import RunDir
+from butterfly_jax.run.commands import absl_argv, help_lists_flags_of
+from butterfly_jax.run.setup import Setup
 
 DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
@@ -34,7 +39,6 @@ def load_run_config(run_dir) -> ml_collections.ConfigDict:
   path = Path(run_dir) / "config.json"
   if not path.exists():
     raise RunDirError(f"--run: {path} does not exist; give a run directory written by butterfly_jax.main")
-  from butterfly_jax.config import upgrade
   return ml_collections.ConfigDict(upgrade(json.loads(path.read_text())))
 
 
@@ -54,7 +58,6 @@ def load_child(run_dir, child: int):
 def _final_state_params(root: Path, children: Path):
   """The children's parameters from the finished run's newest training state, if it is the children's
   phase with every child at its end step; else a RunDirError naming what is missing."""
-  from butterfly_jax.rundir import RunDir
   rundir = RunDir(root)
   state = rundir.latest_state() if rundir.results.exists() else None
   if state is None:
@@ -87,7 +90,7 @@ def recovery(spec, params, applied: dict, key, max_iter: int = 100, bias: bool =
 def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_examples: int | None = None,
                              align: bool = False):
   """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
-  random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run_setup.Setup` (data, model,
+  random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run.setup.Setup` (data, model,
   evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`). With ``align``, each row
   also holds :func:`recovery`: does weight matching (the run's ``eval.align_max_iter`` and ``eval.align_bias``)
   find the permutation?"""
@@ -116,7 +119,6 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
 def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_examples=None, seed=0,
               align=False) -> dict:
   """Runs the proxy on a saved run and writes ``run_dir/proxy.json``; returns what it wrote."""
-  from butterfly_jax.run_setup import Setup  # the heavy imports (data sets), once the arguments are checked
   for f in fractions:
     if not 0.0 <= f <= 1.0:
       raise ValueError(f"--fractions: every fraction must lie in [0, 1], got {f}")
@@ -135,7 +137,6 @@ def run_proxy(run_dir, child=0, fractions=DEFAULT_FRACTIONS, seeds=3, num_exampl
 def main(argv=None):
   from absl import app, flags
 
-  from butterfly_jax.commands import absl_argv, help_lists_flags_of
   flags.DEFINE_string("run", None, "A finished run directory (with checkpoints/children, or a training state at "
                       "its end).", required=True)
   flags.DEFINE_integer("child", 0, "Which child of the run to permute.")

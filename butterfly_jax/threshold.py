@@ -4,7 +4,7 @@
         [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--config.a.b=v]
 
 Installed as ``butterfly-threshold``; ``configs/NAME.py`` is a shipped config from any directory
-(:mod:`butterfly_jax.config_files`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
+(:mod:`butterfly_jax.run.config_files`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
 family whose children have ``--points`` σ values log-spaced over [lo, hi] (a child's result depends on
 its σ, not on its siblings, so one family measures several σ at once). The barrier of each σ is averaged
 over seeds (a diverged child counts as above the threshold); the bracket shrinks to the two neighbouring σ
@@ -25,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from butterfly_jax.rundir import write_json_atomic
+from butterfly_jax.config import ConfigError
+from butterfly_jax.io.rundir import write_json_atomic
+from butterfly_jax.io.text import is_text_dataset
+from butterfly_jax.run import config_files, experiment
+from butterfly_jax.run.commands import absl_argv, help_lists_flags_of, unknown_config_field
 
 # "*.metric": a text task's metric barrier (Eq. 1 on 1 - metric: F1, Matthews correlation or accuracy)
 METRICS = ("train.loss", "train.error", "test.loss", "test.error", "train.metric", "test.metric")
@@ -79,7 +83,6 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
   """Runs the search (see the module docstring) and returns what it writes to ``runs_dir/threshold.json``."""
   if metric not in METRICS:
     raise ThresholdError(f"--metric: unknown barrier {metric!r}; allowed: {', '.join(METRICS)}")
-  from butterfly_jax.text import is_text_dataset
   if metric.endswith(".metric") and not is_text_dataset(base_config.data.name):
     raise ThresholdError(f"--metric: {metric} is a text task's metric barrier (data.name=glue/<task>), and "
                          f"data.name={base_config.data.name}; allowed here: {', '.join(METRICS[:4])}")
@@ -89,8 +92,7 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
     raise ThresholdError(f"--points must be >= 2 and --rounds >= 1, got {points} and {rounds}")
   if not seeds or not times:
     raise ThresholdError("--times and --seeds: give at least one of each")
-  if run_fn is None:
-    from butterfly_jax.experiment import run as run_fn
+  run_fn = run_fn or experiment.run
   runs_dir = Path(runs_dir)
   runs_dir.mkdir(parents=True, exist_ok=True)
   out = {"threshold": threshold, "metric": metric, "lo": lo, "hi": hi, "rounds": rounds, "points": points,
@@ -125,9 +127,6 @@ def main(argv=None):
   from absl import app, flags
   from ml_collections import config_flags
 
-  from butterfly_jax import config_files
-  from butterfly_jax.commands import absl_argv, help_lists_flags_of, unknown_config_field
-  from butterfly_jax.config import ConfigError
   config_flags.DEFINE_config_file("config", None, "Config file (get_config()) of the runs.", lock_config=True)
   flags.DEFINE_string("runs", None, "Folder of the search's runs and threshold.json.", required=True)
   flags.DEFINE_list("times", None, "Perturbation times (steps or '<n>ep').", required=True)

@@ -16,7 +16,7 @@ with sigma 0 (twin), 1e-5 ... 1e-1; or one random kernel weight moved by 0.1, 1 
     python -m butterfly_jax.launch --config=configs/quickstart.py --runs=runs/quickstart_sweep
 """
 
-from butterfly_jax.configs_embedded import quickstart
+from butterfly_jax.run.configs_embedded import quickstart
 
 TIMES = ["0", "1ep", "2ep", "5ep"]
 SEEDS = [0, 1, 2]

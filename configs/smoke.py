@@ -11,7 +11,7 @@ run compiles for ~10 s, the others take ~1 s), 15 s with the cache warm:
     python -m butterfly_jax.launch --config=configs/smoke.py --runs=/tmp/smoke_sweep
 """
 
-from butterfly_jax.configs_embedded import smoke
+from butterfly_jax.run.configs_embedded import smoke
 
 
 def get_config():

@@ -111,7 +111,7 @@ config gives the same numbers on the same machine): `runtime.configure()` puts t
 `XLA_FLAGS`, which XLA reads once, when JAX starts. It must come before anything uses JAX; if JAX already ran in
 this kernel, restart it and run the notebook from the top.""", ()),
       ("code", """\
-from butterfly_jax import runtime
+from butterfly_jax.io import runtime
 
 assert runtime.configure(), "JAX started before runtime.configure(): restart the kernel, then run from the top"
 import jax  # only now
@@ -127,8 +127,8 @@ digits quickstart. Each setting has an early and a late perturbation time: the s
 from pathlib import Path
 
 import butterfly_jax as bj
-from butterfly_jax import config_files, configs_embedded
 from butterfly_jax.config import config_file
+from butterfly_jax.run import config_files, configs_embedded
 
 SETTINGS = ("digits", "fashion_mnist", "resnet20")
 MEASURED = ("smoke", "digits", "fashion_mnist")  # settings whose outcome was measured (BUILD_NOTES.md)
@@ -261,8 +261,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from butterfly_jax.batches import normalize
-from butterfly_jax.data import load_dataset
+from butterfly_jax.core.batches import normalize
+from butterfly_jax.io.data import load_dataset
 from butterfly_jax.proxy import load_child, load_run_config
 
 RUN, RES = RUNS["early"], RESULTS["early"]

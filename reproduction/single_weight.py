@@ -26,9 +26,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from butterfly_jax import members, perturb, rng, tree_math
+from butterfly_jax.core import members, perturb, rng, tree_math
 from butterfly_jax.proxy import load_run_config  # config.json with fields added since the run filled in
-from butterfly_jax.run_setup import Setup
+from butterfly_jax.run.setup import Setup
 
 
 def single_weight_runs(runs: Path) -> dict[int, dict[int, Path]]:

@@ -8,8 +8,8 @@ import tempfile
 import jax
 import pytest
 
-from butterfly_jax import runtime
-from butterfly_jax.configs_embedded import smoke
+from butterfly_jax.io import runtime
+from butterfly_jax.run.configs_embedded import smoke
 import xla_flags
 
 # The suite's time is mostly XLA compiling hundreds of small programs that then run for milliseconds. XLA:CPU's
@@ -22,7 +22,7 @@ if os.environ.get("BUTTERFLY_JAX_TEST_XLA_OPT", "0") != "default" and xla_flags.
     "XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags.LEVEL}=0".strip()
 
-# The XLA flags a run sets (butterfly_jax/runtime.py), before any test starts JAX's backends: in-process runs
+# The XLA flags a run sets (butterfly_jax/io/runtime.py), before any test starts JAX's backends: in-process runs
 # then compute with the same flags, and the same bits, as runs from the command line in a subprocess.
 runtime.configure(True)
 
@@ -72,7 +72,7 @@ def smoke_config():
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
   """(config, workdir, results) of one smoke run with a sigma = 0 twin and two perturbed children."""
-  from butterfly_jax.experiment import run
+  from butterfly_jax.run.experiment import run
   c = smoke()
   c.perturb.scales = (0.0, 1e-2, 1.0)
   workdir = tmp_path_factory.mktemp("smoke")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from butterfly_jax import batches
+from butterfly_jax.core import batches
 
 
 def test_batch_at_step_depends_only_on_key_and_step():

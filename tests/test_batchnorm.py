@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from butterfly_jax import evaluate, permutations, tree_math
-from butterfly_jax.batches import normalize
-from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.experiment import run
+from butterfly_jax.core import evaluate, permutations, tree_math
+from butterfly_jax.core.batches import normalize
 from butterfly_jax.models import make_model, make_moments
+from butterfly_jax.run.configs_embedded import smoke
+from butterfly_jax.run.experiment import run
 
 SHAPE = (8, 8, 3)
 KW = {"depth": 8, "width": 1, "norm": "batchnorm"}

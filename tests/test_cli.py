@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from butterfly_jax import config as config_lib
-from butterfly_jax import config_files as shipped
+from butterfly_jax.run import config_files as shipped
+from butterfly_jax.run import spec as spec_lib
 import xla_flags
 
 CONFIGS = [shipped.FOLDER / f"{name}.py" for name in shipped.names()]
@@ -27,7 +28,7 @@ def _load(path):
 def test_every_config_validates_and_documents_its_command(path):
   module = _load(path)
   c = module.get_config()
-  config_lib.validate(c)
+  spec_lib.check(c)
   for field in (c.train.steps, c.perturb.time, c.schedule.warmup):  # so "--config.perturb.time=5ep" parses
     assert isinstance(field, str)
   assert "python -m butterfly_jax.main --config=configs/" + path.name in module.__doc__
@@ -49,7 +50,7 @@ def test_paper_config_matches_the_paper():
 def test_resnet50_transfer_sweeps_start_from_steps_their_pretraining_keeps(name):
   module = _load(shipped.FOLDER / f"{name}.py")
   pre, fine = module.get_config("pretrain"), module.get_config()
-  config_lib.validate(pre)
+  spec_lib.check(pre)
   assert pre.perturb.scales == () and pre.data.name != fine.data.name
   assert (pre.model.name, pre.model.kwargs.norm) == (fine.model.name, fine.model.kwargs.norm) == ("resnet34",
                                                                                                    "layernorm")
@@ -210,10 +211,11 @@ def test_cli_os_errors_are_one_line_naming_the_path(tmp_path):
 @pytest.mark.slow
 def test_cli_unexpected_error_is_one_line_with_the_traceback_in_the_workdir(tmp_path):
   bug = """
-      from butterfly_jax import experiment, main
-      def broken(setup):
+      from butterfly_jax import main
+      from butterfly_jax.run import spec
+      def broken(*args):
         raise ValueError("an impossible shape")
-      experiment._check_before_training = broken
+      spec.check_shapes = broken
       main.cli()
   """
   run = tmp_path / "run"
@@ -251,7 +253,7 @@ def test_the_summary_says_what_is_compared_and_reads_the_smallest_sigma():
 def test_every_command_takes_hyphens_or_underscores():
   """One convention: a flag of several words is accepted spelled with hyphens or underscores by the absl commands
   (run, proxy, threshold) and the argparse ones (launch, report); overrides and values are left alone."""
-  from butterfly_jax.commands import absl_argv, spellings
+  from butterfly_jax.run.commands import absl_argv, spellings
   from butterfly_jax.launch.__main__ import parse_args
   from butterfly_jax.report.__main__ import main as report_main
   assert absl_argv(["prog", "--allow-code-change", "--no-discard-unfinished", "--num-examples=5",

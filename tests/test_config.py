@@ -4,8 +4,9 @@ import pytest
 
 from butterfly_jax import config as config_lib
 from butterfly_jax.config import ConfigError
-from butterfly_jax.data import DataError
-from butterfly_jax.experiment import run
+from butterfly_jax.io.data import DataError
+from butterfly_jax.run import spec as spec_lib
+from butterfly_jax.run.experiment import run
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -96,7 +97,7 @@ def test_mean_square_rule_takes_no_constant_params(smoke_config, tmp_path):
 
 
 def test_a_perturbation_direction_that_is_zero_on_its_mask_is_a_clear_error(smoke_config, tmp_path):
-  from butterfly_jax.perturb import PerturbationError
+  from butterfly_jax.core.perturb import PerturbationError
   smoke_config.perturb.kind = "gaussian"
   smoke_config.perturb.mask.include = ".*bias.*"  # biases start at 0: a gaussian direction at init scale is 0
   with pytest.raises(PerturbationError, match="direction is zero on the mask"):
@@ -138,7 +139,7 @@ def test_step_fields_are_text(smoke_config):
     smoke_config.train.steps = 40
   smoke_config.checkpoint.keep = (0, "1ep")
   with pytest.raises(ConfigError, match=r"checkpoint\.keep: expected steps .* got 0 \(steps are text: '0'\)"):
-    config_lib.validate(smoke_config)
+    spec_lib.check(smoke_config)
   stored = smoke_config.to_dict()
   stored["train"]["steps"], stored["perturb"]["time"], stored["checkpoint"]["keep"] = 40, 10.0, [0, "1ep"]
   upgraded = config_lib.upgrade(stored)
@@ -151,8 +152,8 @@ def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):
   """Fields added to the tool later default to the old behaviour: an old finished run stays recognised.
   (Fields of the definitions' version 2 are the exception: test_fidelity.py.)"""
   import json
-  from butterfly_jax import rundir as rundir_lib
-  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.io import rundir as rundir_lib
+  from butterfly_jax.run.configs_embedded import smoke
   c = smoke()
   old = c.to_dict()
   del old["runtime"], old["init"]["keep_head"], old["data"]["classes"], old["checkpoint"]["keep"]
@@ -238,7 +239,7 @@ def test_every_model_argument_the_config_allows_is_one_the_model_takes():
   for name, allowed in MODEL_KWARGS.items():
     fields = {f.name for f in dataclasses.fields(type(build_module(name, 10)))}
     assert set(allowed) <= fields - {"num_classes", "parent", "name"}, name
-    config_lib.check_model_kwargs(name, {})  # the defaults are valid
+    spec_lib.check_model_kwargs(name, {})  # the defaults are valid
 
 
 @pytest.mark.parametrize("name, field", [("digits", "dir"), ("synthetic", "dir"), ("digits", "tfds_dir")])
@@ -252,7 +253,7 @@ def test_a_data_path_that_the_dataset_would_not_read_is_an_error(smoke_config, t
 
 def test_more_member_devices_than_there_are_is_logged(smoke_config, caplog):
   import jax
-  from butterfly_jax.run_setup import Setup as _Setup
+  from butterfly_jax.run.setup import Setup as _Setup
   n = jax.device_count()
   smoke_config.members.devices = n + 3
   with caplog.at_level("WARNING"):

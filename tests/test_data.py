@@ -10,8 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from butterfly_jax import data
-from butterfly_jax.data import DataError, Dataset, load_dataset
+from butterfly_jax.io import data
+from butterfly_jax.io.data import DataError, Dataset, load_dataset
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 

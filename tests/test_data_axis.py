@@ -23,8 +23,10 @@ import jax
 import numpy as np
 import pytest
 
-from butterfly_jax import placement, rundir as rundir_lib
 from butterfly_jax.config import ConfigError
+from butterfly_jax.core import placement
+from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.run import spec as spec_lib
 from test_sharding import _approx, _metrics, _strip
 import xla_flags
 
@@ -32,8 +34,8 @@ pytestmark = pytest.mark.slow  # the slow tier: layouts with a data axis, compil
 
 RUN = textwrap.dedent("""
     import sys, jax
-    from butterfly_jax.configs_embedded import smoke
-    from butterfly_jax.experiment import run
+    from butterfly_jax.run.configs_embedded import smoke
+    from butterfly_jax.run.experiment import run
     assert jax.device_count() == 8, jax.devices()
     c = smoke()
     c.perturb.scales = (0.0, 1e-2, 1.0)   # as the smoke_run fixture: K = 4
@@ -45,9 +47,9 @@ STEPS = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding
-    from butterfly_jax import batches, members, placement, tree_math
-    from butterfly_jax.configs_embedded import smoke
-    from butterfly_jax.run_setup import Setup
+    from butterfly_jax.core import batches, members, placement, tree_math
+    from butterfly_jax.run.configs_embedded import smoke
+    from butterfly_jax.run.setup import Setup
     assert jax.device_count() == 4, jax.devices()
     devices = jax.devices()
     group = sys.argv[2]   # "layout": compiled at XLA's default level; "tolerance": at the suite's level
@@ -107,7 +109,7 @@ STEPS = textwrap.dedent("""
                    "twins_equal": all(np.array_equal(x[0], x[1]) for x in got)}
       return got
 
-    from butterfly_jax import config_files
+    from butterfly_jax.run import config_files
     from butterfly_jax.config import config_file
 
     def layout():
@@ -188,14 +190,13 @@ def test_data_size_and_mesh_shapes():
         "= 128, perturb.batch_size = 16 is not divisible by 3"),
 ])
 def test_bad_data_devices_are_named(smoke_config, value, match):
-  from butterfly_jax import config as config_lib
   smoke_config.members.data_devices = value
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(smoke_config)
+    spec_lib.check(smoke_config)
 
 
 def test_more_data_devices_than_there_are_fail_before_anything_is_written(smoke_config, tmp_path):
-  from butterfly_jax.experiment import run
+  from butterfly_jax.run.experiment import run
   smoke_config.members.data_devices = 2 * jax.device_count()
   with pytest.raises(ConfigError, match="members.data_devices: .* devices per member asked for"):
     run(smoke_config, tmp_path / "run")

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from butterfly_jax import rundir as rundir_lib
-from butterfly_jax.experiment import run
+from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.run.experiment import run
 
 
 def test_smoke_run_writes_every_documented_field(smoke_run):
@@ -274,7 +274,7 @@ def test_a_diverged_trunk_fails_again_when_the_command_is_repeated(smoke_config,
 
 
 def test_a_trunk_state_checkpoint_remembers_its_divergence(smoke_config, tmp_path):
-  from butterfly_jax import rundir as rundir_lib
+  from butterfly_jax.io import rundir as rundir_lib
   c = smoke_config.copy_and_resolve_references()
   c.optim.lr = 1e30
   c.checkpoint.every_steps = "5"
@@ -285,8 +285,8 @@ def test_a_trunk_state_checkpoint_remembers_its_divergence(smoke_config, tmp_pat
 
 
 def test_barriers_of_a_path_that_is_not_finite_are_null_and_flagged():
-  from butterfly_jax.evaluate import barrier_from_curve
-  from butterfly_jax.evaluate import pair_barriers as _pair_barriers
+  from butterfly_jax.core.evaluate import barrier_from_curve
+  from butterfly_jax.core.evaluate import pair_barriers as _pair_barriers
   alphas = np.linspace(0, 1, 5)
   ok = {"loss": np.array([0.5, 0.7, 0.9, 0.6, 0.5]), "error": np.array([0.1, 0.2, 0.3, 0.2, 0.1])}
   blown = {"loss": np.array([0.5, 0.8, np.nan, 0.7, 0.6]), "error": np.array([0.1, 0.2, 0.9, 0.2, 0.1])}
@@ -303,7 +303,8 @@ def test_a_pair_whose_path_blows_up_is_flagged_in_results_summary_and_report(smo
   """A non-finite network inside the path between two finite children is made by hand here (a NaN written into
   the evaluated curve of the last pair at an interior alpha): the run's results, its summary line and the report
   tell it from a diverged pair."""
-  from butterfly_jax import evaluate, main, report
+  from butterfly_jax import main, report
+  from butterfly_jax.core import evaluate
   original = evaluate.family_curves
 
   def blown_up(loss, err, num_children, alphas):

@@ -13,10 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from butterfly_jax import batches, config as config_lib, optim, perturb, tree_math
-from butterfly_jax.configs_embedded import smoke
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import batches, optim, perturb, tree_math
 from butterfly_jax.models import make_model
 from butterfly_jax.models.registry import param_order
+from butterfly_jax.run import spec as spec_lib
+from butterfly_jax.run.configs_embedded import smoke
 
 
 def _authors_resnet20_e_init(width=32, classes=10, constant_params=False):
@@ -86,14 +88,14 @@ def test_fixed_init_std_replaces_every_random_layer(resnet20):
 
 
 def _setup(c):
-  from butterfly_jax.run_setup import Setup as _Setup
+  from butterfly_jax.run.setup import Setup as _Setup
   return _Setup(c)
 
 
 @pytest.mark.parametrize("sign", [1, -1])
 def test_batch_perturbation_raises_the_perturbation_batch_loss_to_first_order(sign):
-  from butterfly_jax.experiment import _initial_params, _perturbations, perturbation_batch
-  from butterfly_jax.members import cross_entropy
+  from butterfly_jax.run.experiment import _initial_params, _perturbations, perturbation_batch
+  from butterfly_jax.core.members import cross_entropy
   c = smoke()
   c.perturb.batch_sign = sign
   setup = _setup(c)
@@ -113,7 +115,7 @@ def test_batch_perturbation_raises_the_perturbation_batch_loss_to_first_order(si
 
 
 def test_unnormalised_perturbation_is_sigma_times_the_masked_direction():
-  from butterfly_jax.experiment import _initial_params, _perturbations
+  from butterfly_jax.run.experiment import _initial_params, _perturbations
   c = smoke()
   c.perturb.normalize = False
   setup = _setup(c)
@@ -123,7 +125,7 @@ def test_unnormalised_perturbation_is_sigma_times_the_masked_direction():
 
 
 def _tiny_vit_finetune(tmp_path, head):
-  from butterfly_jax.rundir import RunDir
+  from butterfly_jax.io.rundir import RunDir
   kwargs = dict(patch=4, depth=1, width=16, heads=2, mlp_dim=32)
   _, pre_init = make_model("vit", (8, 8, 3), 5, **kwargs)
   pre = RunDir(tmp_path / "pre")
@@ -143,7 +145,7 @@ def _tiny_vit_finetune(tmp_path, head):
 
 @pytest.mark.parametrize("head", ["torch_linear", "model"])
 def test_finetuned_vit_batch_perturbation_at_t0_moves_the_backbone(tmp_path, head):
-  from butterfly_jax.experiment import _initial_params, _perturbations
+  from butterfly_jax.run.experiment import _initial_params, _perturbations
   setup = _setup(_tiny_vit_finetune(tmp_path, head))
   params, info = _initial_params(setup)
   assert info["head_init"] == head
@@ -189,7 +191,7 @@ def test_extra_steps_schedule_is_the_authors_formula_step_by_step(t):
 
 
 def test_extra_steps_run_logs_the_decaying_rate(tmp_path):
-  from butterfly_jax.experiment import run
+  from butterfly_jax.run.experiment import run
   from butterfly_jax.report.table import read_metrics
   c = smoke()
   c.perturb.extra_steps = True
@@ -260,7 +262,7 @@ def test_augmented_batches_stay_a_pure_function_of_key_and_step():
 
 def test_results_record_the_definitions_and_old_runs_are_recognised(smoke_run, tmp_path):
   from butterfly_jax.report.table import definitions_label
-  from butterfly_jax.rundir import RunDir, RunDirError
+  from butterfly_jax.io.rundir import RunDir, RunDirError
   c, workdir, res = smoke_run
   assert res["definitions"] == {"version": 3, "e_init": "variance", "constant_params": False, "init_std": 0.0,
                                 "normalize": True, "batch_sign": 1, "extra_lr": "decay",
@@ -448,7 +450,7 @@ def _augmented_smoke(**fields):
 def test_the_first_batch_source_perturbs_with_the_first_training_batch_exactly():
   """``perturb.batch_source="first"`` (the authors' code when perturbation seed = loader seed): the examples and
   the augmentation of the training step 0's batch, bit for bit, at any t."""
-  from butterfly_jax.experiment import perturbation_batch
+  from butterfly_jax.run.experiment import perturbation_batch
   setup = _setup(_augmented_smoke(**{"perturb.batch_source": "first", "perturb.time": "7"}))
   perm, augment_key = setup.sgd_noise(0)
   step0 = setup.batcher.step_batch(setup.train_data, perm, augment_key, 0)
@@ -462,7 +464,7 @@ def test_the_first_batch_source_perturbs_with_the_first_training_batch_exactly()
 def test_the_fixed_batch_source_is_one_batch_whatever_the_seeds():
   """``fixed`` (the authors' scripts, which leave the perturbation seed unset): one batch for every seed and
   perturbation seed; ``fresh`` (the default) differs between seeds."""
-  from butterfly_jax.experiment import perturbation_batch
+  from butterfly_jax.run.experiment import perturbation_batch
   batches = {(source, seed, pseed): perturbation_batch(_setup(_augmented_smoke(**{
       "perturb.batch_source": source, "seed": seed, "perturb.seed": pseed})))
              for source in ("fixed", "fresh") for seed, pseed in ((0, -1), (1, -1), (1, 5))}
@@ -474,9 +476,9 @@ def test_the_fixed_batch_source_is_one_batch_whatever_the_seeds():
 def test_the_first_batch_source_refuses_another_batch_size():
   c = _augmented_smoke(**{"perturb.batch_source": "first", "perturb.batch_size": 8})
   with pytest.raises(config_lib.ConfigError, match="perturb.batch_size: perturb.batch_source='first'"):
-    config_lib.validate(c)
+    spec_lib.check(c)
   with pytest.raises(config_lib.ConfigError, match="perturb.batch_source.*fresh, first, fixed"):
-    config_lib.validate(_augmented_smoke(**{"perturb.batch_source": "random"}))
+    spec_lib.check(_augmented_smoke(**{"perturb.batch_source": "random"}))
 
 
 @pytest.mark.parametrize("mode,t,expected", [("authors", 0, False), ("authors", 1, True), ("authors", 40, True),
@@ -485,7 +487,7 @@ def test_bert_batch_perturbation_gradient_takes_dropout_as_the_authors(mode, t, 
   """The authors' BERT perturbation gradient runs in whatever mode the model is in: eval at step 0 (after the
   opening evaluation), train (dropout on) from step 1. With dropout the direction is another one; a model
   without dropout is never affected."""
-  from butterfly_jax.experiment import _initial_params, _perturbations, perturbation_dropout
+  from butterfly_jax.run.experiment import _initial_params, _perturbations, perturbation_dropout
   c = config_lib.config_file("configs/glue_tiny.py").get_config()
   c.model.kwargs.dropout = c.model.kwargs.attention_dropout = 0.1
   c.perturb.batch_dropout, c.perturb.time = mode, str(t)
@@ -590,7 +592,7 @@ def test_reduced_precision_evaluation_is_close_and_keeps_twins_exact():
   """``eval.dtype="float16"`` (the authors' evaluation under autocast): losses within float16's round-off of
   float32's, not equal to them; identical networks still evaluate identically along the path (a twin's barrier
   stays exactly 0)."""
-  from butterfly_jax import evaluate
+  from butterfly_jax.core import evaluate
   apply_fn, init_fn = make_model("mlp", (8, 8, 1), 10, hidden=(32,))
   a, b = init_fn(jax.random.key(0)), init_fn(jax.random.key(1))
   children = tree_math.stack([a, a, b])
@@ -610,7 +612,7 @@ def test_reduced_precision_evaluation_is_close_and_keeps_twins_exact():
   with pytest.raises(config_lib.ConfigError, match="eval.dtype.*float32, float16, bfloat16"):
     c = smoke()
     c.eval.dtype = "float8"
-    config_lib.validate(c)
+    spec_lib.check(c)
 
 
 def test_resnet20_config_offers_both_of_the_authors_step_budgets():

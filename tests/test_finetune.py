@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 
-from butterfly_jax import config as config_lib, rundir as rundir_lib, tree_math
-from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.data import DataError, load_dataset, select_classes
-from butterfly_jax.experiment import kept_steps, run, weights_sha256
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import tree_math
+from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.io.data import DataError, load_dataset, select_classes
+from butterfly_jax.run.configs_embedded import smoke
+from butterfly_jax.run.experiment import run, weights_sha256
+from butterfly_jax.run.spec import kept_steps
 
 
 def test_select_classes_keeps_and_relabels_in_order():
@@ -30,7 +33,7 @@ def _pretrain(tmp_path):
   return c, run(c, tmp_path / "pre")
 
 
-def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path):
+def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path, monkeypatch):
   c, pre = _pretrain(tmp_path)
   assert len(pre["children"]) == 1 and "vs_child0" not in pre["children"][0]
   assert pre["kept_steps"] == [0, 1, 6, 20, 40] == kept_steps(tmp_path / "pre")
@@ -40,7 +43,10 @@ def test_pretraining_keeps_checkpoints_and_finetuning_starts_from_them(tmp_path)
   f.data.classes = (5, 6, 7, 8, 9)
   f.init.checkpoint = f"{tmp_path / 'pre'}:20"
   f.checkpoint.keep = ("0",)
+  parsed, parse = [], config_lib.parse_init_checkpoint
+  monkeypatch.setattr(config_lib, "parse_init_checkpoint", lambda value: parsed.append(value) or parse(value))
   res = run(f, tmp_path / "fine")  # norms and biases are left out of the mask by default when fine-tuning
+  assert parsed == [f.init.checkpoint]  # read once, into the run's spec (butterfly_jax.run.spec.InitSource)
   assert res["init"]["head"] == "fresh" and res["init"]["checkpoint"].endswith("keep/20")
   start = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "fine" / "checkpoints" / "keep" / "0")["params"])
   source = tree_math.flat_dict(rundir_lib.restore_checkpoint(tmp_path / "pre" / "checkpoints" / "keep" / "20")["params"])
@@ -77,6 +83,7 @@ def test_finetuning_from_a_misfit_or_missing_checkpoint_names_the_problem(tmp_pa
   f.init.checkpoint = "no-step-here"
   with pytest.raises(config_lib.ConfigError, match="RUN_DIR:STEP"):
     run(f, tmp_path / "bad")
+  assert not (tmp_path / "missing").exists() and not (tmp_path / "bad").exists()  # refused before the directory
 
 
 def test_kept_steps_after_the_end_are_an_error(tmp_path):

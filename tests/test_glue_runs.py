@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 
 import text_fixtures as fx
-from butterfly_jax import config as config_lib, evaluate, run_setup, text
+from butterfly_jax import config as config_lib
 from butterfly_jax.config import ConfigError
-from butterfly_jax.data import DataError
-from butterfly_jax.experiment import run
-from butterfly_jax.pretrained import PretrainedError
+from butterfly_jax.core import evaluate, metrics
+from butterfly_jax.io import text
+from butterfly_jax.io.data import DataError
+from butterfly_jax.io.pretrained import PretrainedError
+from butterfly_jax.run import setup as run_setup
+from butterfly_jax.run import spec as spec_lib
+from butterfly_jax.run.experiment import run
 
 TINY_BERT = dict(vocab_size=len(fx.vocab()), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                  intermediate_size=32, max_position_embeddings=16, type_vocab_size=2)
@@ -41,7 +45,7 @@ def files(tmp_path_factory):
 def _config(files) -> ml_collections.ConfigDict:
   """Fine-tuning the checkpoint on MRPC: a twin and one perturbed child, a few steps; the model's arguments read
   from the checkpoint's config.json, the tokenizer the checkpoint folder's."""
-  from butterfly_jax.pretrained_text import hf_model_kwargs
+  from butterfly_jax.io.pretrained import hf_model_kwargs
   name, kwargs = hf_model_kwargs(files / "bert")
   c = config_lib.default_config()
   c.data.name = "glue/mrpc"
@@ -120,11 +124,11 @@ def test_evaluation_counts_each_networks_confusion_and_its_metric_and_barrier():
   loss, err, confusion = evaluate.evaluate_networks(eval_batch, children, table, jnp.asarray(x), jnp.asarray(y),
                                                     np.arange(50), 16, None, None)
   assert confusion.shape == (4, 3, 3) and confusion.dtype == np.int64
-  from butterfly_jax import tree_math
+  from butterfly_jax.core import tree_math
   for i, (a, b, alpha) in enumerate(zip(*table)):
     params = tree_math.interpolate(tree_math.unstack(children, a), tree_math.unstack(children, b), alpha)
     predicted = np.asarray(apply_fn(params, x)[0]).argmax(-1)
-    np.testing.assert_array_equal(confusion[i], text.confusion_matrix(predicted, y, 3))
+    np.testing.assert_array_equal(confusion[i], metrics.confusion_matrix(predicted, y, 3))
     assert err[i] == pytest.approx(np.mean(predicted != y))
   curves = {}
   for metric in ("matthews", "accuracy"):
@@ -132,7 +136,7 @@ def test_evaluation_counts_each_networks_confusion_and_its_metric_and_barrier():
                                                 alphas)
   mcc = curves["matthews"]["curves"][0]["metric"]
   assert curves["matthews"]["child_metric"][1] == pytest.approx(
-      text.metric_from_confusion("matthews", confusion[1]))
+      metrics.metric_from_confusion("matthews", confusion[1]))
   barriers, _ = evaluate.pair_barriers({"train": curves["matthews"], "test": curves["accuracy"]}, alphas, 2)
   assert barriers[0]["train"]["metric"] == pytest.approx(evaluate.barrier_from_curve(alphas, -mcc))
   assert barriers[0]["test"]["metric"] == pytest.approx(barriers[0]["test"]["error"])
@@ -225,7 +229,7 @@ def test_text_config_errors_name_the_field(files, field, value, message):
     node = node[part]
   node[leaf] = value
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate(c)
+    spec_lib.check(c)
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -239,22 +243,22 @@ def test_text_fields_are_refused_for_images(smoke_config, field, value, message)
   if field == "model.name":
     smoke_config.model.kwargs = ml_collections.ConfigDict()
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate(smoke_config)
+    spec_lib.check(smoke_config)
 
 
 def test_the_shipped_tiny_task_is_the_fixtures_and_its_config_loads_it(tmp_path):
   """configs/glue_tiny.py reads the package's tiny QNLI folder (the test fixtures' files, byte for byte) with its
   vocab.txt, for a random BERT whose tables fit it."""
-  from butterfly_jax.config_files import FOLDER
+  from butterfly_jax.run.config_files import FOLDER
   module = config_lib.config_file(FOLDER / "glue_tiny.py")
   c = module.get_config()
-  config_lib.validate(c)
+  spec_lib.check(c)
   shipped = module.TINY_GLUE
   fx.write_bert_checkpoint(tmp_path)
   fx.write_qnli(tmp_path, n_train=512, n_dev=128)
   for name in ("vocab.txt", "tokenizer_config.json", "QNLI/train.tsv", "QNLI/dev.tsv"):
     assert (shipped / name).read_bytes() == (tmp_path / name).read_bytes(), name
-  data = run_setup.load_data(c)
+  data = spec_lib.load_data(c)
   assert (data.num_train, data.num_test, data.metric, data.input_shape) == (512, 128, "accuracy", (3, 16))
   assert data.train_inputs[:, 2].sum(1).max() < 16  # no example is cut
   assert not c.init.checkpoint and "glue_tiny.py" in module.__doc__
@@ -281,8 +285,8 @@ def test_a_checkpoint_file_takes_its_tokenizer_from_the_folder_beside_it(files):
   """init.checkpoint may name the weights file itself: the tokenizer is then the one in that file's folder, the same
   ids as through the folder (not the weights file read as a tokenizer)."""
   c = _config(files)
-  by_folder = run_setup.load_text_task(c)
+  by_folder = spec_lib.load_text_task(c)
   c.init.checkpoint = str(files / "bert" / "model.safetensors")
-  assert run_setup.tokenizer_folder(c) == str(files / "bert")
-  by_file = run_setup.load_text_task(c)
+  assert spec_lib.tokenizer_folder(c) == str(files / "bert")
+  by_file = spec_lib.load_text_task(c)
   np.testing.assert_array_equal(by_file.train_inputs, by_folder.train_inputs)

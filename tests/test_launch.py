@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_jax import config_files as shipped
 from butterfly_jax.config import ConfigError, parse_init_checkpoint, resolve_steps
 from butterfly_jax.launch import sweep as sweep_lib
 from butterfly_jax.launch.__main__ import parse_args
+from butterfly_jax.run import config_files as shipped
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = shipped.FOLDER / "smoke.py"
@@ -25,7 +25,7 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=,~-]+$")
 
 def _config_file(tmp_path, body, name="sweep_cfg.py"):
   path = tmp_path / name
-  path.write_text("from butterfly_jax.configs_embedded import smoke\n\n\ndef get_config():\n  return smoke()\n\n\n"
+  path.write_text("from butterfly_jax.run.configs_embedded import smoke\n\n\ndef get_config():\n  return smoke()\n\n\n"
                   + textwrap.dedent(body))
   return path
 
@@ -239,7 +239,7 @@ def test_the_pretraining_scale_runs_keep_what_the_proxy_reads_and_start_from_the
 def test_the_language_sweeps_cross_checkpoints_times_and_seeds(name, arg, task, metric):
   """Every run of the language sweeps validates (expand validates each config) and fine-tunes a checkpoint folder
   on its GLUE task; the pre-training axis is read from the folders' names, as the report's figure reads it."""
-  from butterfly_jax import text
+  from butterfly_jax.io import text
   from butterfly_jax.report.finetune import pretraining_steps
   runs = sweep_lib.expand(f"{shipped.FOLDER / name}.py{arg}")
   module, _ = sweep_lib.load_config_module(str(shipped.FOLDER / f"{name}.py"))
@@ -263,7 +263,7 @@ def test_config_dot_flags_are_set_items():
 def _plain_progress(log: str) -> None:
   """A run's log.txt is a file, not a terminal: progress is a line every progress.EVERY_S seconds and one at the
   end of each bar, never tqdm's carriage-return frames."""
-  from butterfly_jax import progress
+  from butterfly_jax.run import progress
   assert "\r" not in log
   seconds = float(re.search(r"launch: finished after ([\d.]+) s", log).group(1))
   for desc, total in (("train", 40), ("eval", 1000)):
@@ -399,7 +399,7 @@ def test_slurm_script_is_written_and_a_task_runs_its_run(tmp_path, jax_cache):
 
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   name = json.loads((runs_dir / "sweep.json").read_text())["runs"][3]["name"]
-  from butterfly_jax.rundir import RunDir
+  from butterfly_jax.io.rundir import RunDir
   with RunDir(runs_dir / name).locked():  # another process runs it (a resubmitted task, a local launcher)
     busy = subprocess.run(["bash", str(script)], env={**env, "SLURM_ARRAY_TASK_ID": "3"}, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
@@ -579,7 +579,7 @@ def test_allow_code_change_reaches_every_way_a_run_is_started(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_a_second_launcher_on_the_same_runs_is_refused(tmp_path):
-  from butterfly_jax.rundir import try_lock
+  from butterfly_jax.io.rundir import try_lock
   runs_dir = tmp_path / "runs"
   handle, _ = try_lock(runs_dir / ".launch.lock")  # a launcher holding DIR
   try:
@@ -602,7 +602,7 @@ def test_writing_a_job_script_prunes_snapshots_whose_runs_all_finished(tmp_path)
   """A SLURM snapshot (``DIR/slurm/sweep-<hash>.json``) stays while one of its runs is unfinished and is removed
   once all are (or hold another config's results); the current job's snapshot is always kept."""
   from butterfly_jax.launch import state as state_lib
-  from butterfly_jax.rundir import write_json_atomic
+  from butterfly_jax.io.rundir import write_json_atomic
   config = {"seed": 0, "train": {"steps": "10"}}
 
   def snap(name, runs):

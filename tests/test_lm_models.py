@@ -16,12 +16,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from butterfly_jax import config as config_lib, experiment, members, rng
-from butterfly_jax.configs_embedded import smoke
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import members, rng
+from butterfly_jax.io.pretrained import PretrainedError
+from butterfly_jax.io.pretrained import check_hf_config, hf_model_kwargs, load_bert_weights, load_olmo_weights
 from butterfly_jax.models import make_model
 from butterfly_jax.models.text import check_token_ids
-from butterfly_jax.pretrained import PretrainedError
-from butterfly_jax.pretrained_text import check_hf_config, hf_model_kwargs, load_bert_weights, load_olmo_weights
+from butterfly_jax.run import experiment
+from butterfly_jax.run import spec as spec_lib
+from butterfly_jax.run.configs_embedded import smoke
 
 L = 12  # tokens per sequence; the position tables hold 16
 BERT_HF = dict(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
@@ -170,7 +173,7 @@ def test_config_json_reads_into_model_kwargs(hf):
                                        "hidden_act": "gelu", "dropout": 0.1, "attention_dropout": 0.1}
   name, kwargs = hf_model_kwargs(hf["root"] / "olmo_sharded")
   assert name == "olmo" and kwargs == {**OLMO_KW, "hidden_act": "silu"}
-  config_lib.check_model_kwargs(name, kwargs)  # valid model.kwargs as they are
+  spec_lib.check_model_kwargs(name, kwargs)  # valid model.kwargs as they are
 
 
 def test_init_checkpoint_takes_a_checkpoint_folder_with_a_fresh_or_kept_head(hf, tmp_path):
@@ -183,8 +186,9 @@ def test_init_checkpoint_takes_a_checkpoint_folder_with_a_fresh_or_kept_head(hf,
   apply_fn, init_fn = make_model("bert", (3, L), 5, **BERT_KW)
   keys = rng.role_keys(c.seed, c.perturb.seed)
   setup = SimpleNamespace(c=c, init_fn=init_fn, apply_fn=apply_fn, keys=keys,
-                          data=SimpleNamespace(input_shape=(3, L)))
-  experiment._check_before_training(setup)
+                          spec=SimpleNamespace(init=spec_lib.init_source(c)))
+  shapes = jax.eval_shape(init_fn, keys["init"])
+  spec_lib.check_weights(c, setup.spec.init, shapes)
   params, info = experiment._initial_params(setup)
   assert info["head"] == "fresh"
   fresh = init_fn(keys["init"])
@@ -198,7 +202,7 @@ def test_init_checkpoint_takes_a_checkpoint_folder_with_a_fresh_or_kept_head(hf,
   np.testing.assert_array_equal(params["head"]["kernel"], kept["classifier.weight"].T)
   c.init.checkpoint = str(hf["root"] / "olmo")
   with pytest.raises(PretrainedError, match=r"is an OLMo checkpoint \(config.json: model_type 'olmo'\), not a BERT"):
-    experiment._check_before_training(setup)
+    spec_lib.check_weights(c, spec_lib.init_source(c), shapes)
 
 
 @pytest.mark.parametrize("name,count", [("bert", 109_482_240 + 768 * 2 + 2), ("olmo", 1_176_764_416 + 2048 * 2)])
@@ -291,10 +295,10 @@ def test_sequences_longer_than_the_position_table_are_an_error_before_compute():
   c = smoke()
   c.model.name, c.model.kwargs = "olmo", OLMO_KW
   with pytest.raises(config_lib.ConfigError, match="model.kwargs.max_positions: .*17 tokens.* 16 positions"):
-    config_lib.check_model_input(c, (3, 17))
-  config_lib.check_model_input(c, (3, 16))
+    spec_lib.check_model_input(c, (3, 17))
+  spec_lib.check_model_input(c, (3, 16))
   with pytest.raises(config_lib.ConfigError, match=r"a text model's input is \(3, L\)"):
-    config_lib.check_model_input(c, (32, 32, 3))
+    spec_lib.check_model_input(c, (32, 32, 3))
   with pytest.raises(ValueError, match=r"input is \[B, 3, L\]"):
     jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct((2, L), jnp.int32))
   with pytest.raises(ValueError, match="integer token ids"):
@@ -332,8 +336,8 @@ def test_bad_model_arguments_of_the_text_models_fail_before_compute():
          ("olmo", {"type_vocab_size": 2}, "model olmo takes no type_vocab_size")]
   for name, kwargs, message in bad:
     with pytest.raises(config_lib.ConfigError, match=message):
-      config_lib.check_model_kwargs(name, kwargs)
-  config_lib.check_model_kwargs("olmo", OLMO_KW)
+      spec_lib.check_model_kwargs(name, kwargs)
+  spec_lib.check_model_kwargs("olmo", OLMO_KW)
 
 
 def test_a_folder_without_safetensors_or_with_a_broken_index_is_named(hf, tmp_path):
@@ -396,7 +400,7 @@ def test_text_models_run_their_members_through_one_compiled_step_on_a_cpu():
   """``auto`` picks ``map`` for BERT and OLMo on a CPU (``vmap`` on an accelerator, ``sequential`` for images); under
   ``map`` identical BERT members stay bitwise equal, and a member's trajectory does not depend on its siblings or
   on K (K >= 2; unrolled copies of the step were measured to part: BUILD_NOTES.md)."""
-  from butterfly_jax.run_setup import member_strategy
+  from butterfly_jax.run.spec import member_strategy
   c = smoke()
   assert member_strategy(c, "cpu") == "sequential" and member_strategy(c, "gpu") == "vmap"
   c.model.name = "bert"

@@ -3,7 +3,7 @@
 import optax
 import pytest
 
-from butterfly_jax import memory
+from butterfly_jax.core import memory
 from butterfly_jax.models import make_model
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import pytest
 
 import butterfly_jax as bj
-from butterfly_jax import tree_math
+from butterfly_jax.core import tree_math
 
 
 def _resnet20_count(w, classes=10):

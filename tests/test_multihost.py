@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from butterfly_jax import configs_embedded, rundir as rundir_lib
+from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.run import configs_embedded
 import xla_flags
 
 pytestmark = pytest.mark.slow  # the slow tier: two processes sharing one family
@@ -81,12 +82,12 @@ def test_two_processes_share_one_family_and_match_one_device_bitwise(tmp_path, o
 KILLED = """
 import os, signal, sys
 import jax
-from butterfly_jax import rundir, runtime
+from butterfly_jax.io import rundir, runtime
 runtime.configure(True)
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
-from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.experiment import run
+from butterfly_jax.run.configs_embedded import smoke
+from butterfly_jax.run.experiment import run
 log = rundir.RunDir.log
 def log_then_die(self, record):  # both processes reach this line at the same step, after the same gather
   log(self, record)

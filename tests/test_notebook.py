@@ -123,9 +123,10 @@ def test_the_gpu_setting_is_the_papers_resnet20_on_cifar10_through_tfds(tmp_path
   setting = next(i for i, cell in enumerate(nb.cells) if "NAME = choose_setting()" in cell.source)
   nb.cells = nb.cells[:setting + 1] + [nbformat.v4.new_code_cell("""\
 import tensorflow_datasets as tfds
-from butterfly_jax import config as config_lib, run_setup
+from butterfly_jax import config as config_lib
+from butterfly_jax.run import spec as spec_lib
 with tfds.testing.mock_data(num_examples=256):
-  data = run_setup.load_data(CONFIG)
+  data = spec_lib.load_data(CONFIG)
 late = CONFIG.copy_and_resolve_references()
 late.perturb.time = LATE
 steps = config_lib.resolve_steps(late, 50_000)  # CIFAR-10's training set (the mock holds fewer images)

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from butterfly_jax import optim
 from butterfly_jax.config import default_config
+from butterfly_jax.core import optim
 
 
 def test_triangular_schedule_peaks_after_warmup_and_ends_at_final():

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from butterfly_jax import config_files as configs
 from butterfly_jax.config import ConfigError
+from butterfly_jax.io.rundir import tree_hash
 from butterfly_jax.launch import sweep as sweep_lib
-from butterfly_jax.rundir import tree_hash
+from butterfly_jax.run import config_files as configs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"butterfly-run", "butterfly-launch", "butterfly-report", "butterfly-proxy", "butterfly-threshold"}
@@ -70,10 +70,10 @@ def test_editing_what_cannot_change_a_run_leaves_the_source_hash(tmp_path):
   shutil.copytree(configs.FOLDER, package / "configs", ignore=shutil.ignore_patterns("__pycache__"))  # as in a wheel
   before = tree_hash(package)
   for edited in (package / "configs" / "smoke.py", package / "launch" / "local.py", package / "report" / "figures.py",
-                 package / "proxy.py", package / "progress.py"):
+                 package / "proxy.py", package / "run" / "progress.py", package / "run" / "commands.py"):
     edited.write_text(edited.read_text() + "\n# edited\n")
   assert tree_hash(package) == before
-  (package / "tree_math.py").write_text((package / "tree_math.py").read_text() + "\n# edited\n")
+  (package / "core" / "tree_math.py").write_text((package / "core" / "tree_math.py").read_text() + "\n# edited\n")
   assert tree_hash(package) != before
 
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import butterfly_jax as bj
-from butterfly_jax import permutations, tree_math
+from butterfly_jax.core import permutations, tree_math
 
 MODELS = [
     ("resnet20", (32, 32, 3), {"width": 1}),

@@ -9,11 +9,11 @@ import pytest
 from flax import serialization
 
 import butterfly_jax as bj
-from butterfly_jax import tree_math
-from butterfly_jax.configs_embedded import smoke
-from butterfly_jax.experiment import run, weights_sha256
+from butterfly_jax.core import tree_math
+from butterfly_jax.io.pretrained import PretrainedError, load_vit_weights, read_safetensors
 from butterfly_jax.models import make_model
-from butterfly_jax.pretrained import PretrainedError, load_vit_weights, read_safetensors
+from butterfly_jax.run.configs_embedded import smoke
+from butterfly_jax.run.experiment import run, weights_sha256
 
 KW = dict(patch=4, depth=2, width=24, heads=3, mlp_dim=40)
 
@@ -146,7 +146,7 @@ def test_a_vit_family_fine_tunes_from_a_weights_file(vit, tmp_path):
   c.eval.cka_examples = 0
   res = run(c, tmp_path / "run")
   assert res["init"]["head"] == "fresh"
-  from butterfly_jax.rundir import restore_checkpoint
+  from butterfly_jax.io.rundir import restore_checkpoint
   start = tree_math.flat_dict(restore_checkpoint(tmp_path / "run" / "checkpoints" / "keep" / "0")["params"])
   for name, x in tree_math.flat_dict(params).items():
     if not name.startswith("head/"):

@@ -8,7 +8,7 @@ import types
 import pytest
 from tqdm.auto import tqdm
 
-from butterfly_jax import progress
+from butterfly_jax.run import progress
 
 
 class _Clock:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from butterfly_jax import permutations, tree_math
+from butterfly_jax.core import permutations, tree_math
 from butterfly_jax.proxy import load_child, recovery, run_proxy
 
 
@@ -61,7 +61,7 @@ def test_proxy_command_line(smoke_run, tmp_path):
   assert done.returncode == 0, done.stderr
   assert "proxy.json" in done.stdout and "fixed" in done.stdout and "recovered" in done.stdout
   # the run's XLA flags (determinism, and the CPU flags the runs use), as a run of main would have set them
-  from butterfly_jax import runtime
+  from butterfly_jax.io import runtime
   provenance = json.loads((workdir / "proxy.json").read_text())["provenance"]
   assert provenance["xla_flags"] == runtime.xla_flags("", True) != ""
   rows = json.loads((workdir / "proxy.json").read_text())["rows"]

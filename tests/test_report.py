@@ -13,8 +13,8 @@ import pandas as pd  # the test extra installs pandas, pyarrow and matplotlib
 import pytest
 
 from butterfly_jax import report
+from butterfly_jax.core.evaluate import barrier_from_curve
 from butterfly_jax.report import figures, plotting
-from butterfly_jax.evaluate import barrier_from_curve
 from butterfly_jax.report.table import read_metrics, write_table
 
 SCALES = (0.0, 1e-3, 1e-1)
@@ -23,7 +23,7 @@ DIVERGING_SCALE = 1e30   # the perturbed weights overflow float32 within a few s
 
 def _config(**fields):
   """The smoke config without checkpoints (not needed here), with ``fields`` set (dotted names)."""
-  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.run.configs_embedded import smoke
   c = smoke()
   c.checkpoint.trunk = c.checkpoint.children = False
   if "every_steps" in c.checkpoint:
@@ -42,7 +42,7 @@ def make_runs(root: Path) -> Path:
   under ``sweep/``, sigma in SCALES, no alignment; ``sweep/seed0_t10_batch`` has an extra child with
   sigma = 1e30, which diverges), one single-weight run with alignment, and ``incomplete/run``: a copy of a run
   without results.json and with a torn last metrics line."""
-  from butterfly_jax.experiment import run
+  from butterfly_jax.run.experiment import run
   for seed in (0, 1):
     for time in ("0", "10"):
       for kind in ("batch", "gaussian"):

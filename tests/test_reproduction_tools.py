@@ -291,8 +291,8 @@ def test_single_weight_reach_counts_the_examples_that_move_a_weight_and_the_firs
   weight of a hidden unit that no example activates gets none, so perturbing it early changes nothing."""
   import jax
   import single_weight
-  from butterfly_jax.configs_embedded import smoke
-  from butterfly_jax.run_setup import Setup
+  from butterfly_jax.run.configs_embedded import smoke
+  from butterfly_jax.run.setup import Setup
   setup = Setup(smoke())
   params = setup.init_fn(setup.keys["init"])
   examples, first, total = single_weight.gradient_reach(setup, params, "head/bias[3]")

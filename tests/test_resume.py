@@ -15,14 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from butterfly_jax import rundir as rundir_lib
-from butterfly_jax.experiment import run
+from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.run.experiment import run
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from butterfly_jax import rundir
-    from butterfly_jax.configs_embedded import smoke
-    from butterfly_jax.experiment import run
+    from butterfly_jax.io import rundir
+    from butterfly_jax.run.configs_embedded import smoke
+    from butterfly_jax.run.experiment import run
     phase, step = sys.argv[2], int(sys.argv[3])
     log = rundir.RunDir.log
     def log_then_die(self, record):
@@ -125,14 +125,14 @@ def _params(workdir):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.run.configs_embedded import smoke
   workdir = tmp_path_factory.mktemp("uninterrupted")
   return workdir, run(_config(smoke()), workdir)
 
 
 @pytest.fixture(scope="module")
 def reference_vmap(tmp_path_factory):
-  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.run.configs_embedded import smoke
   workdir = tmp_path_factory.mktemp("uninterrupted_vmap")
   c = _config(smoke())
   c.members.strategy = "vmap"
@@ -339,15 +339,16 @@ def test_resume_refuses_a_changed_init_checkpoint_source(tmp_path, smoke_config)
 
 
 def test_init_source_fingerprint_follows_the_kept_weights(tmp_path, smoke_config):
-  from butterfly_jax.experiment import _init_source
+  from butterfly_jax.run import spec as spec_lib
+  from butterfly_jax.run.experiment import _init_source
   pre = rundir_lib.RunDir(tmp_path / "pre")
   pre.save_checkpoint("keep/0", {"params": {"w": np.ones(4, np.float32)}, "step": 0})
   c = smoke_config
   c.init.checkpoint = f"{tmp_path / 'pre'}:0"
-  first = _init_source(c)
+  first = _init_source(spec_lib.init_source(c))
   assert first["path"].endswith("keep/0")
   pre.save_checkpoint("keep/0", {"params": {"w": np.zeros(4, np.float32)}, "step": 0})
-  assert _init_source(c)["sha256"] != first["sha256"]
+  assert _init_source(spec_lib.init_source(c))["sha256"] != first["sha256"]
 
 
 def test_checkpoint_commit_order_is_durable(tmp_path, monkeypatch):
@@ -462,13 +463,13 @@ def test_a_run_refused_while_setting_up_leaves_no_work_directory(tmp_path, smoke
   """A bad input found after the lock is taken (a data folder that does not exist, a perturbation time after T)
   leaves no new work directory holding only its lock; an existing one keeps what it held."""
   from butterfly_jax.config import ConfigError
-  from butterfly_jax.data import DataError
+  from butterfly_jax.io.data import DataError
   c = _config(smoke_config)
   c.data.name, c.data.dir = "fashion_mnist", str(tmp_path / "nowhere")
   with pytest.raises(DataError):
     run(c, tmp_path / "new")
   assert not (tmp_path / "new").exists()
-  from butterfly_jax.configs_embedded import smoke
+  from butterfly_jax.run.configs_embedded import smoke
   late = _config(smoke())
   late.perturb.time = "99999"
   with pytest.raises(ConfigError, match="perturb.time"):

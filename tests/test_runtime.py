@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from butterfly_jax import runtime
+from butterfly_jax.io import runtime
 import xla_flags
 
 
@@ -75,7 +75,7 @@ def test_configure_sets_xla_flags_before_backends_start():
   """The notebook's first-cell call: the flags are set, in effect, and nothing is said."""
   out = _python("""
       import os
-      from butterfly_jax import runtime
+      from butterfly_jax.io import runtime
       ok = runtime.configure()
       import jax
       jax.numpy.zeros(1).block_until_ready()
@@ -99,8 +99,8 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
       import jax
       jax.numpy.zeros(1).block_until_ready()
       import butterfly_jax
-      from butterfly_jax import runtime
-      from butterfly_jax.configs_embedded import smoke
+      from butterfly_jax.io import runtime
+      from butterfly_jax.run.configs_embedded import smoke
       butterfly_jax.run_experiment(smoke(), {str(tmp_path / "run")!r})
       print(runtime.configure(True), os.environ.get('XLA_FLAGS'))
       """, timeout=600, xla_flags=level)
@@ -110,7 +110,7 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
   cpu = " ".join(f"{k}={v}" for k, v in runtime.default_cpu_flags().items())  # this machine's choice
   assert f"{cpu} is not in effect: CPU results may differ from command-line runs in their last bits" in line
   # the suggested XLA_FLAGS keep the user's own first
-  assert "butterfly_jax.runtime.configure()" in line and f"XLA_FLAGS='{level} --xla_gpu_deterministic_ops=true" in line
+  assert "butterfly_jax.io.runtime.configure()" in line and f"XLA_FLAGS='{level} --xla_gpu_deterministic_ops=true" in line
   assert (tmp_path / "run" / "results.json").exists()
 
 

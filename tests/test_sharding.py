@@ -13,15 +13,16 @@ import jax
 import numpy as np
 import pytest
 
-from butterfly_jax import placement, rundir as rundir_lib
+from butterfly_jax.core import placement
+from butterfly_jax.io import rundir as rundir_lib
 import xla_flags
 
 pytestmark = pytest.mark.slow  # the slow tier: layouts over several (forced) devices, each compiled in a subprocess
 
 SCRIPT = textwrap.dedent("""
     import sys, jax
-    from butterfly_jax.configs_embedded import smoke
-    from butterfly_jax.experiment import run
+    from butterfly_jax.run.configs_embedded import smoke
+    from butterfly_jax.run.experiment import run
     assert jax.device_count() == int(sys.argv[3]), jax.devices()
     c = smoke()
     c.perturb.scales = eval(sys.argv[4])

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import ortho_group
 
 import butterfly_jax as bj
-from butterfly_jax.similarity import CKAAccumulator
+from butterfly_jax.core.similarity import CKAAccumulator
 
 
 def _x(n=300, d=20, seed=0):

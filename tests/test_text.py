@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import text_fixtures as fx
-from butterfly_jax import text
-from butterfly_jax.data import DataError
-from butterfly_jax.text import TextDataset, load_glue_tfds, load_glue_tsv, load_tokenizer
+from butterfly_jax.core.metrics import confusion_matrix, task_metric
+from butterfly_jax.io import text
+from butterfly_jax.io.data import DataError
+from butterfly_jax.io.text import TextDataset, load_glue_tfds, load_glue_tsv, load_tokenizer
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
@@ -373,27 +374,27 @@ def test_metrics_match_sklearn():
   for num_classes in (2, 3):
     labels = rng.integers(0, num_classes, 200)
     predictions = np.where(rng.random(200) < 0.7, labels, rng.integers(0, num_classes, 200))
-    assert text.task_metric("accuracy", predictions, labels) == pytest.approx(metrics.accuracy_score(labels,
+    assert task_metric("accuracy", predictions, labels) == pytest.approx(metrics.accuracy_score(labels,
                                                                                                      predictions))
-    assert text.task_metric("matthews", predictions, labels) == pytest.approx(
+    assert task_metric("matthews", predictions, labels) == pytest.approx(
         metrics.matthews_corrcoef(labels, predictions), abs=1e-12)
     # confusion matrices of disjoint batches add up to the split's
-    cm = sum(text.confusion_matrix(predictions[i:i + 64], labels[i:i + 64], num_classes) for i in range(0, 200, 64))
+    cm = sum(confusion_matrix(predictions[i:i + 64], labels[i:i + 64], num_classes) for i in range(0, 200, 64))
     np.testing.assert_array_equal(cm, metrics.confusion_matrix(labels, predictions))
-  assert text.task_metric("f1", predictions[labels < 2] % 2, labels[labels < 2]) == pytest.approx(
+  assert task_metric("f1", predictions[labels < 2] % 2, labels[labels < 2]) == pytest.approx(
       metrics.f1_score(labels[labels < 2], predictions[labels < 2] % 2))
   # degenerate cases as sklearn: constant predictions have Matthews 0; no positive anywhere has F1 0
   y = np.array([0, 1, 1, 0, 1])
-  assert text.task_metric("matthews", np.ones(5, int), y) == metrics.matthews_corrcoef(y, np.ones(5, int)) == 0
-  assert text.task_metric("f1", np.zeros(4, int), np.zeros(4, int)) == metrics.f1_score(
+  assert task_metric("matthews", np.ones(5, int), y) == metrics.matthews_corrcoef(y, np.ones(5, int)) == 0
+  assert task_metric("f1", np.zeros(4, int), np.zeros(4, int)) == metrics.f1_score(
       np.zeros(4, int), np.zeros(4, int), zero_division=0.0) == 0
-  assert text.task_metric("matthews", y, y) == 1.0 and text.task_metric("f1", 1 - y, y) == 0.0
+  assert task_metric("matthews", y, y) == 1.0 and task_metric("f1", 1 - y, y) == 0.0
 
 
 def test_metric_errors():
   with pytest.raises(ValueError, match="f1 is binary"):
-    text.task_metric("f1", [0, 2], [1, 2])
+    task_metric("f1", [0, 2], [1, 2])
   with pytest.raises(ValueError, match="unknown metric 'bleu'"):
-    text.task_metric("bleu", [0, 1], [1, 1])
+    task_metric("bleu", [0, 1], [1, 1])
   with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
-    text.confusion_matrix([0, 1], [0, 2], 2)
+    confusion_matrix([0, 1], [0, 2], 2)

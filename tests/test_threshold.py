@@ -6,7 +6,7 @@ import math
 import pytest
 
 from butterfly_jax import threshold
-from butterfly_jax.configs_embedded import smoke
+from butterfly_jax.run.configs_embedded import smoke
 
 
 def _fake_run(truth, calls, diverge_above=math.inf):

@@ -11,9 +11,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from butterfly_jax import data
-from butterfly_jax.data import DataError, load_dataset
-from butterfly_jax.pretrained import PretrainedError, load_vit_weights, read_flax, read_npz, read_safetensors
+from butterfly_jax.io import data
+from butterfly_jax.io.data import DataError, load_dataset
+from butterfly_jax.io.pretrained import PretrainedError, load_vit_weights, read_flax, read_npz, read_safetensors
 
 # ----------------------------------------------------------------------------------------------- CIFAR pickles
 

@@ -8,7 +8,7 @@ root. Expands ``sweep(add)`` of the config file (see sweep.py), writes ``DIR/swe
 already finished in ``DIR/<name>`` and runs the rest in worker processes (local.py), or writes a SLURM array
 job instead (``--slurm``), whose tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json``
 (slurm.py). ``configs/NAME.py`` is the shipped config of that name from any directory where no such file
-exists (:mod:`butterfly_jax.config_files`). Exit status: 0 all done, 1 a run failed or was busy (another process
+exists (:mod:`butterfly_jax.run.config_files`). Exit status: 0 all done, 1 a run failed or was busy (another process
 ran it), 2 a bad sweep or command line, 3 another launcher holds DIR, 128 + signal when interrupted.
 
 Run names come from the sweep's own overrides; ``--set`` values are not part of them. Another ``--set``
@@ -23,7 +23,11 @@ import re
 import sys
 from pathlib import Path
 
-from butterfly_jax.commands import spellings
+from butterfly_jax.config import ConfigError
+from butterfly_jax.io.rundir import try_lock
+from butterfly_jax.launch import local, slurm, state as state_lib
+from butterfly_jax.launch.sweep import SweepError, expand
+from butterfly_jax.run.commands import spellings
 
 PROG = "python -m butterfly_jax.launch"  # also installed as butterfly-launch
 _CONFIG_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(?:=(.*))?$", re.S)
@@ -81,7 +85,6 @@ def parse_args(argv):
 def _statuses(runs_dir, runs, state):
   """Marks runs already finished in DIR ``skipped`` (with the wall time their results.json records, so that a
   later call's sweep.json keeps every run's time) and those holding another config's results ``failed``."""
-  from butterfly_jax.launch import state as state_lib
   for run, item in zip(runs, state["runs"]):
     try:
       results = state_lib.finished_results(runs_dir, run.name, item["config"])
@@ -97,7 +100,6 @@ class BusyError(RuntimeError):
 
 def _lock(runs_dir: Path):
   """An exclusive lock on DIR for this launcher's lifetime (released by the kernel however it ends)."""
-  from butterfly_jax.rundir import try_lock
   handle, holder = try_lock(runs_dir / ".launch.lock")
   if handle is None:
     raise BusyError(f"another launcher is running on {runs_dir} ({holder}); wait for it or stop it")
@@ -118,7 +120,6 @@ def _sweep_text(config_spec, set_items) -> str:
 
 def _warn_if_another_sweep(runs_dir, args, runs, out) -> None:
   """A line on ``out`` when DIR/sweep.json was written for another config spec or ``--set`` list."""
-  from butterfly_jax.launch import state as state_lib
   try:
     before = json.loads((runs_dir / state_lib.SWEEP_FILE).read_text())
     spec, set_items, names = before["config"], list(before["set"]), {item["name"] for item in before["runs"]}
@@ -135,7 +136,6 @@ def _warn_if_another_sweep(runs_dir, args, runs, out) -> None:
 
 
 def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
-  from butterfly_jax.launch import slurm, state as state_lib
   sweep, digest = state_lib.snapshot_path(runs_dir, state_lib.snapshot(state))
   kwargs = dict(sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache, sweep=sweep,
                 sweep_sha256=digest, allow_code_change=args.allow_code_change)
@@ -158,7 +158,6 @@ def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
 
 
 def _run_here(args, runs_dir, state, pending, jax_cache, out) -> int:
-  from butterfly_jax.launch import local, state as state_lib
   state_lib.write(runs_dir, state)
   print(f"sweep {args.config}: {len(state['runs'])} runs, {len(state['runs']) - len(pending)} already finished, "
         f"{len(pending)} to run in {runs_dir}", file=out, flush=True)
@@ -177,9 +176,6 @@ def main(argv=None, out=None) -> int:
   """The launcher; returns the exit status."""
   out = out or sys.stdout
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  from butterfly_jax.config import ConfigError
-  from butterfly_jax.launch import state as state_lib
-  from butterfly_jax.launch.sweep import SweepError, expand
   runs_dir = Path(args.runs).expanduser().resolve()
   try:
     runs = expand(args.config, set_items=args.set)

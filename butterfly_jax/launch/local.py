@@ -25,7 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-import butterfly_jax
 from butterfly_jax.launch import state as state_lib
 
 TAIL_LINES = 8
@@ -37,7 +36,7 @@ def import_root() -> Path | None:
   might not find it by itself (a checkout, installed editable or not at all: the workers must run the same
   package as the launcher); None for a package installed in a site-packages folder, which every such process
   finds (that folder on ``PYTHONPATH`` would put its modules before the standard library's)."""
-  root = Path(butterfly_jax.__file__).resolve().parents[1]
+  root = Path(__file__).resolve().parents[2]
   sites = [*site.getsitepackages(), site.getusersitepackages(), sysconfig.get_path("purelib"),
            sysconfig.get_path("platlib")]
   return None if root in {Path(p).resolve() for p in sites if p} else root

@@ -32,8 +32,9 @@ import threading
 import time
 import traceback
 
-from butterfly_jax.rundir import RunDirBusy
+from butterfly_jax.io.rundir import RunDirBusy
 from butterfly_jax.launch import state as state_lib
+from butterfly_jax.run.experiment import run
 
 
 @contextlib.contextmanager
@@ -68,7 +69,7 @@ def _error_line(e: BaseException) -> str:
 def execute(runs_dir, item: dict, allow_code_change: bool = False) -> dict:
   """Runs one sweep.json entry (or finds it finished); returns {"status", "error", "seconds"}.
   ``allow_code_change``: an unfinished run whose checkpoints another package source wrote resumes anyway
-  (:func:`butterfly_jax.rundir.check_resume`); without it that run fails, nothing deleted."""
+  (:func:`butterfly_jax.io.rundir.check_resume`); without it that run fails, nothing deleted."""
   name = item["name"]
   path = state_lib.run_dir(runs_dir, name)
   path.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,6 @@ def execute(runs_dir, item: dict, allow_code_change: bool = False) -> dict:
         status = "skipped"
         print("already finished with this config; nothing to do")
       else:
-        from butterfly_jax.experiment import run  # the heavy imports, once per worker
         run(state_lib.config_from_json(item["config"]), path, allow_code_change=allow_code_change)
         status = "finished"
     except RunDirBusy as e:  # another process runs it: nothing to do here, nothing touched

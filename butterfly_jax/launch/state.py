@@ -26,7 +26,7 @@ from pathlib import Path
 
 import ml_collections
 
-from butterfly_jax.rundir import RunDir, RunDirError, to_jsonable, write_json_atomic
+from butterfly_jax.io.rundir import RunDir, RunDirError, to_jsonable, write_json_atomic
 
 SWEEP_FILE = "sweep.json"
 SNAPSHOT_DIR = "slurm"

@@ -8,7 +8,7 @@ A config file (``configs/NAME.py``) has ``get_config()``; it may also define ``s
       add(seed=seed, **{"perturb.time": "5ep", "perturb.scales": (0.0, 1e-4)})
 
 Each run is a fresh ``get_config()`` with its overrides applied, then the sweep-wide ``--set`` overrides,
-then :func:`butterfly_jax.config.validate`. ConfigDict semantics: a value must have the field's type (an
+then :func:`butterfly_jax.run.spec.check`. ConfigDict semantics: a value must have the field's type (an
 int may go into a float field, a list into a tuple field; a step field such as ``perturb.time`` takes text,
 ``"2000"`` or ``"5ep"``); ``--set`` text is parsed as ``--config.a.b=text`` is by ml_collections. A key
 that does not exist is an error listing the fields that do. Runs with identical configs are kept once. A file without ``sweep`` is one run,
@@ -32,6 +32,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from butterfly_jax import config as config_lib
+from butterfly_jax.io.rundir import to_jsonable
+from butterfly_jax.run import config_files, spec as spec_lib
 
 MAX_NAME = 120                          # longer readable names are cut and given a hash suffix
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -80,8 +82,7 @@ def split_config_arg(spec: str) -> tuple:
 
 def load_config_module(spec: str):
   """Executes a config file (``path`` or ``path:arg``; ``configs/NAME.py`` is a shipped config from any directory:
-  :mod:`butterfly_jax.config_files`) as a module; returns (module, get_config args)."""
-  from butterfly_jax import config_files
+  :mod:`butterfly_jax.run.config_files`) as a module; returns (module, get_config args)."""
   try:
     path, args = split_config_arg(config_files.resolve(spec))
   except config_lib.ConfigError as e:
@@ -207,7 +208,6 @@ def _token(value: Any) -> tuple:
 
 def canonical(obj) -> str:
   """Stable JSON text of ``obj`` (sorted keys; tuples as lists): the identity of overrides or a config."""
-  from butterfly_jax.rundir import to_jsonable
   return json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
 
 
@@ -282,7 +282,7 @@ def expand(config_spec: str, set_overrides: dict | None = None, set_items: Itera
         stored[key] = set_field(c, key, value)
       for key, value in common.items():
         set_field(c, key, value)
-      config_lib.validate(c)
+      spec_lib.check(c)
     except (SweepError, config_lib.ConfigError) as e:
       raise type(e)(f"sweep run {i} {overrides}: {e}") from None
     identity = canonical(c.to_dict())

@@ -14,7 +14,7 @@ The defaults are BERT-base's (``bert-base-uncased``, the MultiBERTs). Dropout is
 residual sums, and on the pooled vector before the classifier; ``attention_dropout``
 (``attention_probs_dropout_prob``) on the attention weights. It applies only when the module is called with
 ``deterministic=False`` and a ``"dropout"`` key, which the training step passes (one key per step, shared by
-every member, as the batch is: :func:`butterfly_jax.rng.step_dropout_key`); evaluation, the batch perturbation's
+every member, as the batch is: :func:`butterfly_jax.core.rng.step_dropout_key`); evaluation, the batch perturbation's
 gradient and CKA are deterministic, as transformers' evaluation mode.
 """
 

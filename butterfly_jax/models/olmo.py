@@ -18,7 +18,7 @@ two agree when padding is marked in both, left or right). ``features["penultimat
 The defaults are OLMo-1B's (``allenai/OLMo-1B-hf``). Tied or untied word embeddings (``tie_word_embeddings``)
 only matter to the language-model head, which a classifier does not have, so they are no argument here: the
 loader skips a causal-LM checkpoint's ``lm_head`` where it has one, untied
-(:func:`butterfly_jax.pretrained_text.load_olmo_weights`). ``L`` may not exceed ``max_positions``, the context
+(:func:`butterfly_jax.io.pretrained.load_olmo_weights`). ``L`` may not exceed ``max_positions``, the context
 the model was trained with.
 """
 

@@ -6,6 +6,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from butterfly_jax.core.permutations import spec_for
 from butterfly_jax.models.bert import BERT
 from butterfly_jax.models.olmo import OLMo
 from butterfly_jax.models.resnet import ResNet
@@ -27,7 +28,7 @@ MODELS = {
     "olmo": lambda num_classes, **kw: OLMo(num_classes=num_classes, **kw),
 }
 VIT_B16 = dict(patch=16, depth=12, width=768, heads=12, mlp_dim=3072)
-# The keyword arguments (``model.kwargs``) each model takes; :func:`butterfly_jax.config.validate` checks them
+# The keyword arguments (``model.kwargs``) each model takes; :func:`butterfly_jax.run.spec.check_model_kwargs` checks them
 # before any compute. ``resnet20`` and ``resnet34`` fix their layout (depth, or stages and base): only ``resnet``
 # takes ``depth``, ``stages`` and ``base``.
 MODEL_KWARGS = {
@@ -159,9 +160,8 @@ def create_model(name: str, key: jax.Array, input_shape, num_classes: int, **mod
   Returns ``(apply_fn, params, spec)``: ``apply_fn(params, x) -> (logits, features)`` for a batch
   ``x`` of shape ``[B, *input_shape]`` and dtype :func:`input_dtype` (a text model's ``input_shape`` is
   ``(3, L)``); ``params`` a plain nested dict; ``spec`` the model's
-  :class:`~butterfly_jax.permutations.PermutationSpec` (which parameter axes each hidden-unit permutation acts on).
+  :class:`~butterfly_jax.core.permutations.PermutationSpec` (which parameter axes each hidden-unit permutation acts on).
   """
-  from butterfly_jax.permutations import spec_for
   apply_fn, init_fn = make_model(name, input_shape, num_classes, **model_kwargs)
   params = init_fn(key)
   return apply_fn, params, spec_for(name, params)

@@ -5,8 +5,8 @@ run directories."""
 import argparse
 import sys
 
-from butterfly_jax.commands import spellings
 from butterfly_jax.report import ReportError, make_report, summary
+from butterfly_jax.run.commands import spellings
 
 
 def main(argv=None) -> int:

@@ -21,9 +21,9 @@ import numpy as np
 
 from butterfly_jax.report import context as C
 from butterfly_jax.report import plotting as P
+from butterfly_jax.report.finetune import barrier_vs_pretraining
 from butterfly_jax.report.pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
                                         fixed_points)
-from butterfly_jax.report.finetune import barrier_vs_pretraining
 from butterfly_jax.report.training import barrier_over_training, l2_from_init
 
 _CONFIG_SECTIONS = ("model.", "data.", "train.", "optim.", "schedule.", "perturb.")

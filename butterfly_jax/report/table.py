@@ -10,6 +10,8 @@ import json
 import logging
 import math
 from pathlib import Path
+from butterfly_jax.config import (DEFINITIONS_VERSION, FIELD_VERSIONS, LEGACY_VALUES, ConfigError, default_config,
+                                  get_dotted, legacy_applies, steps_text, to_steps, upgrade)
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
 LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
@@ -84,8 +86,6 @@ def definitions_label(config: dict) -> str:
   fine-tuning, translation filled with the mean); ``"-custom"`` added where a run set a definition field of its
   version, or one of :data:`CUSTOM_FIELDS` (the batch perturbation's batch, the evaluation's precision, ...), away
   from its default."""
-  from butterfly_jax.config import (DEFINITIONS_VERSION, FIELD_VERSIONS, LEGACY_VALUES, default_config, get_dotted,
-                                    legacy_applies)
   defaults = default_config().to_dict()
   values = {key: get_dotted(config, key) for key in LEGACY_VALUES if legacy_applies(config, key)}
   version = DEFINITIONS_VERSION
@@ -150,7 +150,6 @@ def read_metrics(path: Path) -> list[dict]:
 def _steps_from_config(value, field: str):
   """A step field as an int when it is plain steps (``"10"``; an older version's 10); None for ``"5ep"`` (it
   needs the data) and for anything that is not steps. :func:`butterfly_jax.config.to_steps` parses."""
-  from butterfly_jax.config import ConfigError, steps_text, to_steps
   try:
     return to_steps(steps_text(value, field), None, field)
   except ConfigError:
@@ -172,7 +171,6 @@ def _metric_values(child: dict) -> dict:
 def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
   """The rows of one run directory (one per child pair when finished, one status row otherwise) and the names
   of its config columns."""
-  from butterfly_jax.config import upgrade
   # upgraded: fields added since the run was written show the values that run used (the old definitions'
   # for a run from before the definitions' version 2), so every row says what its sigma and CKA meant
   config = upgrade(json.loads((folder / "config.json").read_text()))

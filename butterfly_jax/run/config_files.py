@@ -16,6 +16,7 @@ Any other path that names no file is an error naming the shipped configs and the
 import importlib.util
 import re
 from pathlib import Path
+from butterfly_jax.config import ConfigError
 
 
 def _folder() -> Path:
@@ -27,7 +28,7 @@ def _folder() -> Path:
     spec = None
   if spec is not None and spec.origin and spec.submodule_search_locations:  # a package, not a stray folder
     return Path(list(spec.submodule_search_locations)[0]).resolve()
-  return Path(__file__).resolve().parent.parent / "configs"
+  return Path(__file__).resolve().parents[2] / "configs"
 
 
 FOLDER = _folder()
@@ -43,7 +44,6 @@ def resolve(spec: str, flag: str = "--config") -> str:
   """``spec`` (``path`` or ``path:arg``, the argument after the first colon, as ml_collections reads it) as
   given where ``path`` is a file; with a shipped config's path for ``configs/NAME.py`` where it is not.
   Raises :class:`butterfly_jax.config.ConfigError` naming the shipped configs for any other missing file."""
-  from butterfly_jax.config import ConfigError
   file, colon, arg = str(spec).partition(":")
   path = Path(file)
   if path.is_file():

@@ -35,12 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import tree_math
-from butterfly_jax.config import INIT_SCALES, ConfigError
+from butterfly_jax.core import tree_math
 
 
 class PerturbationError(ValueError):
   """The perturbation cannot be built (e.g. its direction is zero on the mask)."""
+
+
+INIT_SCALES = ("variance", "mean_square")  # the rules of E_init (:func:`init_stds`): config.py's choices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,7 @@ def effective_exclude(mask_cfg, finetune: bool) -> str:
 
 
 def build_mask(params, mask_cfg, key, finetune: bool = False):
-  """A pytree of float32 0/1 arrays shaped like ``params``; raises ConfigError for a mask that selects nothing.
+  """A pytree of float32 0/1 arrays shaped like ``params``; raises PerturbationError for a mask that selects nothing.
   ``finetune``: also exclude ``mask_cfg.exclude_finetune`` (:func:`effective_exclude`)."""
   paths = tree_math.flat_paths(params)
   leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -119,7 +121,7 @@ def build_mask(params, mask_cfg, key, finetune: bool = False):
   exclude = re.compile(excluded) if excluded else None
   selected = [bool(include.fullmatch(p)) and not (exclude and exclude.fullmatch(p)) for p in paths]
   if not any(selected):
-    raise ConfigError(f"perturb.mask: include={mask_cfg.include!r} exclude={excluded!r} selects no "
+    raise PerturbationError(f"perturb.mask: include={mask_cfg.include!r} exclude={excluded!r} selects no "
                       f"parameter; parameter paths are: {', '.join(paths)}")
   sizes = [int(np.prod(l.shape)) for l in leaves]
   flat = np.concatenate([np.full(n, s, bool) for n, s in zip(sizes, selected)])
@@ -156,17 +158,17 @@ def parse_single_weight(single: str) -> tuple[str, tuple[int, ...]] | None:
 def _single_weight_position(single, paths, leaves, sizes, selected) -> int:
   parsed = parse_single_weight(single)
   if parsed is None:
-    raise ConfigError(f"perturb.mask.single: expected '', 'random' or 'path[i,j,...]' such as "
+    raise PerturbationError(f"perturb.mask.single: expected '', 'random' or 'path[i,j,...]' such as "
                       f"'{paths[0]}[{','.join('0' * 1 for _ in leaves[0].shape)}]', got {single!r}")
   path, index = parsed
   if path not in paths:
-    raise ConfigError(f"perturb.mask.single: no parameter {path!r}; parameter paths are: {', '.join(paths)}")
+    raise PerturbationError(f"perturb.mask.single: no parameter {path!r}; parameter paths are: {', '.join(paths)}")
   i = paths.index(path)
   shape = leaves[i].shape
   if len(index) != len(shape) or any(not 0 <= a < d for a, d in zip(index, shape)):
-    raise ConfigError(f"perturb.mask.single: index {index} is not inside {path} of shape {tuple(shape)}")
+    raise PerturbationError(f"perturb.mask.single: index {index} is not inside {path} of shape {tuple(shape)}")
   if not selected[i]:
-    raise ConfigError(f"perturb.mask.single: {path} is excluded by perturb.mask.include/exclude")
+    raise PerturbationError(f"perturb.mask.single: {path} is excluded by perturb.mask.include/exclude")
   return int(sum(sizes[:i]) + np.ravel_multi_index(index, shape))
 
 

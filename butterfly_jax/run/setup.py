@@ -1,99 +1,27 @@
-"""What a run derives from its config before anything trains (:class:`Setup`), shared by the experiment and
-the random-permutation proxy: the data on device, the model, the optimizer, the run's keys, the evaluation
-examples and the evaluation of a family.
+"""What a run derives from its spec (:mod:`butterfly_jax.run.spec`) before anything trains (:class:`Setup`),
+shared by the experiment and the random-permutation proxy: the data on device, the model, the optimizer, the
+run's keys, the evaluation examples and the evaluation of a family.
 
 Images and text run through the same code: a dataset's inputs are ``train_inputs`` / ``test_inputs`` (uint8
-images, or int32 token ids ``[N, 3, L]``: :mod:`butterfly_jax.text`), and ``mean`` / ``std`` are the images'
-channel statistics or, for token ids, None (no normalisation: :func:`butterfly_jax.evaluate.model_input`). A text
-task (:func:`load_text_task`) also has a metric (accuracy, F1, Matthews correlation) that the evaluation reports
+images, or int32 token ids ``[N, 3, L]``: :mod:`butterfly_jax.io.text`), and ``mean`` / ``std`` are the images'
+channel statistics or, for token ids, None (no normalisation: :func:`butterfly_jax.core.evaluate.model_input`). A text
+task (:func:`butterfly_jax.run.spec.load_text_task`) also has a metric (accuracy, F1, Matthews correlation) that the evaluation reports
 beside the loss and the error.
 """
 
 import functools
 import logging
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import (batches, config as config_lib, evaluate, members, optim, placement, rng, similarity, text,
-                           tree_math)
-from butterfly_jax.data import DataError, load_dataset, select_classes
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import batches, evaluate, members, optim, placement, rng, similarity, tree_math
 from butterfly_jax.models import make_model, make_moments
 from butterfly_jax.models.layers import torch_linear_init
-from butterfly_jax.models.registry import TEXT_MODELS, build_module, has_dropout, param_order
-from butterfly_jax.models.text import check_token_ids
-
-
-def load_data(c):
-  """The run's dataset: images (:func:`butterfly_jax.data.load_dataset`, ``data.classes``) or, for
-  ``data.name="glue/<task>"``, the tokenized task (:func:`load_text_task`)."""
-  if text.is_text_dataset(c.data.name):
-    return load_text_task(c)
-  data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None,
-                      synthetic=c.data.synthetic.to_dict())
-  return select_classes(data, c.data.classes) if c.data.classes else data
-
-
-def tokenizer_folder(c) -> str:
-  """``data.tokenizer``, else the ``init.checkpoint`` folder, or the folder of an ``init.checkpoint`` file (a
-  ``.safetensors`` file or a sharded index: the tokenizer files lie beside it); config validation requires one."""
-  if c.data.tokenizer:
-    return c.data.tokenizer
-  weights = Path(config_lib.parse_init_checkpoint(c.init.checkpoint)[0])
-  return str(weights.parent if weights.is_file() else weights)
-
-
-def load_text_task(c) -> text.TextDataset:
-  """GLUE task ``data.name`` tokenized by the checkpoint's tokenizer (``data.tokenizer``) to ``data.max_length``
-  tokens, from the TSV folder ``data.dir`` or through tensorflow-datasets. What can be checked without compute is
-  checked first, each a :class:`~butterfly_jax.data.DataError` or
-  :class:`~butterfly_jax.pretrained.PretrainedError` naming the field: the length against the model's position
-  table; an ``init.checkpoint`` folder's ``config.json`` against the model (its architecture and sizes); the
-  checkpoint's tensors (names and shapes, from the file headers); the tokenizer against the embedding table;
-  once tokenized, every token id and type against their tables."""
-  from butterfly_jax import pretrained_text  # reads checkpoints: only for text runs
-  task = text.dataset_task(c.data.name)
-  kwargs = c.model.kwargs.to_dict()
-  module = build_module(c.model.name, task.num_classes, **kwargs)
-  max_length = c.data.max_length or text.DEFAULT_MAX_LENGTH
-  text.check_positions(max_length, module.max_positions)
-  weights, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
-  if weights and step is None and Path(weights).is_dir():
-    pretrained_text.check_hf_config(weights, c.model.name, kwargs)
-  if weights and step is None and Path(weights).exists():  # its tensors' names and shapes, from the headers alone,
-    from butterfly_jax import pretrained                  # before minutes of tokenizing a large task
-    shapes = jax.eval_shape(make_model(c.model.name, (3, max_length), task.num_classes, **kwargs)[1],
-                            jax.random.key(0))
-    pretrained.load_weights(weights, c.model.name, shapes, c.init.keep_head, kwargs, read=False)
-  tokenizer = text.load_tokenizer(tokenizer_folder(c))
-  text.check_vocab(tokenizer, module.vocab_size)
-  if c.data.dir:
-    data = text.load_glue_tsv(task.name, c.data.dir, tokenizer, max_length)
-  else:
-    data = text.load_glue_tfds(task.name, tokenizer, max_length, c.data.tfds_dir or None)
-  for split in ("train", "test"):
-    try:
-      check_token_ids(getattr(data, f"{split}_inputs"), module.vocab_size, getattr(module, "type_vocab_size", None),
-                      where=f"{data.source} ({split})")
-    except ValueError as e:
-      raise DataError(str(e)) from None
-  return data
-
-
-def member_strategy(c, backend: str | None = None) -> str:
-  """``members.strategy`` resolved (:func:`members.resolve_strategy`): ``auto`` runs a text model under ``map`` on
-  a CPU, since unrolled (``sequential``) BERT members that start identical were measured to part in their last
-  bits on XLA:CPU, so a sigma = 0 twin would be no exact control (BUILD_NOTES.md, "Decisions"). An explicit
-  ``sequential`` is kept, with a warning."""
-  text_model = c.model.name in TEXT_MODELS
-  if text_model and c.members.strategy == "sequential":
-    logging.warning("members.strategy: 'sequential' with text model %s: identical BERT members were measured to "
-                    "part in their last bits on XLA:CPU when unrolled, so a sigma = 0 twin may not stay exactly 0; "
-                    "'map' (what 'auto' picks on a CPU) runs every member through one compiled step",
-                    c.model.name)
-  return members.resolve_strategy(c.members.strategy, backend, text=text_model)
+from butterfly_jax.models.registry import has_dropout, param_order
+from butterfly_jax.run import spec as spec_lib
 
 
 class Setup:
@@ -103,30 +31,30 @@ class Setup:
   Its only state is compiled functions and placed data, cached: one train step and one copy of the training data
   per mesh (:meth:`trainer`), and the current epoch's permutation (:meth:`sgd_noise`)."""
 
-  def __init__(self, c):
-    self.c = c
-    data = self.data = load_data(c)
-    self.metric = getattr(data, "metric", None)  # a text task's metric (text.METRICS); None for images
-    self.steps = config_lib.resolve_steps(c, data.num_train)
-    config_lib.check_model_input(c, data.input_shape)
-    available = jax.device_count()
-    if c.members.devices > available:
-      logging.warning("members.devices: %d devices asked for, %d available; the children split over at most %d",
-                      c.members.devices, available, available)
+  def __init__(self, spec):
+    """``spec``: the run's :class:`~butterfly_jax.run.spec.RunSpec`; a config is resolved first
+    (:func:`~butterfly_jax.run.spec.resolve`, as for reading a finished run: what ``init.checkpoint`` names need not
+    exist any more)."""
+    if not isinstance(spec, spec_lib.RunSpec):
+      spec = spec_lib.resolve(spec, training=False)
+    self.spec = spec
+    c = self.c = spec.config
+    data = self.data = spec.data
+    self.metric = getattr(data, "metric", None)  # a text task's metric (core.metrics.METRICS); None for images
+    self.steps = spec.steps
     self.split_batch_sizes = tuple(config_lib.split_batch_sizes(c).values())
-    placement.data_size(1, available, c.members.devices, c.members.data_devices, self.split_batch_sizes)  # errors now
     self.keys = rng.role_keys(c.seed, c.perturb.seed)
-    model_kwargs = config_lib.model_kwargs(c)
+    model_kwargs = spec.model_kwargs
     self.apply_fn, self.model_init_fn = make_model(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
     self.param_order = param_order(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
     self.dropout = has_dropout(c.model.name, **model_kwargs)  # applied in the training step only
-    self.transform = optim.make_transform(c, self.steps["total"], self.steps["warmup"])
-    self.schedule = optim.make_schedule(c, self.steps["total"], self.steps["warmup"])
-    self.member_schedule = optim.make_member_schedule(c, self.steps["total"], self.steps["warmup"], self.steps["t"])
+    self.transform = optim.make_transform(c, self.steps.total, self.steps.warmup)
+    self.schedule = optim.make_schedule(c, self.steps.total, self.steps.warmup)
+    self.member_schedule = optim.make_member_schedule(c, self.steps.total, self.steps.warmup, self.steps.t)
     # the learning rate each member logs: one compiled program (eager, the schedule's dozen small ops would each
     # compile for every family size)
     self.logged_lr = jax.jit(jax.vmap(self.member_schedule, in_axes=(None, 0, 0)))
-    self.strategy = member_strategy(c)
+    self.strategy = spec.strategy
     # images: the training set's channel statistics normalise them; token ids: None, read as they are
     mean, std = data.channel_stats() if hasattr(data, "channel_stats") else (None, None)
     self.mean, self.std = (None, None) if mean is None else (jnp.asarray(mean), jnp.asarray(std))
@@ -197,12 +125,16 @@ class Setup:
       return params
     return jax.tree_util.tree_map(lambda p: p.astype(jnp.float32), params)
 
+  def mesh(self, num_members: int):
+    """The mesh a family of ``num_members`` runs on (:func:`placement.member_mesh`; None: one device)."""
+    return placement.member_mesh(num_members, self.c.members.devices, data_devices=self.c.members.data_devices,
+                                 batch_sizes=self.split_batch_sizes)
+
   def trainer(self, num_members: int):
     """``(train_step, train_data, mesh)`` for a family of ``num_members``: the members split over the local
     devices that divide them evenly (``members.devices``), each member's batch over ``members.data_devices``
     (:func:`placement.member_mesh`), the training data replicated on those devices."""
-    mesh = placement.member_mesh(num_members, self.c.members.devices, data_devices=self.c.members.data_devices,
-                                 batch_sizes=self.split_batch_sizes)
+    mesh = self.mesh(num_members)
     if mesh not in self._steps:  # a mesh is equal to, and hashes as, any mesh over the same devices
       step = members.make_train_step(self.apply_fn, self.transform, self.schedule, self.batcher, self.strategy,
                                      mesh, self.c.train.compute_dtype, self.member_schedule, self.dropout)

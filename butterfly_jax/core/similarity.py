@@ -17,6 +17,8 @@ Gram matrices themselves).
 """
 
 import numpy as np
+from butterfly_jax.core import hosts, placement
+from butterfly_jax.core.evaluate import model_input, padded_batches, take
 
 CKA_ESTIMATORS = ("unbiased", "biased")
 
@@ -98,7 +100,7 @@ def angular_cka(x, y, batch_size: int = 4096, estimator: str = "unbiased") -> fl
 def make_pair_batch(apply_fn, feature: str = "penultimate"):
   """Jitted ``(children, stats, inputs, mean, std) -> (logits [K, B, C], features [K, B, D])``; ``stats``:
   None, or the children's BatchNorm statistics stacked over K; ``mean``, ``std``: how uint8 images are normalised,
-  None for inputs the model reads as they are (token ids: :func:`butterfly_jax.evaluate.model_input`).
+  None for inputs the model reads as they are (token ids: :func:`butterfly_jax.core.evaluate.model_input`).
 
   The children run one after another (``lax.map``), so each child's outputs do not depend on K; the
   comparisons are then made per pair on the host in float64 (:func:`compare_pairs`), so they do not
@@ -107,7 +109,6 @@ def make_pair_batch(apply_fn, feature: str = "penultimate"):
   import jax
   import jax.numpy as jnp
 
-  from butterfly_jax.evaluate import model_input
 
   @jax.jit
   def pair_batch(children, stats, images, mean, std):
@@ -138,8 +139,6 @@ def compare_pairs(pair_batch, children, images, labels, indices, batch_size, cka
   one per k.
   ``stats``: the children's BatchNorm statistics (stacked over K), for models with BatchNorm; each batch is split
   over ``mesh``'s data axis, if it has one."""
-  from butterfly_jax import hosts, placement
-  from butterfly_jax.evaluate import padded_batches, take
   n = len(indices)
   labels_host = np.asarray(labels)
   ens_loss = ens_correct = disagree = None

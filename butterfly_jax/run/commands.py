@@ -14,6 +14,7 @@ import sys
 
 import ml_collections
 from absl import flags
+from butterfly_jax.models.registry import MODEL_KWARGS
 
 CONFIG_FLAG = re.compile(r"^--?config(=|$)")
 _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
@@ -81,7 +82,6 @@ def unknown_config_field(flag_values, argv, default_config: str = "") -> str | N
         message = (f"--config.{dotted}: {section or 'the config'} has no field {part!r}; "
                    f"{'its' if section else 'its sections and'} fields: {', '.join(sorted(node.keys()))}")
         if section == "model.kwargs":
-          from butterfly_jax.models.registry import MODEL_KWARGS
           name = config.model.name
           message += (f" (model {name} takes {', '.join(MODEL_KWARGS.get(name, ()))}; an argument the config file "
                       "does not set can only be added in a config file)")

@@ -1,7 +1,7 @@
 """One butterfly experiment: trunk to step t, perturb K-1 copies once, train the family with identical
 SGD noise to T, then compare every child with child 0 (L2 distance, loss/error barriers on train and test).
 
-:func:`run` is the whole experiment, in phases (``_run``): set up (:class:`butterfly_jax.run_setup.Setup`, and
+:func:`run` is the whole experiment, in phases (``_run``): set up (:class:`butterfly_jax.run.setup.Setup`, and
 where an unfinished run resumes: :class:`_Start`, the one place that knows), trunk, perturb, children, evaluate
 (and align and compare), assemble the results. The pieces they call are pure functions in the other modules.
 """
@@ -10,39 +10,18 @@ import hashlib
 import json
 import logging
 import time
-from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from butterfly_jax import (config as config_lib, evaluate, hosts, members, perturb, placement, pretrained, progress,
-                           rng, runtime, similarity, tree_math)
-from butterfly_jax import rundir as rundir_lib
-from butterfly_jax.models import input_dtype
-from butterfly_jax.rundir import RunDir, provenance
-from butterfly_jax.run_setup import Setup
-
-
-def _check_before_training(setup) -> None:
-  """Config errors that depend on the model's parameters and features, found from their shapes alone (no
-  compute) before anything trains: the perturbation mask, the CKA feature and (text models) whether the
-  ``init.checkpoint`` checkpoint fits the model, from its config.json and its files' headers."""
-  c = setup.c
-  shapes = jax.eval_shape(setup.init_fn, setup.keys["init"])
-  if c.perturb.scales:
-    perturb.build_mask(shapes, c.perturb.mask, rng.perturb_key(setup.keys, "mask"), bool(c.init.checkpoint))
-  weights, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
-  if weights and step is None and c.model.name in pretrained.TEXT_MODELS and Path(weights).exists():
-    pretrained.load_weights(weights, c.model.name, shapes, c.init.keep_head, c.model.kwargs.to_dict(), read=False)
-  if c.eval.cka_examples and len(c.perturb.scales):
-    x = jax.ShapeDtypeStruct((1, *setup.data.input_shape), input_dtype(c.model.name))
-    features = jax.eval_shape(lambda p, x: setup.apply_fn(p, x)[1], shapes, x)
-    if c.eval.cka_feature not in features:
-      raise config_lib.ConfigError(f"eval.cka_feature: the model has no feature {c.eval.cka_feature!r}; it has "
-                                   f"{', '.join(sorted(features))}")
+from butterfly_jax import config as config_lib
+from butterfly_jax.core import evaluate, hosts, members, permutations, perturb, placement, rng, similarity, tree_math
+from butterfly_jax.io import pretrained, rundir as rundir_lib, runtime
+from butterfly_jax.io.rundir import RunDir, provenance
+from butterfly_jax.run import progress, spec as spec_lib
+from butterfly_jax.run.setup import Setup
 
 
 @jax.jit
@@ -68,7 +47,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   """
   c = setup.c
   every = c.log.every_steps
-  ckpt_every = setup.steps["checkpoint_every"]
+  ckpt_every = setup.steps.checkpoint_every
   k = family.lr_offset.shape[0]
   train_step, train_data, mesh = setup.trainer(k)
   family = placement.shard_members(family, mesh)
@@ -82,7 +61,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
       nxt = min(nxt, _next_multiple(step, c.eval.every_steps))
     if checkpoint is not None and ckpt_every:
       nxt = min(nxt, _next_multiple(step, ckpt_every))
-    nxt = min([nxt] + [s for s in setup.steps["keep"] if s > step])
+    nxt = min([nxt] + [s for s in setup.steps.keep if s > step])
     loss_sum = jnp.zeros(k, jnp.float32)
     trained = jnp.zeros(k, jnp.int32)
     finite = jnp.ones(k, bool)
@@ -105,7 +84,7 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     bar.update(nxt - step)
     bar.set_postfix(phase=phase, loss=f"{float(np.mean(record['train_loss'])):.3f}")
     step = nxt
-    if step in setup.steps["keep"]:
+    if step in setup.steps.keep:
       _keep(rundir, tree_math.unstack(family.params, 0), step)
     if checkpoint is not None and ckpt_every and (step % ckpt_every == 0 or step == stop):
       checkpoint(family, step, diverged)
@@ -117,38 +96,22 @@ def _keep(rundir, params, step: int) -> None:
   rundir.save_checkpoint(f"keep/{step}", {"params": params, "step": step})
 
 
-def kept_steps(run_dir) -> list[int]:
-  folder = RunDir(run_dir).checkpoints / "keep"
-  return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
-
-
 def _initial_params(setup):
-  """The fresh initialisation, or (``init.checkpoint``) a saved run's child 0 at a kept step with a fresh
-  head: every parameter but the head must match the new model's in name and shape."""
-  c = setup.c
+  """The fresh initialisation, or (``init.checkpoint``, :class:`~butterfly_jax.run.spec.InitSource`) weights from
+  outside or a saved run's child 0 at a kept step, with a fresh head unless ``init.keep_head``: every parameter but
+  the head must match the new model's in name and shape."""
+  c, init = setup.c, setup.spec.init
   params0 = setup.init_fn(setup.keys["init"])
-  if not c.init.checkpoint:
+  if init.kind == "fresh":
     return params0, None
   head = {"head": "kept"} if c.init.keep_head else {"head": "fresh", "head_init": c.init.head}
-  run_dir, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
-  if step is None and Path(c.init.checkpoint).exists():
-    if c.model.name not in pretrained.WEIGHT_MODELS:
-      raise config_lib.ConfigError(f"init.checkpoint: a weights file is read for models "
-                                   f"{', '.join(pretrained.WEIGHT_MODELS)} only; for model {c.model.name} give "
-                                   f"'RUN_DIR:STEP' of a saved run")
+  if init.kind == "weights":
     params = jax.tree_util.tree_map(jnp.asarray, pretrained.load_weights(
-        c.init.checkpoint, c.model.name, params0, c.init.keep_head, c.model.kwargs.to_dict()))
+        init.given, c.model.name, params0, c.init.keep_head, c.model.kwargs.to_dict()))
     flat = tree_math.flat_dict(params)
-    return params, {"checkpoint": str(Path(c.init.checkpoint).resolve()), **head,
+    return params, {"checkpoint": str(init.path.resolve()), **head,
                     "weights_sha256": weights_sha256(flat, _loaded_names(flat, c.init.keep_head))}
-  if step is None:
-    raise config_lib.ConfigError(f"init.checkpoint: expected 'RUN_DIR:STEP' (a kept step of a saved run), a ViT "
-                                 f"weights file or a BERT / OLMo checkpoint folder that exists, got "
-                                 f"{c.init.checkpoint!r}")
-  path = RunDir(run_dir).checkpoints / "keep" / str(step)
-  if not path.is_dir():
-    raise config_lib.ConfigError(f"init.checkpoint: {path} does not exist; kept steps of {run_dir}: "
-                                 f"{kept_steps(run_dir) or 'none (set checkpoint.keep in that run)'}")
+  path = init.path
   loaded = rundir_lib.restore_checkpoint(path)["params"]
   fresh, out, problems = tree_math.flat_dict(params0), {}, []
   old = tree_math.flat_dict(loaded)
@@ -197,7 +160,7 @@ def perturbation_batch(setup):
     return setup.batcher.step_batch(setup.train_data, perm, setup.keys["augment"], 0)
   key = (lambda role: rng.fixed_perturb_key(role)) if source == "fixed" else (
       lambda role: rng.perturb_key(setup.keys, role))
-  idx = jax.random.permutation(key("batch_examples"), setup.data.num_train)[:setup.steps["perturb_batch"]]
+  idx = jax.random.permutation(key("batch_examples"), setup.data.num_train)[:setup.steps.perturb_batch]
   return setup.batcher.gather(*setup.train_data, idx, key("batch_augment"))
 
 
@@ -218,9 +181,9 @@ def _perturbations(setup, trunk_params, scales):
   finetune = bool(c.init.checkpoint)
   mask = perturb.build_mask(trunk_params, p.mask, rng.perturb_key(setup.keys, "mask"), finetune)
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
-  dropout = p.kind == "batch" and perturbation_dropout(c, setup.steps["t"], setup.dropout)
+  dropout = p.kind == "batch" and perturbation_dropout(c, setup.steps.t, setup.dropout)
   if p.kind == "batch":
-    x, y = placement.shard_batch(perturbation_batch(setup), setup.trainer(1)[2])  # split as the trunk's batches
+    x, y = placement.shard_batch(perturbation_batch(setup), setup.mesh(1))  # split as the trunk's batches
     batch = (x, y, rng.perturb_key(setup.keys, "batch_dropout")) if dropout else (x, y)
     direction = jax.jit(perturb.batch_direction, static_argnums=(0, 3))(
         members.cross_entropy(setup.apply_fn, c.train.compute_dtype), trunk_params, batch, int(p.batch_sign))
@@ -252,7 +215,6 @@ def _perturbations(setup, trunk_params, scales):
 
 def _align(setup, params, diverged):
   """Each child k >= 1 weight-matched to child 0: (aligned stacked params, permutations)."""
-  from butterfly_jax import permutations
   c = setup.c
   params = hosts.fetch(params)
   children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
@@ -285,63 +247,41 @@ def run(c: ml_collections.ConfigDict, workdir, discard_unfinished: bool = False,
 
   A workdir that already holds this config's results is left alone and its results returned. One that holds
   an unfinished run of the same config resumes it (if written by the same code and from the same
-  ``init.checkpoint`` source: :func:`butterfly_jax.rundir.check_resume`; ``allow_code_change`` resumes
+  ``init.checkpoint`` source: :func:`butterfly_jax.io.rundir.check_resume`; ``allow_code_change`` resumes
   across a source change); of another config, it is an error unless ``discard_unfinished``
   (:meth:`RunDir.start`). One process at a time: another one running in ``workdir`` is
-  :class:`butterfly_jax.rundir.RunDirBusy`.
+  :class:`butterfly_jax.io.rundir.RunDirBusy`.
   """
   rundir_lib.loaded_revision()  # the code this process runs, before the checkout can change under a long worker
   rundir_lib.source_hash()
-  config_lib.validate(c)
+  spec_lib.check(c)
   runtime.configure(c.runtime.deterministic)  # before JAX starts its backends, where it has not yet
   rundir = RunDir(workdir)
   done = rundir.finished_results(c.to_dict())
   if done is not None:
     logging.warning("%s already holds this run's results; nothing to do", rundir.root)
     return done
+  spec = spec_lib.resolve(c)  # every error that needs no training, before the run directory is touched
   with rundir.locked():
     done = rundir.finished_results(c.to_dict())  # another process may have finished it meanwhile
     if done is not None:
       logging.warning("%s already holds this run's results; nothing to do", rundir.root)
       return done
-    return _run(c, rundir, discard_unfinished, allow_code_change)
+    return _run(spec, rundir, discard_unfinished, allow_code_change)
 
 
-def _init_source(c):
-  """Where ``init.checkpoint`` points (path and content hash), or None: recorded in every checkpoint."""
-  if not c.init.checkpoint:
+def _init_source(init):
+  """Where ``init.checkpoint`` points (path and content hash; ``init``: its
+  :class:`~butterfly_jax.run.spec.InitSource`), or None: recorded in every checkpoint."""
+  if init.kind == "fresh" or not init.path.exists():
     return None
-  run_dir, step = config_lib.parse_init_checkpoint(c.init.checkpoint)
-  path = Path(run_dir) if step is None else RunDir(run_dir).checkpoints / "keep" / str(step)
-  if not path.exists():
-    return None  # _initial_params says what is wrong
-  return {"path": str(path.resolve()), "sha256": rundir_lib.fingerprint(path)}
-
-
-class _Plan(NamedTuple):
-  """The family: ``k`` members (child 0 and one child per perturbation scale), perturbed at step ``t`` of ``total``,
-  each with its end step and learning-rate offset."""
-  scales: tuple
-  k: int
-  t: int
-  total: int
-  end_steps: list
-  lr_offsets: list
-
-
-def _plan(setup) -> _Plan:
-  c, steps = setup.c, setup.steps
-  scales = tuple(float(s) for s in c.perturb.scales)
-  k, t, total = len(scales) + 1, steps["t"], steps["total"]
-  end_steps = [total] + [t + total if c.perturb.extra_steps else total] * (k - 1)
-  lr_offsets = [0] + [t if c.perturb.rewind_lr else 0] * (k - 1)
-  return _Plan(scales, k, t, total, end_steps, lr_offsets)
+  return {"path": str(init.path.resolve()), "sha256": rundir_lib.fingerprint(init.path)}
 
 
 class _Start:
   """Where the run starts training, all of the resume logic: from scratch (``phase`` None, step 0), or from the
   newest training state of an unfinished run of the same config (:meth:`RunDir.start`): its ``phase`` ("trunk"
-  or "children", :data:`butterfly_jax.rundir.PHASES`) and step, the family to restore, the members it had found
+  or "children", :data:`butterfly_jax.io.rundir.PHASES`) and step, the family to restore, the members it had found
   diverged and, among the children, the perturbation it had applied."""
 
   def __init__(self, rundir, resume):
@@ -376,7 +316,7 @@ class _Start:
     tree = rundir_lib.restore_checkpoint(self.path, {"family": target._asdict()})
     return members.Family(**tree["family"])
 
-  def perturbed_children(self, plan: _Plan, params0, opt0):
+  def perturbed_children(self, plan: spec_lib.FamilyPlan, params0, opt0):
     """A run resumed among the children: ``(family, perturbation info, noise L2s)`` as checkpointed."""
     family = self.family("children", members.new_family([params0] * plan.k, [opt0] * plan.k, plan.lr_offsets,
                                                          plan.end_steps))
@@ -393,21 +333,20 @@ class _Start:
     return out
 
 
-def _set_up(c, rundir, discard_unfinished, allow_code_change):
-  """Set up: ``(setup, plan, start)``: what the config derives (:class:`Setup`), its errors found before any
-  compute, the family's plan, and the run directory started, or an unfinished run in it resumed (:class:`_Start`)."""
-  setup = Setup(c)
-  _check_before_training(setup)
-  identity = {"code": rundir_lib.code_identity(), "init_source": _init_source(c)}
-  resume = rundir.start(c.to_dict(), discard=discard_unfinished, identity=identity,
+def _set_up(spec, rundir, discard_unfinished, allow_code_change):
+  """Set up: ``(setup, plan, start)``: what the spec derives (:class:`Setup`), the family's plan, and the run
+  directory started, or an unfinished run in it resumed (:class:`_Start`)."""
+  setup = Setup(spec)
+  identity = {"code": rundir_lib.code_identity(), "init_source": _init_source(spec.init)}
+  resume = rundir.start(spec.config.to_dict(), discard=discard_unfinished, identity=identity,
                         allow_code_change=allow_code_change)
-  return setup, _plan(setup), _Start(rundir, resume)
+  return setup, spec.family, _Start(rundir, resume)
 
 
 def _trunk(setup, plan, start, rundir, params0, opt0, bar):
   """Trunk: one network from init to ``t``, checkpointed as it goes; ``(params, opt_state)`` at ``t``."""
   c = setup.c
-  if 0 in setup.steps["keep"] and start.phase is None:
+  if 0 in setup.steps.keep and start.phase is None:
     _keep(rundir, params0, 0)
   trunk = start.family("trunk", members.new_family([params0], [opt0], [0], [plan.t]))
   save = lambda fam, step, div: rundir.save_state(
@@ -469,7 +408,7 @@ def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -
   evaluated, matched and compared as their float32 upcasts."""
   c = setup.c
   params = setup.float32(family.params)
-  mesh = setup.trainer(plan.k)[2]
+  mesh = setup.mesh(plan.k)
   tic = time.time()
   align = c.eval.align and plan.k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
@@ -526,7 +465,6 @@ def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
   """results.json's ``children``: each child's perturbation, final losses and accuracies (and the text task's
   ``metric``) and, for k >= 1, its comparison with child 0 (before and after alignment); a diverged child's numbers
   are null."""
-  from butterfly_jax.permutations import fixed_point_fraction, fixed_point_fractions
   final, dist, diverged, aligned = ev["final"], ev["dist"], ev["diverged"], ev["aligned"]
   out = []
   for j in range(plan.k):
@@ -544,8 +482,10 @@ def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
       child["vs_child0"] = {**_vs_child0(ev, j), **ev["pairs"][j - 1]}
       if aligned is not None:
         child["vs_child0"]["aligned"] = {**_vs_child0(aligned, j),
-                                         "fixed_point_fraction": fixed_point_fraction(aligned["perms"][j - 1]),
-                                         "fixed_point_fractions": fixed_point_fractions(aligned["perms"][j - 1])}
+                                         "fixed_point_fraction":
+                                             permutations.fixed_point_fraction(aligned["perms"][j - 1]),
+                                         "fixed_point_fractions":
+                                             permutations.fixed_point_fractions(aligned["perms"][j - 1])}
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
       for split in ("train", "test"):  # the metric's name is no number
@@ -561,7 +501,7 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
   return {
       "definitions": config_lib.definitions(c),
       "children": _child_results(plan, pinfo, noise_l2, ev, setup.metric),
-      "steps": {"t": plan.t, "T": plan.total, "steps_per_epoch": steps["steps_per_epoch"], "warmup": steps["warmup"]},
+      "steps": {"t": plan.t, "T": plan.total, "steps_per_epoch": steps.steps_per_epoch, "warmup": steps.warmup},
       "alphas": alphas,
       "eval": {"num_examples": {s: len(v) for s, v in indices.items()}},
       "data": {"name": data.name, "source": data.source, "num_train": data.num_train, "num_test": data.num_test,
@@ -572,7 +512,7 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
                 "dropout_in_training": bool(setup.dropout), "param_dtype": c.train.param_dtype},
       "init": init_info,
       "norm_statistics": setup.norm_info,
-      "kept_steps": steps["keep"],
+      "kept_steps": steps.keep,
       "members_strategy": setup.strategy,
       "members_devices": placement.member_devices(mesh),
       "data_devices": placement.data_devices(mesh),
@@ -581,10 +521,11 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
   }
 
 
-def _run(c, rundir, discard_unfinished, allow_code_change):
+def _run(spec, rundir, discard_unfinished, allow_code_change):
   """The phases in order: set up, trunk, perturb, children, evaluate (and align/compare), assemble results."""
   t_start = time.time()
-  setup, plan, start = _set_up(c, rundir, discard_unfinished, allow_code_change)
+  c = spec.config
+  setup, plan, start = _set_up(spec, rundir, discard_unfinished, allow_code_change)
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   indices = setup.evaluation_examples(c.eval.num_examples)
   during = setup.evaluation_examples(c.eval.during_num_examples, during=True)

@@ -1,5 +1,5 @@
 """The command line's default config (the quickstart, no download) and the tests' end-to-end smoke config, as
-functions; the config files ``configs/quickstart.py`` and ``configs/smoke.py`` (:mod:`butterfly_jax.config_files`) and
+functions; the config files ``configs/quickstart.py`` and ``configs/smoke.py`` (:mod:`butterfly_jax.run.config_files`) and
 the tests start from them."""
 
 from butterfly_jax.config import default_config

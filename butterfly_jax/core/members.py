@@ -16,7 +16,7 @@ were measured to part in their last bits (BUILD_NOTES.md), so text models run un
 bitwise equal to each other, but XLA may compile the batched step differently for different K, so a
 member's last bits may depend on the family's size.
 
-Where the members live (a mesh over devices) is :mod:`butterfly_jax.placement`.
+Where the members live (a mesh over devices) is :mod:`butterfly_jax.core.placement`.
 """
 
 import functools
@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from butterfly_jax import rng, tree_math
-from butterfly_jax.config import COMPUTE_DTYPES as _DTYPE_NAMES, MEMBER_STRATEGIES
+from butterfly_jax.core import rng, tree_math
 
 
 class Family(NamedTuple):
@@ -43,7 +42,8 @@ def new_family(params_list, opt_states, lr_offsets, end_steps) -> Family:
                 jnp.asarray(lr_offsets, jnp.int32), jnp.asarray(end_steps, jnp.int32))
 
 
-COMPUTE_DTYPES = {name: getattr(jnp, name) for name in _DTYPE_NAMES}  # config.py owns the names
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # train.compute_dtype / param_dtype
+MEMBER_STRATEGIES = ("auto", "vmap", "sequential", "map")  # members.strategy
 
 
 def cross_entropy(apply_fn, compute_dtype: str = "float32"):
@@ -123,7 +123,7 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   ``active`` are per member; members at or past their end step are left unchanged (loss 0). The family
   is donated. One step per call: XLA:CPU is far slower with the step inside a device loop.
 
-  With a ``mesh`` (:func:`butterfly_jax.placement.member_mesh`), the family's members are split across its devices with
+  With a ``mesh`` (:func:`butterfly_jax.core.placement.member_mesh`), the family's members are split across its devices with
   ``shard_map``: each device runs ``strategy`` over its own members on the (replicated) batch, so under
   ``sequential`` or ``map`` a member's computation is the same program as on one device. A mesh with a ``data`` axis
   splits the batch over it instead: ``shard_map`` is manual over ``members`` only, the batch is constrained to
@@ -137,10 +137,10 @@ def make_train_step(apply_fn, transform, schedule, batcher, strategy: str, mesh:
   parameters).
 
   The learning rate is ``schedule(step - lr_offset)``, or ``member_schedule(step, lr_offset, end_step)`` when
-  given (:func:`butterfly_jax.optim.make_member_schedule`: the extra-steps decay).
+  given (:func:`butterfly_jax.core.optim.make_member_schedule`: the extra-steps decay).
 
   ``dropout``: the model applies dropout in training (:func:`butterfly_jax.models.registry.has_dropout`); every
-  member gets step ``step``'s key (:func:`butterfly_jax.rng.step_dropout_key` of ``augment_key``), so twins drop
+  member gets step ``step``'s key (:func:`butterfly_jax.core.rng.step_dropout_key` of ``augment_key``), so twins drop
   the same units.
   """
   loss_fn = cross_entropy(apply_fn, compute_dtype)

@@ -35,8 +35,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-import butterfly_jax
-from butterfly_jax import hosts, runtime
+from butterfly_jax.config import upgrade
+from butterfly_jax.core import hosts
+from butterfly_jax.io import runtime
+from butterfly_jax.version import __version__
+
+PACKAGE = Path(__file__).resolve().parents[1]  # the butterfly_jax folder
 
 
 class RunDirError(ValueError):
@@ -156,7 +160,7 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def git_revision() -> str | None:
   """The git revision of the installed package's checkout (with '-dirty'), or None outside a checkout."""
-  here = Path(butterfly_jax.__file__).resolve().parent
+  here = PACKAGE
   try:
     rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
                          timeout=10, check=True).stdout.strip()
@@ -193,13 +197,13 @@ def host_cpu() -> str:
 
 def xla_flags() -> str:
   """``XLA_FLAGS`` as this process has it (the flags XLA read when the backends started, if nothing changed
-  them since: :mod:`butterfly_jax.runtime` sets them before that); they change CPU results in the last bits."""
+  them since: :mod:`butterfly_jax.io.runtime` sets them before that); they change CPU results in the last bits."""
   return os.environ.get("XLA_FLAGS", "")
 
 
 def provenance() -> dict:
   return {
-      "package_version": butterfly_jax.__version__,
+      "package_version": __version__,
       "git_revision": loaded_revision(),
       "jax_version": jax.__version__,
       "backend": jax.default_backend(),
@@ -214,7 +218,7 @@ _SOURCE_HASH = []
 # content reaches a run as its config (compared field by field on resume); the report, the proxy and the threshold
 # search read finished runs; the command-line help and the progress display print. Editing any of them must not
 # make an unfinished run refuse to resume (documents are not Python files: never hashed).
-NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "commands.py", "progress.py")
+NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "run/commands.py", "run/progress.py")
 
 
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # write_json_atomic's and the metrics log's ".NAME.PID.tmp"
@@ -238,9 +242,9 @@ def tree_hash(root) -> str:
   root = Path(root)
   h = hashlib.sha256()
   for f in sorted(root.rglob("*.py")):
-    relative = f.relative_to(root)
-    if relative.parts[0] not in NOT_THE_PROGRAM:
-      h.update(str(relative).encode() + b"\0" + f.read_bytes() + b"\0")
+    relative = f.relative_to(root).as_posix()
+    if not any(relative == n or relative.startswith(n + "/") for n in NOT_THE_PROGRAM):
+      h.update(relative.encode() + b"\0" + f.read_bytes() + b"\0")
   return h.hexdigest()
 
 
@@ -248,7 +252,7 @@ def source_hash() -> str:
   """SHA-256 over the package's Python files (:func:`tree_hash`) when this process first asked: two processes
   with the same hash run the same program, whatever their git revisions say."""
   if not _SOURCE_HASH:
-    _SOURCE_HASH.append(tree_hash(Path(butterfly_jax.__file__).resolve().parent))
+    _SOURCE_HASH.append(tree_hash(PACKAGE))
   return _SOURCE_HASH[0]
 
 
@@ -386,7 +390,6 @@ class RunDir:
     """``config.json`` with the fields added to the tool since it was written filled in with their defaults."""
     if not self.config.exists():
       return None
-    from butterfly_jax.config import upgrade
     return to_jsonable(upgrade(json.loads(self.config.read_text())))
 
   def start(self, config_dict: dict, resume: bool = True, discard: bool = False, identity: dict | None = None,

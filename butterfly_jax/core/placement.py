@@ -14,7 +14,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from butterfly_jax.config import ConfigError
+
+
+class PlacementError(ValueError):
+  """Devices that cannot hold the members or split the batches as asked; the message names the field."""
 
 
 def member_mesh(num_members: int, max_devices: int = 0, devices=None, data_devices: int = 1,
@@ -51,11 +54,11 @@ def data_size(num_members: int, num_devices: int, max_devices: int, data_devices
     step = math.gcd(*batch_sizes) if batch_sizes else 0
     return max(d for d in range(1, left + 1) if step % d == 0)
   if data_devices > num_devices:
-    raise ConfigError(f"members.data_devices: {data_devices} devices per member asked for, {num_devices} available; "
+    raise PlacementError(f"members.data_devices: {data_devices} devices per member asked for, {num_devices} available; "
                       f"allowed: 0 (auto), 1, or at most {num_devices}, dividing the batch sizes")
   bad = [b for b in batch_sizes if b % data_devices]
   if bad:
-    raise ConfigError(f"members.data_devices: {data_devices} does not divide the batch size(s) {bad}; allowed: 0 "
+    raise PlacementError(f"members.data_devices: {data_devices} does not divide the batch size(s) {bad}; allowed: 0 "
                       f"(auto), 1, or a common divisor of the batch sizes {tuple(batch_sizes)}")
   return data_devices
 

@@ -29,7 +29,7 @@ The flags reach XLA only if ``XLA_FLAGS`` holds them when JAX starts its backend
 XLA reads them once per process. The command line and ``experiment.run`` call :func:`configure` before that.
 A notebook that used JAX before starting a run is too late: the run goes on with jaxlib's defaults and one
 warning per process says which flags are missing and what that changes. For the command line's bits in a
-notebook, call ``butterfly_jax.runtime.configure()`` in its first cell, before anything uses JAX, or start
+notebook, call ``butterfly_jax.io.runtime.configure()`` in its first cell, before anything uses JAX, or start
 it with ``XLA_FLAGS`` set (the warning names the value).
 """
 
@@ -126,7 +126,7 @@ def _warn_too_late(current: str, wanted: str) -> None:
   _warned = True
   logging.warning(
       "JAX's backends started before butterfly_jax could set XLA_FLAGS, so %s %s not in effect: %s. For the "
-      "command line's bits, restart, then call butterfly_jax.runtime.configure() before anything uses JAX (a "
+      "command line's bits, restart, then call butterfly_jax.io.runtime.configure() before anything uses JAX (a "
       "notebook's first cell), or set XLA_FLAGS=%r in the environment Python starts in",
       " ".join(missing), "is" if len(missing) == 1 else "are", consequence, wanted)
 
@@ -140,7 +140,7 @@ def configure(deterministic: bool = True) -> bool:
 
   In a notebook, for the same bits as the command line::
 
-    from butterfly_jax import runtime
+    from butterfly_jax.io import runtime
     runtime.configure()   # first cell, before anything uses JAX
   """
   current = os.environ.get("XLA_FLAGS", "")

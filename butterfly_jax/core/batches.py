@@ -1,7 +1,7 @@
 """Batches and augmentation as pure functions of (key, step).
 
 The training set lives on the device as uint8 images, or as int32 token ids ``[N, 3, L]`` for text
-(:mod:`butterfly_jax.text`), which pass through unchanged: no normalisation, no augmentation. The batch at
+(:mod:`butterfly_jax.io.text`), which pass through unchanged: no normalisation, no augmentation. The batch at
 step ``s`` is slice ``s mod E`` of the epoch permutation ``permutation(fold_in(data_key, s // E), N)`` (E =
 steps per epoch, the last partial batch is dropped), and its augmentation is drawn from
 ``fold_in(augment_key, s)``: neither depends on anything that happened before step ``s``, so every child sees
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import rng
+from butterfly_jax.core import rng
 
 
 def epoch_permutation(data_key, epoch, num_examples: int):
@@ -172,7 +172,7 @@ class Batcher:
 
     Its examples are slice ``step mod E`` of ``perm``, the permutation of the epoch ``step // E`` drawn from the
     run's data key (:meth:`epoch_permutation`); its augmentation is drawn from the run's augmentation key and
-    ``step`` alone (:func:`butterfly_jax.rng.step_augment_key`). Nothing else enters: not the member, its
+    ``step`` alone (:func:`butterfly_jax.core.rng.step_augment_key`). Nothing else enters: not the member, its
     parameters, the family's size or what happened before ``step``, so every child sees the same batches.
     """
     inputs, labels = data

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from butterfly_jax import tree_math
+from butterfly_jax.core import tree_math
 
 
 class PermutationError(ValueError):

@@ -13,7 +13,9 @@ import time
 
 from tqdm.auto import tqdm  # the notebook front end in a notebook, the text one elsewhere
 
-EVERY_S = 30.0  # seconds between plain lines
+from butterfly_jax.config import PROGRESS_EVERY_S
+
+EVERY_S = PROGRESS_EVERY_S  # seconds between plain lines (config.py owns the number: its field docs quote it)
 
 
 def _in_notebook() -> bool:

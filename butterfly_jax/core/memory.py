@@ -1,7 +1,7 @@
 """Device memory per child, and the largest family that fits a device.
 
 A child holds its parameters, its optimizer state and, during a step, its gradients (all float32 whatever
-``train.compute_dtype``: :func:`butterfly_jax.members.cross_entropy`) and its activations. The first three come
+``train.compute_dtype``: :func:`butterfly_jax.core.members.cross_entropy`) and its activations. The first three come
 from shapes alone (``jax.eval_shape`` of the model's and the optimizer's init); the activations from XLA's
 compiled memory analysis of one child's value-and-grad at its batch, the temporaries it allocates (what the
 backward pass keeps, a bf16 copy of the parameters under ``bfloat16``, scratch). With a data axis
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from butterfly_jax import members
+from butterfly_jax.core import members
 
 
 class ChildMemory(NamedTuple):

@@ -2,7 +2,7 @@
 
 Every number is a sum over examples divided once by the number of examples (not a mean of batch means).
 Text tasks (GLUE) also count each network's confusion matrix, summed over the batches like the other sums, from
-which the task's metric follows (accuracy, F1, Matthews correlation: :func:`butterfly_jax.text.metric_from_confusion`)
+which the task's metric follows (accuracy, F1, Matthews correlation: :func:`butterfly_jax.core.metrics.metric_from_confusion`)
 and its barrier (:func:`pair_barriers`). Images are normalised with the training set's channel statistics;
 other inputs (token ids: ``mean`` and ``std`` None) reach the model as they are.
 The networks of a family's barrier curves are evaluated together: the K children themselves (the curves'
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from butterfly_jax import hosts, placement, tree_math
-from butterfly_jax.batches import normalize
+from butterfly_jax.core import hosts, metrics, placement, tree_math
+from butterfly_jax.core.batches import normalize
 
 
 def barrier_from_curve(alphas, values) -> float:
@@ -202,11 +202,10 @@ def family_curves(loss, err, num_children: int, alphas):
 
 
 def add_metric_curves(curves, metric: str, confusion, num_children: int, alphas):
-  """Adds the task metric (:data:`butterfly_jax.text.METRICS`) of each network, from its confusion matrix
+  """Adds the task metric (:data:`butterfly_jax.core.metrics.METRICS`) of each network, from its confusion matrix
   (``confusion [networks, C, C]``, the table's order), to one split's :func:`family_curves`: ``child_metric`` and
   each pair's ``curves[k - 1]["metric"]``. Returns ``curves``."""
-  from butterfly_jax.text import metric_from_confusion
-  values = np.asarray([metric_from_confusion(metric, cm) for cm in confusion], np.float64)
+  values = np.asarray([metrics.metric_from_confusion(metric, cm) for cm in confusion], np.float64)
   inner = len(alphas) - 2
   curves["child_metric"] = values[:num_children]
   for k in range(1, num_children):
