@@ -32,7 +32,7 @@ The sweep, its report and its numbers (from the repository root)::
     python -m butterfly_jax.launch --config=configs/reproduce_pretrain.py:cnn --runs=reproduction/pretrain/cnn --workers=2
     python -m butterfly_jax.report --runs=reproduction/pretrain/mlp --out=reproduction/pretrain/mlp_report
     python -m butterfly_jax.report --runs=reproduction/pretrain/cnn --out=reproduction/pretrain/cnn_report
-    python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
+    python -m reproduction.claims pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
         --cnn=reproduction/pretrain/cnn_report/table.parquet > reproduction/pretrain/claims.md
 
 The scale a fine-tuning barrier is read against (``mlp_scale``, ``cnn_scale``): per seed, the network

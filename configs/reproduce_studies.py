@@ -28,7 +28,7 @@ runs). One run, the sweep and its report (from the repository root)::
     python -m butterfly_jax.launch --config=configs/reproduce_studies.py:mlp --runs=reproduction/studies/mlp \\
         --workers=2
     python -m butterfly_jax.report --runs=reproduction/studies/mlp --out=reproduction/studies/mlp_report
-    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet
+    python -m reproduction.claims studies --table=reproduction/studies/mlp_report/table.parquet
 
 Cost, measured for ``:mlp`` (2026-12-01, two workers, the machine shared with the test suite part of the
 time; each run's ``seconds`` in ``reproduction/studies/mlp/sweep.json``): a 4-network family took 110-234 s

@@ -1,13 +1,15 @@
 """The numbers behind REPRODUCTION.md's verdicts, computed from the report table (nothing typed by hand).
 
-    python reproduction/claims.py reproduction/fashion_mnist/report/table.parquet > reproduction/fashion_mnist/claims.md
-    python reproduction/claims.py map --map=reproduction/map/mlp_report/table.parquet \
+    python -m reproduction.claims reproduction/fashion_mnist/report/table.parquet > reproduction/fashion_mnist/claims.md
+    python -m reproduction.claims map --map=reproduction/map/mlp_report/table.parquet \
         [--extra=reproduction/map/mlp_extra_report/table.parquet] [--scale=reproduction/map/mlp_scale] \
         > reproduction/map/mlp_claims.md
-    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
+    python -m reproduction.claims studies --table=reproduction/studies/mlp_report/table.parquet \
         [--map=reproduction/map/mlp_report/table.parquet] > reproduction/studies/mlp_claims.md
-    python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \
+    python -m reproduction.claims pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \
         --cnn=reproduction/pretrain/cnn_report/table.parquet > reproduction/pretrain/claims.md
+
+(from the repository root).
 
 Prints Markdown: one section per claim of the paper, each with the table or statistic it rests on. Barriers are
 the Eq. 1 train/test loss and error barriers between child 0 and child k after training; means and min-max are
@@ -15,27 +17,31 @@ over seeds; Spearman correlations are over every non-diverged pair with σ > 0.
 
 The ``map`` form reads an instability map (``configs/reproduce_map.py``): the barrier over (t, σ) per
 direction, σ*(t) at several thresholds, the scale a barrier is read against (the random-permutation proxy
-at fraction 0 from ``--scale``'s runs, and child 0's test-error gap), the relations within each t and pooled
-with bootstrap intervals over seeds (``reproduction/stats.py``), and, with ``--extra``, the same map with
-every child training T steps after t.
+at fraction 0 from ``--scale``'s runs, and child 0's test-error gap: :mod:`reproduction.scale`), the relations
+within each t and pooled with bootstrap intervals over seeds
+(:func:`butterfly_jax.report.instability.spearman_by_seed`), and, with ``--extra``, the same map with every child
+training T steps after t. The map's tables and σ*(t) are :mod:`butterfly_jax.report.instability`'s.
 """
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy.stats import spearmanr
 
-from stats import UNTRAINED_ERROR, fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
+from butterfly_jax.report.instability import (cells, markdown, read_pairs, read_table, sigma_star, star_table,
+                                              time_label)
+from reproduction.pretraining import report as pretraining_report
+from reproduction.studies import report as studies_report
+from reproduction.scale import md_table, scale_markdown, scale_of_barriers
+from reproduction.stats import UNTRAINED_ERROR, fmt, fmt_rho, mean_range, sigma_text, spearman_by_seed
 
 B = "vs_child0.barrier.{}.{}"
 
 
 def load(path):
-  t = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+  """The finished rows of a report table, with ``sigma`` and ``barrier`` (the train-loss barrier)."""
+  t = read_table(path)
   t = t[t["status"] == "finished"].copy()
   t["sigma"] = t["perturb.scale"].astype(float)
   t["barrier"] = t[B.format("train", "loss")].astype(float)
@@ -90,7 +96,9 @@ def pretraining(t):
   print(table_by(t[t["sigma"] == 1e-4].assign(v=t["child0.test.accuracy"].astype(float)), "pretrain", "t_epochs", "v"))
 
 
-def main(path):
+def table_claims(path):
+  """The first edition's claims (and a fine-tuning sweep's) from one report table: barrier tables by t and σ per
+  direction, the σ = 0 twins, pooled correlations, alignment and CKA."""
   t = load(path)
   if "init.checkpoint" in t and t["init.checkpoint"].map(pretraining_step).notna().any():
     return pretraining(t)
@@ -147,73 +155,6 @@ RELATIONS = (("vs_child0.l2", "L2 distance"), ("vs_child0.cka", "angular CKA"),
              ("vs_child0.aligned.fixed_point_fraction", "fixed-point fraction"))
 
 
-def _md_table(header, rows):
-  return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-                    + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
-
-
-def scale_of_barriers(scale_dir, t):
-  """The yardsticks: the proxy at fraction 0 (per seed: the mean over its permutations) and child 0's errors."""
-  per_seed = {}
-  for path in sorted(Path(scale_dir).glob("*/proxy.json")) if scale_dir else []:
-    seed = json.loads((path.parent / "config.json").read_text())["seed"]
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["target_fraction"] == 0.0]
-    if rows:
-      per_seed[seed] = {f"{split}.{m}": float(np.mean([r["barrier"][split][m] for r in rows]))
-                        for split in ("train", "test") for m in ("loss", "error")}
-      per_seed[seed]["permutations"] = len(rows)
-      matched = [r["weight_matching"] for r in rows if "weight_matching" in r]  # proxy --align
-      if matched:
-        per_seed[seed]["recovered"] = [m["recovered_fraction"] for m in matched]
-        per_seed[seed]["aligned_l2"] = [m["l2"] for m in matched]
-        per_seed[seed]["l2"] = [r["l2"] for r in rows if "weight_matching" in r]
-  c0 = t[t["child"] == 1].groupby("seed")[["child0.train.accuracy", "child0.test.accuracy"]].agg(["min", "max"])
-  errors = {}
-  for seed, r in c0.iterrows():
-    tr, te = 1 - r[("child0.train.accuracy", "max")], 1 - r[("child0.test.accuracy", "max")]
-    spread = max(r[("child0.train.accuracy", "max")] - r[("child0.train.accuracy", "min")],
-                 r[("child0.test.accuracy", "max")] - r[("child0.test.accuracy", "min")])
-    errors[int(seed)] = {"train": tr, "test": te, "gap": te - tr, "spread": spread}
-  return per_seed, errors
-
-
-def scale_markdown(per_seed, errors, heading="## The scale a barrier is read against", child0="Child 0") -> str:
-  """The yardsticks as Markdown: the proxy at fraction 0 (``per_seed``, :func:`scale_of_barriers`) and child 0's
-  errors; ``heading`` and ``child0`` name whose they are."""
-  out = [f"{heading}\n"]
-  if per_seed:
-    n = sorted({v["permutations"] for v in per_seed.values()})
-    out.append(f"A fully permuted copy of the trained network (the random-permutation proxy at fraction 0: the "
-               f"same function, every hidden unit moved; {', '.join(map(str, n))} permutations per seed, "
-               f"{len(per_seed)} seeds; mean [min, max] over seeds):\n")
-    out.append(_md_table(["barrier", "train", "test"],
-                         [[m, mean_range(v[f"train.{m}"] for v in per_seed.values()),
-                           mean_range(v[f"test.{m}"] for v in per_seed.values())] for m in ("loss", "error")]))
-    matched = [v for v in per_seed.values() if "recovered" in v]
-    if matched:
-      rec = [x for v in matched for x in v["recovered"]]
-      left = [x for v in matched for x in v["aligned_l2"]]
-      moved = [x for v in matched for x in v["l2"]]
-      out.append(f"\nWeight matching each permuted copy back to the network (`proxy --align`, the run's "
-                 f"`eval.align_max_iter`; the positive control for alignment): {sum(x == 1.0 for x in rec)} of "
-                 f"{len(rec)} permutations undone exactly (recovered fraction of units: min {fmt(min(rec))}); L2 "
-                 f"left after alignment at most {fmt(max(left))}, from {mean_range(moved)} before.")
-  else:
-    out.append("No proxy runs given (`--scale`): the full-permutation barrier is not stated.")
-  spread = max([e["spread"] for e in errors.values()] or [float("nan")])
-  same = ("Child 0 is the same network in every run of a seed (the trunk and child 0 share every batch): its "
-          "accuracies are equal across those runs." if spread == 0 else
-          f"Child 0 would be the same network in every run of a seed (the trunk and child 0 share every batch) if "
-          f"every run ran the same program on the same CPU; its accuracies differ across those runs by at most "
-          f"{spread:g} (another CPU or other XLA flags: each run's `provenance`); the errors above are the best "
-          f"across those runs.")
-  out.append(f"\n{child0} (the unperturbed network at T; {len(errors)} seeds): train error "
-             f"{mean_range(e['train'] for e in errors.values())}, "
-             f"test error {mean_range(e['test'] for e in errors.values())}, "
-             f"test-error gap (test − train) {mean_range(e['gap'] for e in errors.values())}. {same}\n")
-  return "\n".join(out)
-
-
 def print_scale(per_seed, errors):
   print(scale_markdown(per_seed, errors))
 
@@ -232,12 +173,12 @@ def print_programs(t):
         f"the pairs of one run share its program:\n")
   rows = []
   for (cpu, flags), g in programs:
-    times = ", ".join(_time_label(int(s), int(e)) for s, e in sorted(set(zip(g["t"], g["steps_per_epoch"]))))
+    times = ", ".join(time_label(int(s), int(e)) for s, e in sorted(set(zip(g["t"], g["steps_per_epoch"]))))
     shown = "(empty)" if not flags else flags if flags == "not recorded" else f"`{flags}`"
     acc = ", ".join(fmt(float(a)) for a in sorted(set(g["child0.train.accuracy"].astype(float)))) \
         if "child0.train.accuracy" in g else "n/a"
     rows.append([cpu, shown, len(g), times, acc])
-  print(_md_table(["host CPU", "XLA_FLAGS", "runs", "t", "child 0 train accuracy"], rows) + "\n")
+  print(md_table(["host CPU", "XLA_FLAGS", "runs", "t", "child 0 train accuracy"], rows) + "\n")
 
 
 def print_untrained(t):
@@ -257,23 +198,22 @@ def print_untrained(t):
   for (kind, t_, sigma), g in hit.groupby(["kind", "t", "sigma"]):
     spe = int(g["steps_per_epoch"].iloc[0])
     n = int(((d["kind"] == kind) & (d["t"] == t_) & (d["sigma"] == sigma)).sum())
-    rows.append([kind, _time_label(int(t_), spe), sigma_text(sigma), n, int(g["dead0"].sum()),
+    rows.append([kind, time_label(int(t_), spe), sigma_text(sigma), n, int(g["dead0"].sum()),
                  int(g["dead"].sum()), mean_range(1 - g["train.accuracy"].astype(float))])
-  print(_md_table(["kind", "t", "σ", "pairs", "child 0 did not learn", "perturbed child did not learn",
-                   "perturbed child's train error"], rows) + "\n")
+  print(md_table(["kind", "t", "σ", "pairs", "child 0 did not learn", "perturbed child did not learn",
+                  "perturbed child's train error"], rows) + "\n")
 
 
 def relations(t, kind, max_sigma=None):
   """Spearman ρ of each relation with the train-loss barrier: within each t and pooled, seed-bootstrap CIs;
   with ``max_sigma``, over the pairs with σ ≤ it only."""
-  from stats import fmt_rho, spearman_by_seed
   d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
   if max_sigma is not None:
     d = d[d["sigma"] <= max_sigma]
   cols = [(x, name) for x, name in RELATIONS if x in d]
   rows = []
   for step, g in list(d.groupby("t")) + [("pooled", d)]:
-    label = step if step == "pooled" else _time_label(int(step), int(g["steps_per_epoch"].iloc[0]))
+    label = step if step == "pooled" else time_label(int(step), int(g["steps_per_epoch"].iloc[0]))
     row = [label]
     for x, _ in cols:
       moved = int((g[x].astype(float) < 1).sum())
@@ -285,17 +225,17 @@ def relations(t, kind, max_sigma=None):
       else:
         row.append(fmt_rho(spearman_by_seed(g[x].astype(float), g["barrier"], g["seed"])))
     rows.append(row)
-  return _md_table(["t"] + [f"ρ({name}, barrier)" for _, name in cols], rows)
+  return md_table(["t"] + [f"ρ({name}, barrier)" for _, name in cols], rows)
 
 
 def map_claims(argv):
-  p = argparse.ArgumentParser(prog="claims.py map", description="the instability map's numbers, as Markdown")
+  p = argparse.ArgumentParser(prog="python -m reproduction.claims map",
+                              description="the instability map's numbers, as Markdown")
   p.add_argument("--map", required=True, help="the report's table.parquet of the map sweep")
   p.add_argument("--extra", help="the report table of the same map with perturb.extra_steps")
   p.add_argument("--scale", help="runs directory whose runs hold proxy.json (configs/reproduce_map.py:*_scale)")
   args = p.parse_args(argv)
-  from instability_map import cells, load as load_map, markdown, star_table
-  t = load_map(args.map)
+  t = read_pairs(args.map)
   t["barrier"] = t[B.format("train", "loss")].astype(float)
   if t.empty:
     raise SystemExit(f"--map: {args.map} has no finished perturbed pairs")
@@ -312,10 +252,9 @@ def map_claims(argv):
   print("## σ*(t)\n")
   print("The σ at which the seed-mean barrier reaches a threshold (log interpolation between grid points, "
         "`butterfly_jax.threshold.crossing`); '< s': the grid's smallest σ already reaches it; '> s': no σ does.\n")
-  from instability_map import thresholds
   for metric, levels in (("train.loss", (0.005, 0.01, 0.02)), ("train.error", (0.01, 0.02))):
     for level in levels:
-      print("\n".join(star_table(thresholds(t, metric, level), metric, level)) + "\n")
+      print("\n".join(star_table(sigma_star(t, metric, level), metric, level)) + "\n")
   print("## Relations with the train-loss barrier, within each t and pooled\n")
   print("Spearman ρ over the pairs with σ > 0 that did not diverge; [95% interval] from resampling seeds "
         "(`reproduction/stats.py`).\n")
@@ -333,17 +272,17 @@ def map_claims(argv):
     if len(moved):
       print("Those pairs:\n")
       aligned = B.format("train", "loss").replace("vs_child0.", "vs_child0.aligned.")
-      print(_md_table(["kind", "t", "seed", "σ", "fixed-point fraction", "train-loss barrier", "after alignment"],
-                      [[r["kind"], _time_label(int(r["t"]), int(r["steps_per_epoch"])), int(r["seed"]),
-                        sigma_text(r["sigma"]), fmt(float(r["vs_child0.aligned.fixed_point_fraction"])),
-                        fmt(r["barrier"]), fmt(float(r[aligned])) if aligned in r else "n/a"]
-                       for _, r in moved.sort_values(["kind", "t", "sigma", "seed"]).iterrows()]) + "\n")
+      print(md_table(["kind", "t", "seed", "σ", "fixed-point fraction", "train-loss barrier", "after alignment"],
+                     [[r["kind"], time_label(int(r["t"]), int(r["steps_per_epoch"])), int(r["seed"]),
+                       sigma_text(r["sigma"]), fmt(float(r["vs_child0.aligned.fixed_point_fraction"])),
+                       fmt(r["barrier"]), fmt(float(r[aligned])) if aligned in r else "n/a"]
+                      for _, r in moved.sort_values(["kind", "t", "sigma", "seed"]).iterrows()]) + "\n")
     if control:
       print(f"The same weight matching undid {sum(x == 1.0 for x in control)} of {len(control)} known random "
             "permutations of the trained network exactly (the positive control above), so an identity here "
             "means the twins' units correspond as they are, not that the matching finds nothing.\n")
   if args.extra:
-    x = load_map(args.extra)
+    x = read_pairs(args.extra)
     print("## Extra steps: every child trains T steps after t\n")
     print(f"From {x['run'].nunique()} finished runs, {len(x)} pairs. Train-loss barrier, seed mean "
           "[min, max], beside the same cell of the map (children end at T):\n")
@@ -354,10 +293,10 @@ def map_claims(argv):
       rows = []
       for step, gs in g.groupby("t"):
         gs = gs.set_index("sigma")
-        rows.append([_time_label(int(step), int(gs["steps_per_epoch_extra"].iloc[0]))]
+        rows.append([time_label(int(step), int(gs["steps_per_epoch_extra"].iloc[0]))]
                     + [f"{fmt(gs.loc[s, 'mean_extra'])} vs {fmt(gs.loc[s, 'mean_map'])}" if s in gs.index else ""
                        for s in sigmas])
-      print(f"### {kind} (extra steps vs map)\n\n" + _md_table(["t \\ σ"] + [sigma_text(s) for s in sigmas], rows)
+      print(f"### {kind} (extra steps vs map)\n\n" + md_table(["t \\ σ"] + [sigma_text(s) for s in sigmas], rows)
             + "\n")
   zero = load_map_zero(args.map)
   cols = [B.format(s, m) for s in ("train", "test") for m in ("loss", "error")] + ["vs_child0.l2"]
@@ -366,32 +305,28 @@ def map_claims(argv):
 
 
 def load_map_zero(path):
-  t = pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+  """The σ = 0 twins (finished pairs) of a map's table."""
+  t = read_table(path)
   return t[(t["status"] == "finished") & (t["child"] > 0) & (t["perturb.scale"].astype(float) == 0)]
 
 
-def _time_label(steps, steps_per_epoch):
-  from instability_map import _time_label as label
-  return label(steps, steps_per_epoch)
-
-
 def studies_claims(argv):
-  p = argparse.ArgumentParser(prog="claims.py studies", description="the hyperparameter studies' numbers, as Markdown")
+  p = argparse.ArgumentParser(prog="python -m reproduction.claims studies",
+                              description="the hyperparameter studies' numbers, as Markdown")
   p.add_argument("--table", required=True, help="the report's table.parquet of a configs/reproduce_studies.py sweep")
   p.add_argument("--map", help="the map's report table: the base's pairs are checked against the same networks there")
   p.add_argument("--scale", help="the map's scale runs (configs/reproduce_map.py:*_scale, with proxy.json): the base "
                  "setting is the map's recipe, so their full-permutation barrier is the base's")
   args = p.parse_args(argv)
-  from studies import report
-  read = lambda path: pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
-  t = read(args.table)
+  t = read_table(args.table)
   phase = "cnn" if (t["model.name"] == "cnn").any() else "mlp"
-  print(report(t, phase, read(args.map) if args.map else None, scale=args.scale))
+  print(studies_report(t, phase, read_table(args.map) if args.map else None, scale=args.scale))
 
 
 def pretrain_claims(argv):
-  p = argparse.ArgumentParser(prog="claims.py pretrain",
-                              description="the pre-training study's numbers (configs/reproduce_pretrain.py), as Markdown")
+  p = argparse.ArgumentParser(prog="python -m reproduction.claims pretrain",
+                              description="the pre-training study's numbers (configs/reproduce_pretrain.py), as "
+                              "Markdown")
   p.add_argument("--mlp", help="the report's table.parquet of the MLP fine-tuning sweep")
   p.add_argument("--cnn", help="the report's table.parquet of the CNN fine-tuning sweep")
   p.add_argument("--mlp-scale", help="runs of configs/reproduce_pretrain.py:mlp_scale with proxy.json")
@@ -399,19 +334,23 @@ def pretrain_claims(argv):
   args = p.parse_args(argv)
   if not (args.mlp or args.cnn):
     p.error("give --mlp, --cnn or both")
-  from pretraining import report
   for label, path, scale in (("MLP 512-512", args.mlp, args.mlp_scale),
                              ("CNN (16, 32 channels; dense 128)", args.cnn, args.cnn_scale)):
     if path:
-      print(report(pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path), label, scale))
+      print(pretraining_report(read_table(path), label, scale))
+
+
+def main(argv=None):
+  """``map``, ``studies`` or ``pretrain`` and their flags, or one report table's path (:func:`table_claims`)."""
+  argv = sys.argv[1:] if argv is None else argv
+  forms = {"map": map_claims, "studies": studies_claims, "pretrain": pretrain_claims}
+  if argv[:1] and argv[0] in forms:
+    return forms[argv[0]](argv[1:])
+  if len(argv) != 1:
+    raise SystemExit("usage: python -m reproduction.claims TABLE | map ... | studies ... | pretrain ... (see --help "
+                     "of each form)")
+  return table_claims(argv[0])
 
 
 if __name__ == "__main__":
-  if sys.argv[1:2] == ["pretrain"]:
-    pretrain_claims(sys.argv[2:])
-  elif sys.argv[1:2] == ["map"]:
-    map_claims(sys.argv[2:])
-  elif sys.argv[1:2] == ["studies"]:
-    studies_claims(sys.argv[2:])
-  else:
-    main(sys.argv[1])
+  main()

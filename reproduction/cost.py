@@ -1,6 +1,8 @@
 """What a sweep cost here, and what one σ column costs as a family against the authors' workflow.
 
-    python reproduction/cost.py --runs=reproduction/map/mlp [--bench=bench/results_cpu.json] [--model=mlp]
+    python -m reproduction.cost --runs=reproduction/map/mlp [--bench=bench/results_cpu.json] [--model=mlp]
+
+(from the repository root).
 
 ``--model`` names the bench's model of the runs' network (``mlp``, ``cnn_16_32``, ``resnet20_w1_28``); it must be
 that network (the part before ``_`` is the runs' ``model.name``). Without it, MLP runs are priced with ``mlp`` and other
@@ -27,6 +29,8 @@ each run shares the two cores with another).
 """
 
 import argparse
+import functools
+import importlib.util
 import json
 import re
 import sys
@@ -55,13 +59,15 @@ def _fields(name: str, kwargs: dict) -> dict:
           if f.name not in ("parent", "name")}
 
 
+@functools.cache
 def _bench_models():
-  """bench/bench_models.py (the bench's networks and batch), beside this folder."""
-  bench_dir = str(Path(__file__).resolve().parents[1] / "bench")
-  if bench_dir not in sys.path:
-    sys.path.insert(0, bench_dir)
-  import bench_models
-  return bench_models
+  """bench/bench_models.py (the bench's networks and batch), read from its file: bench/ is a folder of scripts, not
+  a package."""
+  path = Path(__file__).resolve().parents[1] / "bench" / "bench_models.py"
+  spec = importlib.util.spec_from_file_location("bench_models", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def unpriced_reason(config: dict, model: str) -> str:

@@ -11,7 +11,7 @@ every one is higher, and "inconclusive" otherwise. The plateau is read the same 
 kept step to the last. With three seeds, "lower in 3 of 3" has a sign-test p of 1/8 (one-sided). The text
 says so and claims no significance.
 
-    python reproduction/claims.py pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
+    python -m reproduction.claims pretrain --mlp=reproduction/pretrain/mlp_report/table.parquet \\
         --cnn=reproduction/pretrain/cnn_report/table.parquet --mlp-scale=reproduction/pretrain/scale/mlp \\
         --cnn-scale=reproduction/pretrain/scale/cnn > reproduction/pretrain/claims.md
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stats import fmt, mean_range, sigma_text  # reproduction/stats.py, beside this file
+from reproduction.stats import fmt, mean_range, sigma_text
 
 
 B = "vs_child0.barrier.{}.{}"

@@ -15,7 +15,9 @@ bitwise equal. This prints the evidence, per seed, as Markdown:
 The gradient is taken at the initial weights, not along the trunk's trajectory: it says when the weight can
 first matter, not that the trunk's later steps leave it idle.
 
-    python reproduction/single_weight.py reproduction/map/cnn > reproduction/map/cnn_single_weight.md
+    python -m reproduction.single_weight reproduction/map/cnn > reproduction/map/cnn_single_weight.md
+
+(from the repository root).
 """
 
 import argparse

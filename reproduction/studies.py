@@ -1,6 +1,6 @@
 """The hyperparameter studies (``configs/reproduce_studies.py``): each setting's barriers against the base's.
 
-    python reproduction/claims.py studies --table=reproduction/studies/mlp_report/table.parquet \
+    python -m reproduction.claims studies --table=reproduction/studies/mlp_report/table.parquet \
         [--map=reproduction/map/mlp_report/table.parquet] [--scale=reproduction/map/mlp_scale] \
         > reproduction/studies/mlp_claims.md
 
@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from butterfly_jax.config import config_file
-from instability_map import _fmt, barrier_values, load_frame
-from stats import UNTRAINED_ERROR  # reproduction/stats.py, beside this file
+from butterfly_jax.report.instability import barrier_values, fmt_value, pairs
+from reproduction.scale import md_table, scale_markdown, scale_of_barriers
+from reproduction.stats import UNTRAINED_ERROR
 
 ROOT_CONFIG = "reproduce_studies.py"
 B = "vs_child0.barrier.{}.{}"
@@ -198,18 +199,12 @@ def _cell_text(values) -> str:
   v = np.asarray(values, float)
   if not np.isfinite(v).all():
     return f"diverged in {int((~np.isfinite(v)).sum())} of {len(v)}"
-  return f"{_fmt(v.mean())} [{_fmt(v.min())}, {_fmt(v.max())}]"
-
-
-def _md(header, rows):
-  return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-                   + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+  return f"{fmt_value(v.mean())} [{fmt_value(v.min())}, {fmt_value(v.max())}]"
 
 
 def scale_text(t: pd.DataFrame, scale) -> str:
   """The base's yardstick: the full-permutation barrier of the map's network (``scale``: the map's scale runs;
-  the base is the map's recipe) and child 0's test-error gap (``claims.scale_markdown``)."""
-  from claims import scale_markdown, scale_of_barriers
+  the base is the map's recipe) and child 0's test-error gap (:func:`reproduction.scale.scale_markdown`)."""
   return scale_markdown(*scale_of_barriers(scale, t[t["setting"] == "base"]),
                         heading="## The scale a barrier is read against (the base setting)",
                         child0="The base's child 0") + "\n"
@@ -219,7 +214,7 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None, s
   """The studies' Markdown: per setting, child 0's end state, the barrier cells beside the base's, the verdict
   per claim, the σ = 0 twins, and (``map_table``) the base cells against the same networks in the map; with
   ``scale`` (the map's scale runs), the base's full-permutation barrier first."""
-  t = load_frame(t)
+  t = pairs(t)
   t["setting"] = setting_column(t, phase)
   order = list(studies_module().settings(phase))
   out = [f"From {t['run'].nunique()} finished runs of `configs/{ROOT_CONFIG}:{phase}` "
@@ -237,8 +232,8 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None, s
     train_err, test_err = 1 - g["child0.train.accuracy"].astype(float), 1 - g["child0.test.accuracy"].astype(float)
     rows.append([s, len(g), _cell_text(train_err), _cell_text(test_err), _cell_text(test_err - train_err),
                  _cell_text(g["child0.train.loss"].astype(float))])
-  out.append(_md(["setting", "runs", "train error", "test error", "test-error gap (test − train)", "train loss"],
-                 rows) + "\n")
+  out.append(md_table(["setting", "runs", "train error", "test error", "test-error gap (test − train)",
+                       "train loss"], rows) + "\n")
   for metric in ("train.loss", "train.error", "test.error"):
     c = cells(t, metric)
     v = verdicts(c)
@@ -260,14 +255,14 @@ def report(t: pd.DataFrame, phase: str, map_table: pd.DataFrame | None = None, s
         text = _cell_text(hit["values"].iloc[0])
         vv = v[(v["setting"] == s) & (v["t_epochs"] == te) & (v["sigma"] == sigma)]
         if len(vv):
-          text += f"<br>×{_fmt(vv['ratio'].iloc[0])}, {vv['comparison'].iloc[0]}"
+          text += f"<br>×{fmt_value(vv['ratio'].iloc[0])}, {vv['comparison'].iloc[0]}"
         row.append(text)
       rows.append(row)
-    out.append(_md(["setting"] + [f"t = {te:g} ep, σ = {sigma:g}" for te, sigma in cols], rows) + "\n")
+    out.append(md_table(["setting"] + [f"t = {te:g} ep, σ = {sigma:g}" for te, sigma in cols], rows) + "\n")
     if metric == "train.loss":
       verdict_rows = [[s, claim, direction, claim_verdict(v, s, direction)] for s, direction, claim in CLAIMS]
   out.append("## Verdict per claim (train-loss barrier, every (t, σ > 0) cell)\n")
-  out.append(_md(["setting", "claim", "predicted barrier", "verdict"], verdict_rows) + "\n")
+  out.append(md_table(["setting", "claim", "predicted barrier", "verdict"], verdict_rows) + "\n")
   out.append(init_instability(t))
   out.append(perturbation_decides(t))
   zero = t[t["sigma"] == 0]
@@ -289,13 +284,13 @@ def perturbation_decides(t: pd.DataFrame) -> str:
   if dead.empty:
     return "## Runs whose child 0 did not learn\n\nNone: child 0 learned in every run.\n"
   rows = [[r["setting"], int(r["seed"]), f"{float(r['t_epochs']):g}", f"{float(r['sigma']):g}",
-           _fmt(1 - float(r["child0.train.accuracy"])), _fmt(1 - float(r["train.accuracy"])),
-           _fmt(float(r["train.loss"])) if "train.loss" in r else "",
+           fmt_value(1 - float(r["child0.train.accuracy"])), fmt_value(1 - float(r["train.accuracy"])),
+           fmt_value(float(r["train.loss"])) if "train.loss" in r else "",
            "yes" if 1 - float(r["train.accuracy"]) <= UNTRAINED_ERROR else "no"]
           for _, r in dead.sort_values(["setting", "seed", "t_epochs", "sigma"]).iterrows()]
   return (f"## Runs whose child 0 did not learn (train error > {UNTRAINED_ERROR:g}), child by child\n\n"
-          + _md(["setting", "seed", "t (ep)", "σ", "child 0 train error", "child train error", "child train loss",
-                 "child learned"], rows) + "\n")
+          + md_table(["setting", "seed", "t (ep)", "σ", "child 0 train error", "child train error",
+                      "child train loss", "child learned"], rows) + "\n")
 
 
 def init_instability(t: pd.DataFrame) -> str:
@@ -310,14 +305,14 @@ def init_instability(t: pd.DataFrame) -> str:
   if not rows:
     return "## Instability at initialisation\n\nNo runs at t = 0.\n"
   return ("## Instability at initialisation: base and combined, t = 0\n\n"
-          + _md(["setting", "σ", "train-loss barrier", "train-error barrier", "n"], rows) + "\n")
+          + md_table(["setting", "σ", "train-loss barrier", "train-error barrier", "n"], rows) + "\n")
 
 
 def against_map(t: pd.DataFrame, m: pd.DataFrame) -> str:
   """The base's pairs are the same recipe as the map's pairs at the same (seed, t, σ), and members do not
   depend on their siblings: where child 0 is bitwise the same network in both, the barriers must be equal.
   Where child 0 differs, the two ran under other bits (another host CPU: BUILD_NOTES.md, "Known limits")."""
-  m = load_frame(m)
+  m = pairs(m)
   m = m[m["kind"] == "batch"]
   key = ["seed", "t", "sigma"]
   cols = [B.format("train", "loss"), "vs_child0.l2", "child0.train.loss"]

@@ -175,9 +175,9 @@ def test_data_size_and_mesh_shapes():
   assert placement.data_size(8, 4, 0, 0, (16,)) == 1           # K = 8 on 4 devices: none left over
   assert placement.data_size(2, 8, 2, 0, (16,)) == 4           # members.devices = 2 leaves 4 per member
   assert placement.data_size(4, 8, 0, 2, (16,)) == 2
-  with pytest.raises(ConfigError, match="members.data_devices: 8 devices per member asked for, 4 available"):
+  with pytest.raises(placement.PlacementError, match="members.data_devices: 8 devices per member asked for, 4 available"):
     placement.data_size(2, 4, 0, 8, (16,))
-  with pytest.raises(ConfigError, match=r"members.data_devices: 3 does not divide the batch size\(s\) \[16\]"):
+  with pytest.raises(placement.PlacementError, match=r"members.data_devices: 3 does not divide the batch size\(s\) \[16\]"):
     placement.data_size(2, 4, 0, 3, (16, 12))
   one = jax.local_devices()[:1]
   assert placement.member_mesh(4, devices=one) is None and placement.member_mesh(1, devices=one, data_devices=0) is None

@@ -23,8 +23,12 @@ LAYERS = {
     "run": {"leaf", "core", "io", "run"},
     "top": {"leaf", "core", "io", "run", "top"},
 }
-# Imports inside functions that stay there: optional dependencies only (matplotlib through the figures).
-LAZY_ALLOWED = {("butterfly_jax.report", "butterfly_jax.report.figures")}
+# Imports inside functions that stay there: optional dependencies only. The report's table needs no pandas to be
+# imported, its figures and the instability map need matplotlib and pandas (the [report] extra): they are imported
+# when asked for.
+LAZY_ALLOWED = {("butterfly_jax.report", "butterfly_jax.report.figures"),
+                ("butterfly_jax.report", "butterfly_jax.report.instability"),
+                ("butterfly_jax.report.__main__", "butterfly_jax.report.instability")}
 # Libraries that read or write files: not in the numerical core.
 FILE_IO = {"os", "pathlib", "json", "shutil", "orbax", "tensorflow_datasets", "safetensors", "pickle"}
 

@@ -335,6 +335,25 @@ def test_command_line(cli_report, tmp_path):
   assert bad.returncode == 2 and "not a directory" in bad.stderr
 
 
+def test_the_report_adds_the_instability_map_only_when_asked(runs, cli_report, tmp_path, capsys):
+  """``--map``: the sweep varies t (0, 10 steps) and σ, so the report writes the map beside its tables (with
+  ``--no-figures``, map.md alone), its diverged pair counted in its cell; without ``--map``, no map."""
+  from butterfly_jax.report.__main__ import main
+  out, _ = cli_report
+  assert not list(out.glob("map*")) and not (out / "threshold.png").exists()
+  assert main(["--runs", str(runs), "--out", str(tmp_path / "cli"), "--no-figures", "--map",
+               "--map-thresholds=0.001"]) == 0
+  printed = capsys.readouterr().out
+  assert "runs found: 10" in printed and str(tmp_path / "cli" / "map.md") in printed
+  assert sorted(p.name for p in (tmp_path / "cli").glob("map*")) == ["map.md"]
+  text = (tmp_path / "cli" / "map.md").read_text()
+  assert "### batch direction (+∇ℓ)" in text and "### one random weight" in text and "reaches 0.001" in text
+  assert text.count(" d=1") == 1  # the σ = 1e30 child that diverged: in its cell, not dropped
+  _, paths = report.make_report(runs, tmp_path / "fn", figures=False, instability_map=True)
+  assert paths[-1] == tmp_path / "fn" / "map.md"  # the default thresholds
+  assert all(f"reaches {v}" in paths[-1].read_text() for v in ("0.005", "0.01", "0.02"))
+
+
 def test_make_report_writes_the_tables_and_imports_matplotlib_only_for_figures(runs, table, tmp_path):
   made, paths = report.make_report(runs, tmp_path / "out", figures=False)
   assert [p.name for p in paths] == ["table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet",

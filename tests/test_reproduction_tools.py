@@ -1,7 +1,11 @@
-"""The reproduction's analysis scripts (reproduction/*.py): statistics, σ*(t) and cost, on small made-up tables."""
+"""The reproduction's own modules (the ``reproduction`` package, run as ``python -m reproduction.MODULE`` from the
+repository root): a package of plain modules, the claims files' map, cost, the studies' and the pre-training
+study's verdicts, on small made-up tables. The instability map itself is the report's: tests/test_instability.py."""
 
+import ast
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,59 +13,66 @@ import numpy as np
 import pytest
 
 pd = pytest.importorskip("pandas")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reproduction"))
 
-import cost  # noqa: E402
-import instability_map  # noqa: E402
-import stats  # noqa: E402
+from reproduction import claims, cost, pretraining, stats, studies  # noqa: E402
 
-
-def test_spearman_by_seed_is_the_pooled_rho_with_an_interval_from_whole_seeds():
-  rng = np.random.default_rng(0)
-  seeds = np.repeat([0, 1, 2], 6)
-  x = rng.normal(size=18)
-  r = stats.spearman_by_seed(x, 2 * x + 1, seeds)
-  assert r["rho"] == pytest.approx(1.0) and r["n"] == 18 and r["seeds"] == 3
-  assert r["lo"] == pytest.approx(1.0) and r["hi"] == pytest.approx(1.0)  # every resample is monotone too
-  noisy = stats.spearman_by_seed(x, x + rng.normal(size=18), seeds)
-  assert noisy["lo"] <= noisy["rho"] <= noisy["hi"] and noisy["lo"] < noisy["hi"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_spearman_by_seed_says_why_it_has_no_interval_or_no_rho():
-  one_seed = stats.spearman_by_seed([1, 2, 3, 4], [1, 3, 2, 4], [0, 0, 0, 0])
-  assert np.isfinite(one_seed["rho"]) and np.isnan(one_seed["lo"])
-  assert "no interval: 1 seed" in stats.fmt_rho(one_seed)
-  constant = stats.spearman_by_seed([1, 1, 1, 1], [1, 2, 3, 4], [0, 0, 1, 1])
-  assert np.isnan(constant["rho"]) and constant["note"] == "a variable is constant"
-  assert stats.fmt_rho(constant).startswith("undefined")
-  with_nan = stats.spearman_by_seed([1, 2, np.nan, 4], [1, 2, 3, 4], [0, 0, 1, 1])
-  assert with_nan["n"] == 3  # a non-finite value drops its pair, not the statistic
+def test_reproduction_is_a_package_of_plain_modules_without_cycles():
+  """Importing the modules leaves sys.path as it was; they import each other as ``reproduction.X`` (never by a bare
+  name found on sys.path), and no module imports one that imports it back."""
+  modules = sorted(p.stem for p in (ROOT / "reproduction").glob("*.py") if p.stem != "__init__")
+  assert {"claims", "scale", "stats", "studies"} <= set(modules) and "instability_map" not in modules
+  light = [m for m in modules if m != "single_weight"]  # single_weight starts JAX; its imports are read below
+  code = ("import sys; before = list(sys.path); import " + ", ".join(f"reproduction.{m}" for m in light)
+          + "; assert sys.path == before, sys.path")
+  subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=600)
+  graph, bare = {}, []
+  for name in modules:
+    deps = set()
+    for node in ast.walk(ast.parse((ROOT / "reproduction" / f"{name}.py").read_text())):
+      found = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+               if isinstance(node, ast.ImportFrom) and node.module else [])
+      bare += [f"{name}: {f}" for f in found if f.split(".")[0] in modules or f == "sys.path"]
+      deps |= {f.split(".")[1] for f in found if f.startswith("reproduction.") and f.split(".")[1] in modules}
+    graph[name] = deps - {name}
+  assert not bare, f"modules imported by a bare name (from sys.path): {bare}"
+  assert "sys.path" not in "".join((ROOT / "reproduction" / f"{m}.py").read_text() for m in modules)
+
+  def reaches(start, goal, seen=()):
+    return any(d == goal or (d not in seen and reaches(d, goal, seen + (d,))) for d in graph[start])
+
+  assert [m for m in modules if reaches(m, m)] == []
+  assert "scale" in graph["claims"] and "scale" in graph["studies"] and "claims" not in graph["studies"]
+  from butterfly_jax.report import instability
+  assert stats.spearman_by_seed is instability.spearman_by_seed and stats.fmt_rho is instability.fmt_rho
 
 
-def _map_table(values):
-  """A report table of one seed: values[t][sigma] = train-loss barrier; σ = inf marks a diverged pair."""
+def test_claims_map_prints_the_maps_tables_from_the_report_package(tmp_path, capsys):
+  """``python -m reproduction.claims map`` on a made-up map: the cell tables, σ*(t) at the five thresholds and the
+  relations, from :mod:`butterfly_jax.report.instability`."""
   rows = []
-  for t, by_sigma in values.items():
-    for child, (sigma, v) in enumerate(by_sigma.items(), start=1):
-      rows.append({"status": "finished", "child": child, "perturb.scale": sigma, "perturb.kind": "batch",
-                   "perturb.mask.single": None, "t": t, "seed": 0, "steps_per_epoch": 100,
-                   "vs_child0.barrier.train.loss": v if np.isfinite(v) else np.nan,
-                   "pair_diverged": not np.isfinite(v)})
-  return instability_map.load_frame(pd.DataFrame(rows))
-
-
-def test_thresholds_bracket_and_censor_sigma_star():
-  t = _map_table({0: {1e-4: 0.05, 1e-2: 0.06, 1.0: 0.5},            # every σ already above 0.01
-                  100: {1e-4: 0.001, 1e-2: 0.1, 1.0: float("inf")},  # crosses between 1e-4 and 1e-2
-                  400: {1e-4: 0.0, 1e-2: 0.0, 1.0: 0.001}})          # no σ reaches 0.01
-  star = instability_map.thresholds(t, "train.loss", 0.01).set_index("t")
-  assert star.loc[0, "status"] == "above"
-  assert star.loc[100, "status"] == "bracketed" and 1e-4 < star.loc[100, "sigma_star"] < 1e-2
-  assert star.loc[400, "status"] == "below"
-  lines = instability_map.star_table(star.reset_index(), "train.loss", 0.01)
-  assert any("< 0.0001" in line for line in lines) and any("> 1" in line for line in lines)
-  cells = instability_map.cells(t, "train.loss").set_index(["t", "sigma"])
-  assert cells.loc[(100, 1.0), "diverged"] == 1 and np.isnan(cells.loc[(100, 1.0), "mean"])
+  for t in (0, 100):
+    for seed in (0, 1):
+      for child, sigma in enumerate((0.0, 1e-4, 1e-2, 1.0), start=1):
+        b = 0.0 if sigma == 0 else (0.05 + sigma if t == 0 else sigma / 10) * (1 + seed / 10)
+        rows.append({"run": f"{t},{seed}", "status": "finished", "child": child, "seed": seed, "t": t, "T": 400,
+                     "steps_per_epoch": 100, "perturb.scale": sigma, "perturb.kind": "batch", "perturb.mask.single": "",
+                     "pair_diverged": False, "child0.train.accuracy": 0.9, "child0.test.accuracy": 0.85,
+                     "train.accuracy": 0.9, "vs_child0.l2": 10 * b, "vs_child0.cka": b,
+                     **{f"vs_child0.barrier.{s}.{m}": b for s in ("train", "test") for m in ("loss", "error")}})
+  table = tmp_path / "table.csv"
+  pd.DataFrame(rows).to_csv(table, index=False)
+  claims.main(["map", f"--map={table}"])
+  out = capsys.readouterr().out
+  assert out.startswith("From 4 finished runs, 12 child pairs with σ > 0 (seeds [0, 1]; directions ['batch']; 2 "
+                        "perturbation times; T = 400 steps).")
+  assert "## The map: `train.error` barrier over (t, σ)" in out and "| 1 ep | 0 [0, 0] n=2 |" in out
+  assert "| batch | 0 | < 0.0001 | 0: < 0.0001, 1: < 0.0001 |" in out  # σ*(t) at 0.01: below the grid at t = 0
+  assert out.count("### σ*(t): the σ at which the seed-mean") == 3 + 2  # train loss at 3 thresholds, train error 2
+  assert "| pooled | " in out and "σ = 0 twins\n\n4 pairs" in out
 
 
 def test_cost_prices_the_authors_jobs_and_merges_overlapping_runs(tmp_path):
@@ -153,7 +164,6 @@ def _study_rows(settings_module, phase):
 
 
 def test_studies_tell_settings_apart_from_config_columns_and_judge_claims_by_separated_seeds():
-  import studies
   module = studies.studies_module()
   t = _study_rows(module, "mlp")
   names = studies.setting_column(t, "mlp", module)
@@ -220,7 +230,6 @@ def _pretrain_rows(barrier):
 
 
 def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_when_seeds_disagree(tmp_path):
-  import pretraining
   falling = _pretrain_rows(lambda seed, step, sigma: sigma * (3 - step / 100) + seed * 1e-3)
   for seed in (0, 1, 2):  # the pre-training runs' results.json, as a run writes them
     (tmp_path / f"seed={seed}").mkdir()
@@ -271,11 +280,11 @@ def test_pretraining_pairs_each_seed_with_its_own_control_and_says_inconclusive_
 
 
 def test_reproductions_numbers_are_those_the_claims_files_print():
-  """REPRODUCTION.md's second edition types its numbers from the claims files (``reproduction/claims.py`` over the
+  """REPRODUCTION.md's second edition types its numbers from the claims files (``reproduction.claims`` over the
   committed runs): every number written there with three or more decimals is, at the decimals written, a number
   one of the Markdown files under reproduction/ prints (0.045 for a printed 0.0453), so a number left over from
   an earlier version of a claims file fails."""
-  root = Path(__file__).resolve().parents[1]
+  root = ROOT
   text = (root / "REPRODUCTION.md").read_text().split("\n# First edition")[0]
   prose = re.sub(r"```.*?```", "", text, flags=re.S)  # commands are not results
   number = re.compile(r"(?<![\w.])\d+\.\d+(?!\w|\.\d)")
@@ -287,12 +296,12 @@ def test_reproductions_numbers_are_those_the_claims_files_print():
 
 
 def test_single_weight_reach_counts_the_examples_that_move_a_weight_and_the_first_step_that_has_one():
-  """``reproduction/single_weight.py``: a head bias gets a gradient from every example from step 0; the outgoing
+  """``reproduction.single_weight``: a head bias gets a gradient from every example from step 0; the outgoing
   weight of a hidden unit that no example activates gets none, so perturbing it early changes nothing."""
   import jax
-  import single_weight
   from butterfly_jax.run.configs_embedded import smoke
   from butterfly_jax.run.setup import Setup
+  from reproduction import single_weight
   setup = Setup(smoke())
   params = setup.init_fn(setup.keys["init"])
   examples, first, total = single_weight.gradient_reach(setup, params, "head/bias[3]")
@@ -306,7 +315,7 @@ def test_single_weight_reach_counts_the_examples_that_move_a_weight_and_the_firs
 
 
 def test_single_weight_same_end_compares_every_childs_numbers_exactly(tmp_path):
-  import single_weight
+  from reproduction import single_weight
   child = {"index": 1, "perturb": {"scale": 0.1}, "train": {"loss": 0.25}, "vs_child0": {"l2": 1.5}}
   for name, loss in (("a", 0.25), ("b", 0.25), ("c", 0.25 + 1e-12)):
     (tmp_path / name).mkdir()
@@ -318,7 +327,6 @@ def test_single_weight_same_end_compares_every_childs_numbers_exactly(tmp_path):
 def test_claims_says_whether_child0_is_the_same_network_across_runs(capsys):
   """Child 0 is one network in every run of a seed only when every run ran the same program on the same CPU:
   the scale paragraph says which holds, with the spread when they differ."""
-  import claims
   same = {0: {"train": 0.155, "test": 0.181, "gap": 0.026, "spread": 0.0}}
   claims.print_scale({}, same)
   out = capsys.readouterr().out
@@ -333,7 +341,6 @@ def test_claims_says_whether_child0_is_the_same_network_across_runs(capsys):
 def test_claims_lists_the_programs_runs_ran_only_when_they_differ(capsys):
   """Runs of one map under other CPUs or XLA flags are named with their perturbation times; one program (or a
   table from before the report had the columns) prints nothing."""
-  import claims
   rows = [("a", 0, "AMD EPYC (flags 1)", None), ("a", 0, "AMD EPYC (flags 1)", None),
           ("b", 250, "AMD EPYC (flags 1)", "--ynn="), ("c", 468, "Intel Xeon (flags 2)", "--ynn=conv"),
           ("d", 936, "Intel Xeon (flags 2)", "--ynn=conv")]
@@ -353,7 +360,6 @@ def test_claims_lists_the_programs_runs_ran_only_when_they_differ(capsys):
 def test_claims_lists_the_networks_that_ended_at_chance_per_cell(capsys):
   """A perturbed child or a child 0 at chance (train error above UNTRAINED_ERROR) is counted in its (kind, t, σ)
   cell, beside the cell's number of pairs; σ = 0 twins are not cells; a map where all learned says so."""
-  import claims
   rows = [("batch", 50, 1e-2, 0, 0.105, 0.9), ("batch", 50, 1e-2, 1, 0.95, 0.9), ("batch", 50, 1e-4, 0, 0.9, 0.9),
           ("gaussian", 0, 1e-2, 0, 0.2, 0.3), ("batch", 50, 0.0, 0, 0.1, 0.1)]
   t = pd.DataFrame(rows, columns=["kind", "t", "sigma", "seed", "train.accuracy", "child0.train.accuracy"]).assign(

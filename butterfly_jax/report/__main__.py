@@ -1,29 +1,75 @@
-"""The report's command line: ``python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures]``
-(:func:`butterfly_jax.report.make_report`); prints the summary and the files written, exits 2 when ``DIR`` holds no
-run directories."""
+"""The report's command line (:func:`butterfly_jax.report.make_report`; docs/reports.md)::
+
+  python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures] [--map]
+  python -m butterfly_jax.report --table TABLE --map [--out TABLE's folder]
+
+with ``--map-metric`` and ``--map-thresholds`` for the instability map (:mod:`butterfly_jax.report.instability`).
+``--runs`` prints the summary and the files written, and exits 2 when ``DIR`` holds no run directories; ``--table``
+draws only the map, from a table the report wrote. Either exits 2 when ``--map`` finds no map to draw."""
 
 import argparse
 import sys
+from pathlib import Path
 
 from butterfly_jax.report import ReportError, make_report, summary
 from butterfly_jax.run.commands import spellings
+from butterfly_jax.threshold import METRICS
+
+THRESHOLDS = "0.005,0.01,0.02"
+
+
+def _thresholds(text: str) -> tuple:
+  """``--map-thresholds``: comma-separated positive finite numbers."""
+  try:
+    levels = tuple(float(v) for v in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+  if not levels or any(not (0 < v < float("inf")) for v in levels):
+    raise argparse.ArgumentTypeError(f"every threshold must be a positive finite number, got {text!r}")
+  return levels
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m butterfly_jax.report",
                                    description="Collect butterfly_jax run directories into a table and figures.")
-  parser.add_argument("--runs", required=True, help="folder searched recursively for run directories")
-  parser.add_argument("--out", default=None, help="output folder (default: RUNS/report)")
-  parser.add_argument(*spellings("--no-figures"), action="store_true", help="write the tables only")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--runs", help="folder searched recursively for run directories")
+  source.add_argument("--table", help="a table the report wrote (table.parquet or table.csv): draw its instability "
+                      "map only (implies --map), writing nothing else")
+  parser.add_argument("--out", default=None, help="output folder (default: RUNS/report; with --table, the table's "
+                      "folder)")
+  parser.add_argument(*spellings("--no-figures"), action="store_true", help="write the tables only (with --map: "
+                      "map.md, no map figures)")
+  parser.add_argument("--map", action="store_true", help="also the instability map: map.md, map_<kind>.png, "
+                      "threshold.png and relations_<kind>.png in the output folder (a sweep over perturb.time and σ)")
+  parser.add_argument(*spellings("--map-metric"), default="train.loss", choices=METRICS,
+                      help="the map's barrier (default: train.loss)")
+  parser.add_argument(*spellings("--map-thresholds"), type=_thresholds, default=_thresholds(THRESHOLDS),
+                      help=f"barrier values σ*(t) is found for, comma-separated (one panel each; default: "
+                      f"{THRESHOLDS})")
   args = parser.parse_args(argv)
   try:
-    table, paths = make_report(args.runs, args.out, figures=not args.no_figures)
-  except ReportError as e:
+    if args.table:
+      from butterfly_jax.report.instability import read_table
+      table, out, paths = read_table(args.table), args.out or Path(args.table).parent, []
+    else:
+      table, paths = make_report(args.runs, args.out, figures=not args.no_figures)
+      out = args.out or Path(args.runs) / "report"
+      print(summary(table))
+  except (ReportError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(summary(table))
   for p in paths:
     print(p)
+  if args.map or args.table:
+    from butterfly_jax.report.instability import make_map
+    try:
+      paths = make_map(table, out, args.map_metric, args.map_thresholds, figures=not args.no_figures)
+    except ReportError as e:
+      print(f"error: --map: {e}", file=sys.stderr)
+      return 2
+    for p in paths:
+      print(p)
   return 0
 
 

@@ -1,0 +1,516 @@
+"""The instability map: the barrier over (perturbation time t, σ), the threshold σ*(t) with the measured σ that
+bracket it, the seeds' spread, and the relations with the barrier within each t, from the report's pair table.
+
+Command line (docs/reports.md, "The instability map")::
+
+  python -m butterfly_jax.report --runs=DIR --map                    # the report, and the map beside it
+  python -m butterfly_jax.report --table=DIR/report/table.parquet --map --out=FIGURES   # a written table's map
+
+From a notebook::
+
+  from butterfly_jax.report import instability, load_table
+  pairs = instability.pairs(load_table("runs/"))            # finished pairs, with `sigma` and `kind`
+  star = instability.sigma_star(pairs, "train.loss", 0.01)  # σ*(t) per kind: status, estimate, bracket, per seed
+  spread = instability.seed_spread(star)                    # each seed's σ* and how far the seeds spread
+  paths = instability.make_map(load_table("runs/"), "out/")  # map.md and the figures
+
+A pair is one perturbed child k > 0 against child 0; its ``kind`` is ``single`` where one weight is perturbed,
+else the perturbation's kind (``batch``, ``gaussian``) with its mask variant, if any. A pair that diverged counts
+as above every threshold, and is counted in its cell, never dropped. σ*(t) is the σ at which the seed-mean barrier
+reaches a threshold: :func:`butterfly_jax.threshold.crossing` on the grid of σ the sweep measured, a log-linear
+interpolation between the two measured σ around the crossing (the bracket). A t where the smallest σ of the grid
+already reaches the threshold is censored (σ* is below the grid), as is one where no σ does (σ* above the grid).
+
+Loading and the numbers need pandas, numpy and scipy only; matplotlib is imported by the figures.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from butterfly_jax.report.context import slug
+from butterfly_jax.report.figures import settings
+from butterfly_jax.report.table import ReportError
+from butterfly_jax.threshold import crossing
+
+KIND_LABEL = {"batch": "batch direction (+∇ℓ)", "gaussian": "Gaussian direction", "single": "one random weight"}
+KIND_COLORS = {"batch": "#0072B2", "gaussian": "#D55E00", "single": "#009E73"}  # Okabe-Ito: colour-blind safe
+EXTRA_NOTE = ("\nextra steps: every perturbed child (and the σ = 0 twin) trains T steps after t; child 0, the "
+              "reference, ends at T")
+DEFAULT_THRESHOLDS = (0.005, 0.01, 0.02)
+# (column, axis label, x scale) of the relation figures, drawn where the table has the column
+RELATIONS = (("vs_child0.l2", "L2 distance to child 0", "log"), ("vs_child0.cka", "angular CKA (radians)", "linear"),
+             ("vs_child0.ensemble.accuracy", "ensemble accuracy", "linear"))
+# the seed-bootstrap interval of spearman_by_seed: its level and number of resamples
+LEVEL = 0.95
+N_BOOT = 2000
+# the heatmap's colour floor: barriers below it share its colour
+FLOOR = 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pairs, the cells and σ*(t).
+
+
+def pairs(table: pd.DataFrame) -> pd.DataFrame:
+  """The finished pairs of a report table (child k > 0 against child 0), with ``sigma`` (float σ) and ``kind``.
+
+  ``kind`` is ``single`` where one weight is perturbed (``perturb.mask.single``), else ``perturb.kind`` (``batch``,
+  ``gaussian``), followed by the mask variant of the report's ``perturbation`` label where there is one other than
+  a single weight (``batch_masked``, ``gaussian_fraction-0.1``): a masked sweep is not pooled with an unmasked one.
+  Returns a copy; every other function of this module takes this frame.
+  """
+  t = table[(table["status"] == "finished") & (table["child"] > 0)].copy()
+  t["sigma"] = t["perturb.scale"].astype(float)
+  mask = t["perturb.mask.single"] if "perturb.mask.single" in t else pd.Series(None, index=t.index, dtype=object)
+  single = mask.notna() & (mask.astype(str) != "")
+  kind = t["perturb.kind"]
+  if "perturbation" in t:
+    variant = t["perturbation"].astype(str).str.partition("/")[2]
+    other = (variant != "") & (variant != "single-weight")
+    kind = kind.where(~other, kind.astype(str) + "_" + variant.str.replace("=", "-").str.replace("/", "_"))
+  t["kind"] = np.where(single, "single", kind)
+  return t
+
+
+def read_table(path) -> pd.DataFrame:
+  """A table the report wrote: ``table.parquet`` (pyarrow) or ``table.csv``."""
+  return pd.read_parquet(path) if str(path).endswith(".parquet") else pd.read_csv(path)
+
+
+def read_pairs(path) -> pd.DataFrame:
+  """:func:`pairs` of a table file the report wrote (:func:`read_table`)."""
+  return pairs(read_table(path))
+
+
+def time_label(steps: int, steps_per_epoch: int) -> str:
+  """A perturbation time as the map prints it: ``2 ep`` for whole epochs, ``250 steps`` otherwise, ``0``."""
+  if steps and steps % steps_per_epoch == 0:
+    return f"{steps // steps_per_epoch} ep"
+  return f"{steps} steps" if steps else "0"
+
+
+def fmt_value(x) -> str:
+  """A barrier or σ as the map prints it: three significant digits, ``–`` for None or a non-finite value."""
+  return "–" if x is None or not np.isfinite(x) else f"{x:.3g}"
+
+
+def barrier_values(t: pd.DataFrame, metric: str) -> pd.Series:
+  """The pairs' ``metric`` barrier (``train.loss``, ``test.error``, ...); ``inf`` where the pair diverged, so that it
+  counts as above any threshold and never as a small barrier."""
+  v = t[f"vs_child0.barrier.{metric}"].astype(float)
+  return v.where(~t["pair_diverged"].astype(bool), math.inf)
+
+
+def cells(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+  """The heatmap's cells: one row per (kind, t, σ) with the ``mean``, ``min`` and ``max`` over the seeds whose pair
+  did not diverge, ``n`` (pairs) and ``diverged`` (how many of them diverged: counted, not dropped)."""
+  t = t.assign(value=barrier_values(t, metric))
+  rows = []
+  for (kind, step, sigma), g in t.groupby(["kind", "t", "sigma"]):
+    finite = g["value"][np.isfinite(g["value"])]
+    rows.append({"kind": kind, "t": int(step), "sigma": sigma, "n": len(g),
+                 "diverged": int((~np.isfinite(g["value"])).sum()),
+                 "mean": finite.mean() if len(finite) else math.nan, "min": finite.min() if len(finite) else math.nan,
+                 "max": finite.max() if len(finite) else math.nan,
+                 "steps_per_epoch": int(g["steps_per_epoch"].iloc[0])})
+  return pd.DataFrame(rows)
+
+
+def _status(text: str) -> str:
+  """``bracketed``, ``above`` or ``below``: the word that leads :func:`butterfly_jax.threshold.crossing`'s status."""
+  return text.split(":")[0]
+
+
+def sigma_star(t: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
+  """σ*(t) per (kind, t), from the seed-mean barrier over the σ > 0 of the grid (a diverged pair counts as infinite).
+
+  Columns: ``status`` (``bracketed``; ``above``: the grid's smallest σ already reaches the threshold, σ* is below
+  ``lo``; ``below``: no σ does, σ* is above ``hi``), ``sigma_star`` (the log-linear interpolation, NaN unless
+  bracketed: an estimate between two measured σ, not a measured σ), ``bracket`` (the pair, None unless bracketed),
+  ``bracket_lo`` and ``bracket_hi`` (the two
+  measured σ around the crossing, NaN unless bracketed), ``lo`` and ``hi`` (the grid's smallest and largest σ),
+  ``per_seed`` (``{seed: crossing(...)}``, each seed's own (status, bracket, estimate) on its own barriers) and
+  ``steps_per_epoch``.
+  """
+  t = t[t["sigma"] > 0].assign(value=barrier_values(t[t["sigma"] > 0], metric))
+  rows = []
+  for (kind, step), g in t.groupby(["kind", "t"]):
+    means = g.groupby("sigma")["value"].mean()  # inf if any seed diverged: above the threshold
+    status, bracket, est = crossing(list(means.index), list(means.values), threshold)
+    per_seed = {}
+    for seed, gs in g.groupby("seed"):
+      gs = gs.sort_values("sigma")
+      per_seed[int(seed)] = crossing(list(gs["sigma"]), list(gs["value"]), threshold)
+    rows.append({"kind": kind, "t": int(step), "status": _status(status), "sigma_star": est,
+                 "bracket": bracket, "bracket_lo": bracket[0] if bracket else math.nan,
+                 "bracket_hi": bracket[1] if bracket else math.nan, "lo": float(means.index.min()),
+                 "hi": float(means.index.max()), "per_seed": per_seed,
+                 "steps_per_epoch": int(g["steps_per_epoch"].iloc[0])})
+  return pd.DataFrame(rows)
+
+
+def seed_spread(star: pd.DataFrame) -> pd.DataFrame:
+  """How far the seeds' own σ* spread, per row of :func:`sigma_star`: ``seeds``, ``bracketed`` (seeds whose σ* lies
+  inside the grid), ``below_grid`` and ``above_grid`` (seeds censored below the smallest σ or above the largest),
+  ``min`` and ``max`` of the bracketed seeds' σ* and ``ratio`` (max / min, NaN with fewer than two bracketed seeds).
+  A censored seed is counted, not given a value: a ratio over the bracketed seeds says nothing about it."""
+  rows = []
+  for _, r in star.iterrows():
+    statuses = [_status(v[0]) for v in r["per_seed"].values()]
+    est = [v[2] for v in r["per_seed"].values() if _status(v[0]) == "bracketed"]
+    rows.append({"kind": r["kind"], "t": int(r["t"]), "seeds": len(statuses), "bracketed": len(est),
+                 "below_grid": statuses.count("above"), "above_grid": statuses.count("below"),
+                 "min": min(est) if est else math.nan, "max": max(est) if est else math.nan,
+                 "ratio": max(est) / min(est) if len(est) > 1 else math.nan})
+  return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Spearman's ρ with a bootstrap over seeds.
+
+
+def _rho(x, y):
+  if len(x) < 3 or np.unique(x).size < 2 or np.unique(y).size < 2:
+    return np.nan
+  return float(spearmanr(x, y).statistic)
+
+
+def spearman_by_seed(x, y, seeds, n_boot: int = N_BOOT, level: float = LEVEL, rng_seed: int = 0) -> dict:
+  """ρ(x, y) over every pair, and a percentile interval from resampling whole seeds with replacement.
+
+  Pairs of one seed share a trunk and a child 0, so they are not independent: the interval resamples seeds (a
+  cluster bootstrap) and recomputes ρ over the pairs of the resampled seeds. With 3 seeds there are only 10
+  distinct resamples, so the interval says how much ρ moves when the seeds change, not more. A pair with a
+  non-finite x or y is left out. Returns ``rho``, ``n`` (pairs), ``seeds`` (distinct seeds), ``lo``/``hi`` (NaN
+  with fewer than 2 seeds), ``undefined`` (the fraction of resamples where ρ is undefined: a constant x or y) and
+  ``note`` (why ρ itself is undefined, else "").
+  """
+  x, y, seeds = (np.asarray(v) for v in (x, y, seeds))
+  keep = np.isfinite(x.astype(float)) & np.isfinite(y.astype(float))
+  x, y, seeds = x[keep].astype(float), y[keep].astype(float), seeds[keep]
+  out = {"rho": _rho(x, y), "n": int(len(x)), "seeds": int(np.unique(seeds).size), "lo": np.nan, "hi": np.nan,
+         "undefined": np.nan, "note": ""}
+  if len(x) < 3:
+    out["note"] = "too few pairs"
+  elif np.unique(x).size < 2 or np.unique(y).size < 2:
+    out["note"] = "a variable is constant"
+  groups = [np.flatnonzero(seeds == s) for s in np.unique(seeds)]
+  if len(groups) < 2 or not np.isfinite(out["rho"]):
+    return out
+  rng = np.random.default_rng(rng_seed)
+  draws = []
+  for _ in range(n_boot):
+    idx = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
+    draws.append(_rho(x[idx], y[idx]))
+  draws = np.asarray(draws)
+  ok = draws[np.isfinite(draws)]
+  out["undefined"] = float(1 - len(ok) / len(draws))
+  if len(ok):
+    out["lo"], out["hi"] = (float(q) for q in np.quantile(ok, [(1 - level) / 2, (1 + level) / 2]))
+  return out
+
+
+def fmt_rho(r: dict) -> str:
+  """:func:`spearman_by_seed`'s result as text: ``0.85 [0.71, 0.93] n=42, 3 seeds``, or why ρ is undefined."""
+  if not np.isfinite(r["rho"]):
+    return f"undefined ({r['note']}) n={r['n']}"
+  ci = (f" [{r['lo']:.2f}, {r['hi']:.2f}]" if np.isfinite(r["lo"]) else " [no interval: 1 seed]")
+  return f"{r['rho']:.2f}{ci} n={r['n']}, {r['seeds']} seed{'s' if r['seeds'] != 1 else ''}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown.
+
+
+def markdown(cell_table: pd.DataFrame, stars: dict, metric: str) -> str:
+  """The map as Markdown: per kind, a (t, σ) table of :func:`cells` (seed mean [min, max], n pairs, d diverged),
+  then :func:`star_table` for each ``{threshold: sigma_star(...)}`` of ``stars``."""
+  out = [f"Barrier: `{metric}`, seed mean [min, max] over the pairs that did not diverge; n pairs, d diverged.", ""]
+  for kind, g in cell_table.groupby("kind"):
+    sigmas = sorted(g["sigma"].unique())
+    out += [f"### {KIND_LABEL.get(kind, kind)}", "", "| t \\ σ | " + " | ".join(f"{s:g}" for s in sigmas) + " |",
+            "| --- |" + " ---: |" * len(sigmas)]
+    for step in sorted(g["t"].unique()):
+      row = g[g["t"] == step].set_index("sigma")
+      spe = int(row["steps_per_epoch"].iloc[0])
+      vals = []
+      for s in sigmas:
+        if s not in row.index:
+          vals.append("")
+          continue
+        r = row.loc[s]
+        vals.append(f"{fmt_value(r['mean'])} [{fmt_value(r['min'])}, {fmt_value(r['max'])}] n={r['n']}"
+                    + (f" d={r['diverged']}" if r["diverged"] else ""))
+      out.append(f"| {time_label(step, spe)} | " + " | ".join(vals) + " |")
+    out.append("")
+  for threshold, star in stars.items():
+    out += star_table(star, metric, threshold) + [""]
+  return "\n".join(out)
+
+
+def _star_cell(status: str, est: float, lo: float, hi: float) -> str:
+  if status == "bracketed":
+    return fmt_value(est)
+  return f"< {lo:g}" if status == "above" else f"> {hi:g}"
+
+
+def star_table(star: pd.DataFrame, metric: str, threshold: float) -> list:
+  """Markdown lines: σ*(t) per kind from the seed means, and each seed's own σ* (``< s``: below the grid's
+  smallest σ; ``> s``: above its largest)."""
+  out = [f"### σ*(t): the σ at which the seed-mean `{metric}` barrier reaches {threshold:g}", "",
+         "| kind | t | σ* (seed mean) | per seed |", "| --- | --- | ---: | --- |"]
+  for _, r in star.sort_values(["kind", "t"]).iterrows():
+    seeds = ", ".join(f"{k}: {_star_cell(_status(v[0]), v[2], r['lo'], r['hi'])}"
+                      for k, v in sorted(r["per_seed"].items()))
+    out.append(f"| {r['kind']} | {time_label(r['t'], r['steps_per_epoch'])} | "
+               f"{_star_cell(r['status'], r['sigma_star'], r['lo'], r['hi'])} | {seeds} |")
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Figures (matplotlib's Figure directly: no pyplot, no global backend state).
+
+
+def _unit(kind: str) -> str:
+  return "× the weight's init RMS" if kind == "single" else "fraction of the init norm"
+
+
+def heatmap(ax, g: pd.DataFrame, metric: str, extra: bool = False):
+  """One kind's :func:`cells` on ``ax``: the seed-mean barrier, t down and σ across (each on its own grid), each
+  cell labelled with its mean and the diverged pairs; colours on a log scale floored at :data:`FLOOR`. ``extra``:
+  the children trained T steps after t, so the σ = 0 twin ends past child 0. Returns the image (for a colour bar)."""
+  from matplotlib.colors import LogNorm
+  sigmas, steps = sorted(g["sigma"].unique()), sorted(g["t"].unique())
+  grid = np.full((len(steps), len(sigmas)), np.nan)
+  for _, r in g.iterrows():
+    grid[steps.index(r["t"]), sigmas.index(r["sigma"])] = r["mean"]
+  top = max(np.nanmax(grid), 1e-3)
+  image = ax.imshow(np.clip(grid, FLOOR, None), cmap="viridis", norm=LogNorm(vmin=FLOOR, vmax=top), aspect="auto")
+  for _, r in g.iterrows():
+    i, j = steps.index(r["t"]), sigmas.index(r["sigma"])
+    text = fmt_value(r["mean"]) + (f"\n{r['diverged']}/{r['n']} div" if r["diverged"] else "")
+    light = np.isfinite(r["mean"]) and r["mean"] < 10 ** ((math.log10(FLOOR) + math.log10(top)) / 2)
+    ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if light else "black")
+  spe = int(g["steps_per_epoch"].iloc[0])
+  twin = "0 (twin,\nto t + T)" if extra else "0 (twin)"  # with extra steps the twin trains past child 0's end
+  ax.set_xticks(range(len(sigmas)), [f"{s:g}" if s else twin for s in sigmas], rotation=45)
+  ax.set_yticks(range(len(steps)), [time_label(s, spe) for s in steps])
+  ax.set_xlabel("σ (fraction of the init norm)")
+  ax.set_ylabel("perturbation time t")
+  return image
+
+
+def map_figure(g: pd.DataFrame, kind: str, metric: str, extra: bool = False):
+  """The heatmap figure of one kind's :func:`cells` ``g``, with its colour bar and a title saying what it shows."""
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=(1.1 * g["sigma"].nunique() + 2.5, 0.5 * g["t"].nunique() + 2))
+  ax = fig.subplots()
+  image = heatmap(ax, g, metric, extra)
+  fig.colorbar(image, ax=ax, label=f"{metric} barrier (log scale)")
+  ax.set_xlabel(f"σ ({_unit(kind)})")
+  ax.set_title(f"{KIND_LABEL.get(kind, kind)}: seed-mean barrier after training (n ≤ {g['n'].max()} seeds; "
+               "colours below 1e-4 shown as 1e-4)" + EXTRA_NOTE * extra, fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def threshold_panel(ax, star: pd.DataFrame, unit: str) -> None:
+  """σ*(t) of one threshold on ``ax``, one colour per kind (kinds side by side at each t, so that none hides
+  another): the seed-mean estimate as a hollow circle joined by a line, inside a bar from the bracket's lower to
+  its upper measured σ (the estimate is interpolated between them, not measured); a censored t as a hollow
+  triangle at the grid's edge (▽ at the smallest σ: σ* is below it; △ at the largest: σ* is above it); each
+  seed's own bracketed σ* as a small hollow circle. The x axis is symlog in steps, labelled at every t."""
+  kinds = sorted(star["kind"].unique())
+  for i, (kind, g) in enumerate(star.groupby("kind")):
+    g = g.sort_values("t")
+    color = KIND_COLORS.get(kind, f"C{i}")
+    shift = (i - (len(kinds) - 1) / 2) * 0.05  # a small shift on the symlog axis per kind
+
+    def x(step):
+      return step * 10 ** shift if step >= 10 else step + 10 * shift
+
+    ok = g[g["status"] == "bracketed"]
+    xs, est = [x(v) for v in ok["t"]], np.array(ok["sigma_star"], float)
+    ax.errorbar(xs, est, yerr=[est - np.array(ok["bracket_lo"], float), np.array(ok["bracket_hi"], float) - est],
+                fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.8)
+    ax.plot(xs, est, "o-", color=color, ms=5, mfc="white", mew=1.3, lw=1.2, label=KIND_LABEL.get(kind, kind))
+    for _, r in g.iterrows():
+      if r["status"] != "bracketed":  # censored: σ* is below the grid's smallest σ, or above its largest
+        ax.plot(x(r["t"]), r["lo"] if r["status"] == "above" else r["hi"], "v" if r["status"] == "above" else "^",
+                color=color, ms=9, mfc="none")
+      for status, _, seed_est in r["per_seed"].values():
+        if _status(status) == "bracketed":
+          ax.plot(x(r["t"]), seed_est, "o", color=color, ms=3, mfc="none", alpha=0.6)
+  ax.set_xscale("symlog", linthresh=10)
+  ax.set_yscale("log")
+  ax.set_ylim(float(star["lo"].min()) / 3, float(star["hi"].max()) * 3)
+  steps = sorted(star["t"].unique())
+  spe = int(star["steps_per_epoch"].iloc[0])
+  ax.set_xticks(steps, [time_label(v, spe).replace(" steps", "") for v in steps], rotation=60, fontsize=7)
+  ax.minorticks_off()
+  ax.tick_params(labelbottom=True, labelleft=True)  # every panel labelled, shared axes or not
+  ax.set_xlabel("perturbation time t (steps, or epochs 'ep'; symlog axis)", fontsize=8)
+  ax.set_ylabel(f"σ* ({unit})")
+  ax.grid(True, which="major", alpha=0.3)
+
+
+def _threshold_legend():
+  """What the σ*(t) figure's markers stand for (the kinds' colours are in each panel's own legend)."""
+  from matplotlib.lines import Line2D
+  grey = "0.25"
+  return [Line2D([], [], color=grey, marker="o", mfc="white", mew=1.3, ms=6, linestyle="-",
+                 label="σ* of the seed-mean barrier: interpolated (log-linear) between two measured σ, not measured"),
+          Line2D([], [], color=grey, marker="|", ms=12, mew=1.2, linestyle="none",
+                 label="bar: the bracket, the two measured σ around the crossing"),
+          Line2D([], [], color=grey, marker="o", mfc="none", ms=3, linestyle="none", alpha=0.6,
+                 label="small circle: one seed's own σ* (interpolated likewise)"),
+          Line2D([], [], color=grey, marker="v", mfc="none", ms=8, linestyle="none",
+                 label="▽ at the smallest σ: that σ already reaches the threshold (σ* below the grid)"),
+          Line2D([], [], color=grey, marker="^", mfc="none", ms=8, linestyle="none",
+                 label="△ at the largest σ: no σ of the grid reaches it (σ* above the grid)")]
+
+
+def threshold_figure(stars: dict, metric: str, n_seeds: int | None = None):
+  """σ*(t), one panel per threshold of ``stars`` (``{threshold: sigma_star(...)}``; columns) and a row for the
+  whole-network kinds and one for a single weight (whose σ has another unit), with :func:`threshold_panel` in each.
+  Panels of a row share the σ axis, and every panel spans the same t range with its own t labelled; one legend
+  below says what the markers stand for. ``n_seeds``: the most seeds behind a point, for the title."""
+  from matplotlib.figure import Figure
+  levels = list(stars)
+  groups = [(lambda s: s[s["kind"] != "single"], _unit("batch")), (lambda s: s[s["kind"] == "single"], _unit("single"))]
+  groups = [(pick, unit) for pick, unit in groups if not pick(stars[levels[0]]).empty]
+  fig = Figure(figsize=(4.6 * len(levels), 3.9 * len(groups) + 1.4), layout="constrained")
+  axes = fig.subplots(len(groups), len(levels), squeeze=False, sharey="row")
+  for row, (pick, unit) in enumerate(groups):
+    for col, level in enumerate(levels):
+      ax = axes[row][col]
+      threshold_panel(ax, pick(stars[level]), unit)
+      ax.set_title(f"{metric} barrier reaches {level:g}", fontsize=9)
+      if col:
+        ax.set_ylabel("")
+      else:
+        ax.legend(fontsize=7)
+  lo = min(ax.get_xlim()[0] for ax in axes.flat)  # one t range in every panel: rows compare at a glance
+  hi = max(ax.get_xlim()[1] for ax in axes.flat)
+  for ax in axes.flat:
+    ax.set_xlim(lo, hi)
+  fig.legend(handles=_threshold_legend(), loc="outside lower center", ncols=2, fontsize=7)
+  seeds = f" (≤ {n_seeds} seed{'s' if n_seeds != 1 else ''} per point)" if n_seeds else ""
+  fig.suptitle(f"σ*(t): the σ at which the seed-mean barrier reaches the threshold{seeds}", fontsize=10)
+  return fig
+
+
+def relations_figure(t: pd.DataFrame, kind: str, metric: str):
+  """Each relation of :data:`RELATIONS` against the ``metric`` barrier for one kind, one panel per t (pairs with
+  σ > 0 that did not diverge, one marker per seed), each titled with :func:`spearman_by_seed`'s ρ and interval."""
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import LogLocator, NullFormatter
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  d = d.assign(value=d[f"vs_child0.barrier.{metric}"].astype(float))
+  rels = [r for r in RELATIONS if r[0] in d]
+  steps = sorted(d["t"].unique())
+  spe = int(d["steps_per_epoch"].iloc[0])
+  fig = Figure(figsize=(2.3 * len(steps), 2.3 * len(rels)))
+  axes = fig.subplots(len(rels), len(steps), squeeze=False, sharey=True)
+  seeds = sorted(d["seed"].unique())
+  markers = "osD^v<>"
+  for row, (x, name, xscale) in enumerate(rels):
+    for col, step in enumerate(steps):
+      ax, g = axes[row][col], d[d["t"] == step]
+      for i, seed in enumerate(seeds):
+        gs = g[g["seed"] == seed]
+        ax.scatter(gs[x].astype(float), gs["value"], s=14, marker=markers[i % len(markers)],
+                   color=f"C{i}", label=f"seed {int(seed)}")
+      r = spearman_by_seed(g[x].astype(float), g["value"], g["seed"])
+      ax.set_title(f"t = {time_label(int(step), spe)}\nρ = {fmt_rho(r)}", fontsize=6)
+      ax.set_xscale(xscale)
+      if xscale == "log":  # label the decades only: minor labels collide on a narrow range
+        ax.xaxis.set_major_locator(LogLocator(numticks=4))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+      ax.set_yscale("symlog", linthresh=1e-3)
+      ax.tick_params(labelsize=6)
+      if col == 0:
+        ax.set_ylabel(f"{metric} barrier (symlog)", fontsize=7)
+      ax.set_xlabel(name, fontsize=7)
+  axes[0][0].legend(fontsize=6)
+  fig.suptitle(f"{KIND_LABEL.get(kind, kind)}: relations with the {metric} barrier within each t (pairs with σ > 0 "
+               f"that did not diverge; ρ: Spearman [95% seed-bootstrap interval])", fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Everything, into a folder.
+
+
+def why_no_map(t: pd.DataFrame) -> str:
+  """Why ``t`` (:func:`pairs`) has no map ("" if it has one): a map needs pairs at two perturbation times or more
+  and two σ > 0 or more."""
+  if t.empty:
+    return "no finished perturbed pairs"
+  if t["t"].nunique() < 2 or t.loc[t["sigma"] > 0, "sigma"].nunique() < 2:
+    return (f"the pairs do not vary both perturb.time and σ ({t['t'].nunique()} perturbation times, "
+            f"{t.loc[t['sigma'] > 0, 'sigma'].nunique()} σ > 0)")
+  return ""
+
+
+def _write(fig, path: Path, dpi: int) -> Path:
+  fig.savefig(path, dpi=dpi)
+  return path
+
+
+def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
+              suffix: str = "", figures: bool = True) -> list[Path]:
+  """One setting's map into ``out_dir``: ``map.md`` (:func:`markdown`) and, when ``figures``, ``map_<kind>.png``,
+  ``threshold.png`` and ``relations_<kind>.png``, each name ending in ``suffix`` (``__<setting>`` where a table
+  holds several). ``t``: :func:`pairs`. Returns the paths written."""
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  extra = "perturb.extra_steps" in t.columns and bool(t["perturb.extra_steps"].fillna(False).any())
+  cell_table = cells(t, metric)
+  stars = {v: sigma_star(t, metric, v) for v in thresholds}
+  paths = [out / f"map{suffix}.md"]
+  paths[0].write_text(markdown(cell_table, stars, metric))
+  if not figures:
+    return paths
+  for kind, g in cell_table.groupby("kind"):
+    paths.append(_write(map_figure(g, kind, metric, extra), out / f"map_{kind}{suffix}.png", 130))
+  n = int(t.groupby(["kind", "t", "sigma"])["seed"].nunique().max())
+  paths.append(_write(threshold_figure(stars, metric, n), out / f"threshold{suffix}.png", 130))
+  for kind in sorted(t["kind"].unique()):
+    paths.append(_write(relations_figure(t, kind, metric), out / f"relations_{kind}{suffix}.png", 110))
+  return paths
+
+
+def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
+             figures: bool = True) -> list[Path]:
+  """The instability map of a report table (:func:`butterfly_jax.report.load_table`, or :func:`read_table`) into
+  ``out_dir``: per setting (config fields other than seed, t, σ and the perturbation that differ between runs,
+  as the report's figures split them), :func:`write_map` with the setting in the file names where there are
+  several. A setting whose pairs do not vary both t and σ is skipped with a printed note. ``thresholds``: the
+  barrier values σ*(t) is found for (one panel each). Returns the paths written; raises ReportError where no
+  setting has a map."""
+  thresholds = tuple(float(v) for v in thresholds)
+  if not thresholds or any(not (v > 0 and math.isfinite(v)) for v in thresholds):
+    raise ValueError(f"thresholds: every threshold must be a positive finite number, got {thresholds}")
+  column = f"vs_child0.barrier.{metric}"
+  if column not in table:
+    raise ReportError(f"the table has no {column} column: no {metric} barrier to map")
+  t = pairs(table)
+  groups = settings(t) if not t.empty else [("", t)]
+  paths, skipped = [], []
+  for label, rows in groups:
+    why = why_no_map(rows)
+    if why:
+      skipped.append(f"{label or 'the table'}: {why}")
+      continue
+    paths += write_map(rows, out_dir, metric, thresholds, f"__{slug(label)}" if label else "", figures)
+  if not paths:
+    raise ReportError(f"no instability map: {'; '.join(skipped)}")
+  for note in skipped:
+    print(f"note: skipped the instability map of {note}")
+  return paths
