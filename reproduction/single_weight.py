@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from butterfly_jax.core import members, perturb, rng, tree_math
+from butterfly_jax.io import results
 from butterfly_jax.proxy import load_run_config  # config.json with fields added since the run filled in
 from butterfly_jax.run.setup import Setup
 
@@ -41,7 +42,7 @@ def single_weight_runs(runs: Path) -> dict[int, dict[int, Path]]:
     cfg = json.loads(cfg_path.read_text())
     if not cfg["perturb"]["mask"].get("single") or not (run / "results.json").exists():
       continue
-    t = json.loads((run / "results.json").read_text())["steps"]["t"]
+    t = results.load(run)["steps"]["t"]
     out.setdefault(int(cfg["seed"]), {})[int(t)] = run
   return out
 
@@ -86,7 +87,7 @@ def gradient_reach(setup, params, weight: str) -> tuple[int, int | None, int]:
 
 def same_end(a: Path, b: Path) -> bool:
   """Every child's final numbers (losses, accuracies, distances, barriers, CKA) equal, exactly."""
-  ca, cb = (json.loads((r / "results.json").read_text())["children"] for r in (a, b))
+  ca, cb = (results.load(r)["children"] for r in (a, b))
   strip = lambda c: {k: v for k, v in c.items() if k not in ("perturb", "index")}
   return len(ca) == len(cb) and all(strip(x) == strip(y) for x, y in zip(ca, cb))
 
@@ -105,7 +106,7 @@ def main(argv=None):
     params = setup.init_fn(setup.keys["init"])
     weight = drawn_weight(setup, params)
     recorded = {c["perturb"].get("weight") for r in runs.values()
-                for c in json.loads((r / "results.json").read_text())["children"][1:]} - {None}
+                for c in results.load(r)["children"][1:]} - {None}
     if recorded - {weight}:
       raise SystemExit(f"seed {seed}: the runs recorded {sorted(recorded)}, the config draws {weight}")
     examples, first, total = gradient_reach(setup, params, weight)

@@ -37,7 +37,7 @@ import numpy as np
 
 from butterfly_jax.config import upgrade
 from butterfly_jax.core import hosts
-from butterfly_jax.io import runtime
+from butterfly_jax.io import results as results_lib, runtime
 from butterfly_jax.version import __version__
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the butterfly_jax folder
@@ -384,7 +384,7 @@ class RunDir:
     if comparable(stored or {}) != comparable(config_dict):
       raise RunDirError(f"--workdir {self.root} holds the finished results of a different config "
                         f"(see {self.config}); choose another --workdir")
-    return json.loads(self.results.read_text())
+    return results_lib.load(self.results)
 
   def _stored_config(self):
     """``config.json`` with the fields added to the tool since it was written filled in with their defaults."""
@@ -552,7 +552,10 @@ class RunDir:
     return path
 
   def finish(self, results: dict) -> None:
+    """Writes results.json, checked against its types first (:func:`butterfly_jax.io.results.check`)."""
     if hosts.is_primary():
+      results = to_jsonable(results)
+      results_lib.check(results, strict=True)
       write_json_atomic(self.results, results)
     hosts.sync("butterfly_jax:rundir_finish")
 

@@ -10,8 +10,10 @@ import json
 import logging
 import math
 from pathlib import Path
+
 from butterfly_jax.config import (DEFINITIONS_VERSION, FIELD_VERSIONS, LEGACY_VALUES, ConfigError, default_config,
                                   get_dotted, legacy_applies, steps_text, to_steps, upgrade)
+from butterfly_jax.io import results as results_lib
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
 LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
@@ -181,9 +183,9 @@ def _run_rows(folder: Path, runs_dir: Path) -> tuple[list[dict], set]:
   results = None
   if results_path.is_file():
     try:
-      results = json.loads(results_path.read_text())
-    except json.JSONDecodeError as e:
-      logging.warning("%s is not valid JSON (%s); the run is reported as unreadable", results_path, e)
+      results = results_lib.load(results_path)
+    except (json.JSONDecodeError, results_lib.ResultsError) as e:
+      logging.warning("%s is not valid results (%s); the run is reported as unreadable", results_path, e)
       base["status"] = "unreadable"
   if results is None:
     base.setdefault("status", "incomplete")
@@ -373,7 +375,7 @@ def load_curves(runs_dir):
     results_path = folder / "results.json"
     if not results_path.is_file():
       continue
-    results = json.loads(results_path.read_text())
+    results = results_lib.load(results_path)
     alphas = results.get("alphas", [])
     run = folder.relative_to(runs_dir).as_posix() or "."
     for child in results.get("children", [])[1:]:

@@ -7,7 +7,6 @@ where an unfinished run resumes: :class:`_Start`, the one place that knows), tru
 """
 
 import hashlib
-import json
 import logging
 import time
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from butterfly_jax import config as config_lib
 from butterfly_jax.core import evaluate, hosts, members, permutations, perturb, placement, rng, similarity, tree_math
-from butterfly_jax.io import pretrained, rundir as rundir_lib, runtime
+from butterfly_jax.io import pretrained, results as results_lib, rundir as rundir_lib, runtime
 from butterfly_jax.io.rundir import RunDir, provenance
 from butterfly_jax.run import progress, spec as spec_lib
 from butterfly_jax.run.setup import Setup
@@ -557,4 +556,4 @@ def _run(spec, rundir, discard_unfinished, allow_code_change):
   ev = _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing)
   timing["total_s"] = time.time() - t_start
   rundir.finish(_results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing))
-  return json.loads(rundir.results.read_text())  # what a reader of results.json sees
+  return results_lib.load(rundir.results)  # what a reader of results.json sees
