@@ -2,10 +2,13 @@
 
 import base64
 import functools
+import html
 import json
 import math
+import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -424,6 +427,67 @@ def test_figure_lines_read_back_and_the_page_escapes_what_it_shows(tmp_path):
   shown = page.markdown_html(line + "\n\n| t | σ |\n| --- | ---: |\n| 0 | <1e-05 |\n", tmp_path)
   assert "a &lt;b&gt; &amp; <code>c</code>" in shown and "<img" not in shown and "is missing" in shown
   assert '<td class="num">&lt;1e-05</td>' in shown and "<th>t</th>" in shown
+
+
+def _chromium() -> str:
+  """The headless browser of the page test: Debian's chromium (``apt-get install -y chromium``). Where it is
+  missing the test is skipped with that reason, or fails where BUTTERFLY_JAX_TEST_CHROMIUM=required (.ci/run)."""
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  if browser is None:
+    why = "no chromium or chromium-browser on PATH: install Debian's chromium (apt-get install -y chromium)"
+    if os.environ.get("BUTTERFLY_JAX_TEST_CHROMIUM") == "required":
+      pytest.fail(why + "; BUTTERFLY_JAX_TEST_CHROMIUM=required (.ci/run installs it)")
+    pytest.skip(why)
+  return browser
+
+
+# After the load event (every image decoded or failed), the page's title, its figures and for each image its
+# name, whether it loaded, its natural size and its width on the page, into the DOM that --dump-dom prints.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const probe = document.createElement("pre");
+  probe.id = "probe";
+  probe.textContent = JSON.stringify({title: document.title, figures: document.querySelectorAll("figure").length,
+    images: [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight,
+                                           i.getBoundingClientRect().width])});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+@pytest.mark.slow
+def test_the_page_opens_in_headless_chromium_and_every_figure_renders(runs, tmp_path, monkeypatch):
+  """The command's page, with the map, copied alone into an empty folder (no PNG beside it) and opened in headless
+  Chromium without network: it loads, and every image decodes at the size of the PNG the report wrote."""
+  browser = _chromium()
+  from butterfly_jax.report import instability
+  from butterfly_jax.report.__main__ import main
+  monkeypatch.setattr(instability, "spearman_by_seed", functools.partial(instability.spearman_by_seed, n_boot=20))
+  out = tmp_path / "report"
+  assert main(["--runs", str(runs), "--out", str(out), "--map", "--map-thresholds=0.001"]) == 0
+  expected = {}
+  for md in ("figures.md", "map.md"):
+    for name in _captions(out / md):
+      width, height = struct.unpack(">II", (out / f"{name}.png").read_bytes()[16:24])  # the PNG's IHDR
+      expected[name] = (width, height)
+  assert len(expected) == len(EXPECTED_FIGURES) + 7
+  alone = tmp_path / "alone" / "index.html"
+  alone.parent.mkdir()
+  alone.write_text((out / "index.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
+                   encoding="utf-8")
+  done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=30000", "--dump-dom",
+                         alone.as_uri()], capture_output=True, text=True, timeout=300)
+  found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+  assert done.returncode == 0 and found, f"rc {done.returncode}; {done.stderr[-3000:]}"
+  probe = json.loads(html.unescape(found[1]))
+  assert probe["title"] == f"butterfly_jax report: {runs.name}" and probe["figures"] == len(expected)
+  shown = {alt: (complete, width, height, on_page) for alt, complete, width, height, on_page in probe["images"]}
+  assert len(shown) == len(probe["images"]) == len(expected)
+  for name, size in expected.items():
+    complete, width, height, on_page = shown[name]
+    assert complete and (width, height) == size and on_page > 100, (name, shown[name], size)
 
 
 def test_real_aligned_metrics_are_columns_where_alignment_ran(table):
