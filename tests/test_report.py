@@ -1,21 +1,29 @@
 """The report: the pair table from real smoke runs, its files, the figures and the command line."""
 
+import base64
+import functools
+import html
 import json
 import math
+import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd  # the test extra installs pandas, pyarrow and matplotlib
+import jax
 import pytest
 
 from butterfly_jax import report
 from butterfly_jax.core.evaluate import barrier_from_curve
-from butterfly_jax.report import figures, plotting
+from butterfly_jax.report import figures, page, plotting
 from butterfly_jax.report.table import read_metrics, write_table
+from butterfly_jax.version import __version__
 
 SCALES = (0.0, 1e-3, 1e-1)
 DIVERGING_SCALE = 1e30   # the perturbed weights overflow float32 within a few steps: a genuinely diverged child
@@ -257,6 +265,231 @@ def test_every_figure_is_written_as_png_and_pdf_with_a_caption(cli_report):
   assert captions.endswith("Skipped:\n\n- barrier_vs_pretraining: fewer than two amounts of pre-training\n")  # no such runs
 
 
+# A figure's line in figures.md and map.md, read here without the page's own reader.
+FIGURE_LINE = re.compile(r"^- \*\*(?P<name>[^*]+)\*\* \((?P<links>.*?)\): (?P<caption>.*)$")
+PNG = b"\x89PNG\r\n\x1a\n"
+DATA_PNG = "data:image/png;base64,"
+
+
+class _Page(HTMLParser):
+  """What a report page holds, read with the standard library's HTML parser: every tag with its attributes, the
+  text of its headings, table cells and <pre> blocks, its figures (id, images, caption text) and all its text."""
+
+  VOID = {"img", "meta", "link", "br", "hr", "input", "source", "embed"}
+  CAPTURE = {"h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "pre"}
+
+  def __init__(self):
+    super().__init__(convert_charrefs=True)
+    self.tags, self.headings, self.cells, self.pres, self.figures, self.texts = [], [], [], [], [], []
+    self._open, self._captures = [], []
+
+  @classmethod
+  def read(cls, path):
+    parsed = cls()
+    parsed.feed(Path(path).read_text(encoding="utf-8"))
+    parsed.close()
+    return parsed
+
+  @property
+  def images(self):
+    return [attrs for tag, attrs in self.tags if tag == "img"]
+
+  @property
+  def text(self):
+    return "".join(self.texts)
+
+  def handle_starttag(self, tag, attrs):
+    attrs = dict(attrs)
+    self.tags.append((tag, attrs))
+    if tag == "figure":
+      self.figures.append({"id": attrs.get("id"), "images": [], "caption": ""})
+    if tag == "img" and any(t == "figure" for t, _ in self._open):
+      self.figures[-1]["images"].append(attrs)
+    if tag in self.CAPTURE or (tag == "span" and attrs.get("class") == "caption"):
+      self._captures.append((tag, []))
+    if tag not in self.VOID:
+      self._open.append((tag, attrs))
+
+  def handle_endtag(self, tag):
+    while self._open and self._open.pop()[0] != tag:
+      pass
+    if self._captures and self._captures[-1][0] == tag:
+      _, parts = self._captures.pop()
+      text = "".join(parts)
+      if tag == "span":
+        self.figures[-1]["caption"] = text
+      elif tag == "pre":
+        self.pres.append(text)
+      else:
+        (self.headings if tag.startswith("h") else self.cells).append(text)
+
+  def handle_data(self, data):
+    self.texts.append(data)
+    for _, parts in self._captures:
+      parts.append(data)
+
+
+def _captions(md_path) -> dict:
+  """name -> caption of every figure line of a Markdown file the report wrote."""
+  return {m["name"]: m["caption"] for m in map(FIGURE_LINE.match, Path(md_path).read_text().splitlines()) if m}
+
+
+def _check_self_contained(path, parsed):
+  """The page at ``path`` fetches nothing: no script, stylesheet, frame or object; every src a data: URI; every
+  link an anchor on the page or a file beside it (no scheme, no folder); no http(s): or file: anywhere."""
+  raw = Path(path).read_text(encoding="utf-8")
+  for scheme in ("http:", "https:", "file:", "url(", "@import"):
+    assert scheme not in raw, scheme
+  for tag, attrs in parsed.tags:
+    assert tag not in ("script", "link", "iframe", "object", "embed", "audio", "video"), tag
+    if "src" in attrs:
+      assert attrs["src"].startswith(DATA_PNG), (tag, attrs["src"][:80])
+    href = attrs.get("href")
+    if href is not None and not href.startswith("#"):
+      assert "/" not in href and ":" not in href and (Path(path).parent / href).is_file(), href
+  anchors = {attrs["id"] for _, attrs in parsed.tags if "id" in attrs}
+  assert {attrs["href"][1:] for _, attrs in parsed.tags if attrs.get("href", "").startswith("#")} <= anchors
+
+
+def _check_figures(parsed, folder, captions):
+  """Every figure of ``captions`` (name -> caption) is on the page once, with that caption, and its one image is
+  the PNG beside the page, byte for byte, as a data: URI."""
+  assert sorted(f["id"] for f in parsed.figures) == sorted(captions)
+  for figure in parsed.figures:
+    assert figure["caption"] == captions[figure["id"]], figure["id"]
+    (image,) = figure["images"]
+    assert image["alt"] == figure["id"] and image["src"].startswith(DATA_PNG)
+    data = base64.b64decode(image["src"][len(DATA_PNG):], validate=True)
+    written = (Path(folder) / f"{figure['id']}.png").read_bytes()
+    assert data.startswith(PNG) and len(data) == len(written) and data == written, figure["id"]
+
+
+def test_the_page_holds_the_figures_with_their_captions_and_fetches_nothing(cli_report, runs, table):
+  """index.html, which the command writes last: every figure of figures.md embedded (the very bytes of its PNG)
+  with figures.md's caption, the summary as printed, the table's main columns with a link to the CSV, and the
+  provenance of the page and of the runs; nothing outside the file fetched."""
+  out, done = cli_report
+  path = out / "index.html"
+  assert done.stdout.splitlines()[-1] == str(path)
+  parsed = _Page.read(path)
+  _check_self_contained(path, parsed)
+  captions = _captions(out / "figures.md")
+  assert set(captions) == set(EXPECTED_FIGURES)
+  _check_figures(parsed, out, captions)
+  assert parsed.headings[:2] == [f"butterfly_jax report: {runs.name}", "Summary"]
+  assert "Instability map" not in parsed.headings  # no --map
+  assert parsed.pres == [report.summary(table)] and parsed.pres[0] in done.stdout
+  hrefs = {attrs["href"] for tag, attrs in parsed.tags if tag == "a"}
+  assert {"table.csv", "table.parquet", "curves.csv", "barrier_vs_l2.pdf"} <= hrefs
+  assert f"all {len(table)} rows" in parsed.text
+  for cell in ("vs_child0.barrier.train.loss", "sweep/seed0_t10_batch", "incomplete/run", "pair_diverged"):
+    assert cell in parsed.cells, cell
+  (key, n, _), = page.runs_provenance(table, runs)  # one process wrote every run
+  assert n == 9 and key[0] == __version__ and key[2] == jax.__version__ and key[3] == "cpu"
+  assert all(value in parsed.cells for value in key if value)
+  assert f"butterfly_jax {__version__} (git " in parsed.text and f"jax {jax.__version__}" in parsed.text
+  assert "v3: 10 runs" in parsed.text
+
+
+def test_the_page_embeds_the_maps_figures_with_the_captions_in_map_md(cli_report, runs, table, tmp_path,
+                                                                      monkeypatch):
+  """With the map: its tables and its figures, captioned in map.md (their one home), on the page beside the
+  report's; only the files the report wrote are shown (an older file left in the folder is not)."""
+  from butterfly_jax.report import instability
+  # the relations' seed-bootstrap intervals from 20 resamples, not 2,000: the page is tested here, not them
+  monkeypatch.setattr(instability, "spearman_by_seed", functools.partial(instability.spearman_by_seed, n_boot=20))
+  out, _ = cli_report
+  folder = tmp_path / "report"
+  shutil.copytree(out, folder)
+  paths = [folder / name for name in ("table.csv", "figures.md")] + report.make_map(table, folder,
+                                                                                    thresholds=(0.001,))
+  path = page.write_page(table, folder, paths, runs)
+  parsed = _Page.read(path)
+  _check_self_contained(path, parsed)
+  maps = _captions(folder / "map.md")
+  assert set(maps) == {"map_batch", "map_gaussian", "map_single", "threshold", "relations_batch",
+                       "relations_gaussian", "relations_single"}
+  assert "one random weight" in maps["map_single"] and "reaches each threshold (0.001" in maps["threshold"]
+  assert all("n = " in caption for caption in maps.values())
+  _check_figures(parsed, folder, {**_captions(folder / "figures.md"), **maps})
+  assert "Instability map" in parsed.headings and any(cell.endswith(" d=1") for cell in parsed.cells)
+  hrefs = {attrs["href"] for tag, attrs in parsed.tags if tag == "a"}
+  assert "table.csv" in hrefs and "trajectories.csv" not in hrefs  # in the folder, but not in paths
+
+
+def test_figure_lines_read_back_and_the_page_escapes_what_it_shows(tmp_path):
+  line = page.figure_line("barrier_vs_l2__optim.name-adam", "a <b> & `c`", ("png", "pdf"))
+  assert line == ("- **barrier_vs_l2__optim.name-adam** ([png](barrier_vs_l2__optim.name-adam.png), "
+                  "[pdf](barrier_vs_l2__optim.name-adam.pdf)): a <b> & `c`")
+  assert page.read_figure(line) == ("barrier_vs_l2__optim.name-adam", {
+      "png": "barrier_vs_l2__optim.name-adam.png", "pdf": "barrier_vs_l2__optim.name-adam.pdf"}, "a <b> & `c`")
+  assert page.read_figure("- **name**: no links") is None
+  shown = page.markdown_html(line + "\n\n| t | σ |\n| --- | ---: |\n| 0 | <1e-05 |\n", tmp_path)
+  assert "a &lt;b&gt; &amp; <code>c</code>" in shown and "<img" not in shown and "is missing" in shown
+  assert '<td class="num">&lt;1e-05</td>' in shown and "<th>t</th>" in shown
+
+
+def _chromium() -> str:
+  """The headless browser of the page test: Debian's chromium (``apt-get install -y chromium``). Where it is
+  missing the test is skipped with that reason, or fails where BUTTERFLY_JAX_TEST_CHROMIUM=required (.ci/run)."""
+  browser = shutil.which("chromium") or shutil.which("chromium-browser")
+  if browser is None:
+    why = "no chromium or chromium-browser on PATH: install Debian's chromium (apt-get install -y chromium)"
+    if os.environ.get("BUTTERFLY_JAX_TEST_CHROMIUM") == "required":
+      pytest.fail(why + "; BUTTERFLY_JAX_TEST_CHROMIUM=required (.ci/run installs it)")
+    pytest.skip(why)
+  return browser
+
+
+# After the load event (every image decoded or failed), the page's title, its figures and for each image its
+# name, whether it loaded, its natural size and its width on the page, into the DOM that --dump-dom prints.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const probe = document.createElement("pre");
+  probe.id = "probe";
+  probe.textContent = JSON.stringify({title: document.title, figures: document.querySelectorAll("figure").length,
+    images: [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight,
+                                           i.getBoundingClientRect().width])});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+@pytest.mark.slow
+def test_the_page_opens_in_headless_chromium_and_every_figure_renders(runs, tmp_path, monkeypatch):
+  """The command's page, with the map, copied alone into an empty folder (no PNG beside it) and opened in headless
+  Chromium without network: it loads, and every image decodes at the size of the PNG the report wrote."""
+  browser = _chromium()
+  from butterfly_jax.report import instability
+  from butterfly_jax.report.__main__ import main
+  monkeypatch.setattr(instability, "spearman_by_seed", functools.partial(instability.spearman_by_seed, n_boot=20))
+  out = tmp_path / "report"
+  assert main(["--runs", str(runs), "--out", str(out), "--map", "--map-thresholds=0.001"]) == 0
+  expected = {}
+  for md in ("figures.md", "map.md"):
+    for name in _captions(out / md):
+      width, height = struct.unpack(">II", (out / f"{name}.png").read_bytes()[16:24])  # the PNG's IHDR
+      expected[name] = (width, height)
+  assert len(expected) == len(EXPECTED_FIGURES) + 7
+  alone = tmp_path / "alone" / "index.html"
+  alone.parent.mkdir()
+  alone.write_text((out / "index.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
+                   encoding="utf-8")
+  done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+                         "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=30000", "--dump-dom",
+                         alone.as_uri()], capture_output=True, text=True, timeout=300)
+  found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+  assert done.returncode == 0 and found, f"rc {done.returncode}; {done.stderr[-3000:]}"
+  probe = json.loads(html.unescape(found[1]))
+  assert probe["title"] == f"butterfly_jax report: {runs.name}" and probe["figures"] == len(expected)
+  shown = {alt: (complete, width, height, on_page) for alt, complete, width, height, on_page in probe["images"]}
+  assert len(shown) == len(probe["images"]) == len(expected)
+  for name, size in expected.items():
+    complete, width, height, on_page = shown[name]
+    assert complete and (width, height) == size and on_page > 100, (name, shown[name], size)
+
+
 def test_real_aligned_metrics_are_columns_where_alignment_ran(table):
   aligned = table["run"] == "single/seed0_t0_batch_single"
   for col in ("vs_child0.aligned.l2", "vs_child0.aligned.fixed_point_fraction", "vs_child0.aligned.barrier.test.error"):
@@ -349,16 +582,24 @@ def test_the_report_adds_the_instability_map_only_when_asked(runs, cli_report, t
   text = (tmp_path / "cli" / "map.md").read_text()
   assert "### batch direction (+∇ℓ)" in text and "### one random weight" in text and "reaches 0.001" in text
   assert text.count(" d=1") == 1  # the σ = 1e30 child that diverged: in its cell, not dropped
+  assert "### Figures" not in text  # no figures, no captions
+  shown = _Page.read(tmp_path / "cli" / "index.html")  # the map's tables on the page, no figures
+  assert shown.images == [] and "Instability map" in shown.headings and "Figures" not in shown.headings
+  assert "reaches 0.001" in shown.text and shown.cells.count("0 [0, 0] n=2") >= 4
+  assert any(cell.endswith(" d=1") for cell in shown.cells)
   _, paths = report.make_report(runs, tmp_path / "fn", figures=False, instability_map=True)
-  assert paths[-1] == tmp_path / "fn" / "map.md"  # the default thresholds
-  assert all(f"reaches {v}" in paths[-1].read_text() for v in ("0.005", "0.01", "0.02"))
+  assert [p.name for p in paths[-2:]] == ["map.md", "index.html"]  # the default thresholds; the page last
+  assert all(f"reaches {v}" in paths[-2].read_text() for v in ("0.005", "0.01", "0.02"))
 
 
 def test_make_report_writes_the_tables_and_imports_matplotlib_only_for_figures(runs, table, tmp_path):
   made, paths = report.make_report(runs, tmp_path / "out", figures=False)
   assert [p.name for p in paths] == ["table.csv", "table.parquet", "trajectories.csv", "trajectories.parquet",
-                                    "curves.csv", "curves.parquet"]
+                                    "curves.csv", "curves.parquet", "index.html"]
   pd.testing.assert_frame_equal(made, table)
+  from butterfly_jax.report.__main__ import main
+  assert main(["--runs", str(runs), "--out", str(tmp_path / "none"), "--no-figures", "--no_page"]) == 0
+  assert (tmp_path / "none" / "table.csv").is_file() and not (tmp_path / "none" / "index.html").exists()
   code = ("import sys, butterfly_jax.report as r; assert 'matplotlib' not in sys.modules; r.make_figures; "
           "assert 'matplotlib' in sys.modules")
   subprocess.run([sys.executable, "-c", code], check=True, timeout=600)

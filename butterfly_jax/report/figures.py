@@ -22,6 +22,7 @@ import numpy as np
 from butterfly_jax.report import context as C
 from butterfly_jax.report import plotting as P
 from butterfly_jax.report.finetune import barrier_vs_pretraining
+from butterfly_jax.report.page import figure_line
 from butterfly_jax.report.pairs import (aligned_barrier, barrier_vs_l2, cka_vs_barrier, ensemble_vs_barrier,
                                         fixed_points)
 from butterfly_jax.report.training import barrier_over_training, l2_from_init
@@ -247,7 +248,7 @@ def _write_captions(out, df) -> Path:
            "colour and marker in every figure (σ = 0 grey); barrier axes are symlog, linear below "
            f"{P.BARRIER_LINTHRESH:g}.", ""]
   for name, caption in out.made:
-    lines.append(f"- **{name}** ([png]({name}.png), [pdf]({name}.pdf)): {caption}")
+    lines.append(figure_line(name, caption))
   if out.skipped:
     lines += ["", "Skipped:", ""] + [f"- {name}: {reason}" for name, reason in out.skipped]
   path = out.out_dir / "figures.md"

@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from butterfly_jax.report.context import slug
+from butterfly_jax.report.context import n_text, slug
 from butterfly_jax.report.figures import settings
+from butterfly_jax.report.page import figure_line
 from butterfly_jax.report.table import ReportError
 from butterfly_jax.threshold import crossing
 
@@ -444,6 +445,44 @@ def relations_figure(t: pd.DataFrame, kind: str, metric: str):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The figures' captions (in map.md, and on the report page).
+
+
+def map_caption(t: pd.DataFrame, kind: str, metric: str, extra: bool = False) -> str:
+  """The caption of :func:`map_figure` for the pairs ``t`` (:func:`pairs`) of one kind."""
+  return (f"Heatmap of the seed-mean {metric} barrier after training, {KIND_LABEL.get(kind, kind)}: perturbation "
+          f"time t down, σ ({_unit(kind)}) across, each on its own grid. A cell is labelled with its mean over the "
+          "pairs that did not diverge and, where some did, how many of its pairs diverged (counted, not dropped); "
+          f"colours on a log scale, barriers below {FLOOR:g} in its colour ({n_text(t)}). map.md lists each cell's "
+          "mean [min, max], n and d." + (" Every perturbed child (and the σ = 0 twin) trains T steps after t; "
+                                          "child 0, the reference, ends at T." if extra else ""))
+
+
+def threshold_caption(t: pd.DataFrame, metric: str, thresholds) -> str:
+  """The caption of :func:`threshold_figure` for the pairs ``t`` (:func:`pairs`) and ``thresholds``."""
+  rows = (["whole-network kinds"] if (t["kind"] != "single").any() else []) + (
+      ["a single weight (σ in units of its init RMS)"] if (t["kind"] == "single").any() else [])
+  levels = ", ".join(f"{v:g}" for v in thresholds)
+  return (f"σ*(t), the σ at which the seed-mean {metric} barrier reaches each threshold ({levels}; a panel each), "
+          f"one row of panels for {' and one for '.join(rows)}: the seed-mean σ* as a hollow circle, interpolated "
+          "log-linearly between the two measured σ around the crossing, inside a bar spanning them (the bracket); "
+          "small circles: each seed's own σ*; ▽ at the grid's smallest σ: that σ already reaches the threshold (σ* "
+          "below the grid); △ at its largest: no σ of the grid reaches it (σ* above the grid). A diverged pair counts "
+          f"as above every threshold ({n_text(t)}).")
+
+
+def relations_caption(t: pd.DataFrame, kind: str, metric: str) -> str:
+  """The caption of :func:`relations_figure` for the pairs ``t`` (:func:`pairs`) of one kind."""
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  names = [name for col, name, _ in RELATIONS if col in d]
+  listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
+  return (f"{listed[:1].upper() + listed[1:]} against the {metric} barrier, {KIND_LABEL.get(kind, kind)}, one panel "
+          "per perturbation time t (pairs with σ > 0 that did not diverge, one marker per seed), each titled with "
+          f"Spearman's ρ and its {LEVEL:.0%} interval from {N_BOOT} resamples of whole seeds (the pairs of one seed "
+          f"share a trunk and child 0, so they are not independent) ({n_text(d)}).")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Everything, into a folder.
 
 
@@ -466,23 +505,29 @@ def _write(fig, path: Path, dpi: int) -> Path:
 def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
               suffix: str = "", figures: bool = True) -> list[Path]:
   """One setting's map into ``out_dir``: ``map.md`` (:func:`markdown`) and, when ``figures``, ``map_<kind>.png``,
-  ``threshold.png`` and ``relations_<kind>.png``, each name ending in ``suffix`` (``__<setting>`` where a table
+  ``threshold.png`` and ``relations_<kind>.png`` with their captions at the end of ``map.md`` (as ``figures.md``
+  lists the report's), each name ending in ``suffix`` (``__<setting>`` where a table
   holds several). ``t``: :func:`pairs`. Returns the paths written."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   extra = "perturb.extra_steps" in t.columns and bool(t["perturb.extra_steps"].fillna(False).any())
   cell_table = cells(t, metric)
   stars = {v: sigma_star(t, metric, v) for v in thresholds}
-  paths = [out / f"map{suffix}.md"]
-  paths[0].write_text(markdown(cell_table, stars, metric))
-  if not figures:
-    return paths
-  for kind, g in cell_table.groupby("kind"):
-    paths.append(_write(map_figure(g, kind, metric, extra), out / f"map_{kind}{suffix}.png", 130))
-  n = int(t.groupby(["kind", "t", "sigma"])["seed"].nunique().max())
-  paths.append(_write(threshold_figure(stars, metric, n), out / f"threshold{suffix}.png", 130))
-  for kind in sorted(t["kind"].unique()):
-    paths.append(_write(relations_figure(t, kind, metric), out / f"relations_{kind}{suffix}.png", 110))
+  paths, made = [out / f"map{suffix}.md"], []
+  if figures:
+    for kind, g in cell_table.groupby("kind"):
+      made.append((f"map_{kind}{suffix}", map_caption(t[t["kind"] == kind], kind, metric, extra)))
+      paths.append(_write(map_figure(g, kind, metric, extra), out / f"{made[-1][0]}.png", 130))
+    n = int(t.groupby(["kind", "t", "sigma"])["seed"].nunique().max())
+    made.append((f"threshold{suffix}", threshold_caption(t, metric, thresholds)))
+    paths.append(_write(threshold_figure(stars, metric, n), out / f"{made[-1][0]}.png", 130))
+    for kind in sorted(t["kind"].unique()):
+      made.append((f"relations_{kind}{suffix}", relations_caption(t, kind, metric)))
+      paths.append(_write(relations_figure(t, kind, metric), out / f"{made[-1][0]}.png", 110))
+  text = markdown(cell_table, stars, metric)
+  if made:  # the figures' captions: their one home, which the report page shows too
+    text += "\n".join(["", "### Figures", ""] + [figure_line(name, caption, ("png",)) for name, caption in made]) + "\n"
+  paths[0].write_text(text)
   return paths
 
 
