@@ -12,6 +12,8 @@ Public API (stable; notebooks and other tools rely on it)::
   random_permutation(key, spec, fixed_fraction) -> permutation
   fixed_point_fraction(perm)                -> float
   run_experiment(config, workdir)           -> results dict (also written to workdir/results.json)
+  load_run(run_dir)                         -> Run: a saved run's config, results, table, trajectories, curves,
+                                               params(k), interpolate(k, alpha), apply_fn, dataset (read lazily)
 """
 
 from butterfly_jax.version import __version__
@@ -22,7 +24,7 @@ from butterfly_jax.core.permutations import (PermutationSpec, apply_permutation,
 from butterfly_jax.core.similarity import angular_cka
 from butterfly_jax.core.tree_math import interpolate, l2_distance
 from butterfly_jax.models import create_model
-
+from butterfly_jax.saved_run import Run, load_run
 
 from butterfly_jax.run import experiment as _experiment
 
@@ -34,5 +36,5 @@ def run_experiment(config, workdir):
 
 __all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "PermutationSpec",
            "apply_permutation", "fixed_point_fraction", "random_permutation", "spec_for", "weight_matching",
-           "run_experiment",
+           "run_experiment", "load_run", "Run",
            "__version__"]

@@ -21,55 +21,16 @@ import sys
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 
-from butterfly_jax.config import upgrade
 from butterfly_jax.core import evaluate, permutations, rng, tree_math
 from butterfly_jax.io import runtime
-from butterfly_jax.io.rundir import RunDirError, provenance, restore_checkpoint, write_json_atomic
-from butterfly_jax.io.rundir import RunDir
+# a saved run's config and children, read as butterfly_jax.load_run reads them (importable from here as before)
+from butterfly_jax.io.rundir import RunDirError, load_child, load_run_config, provenance, write_json_atomic
 from butterfly_jax.run.commands import absl_argv, help_lists_flags_of
 from butterfly_jax.run.setup import Setup
 
 DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
-
-
-def load_run_config(run_dir) -> ml_collections.ConfigDict:
-  path = Path(run_dir) / "config.json"
-  if not path.exists():
-    raise RunDirError(f"--run: {path} does not exist; give a run directory written by butterfly_jax.main")
-  return ml_collections.ConfigDict(upgrade(json.loads(path.read_text())))
-
-
-def load_child(run_dir, child: int):
-  """Child ``child``'s parameters from the run's final children checkpoint, or, for a finished run saved
-  without one (``checkpoint.children=False``), from its last training-state checkpoint when that holds the
-  children at their end steps (``checkpoint.every_steps`` saves one at the end of training)."""
-  root = Path(run_dir).resolve()
-  path = root / "checkpoints" / "children"
-  params = restore_checkpoint(path)["params"] if path.exists() else _final_state_params(root, path)
-  k = tree_math.num_members(params)
-  if not 0 <= child < k:
-    raise RunDirError(f"--child: the run has children 0..{k - 1}, got {child}")
-  return jax.tree_util.tree_map(np.asarray, tree_math.unstack(params, child))
-
-
-def _final_state_params(root: Path, children: Path):
-  """The children's parameters from the finished run's newest training state, if it is the children's
-  phase with every child at its end step; else a RunDirError naming what is missing."""
-  rundir = RunDir(root)
-  state = rundir.latest_state() if rundir.results.exists() else None
-  if state is None:
-    raise RunDirError(f"--run: {children} does not exist and {root} holds no finished run with a training-state "
-                      "checkpoint; the run must finish with checkpoint.children=True or checkpoint.every_steps on")
-  meta, tree_path = state
-  family = restore_checkpoint(tree_path)["family"]
-  ends = np.asarray(family["end_step"])
-  if meta.get("phase") != "children" or int(meta["step"]) < int(ends.max()):
-    raise RunDirError(f"--run: {children} does not exist and the newest training state ({meta.get('phase')} at "
-                      f"step {meta.get('step')}) is not the children at their end steps ({int(ends.max())})")
-  return family["params"]
 
 
 def recovery(spec, params, applied: dict, key, max_iter: int = 100, bias: bool = False) -> dict:

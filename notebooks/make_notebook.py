@@ -251,7 +251,9 @@ else:
       ("markdown", """\
 ## The library on the saved checkpoints
 
-Each run keeps its children's final weights (`checkpoints/children`). Loaded back, they give the run's numbers
+Each run keeps its children's final weights (`checkpoints/children`). `bj.load_run(folder)` reads a run directory
+back as one object: its config, results, the report's tables, the children's parameters (`params(k)`), the model
+(`apply_fn`) and the data (`dataset`, with `model_input` normalising it as the run did). They give the run's numbers
 again through the library's functions: the loss along the straight path `interpolate(θ₀, θₖ, α)`, its barrier by
 `barrier_from_curve` (equal to the run's up to float rounding), weight matching (a permutation of the child's
 hidden units that computes the same function, closer to child 0), and the angular CKA of the two networks'
@@ -261,38 +263,33 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from butterfly_jax.core.batches import normalize
-from butterfly_jax.io.data import load_dataset
-from butterfly_jax.proxy import load_child, load_run_config
-
-RUN, RES = RUNS["early"], RESULTS["early"]
-c = load_run_config(RUN)
+RUN = bj.load_run(RUNS["early"])
+RES, c = RUN.results, RUN.config
+assert RES == RESULTS["early"]
 assert c.eval.num_examples == 0, "this section evaluates whole splits, as the notebook's runs do"
-data = load_dataset(c.data.name, c.data.dir or None, tfds_data_dir=c.data.tfds_dir or None)
-mean, std = data.channel_stats()
-apply_fn, _, spec = bj.create_model(c.model.name, jax.random.key(0), data.input_shape, data.num_classes,
-                                    **c.model.kwargs.to_dict())
+data, apply_fn = RUN.dataset, RUN.apply_fn
 k_twin = children("early", sigma_zero=True)[0]["index"]
 k = smallest["early"]["index"]
-theta0, twin, child = (load_child(RUN, i) for i in (0, k_twin, k))
+theta0, twin, child = (RUN.params(i) for i in (0, k_twin, k))
+spec = bj.spec_for(c.model.name, theta0)  # which parameter axes each hidden unit's permutation moves
+print(RUN)
 
 
 @jax.jit
 def loss_sum(params, images, labels):
-  logits, _ = apply_fn(params, normalize(images, mean, std))
+  logits, _ = apply_fn(params, RUN.model_input(images))
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).sum()
 
 
 def train_loss(params, batch=c.eval.batch_size):
   \"\"\"Mean cross-entropy over the whole training split, summed on the host in float64.\"\"\"
-  total = sum(float(loss_sum(params, data.train_images[i:i + batch], data.train_labels[i:i + batch]))
+  total = sum(float(loss_sum(params, data.train_inputs[i:i + batch], data.train_labels[i:i + batch]))
               for i in range(0, data.num_train, batch))
   return total / data.num_train
 
 
 alphas = np.asarray(RES["alphas"])
-curves = {name: [train_loss(bj.interpolate(theta0, other, a)) for a in alphas]
-          for name, other in (("twin", twin), ("child", child))}
+curves = {name: [train_loss(RUN.interpolate(i, a)) for a in alphas] for name, i in (("twin", k_twin), ("child", k))}
 barrier = {name: bj.barrier_from_curve(alphas, curve) for name, curve in curves.items()}
 reported = train_barrier(RES["children"][k])
 print(f"child {k} (σ = {sigma:g}): L2 {bj.l2_distance(theta0, child):.4f}, train-loss barrier {barrier['child']:.4f} "
@@ -310,7 +307,7 @@ import matplotlib.pyplot as plt
 
 perm = bj.weight_matching(jax.random.key(SEED), spec, theta0, child)
 aligned = bj.apply_permutation(spec, perm, child)
-x = normalize(data.test_images[:512], mean, std)
+x = RUN.model_input(data.test_inputs[:512])
 with jax.default_matmul_precision("highest"):  # full float32 on GPUs too, for this comparison
   np.testing.assert_allclose(apply_fn(aligned, x)[0], apply_fn(child, x)[0], rtol=1e-4, atol=1e-4)
 l2_plain, l2_aligned = bj.l2_distance(theta0, child), bj.l2_distance(theta0, aligned)
@@ -334,12 +331,12 @@ representations, up to π/2 for unrelated ones.""", ()),
       ("code", """\
 @jax.jit
 def feature(params, images):
-  return apply_fn(params, normalize(images, mean, std))[1][c.eval.cka_feature]
+  return apply_fn(params, RUN.model_input(images))[1][c.eval.cka_feature]
 
 
 def features(params, n=min(c.eval.cka_examples, data.num_test), batch=c.eval.batch_size):
   \"\"\"The compared representation (``eval.cka_feature``: the penultimate) of the first ``n`` test images.\"\"\"
-  out = [np.asarray(feature(params, data.test_images[i:min(i + batch, n)])) for i in range(0, n, batch)]
+  out = [np.asarray(feature(params, data.test_inputs[i:min(i + batch, n)])) for i in range(0, n, batch)]
   return np.concatenate([f.reshape(len(f), -1) for f in out])
 
 

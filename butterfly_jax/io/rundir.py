@@ -33,10 +33,11 @@ import subprocess
 from pathlib import Path
 
 import jax
+import ml_collections
 import numpy as np
 
 from butterfly_jax.config import upgrade
-from butterfly_jax.core import hosts
+from butterfly_jax.core import hosts, tree_math
 from butterfly_jax.io import results as results_lib, runtime
 from butterfly_jax.version import __version__
 
@@ -582,3 +583,53 @@ def restore_checkpoint(path, target=None):
     return checkpointer.restore(Path(path).resolve())
   abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
   return checkpointer.restore(Path(path).resolve(), abstract)
+
+
+# Reading a saved run back: its config and its children's parameters (the proxy and butterfly_jax.load_run).
+
+def load_run_config(run_dir) -> ml_collections.ConfigDict:
+  """``run_dir``'s config.json as a ConfigDict, upgraded (:func:`butterfly_jax.config.upgrade`): the fields added to
+  the tool since the run was written hold the values that run used, so the config describes the run under today's
+  schema. RunDirError when the folder holds no config.json."""
+  path = Path(run_dir) / "config.json"
+  if not path.exists():
+    raise RunDirError(f"{path} does not exist; give a run directory written by butterfly_jax.main (butterfly-run)")
+  return ml_collections.ConfigDict(upgrade(json.loads(path.read_text())))
+
+
+def load_children(run_dir):
+  """Every child's parameters, stacked along a leading members axis (child 0 first), as the run saved them (in its
+  ``train.param_dtype``): from the children's checkpoint ``checkpoints/children`` (written at the end of training,
+  before the evaluation), or, for a finished run saved without one (``checkpoint.children=False``), from its last
+  training-state checkpoint when that holds the children at their end steps (``checkpoint.every_steps`` saves one
+  at the end of training). RunDirError naming what is missing otherwise."""
+  root = Path(run_dir).resolve()
+  path = root / "checkpoints" / "children"
+  return restore_checkpoint(path)["params"] if path.exists() else _final_state_params(root, path)
+
+
+def load_child(run_dir, child: int):
+  """Child ``child``'s parameters (:func:`load_children`), as host (numpy) arrays; RunDirError naming the run's
+  children when it has no child ``child``."""
+  params = load_children(run_dir)
+  k = tree_math.num_members(params)
+  if not 0 <= child < k:
+    raise RunDirError(f"child {child}: the run {Path(run_dir)} has children 0..{k - 1}")
+  return jax.tree_util.tree_map(np.asarray, tree_math.unstack(params, child))
+
+
+def _final_state_params(root: Path, children: Path):
+  """The children's parameters from the finished run's newest training state, if it is the children's
+  phase with every child at its end step; else a RunDirError naming what is missing."""
+  rundir = RunDir(root)
+  state = rundir.latest_state() if rundir.results.exists() else None
+  if state is None:
+    raise RunDirError(f"{children} does not exist and {root} holds no finished run with a training-state "
+                      "checkpoint; the run must finish with checkpoint.children=True or checkpoint.every_steps on")
+  meta, tree_path = state
+  family = restore_checkpoint(tree_path)["family"]
+  ends = np.asarray(family["end_step"])
+  if meta.get("phase") != "children" or int(meta["step"]) < int(ends.max()):
+    raise RunDirError(f"{children} does not exist and the newest training state ({meta.get('phase')} at "
+                      f"step {meta.get('step')}) is not the children at their end steps ({int(ends.max())})")
+  return family["params"]
