@@ -28,6 +28,7 @@ INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
 TRANSLATE_FILLS = ("black", "mean")
+WRITERS = ("tensorboard", "wandb")  # log.writers: live trackers besides metrics.jsonl (butterfly_jax/run/writers.py)
 # Fields whose default changed when the definitions were aligned with the paper and the authors' code: a stored
 # config written before they existed gets the value that reproduces what that run did, so old runs are never
 # mistaken for runs under the new definitions. FIELD_VERSIONS: the definitions' version that introduced each.
@@ -210,6 +211,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50
   c.log.progress = True
+  c.log.writers = ()       # live tracking besides metrics.jsonl: "tensorboard", "wandb"
+  c.log.wandb_project = ""  # the W&B project; "" = $WANDB_PROJECT, else "butterfly_jax"
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.trunk = True
@@ -298,6 +301,13 @@ FIELD_DOCS = {
         "own (a ViT's is zero, which passes no gradient to the backbone at *t* = 0)"),
     'init.keep_head': 'False: a fresh head (from the init key) for the new labels; True: keep the saved one',
     'log.every_steps': 'a `metrics.jsonl` line every N steps',
+    'log.wandb_project': 'the W&B project of `log.writers`\' `wandb`; `""` = `WANDB_PROJECT`, else `butterfly_jax`',
+    'log.writers': (
+        'live tracking besides `metrics.jsonl`, which stays the record: a tuple of `tensorboard` (event files in '
+        '`WORKDIR/tensorboard`) and `wandb` (a W&B run under `WORKDIR/wandb`; its mode, entity and login are W&B\'s '
+        'own, e.g. `WANDB_MODE=offline`), with the same values: per-child losses, learning rates, evaluations and '
+        'barriers, the α-curves, the config. The `track` extra installs both; cannot change results '
+        '(docs/run-directory.md, "Live tracking")'),
     'log.progress': (
         "progress with ETA: a bar in a terminal or a notebook; in a file or a pipe (a SLURM log, `launch`'s "
         f"`log.txt`) a plain line every {PROGRESS_EVERY_S:g} s and at the end"),
@@ -612,6 +622,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   choice(c.perturb.extra_lr, EXTRA_LRS, "perturb.extra_lr")
   choice(c.init.head, HEAD_INITS, "init.head")
   choice(c.data.augment.translate_fill, TRANSLATE_FILLS, "data.augment.translate_fill")
+  check_writers(c)
   if c.perturb.batch_sign not in (1, -1) or isinstance(c.perturb.batch_sign, bool):
     raise ConfigError(f"perturb.batch_sign: expected 1 (theta + sigma * grad, the paper's) or -1 (a descent step), "
                       f"got {c.perturb.batch_sign!r}")
@@ -685,6 +696,24 @@ def validate(c: ml_collections.ConfigDict) -> None:
       re.compile(c.perturb.mask[field])
     except re.error as e:
       raise ConfigError(f"perturb.mask.{field}: not a valid regular expression ({e})") from None
+
+
+def check_writers(c: ml_collections.ConfigDict) -> None:
+  """``log.writers``: a tuple of distinct names of :data:`WRITERS`; ``log.wandb_project`` text. Whether each
+  writer's package is installed is checked with the run's resolution (:func:`butterfly_jax.run.writers.check`)."""
+  writers = c.log.writers
+  usage = (f"allowed: {', '.join(WRITERS)}, as a tuple (on the command line --config.log.writers=tensorboard or "
+           f"--config.log.writers=\"('tensorboard', 'wandb')\")")
+  if isinstance(writers, (str, bytes)) or not isinstance(writers, (tuple, list)):
+    raise ConfigError(f"log.writers: expected a tuple of writer names, got {writers!r}; {usage}")
+  for name in writers:
+    if name not in WRITERS:
+      raise ConfigError(f"log.writers: unknown writer {name!r}; {usage}")
+  if len(set(writers)) < len(writers):
+    raise ConfigError(f"log.writers: each writer once, got {tuple(writers)!r}")
+  if not isinstance(c.log.wandb_project, str):
+    raise ConfigError(f"log.wandb_project: expected text (\"\" = WANDB_PROJECT, else butterfly_jax), got "
+                      f"{c.log.wandb_project!r}")
 
 
 def split_batch_sizes(c: ml_collections.ConfigDict) -> dict:

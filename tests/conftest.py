@@ -51,9 +51,10 @@ def pytest_unconfigure(config):
 # The test files, most expensive first (seconds per file from `python -m pytest -q --durations=0`, 2026-12-02,
 # 603 tests, nothing else running). Under `--dist loadfile` each worker takes the next file when it runs out, so
 # the long files start first and the cheap ones fill in at the end: both workers busy until the last minute. A
-# file missing here goes after these.
+# file missing here goes after these. test_writers.py came later, placed by its own time (2026-12-07: 37 s alone,
+# 20 s of CPU, on a machine shared with other jobs).
 BY_COST = ("launch", "resume", "sharding", "multihost", "cli", "data_axis", "permutations", "packaging", "report",
-           "batchnorm", "notebook", "pretrained", "lm_models", "glue_runs", "fidelity", "conv", "experiment",
+           "batchnorm", "notebook", "pretrained", "lm_models", "glue_runs", "writers", "fidelity", "conv", "experiment",
            "runtime", "models", "finetune", "proxy", "perturb", "config", "batches", "memory", "threshold")
 
 

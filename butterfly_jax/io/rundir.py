@@ -61,8 +61,9 @@ PHASE_ORDER = {phase: i for i, phase in enumerate(PHASES)}
 
 
 # Config fields that cannot change a run's results: a run that differs from a stored one only in these is
-# the same run (it resumes, and its finished results are returned).
-NON_RESULT_FIELDS = (("log", "progress"), ("log", "every_steps"))
+# the same run (it resumes, and its finished results are returned). The live writers (log.writers) see the
+# run's log lines and results, never its state.
+NON_RESULT_FIELDS = (("log", "progress"), ("log", "every_steps"), ("log", "writers"), ("log", "wandb_project"))
 
 
 def comparable(config_dict: dict) -> dict:
@@ -217,9 +218,11 @@ def provenance() -> dict:
 _SOURCE_HASH = []
 # Package folders and modules that cannot change a run's numbers: the launcher starts runs; a config file's
 # content reaches a run as its config (compared field by field on resume); the report, the proxy and the threshold
-# search read finished runs; the command-line help and the progress display print. Editing any of them must not
-# make an unfinished run refuse to resume (documents are not Python files: never hashed).
-NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "run/commands.py", "run/progress.py")
+# search read finished runs; the command-line help and the progress display print; the live writers (log.writers)
+# copy log lines and results out. Editing any of them must not make an unfinished run refuse to resume (documents
+# are not Python files: never hashed).
+NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "run/commands.py", "run/progress.py",
+                   "run/writers.py")
 
 
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # write_json_atomic's and the metrics log's ".NAME.PID.tmp"
@@ -350,6 +353,7 @@ class RunDir:
     self.lock_file = self.root / LOCK_FILE
     self.identity = {}       # recorded in every training-state checkpoint (set by start)
     self.resume_notes = []   # what check_resume noted about the checkpoint resumed from
+    self.listeners = []      # called with each log line as written (see log): the live writers
 
   @contextlib.contextmanager
   def locked(self):
@@ -529,10 +533,16 @@ class RunDir:
     return None
 
   def log(self, record: dict) -> None:
+    """Appends ``record`` to metrics.jsonl as one JSON line (the primary process), then calls each of
+    :attr:`listeners` with the line as written (non-finite numbers null): live writers show what the record
+    holds (:mod:`butterfly_jax.run.writers`)."""
     if not hosts.is_primary():
       return
+    line = to_jsonable(record)
     with naming(self.metrics), open(self.metrics, "a") as f:
-      f.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
+      f.write(json.dumps(line, allow_nan=False) + "\n")
+    for listener in self.listeners:
+      listener(line)
 
   def save_checkpoint(self, name: str, tree) -> Path:
     """Saves ``tree`` as host arrays (it restores on any device count); every process calls it, the primary

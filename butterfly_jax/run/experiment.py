@@ -1,9 +1,11 @@
 """One butterfly experiment: trunk to step t, perturb K-1 copies once, train the family with identical
 SGD noise to T, then compare every child with child 0 (L2 distance, loss/error barriers on train and test).
 
-:func:`run` is the whole experiment, in phases (``_run``): set up (:class:`butterfly_jax.run.setup.Setup`, and
-where an unfinished run resumes: :class:`_Start`, the one place that knows), trunk, perturb, children, evaluate
-(and align and compare), assemble the results. The pieces they call are pure functions in the other modules.
+:func:`run` is the whole experiment, in phases (``_run``, ``_phases``): set up
+(:class:`butterfly_jax.run.setup.Setup`, and where an unfinished run resumes: :class:`_Start`, the one place that
+knows), trunk, perturb, children, evaluate (and align and compare), assemble the results; the live writers
+(``log.writers``) watch the log lines and the results from outside. The pieces they call are pure functions in the
+other modules.
 """
 
 import hashlib
@@ -19,7 +21,7 @@ from butterfly_jax import config as config_lib
 from butterfly_jax.core import evaluate, hosts, members, permutations, perturb, placement, rng, similarity, tree_math
 from butterfly_jax.io import pretrained, results as results_lib, rundir as rundir_lib, runtime
 from butterfly_jax.io.rundir import RunDir, provenance
-from butterfly_jax.run import progress, spec as spec_lib
+from butterfly_jax.run import progress, spec as spec_lib, writers as writers_lib
 from butterfly_jax.run.setup import Setup
 
 
@@ -521,10 +523,20 @@ def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alph
 
 
 def _run(spec, rundir, discard_unfinished, allow_code_change):
-  """The phases in order: set up, trunk, perturb, children, evaluate (and align/compare), assemble results."""
+  """Set up, then the phases (:func:`_phases`) with the live writers of ``log.writers`` open
+  (:mod:`butterfly_jax.run.writers`): they see every log line and, once results.json is written, the results."""
   t_start = time.time()
-  c = spec.config
   setup, plan, start = _set_up(spec, rundir, discard_unfinished, allow_code_change)
+  with writers_lib.opened(spec.config, rundir, fresh=start.phase is None) as writers:
+    results = _phases(setup, plan, start, rundir, t_start)
+    writers.finish(results)
+  return results
+
+
+def _phases(setup, plan, start, rundir, t_start):
+  """The phases in order: trunk, perturb, children, evaluate (and align/compare), assemble results; returns
+  results.json as a reader sees it."""
+  c = setup.c
   alphas = evaluate.alpha_grid(c.eval.num_alphas)
   indices = setup.evaluation_examples(c.eval.num_examples)
   during = setup.evaluation_examples(c.eval.during_num_examples, during=True)

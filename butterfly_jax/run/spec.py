@@ -31,6 +31,7 @@ from butterfly_jax.models.conv import CONV_IMPLS, RESNET_PADDINGS
 from butterfly_jax.models.layers import NORMS, POOLS
 from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, TEXT_MODELS, build_module
 from butterfly_jax.models.text import ACTIVATIONS, check_token_ids
+from butterfly_jax.run import writers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,8 +309,10 @@ def member_strategy(c, backend: str | None = None) -> str:
 
 def check(c: ml_collections.ConfigDict) -> None:
   """Every check of ``c`` that needs neither its data nor training: its fields' values
-  (:func:`butterfly_jax.config.validate`), the model and its arguments, the dataset and its settings."""
+  (:func:`butterfly_jax.config.validate`), the model and its arguments, the dataset and its settings, the live
+  writers' packages (:func:`butterfly_jax.run.writers.check`)."""
   config_lib.validate(c)
+  writers.check(c)
   choice(c.model.name, tuple(MODELS), "model.name")
   check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
   choice(c.model.resnet_padding, RESNET_PADDINGS, "model.resnet_padding")
