@@ -2,6 +2,7 @@
 the seeds' spread, the seed-bootstrap Spearman statistics, the σ*(t) figure's panels and markers, and
 ``python -m butterfly_jax.report --table=... --map`` on small made-up tables."""
 
+import json
 import math
 
 import numpy as np
@@ -16,9 +17,10 @@ from butterfly_jax.report.__main__ import main as report_main  # noqa: E402
 SPE = 100  # steps per epoch of the made-up tables
 
 
-def _table(values, kind="batch", single="", extra=None):
+def _table(values, kind="batch", single="", extra=None, test_error=False):
   """SYNTHETIC: a report table; ``values[t][seed][sigma]`` = the train-loss barrier, ``inf`` a diverged pair. Each
-  (t, seed) is one run with child 0, the σ = 0 twin (barrier 0) and a child per σ; ``extra``: more columns."""
+  (t, seed) is one run with child 0, the σ = 0 twin (barrier 0) and a child per σ; ``extra``: more columns;
+  ``test_error``: a test-error barrier column too, a fifth of the train loss."""
   rows = []
   for t, by_seed in values.items():
     for seed, by_sigma in by_seed.items():
@@ -29,6 +31,7 @@ def _table(values, kind="batch", single="", extra=None):
                      "perturb.mask.single": single, "perturbation": kind + ("/single-weight" if single else ""),
                      "pair_diverged": diverged, "vs_child0.barrier.train.loss": np.nan if diverged else v,
                      "vs_child0.l2": np.nan if diverged else 10 * v + sigma, "vs_child0.cka": 0.1 * v,
+                     **({"vs_child0.barrier.test.error": np.nan if diverged else v / 5} if test_error else {}),
                      **(extra or {})})
   return pd.DataFrame(rows)
 
@@ -164,7 +167,7 @@ def test_the_command_draws_the_map_of_a_written_table(tmp_path, capsys):
   _table(CROSSING).to_csv(table, index=False)
   assert report_main(["--table", str(table), "--map_thresholds=0.005,0.01"]) == 0  # out: the table's folder
   names = sorted(p.name for p in table.parent.iterdir())
-  assert names == ["map.md", "map_batch.png", "relations_batch.png", "table.csv", "threshold.png"]
+  assert names == ["figure1_batch.png", "map.md", "map_batch.png", "relations_batch.png", "table.csv", "threshold.png"]
   printed = capsys.readouterr().out
   assert all(str(table.parent / n) in printed for n in names if n != "table.csv")
   text = (table.parent / "map.md").read_text()
@@ -183,3 +186,195 @@ def test_the_command_draws_the_map_of_a_written_table(tmp_path, capsys):
   assert report_main(["--table", str(tmp_path / "missing.csv")]) == 2
   with pytest.raises(SystemExit):  # a usage error: not a number
     report_main(["--table", str(table), "--map-thresholds=0.01,x"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Thresholds that mean something: a per-t value, a per-network scale, each t's plateau; and figure 1.
+
+
+def test_sigma_star_takes_a_number_a_per_t_value_or_a_per_network_scale():
+  t = instability.pairs(_table(CROSSING))
+  number = instability.sigma_star(t, "train.loss", 0.01)
+  same = instability.sigma_star(t, "train.loss", {0: 0.01, 100: 0.01, 200: 0.01, 400: 0.01})
+  assert list(same["sigma_star"].fillna(-1)) == list(number["sigma_star"].fillna(-1))  # exactly, not approximately
+  assert list(same["status"]) == list(number["status"]) and (number["threshold"] == 0.01).all()
+  # per t, a (kind, t) key winning over a plain t: t = 0 held against 1.0 (nothing reaches it), t = 400 against
+  # 0.0005 (seed means 0, 0, 0.002: crossed between 1e-2 and 1)
+  per_t = instability.sigma_star(t, "train.loss", {0: 0.01, ("batch", 0): 1.0, 100: 0.01, 200: 0.01, 400: 0.0005})
+  per_t = per_t.set_index("t")
+  assert per_t.loc[0, "status"] == "below" and per_t.loc[0, "threshold"] == 1.0
+  assert per_t.loc[400, "status"] == "bracketed" and (per_t.loc[400, "bracket_lo"], per_t.loc[400, "bracket_hi"]) == (
+      1e-2, 1.0)
+  assert per_t.loc[400, "per_seed"][1][1] == [1e-2, 1.0]  # each seed against the same per-t value
+  # per network: seed 0 against 0.01 × 1, seed 1 against 0.01 × 10; the seed mean is of barrier / scale
+  scale = instability.NetworkScale({0: 1.0, 1: 10.0}, fraction=0.01)
+  star = instability.sigma_star(t, "train.loss", scale).set_index("t")
+  r = star.loc[100]  # barrier / scale: seed 0 (0.002, 0.1, 0.5), seed 1 (0, 0.002, 0.04); means 0.001, 0.051, 0.27
+  frac = (0.01 - 0.001) / (0.051 - 0.001)
+  assert r["status"] == "bracketed" and r["sigma_star"] == pytest.approx(10 ** (-4 + 2 * frac))
+  assert r["threshold"] == pytest.approx(0.01 * 5.5)  # the mean network's threshold, for tables
+  assert r["per_seed"][0][1] == [1e-4, 1e-2] and r["per_seed"][1][1] == [1e-2, 1.0]  # seed 1 against 0.1
+  assert star.loc[0, "status"] == "above"  # 0.05 / 1 and 0.04 / 10 average 0.027 at 1e-4: above 0.01 already
+  with pytest.raises(ValueError, match="no value for seed"):
+    instability.sigma_star(t, "train.loss", instability.NetworkScale({0: 1.0}, 0.01))
+  with pytest.raises(ValueError, match="no value for t = 400"):
+    instability.sigma_star(t, "train.loss", {0: 0.01, 100: 0.01, 200: 0.01})
+  with pytest.raises(ValueError, match="positive finite"):
+    instability.sigma_star(t, "train.loss", {0: 0.01, 100: 0.0, 200: 0.01, 400: 0.01})
+
+
+def test_plateau_threshold_doubles_each_ts_plateau_above_a_floor():
+  t = instability.pairs(_table(CROSSING))
+  plateau = instability.plateau(t, "train.loss").set_index("t")
+  assert (plateau["sigma"] == 1e-4).all()  # the grid's smallest σ
+  assert plateau.loc[0, "mean"] == pytest.approx(0.045) and plateau.loc[100, "mean"] == pytest.approx(0.001)
+  levels = instability.plateau_threshold(t, "train.loss", factor=2.0, floor=0.003)
+  assert levels == pytest.approx({("batch", 0): 0.09, ("batch", 100): 0.003, ("batch", 200): 0.003,
+                                  ("batch", 400): 0.003})  # 2 × 0.001 is under the floor: the floor
+  star = instability.sigma_star(t, "train.loss", levels).set_index("t")
+  assert star.loc[0, "status"] == "bracketed" and star.loc[0, "bracket_lo"] == 1e-2  # leaves the plateau at 1e-2+
+  assert star.loc[0, "threshold"] == pytest.approx(0.09)
+  with pytest.raises(ValueError, match="give a floor > 0"):  # t = 200 and 400: a plateau of 0
+    instability.plateau_threshold(t, "train.loss")
+  with pytest.raises(ValueError, match="factor must be > 1"):
+    instability.plateau_threshold(t, "train.loss", factor=1.0, floor=0.01)
+
+
+def _proxy_run(root, name, seed, rows):
+  """SYNTHETIC: a run directory holding config.json (its seed) and proxy.json ``rows`` of (fraction, train loss)."""
+  run = root / name
+  run.mkdir(parents=True)
+  (run / "config.json").write_text(json.dumps({"seed": seed}))
+  (run / "proxy.json").write_text(json.dumps({"child": 0, "seed": 0, "rows": [
+      {"target_fraction": f, "seed": i, "barrier": {"train": {"loss": v, "error": v / 4},
+                                                    "test": {"loss": v / 2, "error": v / 8}}}
+      for i, (f, v) in enumerate(rows)]}))
+  return run
+
+
+def test_read_scale_averages_the_full_permutations_per_network(tmp_path):
+  _proxy_run(tmp_path, "seed=0", 0, [(0.0, 1.0), (0.0, 3.0), (0.5, 100.0)])  # fraction 0.5: not the full permutation
+  run = _proxy_run(tmp_path, "seed=1", 1, [(0.0, 4.0)])
+  scale = instability.read_scale(tmp_path)
+  assert scale["train.loss"] == {0: 2.0, 1: 4.0} and scale["test.error"] == {0: 0.25, 1: 0.5}
+  assert instability.read_scale(run)["train.loss"] == {1: 4.0}  # one run directory
+  _proxy_run(tmp_path, "again", 1, [(0.0, 5.0)])
+  with pytest.raises(ValueError, match="hold seed 1"):
+    instability.read_scale(tmp_path)
+  with pytest.raises(ValueError, match="no proxy.json"):
+    instability.read_scale(tmp_path / "seed=0" / "missing")
+
+
+def test_reaching_counts_pairs_at_the_threshold_and_diverged_ones_among_them():
+  t = instability.pairs(_table(CROSSING))
+  small = instability.reaching(t, "train.loss", 0.01, max_sigma=1e-2).set_index("t")
+  assert small.loc[0, ["n", "reached"]].tolist() == [4, 4] and small.loc[100, ["n", "reached"]].tolist() == [4, 2]
+  assert small.loc[400, "reached"] == 0 and small.loc[100, "max"] == pytest.approx(0.1)
+  every = instability.reaching(t, "train.loss", 0.01).set_index("t")
+  assert every.loc[200, ["n", "reached", "diverged"]].tolist() == [6, 1, 1]  # the diverged pair reaches it
+
+
+def test_star_ratio_is_what_the_brackets_allow_and_censoring_leaves_an_end_open():
+  star = instability.sigma_star(instability.pairs(_table(CROSSING)), "train.loss", 0.01)
+  ratio = lambda a, b, **kw: instability.star_ratio(star, "batch", a, b, **kw)  # noqa: E731
+  assert ratio(100, 200) == pytest.approx((1.0, 1e4))  # [1e-4, 1e-2] to [1e-2, 1]
+  assert ratio(100, 400) == (100.0, math.inf)  # above the grid (> 1) from at most 1e-2
+  assert ratio(0, 100) == (1.0, math.inf)  # below the grid (< 1e-4): open above
+  assert ratio(0, 0) == (0.0, math.inf)
+  est = star.set_index("t")["sigma_star"]
+  assert ratio(100, 200, estimate=True) == pytest.approx((est[200] / est[100],) * 2)
+  assert instability.fmt_ratio(*ratio(100, 200)) == "between ×1 and ×10,000"
+  assert instability.fmt_ratio(*ratio(100, 400)) == "at least ×100"
+  assert instability.fmt_ratio(*ratio(0, 0)).startswith("not bounded")
+  assert instability.fmt_ratio(0.0, 1e-3) == "at most ×0.001"
+  lines = instability.threshold_table(star, "### at 0.01")
+  assert lines[0] == "### at 0.01"
+  assert "| batch | 0 | 0.01 | < 0.0001 (below the grid) | 0: < 0.0001, 1: < 0.0001 |" in lines
+  assert "| batch | 4 ep | 0.01 | > 1 (above the grid) | 0: > 1, 1: > 1 |" in lines
+  assert any(line.startswith("| batch | 1 ep | 0.01 | 0.000") and "[0.0001, 0.01]" in line for line in lines)
+
+
+# t = 0: every σ is at or above 2% test error (σ* below the grid); t = 100 crosses between 1e-2 and 1; t = 200 has a
+# diverged pair at σ = 1; t = 400 never reaches it (σ* above the grid). Test error: a fifth of the train loss.
+FIGURE = {0: {0: {1e-4: 0.2, 1e-2: 0.3, 1.0: 0.9}, 1: {1e-4: 0.15, 1e-2: 0.25, 1.0: 1.0}},
+          100: CROSSING[100], 200: CROSSING[200], 400: CROSSING[400]}
+
+
+def _texts(fig):
+  from matplotlib.text import Text
+  fig.draw_without_rendering()  # the tick labels are set at drawing
+  return [x for x in fig.findobj(Text) if x.get_visible() and x.get_text().strip()]
+
+
+def test_figure1_sigmas_are_few_and_two_decades_apart():
+  assert instability.figure1_sigmas([1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]) == [1e-5, 1e-3, 1e-1]
+  assert instability.figure1_sigmas([0.0, 1e-4, 3e-4, 1e-2, 3e-2], most=4) == [1e-4, 1e-2]
+  assert instability.figure1_sigmas([1e-6, 1e-4, 1e-2, 1.0, 100.0], most=2) == [1e-6, 1e-4]
+
+
+def test_figure1_draws_barrier_against_t_per_sigma_with_the_criterion_the_scale_and_sigma_star():
+  t = instability.pairs(_table(FIGURE, test_error=True))
+  scale = {"train.loss": {0: 1.0, 1: 2.0}, "test.error": {0: 0.3, 1: 0.5}}
+  fig = instability.figure1(t, "batch", scale=scale)
+  assert fig.get_size_inches()[0] == pytest.approx(3.3)  # a column's width
+  axes = [ax for ax in fig.axes if ax.get_title(loc="left")]
+  assert [ax.get_title(loc="left")[:3] for ax in axes] == ["(a)", "(b)", "(c)"]
+  assert "train-loss" in axes[0].get_title(loc="left") and "test-error" in axes[1].get_title(loc="left")
+  assert "2% test-error" in axes[2].get_title(loc="left")
+  cells = {m: instability.cells(t, m) for m in ("train.loss", "test.error")}
+  for ax, metric in zip(axes[:2], cells):
+    lines = {x.get_label(): x for x in ax.get_lines() if x.get_label().startswith("σ =")}
+    assert sorted(lines) == ["σ = 0.0001", "σ = 0.01", "σ = 1"]  # one line per σ, few
+    c = cells[metric][cells[metric]["sigma"] == 1.0].sort_values("t")
+    assert list(lines["σ = 1"].get_xdata()) == list(c["t"])  # in steps
+    assert list(lines["σ = 1"].get_ydata()) == pytest.approx(list(c["mean"]))  # the seed mean, diverged left out
+    assert [x for x in ax.get_children() if x.get_gid() == "excluded"]  # ✕ for the diverged pair at t = 200
+    assert ax.get_xscale() == "symlog" and ax.get_yscale() == "symlog"
+    assert ax.get_xlim()[0] < 0 < 10 < ax.get_xlim()[1]  # t = 0 inside the axis, at its left end
+  perm = [x for x in axes[0].get_lines() if x.get_label().startswith("full permutation")]
+  assert len(perm) == 1 and list(perm[0].get_ydata()) == [1.5, 1.5]  # the networks' mean
+  band = [p for p in axes[0].patches if hasattr(p, "get_height")]
+  assert [(p.get_y(), p.get_y() + p.get_height()) for p in band] == [(1.0, 2.0)]  # min to max
+  criterion = [x for x in axes[1].get_lines() if "LMC criterion" in x.get_label()]
+  assert len(criterion) == 1 and list(criterion[0].get_ydata()) == [0.02, 0.02] and "2%" in criterion[0].get_label()
+  assert not [x for x in axes[0].get_lines() if "criterion" in x.get_label()]  # on the error panel only
+  star = instability.sigma_star(t, "test.error", 0.02)
+  assert list(star["status"]) == ["above", "bracketed", "bracketed", "below"]
+  ok = star[star["status"] == "bracketed"]
+  line = next(x for x in axes[2].get_lines() if x.get_marker() == "o" and len(x.get_xdata()) == len(ok))
+  assert list(line.get_ydata()) == pytest.approx(list(ok["sigma_star"]))
+  bars = [c for c in axes[2].containers if type(c).__name__ == "ErrorbarContainer"]
+  spans = sorted((float(min(s[:, 1])), float(max(s[:, 1]))) for s in bars[0].lines[2][0].get_segments())
+  want = sorted(zip(ok["bracket_lo"], ok["bracket_hi"]))  # the bar: the two measured σ
+  assert [v for span in spans for v in span] == pytest.approx([v for span in want for v in span])
+  censored = {x.get_marker(): list(x.get_ydata()) for x in axes[2].get_lines() if x.get_marker() in ("v", "^")}
+  assert censored == {"v": [1e-4], "^": [1.0]}  # ▽ at the grid's smallest σ, △ at its largest
+  texts = _texts(fig)
+  assert min(x.get_fontsize() for x in texts) >= 7  # readable at a column's width
+  shown = [x.get_text() for x in texts]
+  assert {"0", "$\\mathregular{10^{1}}$", "$\\mathregular{10^{2}}$"} <= set(shown)  # t's decades, and t = 0
+  assert {"epoch", "1", "2", "4"} <= set(shown)  # the whole epochs marked
+  legend = " ".join(x.get_text() for x in fig.legends[0].get_texts())
+  assert "σ* below the grid" in legend and "σ* above the grid" in legend and "full permutation (2 networks)" in legend
+
+
+def test_figure1_without_an_error_barrier_or_a_scale_draws_what_the_table_has():
+  t = instability.pairs(_table(FIGURE))
+  fig = instability.figure1(t, "batch")
+  axes = [ax for ax in fig.axes if ax.get_title(loc="left")]
+  assert len(axes) == 1 and "train-loss" in axes[0].get_title(loc="left")  # no test error: no criterion, no σ*
+  assert not [x for x in axes[0].get_lines() if x.get_label().startswith("full permutation")]
+  with pytest.raises(ValueError, match="no pairs of kind"):
+    instability.figure1(t, "gaussian")
+
+
+def test_the_command_draws_the_full_permutation_barrier_it_is_given(tmp_path, capsys):
+  table = tmp_path / "table.csv"
+  _table(FIGURE, test_error=True).to_csv(table, index=False)
+  scale = tmp_path / "scale"
+  _proxy_run(scale, "seed=0", 0, [(0.0, 1.0)])
+  _proxy_run(scale, "seed=1", 1, [(0.0, 2.0)])
+  assert report_main(["--table", str(table), "--out", str(tmp_path / "out"), f"--map-scale={scale}"]) == 0
+  assert (tmp_path / "out" / "figure1_batch.png").stat().st_size > 0
+  assert report_main(["--table", str(table), "--out", str(tmp_path / "bad"), f"--map-scale={tmp_path / 'none'}"]) == 2
+  assert "no proxy.json" in capsys.readouterr().err

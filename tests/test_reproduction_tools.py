@@ -371,3 +371,38 @@ def test_claims_lists_the_networks_that_ended_at_chance_per_cell(capsys):
   assert "0.0001" not in out and "| batch | 50 steps | 0 |" not in out
   claims.print_untrained(t.assign(**{"train.accuracy": 0.9, "child0.train.accuracy": 0.9}))
   assert "None: child 0 and every perturbed child learned" in capsys.readouterr().out
+
+
+def test_thresholds_lead_with_the_2pct_criterion_and_say_where_sigma_star_is_censored(tmp_path, capsys):
+  """``python -m reproduction.thresholds`` on a made-up map: at t = 0 every σ leaves a 3% test-error barrier (σ*
+  below the grid, said in words), at 1 epoch only σ = 1 does; the headline table comes first, each t's plateau is
+  read against the full-permutation barrier, and the pairs at the criterion are counted."""
+  rows = []
+  for t in (0, 100):
+    for seed in (0, 1):
+      for child, sigma in enumerate((0.0, 1e-4, 1e-2, 1.0), start=1):
+        err = 0.0 if sigma == 0 else (0.03 if t == 0 else (0.05 if sigma == 1.0 else 0.001))
+        rows.append({"run": f"{t},{seed}", "status": "finished", "child": child, "seed": seed, "t": t,
+                     "steps_per_epoch": 100, "perturb.scale": sigma, "perturb.kind": "batch", "perturb.mask.single": "",
+                     "pair_diverged": False, "vs_child0.barrier.test.error": err,
+                     "vs_child0.barrier.train.error": err, "vs_child0.barrier.train.loss": 4 * err})
+  table = tmp_path / "table.csv"
+  pd.DataFrame(rows).to_csv(table, index=False)
+  for seed, loss in ((0, 1.0), (1, 3.0)):
+    run = tmp_path / "scale" / f"seed={seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"seed": seed}))
+    (run / "proxy.json").write_text(json.dumps({"rows": [{"target_fraction": 0.0, "barrier": {
+        "train": {"loss": loss, "error": 0.5}, "test": {"loss": loss, "error": 0.4}}}]}))
+  from reproduction import thresholds
+  thresholds.main([f"--map={table}", f"--scale={tmp_path / 'scale'}"])
+  out = capsys.readouterr().out
+  assert out.startswith("# σ*(t) at thresholds that mean something")
+  assert out.index("### Headline: σ* at a seed-mean test-error barrier of 2%") < out.index("### σ* at a seed-mean "
+                                                                                           "train-error barrier")
+  assert "| batch | 0 | 0.02 | < 0.0001 (below the grid) | 0: < 0.0001, 1: < 0.0001 |" in out
+  assert "| batch | 1 ep | 0.02 | 0." in out and "[0.01, 1] | " in out  # crossed between the two largest σ
+  assert "| batch | 0 | 0.0001 | 0.12 [0.12, 0.12] | 6% | 0.03 [0.03, 0.03] | 4 of 4 |" in out  # 0.12 / 2.0
+  assert "Before 1 epoch (t = 0), 4 of 4 pairs with 0 < σ ≤ 0.01 reach a 2% test-error barrier" in out
+  assert "| 2% test error (headline) | batch | 0: < 0.0001 (below the grid) | 1 ep: " in out
+  assert "at least ×100" in out  # from below 1e-4 to a bracket [1e-2, 1]

@@ -3,7 +3,8 @@
   python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures] [--map] [--no-page]
   python -m butterfly_jax.report --table TABLE --map [--out TABLE's folder]
 
-with ``--map-metric`` and ``--map-thresholds`` for the instability map (:mod:`butterfly_jax.report.instability`).
+with ``--map-metric``, ``--map-thresholds`` and ``--map-scale`` for the instability map
+(:mod:`butterfly_jax.report.instability`).
 ``--runs`` prints the summary and the files written, the report page (``index.html``,
 :mod:`butterfly_jax.report.page`) last, and exits 2 when ``DIR`` holds no run directories; ``--table`` draws only
 the map, from a table the report wrote. Either exits 2 when ``--map`` finds no map to draw (``--runs`` writes the
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
   parser.add_argument(*spellings("--no-figures"), action="store_true", help="write the tables only (with --map: "
                       "map.md, no map figures)")
   parser.add_argument("--map", action="store_true", help="also the instability map: map.md, map_<kind>.png, "
-                      "threshold.png and relations_<kind>.png in the output folder (a sweep over perturb.time and σ)")
+                      "threshold.png, relations_<kind>.png and figure1_<kind>.png in the output folder (a sweep over "
+                      "perturb.time and σ)")
   parser.add_argument(*spellings("--no-page"), action="store_true", help="no index.html (the report page: figures, "
                       "captions, summary, table, map and provenance in one self-contained file)")
   parser.add_argument(*spellings("--map-metric"), default="train.loss", choices=METRICS,
@@ -53,6 +55,9 @@ def main(argv=None) -> int:
   parser.add_argument(*spellings("--map-thresholds"), type=_thresholds, default=_thresholds(THRESHOLDS),
                       help=f"barrier values σ*(t) is found for, comma-separated (one panel each; default: "
                       f"{THRESHOLDS})")
+  parser.add_argument(*spellings("--map-scale"), default=None,
+                      help="a run directory holding proxy.json (python -m butterfly_jax.proxy --fractions=0), or a "
+                      "folder of them: figure1_<kind>.png draws their full-permutation barrier")
   args = parser.parse_args(argv)
   try:
     if args.table:
@@ -71,8 +76,9 @@ def main(argv=None) -> int:
   if args.map or args.table:
     from butterfly_jax.report.instability import make_map
     try:
-      made = make_map(table, out, args.map_metric, args.map_thresholds, figures=not args.no_figures)
-    except ReportError as e:
+      made = make_map(table, out, args.map_metric, args.map_thresholds, figures=not args.no_figures,
+                      scale=args.map_scale)
+    except (ReportError, ValueError, FileNotFoundError) as e:
       print(f"error: --map: {e}", file=sys.stderr)
       made, status = [], 2
     for p in made:

@@ -21,16 +21,33 @@ reaches a threshold: :func:`butterfly_jax.threshold.crossing` on the grid of σ 
 interpolation between the two measured σ around the crossing (the bracket). A t where the smallest σ of the grid
 already reaches the threshold is censored (σ* is below the grid), as is one where no σ does (σ* above the grid).
 
+A threshold is a number, a per-t value or a per-network scale (:func:`pair_thresholds`). Three that mean something
+beyond the map: the 2% error criterion of linear mode connectivity (:data:`CRITERION`), each t's own plateau
+(:func:`plateau_threshold`: where the barrier starts to grow with σ) and a fraction of each network's
+full-permutation barrier (:class:`NetworkScale` of :func:`read_scale`). :func:`figure1` draws the paper's Figure 1
+(barrier against t, one line per σ, with the criterion, the full-permutation barrier and σ*(t) at the criterion)
+at a column's width::
+
+  scale = instability.read_scale("runs_scale/")                # {metric: {seed: full-permutation barrier}}
+  star = instability.sigma_star(pairs, "test.error", 0.02)     # the 2% criterion
+  star = instability.sigma_star(pairs, "train.loss", instability.NetworkScale(scale["train.loss"], 0.1))
+  star = instability.sigma_star(pairs, "train.loss", instability.plateau_threshold(pairs, "train.loss", 2, 0.01))
+  fig = instability.figure1(pairs, "batch", scale=scale)
+
 Loading and the numbers need pandas, numpy and scipy only; matplotlib is imported by the figures.
 """
 
+import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from butterfly_jax.report import plotting as P
 from butterfly_jax.report.context import n_text, slug
 from butterfly_jax.report.figures import settings
 from butterfly_jax.report.page import figure_line
@@ -50,6 +67,11 @@ LEVEL = 0.95
 N_BOOT = 2000
 # the heatmap's colour floor: barriers below it share its colour
 FLOOR = 1e-4
+# the headline threshold: the 2% error criterion of linear mode connectivity (Frankle et al., 2020; the paper takes
+# it), on the test error: σ*(t) at it is drawn in figure1_<kind>.png
+CRITERION = ("test.error", 0.02)
+FIGURE1_WIDTH = 3.3  # inches: one column of a two-column paper
+STAR_COLOR = "0.1"  # σ* in figure1: black, apart from the σ lines' colours
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,30 +148,46 @@ def _status(text: str) -> str:
   return text.split(":")[0]
 
 
-def sigma_star(t: pd.DataFrame, metric: str, threshold: float) -> pd.DataFrame:
+def sigma_star(t: pd.DataFrame, metric: str, threshold) -> pd.DataFrame:
   """σ*(t) per (kind, t), from the seed-mean barrier over the σ > 0 of the grid (a diverged pair counts as infinite).
+
+  ``threshold``: a number (every t), a per-t value (a mapping from t, or from (kind, t), to a number: e.g.
+  :func:`plateau_threshold`) or a per-network scale (:class:`NetworkScale`: the pairs of seed s are held against
+  ``fraction × values[s]``; the seed mean is then taken of each pair's barrier divided by its network's scale, and
+  reaches ``fraction``). :func:`pair_thresholds` says what each pair is held against.
 
   Columns: ``status`` (``bracketed``; ``above``: the grid's smallest σ already reaches the threshold, σ* is below
   ``lo``; ``below``: no σ does, σ* is above ``hi``), ``sigma_star`` (the log-linear interpolation, NaN unless
   bracketed: an estimate between two measured σ, not a measured σ), ``bracket`` (the pair, None unless bracketed),
   ``bracket_lo`` and ``bracket_hi`` (the two
   measured σ around the crossing, NaN unless bracketed), ``lo`` and ``hi`` (the grid's smallest and largest σ),
-  ``per_seed`` (``{seed: crossing(...)}``, each seed's own (status, bracket, estimate) on its own barriers) and
+  ``per_seed`` (``{seed: crossing(...)}``, each seed's own (status, bracket, estimate) on its own barriers against
+  its own threshold), ``threshold`` (the barrier value of the row's threshold; for a :class:`NetworkScale`,
+  ``fraction`` × the mean scale of the row's seeds, a summary: each network is held against its own) and
   ``steps_per_epoch``.
   """
-  t = t[t["sigma"] > 0].assign(value=barrier_values(t[t["sigma"] > 0], metric))
+  t = t[t["sigma"] > 0]
+  t = t.assign(value=barrier_values(t, metric), threshold=pair_thresholds(t, threshold))
+  per_network = isinstance(threshold, NetworkScale)
   rows = []
   for (kind, step), g in t.groupby(["kind", "t"]):
-    means = g.groupby("sigma")["value"].mean()  # inf if any seed diverged: above the threshold
-    status, bracket, est = crossing(list(means.index), list(means.values), threshold)
+    if per_network:  # each pair as a fraction of its own network's scale; the seed mean of that reaches `fraction`
+      scaled = g["value"] / g["threshold"] * threshold.fraction
+      means = scaled.groupby(g["sigma"]).mean()
+      level, shown = threshold.fraction, float(g.groupby("seed")["threshold"].first().mean())
+    else:
+      means = g.groupby("sigma")["value"].mean()  # inf if any seed diverged: above the threshold
+      level = shown = float(g["threshold"].iloc[0]) if not isinstance(threshold, (int, float)) else threshold
+    status, bracket, est = crossing(list(means.index), list(means.values), level)
     per_seed = {}
     for seed, gs in g.groupby("seed"):
       gs = gs.sort_values("sigma")
-      per_seed[int(seed)] = crossing(list(gs["sigma"]), list(gs["value"]), threshold)
+      per_seed[int(seed)] = crossing(list(gs["sigma"]), list(gs["value"]),
+                                     float(gs["threshold"].iloc[0]) if per_network else level)
     rows.append({"kind": kind, "t": int(step), "status": _status(status), "sigma_star": est,
                  "bracket": bracket, "bracket_lo": bracket[0] if bracket else math.nan,
                  "bracket_hi": bracket[1] if bracket else math.nan, "lo": float(means.index.min()),
-                 "hi": float(means.index.max()), "per_seed": per_seed,
+                 "hi": float(means.index.max()), "per_seed": per_seed, "threshold": float(shown),
                  "steps_per_epoch": int(g["steps_per_epoch"].iloc[0])})
   return pd.DataFrame(rows)
 
@@ -168,6 +206,180 @@ def seed_spread(star: pd.DataFrame) -> pd.DataFrame:
                  "min": min(est) if est else math.nan, "max": max(est) if est else math.nan,
                  "ratio": max(est) / min(est) if len(est) > 1 else math.nan})
   return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Thresholds that mean something: the 2% error criterion, a t's own plateau, a fraction of a network's scale.
+
+
+@dataclass(frozen=True)
+class NetworkScale:
+  """A per-network threshold for :func:`sigma_star`: the pairs of seed ``s`` (one trunk, one child 0: one network)
+  are held against ``fraction × values[s]``, that network's own yardstick (e.g. the barrier between it and a fully
+  permuted copy of itself, :func:`read_scale`). ``name`` says what the scale is, for tables and figures."""
+  values: Mapping
+  fraction: float = 1.0
+  name: str = "full-permutation barrier"
+
+
+def _check_levels(levels, what: str) -> np.ndarray:
+  levels = np.asarray(levels, float)
+  bad = ~(np.isfinite(levels) & (levels > 0))
+  if bad.any():
+    raise ValueError(f"threshold: {what} must be positive finite numbers, got {sorted(set(levels[bad].tolist()))}")
+  return levels
+
+
+def pair_thresholds(t: pd.DataFrame, threshold) -> pd.Series:
+  """The barrier value each pair of ``t`` (:func:`pairs`) is held against: ``threshold`` a number, a per-t value (a
+  mapping from (kind, t) or from t to a number; (kind, t) wins where both are given) or a :class:`NetworkScale`
+  (``fraction × values[seed]``). Raises ValueError where a t or a seed has no threshold, or a threshold is not a
+  positive finite number."""
+  if isinstance(threshold, NetworkScale):
+    seeds = t["seed"].astype(int)
+    missing = sorted(set(seeds) - {int(k) for k in threshold.values})
+    if missing:
+      raise ValueError(f"threshold: the {threshold.name} has no value for seed(s) {missing}")
+    scale = {int(k): float(v) for k, v in threshold.values.items()}
+    _check_levels(list(scale.values()), f"the {threshold.name}'s values")
+    levels = [threshold.fraction * scale[s] for s in seeds]
+  elif isinstance(threshold, (Mapping, pd.Series)):
+    mapping = dict(threshold)
+    levels = []
+    for kind, step in zip(t["kind"], t["t"].astype(int)):
+      level = mapping.get((kind, step), mapping.get(step))
+      if level is None:
+        raise ValueError(f"threshold: no value for t = {step} ({kind})")
+      levels.append(level)
+  else:
+    levels = [threshold] * len(t)
+  return pd.Series(_check_levels(levels, "thresholds"), index=t.index, dtype=float)
+
+
+def plateau(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+  """Each t's own plateau: per (kind, t), the :func:`cells` row of the grid's smallest σ > 0 (``sigma``, the seed
+  ``mean``, ``min``, ``max``, ``n``, ``diverged``): the barrier the smallest perturbation measured leaves. Where the
+  barrier does not depend on σ at small σ (the early map), every small σ leaves about this."""
+  c = cells(t[t["sigma"] > 0], metric)
+  return c.loc[c.groupby(["kind", "t"])["sigma"].idxmin()].reset_index(drop=True)
+
+
+def plateau_threshold(t: pd.DataFrame, metric: str, factor: float = 2.0, floor: float = 0.0) -> dict:
+  """A per-t threshold relative to each t's own :func:`plateau`: ``{(kind, t): max(factor × plateau, floor)}``.
+  σ* at it is where the barrier stops being the plateau and starts to grow with σ (it says nothing about whether the
+  plateau itself is a barrier). ``floor``, in barrier units, keeps a plateau of ~0 (late t) from putting the
+  threshold on noise: a barrier that doubles from nothing is still nothing. Raises ValueError where a threshold
+  would be 0 (a plateau of 0 with no floor) or not finite."""
+  if not factor > 1:
+    raise ValueError(f"plateau_threshold: factor must be > 1 (the plateau itself would reach it), got {factor}")
+  out = {}
+  for _, r in plateau(t, metric).iterrows():
+    level = max(factor * r["mean"], floor) if np.isfinite(r["mean"]) else floor
+    if not (level > 0 and math.isfinite(level)):
+      raise ValueError(f"plateau_threshold: the plateau at t = {int(r['t'])} ({r['kind']}) is {r['mean']!r}: give a "
+                       f"floor > 0")
+    out[(r["kind"], int(r["t"]))] = float(level)
+  return out
+
+
+def read_scale(path) -> dict:
+  """The full-permutation barrier of each network: ``{metric: {seed: value}}`` for ``train.loss``, ``train.error``,
+  ``test.loss`` and ``test.error``, each the mean over the random permutations at fraction 0 of a ``proxy.json``
+  (``python -m butterfly_jax.proxy --fractions=0``: the barrier between a trained network and a fully permuted copy
+  of itself, the same function with every hidden unit moved). ``path``: a run directory holding ``proxy.json``, or
+  a folder of them (``*/proxy.json``); the seed is each run's ``config.json``'s. Raises ValueError where no
+  proxy.json has rows at fraction 0, or two hold the same seed."""
+  path = Path(path)
+  files = [path / "proxy.json"] if (path / "proxy.json").exists() else sorted(path.glob("*/proxy.json"))
+  out = {f"{split}.{m}": {} for split in ("train", "test") for m in ("loss", "error")}
+  for f in files:
+    seed = int(json.loads((f.parent / "config.json").read_text())["seed"])
+    rows = [r for r in json.loads(f.read_text())["rows"] if float(r["target_fraction"]) == 0.0]
+    if not rows:
+      continue
+    if seed in out["train.loss"]:
+      raise ValueError(f"read_scale: two proxy.json files under {path} hold seed {seed}")
+    for metric in out:
+      split, m = metric.split(".")
+      out[metric][seed] = float(np.mean([r["barrier"][split][m] for r in rows]))
+  if not out["train.loss"]:
+    raise ValueError(f"read_scale: no proxy.json with rows at fraction 0 under {path}")
+  return out
+
+
+def reaching(t: pd.DataFrame, metric: str, threshold, max_sigma: float | None = None) -> pd.DataFrame:
+  """How many pairs reach ``threshold`` (anything :func:`pair_thresholds` takes), per (kind, t): ``n`` (pairs with
+  0 < σ ≤ ``max_sigma``), ``reached`` (a diverged pair counts as reaching it), ``diverged``, and the pairs' barrier
+  ``min``/``max`` (the pairs that did not diverge). The size of an effect in pairs, beside the seed means."""
+  d = t[t["sigma"] > 0]
+  if max_sigma is not None:
+    d = d[d["sigma"] <= max_sigma]
+  d = d.assign(value=barrier_values(d, metric), level=pair_thresholds(d, threshold))
+  rows = []
+  for (kind, step), g in d.groupby(["kind", "t"]):
+    finite = g["value"][np.isfinite(g["value"])]
+    rows.append({"kind": kind, "t": int(step), "n": len(g), "reached": int((g["value"] >= g["level"]).sum()),
+                 "diverged": int((~np.isfinite(g["value"])).sum()),
+                 "min": finite.min() if len(finite) else math.nan, "max": finite.max() if len(finite) else math.nan,
+                 "steps_per_epoch": int(g["steps_per_epoch"].iloc[0])})
+  return pd.DataFrame(rows)
+
+
+def star_interval(row, estimate: bool = False) -> tuple:
+  """Where a row of :func:`sigma_star` puts σ*, as measured σ: the bracket when bracketed (with ``estimate``, the
+  interpolated σ* itself, twice), ``(0, lo]`` when σ* is below the grid (censored: a bound, not a value),
+  ``[hi, inf)`` when above it."""
+  if row["status"] == "bracketed":
+    if estimate:
+      return float(row["sigma_star"]), float(row["sigma_star"])
+    return float(row["bracket_lo"]), float(row["bracket_hi"])
+  return (0.0, float(row["lo"])) if row["status"] == "above" else (float(row["hi"]), math.inf)
+
+
+def star_ratio(star: pd.DataFrame, kind: str, t0: int, t1: int, estimate: bool = False) -> tuple:
+  """How much σ* changes from t0 to t1 for ``kind``, as the interval of σ*(t1) / σ*(t0) that the two
+  :func:`star_interval` allow: ``(lo, hi)``, 0 or inf where a censored end leaves it open. By default from the
+  brackets (what was measured); with ``estimate``, from the interpolated σ* where there is one (an estimate)."""
+  r = star.set_index(["kind", "t"])
+  (a_lo, a_hi), (b_lo, b_hi) = (star_interval(r.loc[(kind, v)], estimate) for v in (t0, t1))
+  lo = b_lo / a_hi if a_hi > 0 and math.isfinite(a_hi) else 0.0
+  hi = b_hi / a_lo if a_lo > 0 else math.inf
+  return lo, hi
+
+
+def _times(x: float) -> str:
+  return f"×{x:,.0f}" if x >= 10 else f"×{x:.3g}"
+
+
+def fmt_ratio(lo: float, hi: float) -> str:
+  """:func:`star_ratio`'s interval as text: ``between ×0.1 and ×10``, ``at least ×1,000``, ``at most ×0.001``, or
+  ``not bounded`` (both ends censored on the same side of the grid)."""
+  if lo > 0 and math.isfinite(hi):
+    return f"between {_times(lo)} and {_times(hi)}" if lo != hi else _times(lo)
+  if lo > 0:
+    return f"at least {_times(lo)}"
+  return f"at most {_times(hi)}" if math.isfinite(hi) else "not bounded (both ends censored on the same side)"
+
+
+def _censored_cell(status: str, est: float, bracket, lo: float, hi: float) -> str:
+  if status == "bracketed":
+    return f"{fmt_value(est)} [{bracket[0]:g}, {bracket[1]:g}]"
+  return f"< {lo:g} (below the grid)" if status == "above" else f"> {hi:g} (above the grid)"
+
+
+def threshold_table(star: pd.DataFrame, heading: str, level_digits: int = 3) -> list:
+  """Markdown lines: ``heading`` then, per (kind, t) of :func:`sigma_star`, the barrier value it is held against,
+  σ* of the seed means with its bracket (the two measured σ around the crossing; σ* itself is interpolated between
+  them), censoring said in words (``< 1e-05 (below the grid)``: a bound, not a value), and each seed's own σ* (``<``
+  and ``>`` as in :func:`star_table`). ``level_digits``: significant digits of the threshold column."""
+  out = [heading, "", "| kind | t | threshold | σ* [bracket] (seed mean) | per seed |",
+         "| --- | --- | ---: | ---: | --- |"]
+  for _, r in star.sort_values(["kind", "t"]).iterrows():
+    seeds = ", ".join(f"{k}: {_star_cell(_status(v[0]), v[2], r['lo'], r['hi'])}"
+                      for k, v in sorted(r["per_seed"].items()))
+    out.append(f"| {r['kind']} | {time_label(r['t'], r['steps_per_epoch'])} | {r['threshold']:.{level_digits}g} | "
+               f"{_censored_cell(r['status'], r['sigma_star'], r['bracket'], r['lo'], r['hi'])} | {seeds} |")
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -319,16 +531,16 @@ def map_figure(g: pd.DataFrame, kind: str, metric: str, extra: bool = False):
   return fig
 
 
-def threshold_panel(ax, star: pd.DataFrame, unit: str) -> None:
-  """σ*(t) of one threshold on ``ax``, one colour per kind (kinds side by side at each t, so that none hides
-  another): the seed-mean estimate as a hollow circle joined by a line, inside a bar from the bracket's lower to
-  its upper measured σ (the estimate is interpolated between them, not measured); a censored t as a hollow
-  triangle at the grid's edge (▽ at the smallest σ: σ* is below it; △ at the largest: σ* is above it); each
-  seed's own bracketed σ* as a small hollow circle. The x axis is symlog in steps, labelled at every t."""
+def draw_sigma_star(ax, star: pd.DataFrame, ms: float = 5, censored_ms: float = 9, colors=None) -> None:
+  """The markers of :func:`threshold_panel` for ``star`` (:func:`sigma_star`) on ``ax`` in steps, no axis styling:
+  per kind (its colour, kinds shifted side by side), the seed-mean σ* hollow on a line inside its bracket's bar, a
+  censored t as a hollow triangle at the grid's edge (▽ at the smallest σ, △ at the largest) and each seed's own
+  bracketed σ* as a small hollow circle. ``ms``, ``censored_ms``: marker sizes; ``colors``: ``{kind: colour}``
+  in place of :data:`KIND_COLORS`."""
   kinds = sorted(star["kind"].unique())
   for i, (kind, g) in enumerate(star.groupby("kind")):
     g = g.sort_values("t")
-    color = KIND_COLORS.get(kind, f"C{i}")
+    color = (colors or KIND_COLORS).get(kind, f"C{i}")
     shift = (i - (len(kinds) - 1) / 2) * 0.05  # a small shift on the symlog axis per kind
 
     def x(step):
@@ -338,14 +550,23 @@ def threshold_panel(ax, star: pd.DataFrame, unit: str) -> None:
     xs, est = [x(v) for v in ok["t"]], np.array(ok["sigma_star"], float)
     ax.errorbar(xs, est, yerr=[est - np.array(ok["bracket_lo"], float), np.array(ok["bracket_hi"], float) - est],
                 fmt="none", ecolor=color, elinewidth=1.2, capsize=3, alpha=0.8)
-    ax.plot(xs, est, "o-", color=color, ms=5, mfc="white", mew=1.3, lw=1.2, label=KIND_LABEL.get(kind, kind))
+    ax.plot(xs, est, "o-", color=color, ms=ms, mfc="white", mew=1.3, lw=1.2, label=KIND_LABEL.get(kind, kind))
     for _, r in g.iterrows():
       if r["status"] != "bracketed":  # censored: σ* is below the grid's smallest σ, or above its largest
         ax.plot(x(r["t"]), r["lo"] if r["status"] == "above" else r["hi"], "v" if r["status"] == "above" else "^",
-                color=color, ms=9, mfc="none")
+                color=color, ms=censored_ms, mfc="none")
       for status, _, seed_est in r["per_seed"].values():
         if _status(status) == "bracketed":
           ax.plot(x(r["t"]), seed_est, "o", color=color, ms=3, mfc="none", alpha=0.6)
+
+
+def threshold_panel(ax, star: pd.DataFrame, unit: str) -> None:
+  """σ*(t) of one threshold on ``ax``, one colour per kind (kinds side by side at each t, so that none hides
+  another): the seed-mean estimate as a hollow circle joined by a line, inside a bar from the bracket's lower to
+  its upper measured σ (the estimate is interpolated between them, not measured); a censored t as a hollow
+  triangle at the grid's edge (▽ at the smallest σ: σ* is below it; △ at the largest: σ* is above it); each
+  seed's own bracketed σ* as a small hollow circle. The x axis is symlog in steps, labelled at every t."""
+  draw_sigma_star(ax, star)
   ax.set_xscale("symlog", linthresh=10)
   ax.set_yscale("log")
   ax.set_ylim(float(star["lo"].min()) / 3, float(star["hi"].max()) * 3)
@@ -444,6 +665,136 @@ def relations_figure(t: pd.DataFrame, kind: str, metric: str):
   return fig
 
 
+def figure1_sigmas(sigmas, ratio: float = 100.0, most: int = 4) -> list:
+  """The σ :func:`figure1` draws by default: the grid's smallest σ > 0, then each next σ at least ``ratio`` times
+  the last drawn (every other decade on a grid of decades), at most ``most``: few lines, each telling its own story
+  (σ on the plateau draw on top of each other)."""
+  out = []
+  for s in sorted({float(v) for v in sigmas if float(v) > 0}):
+    if len(out) < most and (not out or s >= ratio * out[-1] * (1 - 1e-9)):
+      out.append(s)
+  return out
+
+
+def _barrier_panel(ax, c: pd.DataFrame, sigmas, styles, fs: float) -> tuple:
+  """Figure 1's lines on ``ax``: per σ of ``sigmas``, the seed-mean barrier of :func:`cells` ``c`` against t with a
+  min-max band; a t where pairs diverged gets ✕ at the top (their number beside it), the mean over the others.
+  Returns how many rows of ✕ it drew and the largest barrier drawn (0 if none)."""
+  rows, top = 0, 0.0
+  for s in sigmas:
+    g = c[c["sigma"] == s].sort_values("t")
+    color, marker = styles.style(s)
+    ax.plot(g["t"], g["mean"], marker=marker, color=color, ms=4.5, lw=1.4, label=f"σ = {s:g}", mfc="white")
+    if len(g) > 1:
+      ax.fill_between(g["t"], g["min"], g["max"], color=color, alpha=0.15, linewidth=0)
+    top = max([top] + [v for v in g["max"] if np.isfinite(v)])
+    hit = g[g["diverged"] > 0]
+    if len(hit):
+      P.excluded(ax, hit["t"], hit["diverged"], color, row=rows)
+      rows += 1
+  ax.tick_params(labelsize=fs - 0.5)
+  return rows, top
+
+
+def _scale_band(ax, values: dict, fs: float) -> None:
+  """The full-permutation barrier as a grey line at its mean over networks and a band from its min to max."""
+  v = np.asarray(list(values.values()), float)
+  ax.axhspan(v.min(), v.max(), color="0.55", alpha=0.25, linewidth=0)
+  ax.axhline(v.mean(), color="0.35", lw=1.3, ls="-", label=f"full permutation ({len(v)} network{'s' * (len(v) > 1)})")
+
+
+def figure1(t: pd.DataFrame, kind: str = "batch", metric: str = "train.loss", criterion=None, scale=None,
+            sigmas=None, width: float = FIGURE1_WIDTH, extra: bool = False):
+  """The paper's Figure 1 for one kind of a map, at a column's width (``width`` inches): the barrier after training
+  against the perturbation time t, one line per σ (seed mean, band: min-max over seeds), with
+
+  - (a) the ``metric`` barrier (the paper's: train loss), and the full-permutation barrier as a grey line (mean
+    over networks) in a band (min-max) where ``scale`` (:func:`read_scale`'s ``{metric: {seed: value}}``) has it;
+  - (b) the ``criterion`` metric's barrier (default :data:`CRITERION`: the test error) with the criterion drawn as a
+    dashed line, and its full-permutation barrier likewise;
+  - (c) σ*(t) at the criterion (:func:`sigma_star` on the seed means: hollow circle inside the bracket's bar,
+    censored t as ▽ at the grid's smallest σ or △ at its largest, small circles each seed's own σ*).
+
+  A panel whose barrier the table lacks is left out. t is on a symlog axis in steps (t = 0 at its left end, linear
+  up to 10 steps, labelled at 0 and the decades), the whole epochs marked by dotted lines; barriers are symlog,
+  linear below 1e-3. ``sigmas``: the σ drawn (default :func:`figure1_sigmas`); ``extra``: the children trained T
+  steps after t (said in the title). ``t``: :func:`pairs`."""
+  from matplotlib.figure import Figure
+  from matplotlib.lines import Line2D
+  metric_c, level = criterion or CRITERION
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0)]
+  if d.empty:
+    raise ValueError(f"figure1: no pairs of kind {kind!r}")
+  sigmas = figure1_sigmas(d["sigma"]) if sigmas is None else sorted(float(v) for v in sigmas)
+  metrics = [m for m in dict.fromkeys((metric, metric_c)) if f"vs_child0.barrier.{m}" in d]
+  star = sigma_star(d, metric_c, level) if f"vs_child0.barrier.{metric_c}" in d else None
+  n = len(metrics) + (star is not None)
+  if not n:
+    raise ValueError(f"figure1: the table has neither a {metric} nor a {metric_c} barrier")
+  fs = 8.0
+  fig = Figure(figsize=(width, 1.75 * n + 1.25), layout="constrained")
+  axes = list(fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
+  styles = P.SigmaStyles(d["sigma"])
+  spe = int(d["steps_per_epoch"].iloc[0])
+  steps = sorted(d["t"].unique())
+  letters = iter("abcd")
+  handles = []
+  for ax, m in zip(axes, metrics):
+    rows, top = _barrier_panel(ax, cells(d, m), sigmas, styles, fs)
+    if not handles:
+      handles += ax.get_legend_handles_labels()[0]
+    if scale and scale.get(m):
+      _scale_band(ax, scale[m], fs)
+    if m == metric_c:
+      text = f"{100 * level:g}% {m.split('.')[1]}" if m.endswith(".error") else f"{level:g}"
+      ax.axhline(level, color="k", ls="--", lw=1.2,
+                 label=text + (" (LMC criterion)" if (metric_c, level) == CRITERION else " (criterion)"))
+    P.symlog(ax, "y")
+    shown = [top, *(scale or {}).get(m, {}).values(), level if m == metric_c else 0, P.BARRIER_LINTHRESH]
+    ax.set_ylim(-0.1 * P.BARRIER_LINTHRESH, 3 * max(shown))  # barriers are ≥ 0: nothing below 0 to show
+    P.pad_top(ax, rows)
+    split, name = m.split(".")
+    ax.set_ylabel(f"{split} {name} barrier", fontsize=fs)
+    ax.set_title(f"({next(letters)}) {split}-{name} barrier", fontsize=fs, loc="left")
+  for h in (ax.get_legend_handles_labels() for ax in axes):
+    handles += [x for x, lab in zip(*h) if not lab.startswith("σ =") and lab not in [y.get_label() for y in handles]]
+  if star is not None:
+    ax = axes[-1]
+    draw_sigma_star(ax, star, ms=5.5, censored_ms=9, colors={kind: STAR_COLOR})
+    ax.set_yscale("log")
+    ax.set_ylim(float(star["lo"].min()) / 4, float(star["hi"].max()) * 4)
+    ax.set_ylabel("σ*", fontsize=fs)
+    ax.tick_params(labelsize=fs - 0.5)
+    split, name = metric_c.split(".")
+    text = f"{100 * level:g}% {split}-{name}" if name == "error" else f"{split}-{name} {level:g}"
+    ax.set_title(f"({next(letters)}) σ* for a seed-mean barrier of {text}", fontsize=fs, loc="left")
+    grey = STAR_COLOR
+    handles += [Line2D([], [], color=grey, marker="o", mfc="white", ms=5, label="σ*, bar: its bracket"),
+                Line2D([], [], color=grey, marker="v", mfc="none", ms=7, ls="none", label="σ* below the grid"),
+                Line2D([], [], color=grey, marker="^", mfc="none", ms=7, ls="none", label="σ* above the grid")]
+  epochs = [v for v in steps if v and v % spe == 0]
+  for ax in axes:
+    P.symlog(ax, "x", linthresh=10)
+    ax.set_xlim(-3, max(steps) * 1.3)  # t = 0 at the left end, on the axis's linear part
+    ax.grid(True, which="major", alpha=0.3)
+    for step in epochs:
+      ax.axvline(step, color="0.7", ls=":", lw=0.8)
+  for i, step in enumerate(epochs):  # the whole epochs, above the top panel: "epoch 1  2  4"
+    axes[0].annotate(f"{step // spe}", (step, 1.0), xycoords=axes[0].get_xaxis_transform(), xytext=(0, 2),
+                     textcoords="offset points", ha="center", va="bottom", fontsize=fs - 1, color="0.35")
+    if not i:
+      axes[0].annotate("epoch", (step, 1.0), xycoords=axes[0].get_xaxis_transform(), xytext=(-5, 2),
+                       textcoords="offset points", ha="right", va="bottom", fontsize=fs - 1, color="0.35")
+  axes[-1].set_xlabel("perturbation time t (steps)", fontsize=fs)
+  fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=fs - 1, handlelength=1.6,
+             columnspacing=0.8, frameon=False)
+  n_seeds = int(d.groupby(["t", "sigma"])["seed"].nunique().max())
+  seeds = f"{n_seeds} seeds: mean, band min-max" if n_seeds > 1 else "1 seed"
+  fig.suptitle(f"{KIND_LABEL.get(kind, kind)}; {seeds}" + ("\nextra steps: every child trains T steps after t"
+                                                          if extra else ""), fontsize=fs)
+  return fig
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The figures' captions (in map.md, and on the report page).
 
@@ -482,6 +833,17 @@ def relations_caption(t: pd.DataFrame, kind: str, metric: str) -> str:
           f"share a trunk and child 0, so they are not independent) ({n_text(d)}).")
 
 
+def figure1_caption(t: pd.DataFrame, kind: str, metric: str, scaled: bool) -> str:
+  """The caption of :func:`figure1` for the pairs ``t`` (:func:`pairs`) of one kind."""
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0)]
+  return (f"The paper's Figure 1 here, {KIND_LABEL.get(kind, kind)}: (a) the seed-mean {metric} barrier and (b) the "
+          "test-error barrier against the perturbation time t, one line per σ"
+          + (", the full-permutation barrier (a network against fully permuted copies of itself) as a grey line in "
+             "its min-max band" if scaled else "")
+          + "; the dashed line is the 2% error criterion of linear mode connectivity; (c) σ*(t) at that criterion, "
+          f"inside the bracket of the two measured σ around the crossing ({n_text(d)}).")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Everything, into a folder.
 
@@ -503,10 +865,11 @@ def _write(fig, path: Path, dpi: int) -> Path:
 
 
 def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
-              suffix: str = "", figures: bool = True) -> list[Path]:
+              suffix: str = "", figures: bool = True, scale=None) -> list[Path]:
   """One setting's map into ``out_dir``: ``map.md`` (:func:`markdown`) and, when ``figures``, ``map_<kind>.png``,
-  ``threshold.png`` and ``relations_<kind>.png`` with their captions at the end of ``map.md`` (as ``figures.md``
-  lists the report's), each name ending in ``suffix`` (``__<setting>`` where a table
+  ``threshold.png``, ``relations_<kind>.png`` and, per kind other than a single weight, ``figure1_<kind>.png``
+  (:func:`figure1`, with ``scale``'s full-permutation barrier where given), with their captions at the end of
+  ``map.md`` (as ``figures.md`` lists the report's), each name ending in ``suffix`` (``__<setting>`` where a table
   holds several). ``t``: :func:`pairs`. Returns the paths written."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -524,6 +887,9 @@ def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=D
     for kind in sorted(t["kind"].unique()):
       made.append((f"relations_{kind}{suffix}", relations_caption(t, kind, metric)))
       paths.append(_write(relations_figure(t, kind, metric), out / f"{made[-1][0]}.png", 110))
+    for kind in sorted(set(t["kind"].unique()) - {"single"}):  # one weight's σ has another unit
+      made.append((f"figure1_{kind}{suffix}", figure1_caption(t, kind, metric, scale is not None)))
+      paths.append(_write(figure1(t, kind, metric, scale=scale, extra=extra), out / f"{made[-1][0]}.png", 200))
   text = markdown(cell_table, stars, metric)
   if made:  # the figures' captions: their one home, which the report page shows too
     text += "\n".join(["", "### Figures", ""] + [figure_line(name, caption, ("png",)) for name, caption in made]) + "\n"
@@ -532,19 +898,22 @@ def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=D
 
 
 def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
-             figures: bool = True) -> list[Path]:
+             figures: bool = True, scale=None) -> list[Path]:
   """The instability map of a report table (:func:`butterfly_jax.report.load_table`, or :func:`read_table`) into
   ``out_dir``: per setting (config fields other than seed, t, σ and the perturbation that differ between runs,
   as the report's figures split them), :func:`write_map` with the setting in the file names where there are
   several. A setting whose pairs do not vary both t and σ is skipped with a printed note. ``thresholds``: the
-  barrier values σ*(t) is found for (one panel each). Returns the paths written; raises ReportError where no
-  setting has a map."""
+  barrier values σ*(t) is found for (one panel each). ``scale``: the full-permutation barrier that
+  ``figure1_<kind>.png`` draws (:func:`read_scale`: ``{metric: {seed: value}}``), or a path :func:`read_scale`
+  reads. Returns the paths written; raises ReportError where no setting has a map."""
   thresholds = tuple(float(v) for v in thresholds)
   if not thresholds or any(not (v > 0 and math.isfinite(v)) for v in thresholds):
     raise ValueError(f"thresholds: every threshold must be a positive finite number, got {thresholds}")
   column = f"vs_child0.barrier.{metric}"
   if column not in table:
     raise ReportError(f"the table has no {column} column: no {metric} barrier to map")
+  if scale is not None and not isinstance(scale, Mapping):
+    scale = read_scale(scale)
   t = pairs(table)
   groups = settings(t) if not t.empty else [("", t)]
   paths, skipped = [], []
@@ -553,7 +922,7 @@ def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", threshold
     if why:
       skipped.append(f"{label or 'the table'}: {why}")
       continue
-    paths += write_map(rows, out_dir, metric, thresholds, f"__{slug(label)}" if label else "", figures)
+    paths += write_map(rows, out_dir, metric, thresholds, f"__{slug(label)}" if label else "", figures, scale)
   if not paths:
     raise ReportError(f"no instability map: {'; '.join(skipped)}")
   for note in skipped:
