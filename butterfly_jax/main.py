@@ -11,6 +11,10 @@ Exit status and what stderr shows:
   range, a model argument the model does not take), a flag, the data, the work directory. One line
   ``error: FIELD: what is wrong and what is allowed``.
 * 3: another process is running in ``--workdir`` (its lock, ``WORKDIR/.lock``); nothing was touched.
+* 75: interrupted, resumable: a stop signal (``--stop_signals``: SIGUSR1, which SLURM's ``--signal`` sends before a
+  time limit, and SIGTERM, a pre-emption's, by default) stopped the run after the step in progress, with a
+  training-state checkpoint at that step boundary (:mod:`butterfly_jax.run.interrupt`); one line ``interrupted:
+  stopped by SIGNAL ...`` names it. The same command resumes and ends bitwise as an uninterrupted run would.
 * 1: a failure while running. An ``OSError`` (a full disk, a permission) is one line ``error: PATH: reason``;
   every file written so far is kept (files are replaced atomically), and the same command resumes from the newest
   training-state checkpoint once the cause is fixed. Anything else is unexpected (a bug): one line
@@ -36,7 +40,7 @@ from butterfly_jax.io import runtime
 from butterfly_jax.io.data import DataError
 from butterfly_jax.io.pretrained import PretrainedError
 from butterfly_jax.io.rundir import RunDirBusy, RunDirError, to_jsonable
-from butterfly_jax.run import commands, config_files, configs_embedded, spec as spec_lib
+from butterfly_jax.run import commands, config_files, configs_embedded, interrupt, spec as spec_lib
 from butterfly_jax.run.commands import help_lists_flags_of
 from butterfly_jax.run.experiment import run
 
@@ -60,6 +64,11 @@ flags.DEFINE_bool("discard_unfinished", False,
 flags.DEFINE_bool("allow_code_change", False,
                   "Resume an unfinished run in --workdir although the package source changed since its checkpoint "
                   "was written (results.json records both); without it such a resume is an error.")
+flags.DEFINE_list("stop_signals", list(interrupt.DEFAULT_SIGNALS),
+                  "Signals on which the run stops after the step in progress, with a training-state checkpoint there, "
+                  f"and exits with status {interrupt.EXIT_STATUS} (interrupted, resumable: the same command resumes); "
+                  "'' = none (a signal's default action: SIGTERM ends the run at once, and it resumes from its newest "
+                  "periodic checkpoint). Not with --distributed.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first and run one experiment over every process's devices "
                   "(a TPU pod slice, several GPU nodes under SLURM): start the same command on every host.")
@@ -227,6 +236,10 @@ def main(argv):
     _fail(2, f"--config: cannot load {_config_argument(sys.argv)}: {_last_line(e)}")
   workdir = FLAGS.workdir
   try:
+    stop_signals = interrupt.parse(FLAGS.stop_signals)
+  except ValueError as e:
+    _fail(2, f"--stop_signals: {e}")
+  try:
     if FLAGS.print_config or FLAGS.dry_run:
       print(_plan(config) if FLAGS.dry_run else _config_json(config))
       return
@@ -240,8 +253,13 @@ def main(argv):
       jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes (GPU/TPU: unaffected)
       # without the three flags: coordinator, process count and index from the TPU, SLURM or Open MPI environment
       jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    else:  # several processes would have to agree on the step to stop at: they keep the signals' default actions
+      interrupt.install(stop_signals)
     results = run(config, workdir, discard_unfinished=FLAGS.discard_unfinished,
                   allow_code_change=FLAGS.allow_code_change)
+  except interrupt.Interrupted as e:
+    print(f"interrupted: {e}", file=sys.stderr)
+    sys.exit(interrupt.EXIT_STATUS)
   except RunDirBusy as e:
     _fail(3, str(e))
   except BAD_INPUT as e:

@@ -1,6 +1,7 @@
 """Declared sweeps and the launcher (butterfly_jax/launch/): expansion, names, running, skipping, killing, failing,
 SLURM."""
 
+import io
 import json
 import os
 import re
@@ -353,8 +354,11 @@ def test_sigterm_stops_the_workers_and_reports_interrupted_runs(tmp_path, jax_ca
   assert proc.returncode == 128 + signal.SIGTERM, out
   assert "SIGTERM: stopping the workers" in out and re.search(r"pending\s+\d+", out)
   assert not _workers_alive(runs_dir)
-  statuses = [r["status"] for r in json.loads((runs_dir / "sweep.json").read_text())["runs"]]
+  runs = json.loads((runs_dir / "sweep.json").read_text())["runs"]
+  statuses = [r["status"] for r in runs]
   assert "running" not in statuses and statuses.count("finished") == len(_results(runs_dir))
+  # the worker stopped its run on the SIGTERM it was sent (a checkpoint at the step boundary), or before it began
+  assert all("stopped by SIGTERM" in r["error"] for r in runs if r["status"] == "interrupted"), runs
 
 
 # --- (d) a failing run ---------------------------------------------------------------------------------
@@ -460,6 +464,214 @@ def test_launcher_reports_an_unwritable_slurm_value_as_a_bad_command(tmp_path):
   out = _launch(f"--config={SMOKE}", f"--runs={tmp_path / 'runs'}", f"--slurm={tmp_path / 'job.sh'}",
                 "--slurm-args=--time=1\n--wrap=id")
   assert out.returncode == 2 and "--slurm-args" in out.stderr and not (tmp_path / "job.sh").exists()
+
+
+# --- SLURM: pre-emptible tasks (--requeue) ---------------------------------------------------------------
+
+def test_requeue_adds_the_directives_and_a_trap_that_forwards_the_warning_and_requeues_the_task(tmp_path):
+  """``--requeue=USR2@600``: ``#SBATCH --requeue``, ``--signal=B:USR2@600`` and appended output; the task runs in
+  the background with USR2 and TERM as its stop signals, both forwarded by traps, and is requeued as
+  ``ARRAYJOB_TASK`` after an exit status of 75 that followed the warning. Without ``--requeue`` the task is
+  exec'd as before; a warning signal scancel also sends, a time SLURM cannot take and a second ``--signal`` are
+  refused."""
+  from butterfly_jax.launch import slurm
+  text = slurm.script(tmp_path / "runs", [0, 1, 2], sbatch_args=["--time=04:00:00"], requeue="USR2@600")
+  lines = text.splitlines()
+  for line in ("#SBATCH --requeue", "#SBATCH --signal=B:USR2@600", "#SBATCH --open-mode=append",
+               "#SBATCH --time=04:00:00", "trap 'forward USR2' USR2", "trap 'forward TERM' TERM",
+               '  if [ "$1" = USR2 ]; then warned=1; fi',
+               '  if [ -n "$run_pid" ]; then kill -s "$1" "$run_pid" 2>/dev/null || true; fi',
+               '  if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; fi',
+               '  elif scontrol requeue "$job"; then',
+               'if [ -n "$warned" ] && { [ "$status" = 75 ] || [ "$status" -gt 128 ]; }; then', 'exit "$status"'):
+    assert line in lines, line
+  assert lines.index("#SBATCH --signal=B:USR2@600") < lines.index("set -euo pipefail")  # sbatch reads them
+  (task,) = [l for l in lines if "launch.run_one" in l]
+  assert task.endswith(' --stop-signals=USR2,TERM --index="$task" &') and not task.startswith("exec ")
+  assert lines.index("trap 'forward USR2' USR2") < lines.index(task) < lines.index("run_pid=$!")
+  assert "exec " not in text
+
+  plain = slurm.script(tmp_path / "runs", [0, 1, 2])
+  assert not any(w in plain for w in ("--requeue", "--signal", "trap ", "scontrol", "--open-mode"))
+  assert plain.splitlines()[-1].startswith("exec ")
+  assert slurm.script(tmp_path / "runs", [0], requeue=slurm.DEFAULT_REQUEUE).count("#SBATCH --signal=B:USR1@300\n") == 1
+  mine = slurm.script(tmp_path / "runs", [0], requeue="120", sbatch_args=["--open-mode=truncate", "requeue"])
+  assert "#SBATCH --signal=B:USR1@120\n" in mine and "--open-mode=append" not in mine
+  assert mine.count("#SBATCH --requeue\n") == 1
+  for requeue, args, match in (("TERM@300", (), "must be one of USR1, USR2"), ("USR1@0", (), "1 to 65535"),
+                               ("soon", (), r"expected \[SIGNAL@\]SECONDS"), ("USR3@60", (), "is not a signal"),
+                               ("300", ("--signal=B:USR1@60",), "--signal with --requeue"),
+                               ("300", ("--no-requeue",), "contradicts")):
+    with pytest.raises(slurm.SlurmError, match=match):
+      slurm.script(tmp_path / "runs", [0], sbatch_args=args, requeue=requeue)
+  assert parse_args(["--config=c.py", "--runs=r", "--slurm=j.sh", "--requeue"]).requeue == "USR1@300"
+  assert parse_args(["--config=c.py", "--runs=r", "--slurm=j.sh", "--requeue=USR2@90"]).requeue == "USR2@90"
+  with pytest.raises(SystemExit):
+    parse_args(["--config=c.py", "--runs=r", "--requeue"])  # a local launcher: no job to requeue
+
+
+# A stand-in for the task's Python: "checkpoint" stops on USR1 or TERM with exit status 75 (as a run does), "die"
+# has no handler yet (killed by the signal), "finish" ends at once.
+FAKE_RUN = """#!/bin/bash
+echo "run: $*"
+case "$FAKE_MODE" in
+  finish) exit 0 ;;
+  checkpoint) trap 'echo "run: stopped by USR1"; exit 75' USR1
+              trap 'echo "run: stopped by TERM"; exit 75' TERM ;;
+esac
+touch "$FAKE_READY"
+while :; do sleep 0.02; done
+"""
+
+
+@pytest.mark.parametrize("mode, signals, slurm, status, requeued", [
+    ("checkpoint", ["USR1"], True, 75, "77_3"),          # the warning: checkpointed, requeued as its array task
+    ("checkpoint", ["USR1", "TERM"], True, 75, "77_3"),  # then the time limit's SIGTERM: requeued once
+    ("checkpoint", ["TERM"], True, 75, None),            # a pre-emption or scancel alone: SLURM decides
+    ("die", ["USR1"], True, 128 + 10, "77_3"),           # killed by the warning before its handler: resumes as well
+    ("finish", [], True, 0, None),
+    ("checkpoint", ["USR1"], False, 75, None),           # by hand, not under SLURM: nothing to requeue
+], ids=["warning", "warning-then-term", "term-alone", "no-handler-yet", "finished", "by-hand"])
+def test_the_requeue_trap_forwards_signals_and_requeues_only_after_the_warning(tmp_path, mode, signals, slurm,
+                                                                                status, requeued):
+  """The job script run by bash (no SLURM here): a stand-in run and a stand-in scontrol that records its
+  arguments. The script's exit status is the run's; the task is requeued only when the run stopped after the
+  warning signal."""
+  from butterfly_jax.launch import slurm as slurm_lib
+  fake = tmp_path / "python"
+  fake.write_text(FAKE_RUN)
+  fake.chmod(0o755)
+  (tmp_path / "bin").mkdir()
+  (tmp_path / "bin" / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n')
+  (tmp_path / "bin" / "scontrol").chmod(0o755)
+  script = slurm_lib.write(tmp_path / "job.sh", tmp_path / "runs", [3], python=str(fake), requeue="USR1@300")
+  env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+  env.update(PATH=f"{tmp_path / 'bin'}:{env['PATH']}", FAKE_MODE=mode, FAKE_READY=str(tmp_path / "ready"),
+             SCONTROL_LOG=str(tmp_path / "scontrol.log"), SLURM_ARRAY_TASK_ID="3")
+  if slurm:
+    env.update(SLURM_ARRAY_JOB_ID="77", SLURM_JOB_ID="81")
+  proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 30
+    while signals and not (tmp_path / "ready").exists():
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()
+      time.sleep(0.02)
+    for name in signals:
+      proc.send_signal(getattr(signal, "SIG" + name))
+      time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == status, out + err
+  assert f"run: -m butterfly_jax.launch.run_one --runs={(tmp_path / 'runs').resolve()} " in out
+  assert "--stop-signals=USR1,TERM --index=3" in out
+  log = tmp_path / "scontrol.log"
+  assert (log.read_text().splitlines() if log.exists() else []) == ([f"requeue {requeued}"] if requeued else [])
+  if requeued:
+    assert f"requeued {requeued}, it resumes from its checkpoint" in out
+  if mode == "checkpoint" and not slurm:
+    assert "not a SLURM job: run it again to resume" in out
+
+
+FAKE_WORKER = """
+import json, sys
+for line in sys.stdin:
+  index = int(line)
+  if index == 0:  # stopped by a signal of its own: answers, then exits 75 (as run_one --serve does)
+    print(json.dumps({"index": index, "status": "interrupted", "seconds": 1.0,
+                      "error": "stopped by SIGTERM in the children's training; ..."}), flush=True)
+    sys.exit(75)
+  if index == 1:  # exits 75 without an answer
+    sys.exit(75)
+  print(json.dumps({"index": index, "status": "finished", "error": None, "seconds": 1.0}), flush=True)
+"""
+
+
+def test_a_worker_stopped_by_a_signal_leaves_its_run_interrupted_not_failed(tmp_path, monkeypatch):
+  """Stand-in workers that exit 75 (interrupted, resumable), with run_one's answer and without one: their runs are
+  ``interrupted`` in sweep.json and the summary, never ``failed``; a fresh worker runs the rest, and the launcher
+  exits 75 so that a script can tell a resumable stop from a failure."""
+  import types
+  from butterfly_jax.launch import __main__ as launcher, local
+
+  def spawn(self):
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, bufsize=1)
+    with self.lock:
+      self.procs.add(proc)
+    return proc
+
+  monkeypatch.setattr(local.Pool, "_spawn", spawn)
+  runs = [{"index": i, "name": f"seed={i}", "overrides": {}, "status": "pending", "error": None, "seconds": None,
+           "config": {"seed": i}} for i in range(3)]
+  state = {"config": "c.py", "set": [], "runs": runs}
+  for run in runs:
+    (tmp_path / run["name"]).mkdir()  # as run_one makes it
+  args = types.SimpleNamespace(config="c.py", workers=1, runs_per_worker=0, allow_code_change=False)
+  out = io.StringIO()
+  assert launcher._run_here(args, tmp_path, state, [0, 1, 2], None, out) == 75
+  saved = json.loads((tmp_path / "sweep.json").read_text())["runs"]
+  assert [r["status"] for r in saved] == ["interrupted", "interrupted", "finished"]
+  assert saved[0]["error"].startswith("stopped by SIGTERM")
+  assert saved[1]["error"] == ("the worker was stopped by a stop signal (exit code 75) during this run; the same "
+                               "command resumes it from its newest checkpoint")
+  assert re.search(r"interrupted\s+2\s+\(the same command resumes them\)", out.getvalue())
+  assert "failed runs:" not in out.getvalue() and re.search(r"failed\s+0\n", out.getvalue())
+  assert "launch: the worker was stopped by a stop signal" in (tmp_path / "seed=1" / "log.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_requeue_task_warned_before_its_time_limit_checkpoints_is_requeued_and_resumes(tmp_path, jax_cache):
+  """A ``--requeue`` job's task run by bash as sbatch would (a stand-in scontrol on the PATH), sent the warning
+  once its run has trained some children steps: the run checkpoints at the next step boundary, run_one reports
+  it interrupted and exits 75, and the task is requeued as its array task. The requeued attempt resumes from that
+  checkpoint and finishes."""
+  runs_dir, script = tmp_path / "runs", tmp_path / "job.sh"
+  path = _config_file(tmp_path, "def sweep(add):\n  add(seed=0)\n")
+  out = _launch(f"--config={path}", f"--runs={runs_dir}", f"--slurm={script}", "--requeue=USR1@120",
+                "--set=train.steps=800", "--set=perturb.time=200", "--set=checkpoint.every_steps=100",
+                f"--jax-cache={jax_cache}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "#SBATCH --signal=B:USR1@120\n" in script.read_text()
+  (tmp_path / "bin").mkdir()
+  (tmp_path / "bin" / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n')
+  (tmp_path / "bin" / "scontrol").chmod(0o755)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("SLURM_")}
+  env.update(PATH=f"{tmp_path / 'bin'}:{env['PATH']}", SCONTROL_LOG=str(tmp_path / "scontrol.log"),
+             SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_JOB_ID="77", SLURM_JOB_ID="78")
+  run = runs_dir / "seed=0"
+  task = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 300
+    while '"phase": "children"' not in ((run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists()
+                                        else ""):
+      assert task.poll() is None and time.time() < deadline, task.communicate()
+      time.sleep(0.05)
+    task.send_signal(signal.SIGUSR1)  # to the job's shell, as --signal=B: sends it
+    stdout, stderr = task.communicate(timeout=300)
+  finally:
+    if task.poll() is None:
+      task.kill()
+      task.wait()
+  assert task.returncode == 75, stdout + stderr
+  assert (tmp_path / "scontrol.log").read_text() == "requeue 77_0\n"
+  assert "run 0 seed=0: interrupted" in stdout and "requeued 77_0, it resumes from its checkpoint" in stdout
+  from butterfly_jax.io.rundir import RunDir
+  meta, _ = RunDir(run).latest_state()
+  assert meta["phase"] == "children" and 200 < meta["step"] < 800 and not (run / "results.json").exists()
+  assert "launch: stopped by SIGUSR1 in the children's training" in (run / "log.txt").read_text()
+
+  again = subprocess.run(["bash", str(script)], env={**env, "SLURM_RESTART_COUNT": "1"}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stdout + again.stderr
+  assert "task 0 requeued (restart 1)" in again.stdout and "run 0 seed=0: finished" in again.stdout
+  res = json.loads((run / "results.json").read_text())
+  assert res["timing"]["resumed_from"] == {"phase": "children", "step": meta["step"]}
+  assert (tmp_path / "scontrol.log").read_text() == "requeue 77_0\n"  # not again
 
 
 # --- SLURM: a job runs the sweep it was written for ------------------------------------------------------

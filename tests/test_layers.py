@@ -31,6 +31,8 @@ LAZY_ALLOWED = {("butterfly_jax.report", "butterfly_jax.report.figures"),
                 ("butterfly_jax.report.__main__", "butterfly_jax.report.instability")}
 # Libraries that read or write files: not in the numerical core.
 FILE_IO = {"os", "pathlib", "json", "shutil", "orbax", "tensorflow_datasets", "safetensors", "pickle"}
+# Signals are the commands' business (run/interrupt.py installs their handlers): not in the numerical core.
+SIGNALS = {"signal"}
 
 
 def _modules() -> dict:
@@ -98,7 +100,7 @@ def test_each_layer_imports_only_the_layers_below_it():
   assert not bad, "\n".join(bad)
 
 
-def test_the_config_is_a_leaf_and_the_core_reads_no_config_and_no_files():
+def test_the_config_is_a_leaf_and_the_core_reads_no_config_no_files_and_no_signals():
   for name in MODULES:
     layer = _layer(name)
     for target, _, line in _imports(name):
@@ -107,6 +109,7 @@ def test_the_config_is_a_leaf_and_the_core_reads_no_config_and_no_files():
       if layer == "core":
         assert target != "butterfly_jax.config", f"{name}:{line} imports the config"
         assert target.split(".")[0] not in FILE_IO, f"{name}:{line} imports {target}, a file library"
+        assert target.split(".")[0] not in SIGNALS, f"{name}:{line} imports {target}: signals are not the core's"
 
 
 def test_no_import_cycles():

@@ -408,7 +408,7 @@ def test_the_page_embeds_the_maps_figures_with_the_captions_in_map_md(cli_report
   _check_self_contained(path, parsed)
   maps = _captions(folder / "map.md")
   assert set(maps) == {"map_batch", "map_gaussian", "map_single", "threshold", "relations_batch",
-                       "relations_gaussian", "relations_single"}
+                       "relations_gaussian", "relations_single", "figure1_batch", "figure1_gaussian"}
   assert "one random weight" in maps["map_single"] and "reaches each threshold (0.001" in maps["threshold"]
   assert all("n = " in caption for caption in maps.values())
   _check_figures(parsed, folder, {**_captions(folder / "figures.md"), **maps})

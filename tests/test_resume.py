@@ -1,6 +1,7 @@
 """Exact resume: a run killed with SIGKILL (during training or inside a checkpoint save, under ``sequential`` and
-``vmap``) resumes from its last intact checkpoint and ends bitwise identical; one process at a time; a resume
-checks the code and the ``init.checkpoint`` source it continues."""
+``vmap``) resumes from its last intact checkpoint and ends bitwise identical; so does a run stopped by a stop signal
+(SIGUSR1, SIGTERM: a checkpoint at the next step boundary, exit status 75); one process at a time; a resume checks
+the code and the ``init.checkpoint`` source it continues."""
 
 import json
 import os
@@ -16,7 +17,10 @@ import numpy as np
 import pytest
 
 from butterfly_jax.io import rundir as rundir_lib
+from butterfly_jax.run import interrupt, setup as setup_lib
 from butterfly_jax.run.experiment import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
@@ -480,3 +484,141 @@ def test_a_run_refused_while_setting_up_leaves_no_work_directory(tmp_path, smoke
   with pytest.raises(ConfigError):
     run(late, tmp_path / "kept")
   assert (tmp_path / "kept" / "notes.txt").read_text() == "mine"
+
+
+# --- a stop signal: a checkpoint at the next step boundary, exit status 75, an exact resume ---------------------
+
+@pytest.fixture
+def stop_signals():
+  """SIGUSR1 and SIGTERM as stop requests in this process, as the command line makes them; put back after."""
+  previous = interrupt.install(interrupt.DEFAULT_SIGNALS)
+  try:
+    yield
+  finally:
+    interrupt.restore(previous)
+    interrupt.clear()
+
+
+def _signal_during_step(monkeypatch, step, signum):
+  """This process sends itself ``signum`` as training step ``step`` (of either phase) begins."""
+  sgd_noise = setup_lib.Setup.sgd_noise
+
+  def signal_then_noise(self, s, mesh):
+    if s == step:
+      os.kill(os.getpid(), signum)
+    return sgd_noise(self, s, mesh)
+
+  monkeypatch.setattr(setup_lib.Setup, "sgd_noise", signal_then_noise)
+
+
+def _signal_during_evaluation(monkeypatch, signum):
+  """This process sends itself ``signum`` as the final evaluation begins (the one with a progress bar)."""
+  evaluate_family = setup_lib.Setup.evaluate_family
+
+  def signal_then_evaluate(self, params, indices, alphas, bar=None):
+    if bar is not None:
+      os.kill(os.getpid(), signum)
+    return evaluate_family(self, params, indices, alphas, bar)
+
+  monkeypatch.setattr(setup_lib.Setup, "evaluate_family", signal_then_evaluate)
+
+
+# _config: log lines every 10 steps, checkpoints every 20, t = 30, T = 80.
+@pytest.mark.parametrize("when, signum, phase, step, last_line, chunk", [
+    (53, signal.SIGUSR1, "children", 54, 50, [4, 4, 4]),   # mid-chunk: the chunk's sums go into the checkpoint
+    (24, signal.SIGTERM, "trunk", 25, 20, [5]),             # the same in the trunk, on SIGTERM
+    (19, signal.SIGUSR1, "trunk", 20, 20, None),            # the chunk's last step: its line and cadence checkpoint
+    ("evaluation", signal.SIGUSR1, "children", 80, 80, None),  # the end of training's checkpoint serves
+], ids=["children-mid-chunk", "trunk-mid-chunk-sigterm", "trunk-chunk-end", "evaluation"])
+def test_a_stop_signal_checkpoints_at_the_next_step_boundary_and_the_resume_is_bitwise(
+    tmp_path, smoke_config, reference, stop_signals, monkeypatch, when, signum, phase, step, last_line, chunk):
+  """A stop signal during a step: the step finishes, the state at that boundary is checkpointed (with the sums of
+  the chunk of steps under way, so that its log line comes out as an uninterrupted run's), Interrupted is raised
+  and nothing else is written; the same call then resumes there and ends bitwise as the uninterrupted run:
+  results, metrics log and weights."""
+  if when == "evaluation":
+    _signal_during_evaluation(monkeypatch, signum)
+  else:
+    _signal_during_step(monkeypatch, when, signum)
+  with pytest.raises(interrupt.Interrupted) as stopped:
+    run(_config(smoke_config), tmp_path)
+  e = stopped.value
+  assert (e.signum, e.phase, e.step) == (signum, phase, step)
+  assert e.checkpoint == rundir_lib.RunDir(tmp_path).state_path(phase, step)
+  assert f"stopped by {signal.Signals(signum).name}" in str(e) and "run the same command again" in str(e)
+  assert not (tmp_path / "results.json").exists()
+  meta, tree = rundir_lib.RunDir(tmp_path).latest_state()
+  assert tree.parent == e.checkpoint and (meta["phase"], meta["step"]) == (phase, step)
+  assert (meta.get("chunk") or {}).get("steps") == chunk
+  assert _metrics(tmp_path)[-1]["step"] == last_line and _metrics(tmp_path)[-1]["phase"] == phase
+  monkeypatch.undo()
+  interrupt.clear()
+  res = run(_config(smoke_config), tmp_path)
+  assert _resumed(res) == {"phase": phase, "step": step}
+  _assert_same_run(tmp_path, res, reference)
+
+
+def test_stop_signals_are_named_checked_and_installed_only_by_the_processes_that_run_runs():
+  """Importing the package, the command line's module and the launcher's leaves SIGUSR1 and SIGTERM alone (a
+  notebook keeps its own handling); names are read in any spelling, and a signal no process can catch is refused."""
+  import butterfly_jax.launch.__main__  # noqa: F401
+  import butterfly_jax.launch.run_one  # noqa: F401
+  import butterfly_jax.main  # noqa: F401
+  assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+  assert interrupt.parse("USR1,SIGterm, 12") == (signal.SIGUSR1, signal.SIGTERM, signal.SIGUSR2)
+  assert interrupt.parse("") == () and interrupt.parse(["usr1", "USR1"]) == (signal.SIGUSR1,)
+  for bad, message in (("KILL", "cannot be caught"), ("USR3", "is not a signal")):
+    with pytest.raises(ValueError, match=message):
+      interrupt.parse(bad)
+
+
+def _smoke_cli(workdir, *extra):
+  """The command line on the smoke config, long enough (800 steps, t = 200) to be signalled while it trains."""
+  return [sys.executable, "-m", "butterfly_jax.main", "--config=configs/smoke.py", f"--workdir={workdir}",
+          "--config.train.steps=800", "--config.perturb.time=200", "--config.checkpoint.every_steps=100", *extra]
+
+
+@pytest.mark.slow
+def test_sigusr1_stops_the_command_line_at_a_step_boundary_and_the_same_command_resumes_bitwise(tmp_path):
+  """The command line, signalled SIGUSR1 once it has trained some children steps: exit status 75 and one line
+  naming the checkpoint it wrote at the step boundary; the same command then finishes the run, bitwise the
+  uninterrupted run (results but their timing and provenance, and the metrics log)."""
+  from butterfly_jax.run.configs_embedded import smoke
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(_smoke_cli(workdir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 300
+    while not any(r["phase"] == "children" for r in (_metrics(workdir) if (workdir / "metrics.jsonl").exists()
+                                                     else [])):
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+      time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == interrupt.EXIT_STATUS, err[-3000:]
+  assert "Traceback" not in err and not (workdir / "results.json").exists()
+  (line,) = [l for l in err.splitlines() if l.startswith("interrupted: ")]
+  meta, tree = rundir_lib.RunDir(workdir).latest_state()
+  assert meta["phase"] == "children" and 200 < meta["step"] < 800, meta
+  assert line == (f"interrupted: stopped by SIGUSR1 in the children's training; training state at children step "
+                  f"{meta['step']} in {tree.parent}; run the same command again to resume")
+  assert _metrics(workdir)[-1]["step"] <= meta["step"]  # no line past the checkpoint: the resume writes the rest
+
+  again = subprocess.run(_smoke_cli(workdir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  res = json.loads((workdir / "results.json").read_text())
+  assert _resumed(res) == {"phase": "children", "step": meta["step"]}
+  c = smoke()
+  c.train.steps, c.perturb.time, c.checkpoint.every_steps = "800", "200", "100"
+  ref = run(c, tmp_path / "uninterrupted")
+  assert _strip(res) == json.loads(json.dumps(_strip(ref)))
+  assert _metrics(workdir) == _metrics(tmp_path / "uninterrupted")
+
+  bad = subprocess.run(_smoke_cli(tmp_path / "bad", "--stop_signals=USR1,KILL"), cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == (
+      "error: --stop_signals: SIGKILL cannot be caught; for example USR1, USR2, TERM, INT")
+  assert not (tmp_path / "bad").exists()

@@ -219,10 +219,11 @@ _SOURCE_HASH = []
 # Package folders and modules that cannot change a run's numbers: the launcher starts runs; a config file's
 # content reaches a run as its config (compared field by field on resume); the report, the proxy and the threshold
 # search read finished runs; the command-line help and the progress display print; the live writers (log.writers)
-# copy log lines and results out. Editing any of them must not make an unfinished run refuse to resume (documents
-# are not Python files: never hashed).
+# copy log lines and results out; the stop signals' handling (run/interrupt.py) says when a run stops, not what it
+# computes. Editing any of them must not make an unfinished run refuse to resume (documents are not Python files:
+# never hashed).
 NOT_THE_PROGRAM = ("launch", "configs", "report", "proxy.py", "threshold.py", "run/commands.py", "run/progress.py",
-                   "run/writers.py")
+                   "run/writers.py", "run/interrupt.py")
 
 
 _TEMPORARY = re.compile(r"^\..+\.\d+\.tmp$")  # write_json_atomic's and the metrics log's ".NAME.PID.tmp"
@@ -498,7 +499,7 @@ class RunDir:
 
     The commit order is durable: the tree's files (fsynced), the metrics log up to here (fsynced), the
     manifest (atomic, fsynced), the directory entries; then older checkpoints are deleted."""
-    path = self.states / f"{PHASE_ORDER[meta['phase']]}_{meta['step']:010d}"
+    path = self.state_path(meta["phase"], meta["step"])
     if not hosts.is_primary():
       self.save_checkpoint(path.relative_to(self.checkpoints) / "tree", tree)
       return path
@@ -515,6 +516,10 @@ class RunDir:
     for old in sorted(p for p in self.states.iterdir() if p.is_dir())[:-keep]:
       shutil.rmtree(old, ignore_errors=True)
     return path
+
+  def state_path(self, phase: str, step: int) -> Path:
+    """The folder of the training state at ``phase`` step ``step`` (its order among the checkpoints is its name's)."""
+    return self.states / f"{PHASE_ORDER[phase]}_{step:010d}"
 
   def latest_state(self):
     """``(meta, tree_path)`` of the newest intact training state, or ``None``; torn ones are logged and skipped."""

@@ -1,15 +1,19 @@
 """Command line: run a config file's declared sweep.
 
     python -m butterfly_jax.launch --config=configs/NAME.py[:arg] --runs=DIR [--workers=N] [--dry-run]
-        [--set a.b=value ...] [--config.a.b=value ...] [--slurm=FILE [--slurm-args=--partition=gpu ...]]
+        [--set a.b=value ...] [--config.a.b=value ...] [--slurm=FILE [--slurm-args=--partition=gpu ...]
+        [--requeue[=[SIGNAL@]SECONDS]]]
 
 The same command is installed as ``butterfly-launch``, and ``python -m launch`` runs it from the repository
 root. Expands ``sweep(add)`` of the config file (see sweep.py), writes ``DIR/sweep.json``, skips runs
 already finished in ``DIR/<name>`` and runs the rest in worker processes (local.py), or writes a SLURM array
 job instead (``--slurm``), whose tasks read the job's own snapshot of the sweep, ``DIR/slurm/sweep-<hash>.json``
-(slurm.py). ``configs/NAME.py`` is the shipped config of that name from any directory where no such file
-exists (:mod:`butterfly_jax.run.config_files`). Exit status: 0 all done, 1 a run failed or was busy (another process
-ran it), 2 a bad sweep or command line, 3 another launcher holds DIR, 128 + signal when interrupted.
+(slurm.py; ``--requeue``: pre-emptible tasks, requeued after SLURM's warning before the time limit, each resuming
+its run from the checkpoint it stopped at). ``configs/NAME.py`` is the shipped config of that name from any directory
+where no such file exists (:mod:`butterfly_jax.run.config_files`). Exit status: 0 all done, 1 a run failed or was
+busy (another process ran it), 2 a bad sweep or command line, 3 another launcher holds DIR, 75 a worker was stopped
+by a signal of its own (its run checkpointed: the same command resumes it), 128 + signal when the launcher was
+interrupted.
 
 Run names come from the sweep's own overrides; ``--set`` values are not part of them. Another ``--set``
 (or config file) on the same DIR rewrites ``DIR/sweep.json`` (the launcher says so) and names its runs as
@@ -27,6 +31,7 @@ from butterfly_jax.config import ConfigError
 from butterfly_jax.io.rundir import try_lock
 from butterfly_jax.launch import local, slurm, state as state_lib
 from butterfly_jax.launch.sweep import SweepError, expand
+from butterfly_jax.run import interrupt
 from butterfly_jax.run.commands import spellings
 
 PROG = "python -m butterfly_jax.launch"  # also installed as butterfly-launch
@@ -51,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--slurm", metavar="FILE", help="write a SLURM array-job script instead of running")
   p.add_argument(*spellings("--slurm-args"), action="append", default=[], metavar="ARG",
                  help="an #SBATCH line, e.g. --partition=gpu, --gres=gpu:1, --time=02:00:00 (repeatable)")
+  p.add_argument("--requeue", nargs="?", const=slurm.DEFAULT_REQUEUE, default=None, metavar="[SIGNAL@]SECONDS",
+                 help="with --slurm: pre-emptible tasks. SLURM sends SIGNAL (USR1 or USR2) SECONDS before the time "
+                      f"limit (default {slurm.DEFAULT_REQUEUE}); the run stops after the step in progress with a "
+                      "checkpoint there and the task is requeued, to resume from it (also on SIGTERM: checkpointed, "
+                      "not requeued)")
   p.add_argument(*spellings("--jax-cache"), default=None, metavar="DIR",
                  help="JAX persistent compilation cache shared by the runs (default RUNS/jax_cache; '' = off)")
   return p
@@ -79,6 +89,8 @@ def parse_args(argv):
     _parser().error(f"--workers: expected an integer >= 1, got {args.workers}")
   if args.runs_per_worker < 0:
     _parser().error(f"--runs-per-worker: expected an integer >= 0, got {args.runs_per_worker}")
+  if args.requeue is not None and not args.slurm:
+    _parser().error("--requeue: only with --slurm (a local launcher's workers checkpoint on SIGTERM anyway)")
   return args
 
 
@@ -138,7 +150,7 @@ def _warn_if_another_sweep(runs_dir, args, runs, out) -> None:
 def _write_slurm(args, runs_dir, state, pending, jax_cache, out) -> int:
   sweep, digest = state_lib.snapshot_path(runs_dir, state_lib.snapshot(state))
   kwargs = dict(sbatch_args=args.slurm_args, max_parallel=args.workers, jax_cache=jax_cache, sweep=sweep,
-                sweep_sha256=digest, allow_code_change=args.allow_code_change)
+                sweep_sha256=digest, allow_code_change=args.allow_code_change, requeue=args.requeue)
   try:
     slurm.script(runs_dir, pending, **kwargs)
   except slurm.SlurmError as e:
@@ -169,7 +181,9 @@ def _run_here(args, runs_dir, state, pending, jax_cache, out) -> int:
   print(local.summary(runs_dir, state), file=out, flush=True)
   if stopped is not None:
     return 128 + int(stopped)
-  return 1 if any(item["status"] in ("failed", "busy") for item in state["runs"]) else 0
+  if any(item["status"] in ("failed", "busy") for item in state["runs"]):
+    return 1
+  return interrupt.EXIT_STATUS if any(item["status"] == "interrupted" for item in state["runs"]) else 0
 
 
 def main(argv=None, out=None) -> int:

@@ -6,10 +6,13 @@ BUILD_NOTES.md); ``runs_per_worker=1`` gives every run a fresh process. A run's 
 ``DIR/<name>/log.txt``. A worker that dies (a crash, the OOM killer) fails only the run it was running;
 a fresh worker takes the rest.
 
-SIGINT/SIGTERM: the workers are terminated (a second signal kills them), the runs in progress are
+SIGINT/SIGTERM: the workers are sent SIGTERM (a second signal kills them): each stops its run after the step in
+progress with a training-state checkpoint there (:mod:`butterfly_jax.run.interrupt`), the runs in progress are
 reported ``interrupted`` and the launcher exits 128 + signal. Workers run in their own session, so a
-terminal's Ctrl-C reaches only the launcher, and they die with it even when it is SIGKILLed. Finished
-runs are never touched: results.json is written last and atomically, and a finished run is skipped.
+terminal's Ctrl-C reaches only the launcher, and they die with it even when it is SIGKILLed. A worker stopped by a
+signal of its own (exit status 75) reports its run ``interrupted``, not ``failed``, and the others go on; the
+launcher then exits 75. The same command resumes interrupted runs. Finished runs are never touched: results.json is
+written last and atomically, and a finished run is skipped.
 """
 
 import collections
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 from butterfly_jax.launch import state as state_lib
+from butterfly_jax.run import interrupt
 
 TAIL_LINES = 8
 _FOOTER = re.compile(r"^==== .* launch: \w+ after ")  # run_one's last line: the summary says it already
@@ -139,8 +143,11 @@ class Pool:
       pass
     code = proc.returncode
     how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-    interrupted = self.signal is not None
-    note = ("the launcher was stopped" if interrupted else "the worker process died") + f" ({how}) during this run"
+    interrupted = self.signal is not None or code == interrupt.EXIT_STATUS
+    note = ("the launcher was stopped" if self.signal is not None else
+            "the worker was stopped by a stop signal" if interrupted else "the worker process died")
+    note += f" ({how}) during this run" + ("; the same command resumes it from its newest checkpoint"
+                                            if interrupted else "")
     try:
       with open(state_lib.log_path(self.runs_dir, item["name"]), "a") as f:
         f.write(f"==== launch: {note} ====\n")
@@ -166,9 +173,10 @@ class Pool:
           self._retire(proc)
           proc = None
           continue
-        self._record(index, json.loads(line))
+        answer = json.loads(line)
+        self._record(index, answer)
         ran += 1
-        if self.runs_per_worker and ran >= self.runs_per_worker:
+        if answer["status"] == "interrupted" or (self.runs_per_worker and ran >= self.runs_per_worker):
           self._retire(proc)
           proc = None
     finally:
@@ -237,7 +245,8 @@ def summary(runs_dir, state: dict) -> str:
   counts = collections.Counter(r["status"] for r in runs)
   rows = [("ran", counts["finished"], ""), ("skipped", counts["skipped"], "already finished"),
           ("failed", counts["failed"], "")]
-  rows += [(s, counts[s], "") for s in ("interrupted", "pending") if counts[s]]
+  rows += [(s, counts[s], "the same command resumes them" if s == "interrupted" else "")
+           for s in ("interrupted", "pending") if counts[s]]
   if counts["busy"]:
     rows.append(("busy", counts["busy"], "another process is running them: left alone"))
   lines = [f"sweep {state['config']}: {len(runs)} runs in {runs_dir}"]

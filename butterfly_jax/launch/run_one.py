@@ -18,6 +18,12 @@ deleted nor overwritten (the refusal is appended to its log.txt).
 
 With ``--index``, a snapshot whose content is not ``--sweep-sha256``, or a run whose config does not match
 its ``config_sha256``, is an error (exit status 2) and nothing runs.
+
+A stop signal (``--stop-signals``, SIGUSR1 and SIGTERM by default: :mod:`butterfly_jax.run.interrupt`) stops the
+run after the step in progress with a training-state checkpoint there: the run is ``interrupted``, and the process
+exits with status 75 (a worker after answering; one that has no run yet answers ``interrupted`` for the run it is
+handed and exits). Running the run again resumes it bitwise; a SLURM job script written with ``--requeue`` requeues
+the task (slurm.py).
 """
 
 import argparse
@@ -34,6 +40,7 @@ import traceback
 
 from butterfly_jax.io.rundir import RunDirBusy
 from butterfly_jax.launch import state as state_lib
+from butterfly_jax.run import interrupt
 from butterfly_jax.run.experiment import run
 
 
@@ -67,7 +74,8 @@ def _error_line(e: BaseException) -> str:
 
 
 def execute(runs_dir, item: dict, allow_code_change: bool = False) -> dict:
-  """Runs one sweep.json entry (or finds it finished); returns {"status", "error", "seconds"}.
+  """Runs one sweep.json entry (or finds it finished); returns {"status", "error", "seconds"}: ``finished``,
+  ``skipped``, ``busy``, ``interrupted`` (a stop signal: checkpointed, resumable) or ``failed``.
   ``allow_code_change``: an unfinished run whose checkpoints another package source wrote resumes anyway
   (:func:`butterfly_jax.io.rundir.check_resume`); without it that run fails, nothing deleted."""
   name = item["name"]
@@ -86,6 +94,9 @@ def execute(runs_dir, item: dict, allow_code_change: bool = False) -> dict:
         status = "finished"
     except RunDirBusy as e:  # another process runs it: nothing to do here, nothing touched
       status, error = "busy", _error_line(e)
+      print(f"launch: {e}")
+    except interrupt.Interrupted as e:  # a stop signal: checkpointed, the next attempt resumes
+      status, error = "interrupted", str(e)
       print(f"launch: {e}")
     except Exception as e:  # a failing run is reported; the worker goes on with the next one
       traceback.print_exc()
@@ -117,8 +128,10 @@ def _die_with_parent(parent_pid: int) -> None:
   threading.Thread(target=watch, daemon=True).start()
 
 
-def serve(runs_dir, parent_pid: int | None, allow_code_change: bool = False) -> None:
-  """The local worker loop: an index per stdin line, a JSON answer per run on the original stdout."""
+def serve(runs_dir, parent_pid: int | None, allow_code_change: bool = False) -> int:
+  """The local worker loop: an index per stdin line, a JSON answer per run on the original stdout. Returns the
+  exit status: 0 at the end of stdin, :data:`~butterfly_jax.run.interrupt.EXIT_STATUS` after a stop signal (the
+  run it was running, or was handed next, answered ``interrupted``)."""
   if parent_pid:
     _die_with_parent(parent_pid)
   control = os.fdopen(os.dup(1), "w", buffering=1)
@@ -128,8 +141,16 @@ def serve(runs_dir, parent_pid: int | None, allow_code_change: bool = False) -> 
     if not line.strip():
       continue
     index = int(line)
-    answer = execute(runs_dir, state_lib.entry(state, index), allow_code_change)
+    signum = interrupt.requested()
+    if signum is not None:  # stopped between runs: this one is not started
+      answer = {"status": "interrupted", "error": f"stopped by {interrupt.name(signum)} before it started",
+                "seconds": 0.0}
+    else:
+      answer = execute(runs_dir, state_lib.entry(state, index), allow_code_change)
     control.write(json.dumps({"index": index, **answer}) + "\n")
+    if answer["status"] == "interrupted":
+      return interrupt.EXIT_STATUS
+  return 0
 
 
 def main(argv=None) -> int:
@@ -143,29 +164,39 @@ def main(argv=None) -> int:
   parser.add_argument("--sweep-sha256", metavar="HEX", help="with --sweep: the SHA-256 its content must have")
   parser.add_argument("--allow-code-change", action="store_true",
                       help="resume unfinished runs although the package source changed since their checkpoints")
+  parser.add_argument("--stop-signals", default=",".join(interrupt.DEFAULT_SIGNALS), metavar="SIG,...",
+                      help="signals on which a run stops after the step in progress, checkpointed there, and the "
+                           f"process exits with status {interrupt.EXIT_STATUS} (default %(default)s; '' = none)")
   parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.sweep is not None and args.index is None:
     parser.error("--sweep: only with --index")
   if args.sweep_sha256 is not None and args.sweep is None:
     parser.error("--sweep-sha256: only with --sweep")
+  try:
+    stop_signals = interrupt.parse(args.stop_signals)
+  except ValueError as e:
+    parser.error(f"--stop-signals: {e}")
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and tfds are chatty at INFO
-  if args.serve:
-    serve(args.runs, args.parent_pid, args.allow_code_change)
-    return 0
+  previous = interrupt.install(stop_signals)  # put back on return: main may be called in a process that goes on
   try:
-    state = (state_lib.read(args.runs) if args.sweep is None
-             else state_lib.read_snapshot(args.sweep, args.sweep_sha256))
-    item = state_lib.entry(state, args.index)
-  except state_lib.StateError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  answer = execute(args.runs, item, args.allow_code_change)
+    if args.serve:
+      return serve(args.runs, args.parent_pid, args.allow_code_change)
+    try:
+      state = (state_lib.read(args.runs) if args.sweep is None
+               else state_lib.read_snapshot(args.sweep, args.sweep_sha256))
+      item = state_lib.entry(state, args.index)
+    except state_lib.StateError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    answer = execute(args.runs, item, args.allow_code_change)
+  finally:
+    interrupt.restore(previous)
   log = state_lib.log_path(args.runs, item["name"])
   print(f"run {args.index} {item['name']}: {answer['status']} ({answer['seconds']:.1f} s)"
         + (f": {answer['error']}" if answer["error"] else "") + f"; log: {log}")
-  return {"failed": 1, "busy": 3}.get(answer["status"], 0)
+  return {"failed": 1, "busy": 3, "interrupted": interrupt.EXIT_STATUS}.get(answer["status"], 0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ sweep.json, but the tasks still queued run the configs their job was written for
 since is refused. ``--set`` values are not part of run names, so two sweeps in one DIR share run
 directories: a task whose run directory holds the other sweep's run (finished or not) fails with
 RunDirError and overwrites nothing. Give another sweep its own ``--runs``.
+
+``--requeue[=[SIGNAL@]SECONDS]`` (default ``USR1@300``) makes the tasks pre-emptible: ``#SBATCH --requeue``,
+``#SBATCH --signal=B:SIGNAL@SECONDS`` (SLURM signals the job's shell SECONDS before the time limit) and
+``--open-mode=append`` (a requeued task's output follows its earlier attempt's). The script then runs the task in
+the background and forwards SIGNAL and SIGTERM to it; the run stops after the step in progress with a
+training-state checkpoint there and exits 75 (:mod:`butterfly_jax.run.interrupt`). After SIGNAL, the task is
+requeued (``scontrol requeue JOB_TASK``) and resumes from that checkpoint, bitwise as if uninterrupted. After a
+SIGTERM alone it is not: a pre-emption requeues a ``--requeue`` job itself, and scancel or the time limit mean to
+end it.
 """
 
 import os
@@ -24,6 +33,10 @@ import sys
 from pathlib import Path
 
 from butterfly_jax.launch.local import import_root
+from butterfly_jax.run import interrupt
+
+DEFAULT_REQUEUE = "USR1@300"
+REQUEUE_SIGNALS = ("USR1", "USR2")  # SIGTERM is not one: scancel, pre-emptions and the time limit send it too
 
 
 def array_spec(indices) -> str:
@@ -67,16 +80,96 @@ def _sbatch_value(value: str, what: str) -> str:
 
 
 
+def requeue_signal(text: str) -> tuple:
+  """``--requeue``'s ``[SIGNAL@]SECONDS`` (``USR1@300``, ``600``, ``SIGUSR2@120``) as ``(name, seconds)``: the
+  signal SLURM sends the job's shell that many seconds before the time limit (``#SBATCH --signal=B:...``). A
+  SlurmError names what is wrong."""
+  m = re.fullmatch(r"\s*(?:([A-Za-z0-9]+)@)?(\d+)\s*", str(text))
+  if not m:
+    raise SlurmError(f"--requeue: expected [SIGNAL@]SECONDS such as {DEFAULT_REQUEUE} or 600, got {text!r}")
+  try:
+    (signum,) = interrupt.parse(m.group(1) or "USR1")
+  except ValueError as e:
+    raise SlurmError(f"--requeue: {e}") from None
+  name, seconds = signum.name[3:], int(m.group(2))
+  if name not in REQUEUE_SIGNALS:
+    raise SlurmError(f"--requeue: SIG{name}: the warning before the time limit must be one of "
+                     f"{', '.join(REQUEUE_SIGNALS)} (scancel, a pre-emption and the time limit send SIGTERM, and "
+                     "only the warning requeues the task)")
+  if not 1 <= seconds <= 65535:
+    raise SlurmError(f"--requeue: {seconds} seconds; SLURM takes 1 to 65535")
+  return name, seconds
+
+
+def _requeue_task(command: str, name: str) -> list:
+  """The end of a ``--requeue`` script: the task run in the background with SIGNAL ``name`` and SIGTERM forwarded
+  to it, and requeued when it stopped after SIGNAL (exit status 75, or killed by a signal before its handler was in
+  place: either way it resumes from its newest checkpoint)."""
+  return [
+      f"# SLURM sends this shell SIG{name} before the time limit (--signal=B:...); a pre-emption, scancel and the",
+      "# time limit send SIGTERM. Both are forwarded to the run, which stops after the step in progress with a",
+      f"# training-state checkpoint there and exits {interrupt.EXIT_STATUS}. After SIG{name} the task is requeued and "
+      "resumes from",
+      "# that checkpoint; after SIGTERM alone it is not (a pre-emption requeues a --requeue job itself; scancel and",
+      "# the time limit end it).",
+      'task="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"',
+      'if [ "${SLURM_RESTART_COUNT:-0}" != 0 ]; then',
+      '  echo "butterfly_jax: task $task requeued (restart ${SLURM_RESTART_COUNT}): its run resumes from its '
+      'checkpoint"',
+      "fi",
+      "run_pid= stop= warned= trapped=",
+      "forward() {",
+      '  trapped=1 stop=$1',
+      f'  if [ "$1" = {name} ]; then warned=1; fi',
+      '  if [ -n "$run_pid" ]; then kill -s "$1" "$run_pid" 2>/dev/null || true; fi',
+      "}",
+      f"trap 'forward {name}' {name}",
+      "trap 'forward TERM' TERM",
+      command + f'--stop-signals={name},TERM --index="$task" &',
+      "run_pid=$!",
+      'if [ -n "$stop" ]; then kill -s "$stop" "$run_pid" 2>/dev/null || true; fi  # a signal before the run started',
+      "status=",
+      "while :; do  # a trapped signal ends wait early: wait again for the run's own exit status",
+      "  trapped= code=0",
+      '  wait "$run_pid" || code=$?',
+      '  if [ "$code" != 127 ] || [ -z "$status" ]; then status=$code; fi  # 127: its status was reported already',
+      '  [ -n "$trapped" ] || break',
+      "done",
+      f'if [ -n "$warned" ] && {{ [ "$status" = {interrupt.EXIT_STATUS} ] || [ "$status" -gt 128 ]; }}; then',
+      '  job="${SLURM_JOB_ID:-}"',
+      '  if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then job="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; fi',
+      '  if [ -z "$job" ]; then',
+      '    echo "butterfly_jax: task $task stopped (exit status $status); not a SLURM job: run it again to resume"',
+      '  elif scontrol requeue "$job"; then',
+      '    echo "butterfly_jax: task $task stopped before the time limit (exit status $status): requeued $job, it '
+      'resumes from its checkpoint"',
+      "  else",
+      '    echo "butterfly_jax: task $task stopped (exit status $status); scontrol requeue $job failed: submit the '
+      'job again to resume" >&2',
+      "  fi",
+      "fi",
+      'exit "$status"',
+  ]
+
+
 def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, jax_cache: str | None = None,
            python: str | None = None, sweep=None, sweep_sha256: str | None = None,
-           allow_code_change: bool = False) -> str:
+           allow_code_change: bool = False, requeue: str | None = None) -> str:
   """The text of the array-job script for the runs ``indices`` of the snapshot ``sweep`` (whose content has
   the SHA-256 ``sweep_sha256``), or of ``runs_dir``/sweep.json without one. The tasks run in this process's
   working directory, where relative paths in the configs (an ``init.checkpoint`` run directory) resolve, as
-  for the local workers."""
+  for the local workers. ``requeue`` (``[SIGNAL@]SECONDS``, :func:`requeue_signal`): pre-emptible tasks, requeued
+  after SLURM's warning before the time limit (the module's docstring)."""
   runs_dir = Path(runs_dir).resolve()
   python = python or sys.executable
   user = [_sbatch_line(a) for a in sbatch_args]
+  given = lambda *names: any(a.split()[1].startswith(names) for a in user if len(a.split()) > 1)
+  warning = requeue_signal(requeue) if requeue is not None else None
+  if warning is not None and given("--signal"):
+    raise SlurmError("--slurm-args: --signal with --requeue: give the warning as --requeue=SIGNAL@SECONDS (the "
+                     "script forwards that signal to the run)")
+  if warning is not None and given("--no-requeue"):
+    raise SlurmError("--slurm-args: --no-requeue contradicts --requeue")
   q = shlex.quote
   if any(c in str(runs_dir) for c in _UNSAFE_SBATCH):
     raise SlurmError(f"--runs: {str(runs_dir)!r} holds a line break or NUL; choose another path")
@@ -99,6 +192,10 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
     plain = _sbatch_value(str(runs_dir), "--runs") == str(runs_dir)  # checks it, too
     output = f"{runs_dir}/slurm/%A_%a.out"
     lines.append(f"#SBATCH --output={output}" if plain else f'#SBATCH --output="{output}"')
+  if warning is not None:
+    lines += [] if given("--requeue") else ["#SBATCH --requeue"]
+    lines.append(f"#SBATCH --signal=B:{warning[0]}@{warning[1]}")
+    lines += [] if given("--open-mode") else ["#SBATCH --open-mode=append"]
   lines += user
   here, root = Path.cwd().resolve(), import_root()
   if any(c in str(here) for c in _UNSAFE_SBATCH):
@@ -114,9 +211,12 @@ def script(runs_dir, indices, sbatch_args=(), max_parallel: int | None = None, j
         'export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"',
     ]
   snapshot = f"--sweep={q(str(source))} --sweep-sha256={sweep_sha256} " if sweep is not None else ""
-  lines.append(f'exec {q(python)} -m butterfly_jax.launch.run_one --runs={q(str(runs_dir))} {snapshot}'
-               + ("--allow-code-change " if allow_code_change else "")
-               + '--index="${SLURM_ARRAY_TASK_ID:?set by sbatch --array}"')
+  command = (f"{q(python)} -m butterfly_jax.launch.run_one --runs={q(str(runs_dir))} {snapshot}"
+             + ("--allow-code-change " if allow_code_change else ""))
+  if warning is None:
+    lines.append(f'exec {command}--index="${{SLURM_ARRAY_TASK_ID:?set by sbatch --array}}"')
+  else:
+    lines += _requeue_task(command, warning[0])
   return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from butterfly_jax import config as config_lib
 from butterfly_jax.core import evaluate, hosts, members, permutations, perturb, placement, rng, similarity, tree_math
 from butterfly_jax.io import pretrained, results as results_lib, rundir as rundir_lib, runtime
 from butterfly_jax.io.rundir import RunDir, provenance
-from butterfly_jax.run import progress, spec as spec_lib, writers as writers_lib
+from butterfly_jax.run import interrupt, progress, spec as spec_lib, writers as writers_lib
 from butterfly_jax.run.setup import Setup
 
 
@@ -40,11 +40,18 @@ def _next_multiple(step: int, every: int) -> int:
 
 
 def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_eval=None, diverged=None,
-           checkpoint=None):
-  """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk.
+           checkpoint=None, partial=None, saved=None):
+  """Advances ``family`` over steps [start, stop) in chunks of ``log.every_steps``, logging each chunk; returns
+  ``(family, diverged)``.
 
-  ``checkpoint(family, step, diverged)``, if given, is called at every multiple of the checkpoint cadence
-  (a chunk boundary) and at ``stop``, after that chunk's log line.
+  ``checkpoint(family, step, diverged, partial=None)``, if given, is called at every multiple of the checkpoint
+  cadence (a chunk boundary) and at ``stop``, after that chunk's log line, and returns the checkpoint's folder.
+  A stop request (:mod:`butterfly_jax.run.interrupt`) is honoured after the step in progress, at the latest before
+  the next one or before the function returns: the state at that step boundary is checkpointed (unless it is a
+  checkpoint already: ``saved``, the folder holding the state at ``start``, or one just written), and where a
+  chunk is under way, with ``partial``, the chunk's sums so far (each member's loss sum, steps, finiteness); then
+  :class:`~butterfly_jax.run.interrupt.Interrupted` is raised. ``partial`` (from such a checkpoint) continues the
+  chunk under way at ``start``: its log line is then the one an uninterrupted run writes, bit for bit.
   """
   c = setup.c
   every = c.log.every_steps
@@ -54,21 +61,37 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
   family = placement.shard_members(family, mesh)
   init_params = placement.replicate(init_params, mesh)  # beside the family (several processes: must be global)
   diverged = np.zeros(k, bool) if diverged is None else np.asarray(diverged, bool).copy()
-  step = start
+  step, sums = start, _chunk_sums(partial, k)
+  saved_at = (start, saved) if saved is not None else (None, None)
+
+  def stop_at(step, sums=None):
+    """Checkpoints the state at ``step`` (``sums``: a chunk under way) unless it is one already; raises."""
+    path = saved_at[1] if saved_at[0] == step and sums is None else None
+    if path is None and checkpoint is not None:
+      partial = None if sums is None else {name: v.tolist() for name, v in zip(_CHUNK_SUMS, hosts.fetch(sums))}
+      path = checkpoint(family, step, diverged, partial)
+    raise interrupt.Interrupted(interrupt.requested(), phase if path is not None else None,
+                                step if path is not None else None, path, f"in the {phase}'s training")
+
   t0 = time.time()
-  while step < stop:
+  while True:
+    if interrupt.requested():
+      stop_at(step)
+    if step >= stop:
+      break
     nxt = min(_next_multiple(step, every), stop)
     if c.eval.every_steps and phase == "children":
       nxt = min(nxt, _next_multiple(step, c.eval.every_steps))
     if checkpoint is not None and ckpt_every:
       nxt = min(nxt, _next_multiple(step, ckpt_every))
     nxt = min([nxt] + [s for s in setup.steps.keep if s > step])
-    loss_sum = jnp.zeros(k, jnp.float32)
-    trained = jnp.zeros(k, jnp.int32)
-    finite = jnp.ones(k, bool)
+    loss_sum, trained, finite = sums
     for s in range(step, nxt):
       family, loss, active = train_step(family, train_data, *setup.sgd_noise(s, mesh), jnp.int32(s))
       loss_sum, trained, finite = loss_sum + loss, trained + active, finite & jnp.isfinite(loss)
+      if s + 1 < nxt and interrupt.requested():
+        stop_at(s + 1, (loss_sum, trained, finite))
+    sums = _chunk_sums(None, k)
     dist = members.distances(family.params, init_params)
     stats, dist = hosts.fetch(({"loss_sum": loss_sum, "steps": trained, "finite": finite}, dist))
     diverged |= ~(stats["finite"] & dist["finite"])
@@ -88,8 +111,22 @@ def _train(setup, family, start, stop, phase, rundir, init_params, bar, during_e
     if step in setup.steps.keep:
       _keep(rundir, tree_math.unstack(family.params, 0), step)
     if checkpoint is not None and ckpt_every and (step % ckpt_every == 0 or step == stop):
-      checkpoint(family, step, diverged)
+      saved_at = (step, checkpoint(family, step, diverged))
   return family, diverged
+
+
+_CHUNK_SUMS = ("loss_sum", "steps", "finite")  # a checkpoint's ``chunk``: the sums of a chunk under way
+
+
+def _chunk_sums(partial, k: int):
+  """``(loss_sum, steps, finite)`` per member at the start of a chunk: zeros, or the sums of a chunk under way at a
+  stop (a checkpoint's ``chunk``). float32 sums come back from JSON exactly; a non-finite one is stored as null and
+  comes back as NaN (its member's ``finite`` is then false, and its log line's loss null, either way)."""
+  if not partial:
+    return jnp.zeros(k, jnp.float32), jnp.zeros(k, jnp.int32), jnp.ones(k, bool)
+  loss = np.array([np.nan if v is None else v for v in partial["loss_sum"]], np.float32)
+  return (jnp.asarray(loss), jnp.asarray(np.asarray(partial["steps"], np.int32)),
+          jnp.asarray(np.asarray(partial["finite"], bool)))
 
 
 def _keep(rundir, params, step: int) -> None:
@@ -309,6 +346,15 @@ class _Start:
     """The members found diverged up to the checkpoint, if it is of ``phase``; else None (none yet)."""
     return self.meta.get("diverged") if self.phase == phase else None
 
+  def partial(self, phase: str):
+    """The sums of the chunk of steps under way when the run stopped on a signal, if the checkpoint is of
+    ``phase`` and was written mid-chunk; else None."""
+    return self.meta.get("chunk") if self.phase == phase else None
+
+  def saved(self, phase: str):
+    """The checkpoint's folder, if it is of ``phase`` (the state where the phase's training starts); else None."""
+    return self.path.parent if self.phase == phase else None
+
   def family(self, phase: str, target: members.Family) -> members.Family:
     """``target`` (a family of the phase's shape and types), or its state restored when the checkpoint is of
     ``phase``."""
@@ -350,10 +396,12 @@ def _trunk(setup, plan, start, rundir, params0, opt0, bar):
   if 0 in setup.steps.keep and start.phase is None:
     _keep(rundir, params0, 0)
   trunk = start.family("trunk", members.new_family([params0], [opt0], [0], [plan.t]))
-  save = lambda fam, step, div: rundir.save_state(
-      {"phase": "trunk", "step": step, "diverged": [bool(d) for d in div]}, {"family": fam._asdict()})
+  save = lambda fam, step, div, partial=None: rundir.save_state(
+      {"phase": "trunk", "step": step, "diverged": [bool(d) for d in div], **({"chunk": partial} if partial else {})},
+      {"family": fam._asdict()})
   trunk, diverged = _train(setup, trunk, start.first_step("trunk", 0), plan.t, "trunk", rundir, params0, bar,
-                           diverged=start.diverged("trunk"), checkpoint=save)
+                           diverged=start.diverged("trunk"), checkpoint=save, partial=start.partial("trunk"),
+                           saved=start.saved("trunk"))
   if diverged.any() or not _all_finite(trunk.params):
     raise FloatingPointError(f"the trunk diverged (non-finite loss or weights) before the perturbation at step "
                              f"{plan.t}; lower optim.lr or check the data")
@@ -394,26 +442,56 @@ def _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar,
   """Children: the family from ``t`` to its end steps with identical SGD noise, checkpointed as it goes;
   ``(family, diverged)``."""
 
-  def save(fam, step, div):
-    rundir.save_state({"phase": "children", "step": step, "diverged": [bool(d) for d in div],
-                       "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise_l2}, {"family": fam._asdict()})
+  def save(fam, step, div, partial=None):
+    return rundir.save_state({"phase": "children", "step": step, "diverged": [bool(d) for d in div],
+                              "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise_l2,
+                              **({"chunk": partial} if partial else {})}, {"family": fam._asdict()})
 
   return _train(setup, family, start.first_step("children", plan.t), max(plan.end_steps), "children", rundir,
-                params0, bar, during_eval, diverged=start.diverged("children"), checkpoint=save)
+                params0, bar, during_eval, diverged=start.diverged("children"), checkpoint=save,
+                partial=start.partial("children"), saved=start.saved("children"))
 
 
-def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing) -> dict:
+class _StopOnUpdate:
+  """A progress bar whose every update (an evaluation batch) is also a place to stop: ``stop()`` raises there."""
+
+  def __init__(self, bar, stop):
+    self._bar, self._stop = bar, stop
+
+  def update(self, n: int = 1) -> None:
+    self._bar.update(n)
+    self._stop()
+
+
+def _stop_in_evaluation(setup, plan, rundir):
+  """``stop()`` for :func:`_evaluate`: on a stop request, :class:`~butterfly_jax.run.interrupt.Interrupted`, the
+  training state being checkpointed where the training ended (the checkpoint at the end of the children, written
+  with every cadence but ``checkpoint.every_steps="0"``, under which the evaluation is not stopped: a resume would
+  train again from step 0)."""
+  end = max(plan.end_steps)
+
+  def stop():
+    signum = interrupt.requested()
+    if signum is not None and setup.steps.checkpoint_every:
+      raise interrupt.Interrupted(signum, "children", end, rundir.state_path("children", end), "in the evaluation")
+
+  return stop
+
+
+def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing, stop=None) -> dict:
   """Evaluate: every child and every pair's loss/error curve on train and test, the L2 distances, the pairs'
   ensembles and CKA; then (``eval.align``) the same after weight matching (:func:`_compare_aligned`). A member
   whose weights or final losses are not finite joins ``diverged``. bf16 parameters (``train.param_dtype``) are
-  evaluated, matched and compared as their float32 upcasts."""
+  evaluated, matched and compared as their float32 upcasts. ``stop()``, if given, is called after every
+  evaluation batch (:func:`_stop_in_evaluation`)."""
   c = setup.c
   params = setup.float32(family.params)
   mesh = setup.mesh(plan.k)
   tic = time.time()
   align = c.eval.align and plan.k > 1
   n_eval = sum(len(v) for v in indices.values()) * (2 if align else 1) + len(indices["test"])
-  with progress.bar(n_eval, "eval", "ex", enabled=c.log.progress and hosts.is_primary()) as ebar:
+  with progress.bar(n_eval, "eval", "ex", enabled=c.log.progress and hosts.is_primary()) as bar:
+    ebar = bar if stop is None else _StopOnUpdate(bar, stop)
     final = setup.evaluate_family(params, indices, alphas, ebar)
     params0 = placement.replicate(setup.float32(params0), mesh)
     dist = hosts.fetch(members.distances(params, params0))
@@ -565,7 +643,8 @@ def _phases(setup, plan, start, rundir, t_start):
   if c.checkpoint.children:
     rundir.save_checkpoint("children", {"params": family.params, "opt_state": family.opt_state})
 
-  ev = _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing)
+  ev = _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing,
+                 _stop_in_evaluation(setup, plan, rundir))
   timing["total_s"] = time.time() - t_start
   rundir.finish(_results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing))
   return results_lib.load(rundir.results)  # what a reader of results.json sees
