@@ -18,6 +18,10 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "butterfly_effect.ipynb"
+# The GPU setting's wall time, stated in the notebook's table and printed by its setting cell, and what it is based
+# on: an estimate until BUILD_NOTES.md ("The notebook") holds a measurement (tests/test_notebook.py checks both).
+GPU_TIME = "about 2.7 h on a T4, 27 min on an L4, 11 min on an A100"
+GPU_TIME_BASIS = "XLA's count of the runs' 2.0e16 FLOP at an assumed 2, 12 and 30 TFLOP/s"
 
 
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
@@ -67,40 +71,116 @@ ResNet-20 is reported there instead).
 
 | runtime | setting | wall time |
 | --- | --- | --- |
-| GPU | the paper's ResNet-20 (width ×2, LayerNorm) on CIFAR-10 (downloaded by tensorflow-datasets), 50 epochs, σ ∈ {{0, 1e-4, 1e-2}} | **estimate, not measured**: about 2.7 h on a T4, 27 min on an L4, 11 min on an A100 ({notes}, "The notebook") |
+| GPU | the paper's ResNet-20 (width ×2, LayerNorm) on CIFAR-10 (downloaded by tensorflow-datasets), 50 epochs, σ ∈ {{0, 1e-4, 1e-2}} | **estimate, not measured**: {GPU_TIME} ({GPU_TIME_BASIS}; {notes}, "The notebook") |
 | CPU with Fashion-MNIST's files (`apt-get install dataset-fashion-mnist`) | an MLP 512-512 on Fashion-MNIST, 20 epochs, σ ∈ {{0, 1e-4, 1e-2}} | about 15 min on 2 cores ({notes}, "The notebook") |
 | CPU otherwise (Colab's CPU runtime) | the digits quickstart: an MLP on scikit-learn's digits, 20 epochs, σ ∈ {{0, 1e-6, 1e-4, 1e-2}} | 1-3 min on 2 cores ({notes}, "The notebook") |
 
-On Colab, choose the runtime (Runtime → Change runtime type) before running the cells, then Runtime → Run all.
+On Colab, choose the runtime (Runtime → Change runtime type) before running the cells, then Runtime → Run all;
+the runs are kept on Google Drive, so that after a disconnect Run all continues them (below, "Where the runs go").
 """, ()),
       ("markdown", """\
 ## Parameters
 
 `SETTING = "auto"` picks the row of the table above for this machine; name one (`"digits"`, `"fashion_mnist"`,
 `"resnet20"`) to choose it yourself (`"fashion_mnist"` without the local files downloads the data through
-tensorflow-datasets). Runs are written under `OUT`: running the notebook again loads finished runs instead of
-training them again. `SMOKE = True` is a 3-epoch digits setting that needs about a minute of CPU time, the setting
-in which this notebook is tested.""", ()),
+tensorflow-datasets). `SMOKE = True` is a 3-epoch digits setting that needs about a minute of CPU time, the setting
+in which this notebook is tested. `DRIVE` keeps the runs on Google Drive on Colab, `OUT` is their folder
+elsewhere; `BUTTERFLY_JAX_SOURCE` is where butterfly_jax is installed from where it is missing.""", ()),
       ("code", f"""\
 SMOKE = False      # True: 3 epochs of the digits quickstart, about a minute of CPU time (the notebook's test)
 SETTING = "auto"   # "auto", "digits", "fashion_mnist" or "resnet20"
 SEED = 0           # the runs' seed
-OUT = "runs/butterfly_effect_notebook"  # run directories, one folder per setting and perturbation time
-INSTALL = "butterfly_jax[report] @ git+{repository}"  # what pip installs where butterfly_jax is missing""",
+DRIVE = True       # on Colab: mount Google Drive and keep the runs in MyDrive/butterfly_jax (ignored elsewhere)
+DRIVE_MOUNT = "/content/drive"          # where Colab mounts Google Drive
+OUT = "runs/butterfly_effect_notebook"  # the runs' folder without Drive: one folder per setting and perturbation time
+BUTTERFLY_JAX_SOURCE = "git+{repository}"  # pip's source: a URL, a wheel or a folder""",
        ("parameters",)),
+      ("markdown", """\
+## Where the runs go
+
+On Colab with `DRIVE = True`, this cell mounts Google Drive (Colab asks for permission) and the runs' folders go
+under `MyDrive/butterfly_jax/<setting>/`, where they outlive the runtime; elsewhere, or when Drive does not mount,
+under `OUT`. Each run checkpoints its training state as it trains (`checkpoint.every_steps` and the end of each
+phase: docs/run-directory.md), so running the notebook again on the same folder, after a disconnect on Colab too, reads
+the finished runs back without training them again and resumes an unfinished one from its last checkpoint, with
+the same version of butterfly_jax (a run refuses to resume under changed package code).""", ()),
+      ("code", """\
+from pathlib import Path
+
+
+def in_colab():
+  try:
+    import google.colab  # noqa: F401 (importable on Colab only)
+  except ImportError:
+    return False
+  return True
+
+
+def runs_folder():
+  \"\"\"(folder of the runs, None) with Google Drive mounted, else (``OUT``, why not Drive).\"\"\"
+  if not in_colab():
+    return Path(OUT), "not on Colab"
+  if not DRIVE:
+    return Path(OUT), "DRIVE = False: on Colab, the runs are lost with the runtime"
+  from google.colab import drive
+  try:
+    drive.mount(DRIVE_MOUNT)
+  except Exception as e:  # permission refused or timed out: the runs are kept locally, and this says so
+    return Path(OUT), f"Google Drive did not mount ({type(e).__name__}: {e}); the runs are lost with the runtime"
+  return Path(DRIVE_MOUNT) / "MyDrive" / "butterfly_jax", None
+
+
+RUNS_ROOT, NOT_DRIVE = runs_folder()
+print(f"The runs go to {RUNS_ROOT.absolute()}/<setting>/t=<t>",
+      "on Google Drive" if NOT_DRIVE is None else f"({NOT_DRIVE})")
+print("Running the notebook again (after a disconnect: Runtime → Run all) reads the finished runs back without "
+      "training them again and resumes an unfinished one from its last checkpoint.")""", ()),
       ("markdown", """\
 ## Install
 
-Installs butterfly_jax (with matplotlib and pandas for the figures) where it is not importable yet, such as a
-fresh Colab runtime, whose JAX (with CUDA on a GPU runtime) is kept. Nothing here imports JAX.""", ()),
+Installs butterfly_jax (with matplotlib and pandas for the figures) from `BUTTERFLY_JAX_SOURCE` where it is not
+importable yet, such as a fresh Colab runtime, whose JAX (with CUDA on a GPU runtime) is kept. When the source
+cannot be reached, the cell says how to install from a wheel or a path instead, and stops. Nothing here imports
+JAX.""", ()),
       ("code", """\
+import glob
 import importlib
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
+
+
+def requirement(source):
+  \"\"\"pip's requirement for butterfly_jax with the figures' packages (its ``report`` extra) from ``source``: a URL pip
+  reads (``git+https://...``, ``https://.../butterfly_jax-VERSION-py3-none-any.whl``) or the path of a wheel or of a
+  source folder (a pattern such as ``/content/butterfly_jax-*.whl`` if it matches one file).\"\"\"
+  if "://" not in source:
+    matches = glob.glob(str(Path(source).expanduser()))
+    source = Path(matches[0] if len(matches) == 1 else source).expanduser().absolute().as_uri()
+  return f"butterfly_jax[report] @ {source}"
+
+
+WHAT_TO_DO = f\"\"\"
+Install butterfly_jax another way, then run the notebook again from the parameters cell:
+  * from a wheel: build one where the repository is, in its folder (`pip wheel . --no-deps -w dist`, or
+    `python -m build --wheel`), upload dist/butterfly_jax-VERSION-py3-none-any.whl (Colab: the Files pane, on the
+    left; it lands in /content), then either run `%pip install butterfly_jax-*.whl` in a new cell, or set
+    BUTTERFLY_JAX_SOURCE = "/content/butterfly_jax-*.whl" in the parameters cell;
+  * from a copy of the repository or another address: set BUTTERFLY_JAX_SOURCE to the folder's path (on Google
+    Drive, for instance: "{DRIVE_MOUNT}/MyDrive/butterfly_jax_src") or to a URL pip reads (git+https://..., or
+    https://.../butterfly_jax-VERSION-py3-none-any.whl).\"\"\"
 
 if importlib.util.find_spec("butterfly_jax") is None:
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", INSTALL], check=True)
+  wanted = requirement(BUTTERFLY_JAX_SOURCE)
+  pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", wanted],
+                       capture_output=True, text=True)
+  if pip.returncode != 0:
+    print(f"pip install {wanted!r} failed (BUTTERFLY_JAX_SOURCE = {BUTTERFLY_JAX_SOURCE!r}); pip's last words:",
+          *(pip.stdout + pip.stderr).strip().splitlines()[-10:], sep="\\n  ")
+    print(WHAT_TO_DO)
+    raise RuntimeError(f"butterfly_jax is not installed: pip could not install it from {BUTTERFLY_JAX_SOURCE!r}; "
+                       "what to do is printed above")
   importlib.invalidate_caches()
 print("butterfly_jax from", importlib.util.find_spec("butterfly_jax").origin)""", ()),
       ("markdown", """\
@@ -172,7 +252,11 @@ def setting_config(name):
 NAME = choose_setting()
 CONFIG, EARLY, LATE = setting_config(NAME)
 print(f"setting {NAME!r}: {CONFIG.data.name}, {CONFIG.model.name}, train.steps {CONFIG.train.steps}, σ {CONFIG.perturb.scales}, "
-      f"perturbed at t = {EARLY} and t = {LATE}")""", ()),
+      f"perturbed at t = {EARLY} and t = {LATE}")
+if NAME == "resnet20":
+  print(\"the wall time of this setting is an estimate, not measured:\",
+        \"""" + GPU_TIME + """\",
+        \"(""" + GPU_TIME_BASIS + """)\")""", ()),
       ("markdown", """\
 ## Two families
 
@@ -187,7 +271,7 @@ RUNS, RESULTS = {}, {}
 for when, t in (("early", EARLY), ("late", LATE)):
   c = CONFIG.copy_and_resolve_references()
   c.perturb.time = t
-  RUNS[when] = Path(OUT) / NAME / f"t={t}"
+  RUNS[when] = RUNS_ROOT / NAME / f"t={t}"
   start = time.time()
   RESULTS[when] = bj.run_experiment(c, RUNS[when])
   print(f"\\n{when}: t = {t}, {RUNS[when]}, {time.time() - start:.0f} s in this cell\\n{summary(RESULTS[when])}\\n")""",
@@ -203,8 +287,8 @@ from IPython.display import Image, display
 
 from butterfly_jax.report import load_table, load_trajectories, make_figures
 
-TABLE = load_table(Path(OUT) / NAME)
-FIGURES = make_figures(TABLE, Path(OUT) / NAME / "figures", load_trajectories(Path(OUT) / NAME),
+TABLE = load_table(RUNS_ROOT / NAME)
+FIGURES = make_figures(TABLE, RUNS_ROOT / NAME / "figures", load_trajectories(RUNS_ROOT / NAME),
                        only=("barrier_vs_sigma", "l2_from_init"))
 for path in FIGURES:
   if path.suffix == ".png":
