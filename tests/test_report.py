@@ -470,7 +470,7 @@ def test_the_page_opens_in_headless_chromium_and_every_figure_renders(runs, tmp_
     for name in _captions(out / md):
       width, height = struct.unpack(">II", (out / f"{name}.png").read_bytes()[16:24])  # the PNG's IHDR
       expected[name] = (width, height)
-  assert len(expected) == len(EXPECTED_FIGURES) + 7
+  assert len(expected) == len(EXPECTED_FIGURES) + 9  # the map: 3 heatmaps, threshold, 3 relations, 2 figure 1s
   alone = tmp_path / "alone" / "index.html"
   alone.parent.mkdir()
   alone.write_text((out / "index.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
