@@ -8,6 +8,7 @@ Public API (stable; notebooks and other tools rely on it)::
   create_model(name, key, input_shape, num_classes, **kwargs) -> (apply_fn, params, spec)
   angular_cka(x, y)                         -> float radians (0 = same up to rotation and scale)
   weight_matching(key, spec, params_a, params_b, max_iter=100) -> permutation {name: index array}
+  activation_matching(spec, acts_a, acts_b) -> permutation, from activations {name: [..., units]} on the same inputs
   apply_permutation(spec, perm, params)     -> permuted params (same function)
   random_permutation(key, spec, fixed_fraction) -> permutation
   fixed_point_fraction(perm)                -> float
@@ -19,8 +20,8 @@ Public API (stable; notebooks and other tools rely on it)::
 from butterfly_jax.version import __version__
 
 from butterfly_jax.core.evaluate import barrier_from_curve
-from butterfly_jax.core.permutations import (PermutationSpec, apply_permutation, fixed_point_fraction,
-                                             random_permutation, spec_for, weight_matching)
+from butterfly_jax.core.permutations import (PermutationSpec, activation_matching, apply_permutation,
+                                             fixed_point_fraction, random_permutation, spec_for, weight_matching)
 from butterfly_jax.core.similarity import angular_cka
 from butterfly_jax.core.tree_math import interpolate, l2_distance
 from butterfly_jax.models import create_model
@@ -36,5 +37,6 @@ def run_experiment(config, workdir):
 
 __all__ = ["interpolate", "l2_distance", "barrier_from_curve", "create_model", "angular_cka", "PermutationSpec",
            "apply_permutation", "fixed_point_fraction", "random_permutation", "spec_for", "weight_matching",
+           "activation_matching",
            "run_experiment", "load_run", "Run",
            "__version__"]

@@ -28,6 +28,7 @@ INIT_SCALES = ("variance", "mean_square")
 EXTRA_LRS = ("decay", "hold")
 HEAD_INITS = ("torch_linear", "model")
 TRANSLATE_FILLS = ("black", "mean")
+ALIGN_METHODS = ("weights", "activations")  # eval.align_method: weight matching, activation matching
 WRITERS = ("tensorboard", "wandb")  # log.writers: live trackers besides metrics.jsonl (butterfly_jax/run/writers.py)
 # Fields whose default changed when the definitions were aligned with the paper and the authors' code: a stored
 # config written before they existed gets the value that reproduces what that run did, so old runs are never
@@ -189,9 +190,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval.alpha_chunk = 1      # networks evaluated at once (vmap) inside lax.map; 1 = one by one
   c.eval.every_steps = 0      # also barriers during training, every N steps (0 = off)
   c.eval.during_num_examples = 1000  # examples per split for the barriers during training
-  c.eval.align = True         # also compare each child with child 0 after weight matching
+  c.eval.align = True         # also compare each child with child 0 after aligning its units to child 0's
+  c.eval.align_method = "weights"  # how: "weights" (weight matching) or "activations" (activation matching)
   c.eval.align_max_iter = 100  # weight-matching rounds at most
   c.eval.align_bias = False    # biases in weight matching's cost; False: left out (the authors')
+  c.eval.align_examples = 2000  # activation matching: training examples whose activations are correlated
   c.eval.dtype = "float32"     # precision of the evaluated networks' forward: "float16" (the authors' autocast)
   c.eval.cka_examples = 2000  # test examples for angular CKA (0 = off)
   c.eval.cka_feature = "penultimate"  # the named feature (model outputs) compared by CKA
@@ -271,12 +274,21 @@ FIELD_DOCS = {
     'data.tfds_dir': (
         'tensorflow-datasets `data_dir`; an error with `data.dir`, `digits` or `synthetic` (it would not be '
         'read)'),
-    'eval.align': 'also align each child to child 0 by weight matching and report aligned L2, barriers, fixed points',
+    'eval.align': (
+        'also align each child to child 0 (`eval.align_method`) and report aligned L2, barriers, fixed points'),
     'eval.align_bias': (
         "weight matching's cost includes the biases (norm biases too); `False`: every parameter whose path "
         "contains `bias` is left out of it, as in the authors' code (definitions' version 3; version 2 included "
         'them). The permutation found moves the biases either way'),
+    'eval.align_examples': (
+        'activation matching: training examples (unaugmented, drawn once with the evaluation key; all if fewer) on '
+        "which each pair's units are correlated"),
     'eval.align_max_iter': 'weight-matching rounds at most',
+    'eval.align_method': (
+        "`weights`: weight matching (Git Re-Basin's coordinate descent on the parameters); `activations`: activation "
+        "matching, each permutation's units matched by the correlation of their post-ReLU activations on "
+        '`eval.align_examples` training examples (one linear assignment each; `mlp`, `cnn` and the ResNets). '
+        'results.json records `method` beside an activation-matched pair\'s aligned numbers'),
     'eval.alpha_chunk': 'interpolated networks evaluated at once under `vmap`',
     'eval.batch_size': '',
     'eval.cka_estimator': "`unbiased` (Gram diagonals zeroed, the authors'), `biased`",
@@ -639,6 +651,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("perturb.rewind_lr: a rewound child restarts the schedule at t and needs T more steps to "
                       "finish it; set perturb.extra_steps=True as well (without it, it would stop at step T "
                       "mid-schedule, at a learning rate above 0)")
+  choice(c.eval.align_method, ALIGN_METHODS, "eval.align_method")
   for field in ("align", "align_bias"):
     if not isinstance(c.eval[field], bool):
       raise ConfigError(f"eval.{field}: expected True or False, got {c.eval[field]!r}")
@@ -667,6 +680,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
       "eval.alpha_chunk": c.eval.alpha_chunk, "log.every_steps": c.log.every_steps,
       "eval.norm_stats_examples": c.eval.norm_stats_examples,
       "perturb.init_draws": c.perturb.init_draws, "eval.align_max_iter": c.eval.align_max_iter,
+      "eval.align_examples": c.eval.align_examples,
   }
   for field, v in positive.items():
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:

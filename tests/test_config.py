@@ -22,6 +22,8 @@ from butterfly_jax.run.experiment import run
     ("eval.num_alphas", 1, "eval.num_alphas"),
     ("optim.clip_norm", -1.0, "optim.clip_norm: must be a finite number >= 0"),
     ("perturb.mask.include", "(", "perturb.mask.include: not a valid regular expression"),
+    ("eval.align_method", "cosine", "eval.align_method: unknown value 'cosine'; allowed: weights, activations"),
+    ("eval.align_examples", 0, "eval.align_examples: expected an integer >= 1"),
 ])
 def test_bad_fields_are_named(smoke_config, tmp_path, field, value, match):
   section, key = field.rsplit(".", 1)
@@ -157,6 +159,7 @@ def test_a_stored_config_from_before_new_fields_is_the_same_config(tmp_path):
   c = smoke()
   old = c.to_dict()
   del old["runtime"], old["init"]["keep_head"], old["data"]["classes"], old["checkpoint"]["keep"]
+  del old["eval"]["align_method"], old["eval"]["align_examples"]  # an old aligned run weight-matched
   upgraded = config_lib.upgrade(json.loads(json.dumps(rundir_lib.to_jsonable(old))))
   assert rundir_lib.to_jsonable(upgraded) == rundir_lib.to_jsonable(c.to_dict())
   rd = rundir_lib.RunDir(tmp_path)
@@ -196,6 +199,22 @@ def test_model_dependent_errors_come_before_any_training(smoke_config, tmp_path,
   with pytest.raises(ConfigError, match=match):
     run(smoke_config, tmp_path)
   assert not (tmp_path / "metrics.jsonl").exists()   # nothing trained
+
+
+def test_activation_matching_of_a_model_without_activations_is_refused_before_anything(smoke_config, tmp_path):
+  """Activation matching reads the units' activations, which the transformers do not provide: with
+  ``eval.align`` on, such a config fails before the run directory is made, naming the field and the models that
+  have them; without alignment nothing reads the method."""
+  smoke_config.model.name = "vit"
+  smoke_config.model.kwargs = {"patch": 4, "depth": 1, "width": 8, "heads": 2, "mlp_dim": 8}
+  smoke_config.eval.align_method = "activations"
+  with pytest.raises(ConfigError, match="eval.align_method: 'activations' .* model.name=vit .*mlp, cnn, resnet20"):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
+  smoke_config.eval.align = False
+  spec_lib.check(smoke_config)
+  smoke_config.eval.align, smoke_config.model.name, smoke_config.model.kwargs = True, "mlp", {"hidden": (4,)}
+  spec_lib.check(smoke_config)
 
 
 @pytest.mark.parametrize("name, kwargs, match", [

@@ -9,7 +9,8 @@ import optax
 import pytest
 
 import butterfly_jax as bj
-from butterfly_jax.core import permutations, tree_math
+from butterfly_jax.core import activations, batches, permutations, tree_math
+from butterfly_jax.models.layers import max_pool_2x2
 
 MODELS = [
     ("resnet20", (32, 32, 3), {"width": 1}),
@@ -283,3 +284,194 @@ def test_weight_matching_leaves_biases_out_of_its_cost_unless_asked():
     for seed in range(3):
       perm = bj.weight_matching(jax.random.key(seed), spec, a, b, bias=bias)
       assert tuple(int(i) for i in perm[name]) == best(bias)
+
+
+# Activation matching: the models that sow their units' activations (bj.models.ACTIVATION_MODELS); of MODELS, the
+# basic-block ResNet without norms and the bottleneck one with LayerNorm stand for the ResNets
+ACTIVATION = [m for m in MODELS if m[0] in ("mlp", "cnn") or (m[0], m[2].get("norm")) in (("resnet", "none"),
+                                                                                       ("resnet50", None))]
+
+
+@functools.lru_cache(maxsize=None)
+def _activations_fn(name, shape, items):
+  return jax.jit(bj.models.make_activations(name, shape, 10, **dict(items)))
+
+
+def _activations(name, shape, kwargs, params, x):
+  """The activations each permutation of ``name``'s spec acts on, one compilation per model and module."""
+  return _activations_fn(name, shape, tuple(sorted(kwargs.items())))(params, x)
+
+
+@pytest.mark.parametrize("name,shape,kwargs", ACTIVATION, ids=[_ids(m) for m in ACTIVATION])
+def test_activation_matching_recovers_a_known_permutation_exactly(name, shape, kwargs):
+  """A network against a randomly permuted copy of itself (the same function), both run on the same 64 inputs:
+  every unit's activations correlate 1 with its own copy's and less with any other unit's, so the assignment
+  puts every unit back. Units that are 0 on every input (dead ReLUs) carry no signal: they are matched among
+  themselves, in any order (the function is the same either way). At init the CNN's dense layer has 5 of its 20
+  units dead (their inputs are >= 0, and for those units the weights sum to a large negative input on every
+  example), so the test gives each dense unit the bias that centres it on these inputs; ResNet-50's deeper stages
+  keep dozens. So: every live unit exactly, dead units to dead units and,
+  where no permutation has two dead units (every network here but ResNet-50), the whole permutation, at L2
+  distance 0."""
+  apply_fn, params, spec = _model(name, shape, kwargs)
+  params = _perturb_norms(params, jax.random.key(1))
+  x = _inputs(name, shape, 64)
+  if name == "cnn":  # the dense units' biases centre their inputs on these examples: none is dead (at init 5 of 20)
+    conv = _activations(name, shape, kwargs, params, x)[f"P_conv{len(kwargs['channels']) - 1}"][0]
+    pre = max_pool_2x2(conv).reshape(len(x), -1) @ params["dense"]["kernel"]
+    params = {**params, "dense": {**params["dense"], "bias": -jnp.mean(pre, 0)}}
+  acts = _activations(name, shape, kwargs, params, x)
+  assert set(acts) == set(spec.names)
+  for n, tensors in acts.items():  # the units each permutation acts on, last axis, one tensor per layer output
+    assert tensors and all(t.shape[0] == 64 and t.shape[-1] == spec.sizes[n] for t in tensors), n
+    assert all(float(jnp.min(t)) >= 0.0 for t in tensors), n  # after the ReLU
+  # the last permutation's units are the head's input: the penultimate features (a ResNet's, pooled)
+  last = {"mlp": f"P_dense{len(kwargs.get('hidden', ())) - 1}", "cnn": "P_dense"}.get(name) or max(
+      n for n in spec.names if n.startswith("P_stage") and "block" not in n)
+  out = acts[last][-1]
+  np.testing.assert_allclose(out.mean((1, 2)) if out.ndim == 4 else out, apply_fn(params, x)[1]["penultimate"],
+                             rtol=1e-5, atol=1e-5)
+  hidden_perm = bj.random_permutation(jax.random.key(2), spec, 0.0)
+  hidden = bj.apply_permutation(spec, hidden_perm, params)
+  perm = permutations.activation_matching(spec, acts, _activations(name, shape, kwargs, hidden, x))
+  dead = {n: np.all(np.stack([np.asarray(t).reshape(-1, spec.sizes[n]).std(0) for t in acts[n]]) == 0, 0)
+          for n in spec.names}
+  for n in spec.names:
+    truth = np.argsort(hidden_perm[n])
+    np.testing.assert_array_equal(perm[n][~dead[n]], truth[~dead[n]], err_msg=n)
+    assert set(perm[n][dead[n]]) == set(truth[dead[n]]), n  # dead units go to dead units
+  unique = all(d.sum() <= 1 for d in dead.values())  # one dead unit has only one place to go
+  assert unique == (name != "resnet50"), {n: int(d.sum()) for n, d in dead.items()}
+  if unique:
+    assert bj.l2_distance(params, bj.apply_permutation(spec, perm, hidden)) == 0.0
+
+
+def test_activation_matching_recovers_a_known_permutation_of_a_trained_mlp():
+  """Trained units are not the random ones of init: still every unit of the trained MLP (none dead on these
+  inputs) is found again, with either kernel."""
+  params, spec = _train_mlp(0)
+  x = jax.random.normal(jax.random.key(100), (256, 8, 8, 1))
+  acts_fn = jax.jit(bj.models.make_activations("mlp", (8, 8, 1), 4, hidden=(32, 32)))
+  acts = acts_fn(params, x)
+  assert all(np.all(np.asarray(acts[n][0]).std(0) > 0) for n in spec.names)  # no dead unit
+  hidden = bj.apply_permutation(spec, bj.random_permutation(jax.random.key(7), spec, 0.0), params)
+  for kernel in permutations.ACTIVATION_KERNELS:
+    perm = permutations.activation_matching(spec, acts, acts_fn(hidden, x), kernel=kernel)
+    assert bj.fixed_point_fraction(perm) < 0.2
+    assert bj.l2_distance(params, bj.apply_permutation(spec, perm, hidden)) == 0.0, kernel
+
+
+def test_activation_matching_of_twins_is_the_identity_even_with_dead_units():
+  """Identical networks match by the identity. Units dead on every example (here 5 of the first layer's 32, their
+  bias -1000) correlate 0 with every unit, a tie that any assignment among them solves; the tie goes to the
+  identity (``permutations.TIE_BREAK``)."""
+  params, spec = _train_mlp(0)
+  params["dense0"]["bias"] = params["dense0"]["bias"].at[jnp.array([0, 3, 4, 17, 31])].set(-1000.0)
+  x = jax.random.normal(jax.random.key(100), (256, 8, 8, 1))
+  acts = bj.models.make_activations("mlp", (8, 8, 1), 4, hidden=(32, 32))(params, x)
+  assert int(np.sum(np.asarray(acts["P_dense0"][0]).std(0) == 0)) == 5
+  scores = permutations.ActivationSums()
+  scores.update(acts, acts)
+  dead = scores.scores()["P_dense0"][[0, 3, 4, 17, 31]]
+  assert np.all(dead == 0.0)  # no signal: 0 against every unit, itself included
+  for kernel in permutations.ACTIVATION_KERNELS:
+    perm = permutations.activation_matching(spec, acts, acts, kernel=kernel)
+    assert bj.fixed_point_fraction(perm) == 1.0, kernel
+
+
+def _brute_force_best(score):
+  import itertools
+  return max(itertools.permutations(range(len(score))), key=lambda p: sum(score[i, p[i]] for i in range(len(p))))
+
+
+def test_activation_matching_is_the_brute_force_best_of_a_three_unit_layer():
+  """One hidden layer of 3 units: of the 6 permutations, the one found has the largest total correlation, computed
+  independently (``np.corrcoef`` per tensor, averaged over the two tensors the permutation acts on here: one of
+  examples and one of examples x positions), and for the ``inner_product`` kernel the largest total mean
+  product. B's units are A's, shuffled, scaled and mixed with noise, so the best is neither the identity nor
+  exact."""
+  _, _, spec = bj.create_model("mlp", jax.random.key(0), (2, 2, 1), 3, hidden=(3,))
+  (name,) = spec.names
+  rng = np.random.default_rng(0)
+  for trial in range(5):
+    a = (rng.normal(size=(40, 3)), rng.normal(size=(10, 4, 3)))
+    mix = rng.permutation(3)
+    b = tuple(2.0 * t[..., mix] + 0.8 * rng.normal(size=t.shape) + 1.0 for t in a)
+    flat = [(ta.reshape(-1, 3), tb.reshape(-1, 3)) for ta, tb in zip(a, b)]
+    corr = sum(np.corrcoef(ta.T, tb.T)[:3, 3:] for ta, tb in flat) / 2
+    inner = sum(ta.T @ tb / len(ta) for ta, tb in flat) / 2
+    for kernel, score in (("correlation", corr), ("inner_product", inner)):
+      sums = permutations.ActivationSums()
+      sums.update({name: a}, {name: b})
+      np.testing.assert_allclose(sums.scores(kernel)[name], score, rtol=1e-12, atol=1e-12)
+      perm = permutations.activation_matching(spec, {name: a}, {name: b}, kernel=kernel)
+      best = _brute_force_best(score)
+      assert tuple(int(i) for i in perm[name]) == best, (trial, kernel)
+      assert best != (0, 1, 2) or trial, (trial, kernel)  # the first trial's optimum moves units
+
+
+def test_activation_sums_stream_over_batches_and_reject_mismatched_activations():
+  """Batches streamed one by one give the scores of all examples at once (float64 sums, shifted by each unit's
+  first value); a constant unit scores 0; mismatched names, shapes and the ViT's head blocks are errors."""
+  rng = np.random.default_rng(1)
+  a = {"P": rng.normal(size=(300, 5, 4)) + 50.0, "Q": rng.normal(size=(300, 6))}
+  b = {"P": a["P"][..., ::-1] * 3.0 + rng.normal(size=(300, 5, 4)), "Q": rng.normal(size=(300, 6))}
+  b["Q"][:, 2] = 7.0
+  whole, streamed = permutations.ActivationSums(), permutations.ActivationSums()
+  whole.update(a, b)
+  for start in range(0, 300, 64):
+    streamed.update({k: v[start:start + 64] for k, v in a.items()}, {k: v[start:start + 64] for k, v in b.items()})
+  assert streamed.n == whole.n == {"P": [1500], "Q": [300]}
+  for kernel in permutations.ACTIVATION_KERNELS:
+    for n in ("P", "Q"):
+      np.testing.assert_allclose(streamed.scores(kernel)[n], whole.scores(kernel)[n], rtol=1e-10, atol=1e-12)
+  assert np.all(whole.scores()["Q"][:, 2] == 0.0)
+  assert np.argmax(whole.scores()["P"], 1).tolist() == [3, 2, 1, 0]
+  with pytest.raises(permutations.PermutationError, match="different permutations"):
+    whole.update({"P": a["P"]}, b)
+  with pytest.raises(permutations.PermutationError, match="differ in shape"):
+    whole.update({"P": a["P"], "Q": a["Q"][:, :5]}, b)
+  with pytest.raises(permutations.PermutationError, match="unknown kernel"):
+    whole.scores("cosine")
+  _, _, spec = bj.create_model("mlp", jax.random.key(0), (2, 2, 1), 3, hidden=(4,))
+  with pytest.raises(permutations.PermutationError, match=r"missing \['P_dense0'\]"):
+    permutations.assign_units(spec, whole.scores())
+  _, _, vit = _model("vit", (16, 16, 3), {"patch": 4, "depth": 2, "width": 24, "heads": 3, "mlp_dim": 40})
+  with pytest.raises(permutations.PermutationError, match="blocks"):
+    permutations.assign_units(vit, {})
+
+
+def test_models_without_activations_say_so():
+  assert set(bj.models.ACTIVATION_MODELS) == {"mlp", "cnn", "resnet20", "resnet", "resnet34", "resnet50"}
+  for name in ("vit", "bert", "olmo"):
+    assert bj.models.make_activations(name, (3, 10), 2) is None
+
+
+def test_pair_activation_sums_stream_padded_batches_with_each_childs_batchnorm_statistics():
+  """The run's path (:func:`butterfly_jax.core.activations.pair_activation_sums`): uint8 images normalised,
+  batches of 16 over 40 examples (the last one padded: its padding is left out), each child with its own
+  BatchNorm statistics. The sums are those of the 40 examples at once, and child 1, a permuted copy of child 0
+  with its statistics permuted alike, is matched back exactly."""
+  kwargs = {"hidden": (12, 10), "norm": "batchnorm"}
+  apply_fn, params, spec = bj.create_model("mlp", jax.random.key(0), (4, 4, 1), 3, **kwargs)
+  params = _perturb_norms(params, jax.random.key(1))
+  moments = bj.models.make_moments("mlp", (4, 4, 1), 3, **kwargs)
+  acts_fn = bj.models.make_activations("mlp", (4, 4, 1), 3, **kwargs)
+  images = jax.random.randint(jax.random.key(2), (50, 4, 4, 1), 0, 256).astype(jnp.uint8)
+  mean, std = jnp.array([0.4]), jnp.array([0.25])
+  x = batches.normalize(images, mean, std)
+  hidden_perm = bj.random_permutation(jax.random.key(3), spec, 0.0)
+  children = [params, bj.apply_permutation(spec, hidden_perm, params)]
+  stats = [moments(p, x) for p in children]  # child 1's are child 0's, permuted
+  indices = np.arange(3, 43)
+  sums = activations.pair_activation_sums(activations.make_activation_batch(acts_fn), children, stats, images,
+                                          indices, 16, mean, std, [1])
+  ref = permutations.ActivationSums()
+  ref.update(*(acts_fn(p, x[indices], s) for p, s in zip(children, stats)))
+  assert sums[1].n == ref.n == {"P_dense0": [40], "P_dense1": [40]}
+  for n in spec.names:
+    np.testing.assert_allclose(sums[1].scores()[n], ref.scores()[n], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(acts_fn(params, x, stats[0])["P_dense1"][0],
+                             apply_fn(params, x, stats[0])[1]["penultimate"], rtol=1e-6, atol=1e-6)
+  perm = permutations.assign_units(spec, sums[1].scores())
+  assert bj.l2_distance(params, bj.apply_permutation(spec, perm, children[1])) == 0.0

@@ -22,6 +22,10 @@ The MLP has ``P_dense{i}`` per hidden layer; the CNN ``P_conv{i}`` per convoluti
 ``P_dense`` for the dense layer, whose input is the last feature map flattened as ``H x W x C``. Transformers (ViT,
 BERT, OLMo): the residual stream, each MLP's hidden units, each attention layer's heads and the units within a
 head (:func:`vit_spec`, :func:`bert_spec`, :func:`olmo_spec`).
+
+Two ways to find the permutation of network B's units that best lines them up with network A's:
+:func:`weight_matching` (the parameters alone) and :func:`activation_matching` (the units' activations on the same
+inputs: per permutation, the cross-correlation of A's and B's units over the examples, one linear assignment).
 """
 
 import dataclasses
@@ -457,3 +461,135 @@ def weight_matching_rounds(key, spec: PermutationSpec, params_a, params_b, max_i
     if not improved:
       break
   return perm, it + 1 if max_iter else 0
+
+
+ACTIVATION_KERNELS = ("correlation", "inner_product")
+# added to the diagonal of an activation-matching score matrix: of assignments whose totals tie (units with no
+# signal, such as ReLUs dead on every example, score 0 against every unit), the one leaving units in place wins
+TIE_BREAK = 1e-9
+
+
+class ActivationSums:
+  """Running float64 sums over examples of two networks' paired activations: per permutation, per activation
+  tensor it acts on, enough for the cross-correlation (or inner-product) matrix of A's units against B's.
+
+  :meth:`update` takes one batch, ``{name: array or sequence of arrays}`` per network, each array's last axis the
+  units and every other axis examples (a feature map's positions count as examples, as in Git Re-Basin); the same
+  names, tensors and shapes in both. The sums are shifted by each unit's first value (exactly constant units then
+  sum to exactly 0, and no large mean cancels), so any number of batches can be streamed through.
+  """
+
+  def __init__(self):
+    self.n = {}      # name -> examples summed, per tensor
+    self._sums = {}  # name -> per tensor: shift_a, shift_b, sa, sb, saa, sbb, sab
+
+  def update(self, acts_a: dict, acts_b: dict) -> None:
+    if set(acts_a) != set(acts_b):
+      raise PermutationError(f"activation_matching: the two networks' activations name different permutations: "
+                             f"{sorted(set(acts_a) ^ set(acts_b))}")
+    for name in acts_a:
+      xs, ys = _tensors(acts_a[name]), _tensors(acts_b[name])
+      if len(xs) != len(ys):
+        raise PermutationError(f"activation_matching: {name} has {len(xs)} activation tensors in one network and "
+                               f"{len(ys)} in the other")
+      sums = self._sums.setdefault(name, [None] * len(xs))
+      if len(sums) != len(xs):
+        raise PermutationError(f"activation_matching: {name} had {len(sums)} activation tensors, now {len(xs)}")
+      counts = self.n.setdefault(name, [0] * len(xs))
+      for i, (x, y) in enumerate(zip(xs, ys)):
+        if x.shape != y.shape:
+          raise PermutationError(f"activation_matching: {name}'s activations differ in shape: {x.shape} and "
+                                 f"{y.shape}")
+        x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        if not len(x):
+          continue
+        if sums[i] is None:
+          sums[i] = {"shift_a": x[0].astype(np.float64), "shift_b": y[0].astype(np.float64),
+                     **{k: 0.0 for k in ("sa", "sb", "saa", "sbb", "sab")}}
+        s = sums[i]
+        for start in range(0, len(x), _ROWS):  # float64 copies of at most _ROWS rows at a time
+          a = x[start:start + _ROWS].astype(np.float64) - s["shift_a"]
+          b = y[start:start + _ROWS].astype(np.float64) - s["shift_b"]
+          s["sa"] = s["sa"] + a.sum(0)
+          s["sb"] = s["sb"] + b.sum(0)
+          s["saa"] = s["saa"] + np.einsum("ij,ij->j", a, a)
+          s["sbb"] = s["sbb"] + np.einsum("ij,ij->j", b, b)
+          s["sab"] = s["sab"] + a.T @ b
+        counts[i] += len(x)
+
+  def scores(self, kernel: str = "correlation") -> dict:
+    """``{name: [units of A, units of B]}``, float64: per activation tensor ``correlation``, the Pearson
+    correlation over the examples (a unit constant on them correlates 0 with every unit), or ``inner_product``,
+    the mean of ``a_i * b_j`` (the authors' ``outer_product`` kernel); averaged over the tensors a permutation
+    acts on (a ResNet stage's block outputs)."""
+    if kernel not in ACTIVATION_KERNELS:
+      raise PermutationError(f"activation_matching: unknown kernel {kernel!r}; allowed: "
+                             f"{', '.join(ACTIVATION_KERNELS)}")
+    out = {}
+    for name, sums in self._sums.items():
+      mats = []
+      for s, n in zip(sums, self.n[name]):
+        if s is None:
+          raise PermutationError(f"activation_matching: no examples of {name}'s activations")
+        ma, mb = s["sa"] / n, s["sb"] / n
+        cov = s["sab"] / n - np.outer(ma, mb)  # shifting changes no covariance
+        if kernel == "inner_product":  # E[(a' + shift_a)(b' + shift_b)]
+          mats.append(cov + np.outer(ma + s["shift_a"], mb + s["shift_b"]))
+          continue
+        std_a = np.sqrt(np.maximum(s["saa"] / n - ma * ma, 0.0))
+        std_b = np.sqrt(np.maximum(s["sbb"] / n - mb * mb, 0.0))
+        inv_a = np.divide(1.0, std_a, out=np.zeros_like(std_a), where=std_a > 0)
+        inv_b = np.divide(1.0, std_b, out=np.zeros_like(std_b), where=std_b > 0)
+        mats.append(np.clip(cov * inv_a[:, None] * inv_b[None, :], -1.0, 1.0))
+      out[name] = sum(mats) / len(mats)
+    return out
+
+
+_ROWS = 1 << 16
+
+
+def _tensors(value) -> list:
+  """One permutation's activations: an array, or a sequence of arrays (several tensors the permutation acts on)."""
+  if isinstance(value, (list, tuple)):
+    return [np.asarray(v) for v in value]
+  return [np.asarray(value)]
+
+
+def assign_units(spec: PermutationSpec, scores: dict) -> dict:
+  """The permutation that maximises each ``scores[name]``'s total over matched pairs (``[i, j]``: unit ``i`` of A
+  against unit ``j`` of B), one linear assignment per permutation; ties (to :data:`TIE_BREAK`) go to units left in
+  place. In :func:`apply_permutation`'s convention: B's unit ``perm[name][i]`` moves to position ``i``."""
+  if spec.blocks:
+    raise PermutationError(f"activation_matching: permutations of blocks ({', '.join(spec.blocks)}: attention heads) "
+                           "are not supported; use weight_matching")
+  if set(scores) != set(spec.names):
+    missing, unknown = sorted(set(spec.names) - set(scores)), sorted(set(scores) - set(spec.names))
+    raise PermutationError(f"activation_matching: the activations and the spec name different permutations: "
+                           f"missing {missing}, unknown {unknown}")
+  perm = {}
+  for name in spec.names:
+    n = spec.sizes[name]
+    score = np.asarray(scores[name], np.float64)
+    if score.shape != (n, n):
+      raise PermutationError(f"activation_matching: {name} permutes {n} units, its activations have "
+                             f"{score.shape[0]} and {score.shape[1]}")
+    _, cols = linear_sum_assignment(score + TIE_BREAK * np.eye(n), maximize=True)
+    perm[name] = cols
+  return perm
+
+
+def activation_matching(spec: PermutationSpec, acts_a: dict, acts_b: dict, kernel: str = "correlation") -> dict:
+  """The permutation of network B's units that best matches network A's by their activations on the same inputs
+  (Git Re-Basin's activation matching, Ainsworth et al. 2023; the authors' ``activation_matching``).
+
+  ``acts_a``, ``acts_b``: ``{permutation name: array [..., units]}`` (or a sequence of arrays per name, every
+  tensor the permutation acts on), every axis but the last one examples, for every permutation of ``spec``
+  (:func:`butterfly_jax.models.make_activations` gives them for the models that have them). Per permutation, the
+  units' cross-correlation over the examples (``kernel``: ``correlation``, or the authors' ``inner_product``;
+  :meth:`ActivationSums.scores`) and one linear assignment maximising its total (:func:`assign_units`). Pure; on
+  the host in float64. Apply the result with :func:`apply_permutation`. For more examples than fit at once, stream
+  them through an :class:`ActivationSums` and call :func:`assign_units` on its scores.
+  """
+  sums = ActivationSums()
+  sums.update(acts_a, acts_b)
+  return assign_units(spec, sums.scores(kernel))

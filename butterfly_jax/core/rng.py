@@ -11,8 +11,9 @@ is named here by its role, with the number folded in to get it:
 * ``init``: the model's initialisation, and a fresh torch-style head from ``fold_in(init, HEAD_INIT)``;
 * ``perturb``: ``PERTURB_ROLES`` (the mask, the examples and augmentation of the batch perturbation, the
   Gaussian direction);
-* ``eval``: ``EVAL_ROLES`` (which examples are evaluated at the end and during training, and which estimate
-  BatchNorm statistics), and child ``j``'s weight matching to child 0 from ``fold_in(eval, ALIGN_BASE + j)``;
+* ``eval``: ``EVAL_ROLES`` (which examples are evaluated at the end and during training, which estimate
+  BatchNorm statistics, and which activation matching correlates), and child ``j``'s weight matching to child 0
+  from ``fold_in(eval, ALIGN_BASE + j)``;
 * ``init_stats``: the initialisations drawn to estimate the init statistics of ``E_init``.
 
 The random-permutation proxy (:mod:`butterfly_jax.proxy`) draws from a key of its own seed
@@ -44,6 +45,7 @@ EVAL_ROLES = {
     "during_train_examples": 2,  # the training examples evaluated during training (eval.during_num_examples)
     "during_test_examples": 3,   # the test examples evaluated during training
     "norm_stats_examples": 4,    # the training examples that re-estimate BatchNorm statistics
+    "align_examples": 5,         # the training examples whose activations activation matching correlates
 }
 
 ALIGN_BASE = 100  # fold_in(eval key, ALIGN_BASE + j): the weight matching of child j to child 0

@@ -117,14 +117,18 @@ class Comparison(TypedDict):
 
 
 class Aligned(Comparison):
-  """The comparison after weight matching, with the permutation's fixed points."""
+  """The comparison after alignment, with the permutation's fixed points; ``method`` ``"activations"`` and its
+  ``examples`` for activation matching (``eval.align_method``), absent for weight matching (every run before the
+  choice existed, and every run that keeps the default)."""
   fixed_point_fraction: Number
   fixed_point_fractions: NotRequired[dict]
+  method: NotRequired[str]
+  examples: NotRequired[int]
 
 
 class VsChild0(Comparison, total=False):
-  """Child k >= 1 against child 0: the comparison, ensemble, disagreement and CKA; ``aligned`` after weight
-  matching (``eval.align``)."""
+  """Child k >= 1 against child 0: the comparison, ensemble, disagreement and CKA; ``aligned`` after aligning its
+  units to child 0's (``eval.align``)."""
   ensemble: Ensemble
   disagreement: Number
   cka: Number

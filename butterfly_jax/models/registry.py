@@ -124,6 +124,42 @@ def make_moments(name: str, input_shape, num_classes: int, **model_kwargs):
   return moments_fn
 
 
+# The models that sow the activations of the units each permutation of their spec acts on (flax ``sow`` into
+# ``intermediates``, under the permutation's name; a no-op unless that collection is mutable): the ones
+# activation matching (``eval.align_method="activations"``) aligns.
+ACTIVATION_MODELS = ("mlp", "cnn", "resnet20", "resnet", "resnet34", "resnet50")
+
+
+def make_activations(name: str, input_shape, num_classes: int, **model_kwargs):
+  """``activations_fn(params, x, stats=None) -> {permutation name: (array [B, ..., units], ...)}``: the activations,
+  after their ReLU, of the hidden units each permutation of the model's spec acts on (one array per tensor the
+  permutation reorders: a ResNet stage's permutation has one per block output, and stage 1's the stem's too),
+  for activation matching (:func:`butterfly_jax.core.permutations.activation_matching`); None for a model not in
+  :data:`ACTIVATION_MODELS`. ``stats``: as for :func:`make_model`'s ``apply_fn`` (BatchNorm statistics; without
+  them a BatchNorm model normalises with the batch's own moments). The model's outputs are computed as ever: the
+  activations are read from the flax ``intermediates`` collection the models ``sow`` into."""
+  if name not in ACTIVATION_MODELS:
+    return None
+  module = build_module(name, num_classes, **model_kwargs)
+
+  def activations_fn(params, x, stats=None):
+    variables = {"params": params} if stats is None else {"params": params, "batch_stats": stats}
+    _, state = module.apply(variables, x, mutable=["intermediates"])
+    out = {}
+
+    def walk(tree):
+      for key, value in tree.items():
+        if isinstance(value, Mapping):
+          walk(value)
+        else:  # a tuple of the values sown under this name, in the order they were computed
+          out[key] = out.get(key, ()) + tuple(value)
+
+    walk(state["intermediates"])
+    return out
+
+  return activations_fn
+
+
 def param_order(name: str, input_shape, num_classes: int, **model_kwargs) -> dict:
   """``{"layer/param": shape}`` of every parameter, in the order the model creates them, which is the order
   its layers are first used (flax creates a compact module's parameters at its first call). Traced

@@ -12,6 +12,10 @@ shortcut_norm}``, ``head``. The penultimate representation (global-average-poole
 pads every 3x3 convolution by 1 on each side, as torch's ``padding=1`` in the authors' ``resnet.py``, so the
 strided path samples the pixels its 1x1 shortcut does; ``same`` is XLA's ``SAME`` (definitions' version 2 and
 before), which pads a stride-2 layer (0, 1) (:func:`butterfly_jax.models.conv.resnet_padding`).
+
+For activation matching, the units each permutation acts on are ``sow``-n into ``intermediates`` (nothing unless
+the caller makes it mutable) after their ReLU: ``P_stage1`` the stem's output and every block output of stage 1,
+``P_stage{s}`` the block outputs of stage s, ``P_stage{s}_block{b}_inner`` the block's first ReLU.
 """
 
 import flax.linen as nn
@@ -33,6 +37,7 @@ class BasicBlock(nn.Module):
     conv = lambda c, k, s, name: resnet_conv(self.conv, c, k, s, name, self.padding)
     y = conv(self.channels, 3, self.stride, "conv1")(x)
     y = nn.relu(norm_layer(self.norm, "norm1")(y))
+    self.sow("intermediates", f"P_{self.name}_inner", y)
     y = conv(self.channels, 3, 1, "conv2")(y)
     y = norm_layer(self.norm, "norm2")(y)
     if self.stride != 1 or x.shape[-1] != self.channels:
@@ -65,10 +70,12 @@ class ResNet(nn.Module):
     c = int(round(self.base * self.width))
     x = resnet_conv(self.conv, c, 3, 1, "conv_in", self.padding)(x)
     x = nn.relu(norm_layer(self.norm, "norm_in")(x))
+    self.sow("intermediates", "P_stage1", x)  # stage 1's first block keeps the width: no shortcut projection
     for s, blocks in enumerate(plan, start=1):
       for b in range(blocks):
         stride = 2 if (s > 1 and b == 0) else 1
         x = BasicBlock(c * 2 ** (s - 1), stride, self.norm, self.conv, self.padding, name=f"stage{s}_block{b}")(x)
+        self.sow("intermediates", f"P_stage{s}", x)
     features = jnp.mean(x, axis=(1, 2))
     logits = nn.Dense(self.num_classes, kernel_init=he_normal, name="head")(features)
     return logits, {"penultimate": features}

@@ -38,6 +38,20 @@ def _pairs_caption(df) -> str:
   return f" One point per pair (no averaging; {C.scatter_n_text(df)}), {_COLOUR_MARKER}."
 
 
+_MATCHING = {"weights": ("weight-matches", "weight matching", "weight-matching"),
+             "activations": ("activation-matches", "activation matching", "activation-matching")}
+
+
+def _matching(df) -> tuple[str, str, str]:
+  """How the runs in ``df`` aligned their children (``eval.align_method``; a table without the column, from before
+  the choice, weight-matched): the verb, the noun and the adjective their captions use."""
+  methods = set(df["eval.align_method"].dropna()) if "eval.align_method" in df else set()
+  methods = methods or {"weights"}
+  if len(methods) == 1 and next(iter(methods)) in _MATCHING:
+    return _MATCHING[next(iter(methods))]
+  return "aligns", "alignment (weight or activation matching: eval.align_method)", "aligning"
+
+
 def barrier_vs_l2(ctx):
   name = ctx.name("barrier_vs_l2")
   y = RELATION_BARRIER
@@ -68,6 +82,7 @@ def fixed_points(ctx):
     return ctx.out.skip(name, "no aligned metrics (vs_child0.aligned.fixed_point_fraction; run with eval.align)")
   fig, axes = P.new_figure(1, 2, width=5.0, height=4.8)
   shown = C.finite(ctx.df, x)
+  verb, _, adjective = _matching(shown)
   l2 = C.finite(shown, "vs_child0.l2")["vs_child0.l2"].astype(float)
   l2_thresh = P.auto_linthresh(l2)
   panels = (("vs_child0.l2", f"L2 distance (weight space)\n{P.symlog_note(l2_thresh)}", l2_thresh),
@@ -76,7 +91,7 @@ def fixed_points(ctx):
     df = C.finite(shown, col)
     _scatter(ctx, ax, df, x, col)
     P.symlog(ax, "y", linthresh)
-    ax.set_xlabel("fixed-point fraction of the weight-matching permutation")
+    ax.set_xlabel(f"fixed-point fraction of the {adjective} permutation")
     ax.set_xlim(-0.03, 1.03)  # a fraction: the whole range, so that figures compare
     ax.set_ylabel(label)
   axes[0][0].set_title("L2 distance before alignment")
@@ -85,7 +100,7 @@ def fixed_points(ctx):
   runs = C.runs_with(ctx.df, x)
   C.title(fig, "Fixed points of the aligning permutation vs distance and barrier", runs, ctx.extra,
           n=C.n_text(shown))
-  ctx.out.emit(name, fig, "Fraction of units left in place by the permutation that weight-matches child k to child 0, "
+  ctx.out.emit(name, fig, f"Fraction of units left in place by the permutation that {verb} child k to child 0, "
                "against the unaligned L2 distance (left) and train loss barrier (right), both on symlog axes."
                + _pairs_caption(shown) + C.div_phrase(runs) + ctx.setting)
 
@@ -160,8 +175,8 @@ def aligned_barrier(ctx):
   shown = C.finite(ctx.df, C.barrier_col("train", "loss", aligned=True))
   _scatter_legend(ctx, fig, shown)
   runs = C.runs_with(ctx.df, C.barrier_col("train", "loss", True))
-  C.title(fig, f"Barriers after weight matching vs before (symlog axes, linear below {P.BARRIER_LINTHRESH:g})", runs,
-          ctx.extra, n=C.n_text(shown))
+  C.title(fig, f"Barriers after {_matching(shown)[1]} vs before (symlog axes, linear below "
+          f"{P.BARRIER_LINTHRESH:g})", runs, ctx.extra, n=C.n_text(shown))
   ctx.out.emit(name, fig, "Barrier between child 0 and child k after permuting child k to match child 0 (y) against "
                "the barrier without alignment (x), rows loss/error, columns train/test, on symlog axes (linear below "
                f"{P.BARRIER_LINTHRESH:g}); dashed: y = x (points below it: alignment removes part of the barrier)."

@@ -76,9 +76,9 @@ def perturbation_label(config: dict) -> str:
 
 
 # Fields that change what sigma, the direction or a barrier means without a version of their own: a run that sets
-# one away from its default is labelled "-custom"
+# one away from its default is labelled "-custom" (eval.align_method: what its aligned barriers mean)
 CUSTOM_FIELDS = ("perturb.normalize", "perturb.constant_params", "perturb.init_std", "perturb.batch_source",
-                 "eval.dtype")
+                 "eval.dtype", "eval.align_method")
 
 
 def definitions_label(config: dict) -> str:

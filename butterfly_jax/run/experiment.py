@@ -251,22 +251,34 @@ def _perturbations(setup, trunk_params, scales):
   return eps, info
 
 
-def _align(setup, params, diverged):
-  """Each child k >= 1 weight-matched to child 0: (aligned stacked params, permutations)."""
+def _align(setup, params, diverged, stats=None):
+  """Each child k >= 1 aligned to child 0 (``eval.align_method``): weight-matched, or activation-matched on
+  :meth:`Setup.align_examples` (``stats``: the children's BatchNorm statistics, stacked, for a model with
+  BatchNorm). Returns (aligned stacked params, permutations, what results.json records of the method: nothing for
+  weight matching, so its results are what they were before the method could be chosen)."""
   c = setup.c
   params = hosts.fetch(params)
   children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
   spec = permutations.spec_for(c.model.name, children[0], **c.model.kwargs.to_dict())
+  matched = [j for j in range(1, len(children)) if not (diverged[j] or diverged[0])]
+  info, sums = {}, {}
+  if c.eval.align_method == "activations":
+    info = {"method": "activations", "examples": len(setup.align_examples())}
+    if matched:
+      stats = None if stats is None else [tree_math.unstack(hosts.fetch(stats), j) for j in range(len(children))]
+      sums = setup.activation_sums([jax.device_put(child) for child in children], stats, matched)
   perms, aligned = [], [children[0]]
   for j in range(1, len(children)):
-    if diverged[j] or diverged[0]:
+    if j not in matched:
       perm = permutations.identity_permutation(spec)  # nothing to match in non-finite weights
+    elif j in sums:
+      perm = permutations.assign_units(spec, sums[j].scores())
     else:
       perm = permutations.weight_matching(rng.align_key(setup.keys, j), spec, children[0],
                                           children[j], max_iter=c.eval.align_max_iter, bias=c.eval.align_bias)
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
-  return tree_math.stack(aligned), perms
+  return tree_math.stack(aligned), perms, info
 
 
 def _nulled(tree, keep=()):
@@ -480,7 +492,7 @@ def _stop_in_evaluation(setup, plan, rundir):
 
 def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing, stop=None) -> dict:
   """Evaluate: every child and every pair's loss/error curve on train and test, the L2 distances, the pairs'
-  ensembles and CKA; then (``eval.align``) the same after weight matching (:func:`_compare_aligned`). A member
+  ensembles and CKA; then (``eval.align``) the same after alignment (:func:`_compare_aligned`). A member
   whose weights or final losses are not finite joins ``diverged``. bf16 parameters (``train.param_dtype``) are
   evaluated, matched and compared as their float32 upcasts. ``stop()``, if given, is called after every
   evaluation batch (:func:`_stop_in_evaluation`)."""
@@ -504,24 +516,28 @@ def _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing, s
     ebar.update(len(indices["test"]))
     aligned = None
     if align:
-      aligned = _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing)
+      aligned = _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing,
+                                 final.get("children_stats"))
   timing["eval_s"] = time.time() - tic
   barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
   return {"final": final, "dist": dist, "pairs": pairs, "barriers": barriers, "path_finite": path_finite,
           "aligned": aligned, "diverged": diverged, "mesh": mesh}
 
 
-def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing) -> dict:
-  """Align and compare: each child k >= 1 weight-matched to child 0 (:func:`_align`), then evaluated as the
-  children are: its L2 distance, barriers and curves, and the permutations' fixed points."""
+def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alphas, ebar, timing,
+                     stats=None) -> dict:
+  """Align and compare: each child k >= 1 aligned to child 0 (:func:`_align`; ``stats``: the children's BatchNorm
+  statistics, for activation matching), then evaluated as the children are: its L2 distance, barriers and curves,
+  and the permutations' fixed points."""
   tic = time.time()
-  aligned_params, perms = _align(setup, params, diverged)
+  aligned_params, perms, info = _align(setup, params, diverged, stats)
   aligned_params = placement.shard_members(aligned_params, mesh)  # placed like the family it came from
   timing["align_s"] = time.time() - tic
   final = setup.evaluate_family(aligned_params, indices, alphas, ebar)
   barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
   dist = hosts.fetch(members.distances(aligned_params, params0))
-  return {"final": final, "barriers": barriers, "path_finite": path_finite, "dist": dist, "perms": perms}
+  return {"final": final, "barriers": barriers, "path_finite": path_finite, "dist": dist, "perms": perms,
+          "info": info}
 
 
 def _vs_child0(ev, j) -> dict:
@@ -564,12 +580,15 @@ def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
                                          "fixed_point_fraction":
                                              permutations.fixed_point_fraction(aligned["perms"][j - 1]),
                                          "fixed_point_fractions":
-                                             permutations.fixed_point_fractions(aligned["perms"][j - 1])}
+                                             permutations.fixed_point_fractions(aligned["perms"][j - 1]),
+                                         **aligned["info"]}
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
       for split in ("train", "test"):  # the metric's name is no number
         if metric:
           child[split]["metric"]["name"] = metric
+      if j >= 1 and aligned is not None:  # nor is how it would have been aligned
+        child["vs_child0"]["aligned"].update(aligned["info"])
     out.append(child)
   return out
 

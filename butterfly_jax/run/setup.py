@@ -17,11 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from butterfly_jax import config as config_lib
-from butterfly_jax.core import batches, evaluate, members, optim, placement, rng, similarity, tree_math
-from butterfly_jax.models import make_model, make_moments
+from butterfly_jax.core import activations, batches, evaluate, members, optim, placement, rng, similarity, tree_math
+from butterfly_jax.models import make_activations, make_model, make_moments
 from butterfly_jax.models.layers import torch_linear_init
 from butterfly_jax.models.registry import has_dropout, param_order
 from butterfly_jax.run import spec as spec_lib
+
+
+ACTIVATION_BATCH_FLOATS = 1 << 26  # activation matching: one network's activations per batch at most (256 MB)
 
 
 class Setup:
@@ -67,6 +70,10 @@ class Setup:
     self.eval_batch = evaluate.make_eval_batch(self.apply_fn, c.eval.alpha_chunk,
                                                data.num_classes if self.metric else None, c.eval.dtype)
     self.pair_batch = similarity.make_pair_batch(self.apply_fn, c.eval.cka_feature)
+    # activation matching (eval.align_method="activations"): one network's hidden activations on one batch; None
+    # for a model that has none (the run's spec refuses the method for it)
+    activations_fn = make_activations(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
+    self.activation_batch = None if activations_fn is None else activations.make_activation_batch(activations_fn)
     moments_fn = make_moments(c.model.name, data.input_shape, data.num_classes, **model_kwargs)
     self.norm_info = None  # BatchNorm models: how every evaluated network's statistics are re-estimated
     if moments_fn is not None:
@@ -160,6 +167,24 @@ class Setup:
     roles = ("during_train_examples", "during_test_examples") if during else ("train_examples", "test_examples")
     return {"train": eval_indices(rng.eval_key(self.keys, roles[0]), self.data.num_train, num_examples),
             "test": eval_indices(rng.eval_key(self.keys, roles[1]), self.data.num_test, num_examples)}
+
+  def align_examples(self) -> np.ndarray:
+    """The training examples whose activations activation matching correlates: ``eval.align_examples`` of them
+    (all if there are fewer), drawn once with the evaluation key."""
+    return eval_indices(rng.eval_key(self.keys, "align_examples"), self.data.num_train, self.c.eval.align_examples)
+
+  def activation_sums(self, children, stats, pairs) -> dict:
+    """``{j: ActivationSums}`` of child 0 and child ``j`` (``j`` in ``pairs``) on :meth:`align_examples`,
+    unaugmented (:func:`butterfly_jax.core.activations.pair_activation_sums`), in batches of ``eval.batch_size``
+    or fewer: at most :data:`ACTIVATION_BATCH_FLOATS` activations of one network at a time (a ResNet-20 of width 2
+    sows 1.5 MB of them per example). ``children``: one parameter tree per child; ``stats``: None, or each child's
+    BatchNorm statistics."""
+    one = jax.eval_shape(self.activation_batch, children[0], None if stats is None else stats[0],
+                         self.train_data[0][:1], self.mean, self.std)
+    per_example = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(one))
+    batch = max(1, min(self.c.eval.batch_size, ACTIVATION_BATCH_FLOATS // max(per_example, 1)))
+    return activations.pair_activation_sums(self.activation_batch, children, stats, self.train_data[0],
+                                            self.align_examples(), batch, self.mean, self.std, pairs)
 
   def evaluate_family(self, params, indices, alphas, bar=None):
     """Per split: the stacked children ``params``' means and their pairs' curves (:func:`evaluate.family_curves`;

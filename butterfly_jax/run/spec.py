@@ -26,7 +26,7 @@ from butterfly_jax.core.similarity import CKA_ESTIMATORS
 from butterfly_jax.io import pretrained, text
 from butterfly_jax.io.data import DATASETS, FILELESS, DataError, load_dataset, select_classes
 from butterfly_jax.io.rundir import RunDir
-from butterfly_jax.models import input_dtype, make_model
+from butterfly_jax.models import ACTIVATION_MODELS, input_dtype, make_model
 from butterfly_jax.models.conv import CONV_IMPLS, RESNET_PADDINGS
 from butterfly_jax.models.layers import NORMS, POOLS
 from butterfly_jax.models.registry import MODEL_KWARGS, MODELS, TEXT_MODELS, build_module
@@ -317,7 +317,18 @@ def check(c: ml_collections.ConfigDict) -> None:
   check_model_kwargs(c.model.name, c.model.kwargs.to_dict())
   choice(c.model.resnet_padding, RESNET_PADDINGS, "model.resnet_padding")
   choice(c.eval.cka_estimator, CKA_ESTIMATORS, "eval.cka_estimator")
+  check_align_method(c)
   check_data(c)
+
+
+def check_align_method(c: ml_collections.ConfigDict) -> None:
+  """Activation matching needs the model's hidden units' activations, which only the models of
+  :data:`~butterfly_jax.models.ACTIVATION_MODELS` provide; a ConfigError naming the field for the others (when
+  ``eval.align`` would use it)."""
+  if c.eval.align and c.eval.align_method == "activations" and c.model.name not in ACTIVATION_MODELS:
+    raise ConfigError(f"eval.align_method: 'activations' matches the units by their activations, which model.name="
+                      f"{c.model.name} does not provide (models with them: {', '.join(ACTIVATION_MODELS)}); use "
+                      "eval.align_method='weights' (weight matching), or eval.align=False")
 
 
 def kept_steps(run_dir) -> list[int]:
