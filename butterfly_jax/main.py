@@ -140,7 +140,6 @@ def _config_json(config) -> str:
 def _plan(config) -> str:
   """``--dry_run``: what the run would do, in steps, members and devices, from the config resolved as a run
   resolves it (:func:`butterfly_jax.run.spec.resolve`: the data read, every check made)."""
-  spec_lib.check(config)
   runtime.configure(config.runtime.deterministic)
   spec = spec_lib.resolve(config)
   steps, family = spec.steps, spec.family

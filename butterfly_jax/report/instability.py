@@ -367,6 +367,12 @@ def _censored_cell(status: str, est: float, bracket, lo: float, hi: float) -> st
   return f"< {lo:g} (below the grid)" if status == "above" else f"> {hi:g} (above the grid)"
 
 
+def _seed_cells(r) -> str:
+  """Each seed's own σ* of a :func:`sigma_star` row, as ``seed: cell`` (:func:`_star_cell`)."""
+  return ", ".join(f"{k}: {_star_cell(_status(v[0]), v[2], r['lo'], r['hi'])}"
+                   for k, v in sorted(r["per_seed"].items()))
+
+
 def threshold_table(star: pd.DataFrame, heading: str, level_digits: int = 3) -> list:
   """Markdown lines: ``heading`` then, per (kind, t) of :func:`sigma_star`, the barrier value it is held against,
   σ* of the seed means with its bracket (the two measured σ around the crossing; σ* itself is interpolated between
@@ -375,8 +381,7 @@ def threshold_table(star: pd.DataFrame, heading: str, level_digits: int = 3) -> 
   out = [heading, "", "| kind | t | threshold | σ* [bracket] (seed mean) | per seed |",
          "| --- | --- | ---: | ---: | --- |"]
   for _, r in star.sort_values(["kind", "t"]).iterrows():
-    seeds = ", ".join(f"{k}: {_star_cell(_status(v[0]), v[2], r['lo'], r['hi'])}"
-                      for k, v in sorted(r["per_seed"].items()))
+    seeds = _seed_cells(r)
     out.append(f"| {r['kind']} | {time_label(r['t'], r['steps_per_epoch'])} | {r['threshold']:.{level_digits}g} | "
                f"{_censored_cell(r['status'], r['sigma_star'], r['bracket'], r['lo'], r['hi'])} | {seeds} |")
   return out
@@ -477,8 +482,7 @@ def star_table(star: pd.DataFrame, metric: str, threshold: float) -> list:
   out = [f"### σ*(t): the σ at which the seed-mean `{metric}` barrier reaches {threshold:g}", "",
          "| kind | t | σ* (seed mean) | per seed |", "| --- | --- | ---: | --- |"]
   for _, r in star.sort_values(["kind", "t"]).iterrows():
-    seeds = ", ".join(f"{k}: {_star_cell(_status(v[0]), v[2], r['lo'], r['hi'])}"
-                      for k, v in sorted(r["per_seed"].items()))
+    seeds = _seed_cells(r)
     out.append(f"| {r['kind']} | {time_label(r['t'], r['steps_per_epoch'])} | "
                f"{_star_cell(r['status'], r['sigma_star'], r['lo'], r['hi'])} | {seeds} |")
   return out
