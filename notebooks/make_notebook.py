@@ -22,10 +22,7 @@ NOTEBOOK = ROOT / "notebooks" / "butterfly_effect.ipynb"
 
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
   """``[project.urls] Repository`` of ``pyproject.toml``, without a trailing slash."""
-  try:
-    import tomllib
-  except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+  import tomllib
   urls = tomllib.loads(pyproject.read_text())["project"].get("urls", {})
   if "Repository" not in urls:
     raise ValueError(f"{pyproject}: [project.urls] has no Repository; it holds {sorted(urls)}")

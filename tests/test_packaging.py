@@ -91,6 +91,36 @@ def test_pyproject_lists_every_package_folder():
   assert tool["package-dir"] == {"butterfly_jax.configs": "configs"} and (ROOT / "configs" / "__init__.py").is_file()
 
 
+def test_the_floors_file_pins_every_floor_pyproject_declares():
+  """CI tests the floors by installing with .ci/floors.txt as constraints (docs/testing.md): it pins each dependency
+  of the package and of its report and track extras at the floor pyproject.toml declares, nothing else but jaxlib
+  (at jax's floor: jax needs its own version), and the test extra repeats those extras' floors."""
+  import tomllib
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+  from packaging.version import Version
+
+  def bounds(lines, operator):
+    out = {}
+    for line in lines:
+      req = Requirement(line)
+      (spec,) = req.specifier  # one bound each
+      assert spec.operator == operator and not req.marker, line
+      out[canonicalize_name(req.name)] = Version(spec.version)
+    return out
+
+  project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+  extras = project["optional-dependencies"]
+  declared = bounds(project["dependencies"] + extras["report"] + extras["track"], ">=")
+  lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines()]
+  pinned = bounds([line for line in lines if line], "==")
+  assert pinned.pop("jaxlib") == pinned["jax"]
+  assert pinned == declared
+  test = {canonicalize_name(Requirement(r).name): r for r in extras["test"]}
+  for r in extras["report"] + extras["track"]:
+    assert test[canonicalize_name(Requirement(r).name)] == r
+
+
 # --- the wheel, installed outside the checkout --------------------------------------------------------------
 
 def _run(cmd, cwd, env, timeout=600):
