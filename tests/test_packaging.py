@@ -1,6 +1,7 @@
 """The installed package: shipped config files found from any directory, the launcher's old ``launch`` name in the
-repository, a source hash that config and launcher edits leave alone, and (marked ``install``) the wheel in a fresh
-virtual environment outside the checkout running a sweep, a SLURM task and the report."""
+repository, a source hash that config and launcher edits leave alone, pyproject.toml's package list and version
+floors (the same as .ci/floors.txt's), and (marked ``install``) the wheel in a fresh virtual environment outside
+the checkout running a sweep, a SLURM task and the report."""
 
 import importlib.metadata
 import json
