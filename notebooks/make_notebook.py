@@ -26,10 +26,7 @@ GPU_TIME_BASIS = "XLA's count of the runs' 2.0e16 FLOP at an assumed 2, 12 and 3
 
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
   """``[project.urls] Repository`` of ``pyproject.toml``, without a trailing slash."""
-  try:
-    import tomllib
-  except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+  import tomllib
   urls = tomllib.loads(pyproject.read_text())["project"].get("urls", {})
   if "Repository" not in urls:
     raise ValueError(f"{pyproject}: [project.urls] has no Repository; it holds {sorted(urls)}")

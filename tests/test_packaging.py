@@ -1,6 +1,7 @@
 """The installed package: shipped config files found from any directory, the launcher's old ``launch`` name in the
-repository, a source hash that config and launcher edits leave alone, and (marked ``install``) the wheel in a fresh
-virtual environment outside the checkout running a sweep, a SLURM task and the report."""
+repository, a source hash that config and launcher edits leave alone, pyproject.toml's package list and version
+floors (the same as .ci/floors.txt's), and (marked ``install``) the wheel in a fresh virtual environment outside
+the checkout running a sweep, a SLURM task and the report."""
 
 import importlib.metadata
 import json
@@ -89,6 +90,36 @@ def test_pyproject_lists_every_package_folder():
   assert data and set(tool["package-data"]) == data
   assert set(tool["packages"]) == found | data | {"butterfly_jax.configs"}
   assert tool["package-dir"] == {"butterfly_jax.configs": "configs"} and (ROOT / "configs" / "__init__.py").is_file()
+
+
+def test_the_floors_file_pins_every_floor_pyproject_declares():
+  """CI tests the floors by installing with .ci/floors.txt as constraints (docs/testing.md): it pins each dependency
+  of the package and of its report and track extras at the floor pyproject.toml declares, nothing else but jaxlib
+  (at jax's floor: jax needs its own version), and the test extra repeats those extras' floors."""
+  import tomllib
+  from packaging.requirements import Requirement
+  from packaging.utils import canonicalize_name
+  from packaging.version import Version
+
+  def bounds(lines, operator):
+    out = {}
+    for line in lines:
+      req = Requirement(line)
+      (spec,) = req.specifier  # one bound each
+      assert spec.operator == operator and not req.marker, line
+      out[canonicalize_name(req.name)] = Version(spec.version)
+    return out
+
+  project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+  extras = project["optional-dependencies"]
+  declared = bounds(project["dependencies"] + extras["report"] + extras["track"], ">=")
+  lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines()]
+  pinned = bounds([line for line in lines if line], "==")
+  assert pinned.pop("jaxlib") == pinned["jax"]
+  assert pinned == declared
+  test = {canonicalize_name(Requirement(r).name): r for r in extras["test"]}
+  for r in extras["report"] + extras["track"]:
+    assert test[canonicalize_name(Requirement(r).name)] == r
 
 
 # --- the wheel, installed outside the checkout --------------------------------------------------------------
