@@ -20,7 +20,8 @@ import numpy as np
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("triangular", "constant", "cosine", "onecycle")
-PERTURB_KINDS = ("batch", "gaussian")
+PERTURB_KINDS = ("batch", "gaussian", "ulp")
+ULP_MAX = 1 << 16  # perturb.kind="ulp": the most units in the last place a child moves (one nextafter each)
 BATCH_SOURCES = ("fresh", "first", "fixed")
 BATCH_DROPOUTS = ("authors", "train", "eval")
 EVAL_DTYPES = ("float32", "float16", "bfloat16")
@@ -393,7 +394,9 @@ FIELD_DOCS = {
     'perturb.init_draws': 'initialisations used to estimate Var_init per layer',
     'perturb.init_scale': 'E_init from init variances; `mean_square`: from E[θ₀²] (version 1, for old runs)',
     'perturb.init_std': "> 0: every random layer's init std taken as this (the authors' ViT/BERT: 0.02)",
-    'perturb.kind': '`batch`, `gaussian`',
+    'perturb.kind': (
+        '`batch`, `gaussian`, or `ulp`: each masked weight moved σ units in the last place of its own value (σ '
+        'whole, toward +∞; with `perturb.mask.single` the smallest perturbation there is)'),
     'perturb.mask.exclude': 'a regex of parameter paths left out of M, e.g. `.*norm.*|.*bias.*`',
     'perturb.mask.exclude_finetune': 'also excluded when fine-tuning (`init.checkpoint` set); `""` = perturb them too',
     'perturb.mask.fraction': 'a random fraction of the included weights',
@@ -675,6 +678,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for s in scales:
     if not isinstance(s, (int, float)) or isinstance(s, bool) or not s >= 0 or s == float("inf"):
       raise ConfigError(f"perturb.scales: every sigma must be a finite number >= 0, got {s!r}")
+    if c.perturb.kind == "ulp" and (s != int(s) or s > ULP_MAX):
+      raise ConfigError(f"perturb.scales: with perturb.kind='ulp' each sigma is a whole number of units in the last "
+                        f"place, 0 to {ULP_MAX}, got {s!r}")
   positive = {
       "train.batch_size": c.train.batch_size, "eval.batch_size": c.eval.batch_size,
       "eval.alpha_chunk": c.eval.alpha_chunk, "log.every_steps": c.log.every_steps,

@@ -149,8 +149,9 @@ def _plan(config) -> str:
       f"{steps.steps_per_epoch} steps per epoch of {config.train.batch_size}",
       f"T = {steps.total} steps, warm-up {steps.warmup}; t = {steps.t} (the trunk: one network)",
       f"K = {family.k} members: child 0 and sigma = {', '.join(f'{s:g}' for s in family.scales) or 'none'} "
-      f"({config.perturb.kind} direction); " + (f"perturbed children train to t + T = {steps.t + steps.total}"
-                                                 if extra else f"every child ends at T = {steps.total}"),
+      + ("units in the last place" if config.perturb.kind == "ulp" else f"({config.perturb.kind} direction)")
+      + "; " + (f"perturbed children train to t + T = {steps.t + steps.total}" if extra
+                else f"every child ends at T = {steps.total}"),
       f"network steps: {steps.t + sum(end - steps.t for end in family.end_steps)}",
       f"devices: {spec.devices} ({jax.default_backend()}), members strategy {spec.strategy}; no cost estimate "
       f"(bench/ and the configs' docstrings measure some)"])

@@ -13,7 +13,7 @@ from butterfly_jax.run.experiment import run
     ("model.name", "vgg", "model.name: unknown value 'vgg'; allowed: resnet20"),
     ("data.name", "imagenet", "data.name: unknown value 'imagenet'; allowed: cifar10"),
     ("optim.name", "lion", "optim.name: unknown value 'lion'; allowed: sgd, adam, adamw"),
-    ("perturb.kind", "dropout", "perturb.kind: unknown value 'dropout'; allowed: batch, gaussian"),
+    ("perturb.kind", "dropout", "perturb.kind: unknown value 'dropout'; allowed: batch, gaussian, ulp"),
     ("perturb.scales", (1e-3, -1.0), "perturb.scales: every sigma must be a finite number >= 0"),
     ("train.compute_dtype", "float16", "train.compute_dtype: unknown value 'float16'; allowed: float32, bfloat16"),
     ("train.param_dtype", "float16", "train.param_dtype: unknown value 'float16'; allowed: float32, bfloat16"),
@@ -34,6 +34,15 @@ def test_bad_fields_are_named(smoke_config, tmp_path, field, value, match):
   with pytest.raises(ConfigError, match=match.replace("(", r"\(")):
     run(smoke_config, tmp_path)
   assert not (tmp_path / "config.json").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0 ** 17])
+def test_ulp_scales_are_whole_numbers_of_units_in_the_last_place(smoke_config, tmp_path, scale):
+  smoke_config.perturb.kind, smoke_config.perturb.scales = "ulp", (0.0, scale)
+  with pytest.raises(ConfigError, match=r"perturb.scales: with perturb.kind='ulp' each sigma is a whole number .* 0 "
+                                        r"to 65536, got"):
+    run(smoke_config, tmp_path)
+  assert not (tmp_path / "config.json").exists()
 
 
 def test_perturbation_after_training_end_is_rejected(smoke_config, tmp_path):

@@ -21,7 +21,13 @@ def test_smoke_run_writes_every_documented_field(smoke_run):
   assert len(res["children"]) == 4
   for j, ch in enumerate(res["children"]):
     assert ch["index"] == j
-    assert set(ch["perturb"]) >= {"kind", "scale", "noise_l2", "expected_init_l2", "num_perturbed", "mask"}
+    assert set(ch["perturb"]) >= {"kind", "scale", "noise_l2", "expected_init_l2", "num_perturbed", "num_changed",
+                                  "mask"}
+    # σ = 0 (child 0 and the twin) moves nothing; σ > 0 moves the weights whose gradient is not 0 (a pixel that is 0
+    # in every digit gives its first-layer weights none)
+    changed = ch["perturb"]["num_changed"]
+    assert changed == 0 if ch["perturb"]["scale"] == 0 else 0.5 * ch["perturb"]["num_perturbed"] < changed <= ch[
+        "perturb"]["num_perturbed"]
     for split in ("train", "test"):
       assert 0.0 <= ch[split]["accuracy"] <= 1.0 and ch[split]["loss"] > 0
     assert ch["diverged"] is False
@@ -72,6 +78,28 @@ def test_perturbed_child_moves_by_sigma_times_init_norm(smoke_run):
     p = ch["perturb"]
     assert p["noise_l2"] == pytest.approx(p["scale"] * p["expected_init_l2"], rel=1e-3)
     assert ch["vs_child0"]["l2"] > 0
+
+
+def test_one_weight_moved_one_ulp_is_a_child_and_the_twin_stays_exact(smoke_config, tmp_path):
+  """perturb.kind="ulp" with one weight: the smallest perturbation there is, one nextafter; recorded as such."""
+  c = smoke_config.copy_and_resolve_references()
+  c.perturb.kind, c.perturb.scales = "ulp", (0.0, 1.0, 3.0)
+  c.perturb.mask.single, c.perturb.mask.exclude = "random", ".*bias"
+  res = run(c, tmp_path)
+  twin, one, three = res["children"][1:]
+  assert twin["vs_child0"]["l2"] == 0.0 and twin["perturb"]["num_changed"] == 0
+  assert one["perturb"]["kind"] == "ulp" and "expected_init_l2" not in one["perturb"]
+  assert one["perturb"]["num_perturbed"] == 1 and one["perturb"]["num_changed"] == 1
+  assert three["perturb"]["weight"] == one["perturb"]["weight"] and three["perturb"]["num_changed"] == 1
+  path, index = one["perturb"]["weight"].rstrip("]").split("[")
+  trunk = rundir_lib.restore_checkpoint(tmp_path / "checkpoints" / "trunk")["params"]
+  for key in path.split("/"):
+    trunk = trunk[key]
+  w = np.float32(np.asarray(trunk)[tuple(int(i) for i in index.split(","))])
+  up = np.nextafter(w, np.float32(np.inf))
+  assert one["perturb"]["noise_l2"] == pytest.approx(float(up - w), rel=1e-6)
+  assert three["perturb"]["noise_l2"] == pytest.approx(float(np.nextafter(np.nextafter(up, np.inf), np.inf) - w),
+                                                        rel=1e-6)
 
 
 def test_same_config_and_seed_give_identical_results(smoke_config, tmp_path):

@@ -140,3 +140,39 @@ def test_bad_masks_raise_errors_naming_the_field(model):
     perturb.build_mask(params, _mask_cfg(single="conv9/kernel[0,0,0,0]"), jax.random.key(0))
   with pytest.raises(perturb.PerturbationError, match="not inside conv0/kernel"):
     perturb.build_mask(params, _mask_cfg(single="conv0/kernel[5,0,0,0]"), jax.random.key(0))
+
+
+def test_ulp_steps_move_each_masked_weight_by_whole_units_in_the_last_place(model):
+  """perturb.kind="ulp": n nextafter steps toward +inf on the masked weights, nothing elsewhere; 0 is the identity."""
+  _, _, params = model
+  mask = perturb.build_mask(params, _mask_cfg(exclude=".*bias"), jax.random.key(0))
+  for n in (1, 3):
+    moved = perturb.ulp_steps(params, mask, n)
+    for p, q, m in zip(*(jax.tree_util.tree_leaves(x) for x in (params, moved, mask))):
+      p, q, m = np.asarray(p), np.asarray(q), np.asarray(m) > 0
+      expected = p.copy()
+      for _ in range(n):
+        expected = np.where(m, np.nextafter(expected, np.float32(np.inf)), expected)
+      assert q.dtype == p.dtype and np.array_equal(q, expected)
+      assert np.all(q[m] > p[m]) and np.array_equal(q[~m], p[~m])
+  assert perturb.num_changed(perturb.ulp_steps(params, mask, 1), params) == int(
+      sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask)))
+  same = perturb.ulp_steps(params, mask, 0)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(params)))
+  one = perturb.build_mask(params, _mask_cfg(single="conv0/kernel[1,2,0,3]"), jax.random.key(0))
+  child = perturb.ulp_steps(params, one, 1)
+  w, w1 = np.float32(params["conv0"]["kernel"][1, 2, 0, 3]), np.float32(child["conv0"]["kernel"][1, 2, 0, 3])
+  assert w1 == np.nextafter(w, np.float32(np.inf)) and perturb.num_changed(child, params) == 1
+
+
+def test_num_changed_counts_the_weights_a_small_sigma_moves(model):
+  """Below half a weight's spacing a perturbation rounds away: num_changed counts what survives (all at a normal σ,
+  none far below float32's resolution)."""
+  _, init_fn, params = model
+  stats = perturb.init_stats(init_fn, jax.random.key(1), 4)
+  mask = perturb.build_mask(params, _mask_cfg(exclude=".*bias"), jax.random.key(5))
+  direction = perturb.gaussian_direction(jax.random.key(3), params, stats)
+  eps, _ = perturb.normalised(direction, mask, jnp.float32(perturb.expected_init_l2(stats, mask)))
+  n = int(sum(int(jnp.sum(e != 0)) for e in jax.tree_util.tree_leaves(eps)))  # the norm's scales get no noise
+  counts = {s: perturb.num_changed(perturb.apply(params, eps, jnp.float32(s)), params) for s in (1e-2, 1e-7, 1e-12)}
+  assert counts[1e-2] == n and counts[1e-12] == 0 and 0 < counts[1e-7] < n

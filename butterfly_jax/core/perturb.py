@@ -26,6 +26,10 @@ So the perturbation has L2 norm ``sigma * E_init`` and ``sigma = 0.01`` is 1% of
 (of the masked part's size). ``perturb.normalize=False`` skips the normalisation, ``theta + sigma * eps_hat * M``
 (the authors' ``normalize_perturb=false``, which their ResNet-20 scripts use: there ``sigma`` scales the raw
 gradient like a learning rate, the workshop paper's definition).
+
+``perturb.kind="ulp"`` is the floor below both: each masked weight moves ``sigma`` units in the last place of its
+own value (:func:`ulp_steps`; ``sigma`` whole), so one weight moved by one ulp is the smallest perturbation a
+float32 network can receive; there is no direction and no ``E_init``.
 """
 
 import dataclasses
@@ -233,6 +237,28 @@ def unnormalised(direction, mask):
   """``direction * mask`` without normalisation (``perturb.normalize=False``), and its norm."""
   out = jax.tree_util.tree_map(jnp.multiply, direction, mask)
   return out, tree_math.tree_norm(out)
+
+
+@jax.jit
+def ulp_steps(params, mask, n):
+  """Each weight where ``mask`` is 1 moved ``n`` units in the last place of its own value (``n`` whole: > 0 toward
+  +inf, < 0 toward -inf; ``perturb.kind="ulp"``): ``n`` applications of ``nextafter`` in the weight's own dtype, the
+  smallest change a float can take, so ``n = 1`` on one weight is the smallest perturbation a network can receive.
+  Exactly ``params`` when ``n == 0``."""
+  n = jnp.asarray(n, jnp.int32)
+
+  def one(p, m):
+    toward = jnp.where(n > 0, jnp.inf, -jnp.inf).astype(p.dtype)
+    moved = jax.lax.fori_loop(0, jnp.abs(n), lambda _, q: jnp.nextafter(q, toward), p)
+    return jnp.where(m > 0, moved, p)
+  return jax.tree_util.tree_map(one, params, mask)
+
+
+def num_changed(params, reference) -> int:
+  """How many weights of ``params`` differ from ``reference`` (a perturbation below half a weight's spacing rounds
+  away: at small σ this counts the weights it actually moved)."""
+  return int(sum(int(jnp.sum(a != b)) for a, b in zip(jax.tree_util.tree_leaves(params),
+                                                        jax.tree_util.tree_leaves(reference))))
 
 
 @jax.jit

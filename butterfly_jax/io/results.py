@@ -62,6 +62,7 @@ class Perturbation(TypedDict, total=False):
   direction_l2: Number
   dropout_in_gradient: bool
   num_perturbed: int
+  num_changed: int               # weights whose value differs from child 0's right after the perturbation
   mask: Mask
   weight: str                    # perturb.mask.single's weight, drawn or named: "path[i,j,...]"
 

@@ -54,8 +54,10 @@ from butterfly_jax.report.page import figure_line
 from butterfly_jax.report.table import ReportError
 from butterfly_jax.threshold import crossing
 
-KIND_LABEL = {"batch": "batch direction (+∇ℓ)", "gaussian": "Gaussian direction", "single": "one random weight"}
-KIND_COLORS = {"batch": "#0072B2", "gaussian": "#D55E00", "single": "#009E73"}  # Okabe-Ito: colour-blind safe
+KIND_LABEL = {"batch": "batch direction (+∇ℓ)", "gaussian": "Gaussian direction", "single": "one random weight",
+              "ulp": "every weight, in units in the last place", "single_ulp": "one weight, in units in the last place"}
+KIND_COLORS = {"batch": "#0072B2", "gaussian": "#D55E00", "single": "#009E73",  # Okabe-Ito: colour-blind safe
+               "ulp": "#CC79A7", "single_ulp": "#E69F00"}
 EXTRA_NOTE = ("\nextra steps: every perturbed child (and the σ = 0 twin) trains T steps after t; child 0, the "
               "reference, ends at T")
 DEFAULT_THRESHOLDS = (0.005, 0.01, 0.02)
@@ -81,9 +83,10 @@ STAR_COLOR = "0.1"  # σ* in figure1: black, apart from the σ lines' colours
 def pairs(table: pd.DataFrame) -> pd.DataFrame:
   """The finished pairs of a report table (child k > 0 against child 0), with ``sigma`` (float σ) and ``kind``.
 
-  ``kind`` is ``single`` where one weight is perturbed (``perturb.mask.single``), else ``perturb.kind`` (``batch``,
-  ``gaussian``), followed by the mask variant of the report's ``perturbation`` label where there is one other than
-  a single weight (``batch_masked``, ``gaussian_fraction-0.1``): a masked sweep is not pooled with an unmasked one.
+  ``kind`` is ``single`` where one weight is perturbed (``perturb.mask.single``; ``single_ulp`` in units in the
+  last place), else ``perturb.kind`` (``batch``, ``gaussian``, ``ulp``), followed by the mask variant of the
+  report's ``perturbation`` label where there is one other than a single weight (``batch_masked``,
+  ``gaussian_fraction-0.1``): a masked sweep is not pooled with an unmasked one.
   Returns a copy; every other function of this module takes this frame.
   """
   t = table[(table["status"] == "finished") & (table["child"] > 0)].copy()
@@ -95,7 +98,7 @@ def pairs(table: pd.DataFrame) -> pd.DataFrame:
     variant = t["perturbation"].astype(str).str.partition("/")[2]
     other = (variant != "") & (variant != "single-weight")
     kind = kind.where(~other, kind.astype(str) + "_" + variant.str.replace("=", "-").str.replace("/", "_"))
-  t["kind"] = np.where(single, "single", kind)
+  t["kind"] = np.where(single, np.where(t["perturb.kind"] == "ulp", "single_ulp", "single"), kind)
   return t
 
 
@@ -493,6 +496,8 @@ def star_table(star: pd.DataFrame, metric: str, threshold: float) -> list:
 
 
 def _unit(kind: str) -> str:
+  if kind.endswith("ulp"):
+    return "units in the last place"
   return "× the weight's init RMS" if kind == "single" else "fraction of the init norm"
 
 

@@ -17,12 +17,13 @@ from butterfly_jax.io import results as results_lib
 
 # Columns that lead the table, in this order (when present); the rest follow grouped by origin.
 LEAD_COLUMNS = ("run", "status", "definitions", "perturbation", "seed", "t", "t_epochs", "T", "steps_per_epoch",
-                "child", "perturb.scale", "num_perturbed", "noise_l2", "diverged", "child0.diverged", "pair_diverged",
+                "child", "perturb.scale", "num_perturbed", "num_changed", "noise_l2", "diverged", "child0.diverged", "pair_diverged",
                 "barrier_status", "metric")
 # barrier_status: why a pair's barriers are (or are not) numbers.
 BARRIER_OK, PAIR_DIVERGED, PATH_NOT_FINITE = "ok", "pair_diverged", "path_not_finite"
 # results.json child["perturb"] fields: renamed here; kind and mask repeat the config and are left out.
 _CHILD_PERTURB = {"scale": "perturb.scale", "noise_l2": "noise_l2", "num_perturbed": "num_perturbed",
+                  "num_changed": "num_changed",
                   "expected_init_l2": "expected_init_l2", "direction_l2": "direction_l2", "kind": None, "mask": None}
 _SKIP_KEYS = ("curves",)   # lists along the interpolation path: not exploded into columns
 # metrics.jsonl numbers that are meaningless for a diverged member (NaN in the trajectories).

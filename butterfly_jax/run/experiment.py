@@ -211,13 +211,19 @@ def perturbation_dropout(c, t: int, dropout: bool) -> bool:
 
 
 def _perturbations(setup, trunk_params, scales):
-  """The normalised direction eps (one per family; children differ in sigma) and its description."""
+  """The normalised direction eps (one per family; children differ in sigma) and its description; for
+  ``perturb.kind="ulp"`` the mask in place of eps (the children's weights move in units in the last place)."""
   c = setup.c
   p = c.perturb
-  stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], p.init_draws)
-  stds = perturb.init_stds(stats, setup.param_order, p.constant_params, fixed=p.init_std)
   finetune = bool(c.init.checkpoint)
   mask = perturb.build_mask(trunk_params, p.mask, rng.perturb_key(setup.keys, "mask"), finetune)
+  mask_info = {"num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
+               "mask": dict(p.mask.to_dict(), applied_exclude=perturb.effective_exclude(p.mask, finetune)),
+               **({"weight": perturb.single_weight_name(mask)} if p.mask.single else {})}
+  if p.kind == "ulp":
+    return mask, {"kind": "ulp", **mask_info}
+  stats = perturb.init_stats(setup.init_fn, setup.keys["init_stats"], p.init_draws)
+  stds = perturb.init_stds(stats, setup.param_order, p.constant_params, fixed=p.init_std)
   e_init = perturb.expected_init_l2(stats, mask, stds, p.init_scale)
   dropout = p.kind == "batch" and perturbation_dropout(c, setup.steps.t, setup.dropout)
   if p.kind == "batch":
@@ -244,10 +250,8 @@ def _perturbations(setup, trunk_params, scales):
   info = {"kind": c.perturb.kind, "expected_init_l2": e_init, "direction_l2": float(raw_norm),
           # whether the batch gradient was taken with dropout (perturb.batch_dropout says when it is)
           **({"dropout_in_gradient": dropout} if p.kind == "batch" else {}),
-          "num_perturbed": int(sum(float(jnp.sum(m)) for m in jax.tree_util.tree_leaves(mask))),
-          "mask": dict(c.perturb.mask.to_dict(), applied_exclude=perturb.effective_exclude(c.perturb.mask, finetune))}
-  if p.mask.single:  # the weight drawn (or named): repeatable with perturb.mask.single=<this>
-    info["weight"] = perturb.single_weight_name(mask)
+          # with perturb.mask.single, "weight" is the weight drawn (or named): repeatable as perturb.mask.single=it
+          **mask_info}
   return eps, info
 
 
@@ -376,10 +380,10 @@ class _Start:
     return members.Family(**tree["family"])
 
   def perturbed_children(self, plan: spec_lib.FamilyPlan, params0, opt0):
-    """A run resumed among the children: ``(family, perturbation info, noise L2s)`` as checkpointed."""
+    """A run resumed among the children: ``(family, perturbation info, noise)`` as checkpointed (:func:`_perturb`)."""
     family = self.family("children", members.new_family([params0] * plan.k, [opt0] * plan.k, plan.lr_offsets,
                                                          plan.end_steps))
-    return family, self.meta["perturb"], self.meta["noise_l2"]
+    return family, self.meta["perturb"], {"l2": self.meta["noise_l2"], "changed": self.meta.get("noise_changed")}
 
   def timing(self) -> dict:
     """The start of results.json's ``timing``: where a resumed run resumed from."""
@@ -426,13 +430,20 @@ def _trunk(setup, plan, start, rundir, params0, opt0, bar):
 
 
 def _perturb(setup, plan, trunk_params, trunk_opt):
-  """Perturb, once: child 0 is the trunk, child j the trunk plus ``scales[j - 1] * eps``, all with the trunk's
-  optimizer state; ``(family, perturbation info, each child's L2 distance from the trunk)``."""
+  """Perturb, once: child 0 is the trunk, child j the trunk plus ``scales[j - 1] * eps`` (``perturb.kind="ulp"``: its
+  masked weights ``scales[j - 1]`` units in the last place up), all with the trunk's optimizer state; ``(family,
+  perturbation info, noise)``, ``noise`` each child's L2 distance from the trunk (``"l2"``) and how many of its
+  weights differ from the trunk's (``"changed"``: a change under half a weight's spacing rounds away)."""
   eps, pinfo = _perturbations(setup, trunk_params, plan.scales)
-  children = [trunk_params] + [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in plan.scales]
-  noise_l2 = [tree_math.l2_distance(p, trunk_params) for p in children]
+  if pinfo["kind"] == "ulp":
+    moved = [perturb.ulp_steps(trunk_params, eps, int(s)) for s in plan.scales]
+  else:
+    moved = [perturb.apply(trunk_params, eps, jnp.float32(s)) for s in plan.scales]
+  children = [trunk_params] + moved
+  noise = {"l2": [tree_math.l2_distance(p, trunk_params) for p in children],
+           "changed": [perturb.num_changed(p, trunk_params) for p in children]}
   family = members.new_family(children, [trunk_opt] * plan.k, plan.lr_offsets, plan.end_steps)
-  return family, pinfo, noise_l2
+  return family, pinfo, noise
 
 
 def _during_eval(setup, during, alphas, k):
@@ -450,13 +461,14 @@ def _during_eval(setup, during, alphas, k):
   return during_eval
 
 
-def _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar, during_eval):
+def _children(setup, plan, start, rundir, family, pinfo, noise, params0, bar, during_eval):
   """Children: the family from ``t`` to its end steps with identical SGD noise, checkpointed as it goes;
   ``(family, diverged)``."""
 
   def save(fam, step, div, partial=None):
     return rundir.save_state({"phase": "children", "step": step, "diverged": [bool(d) for d in div],
-                              "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise_l2,
+                              "perturb": rundir_lib.to_jsonable(pinfo), "noise_l2": noise["l2"],
+                              "noise_changed": noise["changed"],
                               **({"chunk": partial} if partial else {})}, {"family": fam._asdict()})
 
   return _train(setup, family, start.first_step("children", plan.t), max(plan.end_steps), "children", rundir,
@@ -556,7 +568,7 @@ def _split_results(final, split: str, j: int, metric) -> dict:
   return out
 
 
-def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
+def _child_results(plan, pinfo, noise, ev, metric=None) -> list[dict]:
   """results.json's ``children``: each child's perturbation, final losses and accuracies (and the text task's
   ``metric``) and, for k >= 1, its comparison with child 0 (before and after alignment); a diverged child's numbers
   are null."""
@@ -565,8 +577,10 @@ def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
   for j in range(plan.k):
     child = {
         "index": j,
-        "perturb": dict(pinfo, scale=0.0 if j == 0 else plan.scales[j - 1], noise_l2=noise_l2[j],
-                        num_perturbed=0 if j == 0 else pinfo["num_perturbed"]),
+        "perturb": dict(pinfo, scale=0.0 if j == 0 else plan.scales[j - 1], noise_l2=noise["l2"][j],
+                        num_perturbed=0 if j == 0 else pinfo["num_perturbed"],
+                        # a run resumed from a checkpoint written before this count has none
+                        **({} if noise["changed"] is None else {"num_changed": noise["changed"][j]})),
         "train": _split_results(final, "train", j, metric),
         "test": _split_results(final, "test", j, metric),
         "diverged": bool(diverged[j]),
@@ -593,12 +607,12 @@ def _child_results(plan, pinfo, noise_l2, ev, metric=None) -> list[dict]:
   return out
 
 
-def _results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing) -> dict:
+def _results(setup, plan, pinfo, noise, ev, params0, init_info, indices, alphas, timing) -> dict:
   """Assemble results: results.json (:func:`_child_results`, and what the run was: steps, data, model, init)."""
   c, steps, data, mesh = setup.c, setup.steps, setup.data, ev["mesh"]
   return {
       "definitions": config_lib.definitions(c),
-      "children": _child_results(plan, pinfo, noise_l2, ev, setup.metric),
+      "children": _child_results(plan, pinfo, noise, ev, setup.metric),
       "steps": {"t": plan.t, "T": plan.total, "steps_per_epoch": steps.steps_per_epoch, "warmup": steps.warmup},
       "alphas": alphas,
       "eval": {"num_examples": {s: len(v) for s, v in indices.items()}},
@@ -651,11 +665,11 @@ def _phases(setup, plan, start, rundir, t_start):
 
   tic = time.time()
   if start.trains("trunk"):
-    family, pinfo, noise_l2 = _perturb(setup, plan, trunk_params, trunk_opt)
+    family, pinfo, noise = _perturb(setup, plan, trunk_params, trunk_opt)
     del trunk_params, trunk_opt
   else:
-    family, pinfo, noise_l2 = start.perturbed_children(plan, params0, opt0)
-  family, diverged = _children(setup, plan, start, rundir, family, pinfo, noise_l2, params0, bar,
+    family, pinfo, noise = start.perturbed_children(plan, params0, opt0)
+  family, diverged = _children(setup, plan, start, rundir, family, pinfo, noise, params0, bar,
                                _during_eval(setup, during, alphas, plan.k))
   bar.close()
   timing["children_s"] = time.time() - tic
@@ -665,5 +679,5 @@ def _phases(setup, plan, start, rundir, t_start):
   ev = _evaluate(setup, plan, family, diverged, params0, indices, alphas, timing,
                  _stop_in_evaluation(setup, plan, rundir))
   timing["total_s"] = time.time() - t_start
-  rundir.finish(_results(setup, plan, pinfo, noise_l2, ev, params0, init_info, indices, alphas, timing))
+  rundir.finish(_results(setup, plan, pinfo, noise, ev, params0, init_info, indices, alphas, timing))
   return results_lib.load(rundir.results)  # what a reader of results.json sees
