@@ -1,7 +1,8 @@
 """Threshold search: for each perturbation time, the σ at which a barrier first exceeds a threshold.
 
     python -m butterfly_jax.threshold --config=configs/NAME.py --runs=DIR --times=0,1ep,5ep [--seeds=0,1,2]
-        [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--config.a.b=v]
+        [--threshold=0.1] [--metric=train.loss] [--lo=1e-6] [--hi=1] [--rounds=3] [--points=4] [--per_seed]
+        [--prior=SWEEP_DIR] [--factor=2] [--config.a.b=v]
 
 Installed as ``butterfly-threshold``; ``configs/NAME.py`` is a shipped config from any directory
 (:mod:`butterfly_jax.run.config_files`). A bracketing search in log σ, run only as far as it needs. Round 1 runs, for each time and seed, one
@@ -10,6 +11,12 @@ its σ, not on its siblings, so one family measures several σ at once). The bar
 over seeds (a diverged child counts as above the threshold); the bracket shrinks to the two neighbouring σ
 between which the mean crosses the threshold, and the next round puts ``--points`` new σ inside it. The
 estimate is the log-linear interpolation of the mean barrier to the threshold inside the final bracket.
+
+``--per_seed`` brackets each seed on its own barriers instead (each seed's families hold its own σ; the result
+gives each seed's σ* and bracket and their spread). ``--prior=SWEEP_DIR`` takes the finished runs there that are
+runs of this config at another time, seed and σ set (a map's sweep) as measured points, so the first round refines
+their bracket instead of laying a grid; ``--factor=2`` stops refining a bracket once its ends are within a factor
+of 2.
 
 Each run is an ordinary run directory under ``DIR`` named by time, seed and σ values, so a second
 invocation finds them finished and runs nothing; an interrupted one resumes. ``DIR/threshold.json``
@@ -25,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from butterfly_jax.config import ConfigError
+from butterfly_jax.config import ConfigError, upgrade
+from butterfly_jax.io import results as results_lib
+from butterfly_jax.io import rundir as rundir_lib
 from butterfly_jax.io.rundir import write_json_atomic
 from butterfly_jax.io.text import is_text_dataset
 from butterfly_jax.run import config_files, experiment
@@ -78,8 +87,39 @@ def crossing(sigmas, means, threshold: float):
   return "bracketed", [s0, s1], estimate
 
 
+def prior_points(base_config, prior, metric: str) -> dict:
+  """``{(t, seed): {σ: barrier}}`` from the finished runs under ``prior`` (a sweep's or an earlier search's folder)
+  that are runs of ``base_config`` but for ``perturb.time``, ``seed`` and ``perturb.scales``: the same identity a
+  run directory checks before it counts a run as finished (:func:`butterfly_jax.io.rundir.comparable`), so a map's
+  σ grid becomes the search's first round. A child's result depends on its own σ, not on its siblings'."""
+  out = {}
+  for d in sorted(Path(prior).iterdir()):
+    if not ((d / "results.json").is_file() and (d / "config.json").is_file()):
+      continue
+    stored = rundir_lib.to_jsonable(upgrade(json.loads((d / "config.json").read_text())))
+    c = base_config.copy_and_resolve_references()
+    c.perturb.time, c.seed = str(stored["perturb"]["time"]), int(stored["seed"])
+    c.perturb.scales = tuple(stored["perturb"]["scales"])
+    if rundir_lib.comparable(stored) != rundir_lib.comparable(c.to_dict()):
+      continue
+    res = results_lib.load(d / "results.json")
+    points = out.setdefault((c.perturb.time, c.seed), {})
+    for child in res["children"][1:]:
+      if child["perturb"]["scale"] > 0:
+        points[float(child["perturb"]["scale"])] = _barrier(child, metric)
+  return out
+
+
+def _crossing_of(measured, group, lo, hi, threshold):
+  """:func:`crossing` on the σ in [lo, hi] measured for every seed of ``group``, of the mean over the group."""
+  grid = sorted(set.intersection(*(set(measured[s]) for s in group)))
+  grid = [x for x in grid if lo <= x <= hi]
+  means = [float(np.mean([measured[s][x] for s in group])) for x in grid]
+  return grid, means, crossing(grid, means, threshold) if grid else ("none", None, None)
+
+
 def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.loss", lo=1e-6, hi=1.0, rounds=3,
-           points=4, run_fn=None) -> dict:
+           points=4, run_fn=None, per_seed=False, prior=None, factor=0.0) -> dict:
   """Runs the search (see the module docstring) and returns what it writes to ``runs_dir/threshold.json``."""
   if metric not in METRICS:
     raise ThresholdError(f"--metric: unknown barrier {metric!r}; allowed: {', '.join(METRICS)}")
@@ -90,35 +130,60 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
     raise ThresholdError(f"--lo, --hi: need 0 < lo < hi, got {lo} and {hi}")
   if points < 2 or rounds < 1:
     raise ThresholdError(f"--points must be >= 2 and --rounds >= 1, got {points} and {rounds}")
+  if factor and not factor > 1:
+    raise ThresholdError(f"--factor: a bracket's hi/lo at which to stop, > 1 (0 = run every round), got {factor}")
   if not seeds or not times:
     raise ThresholdError("--times and --seeds: give at least one of each")
+  if prior is not None and not Path(prior).is_dir():
+    raise ThresholdError(f"--prior: {prior} is not a folder of runs")
   run_fn = run_fn or experiment.run
   runs_dir = Path(runs_dir)
   runs_dir.mkdir(parents=True, exist_ok=True)
+  known = prior_points(base_config, prior, metric) if prior is not None else {}
+  seeds = [int(s) for s in seeds]
+  groups = [[s] for s in seeds] if per_seed else [seeds]
   out = {"threshold": threshold, "metric": metric, "lo": lo, "hi": hi, "rounds": rounds, "points": points,
-         "seeds": list(seeds), "times": {}}
+         "seeds": seeds, "per_seed": bool(per_seed), "factor": factor,
+         "prior": None if prior is None else str(prior), "times": {}}
   for t in times:
-    bracket, measured, status = [lo, hi], {}, "searching"
+    measured = {s: dict(known.get((str(t), s), {})) for s in seeds}
     for r in range(rounds):
-      sigmas = _grid(*bracket, points, inclusive=(r == 0))
-      for seed in seeds:
+      todo = {}  # seed -> the σ its next family holds
+      for group in groups:
+        grid, _, (status, bracket, _) = _crossing_of(measured, group, lo, hi, threshold)
+        if status == "bracketed":
+          if factor and bracket[1] / bracket[0] <= factor:
+            continue
+          sigmas = _grid(*bracket, points, inclusive=False)
+        elif r == 0 and not grid:
+          sigmas = _grid(lo, hi, points, inclusive=True)
+        else:
+          continue  # above or below the range: nothing to bracket
+        for s in group:
+          todo.setdefault(s, set()).update(sigmas)
+      if not todo:
+        break
+      for seed, sigmas in todo.items():
+        sigmas = sorted(sigmas)
         c = base_config.copy_and_resolve_references()
-        c.perturb.time, c.seed, c.perturb.scales = str(t), int(seed), tuple(sigmas)
+        c.perturb.time, c.seed, c.perturb.scales = str(t), seed, tuple(sigmas)
         res = run_fn(c, runs_dir / _name(str(t), seed, sigmas))
         for child in res["children"][1:]:
-          measured.setdefault(child["perturb"]["scale"], {})[int(seed)] = _barrier(child, metric)
-      grid = sorted(measured)
-      status, found, _ = crossing(grid, [float(np.mean(list(measured[s].values()))) for s in grid], threshold)
-      if status != "bracketed":
-        break
-      bracket = found
-    grid = sorted(measured)
-    means = {s: float(np.mean(list(measured[s].values()))) for s in grid}
-    status, _, estimate = crossing(grid, [means[s] for s in grid], threshold)
-    out["times"][str(t)] = {
-        "status": status, "bracket": bracket if status == "bracketed" else None, "sigma_estimate": estimate,
-        "points": [{"sigma": s, "mean": means[s], "per_seed": {str(k): v for k, v in measured[s].items()}}
-                   for s in grid]}
+          measured[seed][float(child["perturb"]["scale"])] = _barrier(child, metric)
+    summaries = []
+    for group in groups:
+      grid, means, (status, bracket, estimate) = _crossing_of(measured, group, lo, hi, threshold)
+      summaries.append({
+          "status": status if grid else "below: nothing measured", "bracket": bracket,
+          "sigma_estimate": estimate,
+          "points": [{"sigma": x, "mean": m, "per_seed": {str(s): measured[s][x] for s in group}}
+                     for x, m in zip(grid, means)]})
+    if per_seed:
+      est = [g["sigma_estimate"] for g in summaries if g["sigma_estimate"] is not None]
+      out["times"][str(t)] = {"per_seed": {str(s): g for s, g in zip(seeds, summaries)},
+                              "spread": [min(est), max(est)] if est else None}
+    else:
+      out["times"][str(t)] = summaries[0]
     write_json_atomic(runs_dir / "threshold.json", out)  # after every time: nothing finished is lost
   return json.loads((runs_dir / "threshold.json").read_text())
 
@@ -137,6 +202,11 @@ def main(argv=None):
   flags.DEFINE_float("hi", 1.0, "Largest sigma searched.")
   flags.DEFINE_integer("rounds", 3, "Bracketing rounds.")
   flags.DEFINE_integer("points", 4, "Sigma values per round (children per family).")
+  flags.DEFINE_bool("per_seed", False, "Bracket each seed's own barrier (its own sigma* and bracket; the seeds' "
+                    "spread) instead of the mean over seeds.")
+  flags.DEFINE_string("prior", None, "A folder of finished runs of this config (a sweep's, an earlier search's): "
+                      "their sigma values are measured points, so the search starts from their bracket.")
+  flags.DEFINE_float("factor", 0.0, "Stop refining a bracket once hi/lo <= this (e.g. 2); 0 = run every round.")
 
   def _main(_):
     F = flags.FLAGS
@@ -150,15 +220,25 @@ def main(argv=None):
       sys.exit(2)
     logging.getLogger().setLevel(logging.WARNING)
     try:
-      out = search(F.config, F.runs, F.times, seeds, F.threshold, F.metric, F.lo, F.hi, F.rounds, F.points)
+      out = search(F.config, F.runs, F.times, seeds, F.threshold, F.metric, F.lo, F.hi, F.rounds, F.points,
+                   per_seed=F.per_seed, prior=F.prior, factor=F.factor)
     except (ThresholdError, ConfigError, ValueError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
-    print(f"sigma at which the {out['metric']} barrier reaches {out['threshold']} (mean over seeds {out['seeds']})")
-    for t, r in out["times"].items():
+    over = "each seed's own barrier" if out["per_seed"] else f"mean over seeds {out['seeds']}"
+    print(f"sigma at which the {out['metric']} barrier reaches {out['threshold']} ({over})")
+
+    def line(label, r):
       est = "-" if r["sigma_estimate"] is None else f"{r['sigma_estimate']:.3g}"
       br = "" if r["bracket"] is None else f" in [{r['bracket'][0]:.3g}, {r['bracket'][1]:.3g}]"
-      print(f"  t={t:<8} sigma*={est}{br}  ({r['status']})")
+      print(f"  {label:<20} sigma*={est}{br}  ({r['status']})")
+
+    for t, r in out["times"].items():
+      if out["per_seed"]:
+        for seed, g in r["per_seed"].items():
+          line(f"t={t} seed={seed}", g)
+      else:
+        line(f"t={t}", r)
     print(f"details: {Path(F.runs) / 'threshold.json'}")
 
   argv = absl_argv(list(sys.argv if argv is None else argv))

@@ -75,3 +75,45 @@ def test_real_runs_are_not_rerun(tmp_path):
   assert second == first
   assert sorted(p for p in tmp_path.iterdir() if p.is_dir()) == dirs
   assert all((d / "results.json").stat().st_mtime_ns == stamps[d] for d in dirs)
+
+
+def _write_prior_run(folder, config, t, seed, scales, truth):
+  """A finished run directory as a map's sweep leaves it (config.json, results.json) of the fake barrier."""
+  c = config.copy_and_resolve_references()
+  c.perturb.time, c.seed, c.perturb.scales = t, seed, tuple(scales)
+  folder.mkdir(parents=True)
+  (folder / "config.json").write_text(json.dumps(c.to_dict()))
+  (folder / "results.json").write_text(json.dumps(_fake_run(truth, [])(c, folder)))
+
+
+def test_per_seed_search_refines_a_prior_maps_brackets_to_a_factor(tmp_path):
+  """--per_seed --prior=MAP --factor=2: each seed's bracket from the map's decades, refined inside it by its own
+  families until hi/lo <= 2; runs of another config in the prior folder are not taken as points."""
+  truth = {"0": 3e-3}
+  grid = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+  for seed in (0, 1):
+    _write_prior_run(tmp_path / "map" / f"seed={seed}", smoke(), "0", seed, grid, truth)
+  other = smoke()
+  other.optim.lr = 0.5  # another config: its (wrong) barriers must not count
+  _write_prior_run(tmp_path / "map" / "other", other, "0", 0, [2e-3, 2.5e-3], {"0": 1e-6})
+  calls = []
+  out = threshold.search(smoke(), tmp_path / "search", ["0"], [0, 1], threshold=0.1, lo=1e-5, hi=1.0, rounds=3,
+                         points=3, per_seed=True, prior=tmp_path / "map", factor=2.0,
+                         run_fn=_fake_run(truth, calls))
+  assert len(calls) == 2  # one round: 3 points inside a decade leave brackets of 10^(1/4) < 2
+  r = out["times"]["0"]
+  for seed, call in zip(("0", "1"), calls):
+    g = r["per_seed"][seed]
+    assert g["status"] == "bracketed" and g["bracket"][1] / g["bracket"][0] <= 2
+    assert 1e-3 < call[2][0] and call[2][-1] < 1e-2  # the family refined the map's bracket [1e-3, 1e-2]
+    assert g["sigma_estimate"] == pytest.approx(truth["0"], rel=0.1)
+    assert len(g["points"]) == len(grid) + 3 and all(set(p["per_seed"]) == {seed} for p in g["points"])
+  lo, hi = r["spread"]
+  assert lo <= hi and lo == min(g["sigma_estimate"] for g in r["per_seed"].values())
+
+
+def test_bad_search_arguments_name_the_flag(tmp_path):
+  with pytest.raises(threshold.ThresholdError, match="--factor"):
+    threshold.search(smoke(), tmp_path, ["0"], [0], factor=0.5)
+  with pytest.raises(threshold.ThresholdError, match="--prior"):
+    threshold.search(smoke(), tmp_path, ["0"], [0], prior=tmp_path / "missing")
