@@ -57,6 +57,15 @@ One run, and the sweep with its report (from the repository root)::
 
     python -m butterfly_jax.launch --config=configs/reproduce_map.py:resnet20_map --runs=reproduction/map/resnet20_v3
 
+* ``mlp_floor``: below the map's plateau, at t = 0 and per seed (0-2): the batch direction at σ in (0, 1e-10, 1e-9,
+  1e-8, 1e-7, 1e-6), down through float32's resolution (a weight's spacing is about 1.2e-7 of its value, so
+  ``num_changed`` says how many weights each σ still moves); one random kernel weight (the map's single-weight
+  runs' weight at the same seed) moved 1, 16 and 256 units in the last place (``perturb.kind="ulp"``); and every
+  kernel weight moved one unit in the last place. The map's weight-matching cost (``eval.align_bias=True``, as in
+  its definitions' version 2), so every number compares with the ``mlp`` runs of the same seed. 9 runs.
+* σ* by search (``butterfly_jax.threshold --per_seed --prior``, REPRODUCTION.md): the ``mlp`` config with
+  ``--config.eval.align_bias=True`` is the map's config, so its finished runs are the search's first round.
+
 Runs are declared seed by seed, so a partial sweep covers every time and direction for the first seeds.
 """
 
@@ -64,7 +73,7 @@ from butterfly_jax.config import config_file, config_phase
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
-PHASES = ("mlp", "mlp_extra", "mlp_scale", "cnn", "cnn_scale", "resnet20", "resnet20_map")
+PHASES = ("mlp", "mlp_extra", "mlp_scale", "mlp_floor", "cnn", "cnn_scale", "resnet20", "resnet20_map")
 TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -76,6 +85,10 @@ RESNET_TIMES = ["0", "1ep", "250", "50"]  # the two ends first: a partial sweep 
 RESNET_MAP_TIMES = ["0", "1ep", "100", "3ep"]
 RESNET_MAP_SEEDS = [0, 1]
 RESNET_MAP_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+FLOOR_SCALES = (0.0, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6)
+FLOOR_ULPS = ({"perturb.kind": "ulp", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
+               "perturb.scales": (0.0, 1.0, 16.0, 256.0)},
+              {"perturb.kind": "ulp", "perturb.mask.exclude": ".*bias", "perturb.scales": (0.0, 1.0)})
 SINGLE_WEIGHT = {"perturb.kind": "gaussian", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                  "perturb.scales": (0.0, 0.1, 1.0, 10.0, 100.0)}
 
@@ -101,6 +114,10 @@ def get_config(arg=None):
   if phase.endswith("_scale"):
     c.perturb.time = "4ep" if phase == "mlp_scale" else "3ep"
     c.perturb.scales = (0.0, 1e-5)
+  if phase == "mlp_floor":
+    c.perturb.time = "0"
+    c.perturb.scales = FLOOR_SCALES
+    c.eval.align_bias = True  # the map's (definitions' version 2) weight-matching cost: comparable with its runs
   if phase.startswith("cnn"):
     c.model.name = "cnn"
     c.model.kwargs = {"channels": (16, 32), "dense": 128}
@@ -141,6 +158,12 @@ def sweep(add, arg=None):
     for seed in RESNET_MAP_SEEDS:
       for t in RESNET_MAP_TIMES:
         add(**{"perturb.time": t, "seed": seed})
+    return
+  if phase == "mlp_floor":
+    for seed in SEEDS:
+      add(seed=seed)
+      for ulp in FLOOR_ULPS:
+        add(seed=seed, **ulp)
     return
   times = CNN_TIMES if phase == "cnn" else TIMES
   for seed in SEEDS:
