@@ -5,7 +5,7 @@ make it less stable; even the most stable combination does not remove the instab
 Each setting below changes the instability map's setting (``configs/reproduce_map.py``) in one place, and
 ``combined`` takes the three said to stabilise together. Stability is read as the map reads it: the barrier
 between child 0 and a child perturbed at t, at perturbation times t in {0, 1 epoch, 2 epochs} (MLP) or
-{0, 1 epoch} (CNN), with sigma in (0, 1e-4, 1e-2) in the batch direction, seeds 0 and 1. A setting is more
+{0, 1 epoch} (CNN), with sigma in (0, 1e-4, 1e-2) in the batch direction, seeds 0-2. A setting is more
 stable where its barrier at t is smaller than the base's (the base is run here too, on the same grid).
 
 Settings (``setting=`` in each run's sweep entry; the overrides it stands for are in ``SETTINGS``):
@@ -16,12 +16,14 @@ Settings (``setting=`` in each run's sweep entry; the overrides it stands for ar
 * ``batch512``: batch 512 at the same peak lr (steps counted in epochs, so every run sees the same data and
   perturbation times are the same epochs).
 * ``width2x``: twice the hidden width (MLP 1024-1024; CNN 32 and 64 channels, dense 256).
-* ``adam``: Adam (b1 0.9, b2 0.999), peak lr 1e-3, the same schedule.
+* ``adam``, ``adam3e-4``, ``adam3e-3``: Adam (b1 0.9, b2 0.999), peak lr 1e-3, 3e-4 and 3e-3, the same schedule
+  (one learning rate would leave "Adam" and "that learning rate" confounded).
 * ``wd5e-4``, ``wd5e-3``: coupled L2 weight decay (torch's ``weight_decay``).
 * ``combined``: ``warmup2ep`` + ``batch512`` + ``width2x``.
 
-Phases (``:ARG``): ``mlp`` (default; 9 settings x 3 times x 2 seeds = 54 runs) and ``cnn`` (9 x 2 x 2 = 36
-runs). One run, the sweep and its report (from the repository root)::
+Phases (``:ARG``): ``mlp`` (default; 11 settings x 3 times x 3 seeds = 99 runs) and ``cnn`` (11 x 2 x 3 = 66
+runs). Seed 2 and the two other Adam learning rates were added to the first 54 and 36 (seeds 0 and 1): a
+setting with no effect lands wholly above or below the base with probability 1/3 on 2 seeds a side, 1/10 on 3. One run, the sweep and its report (from the repository root)::
 
     python -m butterfly_jax.main --config=configs/reproduce_studies.py --workdir=runs/study_one \\
         --config.schedule.warmup=0
@@ -48,7 +50,7 @@ from butterfly_jax.config import config_file, config_phase
 reproduce_map = config_file("reproduce_map.py", beside=__file__)
 
 PHASES = ("mlp", "cnn")
-SEEDS = [0, 1]
+SEEDS = [0, 1, 2]
 TIMES = {"mlp": ["0", "1ep", "2ep"], "cnn": ["0", "1ep"]}
 SCALES = (0.0, 1e-4, 1e-2)
 WIDE = {"mlp": {"model.kwargs.hidden": (1024, 1024)},
@@ -65,6 +67,8 @@ def settings(phase):
       "batch512": {"train.batch_size": 512},
       "width2x": dict(wide),
       "adam": {"optim.name": "adam", "optim.lr": 1e-3},
+      "adam3e-4": {"optim.name": "adam", "optim.lr": 3e-4},
+      "adam3e-3": {"optim.name": "adam", "optim.lr": 3e-3},
       "wd5e-4": {"optim.weight_decay": 5e-4},
       "wd5e-3": {"optim.weight_decay": 5e-3},
       "combined": {"schedule.warmup": "2ep", "train.batch_size": 512, **wide},

@@ -39,6 +39,8 @@ CLAIMS = (
     ("batch512", "lower", "a larger batch (512 against 128) makes training more stable"),
     ("width2x", "lower", "a larger width (2x) makes training more stable"),
     ("adam", "higher", "Adam (against SGD) makes training less stable"),
+    ("adam3e-4", "higher", "Adam at peak lr 3e-4 (against SGD) makes training less stable"),
+    ("adam3e-3", "higher", "Adam at peak lr 3e-3 (against SGD) makes training less stable"),
     ("wd5e-4", "higher", "weight decay 5e-4 (against none) makes training less stable"),
     ("wd5e-3", "higher", "weight decay 5e-3 (against none) makes training less stable"),
     ("combined", "lower", "the three stabilising settings together make training more stable"),
