@@ -249,9 +249,12 @@ def main(argv=None):
     sys.exit(2)
   sys.argv = argv  # ml_collections reads the overrides from sys.argv
   help_lists_flags_of(__name__)
-  if not any(a in ("--help", "-h", "--helpfull", "-?") for a in argv[1:]):
-    try:  # parsed here first, so that a bad override is one line, not a traceback (app.run parses it again)
-      flags.FLAGS(argv)
+
+  def parse(argv):
+    """absl's parsing, once (a second parse defines the config overrides' flags twice), with a bad flag or override
+    one line ``error: ...`` and exit status 2."""
+    try:
+      return flags.FLAGS(argv)
     except flags.Error as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
@@ -261,7 +264,8 @@ def main(argv=None):
         raise
       print(f"error: {message}", file=sys.stderr)
       sys.exit(2)
-  app.run(_main, argv)
+
+  app.run(_main, argv, flags_parser=parse)
 
 
 if __name__ == "__main__":

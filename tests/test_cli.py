@@ -173,6 +173,12 @@ def test_threshold_unknown_fields_and_flags_are_one_line(tmp_path):
   out = threshold("--bogus=1")
   assert out.returncode == 2 and "bogus" in _one_error_line(out)
   assert not (tmp_path / "thr").exists()
+  # a valid override is parsed once (parsing twice defined its flag twice) and reaches the runs
+  out = threshold("--config.perturb.kind=gaussian", "--seeds=0", "--rounds=1", "--points=2", "--per_seed")
+  assert out.returncode == 0, out.stderr
+  assert "t=0 seed=0" in out.stdout
+  (run,) = [d for d in (tmp_path / "thr").iterdir() if d.is_dir()]
+  assert json.loads((run / "config.json").read_text())["perturb"]["kind"] == "gaussian"
 
 
 def test_cli_bad_model_argument_is_a_config_error(tmp_path):
