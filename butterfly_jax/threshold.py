@@ -15,8 +15,12 @@ estimate is the log-linear interpolation of the mean barrier to the threshold in
 ``--per_seed`` brackets each seed on its own barriers instead (each seed's families hold its own σ; the result
 gives each seed's σ* and bracket and their spread). ``--prior=SWEEP_DIR`` takes the finished runs there that are
 runs of this config at another time, seed and σ set (a map's sweep) as measured points, so the first round refines
-their bracket instead of laying a grid; ``--factor=2`` stops refining a bracket once its ends are within a factor
-of 2.
+their bracket instead of laying a grid (its family measures the bracket's ends again: on the same network they
+must repeat, ``reproduced``); ``--factor=2`` stops refining a bracket once its ends are within a factor of 2.
+Points are kept by network (:func:`network`: child 0's final losses): a barrier is against one child 0, and a
+prior run on another machine may have trained another one. Only the network of the search's own runs counts; the
+others' points are reported, and their bracket only says where to look first. A crossing below the smallest or
+above the largest σ measured is looked for a decade further out.
 
 Each run is an ordinary run directory under ``DIR`` named by time, seed and σ values, so a second
 invocation finds them finished and runs nothing; an interrupted one resumes. ``DIR/threshold.json``
@@ -87,11 +91,25 @@ def crossing(sigmas, means, threshold: float):
   return "bracketed", [s0, s1], estimate
 
 
+def network(res) -> tuple:
+  """A run's child 0 as its final train and test losses: two runs with equal ones trained the same network (the
+  same trunk and child 0, bit for bit); runs of one config on another CPU or build may not have (BUILD_NOTES.md,
+  "Machine variance"), and their barriers are then measured against another network."""
+  child0 = res["children"][0]
+  return (child0.get("train", {}).get("loss"), child0.get("test", {}).get("loss"))
+
+
+def _points(res, metric) -> dict:
+  return {float(child["perturb"]["scale"]): _barrier(child, metric) for child in res["children"][1:]
+          if child["perturb"]["scale"] > 0}
+
+
 def prior_points(base_config, prior, metric: str) -> dict:
-  """``{(t, seed): {σ: barrier}}`` from the finished runs under ``prior`` (a sweep's or an earlier search's folder)
-  that are runs of ``base_config`` but for ``perturb.time``, ``seed`` and ``perturb.scales``: the same identity a
-  run directory checks before it counts a run as finished (:func:`butterfly_jax.io.rundir.comparable`), so a map's
-  σ grid becomes the search's first round. A child's result depends on its own σ, not on its siblings'."""
+  """``{(t, seed): {network: {σ: barrier}}}`` (:func:`network`) from the finished runs under ``prior`` (a sweep's or
+  an earlier search's folder) that are runs of ``base_config`` but for ``perturb.time``, ``seed`` and
+  ``perturb.scales``: the same identity a run directory checks before it counts a run as finished
+  (:func:`butterfly_jax.io.rundir.comparable`), so a map's σ grid becomes the search's first round. A child's result
+  depends on its own σ, not on its siblings'."""
   out = {}
   for d in sorted(Path(prior).iterdir()):
     if not ((d / "results.json").is_file() and (d / "config.json").is_file()):
@@ -103,19 +121,73 @@ def prior_points(base_config, prior, metric: str) -> dict:
     if rundir_lib.comparable(stored) != rundir_lib.comparable(c.to_dict()):
       continue
     res = results_lib.load(d / "results.json")
-    points = out.setdefault((c.perturb.time, c.seed), {})
-    for child in res["children"][1:]:
-      if child["perturb"]["scale"] > 0:
-        points[float(child["perturb"]["scale"])] = _barrier(child, metric)
+    out.setdefault((c.perturb.time, c.seed), {}).setdefault(network(res), {}).update(_points(res, metric))
   return out
 
 
-def _crossing_of(measured, group, lo, hi, threshold):
-  """:func:`crossing` on the σ in [lo, hi] measured for every seed of ``group``, of the mean over the group."""
-  grid = sorted(set.intersection(*(set(measured[s]) for s in group)))
+class _Seed:
+  """One (time, seed): its points by network, and the network the search measures on (that of its own latest run;
+  before any, the prior's network with the most points)."""
+
+  def __init__(self, known: dict):
+    self.by_network = {k: dict(v) for k, v in known.items()}
+    self.current = None
+    self.verified = not known  # whether a run of this search has measured on the prior's network
+    self.reproduced = {}       # σ measured twice on one network: whether the barrier was the same
+
+  def network(self):
+    if self.current is not None:
+      return self.current
+    return max(self.by_network, key=lambda k: len(self.by_network[k]), default=None)
+
+  def usable(self) -> dict:
+    return self.by_network.get(self.network(), {})
+
+  def others(self) -> dict:
+    return {k: v for k, v in self.by_network.items() if k != self.network()}
+
+  def add(self, res, metric):
+    net, points = network(res), _points(res, metric)
+    old = self.by_network.setdefault(net, {})
+    for sigma, value in points.items():
+      if sigma in old:
+        self.reproduced[sigma] = old[sigma] == value
+    old.update(points)
+    self.verified = True  # a run of this search has measured on the network it now uses
+    self.current = net
+
+
+def _crossing_of(points: list, lo, hi, threshold):
+  """:func:`crossing` on the σ in [lo, hi] measured in every one of ``points`` (``{σ: barrier}`` dicts, one per
+  seed of a group), of their mean: ``(grid, means, (status, bracket, estimate))``."""
+  grid = sorted(set.intersection(*(set(p) for p in points))) if points else []
   grid = [x for x in grid if lo <= x <= hi]
-  means = [float(np.mean([measured[s][x] for s in group])) for x in grid]
+  means = [float(np.mean([p[x] for p in points])) for x in grid]
   return grid, means, crossing(grid, means, threshold) if grid else ("none", None, None)
+
+
+def _next_sigmas(group, lo, hi, threshold, points, factor, first_round):
+  """The σ the group's next families hold (empty: the group is done). A bracket is refined inside (with its ends
+  again while the prior's network is not yet measured by a run of this search, which re-measures them); a crossing
+  below the smallest or above the largest σ measured is looked for a decade further out, up to ``lo`` or ``hi``;
+  with nothing on the network measured, another network's bracket (a prior from another machine) says where to
+  look, and failing that a grid spans [lo, hi]."""
+  grid, _, (status, bracket, _) = _crossing_of([g.usable() for g in group], lo, hi, threshold)
+  if status == "bracketed":
+    if factor and bracket[1] / bracket[0] <= factor:
+      return []
+    sigmas = _grid(*bracket, points, inclusive=False)
+    return sigmas + (list(bracket) if not all(g.verified for g in group) else [])
+  if not grid:
+    _, _, (_, hint, _) = _crossing_of([next(iter(g.others().values()), {}) for g in group], lo, hi, threshold)
+    if hint is not None:
+      return _grid(*hint, points, inclusive=False) + list(hint)
+    return _grid(lo, hi, points, inclusive=True) if first_round else []
+  if status.startswith("above") and grid[0] > lo:
+    return _grid(max(lo, grid[0] / 10), grid[0], points, inclusive=True)[:-1]
+  if status.startswith("below") and grid[-1] < hi:
+    return _grid(grid[-1], min(hi, grid[-1] * 10), points, inclusive=True)[1:]
+  return []
 
 
 def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.loss", lo=1e-6, hi=1.0, rounds=3,
@@ -146,38 +218,35 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
          "seeds": seeds, "per_seed": bool(per_seed), "factor": factor,
          "prior": None if prior is None else str(prior), "times": {}}
   for t in times:
-    measured = {s: dict(known.get((str(t), s), {})) for s in seeds}
+    state = {s: _Seed(known.get((str(t), s), {})) for s in seeds}
     for r in range(rounds):
       todo = {}  # seed -> the σ its next family holds
       for group in groups:
-        grid, _, (status, bracket, _) = _crossing_of(measured, group, lo, hi, threshold)
-        if status == "bracketed":
-          if factor and bracket[1] / bracket[0] <= factor:
-            continue
-          sigmas = _grid(*bracket, points, inclusive=False)
-        elif r == 0 and not grid:
-          sigmas = _grid(lo, hi, points, inclusive=True)
-        else:
-          continue  # above or below the range: nothing to bracket
-        for s in group:
-          todo.setdefault(s, set()).update(sigmas)
+        for sigma in _next_sigmas([state[s] for s in group], lo, hi, threshold, points, factor, r == 0):
+          for s in group:
+            todo.setdefault(s, set()).add(sigma)
       if not todo:
         break
       for seed, sigmas in todo.items():
         sigmas = sorted(sigmas)
         c = base_config.copy_and_resolve_references()
         c.perturb.time, c.seed, c.perturb.scales = str(t), seed, tuple(sigmas)
-        res = run_fn(c, runs_dir / _name(str(t), seed, sigmas))
-        for child in res["children"][1:]:
-          measured[seed][float(child["perturb"]["scale"])] = _barrier(child, metric)
+        state[seed].add(run_fn(c, runs_dir / _name(str(t), seed, sigmas)), metric)
     summaries = []
     for group in groups:
-      grid, means, (status, bracket, estimate) = _crossing_of(measured, group, lo, hi, threshold)
+      grid, means, (status, bracket, estimate) = _crossing_of([state[s].usable() for s in group], lo, hi,
+                                                              threshold)
       summaries.append({
           "status": status if grid else "below: nothing measured", "bracket": bracket,
           "sigma_estimate": estimate,
-          "points": [{"sigma": x, "mean": m, "per_seed": {str(s): measured[s][x] for s in group}}
-                     for x, m in zip(grid, means)]})
+          "points": [{"sigma": x, "mean": m, "per_seed": {str(s): state[s].usable()[x] for s in group}}
+                     for x, m in zip(grid, means)],
+          # child 0 of the network the points were measured on; points on other networks (a prior run on
+          # another machine), left out; σ measured twice on one network and whether the barrier repeated
+          "network": {str(s): list(state[s].network() or []) for s in group},
+          "other_networks": {str(s): [{"network": list(k), "points": {str(x): v for x, v in sorted(p.items())}}
+                                      for k, p in state[s].others().items()] for s in group},
+          "reproduced": {str(s): {str(x): same for x, same in sorted(state[s].reproduced.items())} for s in group}})
     if per_seed:
       est = [g["sigma_estimate"] for g in summaries if g["sigma_estimate"] is not None]
       out["times"][str(t)] = {"per_seed": {str(s): g for s, g in zip(seeds, summaries)},

@@ -9,11 +9,14 @@ from butterfly_jax import threshold
 from butterfly_jax.run.configs_embedded import smoke
 
 
-def _fake_run(truth, calls, diverge_above=math.inf):
-  """A stand-in for experiment.run: barrier = a smooth step in log sigma centred on truth[t] (plus a seed offset)."""
+def _fake_run(truth, calls, diverge_above=math.inf, machine=None):
+  """A stand-in for experiment.run: barrier = a smooth step in log sigma centred on truth[t] (plus a seed offset).
+  ``machine``: child 0's final losses say which machine trained the network (runs on one machine agree)."""
   def run(c, workdir):
     calls.append((c.perturb.time, c.seed, tuple(c.perturb.scales), str(workdir)))
     children = [{"diverged": False, "perturb": {"scale": 0.0}}]
+    if machine is not None:
+      children[0].update(train={"loss": machine + c.seed}, test={"loss": machine})
     for s in c.perturb.scales:
       b = 0.2 / (1 + math.exp(-4 * (math.log10(s) - math.log10(truth[c.perturb.time])))) + 0.001 * c.seed
       children.append({"diverged": s > diverge_above, "perturb": {"scale": s},
@@ -105,11 +108,38 @@ def test_per_seed_search_refines_a_prior_maps_brackets_to_a_factor(tmp_path):
   for seed, call in zip(("0", "1"), calls):
     g = r["per_seed"][seed]
     assert g["status"] == "bracketed" and g["bracket"][1] / g["bracket"][0] <= 2
-    assert 1e-3 < call[2][0] and call[2][-1] < 1e-2  # the family refined the map's bracket [1e-3, 1e-2]
+    # the family refined the map's bracket [1e-3, 1e-2] and measured its ends again: the same network repeated them
+    assert len(call[2]) == 5 and call[2][0] == 1e-3 and call[2][-1] == 1e-2 and 1e-3 < call[2][1] < call[2][3] < 1e-2
+    assert g["reproduced"][seed] == {"0.001": True, "0.01": True} and g["other_networks"][seed] == []
     assert g["sigma_estimate"] == pytest.approx(truth["0"], rel=0.1)
     assert len(g["points"]) == len(grid) + 3 and all(set(p["per_seed"]) == {seed} for p in g["points"])
   lo, hi = r["spread"]
   assert lo <= hi and lo == min(g["sigma_estimate"] for g in r["per_seed"].values())
+
+
+def test_a_prior_from_another_network_only_says_where_to_look(tmp_path):
+  """A map run on another machine trained another child 0 (its barriers are against another network): its points are
+  left out and reported, its bracket is where the first family looks, and a crossing outside it is found a decade
+  further out, then refined."""
+  grid = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+  c = smoke()
+  c.perturb.time, c.seed, c.perturb.scales = "0", 0, tuple(grid)
+  (tmp_path / "map" / "other").mkdir(parents=True)
+  (tmp_path / "map" / "other" / "config.json").write_text(json.dumps(c.to_dict()))
+  (tmp_path / "map" / "other" / "results.json").write_text(json.dumps(_fake_run({"0": 3e-2}, [], machine=7.0)(
+      c, None)))
+  calls = []
+  out = threshold.search(smoke(), tmp_path / "search", ["0"], [0], threshold=0.1, lo=1e-5, hi=1.0, rounds=4,
+                         points=3, per_seed=True, prior=tmp_path / "map", factor=2.0,
+                         run_fn=_fake_run({"0": 3e-3}, calls, machine=1.0))
+  g = out["times"]["0"]["per_seed"]["0"]
+  assert calls[0][2][0] == 1e-2 and calls[0][2][-1] == 1e-1  # the other network's bracket, ends included
+  assert max(calls[1][2]) < 1e-2 and min(calls[1][2]) >= 1e-3  # everything there was above: a decade below
+  assert g["status"] == "bracketed" and g["bracket"][1] / g["bracket"][0] <= 2
+  assert g["sigma_estimate"] == pytest.approx(3e-3, rel=0.1)
+  assert g["network"]["0"] == [1.0, 1.0] and all(p["sigma"] not in (1e-5, 1e-4) for p in g["points"])
+  (other,) = g["other_networks"]["0"]
+  assert other["network"] == [7.0, 7.0] and len(other["points"]) == len(grid)
 
 
 def test_bad_search_arguments_name_the_flag(tmp_path):
