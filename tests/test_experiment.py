@@ -406,3 +406,18 @@ def test_a_pair_whose_path_blows_up_is_flagged_in_results_summary_and_report(smo
   assert list(table.sort_values("child")["barrier_status"]) == ["ok", "path_not_finite"]
   assert not table["pair_diverged"].any()
   assert "pairs with a non-finite path (no barrier): 1" in report.summary(table)
+
+
+def test_a_parted_twin_is_named_and_warned_about(smoke_run):
+  """The σ = 0 twin with child 0's schedule must end at L2 0; where it does not, the run says so (a twin of the
+  extra-steps or rewinding kind trains differently by design and is not the control)."""
+  import types
+  from butterfly_jax.run.experiment import parted_twins
+  _, _, res = smoke_run
+  plan = types.SimpleNamespace(scales=(0.0, 1e-2, 1.0), lr_offsets=(0, 0, 0, 0), end_steps=(40, 40, 40, 40))
+  assert parted_twins(plan, res) == []
+  parted = json.loads(json.dumps(res))
+  parted["children"][1]["vs_child0"]["l2"] = 5e-7
+  assert parted_twins(plan, parted) == [1]
+  extra = types.SimpleNamespace(scales=plan.scales, lr_offsets=plan.lr_offsets, end_steps=(40, 70, 70, 70))
+  assert parted_twins(extra, parted) == []

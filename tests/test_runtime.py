@@ -35,12 +35,15 @@ def test_cpu_flags_only_for_the_measured_jaxlib(monkeypatch):
 
 @pytest.mark.parametrize("avx512, expected", [(True, ""), (False, ""), (None, "individual_convolution")])
 def test_cpu_flags_follow_the_instruction_set(avx512, expected, monkeypatch):
-  """YNNPACK off on x86 (with AVX-512 or without), for convolutions only elsewhere (ARM, unknown)."""
+  """YNNPACK off on x86 (with AVX-512 or without), for convolutions only elsewhere (ARM, unknown); XLA's loop
+  emitters everywhere (the unrolled members' copies compile alike)."""
   from jaxlib import version
   monkeypatch.setattr(version, "__version__", "0.10.2")
   monkeypatch.setattr(runtime, "cpu_has_avx512", lambda: avx512)
-  assert runtime.default_cpu_flags() == {"--xla_cpu_experimental_ynn_fusion_type": expected}
-  assert runtime.xla_flags("", False) == f"--xla_cpu_experimental_ynn_fusion_type={expected}"
+  assert runtime.default_cpu_flags() == {"--xla_cpu_experimental_ynn_fusion_type": expected,
+                                         "--xla_cpu_use_fusion_emitters": "false"}
+  assert runtime.xla_flags("", False) == (f"--xla_cpu_experimental_ynn_fusion_type={expected} "
+                                          "--xla_cpu_use_fusion_emitters=false")
 
 
 def test_avx512_is_read_from_the_cpu_flags():
@@ -107,8 +110,9 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
   assert out.stdout.split() == ["False", level]  # left as the user set them
   assert out.stderr.count(TOO_LATE) == 1, out.stderr[-3000:]
   line = next(l for l in out.stderr.splitlines() if TOO_LATE in l)
-  cpu = " ".join(f"{k}={v}" for k, v in runtime.default_cpu_flags().items())  # this machine's choice
-  assert f"{cpu} is not in effect: CPU results may differ from command-line runs in their last bits" in line
+  flags = runtime.default_cpu_flags()  # this machine's choice
+  cpu = " ".join(f"{k}={v}" for k, v in flags.items())
+  assert f"{cpu} {'is' if len(flags) == 1 else 'are'} not in effect: CPU results may differ from command-line runs in their last bits" in line
   # the suggested XLA_FLAGS keep the user's own first
   assert "butterfly_jax.io.runtime.configure()" in line and f"XLA_FLAGS='{level} --xla_gpu_deterministic_ops=true" in line
   assert (tmp_path / "run" / "results.json").exists()
@@ -116,8 +120,8 @@ def test_a_run_after_jax_started_warns_once_what_it_cannot_set(tmp_path):
 
 @pytest.mark.parametrize("backend, warned", [
     ("gpu", "so --xla_gpu_deterministic_ops=true is not in effect: GPU runs may not be bitwise reproducible"),
-    ("cpu", "so --xla_cpu_experimental_ynn_fusion_type=individual_convolution is not in effect: CPU results may "
-            "differ from command-line runs in their last bits"),
+    ("cpu", "so --xla_cpu_experimental_ynn_fusion_type=individual_convolution --xla_cpu_use_fusion_emitters=false "
+            "are not in effect: CPU results may differ from command-line runs in their last bits"),
     ("tpu", None)])
 def test_too_late_warns_once_about_what_matters_on_the_backend(backend, warned, monkeypatch, caplog):
   import jax

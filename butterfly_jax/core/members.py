@@ -11,8 +11,10 @@ step numbers and the config. Under ``map`` it does not depend on its siblings, o
 family by construction: every member runs the same compiled loop body (for K >= 2: XLA inlines the body of a
 one-trip loop, so a lone member, the trunk, may compile differently; a tiny BERT with dropout did). Under
 ``sequential`` each member has its own copy of the step, which XLA compiles separately: for the vision models
-the copies were found identical (tests check a child's independence bitwise), but two identical BERT members
-were measured to part in their last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU. Under ``vmap`` identical members stay
+the copies were found identical with XLA's loop emitters (the CPU flags a run sets, :mod:`butterfly_jax.io.runtime`;
+with its fusion emitters one ResNet's were not), and tests check a child's independence bitwise, but two identical
+BERT members were measured to part in their last bits (BUILD_NOTES.md), so text models run under ``map`` on CPU.
+A run warns when its σ = 0 twin parts from child 0 all the same. Under ``vmap`` identical members stay
 bitwise equal to each other, but XLA may compile the batched step differently for different K, so a
 member's last bits may depend on the family's size.
 

@@ -19,7 +19,12 @@ CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU:
   ``--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` hands only convolutions to YNNPACK, whose
   reductions of the per-pixel LayerNorm statistics were slower than XLA's fused loops wherever measured.
 
-The measurements: BUILD_NOTES.md, "XLA:CPU flags" and "Machine variance". CPU results change in their last
+Everywhere: ``--xla_cpu_use_fusion_emitters=false`` (XLA's loop emitters): with the fusion emitters, the K copies
+of a step that the members' ``sequential`` strategy unrolls into one program were compiled differently for one
+network (a ResNet whose LayerNorms have 8 channels), so a σ = 0 twin parted from child 0 at the first step; without
+them every network measured keeps its twins bitwise, at a step cost within ±8% (MLP, CNN, ResNet-20).
+
+The measurements: BUILD_NOTES.md, "XLA:CPU flags", "Machine variance" and "Twins under the sequential strategy". CPU results change in their last
 bits (reductions sum in another order), so runs record ``XLA_FLAGS`` in their provenance. A flag already in
 ``XLA_FLAGS`` wins: ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores
 jaxlib's default. The flag is experimental and an unknown flag aborts XLA, so it is only added for jaxlib
@@ -38,8 +43,12 @@ import os
 import sys
 
 DETERMINISTIC_FLAGS = {"--xla_gpu_deterministic_ops": "true", "--xla_gpu_autotune_level": "0"}
-CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_convolution"}
-CPU_FLAGS_X86 = {"--xla_cpu_experimental_ynn_fusion_type": ""}  # YNNPACK off
+# XLA's older loop emitters, not its fusion emitters: under the members' sequential strategy (K copies of the step in
+# one program) a ResNet with 8-channel LayerNorms compiled its copies differently with the fusion emitters, and a
+# σ = 0 twin parted from child 0 at step 0 (BUILD_NOTES.md, "Twins under the sequential strategy")
+TWIN_FLAGS = {"--xla_cpu_use_fusion_emitters": "false"}
+CPU_FLAGS = {"--xla_cpu_experimental_ynn_fusion_type": "individual_convolution", **TWIN_FLAGS}
+CPU_FLAGS_X86 = {"--xla_cpu_experimental_ynn_fusion_type": "", **TWIN_FLAGS}  # YNNPACK off
 CPU_FLAGS_JAXLIB = ("0.10.",)  # version prefixes of jaxlib where CPU_FLAGS exist and were measured
 
 

@@ -680,4 +680,24 @@ def _phases(setup, plan, start, rundir, t_start):
                  _stop_in_evaluation(setup, plan, rundir))
   timing["total_s"] = time.time() - t_start
   rundir.finish(_results(setup, plan, pinfo, noise, ev, params0, init_info, indices, alphas, timing))
-  return results_lib.load(rundir.results)  # what a reader of results.json sees
+  results = results_lib.load(rundir.results)  # what a reader of results.json sees
+  for j in parted_twins(plan, results):
+    logging.warning(
+        "%s: child %d, the sigma = 0 twin, ends %.3g from child 0 (L2), not 0: the members' copies of the step "
+        "computed differently (strategy %s), so every barrier of this run is measured against a reference that a "
+        "perturbation of nothing also moves. Run it again with --config.members.strategy=map (one compiled step "
+        "for every member) and report the network (BUILD_NOTES.md, 'Twins under the sequential strategy')",
+        rundir.root, j, results["children"][j]["vs_child0"]["l2"], results.get("members_strategy"))
+  return results
+
+
+def parted_twins(plan: spec_lib.FamilyPlan, results) -> list[int]:
+  """The children with σ = 0 and child 0's schedule (no rewinding, no extra steps) that did not end bitwise equal
+  to child 0 (an L2 distance other than 0): the control that should never fire."""
+  out = []
+  for j, child in enumerate(results["children"][1:], start=1):
+    same_schedule = plan.lr_offsets[j] == plan.lr_offsets[0] and plan.end_steps[j] == plan.end_steps[0]
+    l2 = child.get("vs_child0", {}).get("l2")
+    if plan.scales[j - 1] == 0 and same_schedule and not child["diverged"] and l2 not in (None, 0.0):
+      out.append(j)
+  return out
