@@ -406,3 +406,17 @@ def test_thresholds_lead_with_the_2pct_criterion_and_say_where_sigma_star_is_cen
   assert "Before 1 epoch (t = 0), 4 of 4 pairs with 0 < σ ≤ 0.01 reach a 2% test-error barrier" in out
   assert "| 2% test error (headline) | batch | 0: < 0.0001 (below the grid) | 1 ep: " in out
   assert "at least ×100" in out  # from below 1e-4 to a bracket [1e-2, 1]
+
+
+def test_floor_regenerates_its_committed_file_and_leaves_out_other_machines_networks(monkeypatch):
+  """reproduction/map/mlp_floor.md is what ``reproduction.floor`` prints over the committed runs (the command in its
+  docstring, from the repository root); it counts the σ = 0 twins, the weights each σ changed, and compares with
+  the map only where child 0 is the same network."""
+  from pathlib import Path
+  from reproduction import floor
+  monkeypatch.chdir(ROOT)
+  text = floor.report(Path("reproduction/map/mlp_floor"), Path("reproduction/map/mlp"))
+  assert text == (ROOT / "reproduction" / "map" / "mlp_floor.md").read_text()
+  assert "- σ = 0 twins: 9, at L2 0 from child 0 and train-loss barrier 0." in text
+  assert "| 1 ulp, one weight | 3 | 1 |" in text
+  assert "- seed 0: σ = 1e-05" in text and "- seeds [1, 2]: the map's run trained another child 0" in text

@@ -1,0 +1,148 @@
+"""Below the map's plateau: the barrier left by perturbations down to one unit in the last place of one weight.
+
+Reads the finished runs of ``configs/reproduce_map.py:mlp_floor`` (t = 0: the batch direction at σ down to 1e-10,
+one weight moved 1, 16 and 256 units in the last place, every kernel weight moved one) and prints, as Markdown,
+per seed, each child's perturbation as realised (the weights it changed, its L2 norm) and where it ended (L2 to
+child 0 at T, the train-loss and test-error barriers, the train-loss barrier after weight matching), then the
+ranges over seeds beside the map's own smallest σ at t = 0 (``--map``: runs of the same seed whose child 0 is the
+same network, bit for bit; a map run from another machine trained another one and is left out, said so).
+
+    python -m reproduction.floor reproduction/map/mlp_floor --map=reproduction/map/mlp \\
+        > reproduction/map/mlp_floor.md
+
+(from the repository root).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from butterfly_jax.io import results as results_lib
+
+
+def _label(child) -> str:
+  p = child["perturb"]
+  if p["kind"] == "ulp":
+    where = f"weight {p['weight']}" if p.get("weight") else f"every kernel weight ({p['num_perturbed']:,})"
+    return f"{p['scale']:g} ulp, {where}"
+  return f"{p['kind']} σ = {p['scale']:g}"
+
+
+def _rows(runs: Path):
+  """``(seed, label, child, child 0's losses)`` for every child k >= 1 of every finished run under ``runs``."""
+  out = []
+  for path in sorted(runs.glob("*/results.json")):
+    res = results_lib.load(path)
+    seed = int(json.loads((path.parent / "config.json").read_text())["seed"])
+    c0 = res["children"][0]
+    for child in res["children"][1:]:
+      out.append((seed, _label(child), child, (c0["train"]["loss"], c0["test"]["loss"])))
+  return out
+
+
+def _unmoved(child) -> bool:
+  v = child.get("vs_child0", {})
+  return v.get("aligned", {}).get("barrier", {}).get("train", {}).get("loss") == v.get("barrier", {}).get(
+      "train", {}).get("loss")
+
+
+def _identity(child) -> bool:
+  return child.get("vs_child0", {}).get("aligned", {}).get("fixed_point_fraction") == 1.0
+
+
+def _fmt(x, digits=3) -> str:
+  return "–" if x is None else f"{x:.{digits}g}"
+
+
+def report(runs: Path, map_runs: Path | None = None) -> str:
+  rows = _rows(runs)
+  if not rows:
+    raise SystemExit(f"no finished runs under {runs}")
+  seeds = sorted({r[0] for r in rows})
+  lines = [f"# Below the plateau: `{runs}`", "",
+           f"{len({r[3] for r in rows})} child-0 networks (seeds {seeds}), t = 0, from "
+           f"`python -m reproduction.floor {runs}" + (f" --map={map_runs}" if map_runs else "") + "`.", "",
+           "Columns: the weights whose value the perturbation changed (`num_changed`, of those in the mask), its L2 "
+           "norm as realised in float32, then at T: the L2 distance to child 0, the train-loss and test-error "
+           "barriers, and the train-loss barrier after weight matching.", ""]
+  for seed in seeds:
+    lines += [f"## Seed {seed}", "", "| perturbation | weights changed | ‖θ′ − θ‖ | L2 at T | train-loss barrier | "
+              "test-error barrier | aligned train-loss barrier |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s, label, child, _ in rows:
+      if s != seed:
+        continue
+      p, v = child["perturb"], child.get("vs_child0", {})
+      b = v.get("barrier", {})
+      aligned = v.get("aligned", {}).get("barrier", {}).get("train", {}).get("loss")
+      lines.append(f"| {label} | {p.get('num_changed', '–'):,} of {p['num_perturbed']:,} | {_fmt(p['noise_l2'])} | "
+                   f"{_fmt(v.get('l2'), 4)} | {_fmt(b.get('train', {}).get('loss'), 4)} | "
+                   f"{_fmt(b.get('test', {}).get('error'), 3)} | {_fmt(aligned, 4)} |")
+    lines.append("")
+  perturbed = [r for r in rows if r[2]["perturb"]["scale"] > 0]
+  twins = [r for r in rows if r[2]["perturb"]["scale"] == 0]
+
+  def span(values):
+    values = [v for v in values if v is not None]
+    if not values:
+      return "–"
+    if all(isinstance(v, int) for v in values):
+      return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,} to {max(values):,}"
+    return f"{min(values):.4g}" if min(values) == max(values) else f"{min(values):.4g} to {max(values):.4g}"
+
+  lines += ["## Over seeds", "",
+            f"- σ = 0 twins: {len(twins)}, at L2 {span([r[2]['vs_child0']['l2'] for r in twins])} from "
+            f"child 0 and train-loss barrier {span([r[2]['vs_child0']['barrier']['train']['loss'] for r in twins])}.",
+            f"- weight matching: {sum(_unmoved(r[2]) for r in perturbed)} of {len(perturbed)} perturbed pairs have "
+            "the same train-loss barrier after alignment as before (every one of their permutations the identity: "
+            f"{sum(_identity(r[2]) for r in perturbed)} of {len(perturbed)}).",
+            "", "| perturbation | n | weights changed | L2 at T | train-loss barrier | test-error barrier |",
+            "| --- | ---: | --- | --- | --- | --- |"]
+  groups = {}
+  for r in perturbed:
+    key = r[1] if r[2]["perturb"]["kind"] != "ulp" or not r[2]["perturb"].get("weight") else (
+        f"{r[2]['perturb']['scale']:g} ulp, one weight")
+    groups.setdefault(key, []).append(r[2])
+  for key, children in groups.items():
+    changed = [c["perturb"].get("num_changed") for c in children]
+    lines.append(f"| {key} | {len(children)} | {span(changed)} | {span([c['vs_child0']['l2'] for c in children])} | "
+                 f"{span([c['vs_child0']['barrier']['train']['loss'] for c in children])} | "
+                 f"{span([c['vs_child0']['barrier']['test']['error'] for c in children])} |")
+  if map_runs is not None:
+    nets = {r[0]: r[3] for r in rows}
+    same, other = [], []
+    for path in sorted(Path(map_runs).glob("*/results.json")):
+      res = results_lib.load(path)
+      cfg = json.loads((path.parent / "config.json").read_text())
+      if str(cfg["perturb"]["time"]) != "0" or cfg["perturb"]["kind"] != "batch" or cfg["perturb"]["mask"].get(
+          "single"):
+        continue
+      seed = int(cfg["seed"])
+      c0 = res["children"][0]
+      smallest = min((c for c in res["children"][1:] if c["perturb"]["scale"] > 0),
+                     key=lambda c: c["perturb"]["scale"])
+      if nets.get(seed) == (c0["train"]["loss"], c0["test"]["loss"]):
+        same.append((seed, smallest))
+      else:
+        other.append(seed)
+    lines += ["", "The map's smallest σ at t = 0 (batch direction) on the same networks:", ""]
+    for seed, c in same:
+      v = c["vs_child0"]
+      lines.append(f"- seed {seed}: σ = {c['perturb']['scale']:g}, L2 at T {v['l2']:.4g}, train-loss barrier "
+                   f"{v['barrier']['train']['loss']:.4g}, test-error barrier {v['barrier']['test']['error']:.3g}.")
+    if other:
+      lines.append(f"- seeds {sorted(other)}: the map's run trained another child 0 (it ran on another machine: "
+                   "BUILD_NOTES.md, \"Machine variance\"), so its barriers are against another network; left out.")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("runs", type=Path)
+  ap.add_argument("--map", type=Path, default=None)
+  a = ap.parse_args(argv)
+  sys.stdout.write(report(a.runs, a.map))
+
+
+if __name__ == "__main__":
+  main()
