@@ -57,12 +57,12 @@ One run, and the sweep with its report (from the repository root)::
 
     python -m butterfly_jax.launch --config=configs/reproduce_map.py:resnet20_map --runs=reproduction/map/resnet20_v3
 
-* ``mlp_floor``: below the map's plateau, at t = 0 and per seed (0-2): the batch direction at σ in (0, 1e-10, 1e-9,
-  1e-8, 1e-7, 1e-6), down through float32's resolution (a weight's spacing is about 1.2e-7 of its value, so
-  ``num_changed`` says how many weights each σ still moves); one random kernel weight (the map's single-weight
-  runs' weight at the same seed) moved 1, 16 and 256 units in the last place (``perturb.kind="ulp"``); and every
-  kernel weight moved one unit in the last place. Every number compares with the ``mlp`` runs of the same seed
-  (the same trunk, direction and weight). 9 runs.
+* ``mlp_floor``: below the map's plateau, at t in {0, 1, 2, 4 epochs} and per seed (0-2): the batch direction at
+  σ in (0, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6), down through float32's resolution (a weight's spacing is about 1.2e-7
+  of its value, so ``num_changed`` says how many weights each σ still moves); one random kernel weight (the map's
+  single-weight runs' weight at the same seed) moved 1, 16 and 256 units in the last place
+  (``perturb.kind="ulp"``); and every kernel weight moved one unit in the last place. Every number compares with the ``mlp`` runs of the same seed
+  (the same trunk, direction and weight). 36 runs, t = 0 first.
 * σ* by search (``butterfly_jax.threshold --per_seed --prior=reproduction/map/mlp``, REPRODUCTION.md): the
   ``mlp`` config is the map's, so its finished runs are the search's first round.
 
@@ -89,6 +89,7 @@ RESNET_MAP_TIMES = ["0", "1ep", "100", "3ep"]
 RESNET_MAP_SEEDS = [0, 1]
 RESNET_MAP_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FLOOR_SCALES = (0.0, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6)
+FLOOR_TIMES = ("0", "1ep", "2ep", "4ep")
 FLOOR_ULPS = ({"perturb.kind": "ulp", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                "perturb.scales": (0.0, 1.0, 16.0, 256.0)},
               {"perturb.kind": "ulp", "perturb.mask.exclude": ".*bias", "perturb.scales": (0.0, 1.0)})
@@ -168,10 +169,12 @@ def sweep(add, arg=None):
         add(**{"perturb.time": t, "seed": seed})
     return
   if phase == "mlp_floor":
-    for seed in SEEDS:
-      add(seed=seed)
-      for ulp in FLOOR_ULPS:
-        add(seed=seed, **ulp)
+    for t in FLOOR_TIMES:
+      at = {} if t == "0" else {"perturb.time": t}  # t = 0 is the config's own (the first 9 runs' names)
+      for seed in SEEDS:
+        add(seed=seed, **at)
+        for ulp in FLOOR_ULPS:
+          add(seed=seed, **at, **ulp)
     return
   times = CNN_TIMES if phase == "cnn" else TIMES
   for seed in SEEDS:

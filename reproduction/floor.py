@@ -1,10 +1,10 @@
 """Below the map's plateau: the barrier left by perturbations down to one unit in the last place of one weight.
 
-Reads the finished runs of ``configs/reproduce_map.py:mlp_floor`` (t = 0: the batch direction at σ down to 1e-10,
+Reads the finished runs of ``configs/reproduce_map.py:mlp_floor`` (per t: the batch direction at σ down to 1e-10,
 one weight moved 1, 16 and 256 units in the last place, every kernel weight moved one) and prints, as Markdown,
 per seed, each child's perturbation as realised (the weights it changed, its L2 norm) and where it ended (L2 to
 child 0 at T, the train-loss and test-error barriers, the train-loss barrier after weight matching), then the
-ranges over seeds beside the map's own smallest σ at t = 0 (``--map``: runs of the same seed whose child 0 is the
+ranges over seeds beside the map's own smallest σ at each t (``--map``: runs of the same seed whose child 0 is the
 same network, bit for bit; a map run from another machine trained another one and is left out, said so).
 
     python -m reproduction.floor reproduction/map/mlp_floor --map=reproduction/map/mlp \\
@@ -30,15 +30,21 @@ def _label(child) -> str:
 
 
 def _rows(runs: Path):
-  """``(seed, label, child, child 0's losses)`` for every child k >= 1 of every finished run under ``runs``."""
+  """``(t, seed, label, child, child 0's losses)`` for every child k >= 1 of every finished run under ``runs``."""
   out = []
   for path in sorted(runs.glob("*/results.json")):
     res = results_lib.load(path)
-    seed = int(json.loads((path.parent / "config.json").read_text())["seed"])
+    cfg = json.loads((path.parent / "config.json").read_text())
+    seed, t = int(cfg["seed"]), str(cfg["perturb"]["time"])
     c0 = res["children"][0]
     for child in res["children"][1:]:
-      out.append((seed, _label(child), child, (c0["train"]["loss"], c0["test"]["loss"])))
-  return out
+      out.append((t, seed, _label(child), child, (c0["train"]["loss"], c0["test"]["loss"])))
+  return sorted(out, key=lambda r: (_steps(r[0]), r[1]))
+
+
+def _steps(t: str) -> float:
+  """A perturbation time's order: steps, or epochs as 1e9 × epochs (epochs after any step count here)."""
+  return float(t[:-2]) * 1e9 if t.endswith("ep") else float(t)
 
 
 def _unmoved(child) -> bool:
@@ -59,28 +65,32 @@ def report(runs: Path, map_runs: Path | None = None) -> str:
   rows = _rows(runs)
   if not rows:
     raise SystemExit(f"no finished runs under {runs}")
-  seeds = sorted({r[0] for r in rows})
+  times = list(dict.fromkeys(r[0] for r in rows))
+  seeds = sorted({r[1] for r in rows})
   lines = [f"# Below the plateau: `{runs}`", "",
-           f"{len({r[3] for r in rows})} child-0 networks (seeds {seeds}), t = 0, from "
+           f"{len({r[4] for r in rows})} child-0 networks (seeds {seeds}; t = {', '.join(times)}), from "
            f"`python -m reproduction.floor {runs}" + (f" --map={map_runs}" if map_runs else "") + "`.", "",
            "Columns: the weights whose value the perturbation changed (`num_changed`, of those in the mask), its L2 "
            "norm as realised in float32, then at T: the L2 distance to child 0, the train-loss and test-error "
            "barriers, and the train-loss barrier after weight matching.", ""]
-  for seed in seeds:
-    lines += [f"## Seed {seed}", "", "| perturbation | weights changed | ‖θ′ − θ‖ | L2 at T | train-loss barrier | "
-              "test-error barrier | aligned train-loss barrier |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for s, label, child, _ in rows:
-      if s != seed:
+  for t in times:
+    for seed in seeds:
+      mine = [r for r in rows if r[0] == t and r[1] == seed]
+      if not mine:
         continue
-      p, v = child["perturb"], child.get("vs_child0", {})
-      b = v.get("barrier", {})
-      aligned = v.get("aligned", {}).get("barrier", {}).get("train", {}).get("loss")
-      lines.append(f"| {label} | {p.get('num_changed', '–'):,} of {p['num_perturbed']:,} | {_fmt(p['noise_l2'])} | "
-                   f"{_fmt(v.get('l2'), 4)} | {_fmt(b.get('train', {}).get('loss'), 4)} | "
-                   f"{_fmt(b.get('test', {}).get('error'), 3)} | {_fmt(aligned, 4)} |")
-    lines.append("")
-  perturbed = [r for r in rows if r[2]["perturb"]["scale"] > 0]
-  twins = [r for r in rows if r[2]["perturb"]["scale"] == 0]
+      lines += [f"## t = {t}, seed {seed}", "", "| perturbation | weights changed | ‖θ′ − θ‖ | L2 at T | "
+                "train-loss barrier | test-error barrier | aligned train-loss barrier |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+      for _, _, label, child, _ in mine:
+        p, v = child["perturb"], child.get("vs_child0", {})
+        b = v.get("barrier", {})
+        aligned = v.get("aligned", {}).get("barrier", {}).get("train", {}).get("loss")
+        lines.append(f"| {label} | {p.get('num_changed', '–'):,} of {p['num_perturbed']:,} | {_fmt(p['noise_l2'])} | "
+                     f"{_fmt(v.get('l2'), 4)} | {_fmt(b.get('train', {}).get('loss'), 4)} | "
+                     f"{_fmt(b.get('test', {}).get('error'), 3)} | {_fmt(aligned, 4)} |")
+      lines.append("")
+  perturbed = [r for r in rows if r[3]["perturb"]["scale"] > 0]
+  twins = [r for r in rows if r[3]["perturb"]["scale"] == 0]
 
   def span(values):
     values = [v for v in values if v is not None]
@@ -91,48 +101,50 @@ def report(runs: Path, map_runs: Path | None = None) -> str:
     return f"{min(values):.4g}" if min(values) == max(values) else f"{min(values):.4g} to {max(values):.4g}"
 
   lines += ["## Over seeds", "",
-            f"- σ = 0 twins: {len(twins)}, at L2 {span([r[2]['vs_child0']['l2'] for r in twins])} from "
-            f"child 0 and train-loss barrier {span([r[2]['vs_child0']['barrier']['train']['loss'] for r in twins])}.",
-            f"- weight matching: {sum(_unmoved(r[2]) for r in perturbed)} of {len(perturbed)} perturbed pairs have "
+            f"- σ = 0 twins: {len(twins)}, at L2 {span([r[3]['vs_child0']['l2'] for r in twins])} from "
+            f"child 0 and train-loss barrier {span([r[3]['vs_child0']['barrier']['train']['loss'] for r in twins])}.",
+            f"- weight matching: {sum(_unmoved(r[3]) for r in perturbed)} of {len(perturbed)} perturbed pairs have "
             "the same train-loss barrier after alignment as before (every one of their permutations the identity: "
-            f"{sum(_identity(r[2]) for r in perturbed)} of {len(perturbed)}).",
-            "", "| perturbation | n | weights changed | L2 at T | train-loss barrier | test-error barrier |",
-            "| --- | ---: | --- | --- | --- | --- |"]
+            f"{sum(_identity(r[3]) for r in perturbed)} of {len(perturbed)}).",
+            "", "| t | perturbation | n | weights changed | L2 at T | train-loss barrier | test-error barrier |",
+            "| --- | --- | ---: | --- | --- | --- | --- |"]
   groups = {}
   for r in perturbed:
-    key = r[1] if r[2]["perturb"]["kind"] != "ulp" or not r[2]["perturb"].get("weight") else (
-        f"{r[2]['perturb']['scale']:g} ulp, one weight")
-    groups.setdefault(key, []).append(r[2])
-  for key, children in groups.items():
+    key = r[2] if r[3]["perturb"]["kind"] != "ulp" or not r[3]["perturb"].get("weight") else (
+        f"{r[3]['perturb']['scale']:g} ulp, one weight")
+    groups.setdefault((r[0], key), []).append(r[3])
+  for (t, key), children in groups.items():
     changed = [c["perturb"].get("num_changed") for c in children]
-    lines.append(f"| {key} | {len(children)} | {span(changed)} | {span([c['vs_child0']['l2'] for c in children])} | "
+    lines.append(f"| {t} | {key} | {len(children)} | {span(changed)} | "
+                 f"{span([c['vs_child0']['l2'] for c in children])} | "
                  f"{span([c['vs_child0']['barrier']['train']['loss'] for c in children])} | "
                  f"{span([c['vs_child0']['barrier']['test']['error'] for c in children])} |")
   if map_runs is not None:
-    nets = {r[0]: r[3] for r in rows}
+    nets = {(r[0], r[1]): r[4] for r in rows}
     same, other = [], []
     for path in sorted(Path(map_runs).glob("*/results.json")):
-      res = results_lib.load(path)
       cfg = json.loads((path.parent / "config.json").read_text())
-      if str(cfg["perturb"]["time"]) != "0" or cfg["perturb"]["kind"] != "batch" or cfg["perturb"]["mask"].get(
-          "single"):
+      t, seed = str(cfg["perturb"]["time"]), int(cfg["seed"])
+      if (t, seed) not in nets or cfg["perturb"]["kind"] != "batch" or cfg["perturb"]["mask"].get("single"):
         continue
-      seed = int(cfg["seed"])
+      res = results_lib.load(path)
       c0 = res["children"][0]
       smallest = min((c for c in res["children"][1:] if c["perturb"]["scale"] > 0),
                      key=lambda c: c["perturb"]["scale"])
-      if nets.get(seed) == (c0["train"]["loss"], c0["test"]["loss"]):
-        same.append((seed, smallest))
+      if nets[(t, seed)] == (c0["train"]["loss"], c0["test"]["loss"]):
+        same.append((t, seed, smallest))
       else:
-        other.append(seed)
-    lines += ["", "The map's smallest σ at t = 0 (batch direction) on the same networks:", ""]
-    for seed, c in same:
+        other.append((t, seed))
+    lines += ["", "The map's smallest σ (batch direction) on the same networks:", ""]
+    for t, seed, c in sorted(same, key=lambda x: (_steps(x[0]), x[1])):
       v = c["vs_child0"]
-      lines.append(f"- seed {seed}: σ = {c['perturb']['scale']:g}, L2 at T {v['l2']:.4g}, train-loss barrier "
-                   f"{v['barrier']['train']['loss']:.4g}, test-error barrier {v['barrier']['test']['error']:.3g}.")
+      lines.append(f"- t = {t}, seed {seed}: σ = {c['perturb']['scale']:g}, L2 at T {v['l2']:.4g}, train-loss "
+                   f"barrier {v['barrier']['train']['loss']:.4g}, test-error barrier "
+                   f"{v['barrier']['test']['error']:.3g}.")
     if other:
-      lines.append(f"- seeds {sorted(other)}: the map's run trained another child 0 (it ran on another machine: "
-                   "BUILD_NOTES.md, \"Machine variance\"), so its barriers are against another network; left out.")
+      where = "; ".join(f"t = {t}, seed {s}" for t, s in sorted(other, key=lambda x: (_steps(x[0]), x[1])))
+      lines.append(f"- {where}: the map's run trained another child 0 (it ran on another machine: BUILD_NOTES.md, "
+                   "\"Machine variance\"), so its barriers are against another network; left out.")
   return "\n".join(lines) + "\n"
 
 
