@@ -22,7 +22,7 @@ CPU (always, with the jaxlib versions in ``CPU_FLAGS_JAXLIB``), by the CPU:
 Everywhere: ``--xla_cpu_use_fusion_emitters=false`` (XLA's loop emitters): with the fusion emitters, the K copies
 of a step that the members' ``sequential`` strategy unrolls into one program were compiled differently for one
 network (a ResNet whose LayerNorms have 8 channels), so a σ = 0 twin parted from child 0 at the first step; without
-them every network measured keeps its twins bitwise, at a step cost within ±8% (MLP, CNN, ResNet-20).
+them it keeps its twin bitwise, at a step cost of 0.5-4% (MLP, CNN, ResNet-20; BUILD_NOTES.md).
 
 The measurements: BUILD_NOTES.md, "XLA:CPU flags", "Machine variance" and "Twins under the sequential strategy". CPU results change in their last
 bits (reductions sum in another order), so runs record ``XLA_FLAGS`` in their provenance. A flag already in
