@@ -417,7 +417,7 @@ def test_floor_regenerates_its_committed_file_and_leaves_out_other_machines_netw
   monkeypatch.chdir(ROOT)
   text = floor.report(Path("reproduction/map/mlp_floor"), Path("reproduction/map/mlp"))
   assert text == (ROOT / "reproduction" / "map" / "mlp_floor.md").read_text()
-  assert "- σ = 0 twins: 9, at L2 0 from child 0 and train-loss barrier 0." in text
+  assert "- σ = 0 twins: 36, at L2 0 from child 0 and train-loss barrier 0." in text
   assert "- t = 0, seed 0: σ = 1e-05" in text
-  assert "- t = 0, seed 1; t = 0, seed 2: the map's run trained another child 0" in text
+  assert "- t = 0, seed 1; t = 0, seed 2; t = 1ep, seed 1;" in text and "the map's run trained another child 0" in text
   assert "| 0 | 1 ulp, one weight | 3 | 1 |" in text
