@@ -63,6 +63,11 @@ One run, and the sweep with its report (from the repository root)::
   single-weight runs' weight at the same seed) moved 1, 16 and 256 units in the last place
   (``perturb.kind="ulp"``); and every kernel weight moved one unit in the last place. Every number compares with the ``mlp`` runs of the same seed
   (the same trunk, direction and weight). 36 runs, t = 0 first.
+* ``mlp_act`` and ``cnn_act``: the ``mlp`` and ``cnn`` maps' batch direction with each child aligned by activation
+  matching (``eval.align_method="activations"``) instead of weight matching, so a verdict on the paper's
+  Conjecture 1 (barriers come from permutation) does not rest on one heuristic: seeds 0-2 at t in {0, 250 steps,
+  1, 2 epochs} (MLP, 12 runs) and {0, 1 epoch} (CNN, 6 runs). Each run compares its own unaligned and aligned
+  barriers.
 * σ* by search (``butterfly_jax.threshold --per_seed --prior=reproduction/map/mlp``, REPRODUCTION.md): the
   ``mlp`` config is the map's, so its finished runs are the search's first round.
 
@@ -76,7 +81,8 @@ from butterfly_jax.config import config_file, config_phase
 
 fashion_mnist = config_file("fashion_mnist.py", beside=__file__)
 
-PHASES = ("mlp", "mlp_extra", "mlp_scale", "mlp_floor", "cnn", "cnn_scale", "resnet20", "resnet20_map")
+PHASES = ("mlp", "mlp_extra", "mlp_scale", "mlp_floor", "mlp_act", "cnn", "cnn_scale", "cnn_act", "resnet20",
+          "resnet20_map")
 TIMES = ["0", "10", "50", "100", "250", "1ep", "2ep", "4ep"]
 SEEDS = [0, 1, 2]
 SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -90,6 +96,7 @@ RESNET_MAP_SEEDS = [0, 1]
 RESNET_MAP_SCALES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FLOOR_SCALES = (0.0, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6)
 FLOOR_TIMES = ("0", "1ep", "2ep", "4ep")
+ACT_TIMES = {"mlp_act": ("0", "250", "1ep", "2ep"), "cnn_act": ("0", "1ep")}  # where the barriers are
 FLOOR_ULPS = ({"perturb.kind": "ulp", "perturb.mask.single": "random", "perturb.mask.exclude": ".*bias",
                "perturb.scales": (0.0, 1.0, 16.0, 256.0)},
               {"perturb.kind": "ulp", "perturb.mask.exclude": ".*bias", "perturb.scales": (0.0, 1.0)})
@@ -123,6 +130,8 @@ def get_config(arg=None):
     # ResNet's padding), so they are this config's runs (a launch finds them finished), new runs (mlp_floor, the
     # σ* search, more seeds) compare with them; reports label them all v2.
     c.eval.align_bias = True
+  if phase.endswith("_act"):
+    c.eval.align_method = "activations"
   if phase == "mlp_floor":
     c.perturb.time = "0"
     c.perturb.scales = FLOOR_SCALES
@@ -130,7 +139,7 @@ def get_config(arg=None):
     c.model.name = "cnn"
     c.model.kwargs = {"channels": (16, 32), "dense": 128}
     c.train.steps = "4ep"
-    if phase == "cnn":
+    if phase in ("cnn", "cnn_act"):
       c.perturb.scales = CNN_SCALES
   if phase == "resnet20":
     c.model.name = "resnet20"
@@ -175,6 +184,11 @@ def sweep(add, arg=None):
         add(seed=seed, **at)
         for ulp in FLOOR_ULPS:
           add(seed=seed, **at, **ulp)
+    return
+  if phase.endswith("_act"):
+    for seed in SEEDS:
+      for t in ACT_TIMES[phase]:
+        add(**{"perturb.time": t, "seed": seed})
     return
   times = CNN_TIMES if phase == "cnn" else TIMES
   for seed in SEEDS:

@@ -198,6 +198,19 @@ def test_the_maps_scale_runs_keep_what_the_proxy_reads(phase):
   assert "python -m butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3" in module.__doc__
 
 
+@pytest.mark.parametrize("phase, n", [("mlp_act", 12), ("cnn_act", 6)])
+def test_the_maps_activation_matching_phases_are_the_maps_batch_runs_aligned_by_activations(phase, n):
+  """``reproduce_map.py``'s ``*_act`` phases: the map's own batch-direction runs (its model, σ grid and seeds), each
+  child aligned by activation matching, so the second alignment is measured on the same pairs as the first."""
+  module, _ = sweep_lib.load_config_module(str(shipped.FOLDER / "reproduce_map.py"))
+  base = module.get_config(phase.removesuffix("_act"))
+  runs = sweep_lib.expand(f"{shipped.FOLDER / 'reproduce_map.py'}:{phase}")
+  assert len(runs) == n and {r.config.seed for r in runs} == set(module.SEEDS)
+  for r in runs:
+    assert r.config.eval.align_method == "activations" and r.config.perturb.kind == "batch"
+    assert r.config.model == base.model and r.config.perturb.scales == base.perturb.scales
+
+
 @pytest.mark.parametrize("model, finetune_runs", [("mlp", 36), ("cnn", 15)])
 def test_the_pretraining_study_fine_tunes_from_the_run_dirs_its_pretraining_phase_makes(model, finetune_runs):
   """``reproduce_pretrain.py``: the fine-tuning phase starts from steps its pre-training phase keeps, in the run
