@@ -11,9 +11,10 @@ reference curve for the fixed points of weight matching between diverged twins.
 (installed as ``butterfly-proxy``) reads ``DIR/config.json`` and the children's checkpoint
 ``DIR/checkpoints/children`` (or, for a run saved without it, its training-state checkpoint at the end of
 training), evaluates on the same examples as the run (``eval.num_examples``, or
-``--num_examples``) and writes ``DIR/proxy.json``. With ``--align``, each permuted copy is also weight-matched
-back to the network: the positive control that tells "weight matching returns the identity between twins"
-(a finding) from "weight matching finds nothing" (a broken method).
+``--num_examples``) and writes ``DIR/proxy.json``. With ``--align``, each permuted copy is also aligned back to the
+network by the run's own method (``eval.align_method``: weight matching, or activation matching on the run's
+``eval.align_examples``): the positive control that tells "alignment returns the identity between twins" (a
+finding) from "alignment finds nothing" (a broken method).
 """
 
 import json
@@ -33,14 +34,18 @@ from butterfly_jax.run.setup import Setup
 DEFAULT_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
-def recovery(spec, params, applied: dict, key, max_iter: int = 100, bias: bool = False) -> dict:
-  """Weight matching (:func:`permutations.weight_matching`, as a run aligns its children) of ``params``
-  against its copy permuted by ``applied``: the positive control for alignment. ``recovered_fraction`` is
-  the fraction of units that the permutation found puts back where they were (1: ``applied`` undone
-  exactly); ``l2`` is the distance left after alignment (0 also when the permutation found differs from
-  ``applied``'s inverse only among units with equal weights)."""
+def recovery(spec, params, applied: dict, key, max_iter: int = 100, bias: bool = False, setup=None) -> dict:
+  """``params`` aligned, as a run aligns its children, to its copy permuted by ``applied``: the positive control
+  for alignment. Weight matching (:func:`permutations.weight_matching`); with ``setup`` (a
+  :class:`butterfly_jax.run.setup.Setup`), activation matching on its :meth:`Setup.align_examples` instead.
+  ``recovered_fraction`` is the fraction of units that the permutation found puts back where they were (1:
+  ``applied`` undone exactly); ``l2`` is the distance left after alignment (0 also when the permutation found
+  differs from ``applied``'s inverse only among units with equal weights or activations)."""
   permuted = permutations.apply_permutation(spec, applied, params)
-  found = permutations.weight_matching(key, spec, params, permuted, max_iter, bias=bias)
+  if setup is None:
+    found = permutations.weight_matching(key, spec, params, permuted, max_iter, bias=bias)
+  else:
+    found = permutations.assign_units(spec, setup.activation_sums([params, permuted], None, [1])[1].scores())
   # apply(F, apply(P, θ)) takes θ at P[F] on every permuted axis: the copy is restored where P[F] is the identity
   composed = {name: np.asarray(applied[name])[np.asarray(found[name])] for name in applied}
   aligned = permutations.apply_permutation(spec, found, permuted)
@@ -53,9 +58,13 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
   """Rows of (target fraction, seed, realised fixed-point fraction, L2, barriers) for ``params`` against
   random permutations of itself. ``setup`` is the run's :class:`butterfly_jax.run.setup.Setup` (data, model,
   evaluation); the examples are the run's own (:meth:`Setup.evaluation_examples`). With ``align``, each row
-  also holds :func:`recovery`: does weight matching (the run's ``eval.align_max_iter`` and ``eval.align_bias``)
-  find the permutation?"""
+  also holds :func:`recovery` under the run's ``eval.align_method`` (``weight_matching``, with its
+  ``eval.align_max_iter`` and ``eval.align_bias``, or ``activation_matching``): does it find the permutation?"""
   c = setup.c
+  by_activations = align and c.eval.align_method == "activations"
+  if by_activations and setup.norm_info is not None:
+    raise ValueError("--align: the run aligns by activation matching (eval.align_method='activations'), which the "
+                     "proxy runs without BatchNorm statistics; model.norm of this run has them")
   spec = permutations.spec_for(c.model.name, params)
   n = c.eval.num_examples if num_examples is None else num_examples
   indices = setup.evaluation_examples(n)
@@ -69,8 +78,9 @@ def random_permutation_proxy(setup, params, fractions, seeds: int, key, num_exam
                    "fixed_point_fraction": permutations.fixed_point_fraction(perm),
                    "l2": tree_math.l2_distance(params, family[-1])})
       if align:
-        rows[-1]["weight_matching"] = recovery(spec, params, perm, rng.proxy_alignment_key(key, i, s),
-                                               c.eval.align_max_iter, c.eval.align_bias)
+        rows[-1]["activation_matching" if by_activations else "weight_matching"] = recovery(
+            spec, params, perm, rng.proxy_alignment_key(key, i, s), c.eval.align_max_iter, c.eval.align_bias,
+            setup if by_activations else None)
   curves = setup.evaluate_family(tree_math.stack(family), indices, alphas)
   for row, barrier in zip(rows, evaluate.pair_barriers(curves, alphas, len(family))[0]):
     row["barrier"] = barrier
@@ -105,8 +115,9 @@ def main(argv=None):
   flags.DEFINE_integer("seeds", 3, "Random permutations per fraction.")
   flags.DEFINE_integer("num_examples", None, "Examples per split (default: the run's eval.num_examples; 0 = all).")
   flags.DEFINE_integer("seed", 0, "Seed of the random permutations.")
-  flags.DEFINE_bool("align", False, "Also weight-match each permuted copy back to the network (the run's "
-                    "eval.align_max_iter): does alignment recover a permutation that is known to be there?")
+  flags.DEFINE_bool("align", False, "Also align each permuted copy back to the network by the run's "
+                    "eval.align_method (weight or activation matching): does alignment recover a permutation that "
+                    "is known to be there?")
 
   def _main(_):
     from absl import logging as absl_logging
@@ -127,7 +138,7 @@ def main(argv=None):
           + extra)
     fmt = lambda x, w: f"{'nan':>{w}}" if x is None else f"{x:{w}.4f}"
     for r in out["rows"]:
-      b, w = r["barrier"], r.get("weight_matching")
+      b, w = r["barrier"], r.get("weight_matching", r.get("activation_matching"))
       print(f"{r['fixed_point_fraction']:8.3f} {r['seed']:4d} {fmt(r['l2'], 10)} {fmt(b['train']['loss'], 11)} "
             f"{fmt(b['test']['loss'], 10)} {fmt(b['train']['error'], 10)} {fmt(b['test']['error'], 9)}"
             + (f" {fmt(w['recovered_fraction'], 9)} {fmt(w['l2'], 10)}" if w else ""))

@@ -67,7 +67,9 @@ One run, and the sweep with its report (from the repository root)::
   matching (``eval.align_method="activations"``) instead of weight matching, so a verdict on the paper's
   Conjecture 1 (barriers come from permutation) does not rest on one heuristic: seeds 0-2 at t in {0, 250 steps,
   1, 2 epochs} (MLP, 12 runs) and {0, 1 epoch} (CNN, 6 runs). Each run compares its own unaligned and aligned
-  barriers.
+  barriers, and keeps its children's checkpoint for activation matching's positive control, ``python -m
+  butterfly_jax.proxy --run=DIR --fractions=0 --seeds=3 --align`` (the run's method: does it undo a known
+  permutation of child 0?).
 * σ* by search (``butterfly_jax.threshold --per_seed --prior=reproduction/map/mlp``, REPRODUCTION.md): the
   ``mlp`` config is the map's, so its finished runs are the search's first round.
 
@@ -121,7 +123,7 @@ def get_config(arg=None):
   c.log.progress = False
   c.checkpoint.every_steps = "1ep"
   c.checkpoint.trunk = False
-  c.checkpoint.children = phase.endswith("_scale")  # the proxy reads the children checkpoint
+  c.checkpoint.children = phase.endswith(("_scale", "_act"))  # the proxy reads the children checkpoint
   if phase.endswith("_scale"):
     c.perturb.time = "4ep" if phase == "mlp_scale" else "3ep"
     c.perturb.scales = (0.0, 1e-5)

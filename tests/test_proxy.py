@@ -51,6 +51,24 @@ def test_weight_matching_recovers_a_known_permutation_of_a_trained_network(smoke
       permutations.fixed_point_fraction(half))
 
 
+def test_activation_matching_recovers_a_known_permutation_of_a_trained_network(smoke_run):
+  """``--align`` on a run that aligns by activation matching: the permuted copy's units are matched back by their
+  activations on the run's own examples, and the proxy labels the row by the method."""
+  import jax
+  from butterfly_jax.run.setup import Setup
+  c, workdir, _ = smoke_run
+  c = c.copy_and_resolve_references()
+  c.eval.align_method = "activations"
+  setup = Setup(c)
+  params = load_child(workdir, 2)
+  spec = permutations.spec_for(c.model.name, params)
+  applied = permutations.random_permutation(jax.random.key(5), spec, 0.0)
+  assert recovery(spec, params, applied, jax.random.key(6), setup=setup) == {"recovered_fraction": 1.0, "l2": 0.0}
+  from butterfly_jax.proxy import random_permutation_proxy
+  rows, _ = random_permutation_proxy(setup, params, (0.0,), 1, jax.random.key(0), 50, align=True)
+  assert rows[0]["activation_matching"] == {"recovered_fraction": 1.0, "l2": 0.0} and "weight_matching" not in rows[0]
+
+
 @pytest.mark.slow
 def test_proxy_command_line(smoke_run, tmp_path):
   _, workdir, _ = smoke_run
