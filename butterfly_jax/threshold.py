@@ -214,7 +214,8 @@ def search(base_config, runs_dir, times, seeds, threshold=0.1, metric="train.los
   known = prior_points(base_config, prior, metric) if prior is not None else {}
   seeds = [int(s) for s in seeds]
   groups = [[s] for s in seeds] if per_seed else [seeds]
-  out = {"threshold": threshold, "metric": metric, "lo": lo, "hi": hi, "rounds": rounds, "points": points,
+  out = {"kind": base_config.perturb.kind, "threshold": threshold, "metric": metric, "lo": lo, "hi": hi,
+         "rounds": rounds, "points": points,
          "seeds": seeds, "per_seed": bool(per_seed), "factor": factor,
          "prior": None if prior is None else str(prior), "times": {}}
   for t in times:

@@ -378,3 +378,61 @@ def test_the_command_draws_the_full_permutation_barrier_it_is_given(tmp_path, ca
   assert (tmp_path / "out" / "figure1_batch.png").stat().st_size > 0
   assert report_main(["--table", str(table), "--out", str(tmp_path / "bad"), f"--map-scale={tmp_path / 'none'}"]) == 2
   assert "no proxy.json" in capsys.readouterr().err
+
+
+def _search(tmp_path, kind="batch", with_kind=True, per_seed=True):
+  """SYNTHETIC: a per-seed threshold search's threshold.json at 2% test error over t = 0 and 1 epoch (seed 0
+  bracketed at both; seed 1 bracketed at t = 0 and above the searched range at 1 epoch), with one run directory
+  whose config names the kind (a file from before threshold.json had ``kind``)."""
+  def seed(status, bracket, est):
+    return {"status": status, "bracket": bracket, "sigma_estimate": est, "points": []}
+  out = {"threshold": 0.02, "metric": "test.error", "lo": 1e-5, "hi": 1.0, "rounds": 4, "points": 3,
+         "seeds": [0, 1], "per_seed": per_seed, "factor": 2.0, "prior": None,
+         "times": {"0": {"per_seed": {"0": seed("bracketed", [0.01, 0.02], 0.015),
+                                      "1": seed("bracketed", [0.02, 0.04], 0.03)}, "spread": [0.015, 0.03]},
+                   "1ep": {"per_seed": {"0": seed("bracketed", [0.1, 0.2], 0.125),
+                                        "1": seed("below: the largest σ measured does not reach it", None, None)},
+                           "spread": [0.125, 0.125]}}}
+  if with_kind:
+    out["kind"] = kind
+  folder = tmp_path / f"search_{kind}"
+  (folder / "t=0,seed=0,sigmas=x").mkdir(parents=True, exist_ok=True)
+  (folder / "t=0,seed=0,sigmas=x" / "config.json").write_text(json.dumps({"perturb": {"kind": kind}}))
+  (folder / "threshold.json").write_text(json.dumps(out))
+  return folder
+
+
+def test_a_per_seed_search_gives_sigma_star_as_the_seeds_geometric_mean_inside_their_brackets(tmp_path):
+  search = instability.read_search(_search(tmp_path, with_kind=False))
+  assert search["kind"] == "batch"  # from its runs' config where the file predates the field
+  star = instability.search_sigma_star(search, SPE).set_index("t")
+  assert list(star.index) == [0, SPE]  # "1ep" in steps
+  assert star.loc[0, "sigma_star"] == pytest.approx(math.sqrt(0.015 * 0.03))
+  assert (star.loc[0, "bracket_lo"], star.loc[0, "bracket_hi"]) == (0.01, 0.04)  # spans both seeds' brackets
+  # seed 1 above the searched range at 1 epoch: the bar reaches the range's end, the estimate is seed 0's alone
+  assert (star.loc[SPE, "bracket_lo"], star.loc[SPE, "bracket_hi"]) == (0.1, 1.0)
+  assert star.loc[SPE, "sigma_star"] == pytest.approx(0.125) and star.loc[SPE, "status"] == "bracketed"
+  with pytest.raises(ValueError, match="search of the seed mean"):
+    instability.read_search(_search(tmp_path / "mean", per_seed=False))
+
+
+def test_figure1_draws_the_searched_sigma_star_of_its_own_kind_and_criterion(tmp_path, capsys):
+  t = instability.pairs(_table(FIGURE, test_error=True))
+  search = instability.read_search(_search(tmp_path))
+  fig = instability.figure1(t, "batch", search=search)
+  ax = [ax for ax in fig.axes if ax.get_title(loc="left")][-1]
+  assert "searched per seed" in ax.get_title(loc="left")
+  line = next(x for x in ax.get_lines() if x.get_marker() == "o" and len(x.get_xdata()) == 2)
+  assert list(line.get_ydata()) == pytest.approx([math.sqrt(0.015 * 0.03), 0.125])
+  assert ax.get_ylim() == pytest.approx((0.01 / 4, 1.0 * 4))  # zoomed to the brackets
+  assert "seeds' brackets" in " ".join(x.get_text() for x in fig.legends[0].get_texts())
+  with pytest.raises(ValueError, match="the search is of batch"):
+    instability.figure1(t[t["kind"] == "batch"].assign(kind="gaussian"), "gaussian", search=search)
+  table = tmp_path / "table.csv"
+  _table(FIGURE, test_error=True).to_csv(table, index=False)
+  assert report_main(["--table", str(table), "--out", str(tmp_path / "out"),
+                      f"--map-search={_search(tmp_path)}"]) == 0
+  assert "from a threshold search per seed" in (tmp_path / "out" / "map.md").read_text()  # the caption: σ* from where
+  assert report_main(["--table", str(table), "--out", str(tmp_path / "two"), f"--map-search={_search(tmp_path)}",
+                      f"--map-search={_search(tmp_path)}"]) == 2
+  assert "two searches of the batch direction" in capsys.readouterr().err

@@ -3,7 +3,7 @@
   python -m butterfly_jax.report --runs DIR [--out DIR/report] [--no-figures] [--map] [--no-page]
   python -m butterfly_jax.report --table TABLE --map [--out TABLE's folder]
 
-with ``--map-metric``, ``--map-thresholds`` and ``--map-scale`` for the instability map
+with ``--map-metric``, ``--map-thresholds``, ``--map-scale`` and ``--map-search`` for the instability map
 (:mod:`butterfly_jax.report.instability`).
 ``--runs`` prints the summary and the files written, the report page (``index.html``,
 :mod:`butterfly_jax.report.page`) last, and exits 2 when ``DIR`` holds no run directories; ``--table`` draws only
@@ -58,6 +58,10 @@ def main(argv=None) -> int:
   parser.add_argument(*spellings("--map-scale"), default=None,
                       help="a run directory holding proxy.json (python -m butterfly_jax.proxy --fractions=0), or a "
                       "folder of them: figure1_<kind>.png draws their full-permutation barrier")
+  parser.add_argument(*spellings("--map-search"), action="append", default=[],
+                      help="a per-seed threshold search (python -m butterfly_jax.threshold --per_seed: its "
+                      "threshold.json or folder) at the 2%% test-error criterion: figure1_<kind>.png draws its σ*; "
+                      "once per direction")
   args = parser.parse_args(argv)
   try:
     if args.table:
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
     from butterfly_jax.report.instability import make_map
     try:
       made = make_map(table, out, args.map_metric, args.map_thresholds, figures=not args.no_figures,
-                      scale=args.map_scale)
+                      scale=args.map_scale, searches=args.map_search)
     except (ReportError, ValueError, FileNotFoundError) as e:
       print(f"error: --map: {e}", file=sys.stderr)
       made, status = [], 2

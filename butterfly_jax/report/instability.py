@@ -310,6 +310,52 @@ def read_scale(path) -> dict:
   return out
 
 
+def _time_steps(t: str, steps_per_epoch: int) -> int:
+  """A search's perturbation time (``"250"`` or ``"<n>ep"``) in steps."""
+  t = str(t)
+  return round(float(t[:-2]) * steps_per_epoch) if t.endswith("ep") else int(t)
+
+
+def read_search(path) -> dict:
+  """A threshold search's ``threshold.json`` (``python -m butterfly_jax.threshold --per_seed``; ``path``: the file
+  or its folder), with ``kind``: the perturbation kind it searched (its own field, or, for a file written before it
+  had one, its run directories' ``config.json``). Raises ValueError for a search that is not per seed (σ* of the
+  seed mean has no per-seed brackets to draw) or whose kind cannot be told."""
+  path = Path(path)
+  file = path / "threshold.json" if path.is_dir() else path
+  out = json.loads(file.read_text())
+  if not out.get("per_seed"):
+    raise ValueError(f"read_search: {file} is a search of the seed mean; the figure draws a --per_seed search's")
+  if "kind" not in out:
+    kinds = {json.loads(c.read_text())["perturb"]["kind"] for c in file.parent.glob("*/config.json")}
+    if len(kinds) != 1:
+      raise ValueError(f"read_search: {file} names no perturbation kind and its runs hold {sorted(kinds) or 'none'}")
+    out["kind"] = kinds.pop()
+  return out
+
+
+def search_sigma_star(search: dict, steps_per_epoch: int) -> pd.DataFrame:
+  """σ*(t) from a per-seed threshold search (:func:`read_search`), in :func:`sigma_star`'s columns: per t, each
+  seed's own (status, bracket, estimate) in ``per_seed``; ``sigma_star`` the geometric mean of the seeds' estimates;
+  the bracket spans every seed's bracket (``bracket_lo``: the lowest seed's lower end, ``bracket_hi``: the highest's
+  upper end), reaching the searched range's end (``lo``, ``hi``) for a seed censored there. A t where every seed is
+  censored the same way is ``above`` (σ* below ``lo``) or ``below`` (above ``hi``)."""
+  rows = []
+  for t, v in search["times"].items():
+    per_seed = {int(s): (g["status"], g["bracket"], g["sigma_estimate"]) for s, g in v["per_seed"].items()}
+    statuses = [_status(x[0]) for x in per_seed.values()]
+    est = [x[2] for x in per_seed.values() if _status(x[0]) == "bracketed" and x[2] is not None]
+    lows = [x[1][0] for x in per_seed.values() if x[1]] + [search["lo"]] * statuses.count("above")
+    highs = [x[1][1] for x in per_seed.values() if x[1]] + [search["hi"]] * statuses.count("below")
+    status = "bracketed" if est else statuses[0] if len(set(statuses)) == 1 else "bracketed"
+    rows.append({"kind": search["kind"], "t": _time_steps(t, steps_per_epoch), "status": status,
+                 "sigma_star": float(np.exp(np.mean(np.log(est)))) if est else math.nan,
+                 "bracket_lo": min(lows) if est else math.nan, "bracket_hi": max(highs) if est else math.nan,
+                 "lo": float(search["lo"]), "hi": float(search["hi"]), "per_seed": per_seed,
+                 "threshold": float(search["threshold"]), "steps_per_epoch": steps_per_epoch})
+  return pd.DataFrame(rows).sort_values("t", ignore_index=True)
+
+
 def reaching(t: pd.DataFrame, metric: str, threshold, max_sigma: float | None = None) -> pd.DataFrame:
   """How many pairs reach ``threshold`` (anything :func:`pair_thresholds` takes), per (kind, t): ``n`` (pairs with
   0 < σ ≤ ``max_sigma``), ``reached`` (a diverged pair counts as reaching it), ``diverged``, and the pairs' barrier
@@ -713,7 +759,7 @@ def _scale_band(ax, values: dict, fs: float) -> None:
 
 
 def figure1(t: pd.DataFrame, kind: str = "batch", metric: str = "train.loss", criterion=None, scale=None,
-            sigmas=None, width: float = FIGURE1_WIDTH, extra: bool = False):
+            sigmas=None, width: float = FIGURE1_WIDTH, extra: bool = False, search=None):
   """The paper's Figure 1 for one kind of a map, at a column's width (``width`` inches): the barrier after training
   against the perturbation time t, one line per σ (seed mean, band: min-max over seeds), with
 
@@ -722,7 +768,9 @@ def figure1(t: pd.DataFrame, kind: str = "batch", metric: str = "train.loss", cr
   - (b) the ``criterion`` metric's barrier (default :data:`CRITERION`: the test error) with the criterion drawn as a
     dashed line, and its full-permutation barrier likewise;
   - (c) σ*(t) at the criterion (:func:`sigma_star` on the seed means: hollow circle inside the bracket's bar,
-    censored t as ▽ at the grid's smallest σ or △ at its largest, small circles each seed's own σ*).
+    censored t as ▽ at the grid's smallest σ or △ at its largest, small circles each seed's own σ*); with
+    ``search`` (:func:`read_search`: a per-seed threshold search of this kind at the criterion), σ* by that search
+    instead (:func:`search_sigma_star`: the seeds' geometric mean inside a bar spanning their brackets).
 
   A panel whose barrier the table lacks is left out. t is on a symlog axis in steps (t = 0 at its left end, linear
   up to 10 steps, labelled at 0 and the decades), the whole epochs marked by dotted lines; barriers are symlog,
@@ -737,6 +785,11 @@ def figure1(t: pd.DataFrame, kind: str = "batch", metric: str = "train.loss", cr
   sigmas = figure1_sigmas(d["sigma"]) if sigmas is None else sorted(float(v) for v in sigmas)
   metrics = [m for m in dict.fromkeys((metric, metric_c)) if f"vs_child0.barrier.{m}" in d]
   star = sigma_star(d, metric_c, level) if f"vs_child0.barrier.{metric_c}" in d else None
+  if search is not None:
+    if search["kind"] != kind or (search["metric"], float(search["threshold"])) != (metric_c, float(level)):
+      raise ValueError(f"figure1: the search is of {search['kind']} at a {search['metric']} barrier of "
+                       f"{search['threshold']:g}; panel (c) draws {kind} at {metric_c} {level:g}")
+    star = search_sigma_star(search, int(d["steps_per_epoch"].iloc[0]))
   n = len(metrics) + (star is not None)
   if not n:
     raise ValueError(f"figure1: the table has neither a {metric} nor a {metric_c} barrier")
@@ -771,14 +824,19 @@ def figure1(t: pd.DataFrame, kind: str = "batch", metric: str = "train.loss", cr
     ax = axes[-1]
     draw_sigma_star(ax, star, ms=5.5, censored_ms=9, colors={kind: STAR_COLOR})
     ax.set_yscale("log")
-    ax.set_ylim(float(star["lo"].min()) / 4, float(star["hi"].max()) * 4)
+    if search is None or (star["status"] != "bracketed").any() or star["bracket_lo"].isna().all():
+      ax.set_ylim(float(star["lo"].min()) / 4, float(star["hi"].max()) * 4)
+    else:  # the searched range is far wider than where σ* was found: zoom to the brackets
+      ax.set_ylim(float(star["bracket_lo"].min()) / 4, float(star["bracket_hi"].max()) * 4)
     ax.set_ylabel("σ*", fontsize=fs)
     ax.tick_params(labelsize=fs - 0.5)
     split, name = metric_c.split(".")
     text = f"{100 * level:g}% {split}-{name}" if name == "error" else f"{split}-{name} {level:g}"
-    ax.set_title(f"({next(letters)}) σ* for a seed-mean barrier of {text}", fontsize=fs, loc="left")
+    ax.set_title(f"({next(letters)}) σ* at {text}, searched per seed" if search else
+                 f"({next(letters)}) σ* for a seed-mean barrier of {text}", fontsize=fs, loc="left")
     grey = STAR_COLOR
-    handles += [Line2D([], [], color=grey, marker="o", mfc="white", ms=5, label="σ*, bar: its bracket"),
+    bar = "σ*, bar: seeds' brackets" if search else "σ*, bar: its bracket"
+    handles += [Line2D([], [], color=grey, marker="o", mfc="white", ms=5, label=bar),
                 Line2D([], [], color=grey, marker="v", mfc="none", ms=7, ls="none", label="σ* below the grid"),
                 Line2D([], [], color=grey, marker="^", mfc="none", ms=7, ls="none", label="σ* above the grid")]
   epochs = [v for v in steps if v and v % spe == 0]
@@ -842,7 +900,7 @@ def relations_caption(t: pd.DataFrame, kind: str, metric: str) -> str:
           f"share a trunk and child 0, so they are not independent) ({n_text(d)}).")
 
 
-def figure1_caption(t: pd.DataFrame, kind: str, metric: str, scaled: bool) -> str:
+def figure1_caption(t: pd.DataFrame, kind: str, metric: str, scaled: bool, search=None) -> str:
   """The caption of :func:`figure1` for the pairs ``t`` (:func:`pairs`) of one kind."""
   d = t[(t["kind"] == kind) & (t["sigma"] > 0)]
   return (f"The paper's Figure 1 here, {KIND_LABEL.get(kind, kind)}: (a) the seed-mean {metric} barrier and (b) the "
@@ -850,7 +908,11 @@ def figure1_caption(t: pd.DataFrame, kind: str, metric: str, scaled: bool) -> st
           + (", the full-permutation barrier (a network against fully permuted copies of itself) as a grey line in "
              "its min-max band" if scaled else "")
           + "; the dashed line is the 2% error criterion of linear mode connectivity; (c) σ*(t) at that criterion, "
-          f"inside the bracket of the two measured σ around the crossing ({n_text(d)}).")
+          + (f"from a threshold search per seed (bisection in log σ, {search['rounds']} rounds of "
+             f"{search['points']} σ, stopped at brackets within ×{search['factor']:g}): the geometric mean of the "
+             "seeds' σ* inside a bar spanning their brackets, small circles each seed's own"
+             if search else "inside the bracket of the two measured σ around the crossing")
+          + f" ({n_text(d)}).")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -874,10 +936,11 @@ def _write(fig, path: Path, dpi: int) -> Path:
 
 
 def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
-              suffix: str = "", figures: bool = True, scale=None) -> list[Path]:
+              suffix: str = "", figures: bool = True, scale=None, searches=None) -> list[Path]:
   """One setting's map into ``out_dir``: ``map.md`` (:func:`markdown`) and, when ``figures``, ``map_<kind>.png``,
   ``threshold.png``, ``relations_<kind>.png`` and, per kind other than a single weight, ``figure1_<kind>.png``
-  (:func:`figure1`, with ``scale``'s full-permutation barrier where given), with their captions at the end of
+  (:func:`figure1`, with ``scale``'s full-permutation barrier where given, and σ* by the search of its kind in
+  ``searches``, ``{kind:`` :func:`read_search` ``}``, where given), with their captions at the end of
   ``map.md`` (as ``figures.md`` lists the report's), each name ending in ``suffix`` (``__<setting>`` where a table
   holds several). ``t``: :func:`pairs`. Returns the paths written."""
   out = Path(out_dir)
@@ -897,8 +960,10 @@ def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=D
       made.append((f"relations_{kind}{suffix}", relations_caption(t, kind, metric)))
       paths.append(_write(relations_figure(t, kind, metric), out / f"{made[-1][0]}.png", 110))
     for kind in sorted(set(t["kind"].unique()) - {"single"}):  # one weight's σ has another unit
-      made.append((f"figure1_{kind}{suffix}", figure1_caption(t, kind, metric, scale is not None)))
-      paths.append(_write(figure1(t, kind, metric, scale=scale, extra=extra), out / f"{made[-1][0]}.png", 200))
+      search = (searches or {}).get(kind)
+      made.append((f"figure1_{kind}{suffix}", figure1_caption(t, kind, metric, scale is not None, search)))
+      paths.append(_write(figure1(t, kind, metric, scale=scale, extra=extra, search=search),
+                          out / f"{made[-1][0]}.png", 200))
   text = markdown(cell_table, stars, metric)
   if made:  # the figures' captions: their one home, which the report page shows too
     text += "\n".join(["", "### Figures", ""] + [figure_line(name, caption, ("png",)) for name, caption in made]) + "\n"
@@ -907,14 +972,16 @@ def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=D
 
 
 def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=DEFAULT_THRESHOLDS,
-             figures: bool = True, scale=None) -> list[Path]:
+             figures: bool = True, scale=None, searches=()) -> list[Path]:
   """The instability map of a report table (:func:`butterfly_jax.report.load_table`, or :func:`read_table`) into
   ``out_dir``: per setting (config fields other than seed, t, σ and the perturbation that differ between runs,
   as the report's figures split them), :func:`write_map` with the setting in the file names where there are
   several. A setting whose pairs do not vary both t and σ is skipped with a printed note. ``thresholds``: the
   barrier values σ*(t) is found for (one panel each). ``scale``: the full-permutation barrier that
   ``figure1_<kind>.png`` draws (:func:`read_scale`: ``{metric: {seed: value}}``), or a path :func:`read_scale`
-  reads. Returns the paths written; raises ReportError where no setting has a map."""
+  reads. ``searches``: per-seed threshold searches (:func:`read_search`'s paths), at most one per kind, whose σ*
+  ``figure1_<kind>.png`` draws in place of the grid's. Returns the paths written; raises ReportError where no
+  setting has a map."""
   thresholds = tuple(float(v) for v in thresholds)
   if not thresholds or any(not (v > 0 and math.isfinite(v)) for v in thresholds):
     raise ValueError(f"thresholds: every threshold must be a positive finite number, got {thresholds}")
@@ -923,6 +990,12 @@ def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", threshold
     raise ReportError(f"the table has no {column} column: no {metric} barrier to map")
   if scale is not None and not isinstance(scale, Mapping):
     scale = read_scale(scale)
+  by_kind = {}
+  for path in searches or ():
+    search = read_search(path)
+    if search["kind"] in by_kind:
+      raise ValueError(f"searches: two searches of the {search['kind']} direction ({path})")
+    by_kind[search["kind"]] = search
   t = pairs(table)
   groups = settings(t) if not t.empty else [("", t)]
   paths, skipped = [], []
@@ -931,7 +1004,8 @@ def make_map(table: pd.DataFrame, out_dir, metric: str = "train.loss", threshold
     if why:
       skipped.append(f"{label or 'the table'}: {why}")
       continue
-    paths += write_map(rows, out_dir, metric, thresholds, f"__{slug(label)}" if label else "", figures, scale)
+    paths += write_map(rows, out_dir, metric, thresholds, f"__{slug(label)}" if label else "", figures, scale,
+                       by_kind)
   if not paths:
     raise ReportError(f"no instability map: {'; '.join(skipped)}")
   for note in skipped:
