@@ -277,11 +277,14 @@ def test_activation_matching_run_aligns_and_changes_nothing_else(smoke_run, tmp_
         assert a["barrier"][split][metric] >= 0.0
         assert a["curves"][split][metric][0] == v["curves"][split][metric][0]
         assert a["curves"][split][metric][-1] == pytest.approx(v["curves"][split][metric][-1], abs=1e-5)
+    corr = a["unit_correlation"]  # the identity is one assignment: the one matching picks scores at least as high
+    assert -1.0 <= corr["identity"] <= corr["matched"] + 1e-9 <= 1.0 + 1e-9
     if ch["perturb"]["scale"] == 0.0:
       assert a["fixed_point_fraction"] == 1.0 and a["l2"] == 0.0
       assert all(a["barrier"][s][m] == 0.0 for s in ("train", "test") for m in ("loss", "error"))
+      assert corr["identity"] == corr["matched"] > 0.9  # < 1 only by units constant on the examples (they count 0)
     if ch["perturb"]["scale"] == 1.0:
-      assert a["fixed_point_fraction"] < 1.0
+      assert a["fixed_point_fraction"] < 1.0 and corr["matched"] > corr["identity"]
       for split in ("train", "test"):
         assert a["barrier"][split]["loss"] < v["barrier"][split]["loss"]
   table = load_table(tmp_path)  # the report carries the method: the config's column and the pairs' own

@@ -117,14 +117,22 @@ class Comparison(TypedDict):
   curves: CurveSplits
 
 
+class UnitCorrelation(TypedDict):
+  """Activation matching's evidence: the mean correlation of child 0's units with child k's, unit i with unit i
+  (``identity``) and with the unit the matching chose (``matched``); a unit constant on the examples counts 0."""
+  identity: Number
+  matched: Number
+
+
 class Aligned(Comparison):
-  """The comparison after alignment, with the permutation's fixed points; ``method`` ``"activations"`` and its
-  ``examples`` for activation matching (``eval.align_method``), absent for weight matching (every run before the
-  choice existed, and every run that keeps the default)."""
+  """The comparison after alignment, with the permutation's fixed points; ``method`` ``"activations"``, its
+  ``examples`` and the pair's ``unit_correlation`` for activation matching (``eval.align_method``), absent for
+  weight matching (every run before the choice existed, and every run that keeps the default)."""
   fixed_point_fraction: Number
   fixed_point_fractions: NotRequired[dict]
   method: NotRequired[str]
   examples: NotRequired[int]
+  unit_correlation: NotRequired[UnitCorrelation]
 
 
 class VsChild0(Comparison, total=False):

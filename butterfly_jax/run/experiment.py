@@ -259,7 +259,8 @@ def _align(setup, params, diverged, stats=None):
   """Each child k >= 1 aligned to child 0 (``eval.align_method``): weight-matched, or activation-matched on
   :meth:`Setup.align_examples` (``stats``: the children's BatchNorm statistics, stacked, for a model with
   BatchNorm). Returns (aligned stacked params, permutations, what results.json records of the method: nothing for
-  weight matching, so its results are what they were before the method could be chosen)."""
+  weight matching, so its results are what they were before the method could be chosen; under ``per_child``, per
+  child ``j`` matched by activations, its ``unit_correlation``: :func:`_unit_correlation`)."""
   c = setup.c
   params = hosts.fetch(params)
   children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
@@ -271,18 +272,32 @@ def _align(setup, params, diverged, stats=None):
     if matched:
       stats = None if stats is None else [tree_math.unstack(hosts.fetch(stats), j) for j in range(len(children))]
       sums = setup.activation_sums([jax.device_put(child) for child in children], stats, matched)
-  perms, aligned = [], [children[0]]
+  perms, aligned, per_child = [], [children[0]], {}
   for j in range(1, len(children)):
     if j not in matched:
       perm = permutations.identity_permutation(spec)  # nothing to match in non-finite weights
     elif j in sums:
-      perm = permutations.assign_units(spec, sums[j].scores())
+      scores = sums[j].scores()
+      perm = permutations.assign_units(spec, scores)
+      per_child[j] = {"unit_correlation": _unit_correlation(scores, perm)}
     else:
       perm = permutations.weight_matching(rng.align_key(setup.keys, j), spec, children[0],
                                           children[j], max_iter=c.eval.align_max_iter, bias=c.eval.align_bias)
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
-  return tree_math.stack(aligned), perms, info
+  return tree_math.stack(aligned), perms, {**info, "per_child": per_child}
+
+
+def _unit_correlation(scores: dict, perm: dict) -> dict:
+  """How well two networks' hidden units correspond by their activations: the mean correlation over every unit of
+  every permutation between a unit of child 0 and its counterpart in child j, ``identity`` (unit i with unit i: the
+  twins' shared init says they are the same unit) and ``matched`` (unit i with unit ``perm[i]``, activation
+  matching's choice). 1 for identical units, but a unit constant on the examples (a dead ReLU) counts 0; a matched
+  far above the identity means the units moved."""
+  names = sorted(scores)
+  diag = np.concatenate([np.diag(np.asarray(scores[n])) for n in names])
+  match = np.concatenate([np.asarray(scores[n])[np.arange(len(perm[n])), np.asarray(perm[n])] for n in names])
+  return {"identity": float(diag.mean()), "matched": float(match.mean())}
 
 
 def _nulled(tree, keep=()):
@@ -548,8 +563,9 @@ def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alph
   final = setup.evaluate_family(aligned_params, indices, alphas, ebar)
   barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
   dist = hosts.fetch(members.distances(aligned_params, params0))
+  per_child = info.pop("per_child")
   return {"final": final, "barriers": barriers, "path_finite": path_finite, "dist": dist, "perms": perms,
-          "info": info}
+          "info": info, "per_child": per_child}
 
 
 def _vs_child0(ev, j) -> dict:
@@ -595,7 +611,7 @@ def _child_results(plan, pinfo, noise, ev, metric=None) -> list[dict]:
                                              permutations.fixed_point_fraction(aligned["perms"][j - 1]),
                                          "fixed_point_fractions":
                                              permutations.fixed_point_fractions(aligned["perms"][j - 1]),
-                                         **aligned["info"]}
+                                         **aligned["info"], **aligned["per_child"].get(j, {})}
     if diverged[j] or (j >= 1 and diverged[0]):
       child = _nulled(child, keep=("index", "perturb", "diverged", "end_step"))
       for split in ("train", "test"):  # the metric's name is no number
