@@ -421,3 +421,20 @@ def test_floor_regenerates_its_committed_file_and_leaves_out_other_machines_netw
   assert "- t = 0, seed 0: σ = 1e-05" in text
   assert "- t = 0, seed 1; t = 0, seed 2; t = 1ep, seed 1;" in text and "the map's run trained another child 0" in text
   assert "| 0 | 1 ulp, one weight | 3 | 1 |" in text
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_trajectories_regenerate_their_committed_files_from_the_maps_runs(monkeypatch, net):
+  """reproduction/map/<net>_trajectories.md is what ``reproduction.trajectories`` prints over the committed map (the
+  command in its docstring): the timescale against the t = 0 barrier, the twins' separation and distance from init,
+  the ensembles; the single-weight runs are left out (their σ is another unit)."""
+  from pathlib import Path
+  from reproduction import trajectories
+  monkeypatch.chdir(ROOT)
+  text = trajectories.report(Path(f"reproduction/map/{net}"))
+  assert text == (ROOT / "reproduction" / "map" / f"{net}_trajectories.md").read_text()
+  assert "| 0 | 0.0% | " in text and "the barrier first falls below 0.5 of its t = 0 level at t = 1 ep" in text
+  pairs = trajectories.load(Path(f"reproduction/map/{net}"))
+  assert pairs and {p["kind"] for p in pairs} == {"batch", "gaussian"} and all(p["sigma"] > 0 for p in pairs)
+  # the first L2 read is at least GAP steps after t: no ratio over a handful of steps
+  assert all(p["first_step"] - p["t"] >= trajectories.GAP for p in pairs if p["first_step"] is not None)
