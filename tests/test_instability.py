@@ -175,10 +175,12 @@ def test_the_command_draws_the_map_of_a_written_table(tmp_path, capsys):
   assert report_main(["--table", str(table), "--map", "--out", str(tmp_path / "md"), "--no-figures",
                       "--map-metric=train.loss"]) == 0
   assert sorted(p.name for p in (tmp_path / "md").iterdir()) == ["map.md"]
-  assert (tmp_path / "md" / "map.md").read_text() == instability.markdown(
+  written = (tmp_path / "md" / "map.md").read_text()
+  assert written.startswith(instability.markdown(
       instability.cells(instability.pairs(_table(CROSSING)), "train.loss"),
       {v: instability.sigma_star(instability.pairs(_table(CROSSING)), "train.loss", v) for v in (0.005, 0.01, 0.02)},
-      "train.loss")
+      "train.loss"))
+  assert "\n".join(instability.relations_table(instability.pairs(_table(CROSSING)), "batch", "train.loss")) in written
   flat = tmp_path / "flat.csv"
   _table({0: CROSSING[0]}).to_csv(flat, index=False)
   assert report_main(["--table", str(flat), "--out", str(tmp_path / "none")]) == 2
@@ -436,3 +438,25 @@ def test_figure1_draws_the_searched_sigma_star_of_its_own_kind_and_criterion(tmp
   assert report_main(["--table", str(table), "--out", str(tmp_path / "two"), f"--map-search={_search(tmp_path)}",
                       f"--map-search={_search(tmp_path)}"]) == 2
   assert "two searches of the batch direction" in capsys.readouterr().err
+
+
+def test_the_relations_figure_fits_a_column_and_its_rho_per_t_is_a_table(monkeypatch):
+  """relations_<kind>.png at a column's width: a panel per relation, every pair in it coloured by its t (a legend
+  entry per t), fonts readable; ρ within each t moved from the panels' titles to map.md's table."""
+  import functools
+  # 20 resamples, not 2,000: the table's layout is tested here, the interval elsewhere
+  monkeypatch.setattr(instability, "spearman_by_seed", functools.partial(instability.spearman_by_seed, n_boot=20))
+  t = instability.pairs(_table(CROSSING))
+  fig = instability.relations_figure(t, "batch", "train.loss")
+  assert fig.get_size_inches()[0] == pytest.approx(3.3)
+  axes = [ax for ax in fig.axes if ax.get_xlabel()]
+  assert [ax.get_xlabel() for ax in axes] == ["L2 distance to child 0", "angular CKA (radians)"]
+  d = t[(t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  assert sum(len(c.get_offsets()) for c in axes[0].collections) == len(d)  # every pair, once
+  assert [x.get_text() for x in fig.legends[0].get_texts()] == ["0", "1 ep", "2 ep", "4 ep"]  # SPE = 100 steps
+  assert min(x.get_fontsize() for x in _texts(fig)) >= 7
+  assert all(ax.get_ylim()[0] > -1e-3 for ax in axes)  # no negative barriers drawn
+  lines = instability.relations_table(t, "batch", "train.loss")
+  rho = instability.relations_rho(t, "batch", "train.loss")
+  assert len([x for x in lines if x.startswith("| ") and not x.startswith(("| t ", "| ---"))]) == len(rho) == 4
+  assert lines[-1].startswith("| 4 ep | " + instability.fmt_rho(rho.iloc[-1]["vs_child0.l2"]))

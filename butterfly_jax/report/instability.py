@@ -681,9 +681,41 @@ def threshold_figure(stars: dict, metric: str, n_seeds: int | None = None):
   return fig
 
 
-def relations_figure(t: pd.DataFrame, kind: str, metric: str):
-  """Each relation of :data:`RELATIONS` against the ``metric`` barrier for one kind, one panel per t (pairs with
-  σ > 0 that did not diverge, one marker per seed), each titled with :func:`spearman_by_seed`'s ρ and interval."""
+def relations_rho(t: pd.DataFrame, kind: str, metric: str) -> pd.DataFrame:
+  """Spearman's ρ of each relation of :data:`RELATIONS` with the ``metric`` barrier within each t, for one kind
+  (pairs with σ > 0 that did not diverge): rows ``t``, ``n``, and per relation its ``(ρ, lo, hi)``
+  (:func:`spearman_by_seed`)."""
+  d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
+  d = d.assign(value=d[f"vs_child0.barrier.{metric}"].astype(float))
+  rows = []
+  for step, g in d.groupby("t"):
+    rows.append({"t": int(step), "n": len(g), "steps_per_epoch": int(g["steps_per_epoch"].iloc[0]),
+                 **{x: spearman_by_seed(g[x].astype(float), g["value"], g["seed"]) for x, _, _ in RELATIONS
+                    if x in g}})
+  return pd.DataFrame(rows)
+
+
+def relations_table(t: pd.DataFrame, kind: str, metric: str) -> list:
+  """Markdown lines: :func:`relations_rho` of one kind, a row per t (the numbers behind
+  ``relations_<kind>.png``)."""
+  rho = relations_rho(t, kind, metric)
+  rels = [(x, name) for x, name, _ in RELATIONS if x in rho]
+  out = [f"### Relations with the `{metric}` barrier within each t, {KIND_LABEL.get(kind, kind)}", "",
+         f"Spearman's ρ [{LEVEL:.0%} interval from {N_BOOT} resamples of whole seeds] over the pairs with σ > 0 that did "
+         "not diverge (n: the pairs with both numbers).", "", "| t | " + " | ".join(name for _, name in rels) + " |",
+         "| --- |" + " --- |" * len(rels)]
+  for _, r in rho.iterrows():
+    out.append(f"| {time_label(r['t'], r['steps_per_epoch'])} | "
+               + " | ".join(fmt_rho(r[x]) for x, _ in rels) + " |")
+  return out
+
+
+def relations_figure(t: pd.DataFrame, kind: str, metric: str, width: float = FIGURE1_WIDTH):
+  """Each relation of :data:`RELATIONS` against the ``metric`` barrier for one kind at a column's width (``width``
+  inches): a panel per relation, the pairs with σ > 0 that did not diverge coloured by their perturbation time t
+  (light to dark, a legend entry per t), so that the relation within each t reads along one colour; ρ within each t
+  is :func:`relations_table`'s, in map.md."""
+  from matplotlib import colormaps
   from matplotlib.figure import Figure
   from matplotlib.ticker import LogLocator, NullFormatter
   d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
@@ -691,32 +723,32 @@ def relations_figure(t: pd.DataFrame, kind: str, metric: str):
   rels = [r for r in RELATIONS if r[0] in d]
   steps = sorted(d["t"].unique())
   spe = int(d["steps_per_epoch"].iloc[0])
-  fig = Figure(figsize=(2.3 * len(steps), 2.3 * len(rels)))
-  axes = fig.subplots(len(rels), len(steps), squeeze=False, sharey=True)
-  seeds = sorted(d["seed"].unique())
-  markers = "osD^v<>"
-  for row, (x, name, xscale) in enumerate(rels):
-    for col, step in enumerate(steps):
-      ax, g = axes[row][col], d[d["t"] == step]
-      for i, seed in enumerate(seeds):
-        gs = g[g["seed"] == seed]
-        ax.scatter(gs[x].astype(float), gs["value"], s=14, marker=markers[i % len(markers)],
-                   color=f"C{i}", label=f"seed {int(seed)}")
-      r = spearman_by_seed(g[x].astype(float), g["value"], g["seed"])
-      ax.set_title(f"t = {time_label(int(step), spe)}\nρ = {fmt_rho(r)}", fontsize=6)
-      ax.set_xscale(xscale)
-      if xscale == "log":  # label the decades only: minor labels collide on a narrow range
-        ax.xaxis.set_major_locator(LogLocator(numticks=4))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-      ax.set_yscale("symlog", linthresh=1e-3)
-      ax.tick_params(labelsize=6)
-      if col == 0:
-        ax.set_ylabel(f"{metric} barrier (symlog)", fontsize=7)
-      ax.set_xlabel(name, fontsize=7)
-  axes[0][0].legend(fontsize=6)
-  fig.suptitle(f"{KIND_LABEL.get(kind, kind)}: relations with the {metric} barrier within each t (pairs with σ > 0 "
-               f"that did not diverge; ρ: Spearman [95% seed-bootstrap interval])", fontsize=9)
-  fig.tight_layout()
+  fs = 8.0
+  fig = Figure(figsize=(width, 1.9 * len(rels) + 1.0), layout="constrained")
+  axes = fig.subplots(len(rels), 1, squeeze=False)[:, 0]
+  cmap = colormaps["viridis_r"]
+  colors = {step: cmap(0.1 + 0.85 * i / max(len(steps) - 1, 1)) for i, step in enumerate(steps)}
+  for ax, (x, name, xscale) in zip(axes, rels):
+    for step in steps:
+      g = d[d["t"] == step]
+      ax.scatter(g[x].astype(float), g["value"], s=11, color=colors[step], edgecolors="none", alpha=0.85,
+                 label=time_label(int(step), spe))
+    ax.set_xscale(xscale)
+    if xscale == "log":  # label the decades only: minor labels collide on a narrow range
+      ax.xaxis.set_major_locator(LogLocator(numticks=5))
+      ax.xaxis.set_minor_formatter(NullFormatter())
+    P.symlog(ax, "y")
+    top = float(np.nanmax(d["value"])) if len(d) else 1.0
+    ax.set_ylim(-0.1 * P.BARRIER_LINTHRESH, 3 * max(top, P.BARRIER_LINTHRESH))  # barriers are ≥ 0
+    ax.tick_params(labelsize=fs - 0.5)
+    ax.set_ylabel(f"{metric.replace('.', ' ')} barrier", fontsize=fs)
+    ax.set_xlabel(name, fontsize=fs)
+    ax.grid(True, alpha=0.3)
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=fs - 1, handletextpad=0.2,
+             columnspacing=0.8, frameon=False, markerscale=1.3, title="perturbation time t",
+             title_fontsize=fs - 1)
+  fig.suptitle(f"{KIND_LABEL.get(kind, kind)}: relations with the barrier", fontsize=fs)
   return fig
 
 
@@ -894,10 +926,11 @@ def relations_caption(t: pd.DataFrame, kind: str, metric: str) -> str:
   d = t[(t["kind"] == kind) & (t["sigma"] > 0) & ~t["pair_diverged"].astype(bool)]
   names = [name for col, name, _ in RELATIONS if col in d]
   listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
-  return (f"{listed[:1].upper() + listed[1:]} against the {metric} barrier, {KIND_LABEL.get(kind, kind)}, one panel "
-          "per perturbation time t (pairs with σ > 0 that did not diverge, one marker per seed), each titled with "
-          f"Spearman's ρ and its {LEVEL:.0%} interval from {N_BOOT} resamples of whole seeds (the pairs of one seed "
-          f"share a trunk and child 0, so they are not independent) ({n_text(d)}).")
+  return (f"{listed[:1].upper() + listed[1:]} against the {metric} barrier, {KIND_LABEL.get(kind, kind)}, a panel "
+          "each (pairs with σ > 0 that did not diverge), coloured by the perturbation time t: the relation within a t "
+          f"reads along one colour. Spearman's ρ within each t, with its {LEVEL:.0%} interval from {N_BOOT} resamples "
+          "of whole seeds (the pairs of one seed share a trunk and child 0, so they are not independent), is in the "
+          f"table above ({n_text(d)}).")
 
 
 def figure1_caption(t: pd.DataFrame, kind: str, metric: str, scaled: bool, search=None) -> str:
@@ -958,13 +991,15 @@ def write_map(t: pd.DataFrame, out_dir, metric: str = "train.loss", thresholds=D
     paths.append(_write(threshold_figure(stars, metric, n), out / f"{made[-1][0]}.png", 130))
     for kind in sorted(t["kind"].unique()):
       made.append((f"relations_{kind}{suffix}", relations_caption(t, kind, metric)))
-      paths.append(_write(relations_figure(t, kind, metric), out / f"{made[-1][0]}.png", 110))
+      paths.append(_write(relations_figure(t, kind, metric), out / f"{made[-1][0]}.png", 200))
     for kind in sorted(set(t["kind"].unique()) - {"single"}):  # one weight's σ has another unit
       search = (searches or {}).get(kind)
       made.append((f"figure1_{kind}{suffix}", figure1_caption(t, kind, metric, scale is not None, search)))
       paths.append(_write(figure1(t, kind, metric, scale=scale, extra=extra, search=search),
                           out / f"{made[-1][0]}.png", 200))
   text = markdown(cell_table, stars, metric)
+  for kind in sorted(t["kind"].unique()):  # ρ within each t: the numbers behind relations_<kind>.png
+    text += "\n" + "\n".join(relations_table(t, kind, metric)) + "\n"
   if made:  # the figures' captions: their one home, which the report page shows too
     text += "\n".join(["", "### Figures", ""] + [figure_line(name, caption, ("png",)) for name, caption in made]) + "\n"
   paths[0].write_text(text)
