@@ -5,7 +5,9 @@ module's docstring and in REPRODUCTION.md): ``claims`` (every claims file), ``st
 studies' verdicts), ``pretraining`` (the pre-training study's), ``scale`` (the full-permutation barrier and child
 0's errors a barrier is read against), ``stats`` (how the claims files print numbers), ``cost`` (a sweep's cost
 against the authors' workflow), ``single_weight`` (which weight a one-weight run perturbs, and when it first
-gets a gradient) and ``thresholds`` (a map's σ*(t) at the 2% error criterion, each t's plateau and fractions of
-the full-permutation barrier). The instability map itself (heatmaps, σ*(t), the seed-bootstrap statistics) is the
+gets a gradient), ``thresholds`` (a map's σ*(t) at the 2% error criterion, each t's plateau and fractions of
+the full-permutation barrier), ``floor`` (below the map's plateau: down to one unit in the last place),
+``trajectories`` (when the instability ends, how twins separate, their distance from init, their ensembles) and
+``alignment`` (activation matching beside weight matching). The instability map itself (heatmaps, σ*(t), the seed-bootstrap statistics) is the
 report's: :mod:`butterfly_jax.report.instability`.
 """

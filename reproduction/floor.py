@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from butterfly_jax.io import results as results_lib
+from reproduction.stats import time_order
 
 
 def _label(child) -> str:
@@ -39,12 +40,7 @@ def _rows(runs: Path):
     c0 = res["children"][0]
     for child in res["children"][1:]:
       out.append((t, seed, _label(child), child, (c0["train"]["loss"], c0["test"]["loss"])))
-  return sorted(out, key=lambda r: (_steps(r[0]), r[1]))
-
-
-def _steps(t: str) -> float:
-  """A perturbation time's order: steps, or epochs as 1e9 × epochs (epochs after any step count here)."""
-  return float(t[:-2]) * 1e9 if t.endswith("ep") else float(t)
+  return sorted(out, key=lambda r: (time_order(r[0]), r[1]))
 
 
 def _unmoved(child) -> bool:
@@ -136,13 +132,13 @@ def report(runs: Path, map_runs: Path | None = None) -> str:
       else:
         other.append((t, seed))
     lines += ["", "The map's smallest σ (batch direction) on the same networks:", ""]
-    for t, seed, c in sorted(same, key=lambda x: (_steps(x[0]), x[1])):
+    for t, seed, c in sorted(same, key=lambda x: (time_order(x[0]), x[1])):
       v = c["vs_child0"]
       lines.append(f"- t = {t}, seed {seed}: σ = {c['perturb']['scale']:g}, L2 at T {v['l2']:.4g}, train-loss "
                    f"barrier {v['barrier']['train']['loss']:.4g}, test-error barrier "
                    f"{v['barrier']['test']['error']:.3g}.")
     if other:
-      where = "; ".join(f"t = {t}, seed {s}" for t, s in sorted(other, key=lambda x: (_steps(x[0]), x[1])))
+      where = "; ".join(f"t = {t}, seed {s}" for t, s in sorted(other, key=lambda x: (time_order(x[0]), x[1])))
       lines.append(f"- {where}: the map's run trained another child 0 (it ran on another machine: BUILD_NOTES.md, "
                    "\"Machine variance\"), so its barriers are against another network; left out.")
   return "\n".join(lines) + "\n"

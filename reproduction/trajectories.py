@@ -17,7 +17,6 @@ are left out) and prints, for the batch and Gaussian directions:
 (from the repository root). Every range is over seeds and the pairs named in its row.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from butterfly_jax.io import results as results_lib
-from reproduction.stats import sigma_text
+from reproduction.stats import folder_main, sigma_text
 
 SMALL = 1e-2  # the plateau's σ (REPRODUCTION.md, section 1)
 GAP = 100  # steps after t before the first L2 read: the first log after t can fall a few steps after it
@@ -172,11 +171,7 @@ def report(runs: Path) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m reproduction.trajectories", description=__doc__.splitlines()[0])
-  parser.add_argument("runs", type=Path, help="the folder of a map's sweep (reproduction/map/mlp, .../cnn)")
-  args = parser.parse_args(argv)
-  sys.stdout.write(report(args.runs))
-  return 0
+  return folder_main(argv, "reproduction.trajectories", __doc__, report, "the folder of a map's sweep (reproduction/map/mlp, .../cnn)")
 
 
 if __name__ == "__main__":
