@@ -438,3 +438,42 @@ def test_trajectories_regenerate_their_committed_files_from_the_maps_runs(monkey
   assert pairs and {p["kind"] for p in pairs} == {"batch", "gaussian"} and all(p["sigma"] > 0 for p in pairs)
   # the first L2 read is at least GAP steps after t: no ratio over a handful of steps
   assert all(p["first_step"] - p["t"] >= trajectories.GAP for p in pairs if p["first_step"] is not None)
+
+
+def test_alignment_report_reads_activation_matched_runs_and_counts_what_matching_did(tmp_path, monkeypatch):
+  """``reproduction.alignment`` on SYNTHETIC run directories (results.json read as plain JSON): per pair the barrier
+  before and after activation matching and the units' correlation; over seeds the plateau's and σ = 0.1's ranges;
+  the count of plateau pairs that alignment did not help; the positive control from proxy.json; a weight-matched
+  run is refused."""
+  from reproduction import alignment
+
+  def child(scale, barrier, aligned, fixed, corr):
+    side = lambda b: {"l2": 10 * b, "barrier": {"train": {"loss": b}, "test": {"error": b / 10}}}
+    return {"perturb": {"scale": scale}, "vs_child0": {**side(barrier), "aligned": {
+        **side(aligned), "fixed_point_fraction": fixed, "unit_correlation": {"identity": corr[0], "matched": corr[1]}}}}
+
+  def run(name, seed, t, children, method="activations", proxy=None):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"seed": seed, "perturb": {"time": t}, "eval": {"align_method": method}}))
+    (d / "results.json").write_text(json.dumps({"children": [{}] + children}))
+    if proxy is not None:
+      (d / "proxy.json").write_text(json.dumps({"rows": proxy}))
+
+  monkeypatch.setattr(alignment.results_lib, "load", lambda p: json.loads(Path(p).read_text()))
+  twin = child(0.0, 0.0, 0.0, 1.0, (1.0, 1.0))
+  run("a", 0, "0", [twin, child(1e-5, 0.06, 0.07, 0.45, (0.5, 0.6)), child(0.1, 0.9, 0.1, 0.05, (0.1, 0.5))],
+      proxy=[{"activation_matching": {"recovered_fraction": 1.0, "l2": 0.0}}])
+  run("b", 1, "0", [twin, child(1e-5, 0.05, 0.04, 0.5, (0.55, 0.62)), child(0.1, 0.6, 0.12, 0.07, (0.15, 0.5))])
+  run("c", 0, "1ep", [twin, child(1e-2, 0.02, 0.02, 0.8, (0.7, 0.72))])
+  text = alignment.report(tmp_path)
+  assert text.index("## t = 0, seed 0") < text.index("## t = 0, seed 1") < text.index("## t = 1ep, seed 0")
+  assert "| 1e-05 | 0.6 | 0.06 | 0.006 | 0.7 | 0.07 | 0.007 | 0.45 | 0.5 | 0.6 |" in text
+  assert "| 0 | ≤ 1e-2 | 2 | 0.5 to 0.6 | 0.4 to 0.7 | 0.05 to 0.06 | 0.04 to 0.07 |" in text
+  assert "| 0 | 0.1 | 2 | 6 to 9 | 1 to 1.2 | 0.6 to 0.9 | 0.1 to 0.12 |" in text
+  assert "- σ = 0 twins: 3; every one matched by the identity: 3 of 3." in text
+  assert "whose aligned train-loss barrier is at least the unaligned one: 2 of 3." in text  # 0.07 ≥ 0.06, 0.02 ≥ 0.02
+  assert "on 1 runs' child 0): 1 of 1 known permutations undone exactly" in text
+  run("d", 2, "0", [twin], method="weights")
+  with pytest.raises(SystemExit, match="aligned by weights, not by activations"):
+    alignment.report(tmp_path)
