@@ -456,7 +456,8 @@ def test_alignment_report_reads_activation_matched_runs_and_counts_what_matching
     d = tmp_path / name
     d.mkdir()
     (d / "config.json").write_text(json.dumps({"seed": seed, "perturb": {"time": t}, "eval": {"align_method": method}}))
-    (d / "results.json").write_text(json.dumps({"children": [{}] + children}))
+    c0 = {"train": {"loss": 0.1 + seed}, "test": {"loss": 0.2 + seed}}
+    (d / "results.json").write_text(json.dumps({"children": [c0] + children}))
     if proxy is not None:
       (d / "proxy.json").write_text(json.dumps({"rows": proxy}))
 
@@ -473,7 +474,18 @@ def test_alignment_report_reads_activation_matched_runs_and_counts_what_matching
   assert "| 0 | 0.1 | 2 | 6 to 9 | 1 to 1.2 | 0.6 to 0.9 | 0.1 to 0.12 |" in text
   assert "- σ = 0 twins: 3; every one matched by the identity: 3 of 3." in text
   assert "whose aligned train-loss barrier is at least the unaligned one: 2 of 3." in text  # 0.07 ≥ 0.06, 0.02 ≥ 0.02
-  assert "on 1 runs' child 0): 1 of 1 known permutations undone exactly" in text
+  assert "on 1 runs' child 0, 1 distinct network): 1 of 1 known permutations undone exactly" in text
   run("d", 2, "0", [twin], method="weights")
   with pytest.raises(SystemExit, match="aligned by weights, not by activations"):
     alignment.report(tmp_path)
+
+
+def test_alignment_regenerates_its_committed_file_from_the_mlp_act_runs(monkeypatch):
+  """reproduction/map/mlp_act.md is what ``reproduction.alignment`` prints over the committed ``:mlp_act`` runs (the
+  command in its docstring)."""
+  from reproduction import alignment
+  monkeypatch.chdir(ROOT)
+  text = alignment.report(Path("reproduction/map/mlp_act"), Path("reproduction/map/mlp"))
+  assert text == (ROOT / "reproduction" / "map" / "mlp_act.md").read_text()
+  assert "- 22 pairs that did not diverge; weight matching left every unit in place in 19 of them" in text
+  assert "- σ = 0 twins: 12; every one matched by the identity: 12 of 12." in text
