@@ -7,7 +7,8 @@ studies' verdicts), ``pretraining`` (the pre-training study's), ``scale`` (the f
 against the authors' workflow), ``single_weight`` (which weight a one-weight run perturbs, and when it first
 gets a gradient), ``thresholds`` (a map's σ*(t) at the 2% error criterion, each t's plateau and fractions of
 the full-permutation barrier), ``floor`` (below the map's plateau: down to one unit in the last place),
-``trajectories`` (when the instability ends, how twins separate, their distance from init, their ensembles) and
-``alignment`` (activation matching beside weight matching). The instability map itself (heatmaps, σ*(t), the seed-bootstrap statistics) is the
+``trajectories`` (when the instability ends, how twins separate, their distance from init, their ensembles),
+``alignment`` (activation matching beside weight matching) and ``search`` (σ* by per-seed threshold search).
+The instability map itself (heatmaps, σ*(t), the seed-bootstrap statistics) is the
 report's: :mod:`butterfly_jax.report.instability`.
 """

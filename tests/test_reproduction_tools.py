@@ -489,3 +489,14 @@ def test_alignment_regenerates_its_committed_file_from_the_mlp_act_runs(monkeypa
   assert text == (ROOT / "reproduction" / "map" / "mlp_act.md").read_text()
   assert "- 22 pairs that did not diverge; weight matching left every unit in place in 19 of them" in text
   assert "- σ = 0 twins: 12; every one matched by the identity: 12 of 12." in text
+
+
+def test_search_regenerates_its_committed_file_from_the_mlp_search(monkeypatch):
+  """reproduction/map/mlp_search_batch.md is what ``reproduction.search`` prints over the committed search (its
+  threshold.json and runs): every (t, seed) bracketed within the search's factor of 2."""
+  from reproduction import search
+  monkeypatch.chdir(ROOT)
+  text = search.report(Path("reproduction/map/mlp_search_batch"))
+  assert text == (ROOT / "reproduction" / "map" / "mlp_search_batch.md").read_text()
+  widths = [float(line.split(" | ")[4]) for line in text.splitlines() if "| bracketed |" in line]
+  assert len(widths) == 24 and max(widths) <= 2.0
