@@ -136,7 +136,8 @@ def report(runs: Path, map_runs: Path | None = None) -> str:
               "The map's runs of the same seed, t and σ whose child 0 is the same network (its final losses equal, "
               "bit for bit; a map run from another machine trained another one and is left out): the train-loss "
               "barrier after weight matching beside the one after activation matching.", "",
-              "| t | seed | σ | barrier | weight-matched | units left in place | activation-matched | units left in place |",
+              "| t | seed | σ | barrier | weight-matched | units left in place | activation-matched "
+              "| units left in place |",
               "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r, (wb, wf) in same:
       c = _cols(r[2])

@@ -9,11 +9,12 @@ bracket's width (hi / lo), then per t the geometric mean of the seeds' σ* and t
 (from the repository root).
 """
 
-import math
+import json
 import sys
 from pathlib import Path
 
-from butterfly_jax.report.instability import read_search
+from butterfly_jax.config import to_steps
+from butterfly_jax.report.instability import read_search, search_sigma_star, seed_spread
 from reproduction.stats import folder_main, time_order
 
 
@@ -23,30 +24,35 @@ def _g(x) -> str:
 
 def report(folder: Path) -> str:
   search = read_search(folder)
-  runs = len(list(Path(folder).glob("*/results.json")))
+  results = sorted(Path(folder).glob("*/results.json"))
+  spe = json.loads(results[0].read_text())["steps"]["steps_per_epoch"] if results else None
   lines = [f"# σ* by search: `{folder}`", "",
            f"{search['kind']} direction; σ* where each seed's {search['metric']} barrier first reaches "
-           f"{search['threshold']:g}, searched over [{search['lo']:g}, {search['hi']:g}] in log σ ({search['points']} σ "
-           f"a round, at most {search['rounds']} rounds, stopped at brackets within ×{search['factor']:g}"
+           f"{search['threshold']:g}, searched over [{search['lo']:g}, {search['hi']:g}] in log σ ({search['points']} "
+           f"σ a round, at most {search['rounds']} rounds, stopped at brackets within ×{search['factor']:g}"
            + (f"; the first round's points from `{Path(search['prior']).name}`'s runs where they are this machine's "
-              "network" if search.get("prior") else "") + f"); {runs} runs. From `python -m reproduction.search "
-           f"{folder}`.", "",
+              "network" if search.get("prior") else "") + f"); {len(results)} runs. From "
+           f"`python -m reproduction.search {folder}`.", "",
            "| t | seed | status | bracket | hi / lo | σ* (log-linear inside the bracket) |",
            "| --- | ---: | --- | --- | ---: | ---: |"]
-  spreads = []
-  for t in sorted(search["times"], key=time_order):
-    per_seed = search["times"][t]["per_seed"]
-    for seed, g in sorted(per_seed.items(), key=lambda kv: int(kv[0])):
+  times = sorted(search["times"], key=time_order)
+  for t in times:
+    for seed, g in sorted(search["times"][t]["per_seed"].items(), key=lambda kv: int(kv[0])):
       b = g["bracket"]
       lines.append(f"| {t} | {seed} | {g['status'].split(':')[0]} | " + (f"[{b[0]:.3g}, {b[1]:.3g}]" if b else "–")
                    + f" | {_g(b[1] / b[0]) if b else '–'} | {_g(g['sigma_estimate'])} |")
-    est = [g["sigma_estimate"] for g in per_seed.values() if g["sigma_estimate"] is not None]
-    spreads.append((t, est, len(per_seed)))
-  lines += ["", "| t | seeds bracketed | σ* geometric mean | min | max | max / min |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-  for t, est, n in spreads:
-    gm = math.exp(sum(math.log(x) for x in est) / len(est)) if est else None
-    lines.append(f"| {t} | {len(est)} of {n} | {_g(gm)} | {_g(min(est) if est else None)} | "
-                 f"{_g(max(est) if est else None)} | {_g(max(est) / min(est) if est else None)} |")
+  # the seeds' geometric mean and spread: the figure's own numbers (search_sigma_star, seed_spread)
+  star = search_sigma_star(search, spe)
+  spread = seed_spread(star).set_index("t")
+  star = star.set_index("t")
+  lines += ["", "| t | seeds bracketed | σ* geometric mean | min | max | max / min |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+  for t in times:
+    step = to_steps(t, spe, "perturb.time")
+    r, m = spread.loc[step], star.loc[step, "sigma_star"]
+    nan = lambda x: None if x != x else x
+    lines.append(f"| {t} | {r['bracketed']} of {r['seeds']} | {_g(nan(m))} | {_g(nan(r['min']))} | "
+                 f"{_g(nan(r['max']))} | {_g(nan(r['ratio']))} |")
   return "\n".join(lines) + "\n"
 
 

@@ -31,10 +31,6 @@ GAP = 100  # steps after t before the first L2 read: the first log after t can f
 KINDS = ("batch", "gaussian")
 
 
-def _t_steps(t: str, spe: int) -> int:
-  return round(float(t[:-2]) * spe) if t.endswith("ep") else int(t)
-
-
 def load(runs: Path) -> list[dict]:
   """One dict per perturbed pair (σ > 0) of every finished whole-network run under ``runs``: kind, seed, t (steps),
   T, steps per epoch, σ, the train-loss barrier, L2 to child 0 at the first log after t and at T, both networks'
@@ -121,8 +117,8 @@ def report(runs: Path) -> str:
                    + ".")
   # separation and distance from init
   lines += ["", "## How the twins separate, and how far each is from init", "",
-            f"Per t, pairs with 0 < σ ≤ 1e-2: L2 to child 0 at the first logged step at least {GAP} steps after t and "
-            "at T, and their ratio (growth); "
+            f"Per t, pairs with 0 < σ ≤ 1e-2: L2 to child 0 at the first logged step at least {GAP} steps after t "
+            "and at T, and their ratio (growth); "
             "each twin's L2 from init at T over child 0's, and the twins' L2 at T over child 0's L2 from init.", "",
             "| kind | t | n | first log (step) | L2 there | L2 at T | growth | L2 from init, twin / child 0 | "
             "L2 at T / child 0's from init |",
@@ -171,7 +167,8 @@ def report(runs: Path) -> str:
 
 
 def main(argv=None) -> int:
-  return folder_main(argv, "reproduction.trajectories", __doc__, report, "the folder of a map's sweep (reproduction/map/mlp, .../cnn)")
+  return folder_main(argv, "reproduction.trajectories", __doc__, report,
+                     "the folder of a map's sweep (reproduction/map/mlp, .../cnn)")
 
 
 if __name__ == "__main__":

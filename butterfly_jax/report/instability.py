@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from butterfly_jax.config import to_steps
 from butterfly_jax.report import plotting as P
 from butterfly_jax.report.context import n_text, slug
 from butterfly_jax.report.figures import settings
@@ -310,12 +311,6 @@ def read_scale(path) -> dict:
   return out
 
 
-def _time_steps(t: str, steps_per_epoch: int) -> int:
-  """A search's perturbation time (``"250"`` or ``"<n>ep"``) in steps."""
-  t = str(t)
-  return round(float(t[:-2]) * steps_per_epoch) if t.endswith("ep") else int(t)
-
-
 def read_search(path) -> dict:
   """A threshold search's ``threshold.json`` (``python -m butterfly_jax.threshold --per_seed``; ``path``: the file
   or its folder), with ``kind``: the perturbation kind it searched (its own field, or, for a file written before it
@@ -347,8 +342,10 @@ def search_sigma_star(search: dict, steps_per_epoch: int) -> pd.DataFrame:
     est = [x[2] for x in per_seed.values() if _status(x[0]) == "bracketed" and x[2] is not None]
     lows = [x[1][0] for x in per_seed.values() if x[1]] + [search["lo"]] * statuses.count("above")
     highs = [x[1][1] for x in per_seed.values() if x[1]] + [search["hi"]] * statuses.count("below")
-    status = "bracketed" if est else statuses[0] if len(set(statuses)) == 1 else "bracketed"
-    rows.append({"kind": search["kind"], "t": _time_steps(t, steps_per_epoch), "status": status,
+    # bracketed where a seed is; censored where every seed is censored alike; a t whose seeds are censored on both
+    # sides (none bracketed) has no estimate and no bar
+    status = statuses[0] if not est and len(set(statuses)) == 1 else "bracketed"
+    rows.append({"kind": search["kind"], "t": to_steps(str(t), steps_per_epoch, "perturb.time"), "status": status,
                  "sigma_star": float(np.exp(np.mean(np.log(est)))) if est else math.nan,
                  "bracket_lo": min(lows) if est else math.nan, "bracket_hi": max(highs) if est else math.nan,
                  "lo": float(search["lo"]), "hi": float(search["hi"]), "per_seed": per_seed,
@@ -701,9 +698,9 @@ def relations_table(t: pd.DataFrame, kind: str, metric: str) -> list:
   rho = relations_rho(t, kind, metric)
   rels = [(x, name) for x, name, _ in RELATIONS if x in rho]
   out = [f"### Relations with the `{metric}` barrier within each t, {KIND_LABEL.get(kind, kind)}", "",
-         f"Spearman's ρ [{LEVEL:.0%} interval from {N_BOOT} resamples of whole seeds] over the pairs with σ > 0 that did "
-         "not diverge (n: the pairs with both numbers).", "", "| t | " + " | ".join(name for _, name in rels) + " |",
-         "| --- |" + " --- |" * len(rels)]
+         f"Spearman's ρ [{LEVEL:.0%} interval from {N_BOOT} resamples of whole seeds] over the pairs with σ > 0 that "
+         "did not diverge (n: the pairs with both numbers).", "",
+         "| t | " + " | ".join(name for _, name in rels) + " |", "| --- |" + " --- |" * len(rels)]
   for _, r in rho.iterrows():
     out.append(f"| {time_label(r['t'], r['steps_per_epoch'])} | "
                + " | ".join(fmt_rho(r[x]) for x, _ in rels) + " |")
@@ -728,6 +725,7 @@ def relations_figure(t: pd.DataFrame, kind: str, metric: str, width: float = FIG
   axes = fig.subplots(len(rels), 1, squeeze=False)[:, 0]
   cmap = colormaps["viridis_r"]
   colors = {step: cmap(0.1 + 0.85 * i / max(len(steps) - 1, 1)) for i, step in enumerate(steps)}
+  top = max(float(np.nanmax(d["value"])) if len(d) else 0.0, P.BARRIER_LINTHRESH)
   for ax, (x, name, xscale) in zip(axes, rels):
     for step in steps:
       g = d[d["t"] == step]
@@ -738,8 +736,7 @@ def relations_figure(t: pd.DataFrame, kind: str, metric: str, width: float = FIG
       ax.xaxis.set_major_locator(LogLocator(numticks=5))
       ax.xaxis.set_minor_formatter(NullFormatter())
     P.symlog(ax, "y")
-    top = float(np.nanmax(d["value"])) if len(d) else 1.0
-    ax.set_ylim(-0.1 * P.BARRIER_LINTHRESH, 3 * max(top, P.BARRIER_LINTHRESH))  # barriers are ≥ 0
+    ax.set_ylim(-0.1 * P.BARRIER_LINTHRESH, 3 * top)  # barriers are ≥ 0
     ax.tick_params(labelsize=fs - 0.5)
     ax.set_ylabel(f"{metric.replace('.', ' ')} barrier", fontsize=fs)
     ax.set_xlabel(name, fontsize=fs)

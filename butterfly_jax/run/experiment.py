@@ -259,8 +259,9 @@ def _align(setup, params, diverged, stats=None):
   """Each child k >= 1 aligned to child 0 (``eval.align_method``): weight-matched, or activation-matched on
   :meth:`Setup.align_examples` (``stats``: the children's BatchNorm statistics, stacked, for a model with
   BatchNorm). Returns (aligned stacked params, permutations, what results.json records of the method: nothing for
-  weight matching, so its results are what they were before the method could be chosen; under ``per_child``, per
-  child ``j`` matched by activations, its ``unit_correlation``: :func:`_unit_correlation`)."""
+  weight matching, so its results are what they were before the method could be chosen; ``{j: what results.json
+  records of child j's match}``: for a child matched by activations, its ``unit_correlation``
+  (:func:`_unit_correlation`))."""
   c = setup.c
   params = hosts.fetch(params)
   children = [tree_math.unstack(params, j) for j in range(tree_math.num_members(params))]
@@ -285,7 +286,7 @@ def _align(setup, params, diverged, stats=None):
                                           children[j], max_iter=c.eval.align_max_iter, bias=c.eval.align_bias)
     perms.append(perm)
     aligned.append(permutations.apply_permutation(spec, perm, children[j]))
-  return tree_math.stack(aligned), perms, {**info, "per_child": per_child}
+  return tree_math.stack(aligned), perms, info, per_child
 
 
 def _unit_correlation(scores: dict, perm: dict) -> dict:
@@ -557,13 +558,12 @@ def _compare_aligned(setup, plan, params, diverged, params0, mesh, indices, alph
   statistics, for activation matching), then evaluated as the children are: its L2 distance, barriers and curves,
   and the permutations' fixed points."""
   tic = time.time()
-  aligned_params, perms, info = _align(setup, params, diverged, stats)
+  aligned_params, perms, info, per_child = _align(setup, params, diverged, stats)
   aligned_params = placement.shard_members(aligned_params, mesh)  # placed like the family it came from
   timing["align_s"] = time.time() - tic
   final = setup.evaluate_family(aligned_params, indices, alphas, ebar)
   barriers, path_finite = evaluate.pair_barriers(final, alphas, plan.k)
   dist = hosts.fetch(members.distances(aligned_params, params0))
-  per_child = info.pop("per_child")
   return {"final": final, "barriers": barriers, "path_finite": path_finite, "dist": dist, "perms": perms,
           "info": info, "per_child": per_child}
 
